@@ -1,0 +1,42 @@
+"""`hybrid-jax` command line: a thin dispatcher to each subcommand's own module.
+
+Each subcommand module exposes `main(argv: list[str]) -> int`. Modules are imported only when
+their subcommand runs, so `hybrid-jax models` never imports orbax or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "models": ("hybrid_jax.presets_cli", "list presets with parameter and FLOP counts"),
+    "data": ("hybrid_jax.data.cli", "build/inspect token stores and tokenizers"),
+    "fit": ("analysis.cli", "fit scaling laws to sweep results, write fits.json, REPORT.md, figures"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hybrid-jax COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<14}{help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        close = difflib.get_close_matches(name, SUBCOMMANDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"hybrid-jax: unknown command {name!r}{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

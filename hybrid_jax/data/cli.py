@@ -1,0 +1,187 @@
+"""`hybrid-jax data {build,tokenizer,info}` (also `python -m hybrid_jax.data.cli`).
+
+    hybrid-jax data tokenizer --source pycode --vocab-size 8192 --out data_cache/pycode-8k.model
+    hybrid-jax data build --source pycode --tokenizer data_cache/pycode-8k.model --out data_cache/pycode
+    hybrid-jax data build --source text --input 'notes/**/*.txt' --doc-separator blank-lines \\
+        --tokenizer byte --out data_cache/notes
+    hybrid-jax data build --source tfds:my_text/plain --data-dir ~/tfds --tokenizer M --out D
+    hybrid-jax data build --source seqio:my_task --input 'corpus/*.txt' --tokenizer M --out D
+    hybrid-jax data info data_cache/pycode --tokens 2e9
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from hybrid_jax.data.build import DEFAULT_SHARD_TOKENS, build_store, is_validation, split_threshold
+from hybrid_jax.data.tokenizer import DEFAULT_SAMPLE_BYTES, load_tokenizer, train_sentencepiece
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True,
+                   help="pycode | text | tfds:NAME[/CONFIG] | seqio:TASK")
+    p.add_argument("--input", nargs="+", metavar="FILE_OR_GLOB",
+                   help="text (and seqio text-task) inputs; globs may use **")
+    p.add_argument("--doc-separator", default=None,
+                   help="text source: 'file' (one document per file, default), 'blank-lines', "
+                        "or a regular expression (e.g. '\\n' for one document per line)")
+    p.add_argument("--distributions", type=lambda s: [x for x in s.split(",") if x],
+                   help="pycode: comma-separated installed distributions (default: the built-in list)")
+    p.add_argument("--text-key", default=None,
+                   help="tfds: text feature (default text); seqio: feature (default targets)")
+    p.add_argument("--split", default=None, help="tfds/seqio split to read (default train)")
+    p.add_argument("--data-dir", default=None, help="tfds: prepared local data_dir")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="tfds/seqio: import MODULE first (registers builders or tasks)")
+    p.add_argument("--val-fraction", type=float, default=0.01,
+                   help="share of documents held out, chosen by sha256 of the text (default 0.01)")
+    p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8))
+
+
+def _make_source(args, tokenizer_path: str | None = None):
+    from hybrid_jax.data.sources import make_source
+
+    if args.doc_separator is not None and not args.source.startswith("text"):
+        raise ValueError("--doc-separator applies to the text source only")
+    return make_source(args.source, inputs=args.input, doc_separator=args.doc_separator or "file",
+                       distributions=args.distributions, text_key=args.text_key, split=args.split,
+                       data_dir=args.data_dir, tokenizer_path=tokenizer_path, imports=args.imports)
+
+
+def _load_reference(path: str) -> dict:
+    path = Path(path)
+    return json.loads((path / "manifest.json" if path.is_dir() else path).read_text())
+
+
+def cmd_build(args) -> int:
+    from hybrid_jax.data.pycode import warn_version_drift
+    from hybrid_jax.data.store import read_manifest
+
+    source = _make_source(args, args.tokenizer)
+    tokenizer = getattr(source, "tokenizer", None)
+    if tokenizer is None:
+        if not args.tokenizer:
+            raise ValueError("--tokenizer FILE|byte is required for this source")
+        tokenizer = load_tokenizer(args.tokenizer)
+    out = Path(args.out)
+    references = []
+    if args.reference_manifest:
+        references.append((_load_reference(args.reference_manifest), args.reference_manifest))
+    if (out / "manifest.json").is_file():
+        references.append((read_manifest(out), f"the existing store {out}"))
+    for reference, what in references:
+        warn_version_drift(source.describe(), reference["source"], what)
+    t0 = time.perf_counter()
+    manifest = build_store(source, tokenizer, out, val_fraction=args.val_fraction,
+                           shard_tokens=args.shard_tokens, num_threads=args.threads)
+    train = manifest["train"]
+    print(f"built {out}: {train['tokens']:,} train tokens, {train['documents']:,} documents, "
+          f"{train['bytes'] / train['tokens']:.3f} bytes/token, validation sets "
+          f"{sorted(manifest['validation'])}, {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_tokenizer(args) -> int:
+    if args.source.startswith("seqio:"):
+        raise ValueError("a seqio task needs a vocabulary already; train the tokenizer on its "
+                         "text with --source text")
+    source = _make_source(args)
+    threshold = split_threshold(args.val_fraction)
+    docs = (d.text for d in source.documents()
+            if not is_validation(hashlib.sha256(d.text.encode("utf-8")).digest(), threshold))
+    result = train_sentencepiece(docs, args.out, vocab_size=args.vocab_size,
+                                 sample_bytes=args.sample_bytes, num_threads=args.threads,
+                                 source={"spec": args.source, "val_fraction": args.val_fraction})
+    print(f"wrote {result.path} ({result.hash}): vocab {args.vocab_size}, trained on "
+          f"{result.sample_documents:,} documents / {result.sample_bytes / 1e6:.1f} MB in "
+          f"{result.seconds:.1f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from hybrid_jax.data.batches import check_epochs, validation_bytes
+    from hybrid_jax.data.store import open_store
+
+    t0 = time.perf_counter()
+    store = open_store(args.dir, verify=not args.no_verify)
+    verify_s = time.perf_counter() - t0
+    m = store.manifest
+    src = m["source"]
+    print(f"store        {store.path}  ({'verified' if not args.no_verify else 'not verified'}"
+          f" in {verify_s:.2f} s)")
+    print(f"source       {src['kind']}" + (f": {len(src['distributions'])} distributions"
+                                          if src["kind"] == "pycode" else ""))
+    print(f"tokenizer    {m['tokenizer']['kind']} vocab {store.vocab_size}, eos {store.eos_id}, "
+          f"{store.tokenizer_hash}")
+    print(f"train        {store.n_train_tokens:,} tokens, {store.n_train_documents:,} documents, "
+          f"{store.train.n_bytes:,} bytes, {store.train.n_bytes / store.n_train_tokens:.3f} "
+          "bytes/token")
+    docs = m["documents"]
+    print(f"dropped      {docs['duplicates_dropped']:,} duplicate, {docs['empty_dropped']:,} empty "
+          "documents")
+    print("validation   name          documents       tokens        bytes  bytes/token")
+    for name in store.validation_set_names:
+        v = store.validation(name)
+        print(f"             {name:<12}{v.n_documents:>10,}{len(v) - 1:>13,}"
+              f"{validation_bytes(store, name):>13,}{v.n_bytes / max(1, len(v) - 1):>13.3f}")
+    if m["split"]["empty_validation_sets"]:
+        print(f"             (no held-out documents: {m['split']['empty_validation_sets']})")
+    if args.tokens is not None:
+        tokens = int(float(args.tokens))
+        print(f"budget       {tokens:,} tokens = {tokens / store.n_train_tokens:.2f} epochs")
+        check_epochs(store, tokens, args.max_epochs)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybrid-jax data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="tokenize a source into a token store")
+    _add_source_args(b)
+    b.add_argument("--out", required=True, help="store directory (replaced atomically)")
+    b.add_argument("--tokenizer", help="SentencePiece .model file, or 'byte'")
+    b.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
+    b.add_argument("--reference-manifest", help="warn where distribution versions differ from "
+                   "this manifest.json (or store directory)")
+    b.set_defaults(func=cmd_build)
+
+    t = sub.add_parser("tokenizer", help="train a SentencePiece BPE model (byte fallback)")
+    _add_source_args(t)
+    t.add_argument("--vocab-size", type=int, default=8192)
+    t.add_argument("--out", required=True, help="model file to write (plus OUT.json)")
+    t.add_argument("--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES,
+                   help="train on at most this much text, chosen by document hash")
+    t.set_defaults(func=cmd_tokenizer)
+
+    i = sub.add_parser("info", help="summarize a token store")
+    i.add_argument("dir")
+    i.add_argument("--tokens", help="a token budget: report epochs (e.g. 2e9)")
+    i.add_argument("--max-epochs", type=float, default=4)
+    i.add_argument("--no-verify", action="store_true", help="skip sha256 verification")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hybrid_jax.data.batches import EpochLimitError
+    from hybrid_jax.data.store import StoreError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (StoreError, EpochLimitError, ValueError, FileNotFoundError, FileExistsError,
+            ImportError) as e:
+        print(f"hybrid-jax data {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Document sources: what a token store is built from.
+
+A source yields `Document`s (text, group) and describes itself for the manifest (`describe()`,
+complete once `documents()` is exhausted). `group` names the validation set a held-out document
+goes to. Sources whose text arrives already tokenized (seqio) also carry `tokens`.
+
+`make_source("pycode" | "text" | "tfds:NAME[/CONFIG]" | "seqio:TASK", ...)` picks one; the
+tfds and seqio modules import TensorFlow only when such a source is made.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_GROUP = "val"
+DOC_SEPARATORS = {
+    "file": None,
+    # one or more empty (or whitespace-only) lines; the next paragraph keeps its indentation
+    "blank-lines": r"\n(?:[ \t\r\f\v]*\n)+",
+}
+
+
+@dataclass
+class Document:
+    text: str
+    group: str = DEFAULT_GROUP
+    tokens: np.ndarray | None = None
+
+
+def split_documents(text: str, separator: str) -> list[str]:
+    """`file`: the text is one document; `blank-lines`; else `separator` is a regex."""
+    pattern = DOC_SEPARATORS.get(separator, separator)
+    return [text] if pattern is None else re.split(pattern, text)
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Globs (recursive `**` allowed) expanded, sorted, de-duplicated; each must match a file."""
+    paths: list[str] = []
+    for pattern in patterns:
+        matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                         if os.path.isfile(p))
+        if not matches:
+            raise FileNotFoundError(f"--input {pattern!r} matches no file")
+        paths += matches
+    return sorted(set(os.path.abspath(p) for p in paths))
+
+
+def file_records(paths: list[str]) -> list[dict]:
+    """{path, sha256, bytes} of each file, for a manifest."""
+    records = []
+    for path in paths:
+        raw = Path(path).read_bytes()
+        records.append({"path": path, "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)})
+    return records
+
+
+class TextSource:
+    """Plain UTF-8 text files; one group ("val")."""
+
+    kind = "text"
+
+    def __init__(self, inputs: list[str], doc_separator: str = "file"):
+        if not inputs:
+            raise ValueError("the text source needs --input FILE_OR_GLOB ...")
+        self.paths = expand_inputs(inputs)
+        self.doc_separator = doc_separator
+        self.groups = [DEFAULT_GROUP]
+        self.files: list[dict] = []
+
+    def documents(self) -> Iterator[Document]:
+        self.files = []
+        for path in self.paths:
+            raw = Path(path).read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} is not UTF-8 text: {e}") from None
+            self.files.append({"path": path, "sha256": hashlib.sha256(raw).hexdigest(),
+                               "bytes": len(raw)})
+            for doc in split_documents(text, self.doc_separator):
+                yield Document(doc)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "doc_separator": self.doc_separator, "files": self.files}
+
+
+def make_source(spec: str, *, inputs: list[str] | None = None, doc_separator: str = "file",
+                distributions: list[str] | None = None, text_key: str | None = None,
+                split: str | None = None, data_dir: str | None = None,
+                tokenizer_path: str | None = None, imports: list[str] | None = None):
+    """The source named by `spec`; options that the source does not use must be left unset."""
+    kind, _, name = spec.partition(":")
+    if kind == "pycode":
+        from hybrid_jax.data.pycode import DEFAULT_DISTRIBUTIONS, PycodeSource
+
+        _reject_unused(kind, inputs=inputs, text_key=text_key, data_dir=data_dir, split=split,
+                       imports=imports)
+        return PycodeSource(tuple(distributions) if distributions else DEFAULT_DISTRIBUTIONS)
+    if kind == "text":
+        _reject_unused(kind, distributions=distributions, text_key=text_key, data_dir=data_dir,
+                       split=split, imports=imports)
+        return TextSource(inputs or [], doc_separator)
+    if kind == "tfds" and name:
+        from hybrid_jax.data.tfds_source import TfdsSource
+
+        _reject_unused(kind, inputs=inputs, distributions=distributions)
+        return TfdsSource(name, split=split or "train", text_key=text_key or "text", data_dir=data_dir,
+                          imports=imports or [])
+    if kind == "seqio" and name:
+        from hybrid_jax.data.seqio_source import SeqioSource
+
+        _reject_unused(kind, distributions=distributions, data_dir=data_dir)
+        return SeqioSource(name, split=split or "train", feature=text_key or "targets",
+                           inputs=inputs, tokenizer_path=tokenizer_path, imports=imports or [])
+    raise ValueError(f"unknown source {spec!r}: use pycode, text, tfds:NAME[/CONFIG] or seqio:TASK")
+
+
+def _reject_unused(kind: str, **options) -> None:
+    for option, value in options.items():
+        if value:
+            flag = option.replace("_", "-").replace("imports", "import")
+            raise ValueError(f"--{flag} does not apply to the {kind} source")

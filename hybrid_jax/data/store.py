@@ -1,0 +1,155 @@
+"""Open and verify a token store (layout: hybrid_jax/data/build.py)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_jax.data.build import FORMAT, FORMAT_VERSION
+from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, Tokenizer
+
+
+class StoreError(ValueError):
+    """A store is missing, incomplete, or does not match its manifest."""
+
+
+class TokenArray:
+    """One token stream (train or a validation set): memory-mapped shards + document table."""
+
+    def __init__(self, directory: Path, entry: dict, dtype: np.dtype):
+        self.dir = directory
+        self.shards = [np.memmap(directory / s["file"], dtype, "r") for s in entry["shards"]]
+        sizes = np.array([len(s) for s in self.shards], np.int64)
+        self.shard_starts = np.concatenate([[0], np.cumsum(sizes)])
+        self.n_tokens = int(self.shard_starts[-1])
+        self.n_documents = entry["documents"]
+        self.n_bytes = entry["bytes"]
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    @functools.cached_property
+    def doc_offsets(self) -> np.ndarray:
+        """int64 [n_docs + 1]; document i (with its trailing EOS) is [off[i], off[i+1])."""
+        return np.load(self.dir / "doc_offsets.npy")
+
+    @functools.cached_property
+    def doc_bytes(self) -> np.ndarray:
+        return np.load(self.dir / "doc_bytes.npy")
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens [start, start + length), across shard boundaries."""
+        if start < 0 or start + length > self.n_tokens:
+            raise IndexError(f"[{start}, {start + length}) outside [0, {self.n_tokens})")
+        parts, pos, end = [], start, start + length
+        while pos < end:
+            s = int(np.searchsorted(self.shard_starts, pos, "right")) - 1
+            local = pos - int(self.shard_starts[s])
+            take = min(end - pos, len(self.shards[s]) - local)
+            parts.append(self.shards[s][local:local + take])
+            pos += take
+        if len(parts) == 1:
+            return np.array(parts[0])
+        return np.concatenate(parts) if parts else np.zeros(0, self.shards[0].dtype)
+
+    def gather(self, starts_B: np.ndarray, length: int) -> np.ndarray:
+        """[B, length] windows starting at starts_B: one memmap slice per row, none per token."""
+        starts_B = np.asarray(starts_B, np.int64)
+        out_BL = np.empty((starts_B.size, length), self.shards[0].dtype)
+        shard_B = np.searchsorted(self.shard_starts, starts_B, "right") - 1
+        local_B = starts_B - self.shard_starts[shard_B]
+        for row, (s, local) in enumerate(zip(shard_B.tolist(), local_B.tolist())):
+            shard = self.shards[s]
+            if local + length <= len(shard):
+                out_BL[row] = shard[local:local + length]
+            else:
+                out_BL[row] = self.read(int(starts_B[row]), length)
+        return out_BL
+
+
+class TokenStore:
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+        tok = manifest["tokenizer"]
+        self.vocab_size: int = tok["vocab_size"]
+        self.eos_id: int = tok["eos_id"]
+        self.pad_id: int = tok["pad_id"]
+        self.tokenizer_hash: str = tok["hash"]
+        self.dtype = np.dtype(manifest["dtype"])
+        self.train = TokenArray(path / "train", manifest["train"], self.dtype)
+        self.n_train_tokens: int = self.train.n_tokens
+        self.n_train_documents: int = self.train.n_documents
+        self.validation_set_names: list[str] = sorted(manifest["validation"])
+        self._validation: dict[str, TokenArray] = {}
+
+    def validation(self, name: str) -> TokenArray:
+        if name not in self.manifest["validation"]:
+            raise KeyError(f"no validation set {name!r}; this store has {self.validation_set_names}")
+        if name not in self._validation:
+            self._validation[name] = TokenArray(self.path / "val" / name,
+                                                self.manifest["validation"][name], self.dtype)
+        return self._validation[name]
+
+    def tokenizer(self) -> Tokenizer:
+        tok = self.manifest["tokenizer"]
+        if tok["kind"] == "byte":
+            return ByteTokenizer()
+        return SentencePieceTokenizer((self.path / tok["file"]).read_bytes())
+
+    @functools.cached_property
+    def token_nbytes(self) -> np.ndarray:
+        return self.tokenizer().token_nbytes
+
+    def __repr__(self) -> str:
+        return (f"TokenStore({str(self.path)!r}, train_tokens={self.n_train_tokens}, "
+                f"vocab={self.vocab_size}, validation={self.validation_set_names})")
+
+
+def verify_files(path: Path, manifest: dict) -> None:
+    """Every file the manifest lists exists with its size and sha256 (about 1-2 GB/s)."""
+    for rel, entry in manifest["files"].items():
+        file = path / rel
+        if not file.is_file():
+            raise StoreError(f"{file}: missing (listed in {path / 'manifest.json'})")
+        if file.stat().st_size != entry["bytes"]:
+            raise StoreError(f"{file}: {file.stat().st_size} bytes, manifest says {entry['bytes']}")
+        with open(file, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != entry["sha256"]:
+            raise StoreError(f"{file}: sha256 {digest} does not match the manifest "
+                             f"({entry['sha256']}); the file was modified or corrupted")
+    tok = manifest["tokenizer"]
+    if tok["file"] is not None:
+        model_hash = "sha256:" + manifest["files"][tok["file"]]["sha256"]
+        if model_hash != tok["hash"]:
+            raise StoreError(f"{path / tok['file']}: hash {model_hash} is not the tokenizer "
+                             f"hash {tok['hash']} the store was built with")
+
+
+def read_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    file = path / "manifest.json"
+    if not file.is_file():
+        hint = ""
+        if list(path.parent.glob(f"{path.name}.tmp-*")):
+            hint = " (an unfinished build left a .tmp-<pid> directory; run the build again)"
+        raise StoreError(f"{path}: not a complete token store, {file} missing{hint}")
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{file}: format {manifest.get('format')!r} "
+                         f"v{manifest.get('format_version')}, expected {FORMAT!r} v{FORMAT_VERSION}")
+    return manifest
+
+
+def open_store(path: str | Path, *, verify: bool = True) -> TokenStore:
+    """Open a store; with verify=True (the default) every file's sha256 is checked first."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    if verify:
+        verify_files(path, manifest)
+    return TokenStore(path, manifest)

@@ -1,0 +1,91 @@
+"""The language model shared by all three families; the layer pattern decides each mixer.
+
+Blocks:
+  * attention ("A", "S"): Olmo 3's "reordered" post-norm,
+        h = x + Norm(Attn(x));  out = h + Norm(MLP(h))
+  * Gated DeltaNet ("G"): pre-norm, as in the trained Olmo Hybrid 7B,
+        h = x + GDN(Norm(x));   out = h + MLP(Norm(h))
+The stack ends with a final RMSNorm and an untied (by default) unembedding. Logits are fp32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hybrid_jax.config import ModelConfig
+from hybrid_jax.models.attention import Attention
+from hybrid_jax.models.gdn import GatedDeltaNet
+from hybrid_jax.models.layers import RMSNorm, SwiGLU, make_param, normal
+
+
+class AttentionBlock(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, window: int | None, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.compute_dtype)
+        self.mixer = Attention(cfg, window=window, rngs=rngs)
+        self.mixer_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
+        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden, std=cfg.init_std, dtype=dtype, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        h = x_BTD + self.mixer_norm(self.mixer(x_BTD))
+        return h + self.mlp_norm(self.mlp(h))
+
+
+class GDNBlock(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.compute_dtype)
+        self.mixer = GatedDeltaNet(cfg, rngs=rngs)
+        self.mixer_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
+        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden, std=cfg.init_std, dtype=dtype, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        h = x_BTD + self.mixer(self.mixer_norm(x_BTD))
+        return h + self.mlp(self.mlp_norm(h))
+
+
+def make_block(cfg: ModelConfig, letter: str, *, rngs: nnx.Rngs) -> nnx.Module:
+    if letter == "A":
+        return AttentionBlock(cfg, window=None, rngs=rngs)
+    if letter == "S":
+        return AttentionBlock(cfg, window=cfg.sliding_window, rngs=rngs)
+    if letter == "G":
+        return GDNBlock(cfg, rngs=rngs)
+    raise ValueError(f"unknown layer letter {letter!r}")  # config validation makes this unreachable
+
+
+class LM(nnx.Module):
+    """tokens [B, T] int32 -> logits [B, T, vocab] fp32."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed = make_param(rngs, normal(cfg.init_std), (cfg.vocab_size, cfg.d_model),
+                                ("vocab", "embed"))
+        self.blocks = nnx.List([make_block(cfg, t, rngs=rngs) for t in cfg.layer_types])
+        self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
+        if cfg.tie_embeddings:
+            self.unembed = None
+        else:
+            self.unembed = make_param(rngs, normal(cfg.init_std), (cfg.d_model, cfg.vocab_size),
+                                      ("embed", "vocab"))
+
+    def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+        return self.from_embeddings(self.embed_tokens(tokens_BT))
+
+    def embed_tokens(self, tokens_BT: jax.Array) -> jax.Array:
+        return jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.cfg.compute_dtype)
+
+    def from_embeddings(self, x_BTD: jax.Array) -> jax.Array:
+        """Logits from input embeddings; split out so tests can differentiate through inputs."""
+        dtype = jnp.dtype(self.cfg.compute_dtype)
+        for block in self.blocks:
+            x_BTD = block(x_BTD)
+        x_BTD = self.final_norm(x_BTD)
+        w_DV = self.embed[...].T if self.unembed is None else self.unembed[...]
+        return jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def build_model(cfg: ModelConfig, *, seed: int = 0) -> LM:
+    return LM(cfg, rngs=nnx.Rngs(params=seed))

@@ -1,0 +1,90 @@
+"""Attention dispatch: cuDNN on GPU, XLA on CPU (and on TPU until splash is wired up).
+
+Why this exists
+    Model code calls one function; the implementation is chosen by name, and the one that
+    actually runs is observable through `resolve_attention_implementation`, so runs can
+    record it. An explicit choice that cannot run on this platform raises; nothing falls back.
+
+Numerics
+    "xla": float32 logits and softmax (see `reference.py`). "cudnn": cuDNN flash attention
+    through `jax.nn.dot_product_attention`, which needs float16 or bfloat16 inputs; its
+    window argument (W - 1, 0) gives exactly the mask of the xla path.
+
+Constraints
+    q: [B, T, N, H]; k, v: [B, S, G, H], N a multiple of G. local_window_size W (int >= 1)
+    needs causal=True and S == T: query i sees keys j with i - W < j <= i.
+    "splash" (TPU) is planned and not built yet.
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from kernels.attention.reference import xla_attention
+
+IMPLEMENTATIONS = ("xla", "cudnn", "splash")
+_PLATFORM_OF = {"cudnn": "gpu", "splash": "tpu"}
+_CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def resolve_attention_implementation(name: str, *, dtype=None) -> str:
+    """Map a requested implementation to the one that will run on jax.default_backend().
+
+    "auto" is cudnn on GPU (xla when `dtype` is given and is not float16/bfloat16, which
+    cuDNN cannot take), and xla on CPU and, for now, on TPU.
+    """
+    platform = jax.default_backend()
+    if name == "auto":
+        if platform == "gpu" and (dtype is None or jnp.dtype(dtype) in map(jnp.dtype, _CUDNN_DTYPES)):
+            return "cudnn"
+        return "xla"
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={name!r} is unknown; expected 'auto' or one of "
+                         f"{IMPLEMENTATIONS}")
+    needs = _PLATFORM_OF.get(name)
+    if needs is not None and platform != needs:
+        raise RuntimeError(f"implementation={name!r} needs a {needs.upper()} backend, but "
+                           f"this platform is {platform!r}")
+    if name == "splash":
+        raise NotImplementedError("implementation='splash' (TPU splash attention) is planned "
+                                  "for the TPU issue and not built yet; use 'xla' on TPU")
+    return name
+
+
+def _validate(q, k, v, causal, local_window_size):
+    for nm, x in (("q", q), ("k", k), ("v", v)):
+        if x.ndim != 4:
+            raise ValueError(f"{nm} must have 4 dims [B, T, heads, H], got shape {x.shape}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got k {k.shape} and v {v.shape}")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q and k must agree on batch and head dim, got q {q.shape} and "
+                         f"k {k.shape}")
+    if q.shape[2] % k.shape[2] != 0:
+        raise ValueError(f"q has N={q.shape[2]} heads, not a multiple of the G={k.shape[2]} "
+                         f"heads of k and v")
+    if local_window_size is not None:
+        if isinstance(local_window_size, bool) or not isinstance(local_window_size, int) \
+                or local_window_size < 1:
+            raise ValueError(f"local_window_size must be an int >= 1 or None, got "
+                             f"{local_window_size!r}")
+        if not causal:
+            raise ValueError("local_window_size is a causal sliding window; it needs causal=True")
+    if causal and q.shape[1] != k.shape[1]:
+        raise ValueError(f"causal attention needs as many keys as queries, got T={q.shape[1]} "
+                         f"and S={k.shape[1]}")
+
+
+def attention(q_BTNH, k_BTGH, v_BTGH, *, causal: bool = True,
+              local_window_size: Optional[int] = None, implementation: str = "auto",
+              scale: Optional[float] = None):
+    """Softmax attention. Returns [B, T, N, H] in q's dtype; scale defaults to H ** -0.5."""
+    _validate(q_BTNH, k_BTGH, v_BTGH, causal, local_window_size)
+    impl = resolve_attention_implementation(implementation, dtype=q_BTNH.dtype)
+    if impl == "xla":
+        return xla_attention(q_BTNH, k_BTGH, v_BTGH, causal=causal,
+                             local_window_size=local_window_size, scale=scale)
+    window = None if local_window_size is None else (local_window_size - 1, 0)
+    return jax.nn.dot_product_attention(q_BTNH, k_BTGH, v_BTGH, scale=scale, is_causal=causal,
+                                        local_window_size=window, implementation="cudnn")
