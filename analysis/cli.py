@@ -1,0 +1,84 @@
+"""`hybrid-jax fit RESULTS [--out DIR] ...`: fit scaling laws and write the report.
+
+Also runs as `python -m analysis.cli RESULTS ...`. Exit codes: 0 on success, 2 on bad
+input (missing or empty file, invalid rows, a family too small to fit, a bad option);
+on failure nothing is written (see `analysis.report.publish`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from analysis.pipeline import RECIPES, analyse
+from analysis.report import REPORT_MD, publish
+from analysis.results import MEAN_OVER_SETS, ResultsError, load_results
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 too; keep the message format ours
+        self.print_usage(sys.stderr)
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hybrid-jax fit",
+                description="Fit Chinchilla laws and compute frontiers per family, bootstrap "
+                            "over runs, compare families; writes fits.json, REPORT.md, figures.")
+    p.add_argument("results", metavar="RESULTS", help="JSONL file of scaling points")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="report directory (default: fit_report/ beside RESULTS); replaced whole")
+    p.add_argument("--bootstrap", metavar="N", type=int, default=100,
+                   help="bootstrap replicates over runs (default 100; 0 disables intervals)")
+    p.add_argument("--target-loss", metavar="X", type=float, default=None,
+                   help="target loss for savings/compute multiplier (default: the higher of "
+                        "the two families' best observed losses)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--val-set", metavar="NAME", default=None,
+                   help=f"validation set whose loss is fitted, or '{MEAN_OVER_SETS}' to average "
+                        "the sets common to all rows (default: the only set, if there is one)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="paper",
+                   help="fit recipe: 'paper' (4^5 grid, bounds, E <= min L, sqrt-FLOP weights) or "
+                        "'epoch' (4,500 starts, no bounds, unweighted)")
+    p.add_argument("--baseline", metavar="FAMILY", default=None,
+                   help="family the others are compared with (default: transformer if present)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.bootstrap < 0:
+            raise _UsageError("--bootstrap must be >= 0")
+    except _UsageError as err:
+        print(f"hybrid-jax fit: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SystemExit as done:  # --help
+        return int(done.code or 0)
+    results_path = Path(args.results)
+    out_dir = Path(args.out) if args.out else results_path.resolve().parent / "fit_report"
+    t0 = time.perf_counter()
+    try:
+        results = load_results(results_path, val_set=args.val_set)
+        an = analyse(results, n_bootstrap=args.bootstrap, seed=args.seed,
+                     target_loss=args.target_loss, recipe=args.recipe, baseline=args.baseline)
+    except ResultsError as err:
+        print(f"hybrid-jax fit: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    written = publish(an, out_dir)
+    print(f"wrote {written / REPORT_MD} (and fits.json, figures) in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

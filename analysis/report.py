@@ -1,0 +1,173 @@
+"""Write an Analysis as fits.json + REPORT.md + figures, all or nothing.
+
+Why all or nothing: a half-written report directory (fits.json from this run, figures
+from the last) is worse than none, so everything is written into a fresh temporary
+directory beside the target and swapped in with renames only when complete.
+
+fits.json is strict JSON: inf and NaN (a family that never reaches the target loss,
+an interval with no usable replicates) are written as null, and the matching "note"
+field says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from analysis.plots import FIGURES, save_all
+
+FITS_JSON = "fits.json"
+REPORT_MD = "REPORT.md"
+
+
+def publish(an, out_dir) -> Path:
+    """Write the whole report into out_dir, replacing any previous one atomically-ish."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        figures = save_all(an, tmp)
+        an.summary["figures"] = figures
+        (tmp / FITS_JSON).write_text(json.dumps(to_jsonable(an.summary), indent=2,
+                                                allow_nan=False) + "\n")
+        (tmp / REPORT_MD).write_text(render_markdown(an.summary))
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            out_dir.rename(old / out_dir.name)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def to_jsonable(obj):
+    """Recursively convert numpy types, tuples and non-finite floats (to None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _num(x, digits=4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "inf" if x == math.inf else "n/a"
+    if abs(x) >= 1e4 or (0 < abs(x) < 1e-3):
+        return f"{x:.3g}"
+    return f"{x:.{digits}g}"
+
+
+def _with_ci(value, ci) -> str:
+    if not ci or ci.get("n", 0) == 0:
+        return _num(value)
+    return f"{_num(value)} [{_num(ci['lo'])}, {_num(ci['hi'])}]"
+
+
+def _count(n: float) -> str:
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:g}"
+
+
+def _recipe_text(st: dict) -> str:
+    opt = st["recipe_options"]
+    parts = [f"Huber delta = {st['huber_delta']} on log loss, summed",
+             f"{opt['grid']} grid of starts"]
+    if opt["exponent_bounds"]:
+        parts.append(f"alpha, beta in [{opt['exponent_bounds'][0]}, {opt['exponent_bounds'][1]}]")
+    if opt["e_at_most_min_loss"]:
+        parts.append("E <= min observed loss")
+    parts.append(f"weights: {opt['weights'] or 'none'}")
+    return "; ".join(parts)
+
+
+def render_markdown(s: dict, *, figures: bool = True) -> str:
+    """REPORT.md text; figures=False leaves out the figure links (for notebooks)."""
+    inp, st = s["inputs"], s["settings"]
+    lines = [
+        "# Scaling-law fit report", "",
+        f"Input `{inp['path']}`: {inp['n_points']} points, validation set "
+        f"`{inp['val_set']}`, families {', '.join(f'`{f}`' for f in s['families'])}.",
+        f"Git SHAs: {', '.join(f'`{g[:12]}`' for g in inp['git_shas'])}. "
+        f"Devices: {', '.join(inp['device_kinds'])}.", "",
+        f"Recipe `{st['recipe']}`: {_recipe_text(st)}. {st['n_bootstrap']} bootstrap "
+        f"replicates over {st['bootstrap_unit']}, seed {st['seed']}. Brackets are "
+        f"{int(st['ci_level'] * 100)}% percentile intervals.", "",
+        "## Parametric law L(N, D) = E + A / N^alpha + B / D^beta", "",
+        "| family | points (runs) | E | A | B | alpha | beta |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fam, f in s["families"].items():
+        law, ci = f["law"], f["law_ci"]
+        lines.append(f"| {fam} | {f['n_points']} ({f['n_runs']}) | "
+                     + " | ".join(_with_ci(law[k], ci.get(k)) for k in ("E", "A", "B", "alpha", "beta"))
+                     + " |")
+    lines += ["", "## Compute frontier L(C) = E + A C^-gamma (lower envelope)", "",
+              "| family | envelope points | E | gamma | N_opt ~ C^a (IsoFLOP) |",
+              "|---|---|---|---|---|"]
+    for fam, f in s["families"].items():
+        fr, ci = f["frontier"], f["frontier_ci"]
+        alloc = f["isoflop"]["allocation"]
+        a = f"{alloc['a']:.3f} ({alloc['n_buckets']} budgets)" if alloc else "n/a"
+        if fr is None:
+            lines.append(f"| {fam} | too few | n/a | n/a | {a} |")
+        else:
+            lines.append(f"| {fam} | {fr['n_points']} | {_with_ci(fr['E'], ci.get('E'))} | "
+                         f"{_with_ci(fr['gamma'], ci.get('gamma'))} | {a} |")
+    lines += ["", "## Comparisons", "",
+              "Savings factor = D_baseline / D_challenger at equal N and target loss (above 1: "
+              "the challenger needs fewer tokens). Compute multiplier = C_baseline / "
+              "C_challenger at matched loss on the frontiers (above 1: the challenger needs "
+              "less compute).", ""]
+    if s["comparisons"]:
+        lines += ["| challenger vs baseline | N | target loss | savings factor | "
+                  "compute multiplier |", "|---|---|---|---|---|"]
+        for c in s["comparisons"]:
+            sf, cm = c["savings_factor"], c["compute_multiplier"]
+            lines.append(f"| {c['challenger']} vs {c['baseline']} | {_count(c['n_params'])} | "
+                         f"{_num(c['target_loss'])} | {_with_ci(sf['value'], sf.get('ci'))} | "
+                         f"{_with_ci(cm['value'], cm.get('ci'))} |")
+        lines += ["", f"Target loss: {s['comparisons'][0]['target_loss_source']}."]
+    else:
+        lines.append("Only one family: nothing to compare.")
+    lines += ["", "## Rollout validation (fit without the largest size, predict it)", "",
+              "| family | held-out N | train points | mean abs rel. error | max abs rel. error |",
+              "|---|---|---|---|---|"]
+    for fam, f in s["families"].items():
+        r = f["rollout"]
+        if "skipped" in r:
+            lines.append(f"| {fam} | skipped: {r['skipped']} | | | |")
+        else:
+            lines.append(f"| {fam} | {_count(r['held_out_n_params'])} | {r['n_train']} | "
+                         f"{100 * r['mean_abs_rel_error']:.2f}% | "
+                         f"{100 * r['max_abs_rel_error']:.2f}% |")
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"- [{name}]({name}.png) ([pdf]({name}.pdf))" for name in FIGURES]
+        lines += ["", "![loss vs compute](loss_vs_flops.png)"]
+    lines += ["", "## Caveats", ""]
+    caveats = s.get("caveats") or []
+    if caveats:
+        lines.append("Read the numbers above with these limits in mind:")
+        lines.append("")
+        lines += [f"- {c}" for c in caveats]
+    else:
+        lines.append("No specific warnings were raised; the usual limits of extrapolating a "
+                     "fitted law beyond the largest trained size still apply.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,28 @@
+"""The scaling-curves notebook (jupytext .py) executes against a synthetic results file."""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+from nbclient import NotebookClient
+
+from analysis.synthetic import two_family_rows, write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "analysis" / "notebooks" / "scaling_curves.py"
+
+
+@pytest.mark.slow
+def test_notebook_executes(tmp_path, monkeypatch):
+    results = write_jsonl(two_family_rows(1.5, noise=0.004, seed=5), tmp_path / "results.jsonl")
+    monkeypatch.setenv("HYBRID_JAX_RESULTS", str(results))
+    monkeypatch.setenv("HYBRID_JAX_BOOTSTRAP", "5")
+    nb = jupytext.read(NOTEBOOK)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 5
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "points from" in text
