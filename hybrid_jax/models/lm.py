@@ -20,26 +20,27 @@ from hybrid_jax.models.gdn import GatedDeltaNet
 from hybrid_jax.models.layers import RMSNorm, SwiGLU, make_param, normal
 
 
-class AttentionBlock(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, window: int | None, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.compute_dtype)
-        self.mixer = Attention(cfg, window=window, rngs=rngs)
+class _Block(nnx.Module):
+    """A mixer, an MLP and their two norms; subclasses decide where the norms go."""
+
+    def __init__(self, cfg: ModelConfig, mixer: nnx.Module, *, rngs: nnx.Rngs):
+        self.mixer = mixer
         self.mixer_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
-        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden, std=cfg.init_std, dtype=dtype, rngs=rngs)
+        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden, std=cfg.init_std,
+                          dtype=jnp.dtype(cfg.compute_dtype), rngs=rngs)
         self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
+
+
+class AttentionBlock(_Block):
+    """Olmo 3's reordered post-norm."""
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
         h = x_BTD + self.mixer_norm(self.mixer(x_BTD))
         return h + self.mlp_norm(self.mlp(h))
 
 
-class GDNBlock(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(cfg.compute_dtype)
-        self.mixer = GatedDeltaNet(cfg, rngs=rngs)
-        self.mixer_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
-        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden, std=cfg.init_std, dtype=dtype, rngs=rngs)
-        self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, rngs=rngs)
+class GDNBlock(_Block):
+    """Pre-norm, as in the trained Olmo Hybrid 7B."""
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
         h = x_BTD + self.mixer(self.mixer_norm(x_BTD))
@@ -48,11 +49,11 @@ class GDNBlock(nnx.Module):
 
 def make_block(cfg: ModelConfig, letter: str, *, rngs: nnx.Rngs) -> nnx.Module:
     if letter == "A":
-        return AttentionBlock(cfg, window=None, rngs=rngs)
+        return AttentionBlock(cfg, Attention(cfg, window=None, rngs=rngs), rngs=rngs)
     if letter == "S":
-        return AttentionBlock(cfg, window=cfg.sliding_window, rngs=rngs)
+        return AttentionBlock(cfg, Attention(cfg, window=cfg.sliding_window, rngs=rngs), rngs=rngs)
     if letter == "G":
-        return GDNBlock(cfg, rngs=rngs)
+        return GDNBlock(cfg, GatedDeltaNet(cfg, rngs=rngs), rngs=rngs)
     raise ValueError(f"unknown layer letter {letter!r}")  # config validation makes this unreachable
 
 
