@@ -13,6 +13,8 @@ import sys
 SUBCOMMANDS = {
     "models": ("hybrid_jax.presets_cli", "list presets with parameter and FLOP counts"),
     "data": ("hybrid_jax.data.cli", "build/inspect token stores and tokenizers"),
+    "train": ("hybrid_jax.train.cli", "train one run from a YAML config or preset, with key.sub=value overrides"),
+    "sweep": ("experiments.sweep.cli", "plan, run, inspect and merge ladders of runs"),
     "fit": ("analysis.cli", "fit scaling laws to sweep results, write fits.json, REPORT.md, figures"),
 }
 

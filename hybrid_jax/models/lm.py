@@ -88,5 +88,8 @@ class LM(nnx.Module):
         return jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
 
 
-def build_model(cfg: ModelConfig, *, seed: int = 0) -> LM:
+def build_model(cfg: ModelConfig, *, seed: int | jax.Array = 0) -> LM:
+    """The model with freshly initialised fp32 parameters. `seed` is an int or a typed PRNG key
+    (the training step passes a key as a jit argument, so XLA does not fold the init into
+    compile-time constants)."""
     return LM(cfg, rngs=nnx.Rngs(params=seed))

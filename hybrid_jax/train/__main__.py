@@ -1,0 +1,5 @@
+import sys
+
+from hybrid_jax.train.cli import main
+
+sys.exit(main(sys.argv[1:]))

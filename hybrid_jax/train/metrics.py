@@ -1,0 +1,177 @@
+"""Metrics out of the loop: metrics.jsonl, TensorBoard scalars, a progress bar or log lines,
+and MFU against a small table of device peaks.
+
+Only process 0 writes. metrics.jsonl has one record per step (`"kind": "train"`) and one per
+evaluation (`"kind": "eval"`); on resume, records past the restored step are dropped so the file
+reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Dense bf16 peak FLOP/s per device, matched by substring of jax's device_kind (lower case,
+# first match wins, so the more specific names come first).
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("h100", 989e12),
+    ("h200", 989e12),
+    ("gh200", 989e12),
+    ("a100", 312e12),
+    ("tpu v5 lite", 197e12),
+    ("tpu v5e", 197e12),
+    ("tpu v5p", 459e12),
+    ("tpu v5", 459e12),
+    ("tpu v6 lite", 918e12),
+    ("tpu v6e", 918e12),
+    ("tpu v4", 275e12),
+)
+
+
+def peak_flops(device_kind: str) -> float | None:
+    """Peak bf16 FLOP/s of one device, or None (CPU, unknown devices: MFU is then null)."""
+    kind = device_kind.lower()
+    for key, peak in PEAK_BF16_FLOPS:
+        if key in kind:
+            return peak
+    return None
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, device_kind: str, n_devices: int
+        ) -> float | None:
+    peak = peak_flops(device_kind)
+    if peak is None or not tokens_per_s:
+        return None
+    return flops_per_token * tokens_per_s / (peak * n_devices)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN/Infinity
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+class MetricsLog:
+    """metrics.jsonl (+ TensorBoard) writer; a no-op on processes other than 0."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, resume_step: int):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        self._truncate(resume_step)
+        self._file = open(self.path, "a")
+        if tensorboard:
+            from hybrid_jax.train.tb import EventFileWriter
+
+            self.tb = EventFileWriter(Path(run_dir) / "tensorboard")
+
+    def _truncate(self, resume_step: int) -> None:
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if record.get("step", 0) <= resume_step:
+                keep.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(self.path)
+
+    def write(self, record: dict[str, Any], *, tb_prefix: str) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(_clean(record)) + "\n")
+        self._file.flush()
+        if self.tb is not None:
+            scalars = {f"{tb_prefix}/{k}": v for k, v in _flatten(record).items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and k not in ("step", "tokens")}
+            self.tb.scalars(int(record["step"]), scalars)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def read_metrics(run_dir: str | Path, kind: str = "train") -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("kind") == kind]
+
+
+class Progress:
+    """A one-line progress bar with ETA on a terminal; plain log lines otherwise."""
+
+    def __init__(self, total_steps: int, start_step: int, *, mode: str, log_every: int,
+                 enabled: bool, stream=None):
+        self.stream = stream or sys.stdout
+        self.total, self.start = total_steps, start_step
+        self.enabled = enabled
+        self.bar = mode == "bar" or (mode == "auto" and self.stream.isatty())
+        self.log_every = log_every
+        self.t0 = time.perf_counter()
+
+    def update(self, step: int, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        done = step - self.start
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.total - step) if done else float("nan")
+        stats = (f"loss {record['loss']:.4f}  gnorm {record['grad_norm']:.3f}  "
+                 f"lr {record['lr']:.3g}  {record['tokens_per_s']:.0f} tok/s")
+        if record.get("mfu") is not None:
+            stats += f"  mfu {100 * record['mfu']:.1f}%"
+        if self.bar:
+            width = 30
+            filled = int(width * step / self.total)
+            line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total}  {stats}  "
+                    f"eta {_duration(eta)}")
+            self.stream.write(line)
+            self.stream.flush()
+        elif step % self.log_every == 0 or step == self.total:
+            print(f"step {step}/{self.total}  {stats}  eta {_duration(eta)}", file=self.stream,
+                  flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar:
+            self.stream.write("\n")
+        print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.bar:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,107 @@
+"""Run config: validation naming fields, identity hash, example configs, and the refusals that
+must come before anything compiles."""
+
+from pathlib import Path
+
+import pytest
+
+from hybrid_jax.config import ConfigError
+from hybrid_jax.sharding import MeshError
+from hybrid_jax.train.config import load_config
+from hybrid_jax.train.loop import check_fits
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["train.tokens=5120"]
+
+
+def cfg_with(*overrides):
+    return load_config("transformer_tiny", BASE + list(overrides))
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.global_batch=0", "train.global_batch"),
+    ("train.micro_batches=3", "train.micro_batches"),
+    ("optim.b2=1.5", "optim.b2"),
+    ("optim.lr=-1", "optim.lr"),
+    ("optim.lr=.inf", "optim.lr"),
+    ("schedule.kind=linear", "schedule.kind"),
+    ("mesh.fsdp=0", "mesh.fsdp"),
+    ("eval.interval_tokens=-5", "eval.interval_tokens"),
+    ("log.progress=fancy", "log.progress"),
+    ("train.debug_nan_step=0", "train.debug_nan_step"),
+])
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        cfg_with(override)
+
+
+def test_tokens_required_unless_wsds():
+    with pytest.raises(ConfigError, match=r"train\.tokens: is required"):
+        load_config("transformer_tiny", [])
+    cfg = load_config("transformer_tiny", ["schedule.kind=wsds", "schedule.decay_tokens=[512,1024]"])
+    assert cfg.total_tokens == 1024 and cfg.total_steps == 2
+    with pytest.raises(ConfigError, match="last schedule.decay_tokens"):
+        load_config("transformer_tiny", ["schedule.kind=wsds", "schedule.decay_tokens=[512,1024]",
+                                         "train.tokens=2048"])
+
+
+def test_identity_ignores_operational_fields():
+    a = cfg_with()
+    same = [cfg_with("mesh.data=2", "mesh.fsdp=4", "checkpoint.interval_steps=7",
+                     "train.run_dir=/tmp/x", "train.micro_batches=2", "log.tensorboard=false",
+                     "distributed.coordinator=h:1", "distributed.num_processes=2",
+                     "distributed.process_id=0")]
+    different = [cfg_with("optim.lr=1e-3"), cfg_with("model.d_model=128"),
+                 cfg_with("data.seed=1"), cfg_with("train.seed=1"), cfg_with("eval.max_tokens=100")]
+    assert all(c.config_hash() == a.config_hash() for c in same)
+    assert all(c.config_hash() != a.config_hash() for c in different)
+
+
+def test_run_dir_defaults_to_name_and_hash():
+    cfg = cfg_with("train.name=demo")
+    assert cfg.run_dir == Path("runs") / f"demo-{cfg.config_hash()[:8]}"
+    assert cfg_with("train.run_dir=/tmp/here").run_dir == Path("/tmp/here")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_example_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.total_steps > 0 and cfg.data.store
+
+
+def test_yaml_model_preset_with_fields(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {preset: gdn_tiny, d_model: 128}\ntrain: {tokens: 1024}\n")
+    cfg = load_config(p, ["model.n_layers=2"])
+    assert (cfg.model.family, cfg.model.d_model, cfg.model.n_layers) == ("gdn", 128, 2)
+
+
+@pytest.mark.parametrize("overrides, devices, message", [
+    (["mesh.data=4"], 8, "has 4 devices, but 8 are available"),
+    (["mesh.data=3", "mesh.fsdp=-1"], 8, "do not divide the 8 devices"),
+    (["train.global_batch=12"], 8, "12 sequences per micro-batch"),
+    (["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "train.micro_batches=4"], 8,
+     "2 sequences per micro-batch"),
+    (["eval.batch_size=6"], 4, "eval batch size 6"),
+])
+def test_device_fit_refusals(overrides, devices, message):
+    with pytest.raises(MeshError, match=message):
+        check_fits(cfg_with(*overrides), devices)
+
+
+def test_refusal_happens_before_compiling(monkeypatch, tmp_path):
+    """train() refuses a mesh that does not fit before jit is ever called or a dir is made."""
+    import jax
+
+    from hybrid_jax.train import loop
+
+    def no_jit(*a, **k):
+        raise AssertionError("jit was called before the config was refused")
+
+    monkeypatch.setattr(loop.jax, "jit", no_jit)
+    cfg = cfg_with(f"train.run_dir={tmp_path / 'run'}", f"mesh.data={jax.device_count() + 1}",
+                   "data.store=/nonexistent")
+    with pytest.raises(MeshError):
+        loop.train(cfg, verbose=False)
+    assert not (tmp_path / "run").exists()
