@@ -32,7 +32,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                    help="text source: 'file' (one document per file, default), 'blank-lines', "
                         "or a regular expression (e.g. '\\n' for one document per line)")
     p.add_argument("--distributions", type=lambda s: [x for x in s.split(",") if x],
-                   help="pycode: comma-separated installed distributions (default: the built-in list)")
+                   help="pycode: comma-separated installed distributions (default: the built-in "
+                        "list), or 'all-permissive': every installed distribution with a "
+                        "permissive license (excluded ones are listed on stderr)")
     p.add_argument("--text-key", default=None,
                    help="tfds: text feature (default text); seqio: feature (default targets)")
     p.add_argument("--split", default=None, help="tfds/seqio split to read (default train)")
@@ -49,9 +51,15 @@ def _make_source(args, tokenizer_path: str | None = None):
 
     if args.doc_separator is not None and not args.source.startswith("text"):
         raise ValueError("--doc-separator applies to the text source only")
-    return make_source(args.source, inputs=args.input, doc_separator=args.doc_separator or "file",
-                       distributions=args.distributions, text_key=args.text_key, split=args.split,
-                       data_dir=args.data_dir, tokenizer_path=tokenizer_path, imports=args.imports)
+    source = make_source(args.source, inputs=args.input, doc_separator=args.doc_separator or "file",
+                         distributions=args.distributions, text_key=args.text_key,
+                         split=args.split, data_dir=args.data_dir, tokenizer_path=tokenizer_path,
+                         imports=args.imports)
+    if getattr(source, "excluded", None) is not None:
+        from hybrid_jax.data.pycode import exclusion_summary
+
+        print(exclusion_summary(len(source.distributions), source.excluded), file=sys.stderr)
+    return source
 
 
 def _load_reference(path: str) -> dict:

@@ -5,6 +5,16 @@ network. Files come from each distribution's RECORD (importlib.metadata), in sor
 manifest lists every file with its sha256, and each distribution with its version and license.
 
 Validation sets are per *family* of distributions, so bits-per-byte can be read per domain.
+
+`--distributions all-permissive` (ALL_PERMISSIVE) is the larger offline corpus: every distribution
+installed in the running environment whose license metadata is permissive, in sorted name order.
+Built on the GPU machine (or in a bigger venv) it takes that environment's site-packages, so record
+which environment the store came from; the manifest lists each distribution, version and license,
+and `excluded` names every distribution left out and why. Accepted: MIT, BSD, Apache, ISC, PSF,
+Zlib, CC0, Unlicense, HPND, AFL (the _PERMISSIVE list). Refused: GPL/LGPL/AGPL and MPL (file-level
+copyleft), proprietary/other, and anything whose license cannot be read from License-Expression,
+the "License ::" classifiers, or the first line of License. The project itself is never included.
+Distributions outside DEFAULT_FAMILIES go to the "other" validation set.
 """
 
 from __future__ import annotations
@@ -32,15 +42,19 @@ DEFAULT_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_DISTRIBUTIONS = tuple(d for dists in DEFAULT_FAMILIES.values() for d in dists)
 OTHER_FAMILY = "other"
+ALL_PERMISSIVE = "all-permissive"
+PROJECT_DISTRIBUTION = "hybrid-jax"
 
 # SPDX ids / classifier names we accept. Anything else, including no license metadata, is refused.
 _PERMISSIVE = re.compile(
     r"^(mit|mit-cmu|x11|bsd|bsd-[0-9]-clause|[0-9]-clause bsd|0bsd|apache|apache-2\.0|apache 2\.0|"
     r"apache software|isc|iscl|psf|psf-2\.0|"
-    r"python software foundation|python-2\.0|zlib|cc0-1\.0|unlicense|hpnd|afl-2\.1|"
+    r"python software foundation|python-2\.0|zlib|zlib/libpng|cc0-1\.0|unlicense|hpnd|afl-2\.1|"
     r"academic free license|historical permission notice and disclaimer|the unlicense)"
-    r"( license)?( \(.*\))?$")
-_COPYLEFT = re.compile(r"gpl|mpl|mozilla|eupl|epl|cddl|copyleft|affero|sspl|commons clause", re.I)
+    r"( license)?( v?[0-9][0-9.]*)?( \(.*\))?$")
+# Searched in the whole License text; word boundaries, so "implied" or "simple" is not "mpl".
+_COPYLEFT = re.compile(r"\b(?:[la]?gpl(?:v?[0-9][0-9.]*)?|mpl|eupl|epl|cddl|sspl)\b|mozilla|"
+                       r"copyleft|affero|general public license|commons clause", re.I)
 
 
 def normalize_name(name: str) -> str:
@@ -83,6 +97,49 @@ class LicenseError(ValueError):
     pass
 
 
+def resolve_all_permissive() -> tuple[list[str], list[dict]]:
+    """(names, excluded): every installed permissive distribution with .py files, sorted by name.
+
+    `excluded` holds {"name", "version", "license", "reason"} for each one left out. Where a name is
+    installed twice, the first on sys.path is the one importlib.metadata.distribution() returns,
+    and the only one considered.
+    """
+    seen, names, excluded = set(), [], []
+    for dist in md.distributions():
+        raw_name = dist.metadata["Name"]
+        if not raw_name:
+            continue
+        name = normalize_name(raw_name)
+        if name in seen:
+            continue
+        seen.add(name)
+        license_, ok = license_of(dist)
+        reason = None
+        if name == PROJECT_DISTRIBUTION:
+            reason = "the project itself"
+        elif not ok:
+            reason = "license not permissive or unknown"
+        elif not any(f.suffix == ".py" for f in dist.files or []):
+            reason = "no .py files in RECORD"
+        if reason:
+            excluded.append({"name": name, "version": dist.version, "license": license_,
+                             "reason": reason})
+        else:
+            names.append(name)
+    return sorted(names), sorted(excluded, key=lambda e: e["name"])
+
+
+def exclusion_summary(included: int, excluded: list[dict]) -> str:
+    """A few lines: how many distributions were taken, and each one left out with its reason."""
+    lines = [f"pycode {ALL_PERMISSIVE}: {included} distributions included, "
+             f"{len(excluded)} excluded"]
+    for reason in sorted({e["reason"] for e in excluded}):
+        items = [f"{e['name']} ({e['license']})" if e["reason"].startswith("license") else e["name"]
+                 for e in excluded if e["reason"] == reason]
+        lines.append(f"  {reason} [{len(items)}]: " + ", ".join(items))
+    return "\n".join(lines)
+
+
 class PycodeSource:
     """Python files of installed distributions; one document per file, group = family."""
 
@@ -90,6 +147,11 @@ class PycodeSource:
 
     def __init__(self, distributions: tuple[str, ...] | list[str] = DEFAULT_DISTRIBUTIONS):
         self.distributions: list[dict] = []
+        self.excluded: list[dict] | None = None  # set for ALL_PERMISSIVE only
+        if ALL_PERMISSIVE in distributions:
+            if len(distributions) != 1:
+                raise ValueError(f"{ALL_PERMISSIVE} cannot be combined with other distributions")
+            distributions, self.excluded = resolve_all_permissive()
         missing, refused = [], []
         for name in distributions:
             try:
@@ -138,8 +200,12 @@ class PycodeSource:
 
     def describe(self) -> dict:
         dists = [{k: v for k, v in d.items() if not k.startswith("_")} for d in self.distributions]
-        return {"kind": self.kind, "distributions": dists, "skipped_files": self.skipped,
-                "families": {g: [d["name"] for d in dists if d["family"] == g] for g in self.groups}}
+        out = {"kind": self.kind, "distributions": dists, "skipped_files": self.skipped,
+               "families": {g: [d["name"] for d in dists if d["family"] == g] for g in self.groups}}
+        if self.excluded is not None:
+            out["selection"] = ALL_PERMISSIVE
+            out["excluded"] = self.excluded
+        return out
 
 
 def warn_version_drift(source_description: dict, reference: dict, what: str) -> list[str]:
