@@ -9,12 +9,14 @@ WORKERS ?= 2
 # pip extras; CI adds seqio (TensorFlow, about 3 GB) so the tfds/seqio tests run there.
 EXTRAS ?= test
 
-.PHONY: install test test-slow test-gpu clean help
+.PHONY: install test test-gpu demo fit-laws clean help
 
 help:
 	@echo "make install   create $(VENV) with Python>=3.12 and the pinned dependency set"
 	@echo "make test      CPU test suite (what CI runs)"
 	@echo "make test-gpu  GPU-marked tests (on a CUDA machine)"
+	@echo "make demo      the main job: built-in corpus, cpu-demo ladder (transformer + hybrid), fits, figures"
+	@echo "make fit-laws  fit scaling laws: RESULTS=path/to/results.jsonl FIT_OUT=dir"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@rm -f $@
@@ -31,6 +33,26 @@ test: install
 
 test-gpu:
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+# The main job. Every step is resumable: the store is built once, the sweep skips finished runs.
+DEMO_STORE := data_cache/pycode-byte
+DEMO_ROOT := sweeps/cpu-demo
+RESULTS ?= $(DEMO_ROOT)/results.jsonl
+FIT_OUT ?= results/cpu-demo
+HJ := $(VENV)/bin/hybrid-jax
+
+$(DEMO_STORE)/manifest.json: | install
+	$(HJ) data build --source pycode --tokenizer byte --out $(DEMO_STORE)
+
+demo: install $(DEMO_STORE)/manifest.json
+	$(HJ) sweep plan cpu-demo
+	$(HJ) sweep run cpu-demo --root $(DEMO_ROOT)
+	$(MAKE) --no-print-directory fit-laws RESULTS=$(DEMO_ROOT)/results.jsonl FIT_OUT=$(FIT_OUT)
+	cp $(DEMO_ROOT)/results.jsonl $(FIT_OUT)/results.jsonl  # committed: CI runs the notebook on it
+
+fit-laws: install
+	$(HJ) fit $(RESULTS) --val-set mean --out $(FIT_OUT)
+	@echo "report: $(FIT_OUT)/REPORT.md"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -248,28 +248,37 @@ def bootstrap_pairs(an) -> Figure:
     k = len(names)
     fig = Figure(figsize=(8.0, 8.0))
     axes = fig.subplots(k, k)
-    pooled = [np.array([_law_vector(b) for b in an.boot_laws[f]]) for f in families
-              if an.boot_laws.get(f)]
+    # A fit that drives A or B to 0 has log10 = -inf; such replicates cannot be drawn on these
+    # axes, so they are left out and counted in a note rather than crashing the histogram.
+    samples_of = {}
+    for f in families:
+        if an.boot_laws.get(f):
+            samples = np.array([_law_vector(b) for b in an.boot_laws[f]])
+            samples_of[f] = samples[np.all(np.isfinite(samples), axis=1)]
+    dropped = {f: len(an.boot_laws[f]) - len(s) for f, s in samples_of.items()}
+    samples_of = {f: s for f, s in samples_of.items() if len(s)}
+    pooled = list(samples_of.values())
     if not pooled:
         for ax in axes.ravel():
             ax.set_visible(False)
-        fig.text(0.5, 0.5, "no bootstrap replicates (--bootstrap 0)", ha="center",
-                 va="center", color="0.4")
+        msg = ("no bootstrap replicates (--bootstrap 0)" if not dropped else
+               "every bootstrap replicate has A or B = 0 (log10 = -inf); nothing to draw")
+        fig.text(0.5, 0.5, msg, ha="center", va="center", color="0.4")
         return fig
     bins = [np.histogram_bin_edges(np.concatenate(pooled)[:, i], bins=24) for i in range(k)]
     for fam in families:
-        boots = an.boot_laws.get(fam, [])
-        if not boots:
+        if fam not in samples_of:
             continue
         colour = family_colour(fam, families)
-        samples = np.array([_law_vector(b) for b in boots])
+        samples = samples_of[fam]
         point = _law_vector(an.summary["families"][fam]["law"])
         for i in range(k):
             for j in range(k):
                 ax = axes[i, j]
                 if i == j:
                     ax.hist(samples[:, i], bins=bins[i], color=colour, alpha=0.45)
-                    ax.axvline(point[i], color=colour, linewidth=1.2)
+                    if np.isfinite(point[i]):
+                        ax.axvline(point[i], color=colour, linewidth=1.2)
                 elif i > j:
                     ax.scatter(samples[:, j], samples[:, i], s=5, color=colour, alpha=0.45,
                                linewidths=0)
@@ -294,11 +303,15 @@ def bootstrap_pairs(an) -> Figure:
                fontsize=11, title="family")
     n_boot = an.summary["settings"]["n_bootstrap"]
     fig.suptitle(f"Bootstrap fits over runs ({n_boot} replicates; x: full-data fit)", y=0.93)
+    notes = [f"{f}: {n} with A or B = 0 not shown" for f, n in dropped.items() if n]
+    if notes:
+        fig.text(0.5, 0.02, "; ".join(notes), ha="center", fontsize=8, color="0.4")
     return fig
 
 
 def _law_vector(law) -> list[float]:
-    return [law["E"], np.log10(law["A"]), np.log10(law["B"]), law["alpha"], law["beta"]]
+    with np.errstate(divide="ignore"):  # A or B = 0 gives -inf, filtered by the caller
+        return [law["E"], np.log10(law["A"]), np.log10(law["B"]), law["alpha"], law["beta"]]
 
 
 def save_all(an, out_dir) -> list[str]:

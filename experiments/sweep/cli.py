@@ -1,0 +1,181 @@
+"""`hybrid-jax sweep {run,status,plan,merge,list}` (also `python -m experiments.sweep.cli`).
+
+    hybrid-jax sweep plan cpu-demo                      # N, D, FLOPs, steps, lr, epochs, time
+    hybrid-jax sweep plan gpu-small --device-kind "NVIDIA H100 80GB HBM3"
+    hybrid-jax sweep plan cpu-demo --calibrate          # measure FLOP/s here for every size
+    hybrid-jax sweep run cpu-demo                       # train; safe to kill and rerun
+    hybrid-jax sweep run gpu-small --parallel 3 --only 'hybrid/*'   # 3 workers on 1 GPU
+    hybrid-jax sweep status cpu-demo                    # done / running / failed / pending, ETA
+    hybrid-jax sweep merge gpu-small /mnt/job1/sweeps/gpu-small /mnt/job2/sweeps/gpu-small
+    hybrid-jax fit sweeps/cpu-demo/results.jsonl --val-set mean   # the scaling-law fit
+
+LADDER is a shipped ladder name (experiments/ladders/NAME.yaml) or a YAML path. The root
+(default sweeps/LADDER) holds results.jsonl and runs/<run_id>/; several runners may share it.
+Exit status: 0 all runs done (run) / success; 1 some run failed or is invalid; 2 bad ladder or
+arguments; 75 stopped by SIGTERM/SIGINT (checkpoints saved; rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_BAD = 2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ladder", metavar="LADDER", help="shipped ladder name or YAML path")
+    p.add_argument("--root", help="sweep directory (default sweeps/<ladder name>)")
+    p.add_argument("--only", nargs="+", metavar="FAMILY/SIZE",
+                   help="only these runs (shell patterns: 'hybrid/*', '*/s2', 'gdn')")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybrid-jax sweep", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train the ladder's runs (skips done, resumes interrupted)")
+    _common(r)
+    r.add_argument("--max-retries", type=int, default=2,
+                   help="retries of a failed run before it is marked failed (default 2)")
+    r.add_argument("--parallel", type=int, default=None,
+                   help="workers at once (default: one per local GPU, else 1)")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="give runs marked failed by an earlier runner another max-retries")
+    r.add_argument("--poll", type=float, default=1.0, help="seconds between checks (default 1)")
+    r.add_argument("--stale-after", type=float, default=600.0,
+                   help="seconds without heartbeat after which another host's lock is stale")
+    s = sub.add_parser("status", help="table of runs: state, progress, rows, ETA")
+    _common(s)
+    s.add_argument("--json", action="store_true")
+    pl = sub.add_parser("plan", help="what the ladder will train, and how long it should take")
+    _common(pl)
+    pl.add_argument("--calibrate", action="store_true",
+                    help="measure FLOP/s on this device for every (family, size) (compiles each)")
+    pl.add_argument("--calibrate-batch", type=int, default=8,
+                    help="cap on sequences per calibration step (default 8)")
+    pl.add_argument("--device-kind", help="estimate for this device (jax device_kind, e.g. "
+                    "'NVIDIA H100 80GB HBM3', 'cpu'); default: this machine's")
+    pl.add_argument("--parallel", type=int, default=None,
+                    help="workers assumed (default: as `run` would use here)")
+    pl.add_argument("--json", action="store_true")
+    m = sub.add_parser("merge", help="merge result rows and completed runs from other roots")
+    _common(m)
+    m.add_argument("others", nargs="+", metavar="OTHER_ROOT")
+    sub.add_parser("list", help="list the shipped ladders")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from hybrid_jax.config import ConfigError
+    from hybrid_jax.overrides import OverrideError
+
+    from experiments.sweep.ladder import LadderError, load_ladder, shipped_ladders
+
+    if args.command == "list":
+        for name in shipped_ladders():
+            lad = load_ladder(name)
+            print(f"{name:<12}{lad.description.splitlines()[0] if lad.description else ''}")
+        return 0
+    try:
+        from experiments.sweep.runner import Sweep
+
+        sweep = Sweep(load_ladder(args.ladder), args.root, args.only,
+                      stale_after=getattr(args, "stale_after", 600.0))
+    except (LadderError, ConfigError, OverrideError, FileNotFoundError, KeyError) as e:
+        print(f"hybrid-jax sweep: bad ladder: {e}", file=sys.stderr)
+        return EXIT_BAD
+    if args.only and not sweep.runs and not sweep.invalid:
+        print(f"hybrid-jax sweep: --only {args.only} matches no run", file=sys.stderr)
+        return EXIT_BAD
+    return COMMANDS[args.command](sweep, args)
+
+
+def cmd_run(sweep, args) -> int:
+    from experiments.sweep.runner import Runner
+
+    try:
+        runner = Runner(sweep, max_retries=args.max_retries, parallel=args.parallel,
+                        poll_s=args.poll, retry_failed=args.retry_failed,
+                        say=lambda *a: print(*a, flush=True))
+    except ValueError as e:
+        print(f"hybrid-jax sweep run: {e}", file=sys.stderr)
+        return EXIT_BAD
+    from experiments.sweep.plan import store_info
+
+    for path in sorted({s.config.data.store for s in sweep.runs}):
+        store, note = store_info(path)
+        if store is None:
+            print(f"hybrid-jax sweep run: {note}; build it first (`hybrid-jax data build ... "
+                  f"--out {path}`)", file=sys.stderr)
+            return EXIT_BAD
+    return runner.run()
+
+
+def cmd_status(sweep, args) -> int:
+    from experiments.sweep.status import format_status, status_rows
+
+    rows = status_rows(sweep)
+    print(json.dumps(rows, indent=1, default=str) if args.json else format_status(sweep, rows))
+    return 0
+
+
+def cmd_plan(sweep, args) -> int:
+    from experiments.sweep.plan import (assumed_speed, calibrate, format_plan, local_device_kind,
+                                        plan_rows, store_info)
+    from experiments.sweep.runner import device_slots
+
+    if args.calibrate and args.device_kind:
+        print("hybrid-jax sweep plan: --calibrate measures this device; drop --device-kind",
+              file=sys.stderr)
+        return EXIT_BAD
+    kind = args.device_kind or local_device_kind()
+    speeds = {}
+    for spec in sweep.runs:
+        key = (spec.family, spec.size)
+        if args.calibrate:
+            print(f"calibrating {spec.family}/{spec.size} ...", file=sys.stderr, flush=True)
+            speeds[key] = calibrate(spec, max_batch=args.calibrate_batch)
+            print(f"  {speeds[key].flops_per_s / 1e12:.3g} TFLOP/s; {speeds[key].source}",
+                  file=sys.stderr, flush=True)
+        else:
+            speeds[key] = assumed_speed(kind)
+    rows = plan_rows(sweep, speeds)
+    if args.device_kind:  # another machine: assume one accelerator, or CPU workers
+        from hybrid_jax.train.metrics import peak_flops
+
+        workers = args.parallel or 1
+        devices = 1 if peak_flops(kind) is not None else workers
+    else:
+        slots = device_slots(args.parallel)
+        workers = len(slots)
+        devices = len({s.get("CUDA_VISIBLE_DEVICES") for s in slots}) if slots[0] else workers
+    notes = {store_info(s.config.data.store)[1] for s in sweep.runs} - {""}
+    if args.json:
+        print(json.dumps({"device_kind": kind, "workers": workers, "devices": devices,
+                          "runs": rows, "invalid": [vars(b) for b in sweep.invalid]}, indent=1))
+    else:
+        print(f"device: {kind}")
+        print(format_plan(sweep, rows, workers, devices, "; ".join(sorted(notes))))
+    return 0
+
+
+def cmd_merge(sweep, args) -> int:
+    from experiments.sweep.status import merge
+
+    try:
+        merge(sweep, args.others)
+    except FileNotFoundError as e:
+        print(f"hybrid-jax sweep merge: {e}", file=sys.stderr)
+        return EXIT_BAD
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "plan": cmd_plan, "merge": cmd_merge}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""The sweep runner: claim runs, train each in a worker process, retry, record, go on.
+
+One runner is one single-threaded loop over "slots" (a GPU or group of GPUs each, or N CPU
+workers): it starts a worker (experiments/sweep/worker.py) in each free slot for the next run
+it can claim (longest first: with several slots the last to finish is then a short run), and
+polls. Runs already done or failed are skipped; a run whose lock another live runner holds is
+waited for (and taken over if that runner dies), so any number of runners may work on one root
+at once. A failed attempt is retried up to `max_retries` times, then the run gets failed.json
+with the last traceback and the sweep goes on. A run past data.max_epochs is refused before it
+starts (failed.json, kind "refused", the missing-token message; checked again by every new
+runner, since the store may have grown). Retries and resumes reuse a persistent JAX
+compilation cache in {root}/jax_cache (JAX_COMPILATION_CACHE_DIR, unless already set).
+
+SIGTERM / SIGINT: the workers get SIGTERM, save a checkpoint and exit; the runner releases its
+locks and exits 75. SIGKILL: the workers get SIGTERM from the kernel (PR_SET_PDEATHSIG) and do
+the same; their locks go stale once both processes are gone, and the next runner resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments.sweep import worker as W
+from experiments.sweep.ladder import InvalidRun, Ladder, RunSpec
+from experiments.sweep.state import (HOST, Lock, append_line, append_rows, read_json, read_lines,
+                                     write_json)
+from hybrid_jax.flops import train_flops
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Sweep:
+    """A ladder expanded under one root directory."""
+
+    def __init__(self, ladder: Ladder, root: str | Path | None = None,
+                 only: list[str] | None = None, stale_after: float = 600.0):
+        self.ladder = ladder
+        self.root = Path(root if root is not None else Path("sweeps") / ladder.name)
+        self.runs, self.invalid = ladder.expand(self.root, only)
+        self.results = self.root / "results.jsonl"
+        self.claims = self.root / "claims.lock"
+        self.stale_after = stale_after
+
+    def lock(self, spec: RunSpec) -> Lock:
+        return Lock(spec.run_dir, self.claims, self.stale_after)
+
+    def spec_path(self, spec: RunSpec) -> Path:
+        return spec.run_dir / "spec.json"
+
+    def prepare(self) -> None:
+        """Run directories with spec.json; rows of done runs restored if the file lost them."""
+        for spec in self.runs:
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            if read_json(self.spec_path(spec)) != spec.to_json():
+                write_json(self.spec_path(spec), spec.to_json())
+            done = read_json(spec.run_dir / "done.json")
+            if done:
+                append_rows(self.results, done["rows"])
+
+    def state(self, spec: RunSpec) -> str:
+        """done | failed | refused | running | pending."""
+        if (spec.run_dir / "done.json").exists():
+            return "done"
+        failed = read_json(spec.run_dir / "failed.json")
+        if failed:
+            return "refused" if failed.get("kind") == "refused" else "failed"
+        if self.lock(spec).holder() is not None:
+            return "running"
+        return "pending"
+
+
+@dataclasses.dataclass
+class _Active:
+    spec: RunSpec
+    proc: subprocess.Popen
+    lock: Lock
+    attempt: int
+    slot: int
+    t0: float
+
+
+def local_gpus() -> list[str]:
+    """Local CUDA device ids: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def device_slots(parallel: int | None) -> list[dict[str, str]]:
+    """Environment additions per worker slot.
+
+    GPUs: by default one worker per GPU. Fewer workers get disjoint groups of GPUs (data
+    parallel inside each run); more workers share GPUs round-robin, each limited to its share
+    of GPU memory (XLA_PYTHON_CLIENT_MEM_FRACTION): small models leave a GPU idle during their
+    compilation and evaluations, which another worker's training fills. No GPU: `parallel`
+    workers (default 1) sharing the host (TPU hosts: keep 1; a run uses every local chip)."""
+    gpus = local_gpus()
+    if not gpus:
+        return [{} for _ in range(parallel or 1)]
+    n = parallel or len(gpus)
+    if n > len(gpus):
+        share = 0.9 / -(-n // len(gpus))
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)],
+                 "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{share:.2f}"} for i in range(n)]
+    per = len(gpus) // n
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])} for i in range(n)]
+
+
+class Runner:
+    def __init__(self, sweep: Sweep, *, max_retries: int = 2, parallel: int | None = None,
+                 poll_s: float = 1.0, retry_failed: bool = False, say=print):
+        self.sweep, self.max_retries, self.poll_s = sweep, max_retries, poll_s
+        self.slots = device_slots(parallel)
+        self.retry_failed = retry_failed
+        self.say = say
+        self.stopping: int | None = None
+        self.active: dict[int, _Active] = {}
+        self._epochs_cache: dict = {}
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        sw = self.sweep
+        sw.root.mkdir(parents=True, exist_ok=True)
+        sw.prepare()
+        for bad in sw.invalid:
+            self.say(f"[sweep] invalid run {bad.family}/{bad.size}: {bad.error}")
+        self._reset_failures()
+        # Longest first (by training FLOPs): the sweep's wall time is then close to work / slots.
+        queue = sorted((s for s in sw.runs if sw.state(s) not in ("done", "failed", "refused")),
+                       key=lambda s: -train_flops(s.config.model, s.config.train.seq_len,
+                                                  s.config.total_tokens))
+        self.say(f"[sweep] {sw.ladder.name}: {len(sw.runs)} runs, {len(queue)} to do, "
+                 f"{len(self.slots)} slot(s), root {sw.root}")
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        waiting_said = False
+        try:
+            while True:
+                self._reap(queue)
+                if self.stopping is not None:
+                    return self._stop()
+                started = self._fill(queue)
+                for a in self.active.values():
+                    a.lock.heartbeat()
+                if not self.active and not queue:
+                    break
+                if not self.active and not started and not waiting_said:
+                    self.say(f"[sweep] waiting for {len(queue)} run(s) held by other runners")
+                    waiting_said = True
+                time.sleep(self.poll_s)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self._summary()
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = signum
+
+    def _fill(self, queue: list[RunSpec]) -> bool:
+        started = False
+        for slot in range(len(self.slots)):
+            if slot in self.active:
+                continue
+            for spec in list(queue):
+                if any(a.spec.run_id == spec.run_id for a in self.active.values()):
+                    continue
+                state = self.sweep.state(spec)
+                if state in ("done", "failed", "refused"):
+                    queue.remove(spec)
+                    continue
+                if state == "running":
+                    continue
+                if not self._fits_data(spec):
+                    queue.remove(spec)
+                    continue
+                lock = self.sweep.lock(spec)
+                if not lock.try_acquire():
+                    continue
+                if self.sweep.state(spec) in ("done", "failed", "refused"):  # just finished
+                    lock.release()
+                    queue.remove(spec)
+                    continue
+                queue.remove(spec)
+                self._start(spec, lock, slot)
+                started = True
+                break
+        return started
+
+    def _fits_data(self, spec: RunSpec) -> bool:
+        """Refuse a run past data.max_epochs before training (failed.json, kind refused)."""
+        from hybrid_jax.data import EpochLimitError, StoreError, check_epochs, open_store
+
+        cfg = spec.config
+        key = (cfg.data.store, cfg.total_tokens, cfg.data.max_epochs)
+        if key not in self._epochs_cache:
+            try:
+                check_epochs(open_store(cfg.data.store, verify=False), cfg.total_tokens,
+                             cfg.data.max_epochs)
+                self._epochs_cache[key] = None
+            except (EpochLimitError, StoreError, FileNotFoundError) as e:
+                self._epochs_cache[key] = f"{type(e).__name__}: {e}"
+        error = self._epochs_cache[key]
+        if error is not None and not (spec.run_dir / "failed.json").exists():
+            self.say(f"[sweep] refused {spec.run_id}: {error}")
+            write_json(spec.run_dir / "failed.json", {"run_id": spec.run_id, "kind": "refused",
+                                                      "error": error, "time": time.time()})
+        return error is None
+
+    def _start(self, spec: RunSpec, lock: Lock, slot: int) -> None:
+        attempt = 1 + sum(1 for r in read_lines(spec.run_dir / "attempts.jsonl")
+                          if r.get("event") == "exit")
+        env = {**os.environ, **self.slots[slot], W.RUNNER_PID_ENV: str(os.getpid()),
+               W.ATTEMPT_ENV: str(attempt), "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
+                                             if p)}
+        cache = (self.sweep.root / "jax_cache").absolute()
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        with open(spec.run_dir / "worker.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "experiments.sweep.worker",
+                 str(self.sweep.spec_path(spec).absolute()), str(self.sweep.results.absolute())],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        lock.set_worker(proc.pid)
+        where = self.slots[slot].get("CUDA_VISIBLE_DEVICES")
+        self.say(f"[sweep] start {spec.run_id} (attempt {attempt}, pid {proc.pid}"
+                 f"{', GPU ' + where if where else ''})")
+        self.active[slot] = _Active(spec, proc, lock, attempt, slot, time.time())
+
+    def _reap(self, queue: list[RunSpec]) -> None:
+        for slot, a in list(self.active.items()):
+            rc = a.proc.poll()
+            if rc is None:
+                continue
+            del self.active[slot]
+            self._finish(a, rc, queue)
+
+    def _finish(self, a: _Active, rc: int, queue: list[RunSpec]) -> None:
+        run_dir, wall = a.spec.run_dir, time.time() - a.t0
+        error = read_json(run_dir / "last_error.json")
+        if rc == W.EXIT_OK and (run_dir / "done.json").exists():
+            outcome = "completed"
+        elif rc == W.EXIT_REFUSED:
+            outcome = "refused"
+        elif self.stopping is not None:  # stopped by us (or by the same Ctrl-C): not a failure
+            outcome = "interrupted"
+        else:
+            outcome = "failed"
+            if error is None:
+                error = {"kind": "error", "message": _exit_message(rc),
+                         "traceback": _log_tail(run_dir / "worker.log")}
+        append_line(run_dir / "attempts.jsonl", {
+            "event": "exit", "attempt": a.attempt, "outcome": outcome, "rc": rc,
+            "host": HOST, "runner_pid": os.getpid(), "worker_pid": a.proc.pid,
+            "wall_s": round(wall, 3), "error": error and error.get("message")})
+        failures = self._failures(a.spec)
+        if outcome == "completed":
+            self.say(f"[sweep] done {a.spec.run_id} in {wall:.0f} s")
+        elif outcome == "interrupted":
+            queue.insert(0, a.spec)
+        elif outcome == "refused" or failures > self.max_retries:
+            write_json(run_dir / "failed.json", {
+                "run_id": a.spec.run_id, "kind": "refused" if outcome == "refused" else "error",
+                "attempts": a.attempt, "failures": failures, "time": time.time(), **(error or {})})
+            self.say(f"[sweep] FAILED {a.spec.run_id} after {failures} failure(s): "
+                     f"{(error or {}).get('message', '')[:300]}")
+        else:
+            self.say(f"[sweep] attempt {a.attempt} of {a.spec.run_id} failed "
+                     f"({(error or {}).get('message', '')[:200]}); retrying "
+                     f"({failures}/{self.max_retries})")
+            queue.append(a.spec)
+        a.lock.release()
+
+    def _failures(self, spec: RunSpec) -> int:
+        """Failed attempts since the last reset (--retry-failed), over all runners."""
+        n = 0
+        for r in read_lines(spec.run_dir / "attempts.jsonl"):
+            if r.get("event") == "reset":
+                n = 0
+            elif r.get("event") == "exit" and r.get("outcome") == "failed":
+                n += 1
+        return n
+
+    def _reset_failures(self) -> None:
+        """Refused runs are checked again (the store may have grown); failed runs are retried
+        only with --retry-failed."""
+        for spec in self.sweep.runs:
+            failed = read_json(spec.run_dir / "failed.json")
+            if failed and (failed.get("kind") == "refused" or self.retry_failed):
+                append_line(spec.run_dir / "attempts.jsonl",
+                            {"event": "reset", "time": time.time()})
+                (spec.run_dir / "failed.json").unlink(missing_ok=True)
+
+    def _stop(self) -> int:
+        self.say(f"[sweep] signal {self.stopping}: stopping {len(self.active)} worker(s), which "
+                 "save a checkpoint first")
+        for a in self.active.values():
+            if a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGTERM)
+        for slot, a in list(self.active.items()):
+            rc = a.proc.wait()
+            del self.active[slot]
+            self._finish(a, rc, [])
+        return W.EXIT_INTERRUPTED
+
+    def _summary(self) -> int:
+        sw = self.sweep
+        states = [sw.state(s) for s in sw.runs]
+        ids = {s.run_id for s in sw.runs}
+        rows = sum(1 for r in read_lines(sw.results) if r.get("run_id") in ids)
+        self.say(f"[sweep] {sw.ladder.name}: {states.count('done')}/{len(states)} done, "
+                 f"{states.count('failed') + states.count('refused')} failed, "
+                 f"{len(sw.invalid)} invalid; {rows} result rows in {sw.results}")
+        return 0 if states.count("done") == len(states) and not sw.invalid else 1
+
+
+def _exit_message(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"worker killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"worker killed by signal {-rc}"
+    if rc == W.EXIT_INTERRUPTED:
+        return "worker stopped by a signal it did not get from this runner"
+    return f"worker exited with status {rc}"
+
+
+def _log_tail(path: Path, n: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - n))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+__all__ = ["InvalidRun", "Runner", "Sweep", "device_slots", "local_gpus"]
