@@ -22,22 +22,19 @@ N_DROPPED = 5
 CSV_NAME = "chinchilla_svg_extracted.csv"
 
 
-def default_csv_path() -> Path | None:
-    """$HYBRID_JAX_CHINCHILLA_CSV, else shared/data/ beside or inside the checkout."""
+def default_csv_path() -> Path:
+    """$HYBRID_JAX_CHINCHILLA_CSV, else the copy shipped in analysis/data/ (Epoch AI's
+    extraction, also in the project's shared/data; shipped so a bare clone can test the fit)."""
     if os.environ.get("HYBRID_JAX_CHINCHILLA_CSV"):
         return Path(os.environ["HYBRID_JAX_CHINCHILLA_CSV"])
-    root = Path(__file__).resolve().parents[1]
-    for base in (root / "shared", root.parent / "shared"):
-        if (base / "data" / CSV_NAME).is_file():
-            return base / "data" / CSV_NAME
-    return None
+    return Path(__file__).resolve().parent / "data" / CSV_NAME
 
 
 def load_chinchilla(path=None, drop_highest: int = N_DROPPED):
     """(N, D, loss) arrays, minus the `drop_highest` highest-loss points."""
     path = Path(path) if path is not None else default_csv_path()
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"Chinchilla CSV not found ({path or CSV_NAME}); set "
+    if not path.is_file():
+        raise FileNotFoundError(f"Chinchilla CSV not found: {path}; set "
                                 "HYBRID_JAX_CHINCHILLA_CSV")
     with path.open() as fh:
         rows = list(csv.DictReader(fh))

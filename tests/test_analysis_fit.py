@@ -7,22 +7,16 @@ import pytest
 from scipy.optimize import check_grad
 
 from analysis.bootstrap import percentile_interval, point_multiplicities
-from analysis.chinchilla import EPOCH_CI, EPOCH_FIT, default_csv_path, load_chinchilla
+from analysis.chinchilla import EPOCH_CI, EPOCH_FIT, load_chinchilla
 from analysis.fit import epoch_grid, fit_chinchilla, fit_replicates, paper_grid, predict
 from analysis.objective import objective_and_grad
 from analysis.synthetic import TRANSFORMER_LAW
-
-needs_csv = pytest.mark.skipif(default_csv_path() is None,
-                               reason="Chinchilla CSV (shared/data) not found; set "
-                                      "HYBRID_JAX_CHINCHILLA_CSV")
-
 
 @pytest.fixture(scope="module")
 def chinchilla():
     return load_chinchilla()
 
 
-@needs_csv
 def test_chinchilla_data_is_epochs_240_points(chinchilla):
     n, d, loss = chinchilla
     assert n.shape == d.shape == loss.shape == (240,)
@@ -31,7 +25,6 @@ def test_chinchilla_data_is_epochs_240_points(chinchilla):
     assert loss.max() < np.sort(all_loss)[-5]  # the dropped 5 are the highest-loss ones
 
 
-@needs_csv
 def test_reproduces_epoch_fit_quickly(chinchilla):
     t0 = time.perf_counter()
     fit = fit_chinchilla(*chinchilla)
@@ -46,7 +39,6 @@ def test_reproduces_epoch_fit_quickly(chinchilla):
     assert fit["n_at_optimum"] > 100
 
 
-@needs_csv
 def test_bootstrap_intervals_match_epoch(chinchilla):
     """Point-level bootstrap (the reference data have no runs), as Epoch ran it."""
     fit = fit_chinchilla(*chinchilla)
@@ -58,7 +50,6 @@ def test_bootstrap_intervals_match_epoch(chinchilla):
         assert ci["hi"] == pytest.approx(hi, abs=0.015), key
 
 
-@needs_csv
 def test_batched_search_never_worse_than_plain_scipy_loop(chinchilla):
     """On a random sample of grid starts, batched + polish >= per-start scipy (Epoch's way)."""
     rng = np.random.default_rng(0)
@@ -70,7 +61,6 @@ def test_batched_search_never_worse_than_plain_scipy_loop(chinchilla):
         assert fast[key] == pytest.approx(plain[key], rel=1e-3)
 
 
-@needs_csv
 def test_mean_reduction_with_scipy_defaults_stops_early(chinchilla):
     """The original paper's failure: a mean-reduced Huber and default tolerances."""
     n, d, loss = chinchilla
