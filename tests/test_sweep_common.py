@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from test_train_common import cache_dir, jax_cache_env  # noqa: F401  (cache_dir re-exported)
+
 REPO = Path(__file__).resolve().parents[1]
 # Real prose that every Python has: a few tens of KB, split into documents on blank lines.
 _TEXT = ("textwrap.py", "difflib.py")
@@ -47,10 +49,7 @@ def micro_ladder(path: Path, store: Path, *, sizes: dict | None = None, ratios=(
 def sweep_env(cache: Path) -> dict[str, str]:
     return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
             "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-            "CUDA_VISIBLE_DEVICES": "",
-            "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+            "CUDA_VISIBLE_DEVICES": "", **jax_cache_env(cache)}
 
 
 def sweep_cmd(*args: str) -> list[str]:
@@ -68,7 +67,7 @@ def run_sweep(env, *args, timeout=240, check=True) -> subprocess.CompletedProces
 
 def rows(root: Path) -> list[dict]:
     path = root / "results.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return lines(path) if path.exists() else []
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -91,8 +90,3 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
-
-def cache_dir(tmp_path_factory) -> Path:
-    """One compilation cache for all xdist workers of a session."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "sweep-jax-cache"
