@@ -9,7 +9,7 @@ WORKERS ?= 2
 # pip extras; CI adds seqio (TensorFlow, about 3 GB) so the tfds/seqio tests run there.
 EXTRAS ?= test
 
-.PHONY: install test test-gpu demo fit-laws clean help
+.PHONY: install test test-gpu demo fit-laws ladder-gpu clean help
 
 help:
 	@echo "make install   create $(VENV) with Python>=3.12 and the pinned dependency set"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-gpu  GPU-marked tests (on a CUDA machine)"
 	@echo "make demo      the main job: built-in corpus, cpu-demo ladder (transformer + hybrid), fits, figures"
 	@echo "make fit-laws  fit scaling laws: RESULTS=path/to/results.jsonl FIT_OUT=dir"
+	@echo "make ladder-gpu  the gpu-small ladder on a GPU: corpus, lr check, ladder, fits (PARALLEL=4)"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@rm -f $@
@@ -53,6 +54,12 @@ demo: install $(DEMO_STORE)/manifest.json
 fit-laws: install
 	$(HJ) fit $(RESULTS) --val-set mean --out $(FIT_OUT)
 	@echo "report: $(FIT_OUT)/REPORT.md"
+
+# Issue 8's evidence: corpus from every permissive distribution installed here, lr check, the
+# gpu-small ladder, fits into results/gpu-small. Resumable; see experiments/scripts/ladder.sh.
+PARALLEL ?= 4
+ladder-gpu: install
+	PY=$(PY) PARALLEL=$(PARALLEL) bash experiments/scripts/ladder.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -68,6 +68,18 @@ def bench_one(cfg: RunConfig, args) -> dict:
         state, metrics = prog.step(state, batches[i % 2])
     jax.block_until_ready(metrics)
     elapsed = time.perf_counter() - t0
+    profile = None
+    if args.profile:  # after the timing, so tracing overhead never touches the numbers
+        from profile_summary import format_summary, summarize  # this script's folder
+
+        trace_dir = args.profile / cfg.train.name
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+            for i in range(args.profile_steps):
+                state, metrics = prog.step(state, batches[i % 2])
+            jax.block_until_ready(metrics)
+        profile = summarize(trace_dir, args.profile_steps, elapsed / args.steps)
+        print(format_summary(profile), flush=True)
     tokens_per_s = args.steps * B * T / elapsed
     fpt = train_flops_per_token(cfg.model, T)
     device_kind = jax.devices()[0].device_kind
@@ -79,7 +91,7 @@ def bench_one(cfg: RunConfig, args) -> dict:
             "train_flops_per_token": fpt,
             "mfu": mfu(fpt, tokens_per_s, device_kind, jax.device_count()),
             "warmup_s": warmup_s, "final_loss": float(metrics["loss"]),
-            "implementations": runinfo.implementations(cfg.model)}
+            "implementations": runinfo.implementations(cfg.model), "profile": profile}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -114,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true",
                    help="tiny presets, seq 64, batch 8, 3 steps: a CPU smoke test")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="after timing, trace --profile-steps steps into DIR and summarise where "
+                   "the device time goes (benchmarks/profile_summary.py)")
+    p.add_argument("--profile-steps", type=int, default=3)
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be at least 1")

@@ -6,6 +6,8 @@
     hybrid-jax sweep run cpu-demo                       # train; safe to kill and rerun
     hybrid-jax sweep run gpu-small --parallel 3 --only 'hybrid/*'   # 3 workers on 1 GPU
     hybrid-jax sweep status cpu-demo                    # done / running / failed / pending, ETA
+    hybrid-jax sweep lr-check gpu-small --size d224 --multipliers 0.5 1 2 --ratio 5 \
+        --write-ladder sweeps/gpu-small-lr/gpu-small.yaml   # lr check, then a tuned ladder
     hybrid-jax sweep merge gpu-small /mnt/job1/sweeps/gpu-small /mnt/job2/sweeps/gpu-small
     hybrid-jax fit sweeps/cpu-demo/results.jsonl --val-set mean   # the scaling-law fit
 
@@ -31,13 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="only these runs (shell patterns: 'hybrid/*', '*/s2', 'gdn')")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hybrid-jax sweep", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train the ladder's runs (skips done, resumes interrupted)")
-    _common(r)
+def _runner_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--max-retries", type=int, default=2,
                    help="retries of a failed run before it is marked failed (default 2)")
     r.add_argument("--parallel", type=int, default=None,
@@ -47,6 +43,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--poll", type=float, default=1.0, help="seconds between checks (default 1)")
     r.add_argument("--stale-after", type=float, default=600.0,
                    help="seconds without heartbeat after which another host's lock is stale")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybrid-jax sweep", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train the ladder's runs (skips done, resumes interrupted)")
+    _common(r)
+    _runner_args(r)
     s = sub.add_parser("status", help="table of runs: state, progress, rows, ETA")
     _common(s)
     s.add_argument("--json", action="store_true")
@@ -64,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("merge", help="merge result rows and completed runs from other roots")
     _common(m)
     m.add_argument("others", nargs="+", metavar="OTHER_ROOT")
+    lc = sub.add_parser("lr-check", help="train one size at several multiples of the recipe's "
+                        "lr per family, pick the best, optionally write the tuned ladder")
+    _common(lc)
+    lc.add_argument("--size", required=True, help="the ladder size to check (usually the smallest)")
+    lc.add_argument("--multipliers", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                    help="multiples of the recipe's lr (default 0.5 1 2)")
+    lc.add_argument("--ratio", type=float, default=5.0,
+                    help="D/N at the bottom of the check's single decay (default 5)")
+    _runner_args(lc)
+    lc.add_argument("--write-ladder", metavar="PATH",
+                    help="write the ladder YAML with each family's lr scaled by its best multiplier")
     sub.add_parser("list", help="list the shipped ladders")
     return p
 
@@ -83,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from experiments.sweep.runner import Sweep
 
-        sweep = Sweep(load_ladder(args.ladder), args.root, args.only,
+        ladder = load_ladder(args.ladder)
+        if args.command == "lr-check":
+            from experiments.sweep.lrcheck import check_ladder
+
+            args.base_ladder = ladder
+            ladder = check_ladder(ladder, args.size, args.multipliers, args.ratio)
+        sweep = Sweep(ladder, args.root, args.only,
                       stale_after=getattr(args, "stale_after", 600.0))
     except (LadderError, ConfigError, OverrideError, FileNotFoundError, KeyError) as e:
         print(f"hybrid-jax sweep: bad ladder: {e}", file=sys.stderr)
@@ -113,6 +136,35 @@ def cmd_run(sweep, args) -> int:
                   f"--out {path}`)", file=sys.stderr)
             return EXIT_BAD
     return runner.run()
+
+
+def cmd_lr_check(sweep, args) -> int:
+    from experiments.sweep.ladder import LadderError
+    from experiments.sweep.lrcheck import format_table, summarize, tuned_ladder_yaml
+
+    code = cmd_run(sweep, args)
+    if code == EXIT_BAD:
+        return code
+    families = list(dict.fromkeys(s.family for s in sweep.runs))
+    choices = summarize(sweep.root, sweep.ladder, families, args.size, args.multipliers,
+                        args.ratio)
+    print(format_table(choices, args.size, args.ratio))
+    print(f"[lr-check] table in {sweep.root / 'lr_check.md'}")
+    if code != 0:
+        return code
+    if args.write_ladder:
+        try:
+            text = tuned_ladder_yaml(args.base_ladder, choices)
+        except LadderError as e:
+            print(f"hybrid-jax sweep lr-check: {e}", file=sys.stderr)
+            return 1
+        from pathlib import Path
+
+        out = Path(args.write_ladder)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"[lr-check] tuned ladder written to {out}")
+    return 0
 
 
 def cmd_status(sweep, args) -> int:
@@ -174,7 +226,7 @@ def cmd_merge(sweep, args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "plan": cmd_plan, "merge": cmd_merge}
+COMMANDS = {"run": cmd_run, "lr-check": cmd_lr_check, "status": cmd_status, "plan": cmd_plan, "merge": cmd_merge}
 
 
 if __name__ == "__main__":
