@@ -9,7 +9,7 @@ WORKERS ?= 2
 # pip extras; CI adds seqio (TensorFlow, about 3 GB) so the tfds/seqio tests run there.
 EXTRAS ?= test
 
-.PHONY: install test test-gpu demo fit-laws ladder-gpu clean help
+.PHONY: install test test-gpu demo fit-laws ladder-gpu expressivity expressivity-full clean help
 
 help:
 	@echo "make install   create $(VENV) with Python>=3.12 and the pinned dependency set"
@@ -17,6 +17,8 @@ help:
 	@echo "make test-gpu  GPU-marked tests (on a CUDA machine)"
 	@echo "make demo      the main job: built-in corpus, cpu-demo ladder (transformer + hybrid), fits, figures"
 	@echo "make fit-laws  fit scaling laws: RESULTS=path/to/results.jsonl FIT_OUT=dir"
+	@echo "make expressivity       expressivity suite 'ci' on CPU -> results/expressivity-ci (~5-7 min on 2 cores)"
+	@echo "make expressivity-full  expressivity suite 'full' on one GPU -> results/expressivity-full"
 	@echo "make ladder-gpu  the gpu-small ladder on a GPU: corpus, lr check, ladder, fits (PARALLEL=4)"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -60,6 +62,13 @@ fit-laws: install
 PARALLEL ?= 4
 ladder-gpu: install
 	PY=$(PY) PARALLEL=$(PARALLEL) bash experiments/scripts/ladder.sh
+
+# Issue 7: trained models on synthetic tasks that separate the families (resumable per cell).
+expressivity: install
+	$(HJ) expressivity run ci --out results/expressivity-ci
+
+expressivity-full: install
+	$(HJ) expressivity run full --out results/expressivity-full
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

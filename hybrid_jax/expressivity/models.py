@@ -1,0 +1,76 @@
+"""The four small models of the suite, built with the ladder's ModelConfig / build_model.
+
+    transformer   full causal attention in every layer (pattern "A"), RoPE
+    gdn01         Gated DeltaNet only, beta in (0, 1)  (gdn_allow_neg_eigval=False)
+    gdn02         Gated DeltaNet only, beta in (0, 2)  (gdn_allow_neg_eigval=True)
+    hybrid        GDN beta in (0, 2) and full attention, pattern e.g. "GA" (2 layers), "GGGA" (4)
+
+All share d_model, heads, depth and vocabulary; parameter counts are matched by choosing each
+model's SwiGLU hidden width: the transformer uses mlp_hidden = 4 d_model, and every other model
+gets the width that brings its total closest to the transformer's (a GDN block has about
+6 d_model^2 projection parameters against attention's 4 d_model^2, so its MLP is narrower).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+from hybrid_jax.config import ModelConfig
+from hybrid_jax.expressivity.tasks import VOCAB_SIZE
+from hybrid_jax.flops import param_count
+
+MODELS = ("transformer", "gdn01", "gdn02", "hybrid")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShape:
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    hybrid_pattern: str = "GA"
+    # Short sequences: theta = 10k rotates enough RoPE dims to separate positions at T <= 1k.
+    rope_theta: float = 10_000.0
+    compute_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.n_layers <= 4:
+            raise ValueError(f"n_layers must be in [2, 4] (issue 7), got {self.n_layers}")
+        if len(self.hybrid_pattern) != self.n_layers or set(self.hybrid_pattern) != {"G", "A"}:
+            raise ValueError(f"hybrid_pattern must spell all {self.n_layers} layers with both G "
+                             f"and A, got {self.hybrid_pattern!r}")
+
+
+def _base(shape: ModelShape, mlp_hidden: int, **kw) -> ModelConfig:
+    return ModelConfig(vocab_size=VOCAB_SIZE, d_model=shape.d_model, n_layers=shape.n_layers,
+                       n_heads=shape.n_heads, mlp_hidden=mlp_hidden, rope_theta=shape.rope_theta,
+                       compute_dtype=shape.compute_dtype, **kw)
+
+
+def _unmatched(name: str, shape: ModelShape, mlp_hidden: int) -> ModelConfig:
+    if name == "transformer":
+        return _base(shape, mlp_hidden, family="transformer", layer_pattern="A")
+    if name in ("gdn01", "gdn02"):
+        return _base(shape, mlp_hidden, family="gdn", layer_pattern="G",
+                     gdn_allow_neg_eigval=name == "gdn02")
+    if name == "hybrid":
+        return _base(shape, mlp_hidden, family="hybrid", layer_pattern=shape.hybrid_pattern,
+                     final_full_attention=False, gdn_allow_neg_eigval=True)
+    close = difflib.get_close_matches(name, MODELS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint}; known: {MODELS}")
+
+
+def model_config(name: str, shape: ModelShape) -> ModelConfig:
+    """The config of model `name`, its MLP width chosen to match the transformer's parameters."""
+    target = param_count(_unmatched("transformer", shape, 4 * shape.d_model)).total
+    if name == "transformer":
+        return _unmatched(name, shape, 4 * shape.d_model)
+    p1 = param_count(_unmatched(name, shape, 1)).total
+    p2 = param_count(_unmatched(name, shape, 2)).total
+    hidden = max(1, round(1 + (target - p1) / (p2 - p1)))  # the count is linear in mlp_hidden
+    return _unmatched(name, shape, hidden)
+
+
+def param_counts(shape: ModelShape, names=MODELS) -> dict[str, int]:
+    return {n: param_count(model_config(n, shape)).total for n in names}
