@@ -31,7 +31,7 @@ KINDS = (  # first match wins; order matters (an attention gemm is attention)
     ("copy", re.compile(r"memcpy|memset|copy|transpose", re.I)),
     ("fusion", re.compile(r"fusion|reduce|loop_|input_|scatter|gather|slice", re.I)),
 )
-LAYERS = (("gdn", re.compile(r"GDN|gated_delta|gdn", re.I)),
+LAYERS = (("gdn", re.compile(r"GDN|gated_?delta", re.I)),
           ("attention", re.compile(r"Attention|attention|attn", re.I)),
           ("mlp", re.compile(r"MLP|mlp", re.I)),
           ("embed/logits", re.compile(r"embed|logits|unembed|lm_head|cross_entropy|z_loss",
