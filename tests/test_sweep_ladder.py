@@ -127,3 +127,17 @@ def test_plan_prints_every_run_of_the_shipped_ladders(name, capsys, tmp_path):
     if name == "gpu-small":
         assert load_ladder(name).decay_ratios == (2.5, 5, 10, 20)
         assert all(2e6 <= r.n_params <= 25e6 for r in runs)
+
+
+def test_plan_mfu_is_validated_and_used_by_the_plan(tmp_path):
+    from experiments.sweep.plan import assumed_speed
+
+    lad = load_ladder(micro_ladder(tmp_path / "l.yaml", "s", plan_mfu={"transformer": 0.05}))
+    assert lad.plan_mfu == {"transformer": 0.05}
+    measured = assumed_speed("NVIDIA H200", lad.plan_mfu["transformer"])
+    default = assumed_speed("NVIDIA H200")
+    assert measured.flops_per_s == pytest.approx(default.flops_per_s / 4)
+    assert "measured MFU 5.0%" in measured.source and "assumed MFU 20.0%" in default.source
+    for bad in ({"hybrid": 0.1}, {"transformer": 0}, {"transformer": 1.5}, [0.1]):
+        with pytest.raises(LadderError, match="plan_mfu"):
+            load_ladder(micro_ladder(tmp_path / "b.yaml", "s", plan_mfu=bad))

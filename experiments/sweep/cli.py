@@ -194,7 +194,7 @@ def cmd_plan(sweep, args) -> int:
             print(f"  {speeds[key].flops_per_s / 1e12:.3g} TFLOP/s; {speeds[key].source}",
                   file=sys.stderr, flush=True)
         else:
-            speeds[key] = assumed_speed(kind)
+            speeds[key] = assumed_speed(kind, sweep.ladder.plan_mfu.get(spec.family))
     rows = plan_rows(sweep, speeds)
     if args.device_kind:  # another machine: assume one accelerator, or CPU workers
         from hybrid_jax.train.metrics import peak_flops

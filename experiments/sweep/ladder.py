@@ -14,6 +14,7 @@ A ladder file (experiments/ladders/*.yaml) has these top-level keys:
     recipe: {...}                   # experiments.recipe.Recipe fields
     run: {data: {...}, eval: {...}, checkpoint: {...}, log: {...}}   # RunConfig sections
     overrides: [key.sub=value, ...] # applied last to every run (a list, or a mapping)
+    plan_mfu: {transformer: 0.2}    # measured MFU per family, for `sweep plan` estimates only
 
 A run's model is: the size's preset (if any) <- ladder `model` <- family `model` <- the size's
 fields <- `model.*` overrides, with `family` set. N is counted on that model, the recipe turns N
@@ -46,7 +47,7 @@ from hybrid_jax.overrides import OverrideError, from_dict, parse_override, unkno
 
 LADDER_DIR = Path(__file__).resolve().parents[1] / "ladders"
 LADDER_KEYS = ("name", "description", "families", "sizes", "decay_ratios", "seq_len", "model",
-               "recipe", "run", "overrides")
+               "recipe", "run", "overrides", "plan_mfu")
 RECIPE_OWNED = ("train.global_batch", "train.seq_len", "optim.lr", "optim.b1", "optim.b2",
                 "optim.weight_decay", "schedule")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -100,6 +101,7 @@ class Ladder:
     recipe: dict
     run: dict
     overrides: tuple[str, ...]
+    plan_mfu: dict = dataclasses.field(default_factory=dict)  # family -> measured MFU (plan only)
 
     @property
     def store(self) -> str:
@@ -258,6 +260,12 @@ def load_ladder(name_or_path: str | Path) -> Ladder:
         if section in run and (not field or field in (run[section] or {})):
             raise LadderError(f"run.{key}: set by the recipe; use `recipe:`, `seq_len:` or "
                               "`overrides:` instead")
+    plan_mfu = data.get("plan_mfu") or {}
+    if not isinstance(plan_mfu, dict) or any(
+            f not in families or not isinstance(v, (int, float)) or not 0 < v <= 1
+            for f, v in plan_mfu.items()):
+        raise LadderError(f"plan_mfu: expected a mapping of this ladder's families to an MFU in "
+                          f"(0, 1], got {plan_mfu!r}")
     ratios = data["decay_ratios"]
     if not isinstance(ratios, list) or not ratios:
         raise LadderError("decay_ratios: expected a non-empty list of D/N values")
@@ -266,4 +274,5 @@ def load_ladder(name_or_path: str | Path) -> Ladder:
                   sizes={str(k): v for k, v in sizes.items()},
                   decay_ratios=tuple(float(r) for r in ratios), seq_len=int(data["seq_len"]),
                   model=dict(data.get("model") or {}), recipe=dict(data.get("recipe") or {}),
-                  run=run, overrides=tuple(_override_list(data.get("overrides"), "ladder")))
+                  run=run, overrides=tuple(_override_list(data.get("overrides"), "ladder")),
+                  plan_mfu={str(k): float(v) for k, v in plan_mfu.items()})

@@ -7,9 +7,10 @@ start-up, compilation, evaluations, checkpoints). Achieved FLOP/s is, in order:
    few steps on random tokens (hybrid_jax.train.train on a throw-away run directory) at the
    run's batch capped to `--calibrate-batch` sequences; the overhead is the measured first
    step (compilation) plus the default below. Smaller batches only underestimate throughput.
-2. Otherwise an assumption: DEFAULT_MFU x the device's peak bf16 FLOP/s
+2. Otherwise the ladder's measured MFU for the family (ladder key `plan_mfu`, from an earlier
+   run of that ladder), else an assumption: DEFAULT_MFU x the device's peak bf16 FLOP/s
    (hybrid_jax.train.metrics.peak_flops), or, for a device without a known peak (CPU),
-   DEFAULT_CPU_FLOPS per worker. Both are stated in the output.
+   DEFAULT_CPU_FLOPS per worker. Which one is stated in the output.
 
 Small models run far below large-model MFU (kernel launch and optimizer overheads dominate),
 so the default MFU is deliberately modest; calibrate before trusting a plan for tiny models.
@@ -47,7 +48,8 @@ class Speed:
     source: str                 # how it was obtained, printed with the plan
 
 
-def assumed_speed(device_kind: str) -> Speed:
+def assumed_speed(device_kind: str, mfu: float | None = None) -> Speed:
+    """`mfu`: the ladder's measured MFU for the family (ladder key `plan_mfu`), else DEFAULT_MFU."""
     from hybrid_jax.train.metrics import peak_flops
 
     peak = peak_flops(device_kind)
@@ -55,8 +57,10 @@ def assumed_speed(device_kind: str) -> Speed:
         return Speed(DEFAULT_CPU_FLOPS, DEFAULT_OVERHEAD_S["cpu"],
                      f"assumed {DEFAULT_CPU_FLOPS / 1e9:.0f} GFLOP/s per worker on "
                      f"{device_kind!r} (no known peak) + {DEFAULT_OVERHEAD_S['cpu']:.0f} s/run")
-    return Speed(DEFAULT_MFU * peak, DEFAULT_OVERHEAD_S["accelerator"],
-                 f"assumed MFU {DEFAULT_MFU:.0%} of {peak / 1e12:.0f} TFLOP/s peak on "
+    how = "assumed" if mfu is None else "the ladder's measured"
+    mfu = DEFAULT_MFU if mfu is None else mfu
+    return Speed(mfu * peak, DEFAULT_OVERHEAD_S["accelerator"],
+                 f"{how} MFU {mfu:.1%} of {peak / 1e12:.0f} TFLOP/s peak on "
                  f"{device_kind!r} + {DEFAULT_OVERHEAD_S['accelerator']:.0f} s/run")
 
 
@@ -216,12 +220,12 @@ def format_plan(sweep: Sweep, rows: list[dict], workers: int, devices: int, stor
                f"training FLOPs {_si(sum(r['flops'] for r in rows))} ("
                + ", ".join(f"{f} {_si(v)}" for f, v in fam.items()) + ")")
     speeds = sorted({r["speed"] for r in rows})
-    if len(speeds) > 1:  # calibrated: one measurement per run; summarise them
-        fps = [r["flops_per_s"] for r in rows]
+    if len(speeds) > 1 and any(s.startswith("calibrated") for s in speeds):
+        fps = [r["flops_per_s"] for r in rows]  # one measurement per run; summarise them
         speeds = [f"calibrated per run on this device, {_si(min(fps))}-{_si(max(fps))} FLOP/s "
                   f"achieved, {min(r['overhead_s'] for r in rows):.0f}-"
                   f"{max(r['overhead_s'] for r in rows):.0f} s overhead per run (--json: each)"]
     out.append(f"estimated time: {duration(total_s)} of run time, {duration(wall)} wall with "
-               f"{workers} worker(s) on {devices} device(s); speed: {speeds[0]}")
+               f"{workers} worker(s) on {devices} device(s); speed: " + "; ".join(speeds))
     out.append(f"epochs: {store_note or 'of the training tokens in ' + sweep.ladder.store}")
     return "\n".join(out)
