@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # xdist workers; 2 matches the CI machine's cores.
 WORKERS ?= 2
-# pip extras; CI adds seqio (TensorFlow, about 3 GB) so the tfds/seqio tests run there.
+# pip extras; CI adds seqio (TensorFlow, about 3 GB) so the tfds/seqio tests run there, and
+# tpu (libtpu, about 700 MB) so the ahead-of-time TPU compile tests run there.
 EXTRAS ?= test
 
 .PHONY: install test test-gpu demo fit-laws ladder-gpu expressivity expressivity-full clean help
@@ -31,8 +32,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# tpu-marked tests need libtpu (the [tpu] extra: AOT compilation for TPU topologies), not a TPU;
+# they run wherever libtpu is importable (CI installs it).
+NO_TPU = $(shell $(PY) -c 'import importlib.util as u; print("" if u.find_spec("libtpu") else " and not tpu")')
+
 test: install
-	$(PY) -m pytest -n $(WORKERS) -m "not gpu and not tpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(WORKERS) -m "not gpu$(NO_TPU)" $(PYTEST_ARGS)
 
 test-gpu:
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)

@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "train": ("hybrid_jax.train.cli", "train one run from a YAML config or preset, with key.sub=value overrides"),
     "sweep": ("experiments.sweep.cli", "plan, run, inspect and merge ladders of runs"),
     "fit": ("analysis.cli", "fit scaling laws to sweep results, write fits.json, REPORT.md, figures"),
+    "compile": ("hybrid_jax.compile.cli",
+                "compile the sharded train step for a TPU topology ahead of time: memory, FLOPs"),
     "expressivity": ("hybrid_jax.expressivity.cli",
                      "synthetic tasks (parity, S5, MQAR, state recall, code): run SUITE --out DIR; list"),
 }

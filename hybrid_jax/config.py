@@ -21,6 +21,7 @@ FAMILIES = ("transformer", "hybrid", "gdn")
 LAYER_LETTERS = {"A": "full attention", "S": "sliding-window attention", "G": "gated deltanet"}
 DEFAULT_PATTERNS = {"transformer": "SSSA", "hybrid": "GGGA", "gdn": "G"}
 GDN_IMPLEMENTATIONS = ("auto", "recurrent", "chunked", "pallas_gpu", "pallas_tpu")
+GDN_PRECISIONS = ("highest", "default")
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -68,6 +69,9 @@ class ModelConfig:
     gdn_allow_neg_eigval: bool = True
     gdn_chunk_size: int = 64
     gdn_implementation: str = "auto"
+    # Matmul precision inside the gated delta rule: "highest" (fp32 products) or "default"
+    # (XLA's default, TF32 on GPU; bf16 operands with fp32 accumulation in pallas_gpu).
+    gdn_precision: str = "highest"
     attention_implementation: str = "auto"
     # Parameters are stored in fp32; activations and matmuls run in compute_dtype.
     compute_dtype: str = "bfloat16"
@@ -112,6 +116,9 @@ class ModelConfig:
             _fail("gdn_v_expand", f"{self.gdn_v_expand} x key dim {self.gdn_k_dim} must be a positive integer")
         if self.gdn_implementation not in GDN_IMPLEMENTATIONS:
             _fail("gdn_implementation", f"{self.gdn_implementation!r} not in {GDN_IMPLEMENTATIONS}")
+        if self.gdn_precision not in GDN_PRECISIONS:
+            _fail("gdn_precision", f"{self.gdn_precision!r} not in {GDN_PRECISIONS}"
+                  + _suggest(self.gdn_precision, GDN_PRECISIONS))
         if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
             _fail("attention_implementation",
                   f"{self.attention_implementation!r} not in {ATTENTION_IMPLEMENTATIONS}")

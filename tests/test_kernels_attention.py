@@ -1,5 +1,6 @@
 """Attention dispatch: the xla path against a float64 NumPy softmax, masks, dispatch errors."""
 
+import importlib
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -138,3 +139,18 @@ def test_cudnn_matches_xla_on_gpu(window):
     want = run(q, k, v, local_window_size=window, implementation="xla")
     np.testing.assert_allclose(got.astype(jnp.float32), want.astype(jnp.float32),
                                atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype, head_dim, want", [
+    (jnp.bfloat16, 64, "cudnn"), (jnp.bfloat16, 104, "cudnn"), (jnp.bfloat16, None, "cudnn"),
+    (jnp.bfloat16, 52, "xla"),      # not a multiple of 8 (gpu-small's first d416 had this)
+    (jnp.bfloat16, 264, "xla"),     # over cuDNN's 256
+    (jnp.float32, 64, "xla"),       # cuDNN takes only 16-bit floats
+])
+def test_auto_on_gpu_picks_cudnn_only_where_it_can_run(monkeypatch, dtype, head_dim, want):
+    api = importlib.import_module("kernels.attention.api")
+
+    monkeypatch.setattr(api, "target_platform", lambda: "gpu")
+    assert api.resolve_attention_implementation("auto", dtype=dtype, head_dim=head_dim) == want
+    # An explicit request is never rerouted.
+    assert api.resolve_attention_implementation("cudnn", dtype=dtype, head_dim=head_dim) == "cudnn"

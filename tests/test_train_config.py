@@ -57,6 +57,28 @@ def test_identity_ignores_operational_fields():
     assert all(c.config_hash() != a.config_hash() for c in different)
 
 
+def test_late_fields_keep_old_run_ids_at_their_default():
+    from hybrid_jax.train.config import LATE_FIELDS
+
+    a = cfg_with()
+    assert a.config_hash() == cfg_with("model.gdn_precision=highest").config_hash()
+    assert "gdn_precision" not in a.identity()["model"]
+    assert a.config_hash() != cfg_with("model.gdn_precision=default").config_hash()
+    assert LATE_FIELDS == {"model.gdn_precision": "highest"}
+
+
+def test_committed_demo_results_keep_their_run_ids():
+    """The run ids in results/cpu-demo/results.jsonl are the ladder's today: adding a config
+    field must not silently orphan published results (see LATE_FIELDS)."""
+    import json
+
+    from experiments.sweep.ladder import load_ladder
+
+    rows = [json.loads(line) for line in (REPO / "results/cpu-demo/results.jsonl").open()]
+    runs, _ = load_ladder("cpu-demo").expand("sweeps/cpu-demo")
+    assert {r["run_id"] for r in rows} == {r.run_id for r in runs}
+
+
 def test_run_dir_defaults_to_name_and_hash():
     cfg = cfg_with("train.name=demo")
     assert cfg.run_dir == Path("runs") / f"demo-{cfg.config_hash()[:8]}"

@@ -215,6 +215,10 @@ class DistributedConfig:
 
 OPERATIONAL_SECTIONS = ("mesh", "checkpoint", "log", "distributed")
 OPERATIONAL_FIELDS = ("train.run_dir", "train.runs_root", "train.micro_batches")
+# Fields added after results were published, with the default that reproduces what runs did
+# before the field existed. At that default they are left out of a run's identity, so existing
+# run ids (and the committed results keyed by them) stay valid; any other value changes the id.
+LATE_FIELDS = {"model.gdn_precision": "highest"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +271,10 @@ class RunConfig:
         for key in OPERATIONAL_FIELDS:
             section, name = key.split(".")
             d[section].pop(name)
+        for key, default in LATE_FIELDS.items():
+            section, name = key.split(".")
+            if d[section].get(name) == default:
+                d[section].pop(name)
         return d
 
     def config_hash(self) -> str:

@@ -7,6 +7,7 @@ Nothing here compiles until a function is called: `jax.jit` is lazy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from functools import partial
 from typing import Any, Callable
 
@@ -56,11 +57,24 @@ def build_program(cfg: RunConfig, mesh_shape: tuple[int, int, int],
     abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                   jax.eval_shape(init_fn, key_data), state_sh)
     init_jit = jax.jit(init_fn, in_shardings=rep, out_shardings=state_sh)
-    step = jax.jit(make_train_step(graphdef, tx, schedule, cfg, batch_sh),
+    step = jax.jit(_under_mesh(mesh, make_train_step(graphdef, tx, schedule, cfg, batch_sh)),
                    in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
                    donate_argnums=(0,))
     return Program(mesh=mesh, schedule=schedule, plan=plan, graphdef=graphdef, tx=tx,
                    state_shardings=state_sh, batch_sharding=batch_sh,
                    abstract_state=abstract_state,
                    init=lambda: init_jit(key_data), step=step,
-                   eval_step=make_eval_step(graphdef))
+                   eval_step=_under_mesh(mesh, make_eval_step(graphdef)))
+
+
+def _under_mesh(mesh: Mesh, fn: Callable) -> Callable:
+    """fn traced with the mesh in context: Pallas TPU kernels (splash, the gated delta rule)
+    find it there to wrap themselves in shard_map, since XLA cannot partition Mosaic calls;
+    the abstract mesh also tells the attention dispatch which platform it compiles for."""
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args)
+
+    return wrapped

@@ -58,5 +58,6 @@ def implementations(cfg: ModelConfig) -> dict:
         from kernels.attention import resolve_attention_implementation
 
         out["attention"] = resolve_attention_implementation(cfg.attention_implementation,
-                                                            dtype=cfg.compute_dtype)
+                                                            dtype=cfg.compute_dtype,
+                                                            head_dim=cfg.attn_head_dim)
     return out

@@ -14,8 +14,10 @@ Constraints
     q, k: [B, T, H, K]; v: [B, T, HV, V] with HV a multiple of H (value head j reads key head
     j // (HV // H)); g, beta: [B, T, HV]; initial_state: [B, HV, K, V] float32.
     chunk_size is a static Python int > 0; T need not be a multiple of it.
+    The Pallas implementations compute in float32 only (no float64 inputs).
 """
 
+import functools
 import numbers
 from typing import Optional
 
@@ -24,31 +26,69 @@ import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
 
-IMPLEMENTATIONS = ("recurrent", "chunked")
+IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_tpu")
 # Jitted so that eager callers get one compiled program; inside a caller's jit this inlines.
 _RUN = {
-    "recurrent": jax.jit(reference.recurrent, static_argnames=("use_qk_l2norm",)),
-    "chunked": jax.jit(reference.chunked, static_argnames=("use_qk_l2norm", "chunk_size")),
+    "recurrent": jax.jit(reference.recurrent, static_argnames=("use_qk_l2norm", "precision")),
+    "chunked": jax.jit(reference.chunked,
+                       static_argnames=("use_qk_l2norm", "chunk_size", "precision")),
 }
-PLANNED = ("pallas_gpu", "pallas_tpu")
+PRECISIONS = ("highest", "default")
+_XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
+# The platform each Pallas implementation compiles for. Interpret mode (CPU tests) is reached
+# through the kernel modules' own functions with interpret=True, never through this API.
+_PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_tpu": "tpu"}
+# What "auto" runs per backend; "chunked" where a backend is not listed. Empty on purpose:
+# pallas_gpu and pallas_tpu pass their tests in interpret mode on CPU but have not yet been
+# compiled and checked on a GPU or TPU (tests/test_kernels_gdr_pallas_gpu.py has the gpu-marked
+# ones). Add {"gpu": "pallas_gpu"} once those pass on the reference card; until then request
+# the kernel explicitly (model.gdn_implementation=pallas_gpu).
+AUTO: dict[str, str] = {}
+
+
+def _pallas_fn(name: str):
+    """The Pallas entry point, imported lazily so that api.py imports without it."""
+    if name == "pallas_gpu":
+        from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+        return chunk_gated_delta_rule_pallas_gpu
+    try:
+        from kernels.gated_delta_rule.pallas_tpu import chunk_gated_delta_rule_pallas_tpu
+    except ImportError as e:
+        raise NotImplementedError(
+            f"implementation='pallas_tpu' is not available: {e}; use one of "
+            f"{('recurrent', 'chunked')} or 'auto'") from e
+    return chunk_gated_delta_rule_pallas_tpu
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_pallas(name: str):
+    static = ("use_qk_l2norm", "chunk_size") + (("precision",) if name == "pallas_gpu" else ())
+    return jax.jit(_pallas_fn(name), static_argnames=static)
 
 
 def resolve_implementation(name: str) -> str:
     """Map a requested implementation name to the one that will run.
 
-    "auto" is "chunked" on every platform until a Pallas kernel exists.
+    "auto" is `AUTO[backend]` where listed (nothing yet) and "chunked" elsewhere. A Pallas
+    implementation requested on a backend it does not compile for raises.
     """
+    from kernels.mesh_context import target_platform  # the AOT target if a mesh says so
+
+    backend = target_platform()
+    backend = "gpu" if backend in ("cuda", "rocm") else backend
     if name == "auto":
-        return "chunked"
+        return AUTO.get(backend, "chunked")
+    if name in _PALLAS_BACKEND:
+        if backend != _PALLAS_BACKEND[name]:
+            raise RuntimeError(
+                f"implementation={name!r} compiles only for a {_PALLAS_BACKEND[name]} backend; "
+                f"this process runs on {backend!r}. Use 'chunked', or call the kernel module "
+                f"directly with interpret=True for a slow interpreted run.")
+        return name
     if name in IMPLEMENTATIONS:
         return name
-    if name in PLANNED:
-        raise NotImplementedError(
-            f"implementation={name!r}: the Pallas kernel is not built yet; "
-            f"use one of {IMPLEMENTATIONS} or 'auto'")
     raise ValueError(
-        f"implementation={name!r} is unknown; expected 'auto', one of {IMPLEMENTATIONS}, "
-        f"or (not built yet) one of {PLANNED}")
+        f"implementation={name!r} is unknown; expected 'auto' or one of {IMPLEMENTATIONS}")
 
 
 def _check_float(name, x):
@@ -105,21 +145,35 @@ def chunk_gated_delta_rule(
     use_qk_l2norm: bool = False,
     chunk_size: int = 64,
     implementation: str = "auto",
+    precision: str = "highest",
 ):
     """Gated delta rule over a sequence. Returns (o [B,T,HV,V], final_state or None).
 
     S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T;  o_t = scale S_t^T q_t,
     scale = K ** -0.5 by default. With use_qk_l2norm, q and k are L2-normalised over K
-    (eps 1e-6, in fp32) first. chunk_size only affects "chunked".
+    (eps 1e-6, in fp32) first. chunk_size does not affect "recurrent"; the Pallas kernels
+    may restrict it (pallas_gpu: a power of two >= 16).
+    precision: "highest" (fp32 matmuls: Precision.HIGHEST in XLA, TF32x3 in pallas_gpu) or
+    "default" (XLA's default, TF32 on GPU; bf16 matmul operands with fp32 accumulation and
+    bf16 intermediates in pallas_gpu, like flash-linear-attention: ~1e-3 relative error, faster).
     """
     impl = resolve_implementation(implementation)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
             or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     chunk_size = int(chunk_size)
     validate(q, k, v, g, beta, initial_state, token_axis=True)
     kwargs = dict(scale=scale, initial_state=initial_state, use_qk_l2norm=use_qk_l2norm)
-    if impl == "chunked":
+    if impl != "recurrent":
         kwargs["chunk_size"] = chunk_size
-    o, S = _RUN[impl](q, k, v, g, beta, **kwargs)
+    if impl in _RUN:
+        kwargs["precision"] = _XLA_PRECISION[precision]
+    elif impl == "pallas_gpu":
+        kwargs["precision"] = precision
+    elif precision != "highest":
+        raise NotImplementedError(f"implementation={impl!r} has no precision={precision!r}")
+    fn = _RUN[impl] if impl in _RUN else _jitted_pallas(impl)
+    o, S = fn(q, k, v, g, beta, **kwargs)
     return o, (S if output_final_state else None)

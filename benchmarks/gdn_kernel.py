@@ -1,0 +1,434 @@
+"""Gated delta rule kernels on one GPU: ours (Pallas), flash-linear-attention 0.6, our XLA path.
+
+    python benchmarks/gdn_kernel.py --out results.json           # the issue's four shapes
+    python benchmarks/gdn_kernel.py --shape B=1,T=512,H=2,K=64,V=64 --impl pallas_gpu xla_chunked
+
+Implementations:
+    pallas_gpu          kernels/gated_delta_rule/pallas_gpu.py as the API runs it:
+                        precision="highest" (TF32x3 kernel dots), prep="pallas"
+    pallas_gpu_default  precision="default" (bf16 dot operands, fp32 accumulation)
+    pallas_gpu_xlaprep  precision="highest", prep="xla" (chunk-local WY transform in XLA)
+    pallas_gpu_default_bv32  precision="default" with V tiles of 32 (only when asked for)
+    xla_chunked         reference.chunked through the API (Precision.HIGHEST)
+    fla                 fla.ops.gated_delta_rule.chunk_gated_delta_rule (torch + Triton), run in
+                        a child process so that torch and JAX never share the card's memory.
+                        On Hopper with Triton < 3.7.1 fla refuses its gated backward (fla #640);
+                        the check is patched out at run time for timing only.
+Every cell: bf16 q, k (unit rows), v, beta in (0, 2), fp32 g in (-0.5, 0); no initial state;
+fwd = o; fwd+bwd = gradients of sum(o * dO) w.r.t. q, k, v, g, beta. Time = median over --iters
+samples after --warmup calls (JAX: each sample is --inner back-to-back calls ended by
+block_until_ready; fla: triton.testing.do_bench median). TFLOP/s counts the chunk algorithm's
+matmul FLOPs (hybrid_jax/flops.py: 6CK + 4CV + 6KV + 2C^2/3 per token-head; x3 for fwd+bwd).
+"x floor" = time / max(FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), the H100 ceilings measured here.
+GB/s counts the fewest bytes: fwd reads q, k, v, g, beta and writes o; fwd+bwd reads them twice,
+reads o and dO, and writes o and the five gradients. Peak memory: JAX = XLA's compiled
+argument + output + temp bytes; fla = torch.cuda.max_memory_allocated over the call.
+A cell that fails is recorded with its error and the run goes on.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+SHAPES = ["B=4,T=4096,H=16,K=128,V=128", "B=8,T=2048,H=8,K=128,V=128",
+          "B=1,T=8192,H=32,K=128,V=128", "B=1,T=8192,H=30,K=96,V=192"]
+# name -> keyword arguments of chunk_gated_delta_rule_pallas_gpu (None: the XLA reference)
+JAX_IMPLS = {
+    "xla_chunked": None,
+    "pallas_gpu": dict(precision="highest", prep="pallas"),
+    "pallas_gpu_default": dict(precision="default", prep="pallas"),
+    "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
+    "pallas_gpu_default_bv32": dict(precision="default", prep="pallas", block_v=32),
+}
+DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu", "pallas_gpu_default", "pallas_gpu_xlaprep")
+ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
+MODES = ("fwd", "fwd+bwd")
+T_START = time.perf_counter()
+
+
+def parse_shape(text):
+    s = {k: int(v) for k, v in (p.split("=") for p in text.split(","))}
+    s.setdefault("HV", s["H"])
+    return s
+
+
+def label(s):
+    return f"B{s['B']} T{s['T']} H{s['H']}" + (f" HV{s['HV']}" if s["HV"] != s["H"] else "") \
+        + f" K{s['K']} V{s['V']}"
+
+
+def flops(s, mode, C=64):
+    K, V = s["K"], s["V"]
+    f = s["B"] * s["T"] * s["HV"] * (6 * C * K + 4 * C * V + 6 * K * V + 2 * C * C / 3)
+    return f * (3 if mode == "fwd+bwd" else 1)
+
+
+def min_bytes(s, mode):
+    B, T, H, HV, K, V = (s[x] for x in ("B", "T", "H", "HV", "K", "V"))
+    inputs = 2 * (2 * B * T * H * K + B * T * HV * V) + 4 * B * T * HV + 2 * B * T * HV
+    o = 2 * B * T * HV * V
+    return inputs + o if mode == "fwd" else 2 * inputs + 3 * o + o + inputs
+
+
+# Ceilings measured on this workplace's H100 (KINDS.md): bf16 matmul ~790 TFLOP/s, device copy
+# ~3.0 TB/s. The floor is the larger of FLOPs / rate and bytes / bandwidth.
+PEAK_FLOPS, PEAK_BW = 790e12, 3.0e12
+
+
+def floor_ms(s, mode):
+    return max(flops(s, mode) / PEAK_FLOPS, min_bytes(s, mode) / PEAK_BW) * 1e3
+
+
+# ------------------------------------------------------------------------------------------- JAX
+
+def jax_inputs(s, seed=0):
+    import jax
+    import jax.numpy as jnp
+    B, T, H, HV, K, V = (s[x] for x in ("B", "T", "H", "HV", "K", "V"))
+    ks = jax.random.split(jax.random.key(seed), 6)
+    q = jax.random.normal(ks[0], (B, T, H, K), jnp.bfloat16)
+    k = jax.random.normal(ks[1], (B, T, H, K), jnp.float32)
+    k = (k / jnp.linalg.norm(k, axis=-1, keepdims=True)).astype(jnp.bfloat16)
+    v = jax.random.normal(ks[2], (B, T, HV, V), jnp.bfloat16)
+    g = -jax.random.uniform(ks[3], (B, T, HV), jnp.float32, 0.0, 0.5)
+    beta = jax.random.uniform(ks[4], (B, T, HV), jnp.float32, 0.0, 2.0).astype(jnp.bfloat16)
+    do = jax.random.normal(ks[5], (B, T, HV, V), jnp.bfloat16)
+    return (q, k, v, g, beta), do
+
+
+def jax_fn(impl, mode, do, interpret=False):
+    import functools
+    import jax
+    import jax.numpy as jnp
+    from kernels.gated_delta_rule import chunk_gated_delta_rule
+    from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+
+    if impl == "xla_chunked":
+        fwd = functools.partial(chunk_gated_delta_rule, implementation="chunked")
+    else:
+        fwd = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
+                                **JAX_IMPLS[impl])
+    if mode == "fwd":
+        return jax.jit(lambda *a: fwd(*a)[0])
+    loss = lambda *a: jnp.sum(fwd(*a)[0].astype(jnp.float32) * do.astype(jnp.float32))
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
+
+
+def time_jax(fn, args, warmup, iters, inner):
+    import jax
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    samples = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        samples.append((time.perf_counter() - t0) * 1e3 / inner)
+    return statistics.median(samples), min(samples)
+
+
+def jax_peak_bytes(compiled):
+    ma = compiled.memory_analysis()
+    if ma is None:
+        return None
+    return (ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+            - ma.alias_size_in_bytes)
+
+
+def run_jax(shapes, impls, args, rows, save):
+    import jax
+    import numpy as np
+    for s in shapes:
+        inputs, do = jax_inputs(s)
+        ref_o = None
+        for impl in impls:
+            for mode in MODES:
+                row = {"shape": s, "impl": impl, "mode": mode}
+                if time.perf_counter() - T_START > args.budget_s:
+                    row["error"] = f"skipped: past --budget-s {args.budget_s}"
+                    rows.append(row)
+                    print_row(row, flush=True)
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    fn = jax_fn(impl, mode, do, args.interpret).lower(*inputs).compile()
+                    row["compile_s"] = time.perf_counter() - t0
+                    row["peak_bytes"] = jax_peak_bytes(fn)
+                    out = jax.block_until_ready(fn(*inputs))
+                    if mode == "fwd":  # agreement with the XLA path (computed first)
+                        o = np.asarray(out, np.float32)
+                        if impl == "xla_chunked":
+                            ref_o = o
+                        elif ref_o is not None:
+                            row["rel_err_vs_xla"] = float(np.abs(o - ref_o).max()
+                                                          / np.abs(ref_o).max())
+                        row["finite"] = bool(np.isfinite(o).all())
+                    row["median_ms"], row["min_ms"] = time_jax(fn, inputs, args.warmup,
+                                                               args.iters, args.inner)
+                except Exception as exc:  # recorded, printed, and the run goes on
+                    row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                    traceback.print_exc()
+                rows.append(row)
+                print_row(row, flush=True)
+                save(rows)
+
+
+def run_breakdown(s, precision, args):
+    """Each Pallas kernel of the pallas_gpu path alone (prep="pallas"), on random operands of
+    the shapes it sees for shape s: where the time goes. Returns rows like the table's."""
+    import functools
+    import jax
+    import jax.numpy as jnp
+    from kernels.gated_delta_rule import pallas_gpu as pg
+    from kernels.gated_delta_rule import pallas_gpu_prep as pp
+
+    B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
+    BH, N = B * HV, -(-T // C)
+    Tp, Kp, Vp = N * C, max(16, pg._next_pow2(K)), max(16, pg._next_pow2(V))
+    cfg = (("precision", precision), ("interpret", bool(args.interpret)), ("num_warps", 4),
+           ("num_warps_bwd", 8), ("num_stages", None), ("block_v", 64))
+    dt = pg._operand_dtype(cfg)
+    ks = iter(jax.random.split(jax.random.key(1), 32))
+    rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)
+    q, k, v = rnd(BH, Tp, Kp), rnd(BH, Tp, Kp), rnd(BH, Tp, Vp)
+    g = -jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 0.5)
+    beta = jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 2.0)
+    w, kd, qd = rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt)
+    u, aqk = rnd(BH, Tp, V, dtype=dt), rnd(BH, Tp, C, dtype=dt)
+    gc = jax.random.uniform(next(ks), (BH, Kp, N), jnp.float32, 0.5, 1.0)
+    s0, do = rnd(BH, Kp, V), rnd(BH, Tp, V, dtype=dt)
+    states = rnd(BH, N * Kp, V, dtype=dt)
+    dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
+    pc, fc, bc = pg._prep_cfg(cfg), pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
+    cells = {
+        "prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc), (q, k, v, g, beta)),
+        "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc),
+                     (q, k, v, g, beta, dw, du, dkd, dqd, daqk)),
+        "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
+                      (w, u, kd, gc, qd, aqk, s0)),
+        "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),
+                           (w, u, kd, gc, qd, aqk, s0)),
+        "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
+                      (w, u, kd, gc, qd, aqk, states, do, s0)),
+    }
+    rows = []
+    for name, (fn, fargs) in cells.items():
+        row = {"shape": s, "impl": f"kernel:{name}:{precision}", "mode": "fwd"}
+        if time.perf_counter() - T_START > args.budget_s:
+            row["error"] = f"skipped: past --budget-s {args.budget_s}"
+            rows.append(row)
+            continue
+        try:
+            compiled = jax.jit(fn).lower(*fargs).compile()
+            row["median_ms"], row["min_ms"] = time_jax(compiled, fargs, args.warmup, args.iters,
+                                                       args.inner)
+            ins = sum(x.size * x.dtype.itemsize for x in fargs)
+            outs = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
+                jax.eval_shape(fn, *fargs)))
+            row["bytes"] = ins + outs
+            print(f"  {name:<16} {precision:<8} {row['median_ms']:8.3f} ms  "
+                  f"{row['bytes'] / row['median_ms'] / 1e6:7.0f} GB/s (its own operands)",
+                  flush=True)
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            print(f"  {name:<16} {precision:<8} FAILED: {row['error'][:150]}", flush=True)
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- fla
+
+def run_fla(shapes, args, save):
+    import torch
+    import triton
+    import fla.ops.common.chunk_o as chunk_o
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_gdr
+
+    # fla #640: Triton 3.4-3.7.0 on Hopper computes wrong gated dq/dk/dg; fla raises. We time
+    # the kernels anyway and never use these gradients for correctness.
+    chunk_o.TRITON_ABOVE_3_7_1 = True
+    rows = []
+    dev = "cuda"
+    for s in shapes:
+        B, T, H, HV, K, V = (s[x] for x in ("B", "T", "H", "HV", "K", "V"))
+        gen = torch.Generator(device=dev).manual_seed(0)
+        rnd = lambda *shape: torch.randn(*shape, device=dev, generator=gen)
+        q = rnd(B, T, H, K).bfloat16()
+        k = torch.nn.functional.normalize(rnd(B, T, H, K), dim=-1).bfloat16()
+        v = rnd(B, T, HV, V).bfloat16()
+        g = -0.5 * torch.rand(B, T, HV, device=dev, generator=gen)
+        beta = (2 * torch.rand(B, T, HV, device=dev, generator=gen)).bfloat16()
+        do = rnd(B, T, HV, V).bfloat16()
+        leaves = [x.requires_grad_() for x in (q, k, v, g, beta)]
+        for mode in MODES:
+            row = {"shape": s, "impl": "fla", "mode": mode}
+            try:
+                if mode == "fwd":
+                    def fn():
+                        with torch.no_grad():
+                            return fla_gdr(q, k, v, g, beta)[0]
+                else:
+                    def fn():
+                        o = fla_gdr(q, k, v, g, beta)[0]
+                        return torch.autograd.grad(o, leaves, do)
+                t0 = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                row["compile_s"] = time.perf_counter() - t0
+                row["median_ms"] = triton.testing.do_bench(
+                    fn, warmup=args.fla_warmup_ms, rep=args.fla_rep_ms, return_mode="median")
+                row["min_ms"] = triton.testing.do_bench(
+                    fn, warmup=5, rep=args.fla_rep_ms, return_mode="min")
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                fn()
+                torch.cuda.synchronize()
+                row["peak_bytes"] = torch.cuda.max_memory_allocated()
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                traceback.print_exc()
+            rows.append(row)
+            print_row(row, flush=True)
+            save(rows)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- table
+
+HEADER = (f"{'shape':<28} {'impl':<24} {'mode':<8} {'median ms':>10} {'TFLOP/s':>8} "
+          f"{'GB/s':>7} {'peak MiB':>9}  note")
+
+
+def print_row(row, flush=False):
+    s, mode = row["shape"], row["mode"]
+    if "error" in row:
+        print(f"{label(s):<28} {row['impl']:<24} {mode:<8} FAILED: {row['error'][:150]}",
+              flush=flush)
+        return
+    ms = row["median_ms"]
+    row["tflops"] = flops(s, mode) / ms / 1e9
+    row["gbps"] = min_bytes(s, mode) / ms / 1e6
+    peak = row.get("peak_bytes")
+    row["x_floor"] = ms / floor_ms(s, mode)
+    note = f"{row['x_floor']:.0f}x floor"
+    if "rel_err_vs_xla" in row:
+        note += f", err vs xla {row['rel_err_vs_xla']:.1e}"
+    if row.get("finite") is False:
+        note += " NON-FINITE"
+    print(f"{label(s):<28} {row['impl']:<24} {mode:<8} {ms:>10.3f} {row['tflops']:>8.1f} "
+          f"{row['gbps']:>7.0f} {(peak or 0) / 2**20:>9.0f}  {note}", flush=flush)
+
+
+def summary(rows):
+    by = {(label(r["shape"]), r["impl"], r["mode"]): r.get("median_ms") for r in rows
+          if "error" not in r}
+    print("\nSpeed-up of each Pallas variant over fla and xla_chunked, fwd+bwd [fwd]:")
+    for lab in dict.fromkeys(label(r["shape"]) for r in rows):
+        for ours in [i for i in JAX_IMPLS if i != "xla_chunked"
+                     and any(r["impl"] == i for r in rows)]:
+            parts = []
+            for other in ("fla", "xla_chunked"):
+                vals = []
+                for mode in ("fwd+bwd", "fwd"):
+                    a, b = by.get((lab, ours, mode)), by.get((lab, other, mode))
+                    vals.append(f"{b / a:.2f}x" if a and b else "n/a")
+                parts.append(f"vs {other} {vals[0]} [{vals[1]}]")
+            print(f"  {lab:<28} {ours:<24} " + "   ".join(parts))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", action="append", help="B=..,T=..,H=..,K=..,V=..[,HV=..]")
+    p.add_argument("--impl", nargs="+", default=list(DEFAULT_IMPLS), choices=ALL_IMPLS)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--inner", type=int, default=3)
+    p.add_argument("--fla-warmup-ms", type=int, default=100)
+    p.add_argument("--fla-rep-ms", type=int, default=300)
+    p.add_argument("--fla-timeout", type=int, default=170, help="seconds for all fla cells")
+    p.add_argument("--out", default=str(REPO_ROOT / "benchmarks/results/gdn_kernel.json"))
+    p.add_argument("--interpret", action="store_true",
+                   help="Pallas interpret mode (a CPU smoke test of this script, not a timing)")
+    p.add_argument("--budget-s", type=float, default=290,
+                   help="cells not started by then are recorded as skipped; the table still prints")
+    p.add_argument("--no-breakdown", action="store_true",
+                   help="skip timing each Pallas kernel alone on the first shape")
+    p.add_argument("--child-fla", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    shapes = [parse_shape(x) for x in (args.shape or SHAPES)]
+
+    if args.child_fla:
+        run_fla(shapes, args, lambda rows: Path(args.out).write_text(json.dumps(rows)))
+        return
+
+    rows = []
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"benchmark": "gdn_kernel", "argv": sys.argv[1:], "time": time.time()}
+    try:
+        meta["git_sha"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT,
+                                         capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+
+    def save(rows):  # after every cell, so a run cut short still leaves its numbers
+        out_path.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+
+    print(HEADER, flush=True)
+    if "fla" in args.impl:  # first, before JAX claims the card's memory
+        child_out = Path(args.out).with_suffix(".fla.json")
+        cmd = [sys.executable, __file__, "--child-fla", "--out", str(child_out),
+               "--fla-warmup-ms", str(args.fla_warmup_ms), "--fla-rep-ms", str(args.fla_rep_ms)]
+        for x in (args.shape or SHAPES):
+            cmd += ["--shape", x]
+        try:
+            rc = subprocess.run(cmd, timeout=args.fla_timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = f"timeout after {args.fla_timeout} s"
+        if child_out.exists():
+            rows += json.loads(child_out.read_text())
+            save(rows)
+        else:
+            print(f"fla child process failed ({rc}); no fla rows")
+    jax_impls = [i for i in args.impl if i in JAX_IMPLS]
+    if "xla_chunked" in jax_impls:  # first, so the others report their error against it
+        jax_impls = ["xla_chunked"] + [i for i in jax_impls if i != "xla_chunked"]
+    if jax_impls:
+        import jax
+        dev = jax.devices()[0]
+        print(f"jax {jax.__version__} on {dev.device_kind}", flush=True)
+        meta.update(jax_version=jax.__version__, device_kind=dev.device_kind)
+        run_jax(shapes, jax_impls, args, rows, save)
+        if not args.no_breakdown:
+            print(f"\nPer-kernel times on {label(shapes[0])} (each pallas_call alone):")
+            for precision in ("highest", "default"):
+                breakdown = run_breakdown(shapes[0], precision, args)
+                meta.setdefault("kernel_breakdown", []).extend(breakdown)
+                save(rows)
+
+    print("\n" + HEADER)
+    order = {i: n for n, i in enumerate(ALL_IMPLS)}
+    labels = [label(s) for s in shapes]
+    for r in sorted(rows, key=lambda r: (labels.index(label(r["shape"])), order[r["impl"]],
+                                         r["mode"])):
+        print_row(r)
+    summary(rows)
+    for r in meta.get("kernel_breakdown", []):
+        ms = f"{r['median_ms']:.3f} ms" if "median_ms" in r else r.get("error", "?")[:80]
+        print(f"  {r['impl']:<32} {ms}")
+    save(rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

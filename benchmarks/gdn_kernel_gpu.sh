@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One GPU call: the compiled Pallas GPU kernel tests, then the kernel benchmark.
+#
+#   bash benchmarks/gdn_kernel_gpu.sh                 # in the repository root on the GPU machine
+#   MODE=tests bash benchmarks/gdn_kernel_gpu.sh      # only the tests (MODE=bench: only timings)
+#
+# Needs benchmarks/wheels/*.whl (flash-linear-attention 0.6.0 + fla-core 0.6.0, pure Python,
+# ~1.5 MB; git-ignored, fetched where pip has a network, then carried to the GPU machine):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       -d benchmarks/wheels flash-linear-attention==0.6.0 fla-core==0.6.0
+# Without them the fla rows record an import error.
+# Writes under $OUT (default /tmp/gdn_out): pytest log, gdn_kernel.json/.log, the fla child's JSON.
+# Time limits (seconds, each under `timeout` so one hang cannot eat the other):
+#   TEST_TIMEOUT=220  the 11 gpu-marked tests (mostly Triton compiles of new shapes)
+#   BENCH_BUDGET=260  no benchmark cell starts after this (fla's child gets <= 170 of it);
+#                     cells not run are listed as skipped and the table still prints
+#   BENCH_TIMEOUT=330 the benchmark is killed here (its JSON is saved after every cell)
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gdn_out}
+MODE=${MODE:-all}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+if ls benchmarks/wheels/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site benchmarks/wheels/*.whl || echo "fla wheel install failed"
+fi
+export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c 'import jax, torch, triton; print("jax", jax.__version__, jax.devices(), "| torch", torch.__version__, "| triton", triton.__version__)'
+
+if [ "$MODE" != bench ]; then
+  echo "=== GPU tests (compiled Pallas kernels) ==="
+  t0=$(date +%s)
+  timeout "${TEST_TIMEOUT:-220}" $PY -m pytest -p no:xdist -p no:cacheprovider -q -m gpu -rA \
+    --durations=0 tests/test_kernels_gdr_pallas_gpu.py 2>&1 | tee "$OUT/pytest_gpu.log" \
+    | grep -E "passed|failed|PASSED|FAILED|ERROR|Error|error|errors:|s call" | tail -30
+  echo "tests: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
+fi
+
+if [ "$MODE" != tests ]; then
+  echo "=== benchmark ==="
+  t0=$(date +%s)
+  timeout "${BENCH_TIMEOUT:-330}" $PY benchmarks/gdn_kernel.py --budget-s "${BENCH_BUDGET:-260}" \
+    --out "$OUT/gdn_kernel.json" 2>&1 | tee "$OUT/gdn_kernel.log" \
+    | grep -v "^  File \|^    \|^Traceback\|Warning\|warn(" | tail -75
+  echo "benchmark: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
+fi

@@ -1,0 +1,416 @@
+"""Pallas GPU (Triton lowering) kernel for the chunked gated delta rule, forward and backward.
+
+Why this exists
+    The XLA `chunked` reference runs its inter-chunk recurrence as a `lax.scan` of tiny
+    matmuls, one launch per chunk, and materialises every per-chunk intermediate in HBM.
+    Here the work is three kinds of Pallas program, each under its own `jax.custom_vjp`:
+      1. prep (`pallas_gpu_prep.py`, prep="pallas", the default): one program per
+         (batch x value head, chunk) builds the chunk-local WY transform (A, (I + A)^-1 by
+         recursive 2x2 blocks, w, u, the masked q k^T, q exp(G), k exp(G_C - G)); its backward
+         recomputes them per chunk. prep="xla" does the same in batched XLA ops (`_chunk_prep`)
+         differentiated by JAX autodiff; both are tested, the benchmark times both.
+      2. the state pass: one program per (batch x value head, V tile) walks the chunks with
+         the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
+         state);
+      3. its backward: one program per (batch x value head, V tile) walks the chunks in
+         reverse with dS in registers.
+    q/k L2 normalisation, scale, head grouping and padding are XLA glue around them.
+
+    Per chunk n (state S_n entering it; shapes per program: C x Kp, C x BV, Kp x BV):
+        delta_n = u_n - w_n S_n
+        o_n     = qd_n S_n + Aqk_n delta_n                 (qd = q exp(G), Aqk = masked qk decay)
+        S_n+1   = gc_n * S_n + kd_n^T delta_n               (kd = k exp(G_C - G), gc = exp(G_C))
+    The backward carries dS = dL/dS_n+1 from the last chunk to the first:
+        dd   = kd dS + Aqk^T dO               -> du = dd, dw = -dd S^T, dkd = delta dS^T,
+        dqd  = dO S^T, dAqk = dO delta^T, dgc = rowsum(dS * S)
+        dS  <- gc dS + qd^T dO - w^T dd
+    Key-side gradients are partial per V tile and summed in XLA.
+
+Numerics
+    State and accumulation are float32 (inputs of any float dtype are upcast in XLA first);
+    with precision="highest" every stored intermediate is float32 too. Exponents are masked
+    with -inf before `exp`, never clipped; in-chunk log-decay differences are sums of g over
+    (j, i] (never differences of long cumulative sums); no term is divided by a cumulative
+    decay. So g down to -20 per token, beta in
+    (0, 2) and T = 65536 stay finite.
+    `use_qk_l2norm` is applied outside the kernels, in XLA glue (fp32, eps 1e-6), not fused.
+    `precision` (the API uses "highest"; call this module for "default"):
+      "highest": kernel dots TF32x3 on GPU (three tensor-core passes, about fp32 accuracy;
+        exact fp32 in interpret mode); the XLA prep (prep="xla") at Precision.HIGHEST.
+      "default": kernel dot operands cast to bfloat16 with fp32 accumulation, as
+        flash-linear-attention does (~4e-3 relative error measured in interpret mode); the
+        chunk operands (w, u, kd, qd, Aqk), the saved states, o before its final cast and the
+        per-tile cotangents are stored in bf16 (half the bytes); the state itself and all
+        accumulation stay fp32. XLA prep at DEFAULT (TF32 on GPU). The log-decay sums stay
+        at TF32x3 and (I + A)^-1 at TF32 (prep="pallas").
+    o is returned in v's dtype; the final state is float32.
+
+Constraints
+    Shapes as in `api.py`. K is zero-padded to a power of two >= 16 (96 -> 128, 192 -> 256);
+    zero columns of q, k, w, kd change nothing. V is split into tiles BV = the largest power of
+    two dividing V, capped at block_v = 64 (96 -> 32, 192 -> 64); compiled Triton dots need
+    BV >= 16, so V must be a multiple of 16 on GPU (64, 96, 128, 192, 256 all are). prep="pallas"
+    also zero-pads V to a power of two. T is padded to a multiple of chunk_size (a power of
+    two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
+    Residual memory for the backward: the chunk-entry states, float32 [B*HV, T/C, Kp, V].
+
+Mosaic GPU plan (not built yet; the Triton lowering is deprecated in jax 0.11)
+    1. Same split. The state pass as a `plgpu.kernel` with one warpgroup per (bh, V tile of
+       64), S [Kp, 64] fp32 as a wgmma accumulator in registers. Per chunk, TMA-load w, kd, qd
+       (bf16, C x Kp), u (C x 64), Aqk (C x C) into a 2-3 stage SMEM ring with mbarriers
+       (`plgpu.emit_pipeline` over chunks), so loads of chunk n+1 overlap the math of chunk n.
+    2. The products w S and qd S need S as a wgmma B operand in SMEM: store S (bf16 for
+       "default", split hi/lo bf16 for "highest") to SMEM once per chunk, fence, then
+       `plgpu.wgmma(acc, w_smem, S_smem)`; kd^T delta uses the transposed SMEM view of kd.
+    3. The prep as a parallel-over-chunks Mosaic kernel reading q, k, v, g, beta in their
+       [B, T, H, *] bf16 layout (BlockSpec index maps do the head grouping, no XLA repeat or
+       transpose), fusing the l2norm, and writing bf16 w, u, kd, qd, Aqk: half the bytes the
+       state pass reads now. (I + A)^-1 by the same 2x2-block recursion as wgmma products.
+    4. Warp specialisation: one producer warp issuing TMA, two consumer warpgroups each
+       owning a 64-wide V tile, to fill 132 SMs at B*HV*V/64 programs.
+    Measure each step against this Triton version with benchmarks/gdn_kernel.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from kernels.gated_delta_rule import pallas_gpu_prep, reference
+
+PRECISIONS = ("highest", "default")
+PREPS = ("xla", "pallas")  # where the chunk-local WY transform runs
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << (max(int(n), 1) - 1).bit_length()
+
+
+def _v_tile(V: int, block_v: int) -> int:
+    return min(block_v, V & -V)  # largest power of two dividing V, at most block_v
+
+
+def _triton_params(num_warps: int, num_stages: int):
+    from jax.experimental.pallas import triton as plgpu
+    return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+def _dot_fn(precision: str, interpret: bool):
+    """In-kernel 2-D dot with fp32 result; contracting dims given like lax.dot_general.
+    "default": bf16 operands; "tf32": one TF32 pass; "highest": TF32x3. Interpret mode (CPU)
+    has no TF32, so "tf32" and "highest" are exact fp32 there."""
+    if precision == "default":
+        def dot(a, b, dims):
+            return lax.dot_general(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), (dims, ((), ())),
+                                   preferred_element_type=jnp.float32)
+    else:
+        prec = (lax.Precision.HIGHEST if interpret
+                else lax.DotAlgorithmPreset.TF32_TF32_F32_X3 if precision == "highest"
+                else lax.DotAlgorithmPreset.TF32_TF32_F32)
+
+        def dot(a, b, dims):
+            return lax.dot_general(a, b, (dims, ((), ())), precision=prec,
+                                   preferred_element_type=jnp.float32)
+    return dot
+
+
+_NN = ((1,), (0,))   # a @ b
+_NT = ((1,), (1,))   # a @ b.T
+_TN = ((0,), (0,))   # a.T @ b
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels. Refs are per program: [T_pad, *] sequences, chunks sliced with pl.ds.
+
+def _fwd_kernel(w_ref, u_ref, kd_ref, gc_ref, qd_ref, aqk_ref, s0_ref,
+                o_ref, sf_ref, *states_ref, C, Kp, n_chunks, dot):
+    def body(n, S):
+        rows = pl.ds(n * C, C)
+        w, u, kd, qd, aqk = (r[rows, :].astype(jnp.float32)
+                             for r in (w_ref, u_ref, kd_ref, qd_ref, aqk_ref))
+        gc = gc_ref[:, pl.ds(n, 1)]  # [Kp, 1]
+        if states_ref:  # residuals for the backward only
+            states_ref[0][pl.ds(n * Kp, Kp), :] = S.astype(states_ref[0].dtype)
+        delta = u - dot(w, S, _NN)
+        o_ref[rows, :] = (dot(qd, S, _NN) + dot(aqk, delta, _NN)).astype(o_ref.dtype)
+        return gc * S + dot(kd, delta, _TN)
+
+    sf_ref[...] = lax.fori_loop(0, n_chunks, body, s0_ref[...])
+
+
+def _bwd_kernel(w_ref, u_ref, kd_ref, gc_ref, qd_ref, aqk_ref, states_ref, do_ref, dsf_ref,
+                du_ref, dw_ref, dkd_ref, dgc_ref, dqd_ref, daqk_ref, ds0_ref,
+                *, C, Kp, n_chunks, dot):
+    def body(i, dS):
+        n = n_chunks - 1 - i
+        rows = pl.ds(n * C, C)
+        w, u, kd, qd, aqk = (r[rows, :].astype(jnp.float32)
+                             for r in (w_ref, u_ref, kd_ref, qd_ref, aqk_ref))
+        gc = gc_ref[:, pl.ds(n, 1)]  # [Kp, 1]
+        S = states_ref[pl.ds(n * Kp, Kp), :].astype(jnp.float32)
+        dO = do_ref[rows, :].astype(jnp.float32)
+        delta = u - dot(w, S, _NN)
+        dd = dot(kd, dS, _NN) + dot(aqk, dO, _TN)
+        du_ref[rows, :] = dd.astype(du_ref.dtype)
+        dw_ref[rows, :] = (-dot(dd, S, _NT)).astype(dw_ref.dtype)
+        dkd_ref[rows, :] = dot(delta, dS, _NT).astype(dkd_ref.dtype)
+        dqd_ref[rows, :] = dot(dO, S, _NT).astype(dqd_ref.dtype)
+        daqk_ref[rows, :] = dot(dO, delta, _NT).astype(daqk_ref.dtype)
+        dgc_ref[:, pl.ds(n, 1)] = jnp.sum(dS * S, axis=1)[:, None]
+        return gc * dS + dot(qd, dO, _TN) - dot(w, dd, _TN)
+
+    ds0_ref[...] = lax.fori_loop(0, n_chunks, body, dsf_ref[...])
+
+
+# ---------------------------------------------------------------------------------------------
+# pallas_call wrappers. Arrays: w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C];
+# gc [BH, Kp, N] (exp(G_C) repeated over Kp); states [BH, N*Kp, V]; s0, sf [BH, Kp, V].
+
+def _specs(BH, Tp, Kp, C, N, BV):
+    seq_k = pl.BlockSpec((None, Tp, Kp), lambda i, j: (i, 0, 0))
+    seq_v = pl.BlockSpec((None, Tp, BV), lambda i, j: (i, 0, j))
+    seq_c = pl.BlockSpec((None, Tp, C), lambda i, j: (i, 0, 0))
+    gcs = pl.BlockSpec((None, Kp, N), lambda i, j: (i, 0, 0))
+    state = pl.BlockSpec((None, Kp, BV), lambda i, j: (i, 0, j))
+    states = pl.BlockSpec((None, N * Kp, BV), lambda i, j: (i, 0, j))
+    return seq_k, seq_v, seq_c, gcs, state, states
+
+
+def _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, *, save_states, precision, interpret,
+                         num_warps, num_stages, block_v):
+    BH, Tp, Kp = w.shape
+    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[2]
+    BV = _v_tile(V, block_v)
+    seq_k, seq_v, seq_c, gcs, state, states = _specs(BH, Tp, Kp, C, N, BV)
+    f32 = jnp.float32
+    kernel = functools.partial(_fwd_kernel, C=C, Kp=Kp, n_chunks=N,
+                               dot=_dot_fn(precision, interpret))
+    return pl.pallas_call(
+        kernel,
+        grid=(BH, V // BV),
+        in_specs=[seq_k, seq_v, seq_k, gcs, seq_k, seq_c, state],
+        out_specs=[seq_v, state] + [states] * save_states,
+        # o, and the saved states, in the operand dtype (bf16 for precision="default")
+        out_shape=[jax.ShapeDtypeStruct((BH, Tp, V), w.dtype),
+                   jax.ShapeDtypeStruct((BH, Kp, V), f32)]
+        + [jax.ShapeDtypeStruct((BH, N * Kp, V), w.dtype)] * save_states,
+        compiler_params=None if interpret else _triton_params(num_warps, num_stages),
+        interpret=interpret,
+        name="gdr_state_pass_fwd",
+    )(w, u, kd, gc, qd, aqk, s0)
+
+
+def _state_pass_bwd_call(w, u, kd, gc, qd, aqk, states, do, dsf, *, precision, interpret,
+                         num_warps, num_stages, block_v):
+    BH, Tp, Kp = w.shape
+    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[2]
+    BV = _v_tile(V, block_v)
+    NV = V // BV
+    seq_k, seq_v, seq_c, gcs, state, states_spec = _specs(BH, Tp, Kp, C, N, BV)
+    part = lambda last: pl.BlockSpec((None, None, Tp, last), lambda i, j: (j, i, 0, 0))
+    part_gc = pl.BlockSpec((None, None, Kp, N), lambda i, j: (j, i, 0, 0))
+    f32, dt = jnp.float32, w.dtype  # per-tile cotangents in the operand dtype
+    kernel = functools.partial(_bwd_kernel, C=C, Kp=Kp, n_chunks=N,
+                               dot=_dot_fn(precision, interpret))
+    du, dw, dkd, dgc, dqd, daqk, ds0 = pl.pallas_call(
+        kernel,
+        grid=(BH, NV),
+        in_specs=[seq_k, seq_v, seq_k, gcs, seq_k, seq_c, states_spec, seq_v, state],
+        out_specs=[seq_v, part(Kp), part(Kp), part_gc, part(Kp), part(C), state],
+        out_shape=[jax.ShapeDtypeStruct((BH, Tp, V), dt),
+                   jax.ShapeDtypeStruct((NV, BH, Tp, Kp), dt),
+                   jax.ShapeDtypeStruct((NV, BH, Tp, Kp), dt),
+                   jax.ShapeDtypeStruct((NV, BH, Kp, N), f32),
+                   jax.ShapeDtypeStruct((NV, BH, Tp, Kp), dt),
+                   jax.ShapeDtypeStruct((NV, BH, Tp, C), dt),
+                   jax.ShapeDtypeStruct((BH, Kp, V), f32)],
+        compiler_params=None if interpret else _triton_params(num_warps, num_stages),
+        interpret=interpret,
+        name="gdr_state_pass_bwd",
+    )(w, u, kd, gc, qd, aqk, states, do, dsf)
+    # Cotangents in the primal dtypes (bf16 operands for precision="default"), summed over
+    # V tiles in fp32 first.
+    s = lambda x, like: jnp.sum(x.astype(f32), axis=0).astype(like.dtype)
+    return (s(dw, w), du.astype(u.dtype), s(dkd, kd), s(dgc, gc), s(dqd, qd), s(daqk, aqk),
+            ds0)  # order of _state_pass's args
+
+
+def _call_cfg(cfg, which):
+    """cfg is a hashable tuple of (name, value); pick the launch parameters of the fwd or
+    bwd state-pass kernel."""
+    cfg = dict(cfg)
+    warps = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
+    stages = cfg.pop("num_stages")
+    if stages is None:
+        # Pipelined loads multiply the shared memory per chunk (fp32 "highest": ~110 KB of
+        # operands a stage in the forward, ~180 KB in the backward; 228 KB on Hopper), so only
+        # the bf16 forward double-buffers by default.
+        stages = 2 if which == "fwd" and cfg["precision"] == "default" else 1
+    return dict(cfg, num_warps=warps[which == "bwd"], num_stages=stages)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _state_pass(w, u, kd, gc, qd, aqk, s0, cfg):
+    return _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=False,
+                                **_call_cfg(cfg, "fwd"))
+
+
+def _state_pass_vjp_fwd(w, u, kd, gc, qd, aqk, s0, cfg):
+    o, sf, states = _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=True,
+                                         **_call_cfg(cfg, "fwd"))
+    return (o, sf), (w, u, kd, gc, qd, aqk, states)
+
+
+def _state_pass_vjp_bwd(cfg, res, cts):
+    do, dsf = cts
+    return _state_pass_bwd_call(*res, do, dsf, **_call_cfg(cfg, "bwd"))
+
+
+_state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk-local WY transform in Pallas (prep="pallas"), under its own custom_vjp.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _prep_pallas(q, k, v, g, beta, C, cfg):
+    return pallas_gpu_prep.prep_fwd(q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
+                                    **_prep_cfg(cfg))
+
+
+def _operand_dtype(cfg):
+    """Storage of w, u, kd, qd, aqk and the saved states: bf16 when the dots are bf16 anyway."""
+    return jnp.bfloat16 if dict(cfg)["precision"] == "default" else jnp.float32
+
+
+def _prep_cfg(cfg):
+    cfg = dict(cfg)
+    interpret = cfg["interpret"]
+    # Many [C, C] and [C, K] fp32 tiles live at once: use the backward's (larger) warp count.
+    return dict(dot=_dot_fn(cfg["precision"], interpret),
+                dot_exact=_dot_fn("highest", interpret),
+                dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
+                                interpret),
+                interpret=interpret,
+                compiler_params=None if interpret
+                else _triton_params(cfg["num_warps_bwd"], cfg["num_stages"] or 1))
+
+
+def _prep_pallas_fwd(q, k, v, g, beta, C, cfg):
+    return _prep_pallas(q, k, v, g, beta, C, cfg), (q, k, v, g, beta)
+
+
+def _prep_pallas_bwd(C, cfg, res, cts):
+    return tuple(pallas_gpu_prep.prep_bwd(*res, *cts, C=C, **_prep_cfg(cfg)))
+
+
+_prep_pallas.defvjp(_prep_pallas_fwd, _prep_pallas_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# XLA side: chunk-local WY transform (parallel over chunks), layout and padding.
+
+def _chunk_prep(q, k, v, g, beta, *, C, xla_precision):
+    """Prepared [B, T_pad, HV, *] fp32 inputs -> per-chunk operands of the state pass.
+
+    Same formulas as `reference.chunked` (see there for why G_diff is a direct masked sum).
+    Returns w, kd, qd [B,HV,N,C,K]; u [B,HV,N,C,V]; aqk [B,HV,N,C,C]; gc [B,HV,N].
+    """
+    _einsum = functools.partial(jnp.einsum, precision=xla_precision)
+    row = jnp.arange(C)[:, None]
+    col = jnp.arange(C)[None, :]
+    G = jnp.cumsum(g, axis=-1)
+    G_diff = jnp.cumsum(jnp.where(row > col, g[..., :, None], 0.0), axis=-2)
+    decay_strict = jnp.exp(jnp.where(row > col, G_diff, -jnp.inf))
+    decay_causal = jnp.exp(jnp.where(row >= col, G_diff, -jnp.inf))
+    kk = _einsum("bhnik,bhnjk->bhnij", k, k)
+    T_inv = reference.unit_lower_inverse(beta[..., :, None] * kk * decay_strict, xla_precision)
+    u = _einsum("bhnij,bhnjv->bhniv", T_inv, beta[..., None] * v)
+    w = _einsum("bhnij,bhnjk->bhnik", T_inv, (beta * jnp.exp(G))[..., None] * k)
+    aqk = _einsum("bhnik,bhnjk->bhnij", q, k) * decay_causal
+    qd = q * jnp.exp(G)[..., None]
+    kd = k * jnp.exp(G_diff[..., -1, :])[..., None]
+    gc = jnp.exp(G[..., -1])
+    return w, u, kd, qd, aqk, gc
+
+
+def chunk_gated_delta_rule_pallas_gpu(
+    q, k, v, g, beta, *,
+    scale: Optional[float] = None,
+    initial_state: Optional[jax.Array] = None,
+    use_qk_l2norm: bool = False,
+    chunk_size: int = 64,
+    precision: str = "highest",
+    interpret: bool = False,
+    num_warps: Optional[int] = None,
+    num_warps_bwd: int = 8,
+    num_stages: Optional[int] = None,
+    block_v: int = 64,
+    prep: str = "pallas",
+):
+    """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
+
+    interpret=True runs the kernels in Pallas interpret mode (CPU tests); otherwise they are
+    compiled by the Triton lowering and need a CUDA GPU. num_warps / num_warps_bwd / num_stages
+    are the Triton launch parameters of the forward and backward state-pass kernels (the prep
+    kernels use num_warps_bwd); num_warps=None picks 4, or 8 when the state tile Kp x BV
+    exceeds 128 x 64; num_stages=None pipelines (2) only the bf16 forward state pass, 1 else.
+    block_v caps the V tile (more, narrower programs fill more SMs when B*HV is small).
+    """
+    if block_v < 16 or block_v & (block_v - 1):
+        raise ValueError(f"block_v must be a power of two >= 16, got {block_v}")
+    if prep not in PREPS:
+        raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
+    C = int(chunk_size)
+    if C < 16 or C & (C - 1):
+        raise ValueError(f"pallas_gpu needs chunk_size a power of two >= 16, got {C}")
+    xla_precision = lax.Precision.HIGHEST if precision == "highest" else lax.Precision.DEFAULT
+    qf, kf, vf, gf, bf, dt = reference.prepare(q, k, v, g, beta, scale, use_qk_l2norm)
+    if dt != jnp.float32:
+        raise TypeError(f"pallas_gpu computes in float32; got inputs promoting to {dt}")
+    B, T, HV, K = kf.shape
+    V = vf.shape[-1]
+    N = -(-T // C)
+    Tp = N * C
+    Kp = max(16, _next_pow2(K))
+    if Kp != K:  # zero key columns: no effect on any product
+        padk = lambda x: jnp.pad(x, [(0, 0)] * 3 + [(0, Kp - K)])
+        qf, kf = padk(qf), padk(kf)
+    qc, kc, vc, gc_, bc = (reference._to_chunks(x, Tp, C) for x in (qf, kf, vf, gf, bf))
+    BH = B * HV
+    flat = lambda x: x.reshape(BH, Tp, x.shape[-1])
+    if num_warps is None:  # the state tile lives in registers: 64 fp32 a thread at 4 warps
+        num_warps = 4 if Kp * _v_tile(V, block_v) <= 128 * 64 else 8
+    cfg = (("precision", precision), ("interpret", bool(interpret)),
+           ("num_warps", int(num_warps)), ("num_warps_bwd", int(num_warps_bwd)),
+           ("num_stages", None if num_stages is None else int(num_stages)),
+           ("block_v", int(block_v)))
+    if prep == "xla":
+        w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
+                                             xla_precision=xla_precision)
+        w, u, kd, qd, aqk = (flat(x).astype(_operand_dtype(cfg)) for x in (w, u, kd, qd, aqk))
+    else:
+        Vp = max(16, _next_pow2(V))
+        vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
+        w, u, kd, qd, aqk = _prep_pallas(flat(qc), flat(kc), flat(vcp), gc_.reshape(BH, Tp),
+                                         bc.reshape(BH, Tp), C, cfg)
+        u = u[..., :V]
+        gcn = jnp.exp(jnp.sum(gc_, axis=-1))
+    gc_vec = jnp.broadcast_to(gcn.reshape(BH, 1, N), (BH, Kp, N))
+    if initial_state is None:
+        s0 = jnp.zeros((BH, Kp, V), jnp.float32)
+    else:
+        s0 = initial_state.astype(jnp.float32).reshape(BH, K, V)
+        if Kp != K:
+            s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
+    o, sf = _state_pass(w, u, kd, gc_vec, qd, aqk, s0, cfg)
+    o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, V), 1, 2)[:, :T]
+    S_final = sf.reshape(B, HV, Kp, V)[:, :, :K]
+    return o_BTHV.astype(v.dtype), S_final

@@ -1,0 +1,64 @@
+"""Run a Mosaic (Pallas TPU) kernel per shard of the mesh in context.
+
+Why this exists
+    XLA cannot partition a Mosaic custom call ("Mosaic kernels cannot be automatically
+    partitioned"), so under a sharded jit each kernel must run inside `jax.shard_map`. The
+    kernels here are independent over batch and heads, so the mesh axes that shard the
+    batch (data, fsdp) and the heads (tensor) in `hybrid_jax.sharding` map onto those dims;
+    the sequence is never split. The mesh is the one in context (`jax.set_mesh` or
+    `jax.sharding.use_abstract_mesh`; `hybrid_jax.train.program` enters it while the step is
+    traced); with no mesh, or a single device, the kernel is called directly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import jax
+from jax.sharding import PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+HEAD_AXIS = "tensor"
+
+
+def target_platform() -> str:
+    """The platform being compiled for: the device of the abstract mesh in context (a CPU
+    host lowering for TPU topology devices says "tpu"), else jax.default_backend()."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    return device.platform if device is not None else jax.default_backend()
+
+
+def shard_batch_and_heads(fn: Callable, args: Sequence, head_dims: Sequence,
+                          n_outputs_dims: Sequence):
+    """fn(*args) per shard. head_dims[i]: the head dim of args[i] (None: not sharded by
+    heads; dim 0 is always the batch). n_outputs_dims: (ndim, head dim or None) per output.
+    Heads are sharded over `tensor` only if it divides every head dim; what cannot be split
+    is replicated (the kernel then runs on gathered inputs, still per device)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or math.prod(mesh.axis_sizes) == 1:
+        return fn(*args)
+    # Axes already manual (a caller's shard_map, e.g. the GDN layer's) are not split again.
+    manual = set(mesh.manual_axes)
+    sizes = {a: n for a, n in zip(mesh.axis_names, mesh.axis_sizes) if a not in manual}
+    if math.prod(sizes.values()) == 1:
+        return fn(*args)
+    batch = tuple(a for a in BATCH_AXES if sizes.get(a, 1) > 1)
+    if batch and args[0].shape[0] % math.prod(sizes[a] for a in batch):
+        batch = ()
+    t = sizes.get(HEAD_AXIS, 1)
+    heads_ok = t > 1 and all(d is None or a.shape[d] % t == 0 for a, d in zip(args, head_dims))
+    head = HEAD_AXIS if heads_ok else None
+
+    def spec(ndim, head_dim):
+        parts = [None] * ndim
+        parts[0] = batch or None
+        if head_dim is not None:
+            parts[head_dim] = head
+        return P(*parts)
+
+    in_specs = tuple(spec(a.ndim, d) for a, d in zip(args, head_dims))
+    out_specs = tuple(spec(n, d) for n, d in n_outputs_dims)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)(*args)

@@ -1,0 +1,282 @@
+"""Pallas GPU gated delta rule against float64 oracles: forward, final state and all gradients.
+
+Unmarked tests run the kernels in Pallas interpret mode on CPU (tiny shapes: interpretation is
+slow). Tests marked gpu compile them with the Triton lowering on a CUDA GPU, including the
+7B hybrid head shape (K=96, V=192) and a T=65536 finiteness check.
+Errors are relative: max|a - b| / max|b| (`rel_err` of tests/test_kernels_gdr.py).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kernels import chunk_gated_delta_rule, resolve_implementation
+from kernels.gated_delta_rule import reference
+from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+from tests.test_kernels_gdr import make_inputs, np_gated_delta_rule, rel_err
+
+FP32_TOL = 1e-4
+NAMES = ("q", "k", "v", "g", "beta", "initial_state")
+
+
+def _loss(fn, weights, q, k, v, g, beta, S0, **kw):
+    o, S = fn(q, k, v, g, beta, initial_state=S0, **kw)
+    w_o, w_S = weights
+    return jnp.sum(o.astype(jnp.float32) * w_o) + jnp.sum(S * w_S), (o, S)
+
+
+def _forward_and_grads(fn, weights, args, **kw):
+    argnums = tuple(i for i, a in enumerate(args) if a is not None)
+    loss = functools.partial(_loss, fn, weights, **kw)
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))(*args)
+    names = [n for n, a in zip(NAMES, args) if a is not None]
+    return out, dict(zip(names, grads))
+
+
+def _weights(seed, B, T, HV, K, V):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(B, T, HV, V)), rng.normal(size=(B, HV, K, V)))
+
+
+def _oracle(args, weights, scale, l2):
+    """float64 forward (NumPy loop) and gradients (jax.grad of `recurrent` in float64)."""
+    o_np, S_np = np_gated_delta_rule(*args[:5], scale=scale, initial_state=args[5],
+                                     use_qk_l2norm=l2)
+    with jax.enable_x64(True):
+        a64 = tuple(None if a is None else jnp.asarray(a, jnp.float64) for a in args)
+        w64 = tuple(jnp.asarray(w, jnp.float64) for w in weights)
+        (o64, S64), g64 = _forward_and_grads(reference.recurrent, w64, a64, scale=scale,
+                                             use_qk_l2norm=l2)
+        assert rel_err(o64, o_np) < 1e-12 and rel_err(S64, S_np) < 1e-12
+        g64 = {n: np.asarray(x) for n, x in g64.items()}
+    return o_np, S_np, g64
+
+
+@functools.lru_cache(maxsize=None)
+def _case_data(case):
+    B, T, H, HV, K, V, init, decay, C, l2, scale = case
+    args = make_inputs(T * 7 + K, B, T, H, HV, K, V, decay=decay, init=init, unit_k=not l2)
+    weights = _weights(1, B, T, HV, K, V)
+    return args, weights, _oracle(args, weights, scale, l2)
+
+
+def _check_against_float64(case, *, interpret, prep, precision="highest", tol=FP32_TOL):
+    B, T, H, HV, K, V, init, decay, C, l2, scale = case
+    args, weights, (o_np, S_np, g64) = _case_data(case)
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
+                           precision=precision, prep=prep)
+    w32 = tuple(jnp.asarray(w, jnp.float32) for w in weights)
+    (o, S), grads = _forward_and_grads(fn, w32, args, scale=scale, use_qk_l2norm=l2,
+                                       chunk_size=C)
+    assert o.dtype == jnp.float32 and S.dtype == jnp.float32
+    errs = {"o": rel_err(o, o_np), "state": rel_err(S, S_np)}
+    errs.update({f"d{n}": rel_err(grads[n], g64[n]) for n in grads})
+    assert all(np.isfinite(e) for e in errs.values()), errs
+    assert max(errs.values()) < tol, errs
+    return errs
+
+
+# (B, T, H, HV, K, V, initial state, decay, chunk_size, use_qk_l2norm, scale). T never a
+# multiple of the chunk; K=24 and 96 exercise key padding; V=48 gives three 16-wide V tiles
+# (and, with prep="pallas", V padding to 64).
+CPU_CASES = {
+    "T70-K24-V48-gqa-mild-init-c16": (1, 70, 1, 2, 24, 48, True, "mild", 16, False, None),
+    "T37-K32-V32-strong-l2-scale-c16": (2, 37, 1, 1, 32, 32, False, "strong", 16, True, 0.4),
+}
+
+
+@pytest.mark.parametrize("case, prep", [("T70-K24-V48-gqa-mild-init-c16", "pallas"),
+                                        ("T37-K32-V32-strong-l2-scale-c16", "pallas")])
+def test_interpret_matches_float64(case, prep):
+    _check_against_float64(CPU_CASES[case], interpret=True, prep=prep)
+
+
+def test_interpret_default_precision_is_bf16_accurate():
+    """precision="default": bf16 dot operands and bf16 storage of the chunk operands."""
+    _check_against_float64((1, 40, 1, 2, 96, 64, True, "mild", 32, True, None), interpret=True,
+                           prep="pallas", precision="default", tol=2e-2)
+
+
+def test_interpret_xla_prep_matches_chunked_reference():
+    args = make_inputs(11, 1, 50, 2, 2, 16, 32, decay="mild")
+    o, S = chunk_gated_delta_rule_pallas_gpu(*args[:5], initial_state=args[5], chunk_size=16,
+                                             interpret=True, prep="xla")
+    o_ref, S_ref = reference.chunked(*args[:5], initial_state=args[5], chunk_size=16)
+    assert rel_err(o, o_ref) < 1e-5 and rel_err(S, S_ref) < 1e-5
+
+
+def _bf16_errors(interpret, shape, precision="highest"):
+    B, T, H, HV, K, V = shape
+    q, k, v, g, beta, S0 = make_inputs(4, B, T, H, HV, K, V, decay="mild", unit_k=False)
+    o_np, S_np = np_gated_delta_rule(q, k, v, g, beta, initial_state=S0, use_qk_l2norm=True)
+    bf = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v, g, beta)]
+    ref = reference.recurrent(*bf, initial_state=jnp.asarray(S0), use_qk_l2norm=True)
+    ours = chunk_gated_delta_rule_pallas_gpu(*bf, initial_state=jnp.asarray(S0),
+                                             use_qk_l2norm=True, chunk_size=16,
+                                             interpret=interpret, precision=precision)
+    assert ours[0].dtype == jnp.bfloat16 and ours[1].dtype == jnp.float32
+    return ([rel_err(x, y) for x, y in zip(ours, (o_np, S_np))],
+            [rel_err(x, y) for x, y in zip(ref, (o_np, S_np))])
+
+
+def test_interpret_bf16_within_twice_the_recurrent_error():
+    ours, ref = _bf16_errors(True, (1, 40, 1, 2, 32, 32))
+    for what, e, r in zip(("o", "state"), ours, ref):
+        assert e <= 2 * r + 1e-3, (what, ours, ref)
+
+
+def test_interpret_strong_decay_stays_finite():
+    """g = -20 per token: in-chunk exponents reach -20*C before masking; nothing may overflow."""
+    q, k, v, _, beta, S0 = make_inputs(6, 1, 100, 1, 1, 16, 16)
+    g = np.full(beta.shape, -20.0, np.float32)
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, chunk_size=32, interpret=True)
+    (o, S), grads = _forward_and_grads(fn, _weights(2, 1, 100, 1, 16, 16),
+                                       (q, k, v, g, beta, S0))
+    assert np.all(np.isfinite(o)) and np.all(np.isfinite(S))
+    for n, gr in grads.items():
+        assert np.all(np.isfinite(gr)), n
+    last = beta[:, -1, :, None, None] * k[:, -1, :, :, None] * v[:, -1, :, None, :]
+    np.testing.assert_allclose(o[:, -1], np.einsum("bhkv,bhk->bhv", last, q[:, -1]) * 0.25,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_chunk_size_and_precision_raise():
+    args = make_inputs(8, 1, 4, 1, 1, 16, 16)
+    with pytest.raises(ValueError, match="power of two"):
+        chunk_gated_delta_rule_pallas_gpu(*args[:5], chunk_size=24, interpret=True)
+    with pytest.raises(ValueError, match="precision"):
+        chunk_gated_delta_rule_pallas_gpu(*args[:5], precision="tf32", interpret=True)
+
+
+def test_api_pallas_gpu_runs_only_on_a_gpu_backend():
+    if jax.default_backend() == "gpu":
+        assert resolve_implementation("pallas_gpu") == "pallas_gpu"
+        return
+    args = make_inputs(8, 1, 4, 1, 1, 16, 16)
+    with pytest.raises(RuntimeError, match="gpu backend"):
+        chunk_gated_delta_rule(*args[:5], implementation="pallas_gpu")
+    assert resolve_implementation("auto") == "chunked"
+
+
+def test_api_precision_choice():
+    args = make_inputs(9, 1, 20, 1, 2, 16, 16)
+    hi = chunk_gated_delta_rule(*args[:5], implementation="chunked")[0]
+    lo = chunk_gated_delta_rule(*args[:5], implementation="chunked", precision="default")[0]
+    assert rel_err(lo, hi) < 1e-2  # on CPU DEFAULT is fp32 too; on GPU it is TF32
+    with pytest.raises(ValueError, match="precision"):
+        chunk_gated_delta_rule(*args[:5], precision="bf16")
+
+
+_SHARD_SCRIPT = """
+import jax, numpy as np
+from hybrid_jax.models.gdn import _sharded_pallas_gdr
+from hybrid_jax.sharding import make_mesh
+from kernels import chunk_gated_delta_rule, resolve_implementation
+from tests.test_kernels_gdr import make_inputs
+q, k, v, g, b, _ = make_inputs(0, 2, 20, 2, 4, 16, 16)
+ref = chunk_gated_delta_rule(q, k, v, g, b, use_qk_l2norm=True, chunk_size=16,
+                             implementation="chunked")[0]
+with jax.set_mesh(make_mesh((1, 2, 2), jax.devices())):
+    o = jax.jit(lambda *a: _sharded_pallas_gdr(*a, impl="chunked", chunk_size=16,
+                                                     precision="highest"))(q, k, v, g, b)
+assert float(np.abs(o - ref).max()) < 1e-6, np.abs(o - ref).max()
+assert "fsdp" in str(o.sharding.spec) and "tensor" in str(o.sharding.spec), o.sharding
+print("ok")
+"""
+
+
+def test_gdn_layer_shard_map_wrapper_splits_batch_and_heads():
+    """The GDN layer's shard_map around a Pallas call, exercised with the XLA implementation
+    on 4 host devices (mesh data=1, fsdp=2, tensor=2): same values, sharded output."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("prep, precision", [("pallas", "highest"), ("xla", "default")])
+def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision):
+    """Forward and backward lowered for CUDA on this host, through the Triton-IR stage (not
+    PTX): catches unsupported ops and shapes in CI. Uses jax 0.11.2 internals (gpu_info)."""
+    from jax._src.pallas.triton import gpu_info, pallas_call_registration
+    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
+    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
+    B, T, H, HV, K, V = 1, 100, 1, 2, 96, 192
+    shapes = [(B, T, H, K), (B, T, H, K), (B, T, HV, V), (B, T, HV), (B, T, HV)]
+    args = [jax.ShapeDtypeStruct(x, jnp.bfloat16) for x in shapes]
+    args.append(jax.ShapeDtypeStruct((B, HV, K, V), jnp.float32))
+
+    def loss(q, k, v, g, b, s0):
+        o, S = chunk_gated_delta_rule_pallas_gpu(q, k, v, g, b, initial_state=s0, prep=prep,
+                                                 precision=precision)
+        return jnp.sum(o.astype(jnp.float32)) + jnp.sum(S)
+
+    text = jax.jit(jax.grad(loss, argnums=range(6))).trace(*args).lower(
+        lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == (4 if prep == "pallas" else 2)
+
+
+# ------------------------------------------------------------------------------------------
+# Compiled on a GPU.
+
+GPU_CASES = {
+    "T300-K96-V192-gqa-mild-init-l2": (1, 300, 2, 4, 96, 192, True, "mild", 64, True, None),
+    "T257-K128-V128-strong-init": (2, 257, 2, 2, 128, 128, True, "strong", 64, False, None),
+    "T130-K64-V256-gqa-zero": (1, 130, 1, 2, 64, 256, False, "zero", 64, False, None),
+    "T100-K256-V64-mild-c32": (1, 100, 1, 1, 256, 64, True, "mild", 32, False, 0.2),
+    "T200-K128-V96-mild-init": (1, 200, 1, 1, 128, 96, True, "mild", 64, False, None),
+}
+
+
+@pytest.mark.gpu
+def test_gpu_long_sequence_strong_decay_stays_finite():
+    """T = 65536 with g in (-20, 0) and beta in (0, 2): forward and gradients finite."""
+    B, T, H, K, V = 1, 65536, 1, 64, 64
+    q, k, v, g, beta, S0 = make_inputs(13, B, T, H, H, K, V, decay="strong")
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, use_qk_l2norm=True)
+    (o, S), grads = _forward_and_grads(fn, _weights(3, B, T, H, K, V), (q, k, v, g, beta, S0))
+    assert np.all(np.isfinite(np.asarray(o))) and np.all(np.isfinite(np.asarray(S)))
+    for n, gr in grads.items():
+        assert np.all(np.isfinite(np.asarray(gr))), n
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case, prep", [(c, "pallas") for c in GPU_CASES] + [
+    ("T300-K96-V192-gqa-mild-init-l2", "xla")])
+def test_gpu_matches_float64(case, prep):
+    _check_against_float64(GPU_CASES[case], interpret=False, prep=prep)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("prep", ["pallas"])
+def test_gpu_default_precision_is_bf16_accurate(prep):
+    errs = _check_against_float64(GPU_CASES["T300-K96-V192-gqa-mild-init-l2"], interpret=False,
+                                  prep=prep, precision="default", tol=3e-2)
+    print(f"precision=default prep={prep} errors:", errs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["highest", "default"])
+def test_gpu_bf16_within_twice_the_recurrent_error(precision):
+    ours, ref = _bf16_errors(False, (2, 300, 2, 4, 96, 192), precision)
+    for what, e, r in zip(("o", "state"), ours, ref):
+        assert e <= 2 * r + 1e-3, (what, ours, ref)
+
+
+@pytest.mark.gpu
+def test_gpu_api_dispatch_matches_chunked():
+    args = make_inputs(12, 2, 150, 2, 4, 96, 192, decay="mild")
+    o, S = chunk_gated_delta_rule(*args[:5], initial_state=args[5], output_final_state=True,
+                                  implementation="pallas_gpu")
+    o_ref, S_ref = chunk_gated_delta_rule(*args[:5], initial_state=args[5],
+                                          output_final_state=True, implementation="chunked")
+    assert rel_err(o, o_ref) < FP32_TOL and rel_err(S, S_ref) < FP32_TOL
