@@ -42,7 +42,7 @@ case "$cmd" in
     echo "bg.sh: started $name (pid $(cat "$dir/pid")), log $dir/log" ;;
   wait)
     deadline=$(( $(date +%s) + ${3:-540} ))
-    while alive && (( $(date +%s) < deadline )); do sleep 5; done
+    while alive && (( $(date +%s) < deadline )); do sleep 1; done
     [[ -f "$dir/log" ]] && tail -n "${TAIL:-30}" "$dir/log"
     s=$(state); echo "bg.sh: $name $s"
     case "$s" in "done rc=0") exit 0 ;; running) exit 3 ;; absent) exit 4 ;; *) exit 1 ;; esac ;;
