@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+from experiments.sweep.state import read_lines  # noqa: E402
 
 
 def gpu_env(gpus: str) -> dict[str, str]:
@@ -53,12 +55,8 @@ def sh(cmd: list[str], env_extra: dict[str, str], log: Path) -> None:
 
 
 def losses(run_dir: Path) -> dict[int, float]:
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("kind") == "train":
-            out[int(rec["step"])] = float(rec["loss"])
-    return out
+    return {int(r["step"]): float(r["loss"]) for r in read_lines(run_dir / "metrics.jsonl")
+            if r.get("kind") == "train"}
 
 
 def loss_match(args, out: Path) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import yaml
 
 from experiments.recipe import Recipe
 from experiments.sweep.ladder import Ladder, LadderError
-from experiments.sweep.state import read_lines
+from experiments.sweep.state import read_lines, write_json
 
 
 def _mult_name(size: str, m: float) -> str:
@@ -170,8 +169,8 @@ def summarize(root: Path, ladder: Ladder, families: list[str], size: str,
               multipliers: list[float], ratio: float) -> list[Choice]:
     rows = read_lines(root / "results.jsonl")
     choices = choose(rows, size, multipliers, families)
-    (root / "lr_check.json").write_text(json.dumps(
-        {"ladder": ladder.name, "size": size, "ratio": ratio, "multipliers": multipliers,
-         "families": [c.to_json() for c in choices]}, indent=1) + "\n")
+    write_json(root / "lr_check.json",
+               {"ladder": ladder.name, "size": size, "ratio": ratio, "multipliers": multipliers,
+                "families": [c.to_json() for c in choices]})
     (root / "lr_check.md").write_text(format_table(choices, size, ratio))
     return choices

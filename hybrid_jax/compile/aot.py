@@ -155,17 +155,14 @@ def compile_train_step(cfg: RunConfig, topology: str) -> CompileReport:
     refuses for lack of HBM (it does so itself when temporaries alone overflow)."""
     from hybrid_jax.train.loop import check_fits
     from hybrid_jax.train.program import build_program
-    from kernels.attention import resolve_attention_implementation
-    from kernels.gated_delta_rule import resolve_implementation
+    from hybrid_jax.train.runinfo import implementations
 
     gen, n_chips, devices = topology_devices(topology)
     mesh_shape = check_fits(cfg, len(devices))
     t0 = time.perf_counter()
     program = build_program(cfg, mesh_shape, devices)
     with jax.sharding.use_abstract_mesh(program.mesh.abstract_mesh):
-        attn = resolve_attention_implementation(cfg.model.attention_implementation,
-                                                dtype=jnp.dtype(cfg.model.compute_dtype))
-        gdn = resolve_implementation(cfg.model.gdn_implementation)
+        kernels = implementations(cfg.model)  # as resolved for the topology's platform
         lowered = program.step.lower(program.abstract_state,
                                      abstract_batch(cfg, program.batch_sharding))
         try:
@@ -188,5 +185,6 @@ def compile_train_step(cfg: RunConfig, topology: str) -> CompileReport:
         alias_bytes=mem.alias_size_in_bytes, temp_bytes=mem.temp_size_in_bytes,
         code_bytes=mem.generated_code_size_in_bytes, compiled_flops_per_device=flops,
         model_flops_per_step=train_flops_per_token(cfg.model, cfg.train.seq_len) * tokens,
-        attention_implementation=attn, gdn_implementation=gdn, compile_seconds=seconds,
+        attention_implementation=kernels.get("attention", "none"),
+        gdn_implementation=kernels.get("gdn", "none"), compile_seconds=seconds,
         peak_flops_per_chip=TOPOLOGIES[gen][2])

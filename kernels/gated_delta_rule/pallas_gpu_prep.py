@@ -34,9 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-_NN = ((1,), (0,))
-_NT = ((1,), (1,))
-_TN = ((0,), (0,))
+from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT, _TN
 
 
 def _decays(g, C, dot_exact):
