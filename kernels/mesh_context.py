@@ -13,6 +13,7 @@ Why this exists
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Sequence
 
 import jax
@@ -35,7 +36,7 @@ def shard_batch_and_heads(fn: Callable, args: Sequence, head_dims: Sequence,
     """fn(*args) per shard. head_dims[i]: the head dim of args[i] (None: not sharded by
     heads; dim 0 is always the batch). n_outputs_dims: (ndim, head dim or None) per output.
     Heads are sharded over `tensor` only if it divides every head dim; what cannot be split
-    is replicated (the kernel then runs on gathered inputs, still per device)."""
+    is replicated, with a warning (the kernel then runs on gathered inputs, still per device)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or math.prod(mesh.axis_sizes) == 1:
         return fn(*args)
@@ -46,9 +47,15 @@ def shard_batch_and_heads(fn: Callable, args: Sequence, head_dims: Sequence,
         return fn(*args)
     batch = tuple(a for a in BATCH_AXES if sizes.get(a, 1) > 1)
     if batch and args[0].shape[0] % math.prod(sizes[a] for a in batch):
+        warnings.warn(f"{getattr(fn, '__name__', 'kernel')}: batch {args[0].shape[0]} does not "
+                      f"divide over mesh axes {batch}; the kernel runs on the gathered batch")
         batch = ()
     t = sizes.get(HEAD_AXIS, 1)
     heads_ok = t > 1 and all(d is None or a.shape[d] % t == 0 for a, d in zip(args, head_dims))
+    if t > 1 and not heads_ok:
+        warnings.warn(f"{getattr(fn, '__name__', 'kernel')}: head counts "
+                      f"{[a.shape[d] for a, d in zip(args, head_dims) if d is not None]} do not "
+                      f"divide over tensor={t}; every device runs all heads")
     head = HEAD_AXIS if heads_ok else None
 
     def spec(ndim, head_dim):
