@@ -13,7 +13,8 @@
 #   2. `sweep lr-check`: the smallest size of every family at lr x {0.5, 1, 2}, one decay at
 #      D/N = 5; writes the ladder with each family's best multiplier applied.
 #   3. `sweep run` of that tuned ladder.
-#   4. `fit`: laws, CIs, figures and REPORT.md in $FIT_OUT.
+#   4. `fit`: laws, CIs, figures and REPORT.md in $FIT_OUT, with the result rows, the lr check
+#      and the corpus record (store manifest, tokenizer settings) beside them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -53,4 +54,7 @@ stamp "fit"
 "${HJ[@]}" fit "$SWEEPS/$LADDER/results.jsonl" --val-set mean --out "$FIT_OUT"
 cp "$SWEEPS/$LADDER/results.jsonl" "$FIT_OUT/results.jsonl"
 cp "$SWEEPS/$LADDER-lr/lr_check.md" "$SWEEPS/$LADDER-lr/lr_check.json" "$TUNED" "$FIT_OUT/"
+# The corpus record: which distributions (with versions and licenses) and which tokenizer.
+cp "$STORE/manifest.json" "$FIT_OUT/store_manifest.json"
+[[ "$TOKENIZER" == byte ]] || cp "$TOKENIZER.json" "$FIT_OUT/tokenizer.json"
 stamp "done: $FIT_OUT"
