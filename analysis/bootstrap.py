@@ -22,6 +22,10 @@ import numpy as np
 
 from analysis.results import Points
 
+# An interval whose ends differ by more than this factor does not pin its quantity down
+# (used by the caveats and by the comparison with the paper).
+LOOSE_FACTOR = 2.0
+
 
 def replicate_rng(seed: int, replicate: int) -> np.random.Generator:
     return np.random.default_rng([seed, replicate])
@@ -103,3 +107,11 @@ def percentile_interval(values, level: float = 0.95) -> dict:
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(kept, [tail, 1.0 - tail], method="inverted_cdf")
     return {"lo": float(lo), "hi": float(hi), "n": int(kept.size), "n_nan": int(nan.sum())}
+
+
+def is_loose(ci, factor: float = LOOSE_FACTOR) -> bool:
+    """True for an interval whose ends differ by more than `factor`, that touches 0 or
+    that is open-ended (hi = inf); False when there is no interval at all (n = 0)."""
+    if not ci or ci.get("n", 0) == 0:
+        return False
+    return not (ci["lo"] > 0 and ci["hi"] / ci["lo"] <= factor)

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "'epoch' (4,500 starts, no bounds, unweighted)")
     p.add_argument("--baseline", metavar="FAMILY", default=None,
                    help="family the others are compared with (default: transformer if present)")
+    p.add_argument("--no-paper", action="store_true",
+                   help="leave out the comparison with the Olmo Hybrid paper's claims (on by "
+                        "default when at least two of its families hybrid, gdn, transformer "
+                        "are in the results)")
     return p
 
 
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = load_results(results_path, val_set=args.val_set)
         an = analyse(results, n_bootstrap=args.bootstrap, seed=args.seed,
-                     target_loss=args.target_loss, recipe=args.recipe, baseline=args.baseline)
+                     target_loss=args.target_loss, recipe=args.recipe, baseline=args.baseline,
+                     paper=not args.no_paper)
     except ResultsError as err:
         print(f"hybrid-jax fit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.bootstrap import expand, family_multiplicities, percentile_interval
+from analysis.bootstrap import (LOOSE_FACTOR, expand, family_multiplicities, is_loose,
+                                percentile_interval)
 from analysis.compare import (compute_multiplier, default_comparison_size, default_target_loss,
                               rollout_validation, savings_curve, savings_factor)
 from analysis.fit import PAPER_EXPONENT_BOUNDS, fit_chinchilla, fit_replicates
 from analysis.frontier import fit_frontier, isoflop_parabolas, optimal_allocation_exponent
 from analysis.objective import N_PARAMS
+from analysis.paper import PAPER, paper_comparison, present_families
 from analysis.results import Points, ResultSet, ResultsError
 
 RECIPES = {
@@ -79,8 +81,12 @@ def check_fittable(points: Points) -> None:
 
 def analyse(results: ResultSet, *, n_bootstrap: int = 100, seed: int = 0,
             target_loss: float | None = None, recipe: str = "paper",
-            baseline: str | None = None) -> Analysis:
-    """Fit every family, bootstrap over runs, compare each family with the baseline."""
+            baseline: str | None = None, paper: bool = True) -> Analysis:
+    """Fit every family, bootstrap over runs, compare each family with the baseline.
+
+    paper: add summary["paper_comparison"] (`analysis.paper`) when at least two of the
+    Olmo Hybrid paper's families are present; with fewer there is no claim to test.
+    """
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
     points = results.points
@@ -130,10 +136,13 @@ def analyse(results: ResultSet, *, n_bootstrap: int = 100, seed: int = 0,
                      "huber_delta": laws[families[0]]["settings"]["huber_delta"],
                      "n_bootstrap": n_bootstrap, "seed": seed, "ci_level": CI_LEVEL,
                      "baseline": baseline, "target_loss": target_loss,
-                     "bootstrap_unit": "run (run_id), paired across families"},
+                     "bootstrap_unit": "run (run_id), paired across families",
+                     "paper_comparison": paper},
         "families": fam_summary,
         "comparisons": comparisons,
     }
+    if paper and len(present_families(families)) >= 2:
+        summary["paper_comparison"] = paper_comparison(summary, points, boot_laws)
     summary["caveats"] = caveats(summary)
     return Analysis(summary=summary, points=points, boot_laws=boot_laws,
                     boot_frontiers=boot_frontiers, savings_curves=curves)
@@ -204,12 +213,12 @@ def caveats(summary: dict) -> list[str]:
         span = max(s["sizes"]) / min(s["sizes"])
         if span < 10:
             out.append(f"{f}: the sizes span only {span:.1f}x in N (the paper's ladder spans "
-                       "about 17x), which leaves the N term weakly constrained.")
-        loose = [k for k in ("E", "alpha", "beta") if _loose(s["law_ci"].get(k))]
+                       f"about {PAPER.n_span:g}x), which leaves the N term weakly constrained.")
+        loose = [k for k in ("E", "alpha", "beta") if is_loose(s["law_ci"].get(k))]
         if loose:
             out.append(f"{f}: the 95% intervals of {', '.join(loose)} span more than a factor "
-                       "of 2, so the data do not pin them down; comparisons of these "
-                       "parameters across families are not meaningful at this precision.")
+                       f"of {LOOSE_FACTOR:g}, so the data do not pin them down; comparisons of "
+                       "these parameters across families are not meaningful at this precision.")
         if s["n_runs"] < 5:
             out.append(f"{f}: {s['n_runs']} runs is a small bootstrap population; resampling "
                        "so few runs understates uncertainty in some replicates and "
@@ -237,13 +246,6 @@ def caveats(summary: dict) -> list[str]:
                            f"{c[key]['n_boot_inf']} of {n_boot} replicates never reach the "
                            "target loss, so the interval is open-ended.")
     return out
-
-
-def _loose(ci) -> bool:
-    """An interval whose ends differ by more than a factor of 2 (or that touches 0)."""
-    if not ci or ci.get("n", 0) == 0:
-        return False
-    return not (ci["lo"] > 0 and ci["hi"] / ci["lo"] <= 2.0)
 
 
 def _pick_baseline(families, baseline):

@@ -161,6 +161,8 @@ def render_markdown(s: dict, *, figures: bool = True) -> str:
         lines += ["", "## Figures", ""]
         lines += [f"- [{name}]({name}.png) ([pdf]({name}.pdf))" for name in FIGURES]
         lines += ["", "![loss vs compute](loss_vs_flops.png)"]
+    if "paper_comparison" in s:
+        lines += paper_section(s["paper_comparison"], st["ci_level"])
     lines += ["", "## Caveats", ""]
     caveats = s.get("caveats") or []
     if caveats:
@@ -171,3 +173,78 @@ def render_markdown(s: dict, *, figures: bool = True) -> str:
         lines.append("No specific warnings were raised; the usual limits of extrapolating a "
                      "fitted law beyond the largest trained size still apply.")
     return "\n".join(lines) + "\n"
+
+
+def paper_section(pc: dict, ci_level: float) -> list[str]:
+    """The "Comparison with the paper" section from summary["paper_comparison"]."""
+    ref, pct = pc["reference"], f"{int(ci_level * 100)}%"
+    exps = "; ".join(f"{e['family']} alpha = {e['alpha']}, beta = {e['beta']}"
+                     for e in ref["exponents"])
+    lines = ["", f"## Comparison with the paper ({ref['title']}, arXiv {ref['arxiv']})", "",
+             f"The paper's claims: loss order {' < '.join(ref['loss_order'])} across its ladder, "
+             f"persisting with scale; Chinchilla exponents read off its figure ({exps}); "
+             f"savings factor about {ref['savings_factor']:g} for {ref['savings_challenger']} vs "
+             f"{ref['savings_baseline']} on {ref['savings_context']}. Its ladder spans about "
+             f"{ref['n_span']:g}x in N at far larger scale than ours, so \"agree\" means our "
+             "intervals are consistent with its numbers, not that we measured the same thing."]
+    if pc["missing_families"]:
+        lines.append(f"Not in these results, so skipped: {', '.join(pc['missing_families'])}.")
+    if "skipped" in pc:
+        return lines + ["", f"Skipped: {pc['skipped']}."]
+    obs, fit = pc["observed_ordering"], pc["fitted_ordering"]
+    lines += ["", "### Loss ordering", ""]
+    if "skipped" in obs:
+        lines.append(f"Observed, per matched cell: unavailable ({obs['skipped']}).")
+    else:
+        lines += [f"Observed, per matched cell (one size label and one D/N target, one point "
+                  f"per family): {obs['n_cells']} cells.", "",
+                  "| ordering (lowest loss first) | cells | the paper's order |", "|---|---|---|"]
+        lines += [f"| `{o}` | {k} | {'yes' if o == obs['expected'] else 'no'} |"
+                  for o, k in obs["orderings"].items()]
+        lines += ["", "| pair (paper: first is lower) | cells where it holds |", "|---|---|"]
+        lines += [f"| {q['lower']} < {q['higher']} | {q['n_holds']} of {obs['n_cells']} |"
+                  for q in obs["pairs"]]
+        lines += ["", "Lowest loss per cell: " + ", ".join(
+            f"{f} {k}" for f, k in obs["best_counts"].items()) + ". The paper's order by size: "
+            + ", ".join(f"{z} {c['n_expected']} of {c['n_cells']}"
+                        for z, c in obs["by_size"].items())
+            + "."]
+    dropped = [f"{obs.get(k)} {what}" for k, what in (
+        ("n_cells_missing_a_family", "cells lacking a family"),
+        ("n_cells_with_repeats", "cells with several runs of one family"),
+        ("n_points_unlabelled", "points without a size label")) if obs.get(k)]
+    if dropped:
+        lines.append(f"Left out: {', '.join(dropped)}.")
+    reps = fit["replicates"]
+    lines += ["", f"Fitted laws at {fit['point']}: predicted loss "
+              + ", ".join(f"{f} {_num(v)}" for f, v in fit["losses"].items())
+              + f", so `{fit['ordering']}`"
+              + (f"; the paper's order in {reps['n_expected']} of {reps['n']} paired "
+                 "bootstrap replicates." if reps["n"] else ".")]
+    lines += ["", "### Exponents", ""]
+    if pc["exponents"]["rows"]:
+        lines += [f"| family | exponent | ours [{pct} CI] | paper | paper inside CI |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['family']} | {r['exponent']} | {_with_ci(r['ours'], r['ci'])} | "
+                  f"{r['paper']} | {_yes_no(r['inside_ci'])} |" for r in pc["exponents"]["rows"]]
+    else:
+        lines.append("No family of the paper's exponent table is in the results.")
+    sv = pc["savings_factor"]
+    lines += ["", "### Savings factor", ""]
+    if "skipped" in sv:
+        lines.append(f"Skipped: {sv['skipped']}.")
+    else:
+        lines += [f"| challenger vs baseline | N | target loss | ours [{pct} CI] | paper | "
+                  "paper inside CI |", "|---|---|---|---|---|---|",
+                  f"| {sv['challenger']} vs {sv['baseline']} | {_count(sv['n_params'])} | "
+                  f"{_num(sv['target_loss'])} | {_with_ci(sv['ours'], sv['ci'])} | "
+                  f"{sv['paper']:g} | {_yes_no(sv['inside_ci'])} |", "",
+                  f"The paper's value is for {sv['paper_context']}; ours is at N = "
+                  f"{_count(sv['n_params'])} on this report's validation loss."]
+    lines += ["", "### Verdicts", "", "| item | verdict | why |", "|---|---|---|"]
+    lines += [f"| {v['item']} | {v['verdict']} | {v['reason']} |" for v in pc["verdicts"]]
+    return lines
+
+
+def _yes_no(flag) -> str:
+    return "n/a" if flag is None else ("yes" if flag else "no")

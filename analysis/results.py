@@ -4,11 +4,15 @@ Each line is one post-decay checkpoint of one run:
 
     {"run_id": str, "family": str, "n_params": int, "n_params_total": int, "tokens": int,
      "flops": float, "val": {"<set>": {"loss": float, "bpb": float}, ...},
-     "git_sha": str, "versions": {...}, "device_kind": str, ...extra keys allowed}
+     "git_sha": str, "versions": {...}, "device_kind": str, "size": str (optional),
+     ...extra keys allowed}
 
 n_params is the non-embedding N used in the fits, tokens is D and flops is the exact
 training compute C from the training code's FLOP counter (not 6ND). A run (run_id)
-contributes several points: same N, one per WSD-S decay.
+contributes several points: same N, one per WSD-S decay. The optional "size" is the
+ladder's size label (e.g. "d352"); runs of different families that share it are the
+same rung of the ladder (their N differ, since the mixers differ), which is how
+`analysis.paper` matches families point by point. Rows without it load with size "".
 
 Why so strict: a silently skipped or mistyped row moves a fitted exponent without any
 sign of it, so every problem is an error that names the line and the field.
@@ -41,7 +45,11 @@ class ResultsError(ValueError):
 
 @dataclass(frozen=True)
 class Points:
-    """Scaling points as parallel arrays (one entry per row)."""
+    """Scaling points as parallel arrays (one entry per row).
+
+    size holds the ladder size labels ("" for an unlabelled row), or is None for points
+    built without them (tests, the Chinchilla reference data).
+    """
 
     run_id: np.ndarray
     family: np.ndarray
@@ -49,12 +57,14 @@ class Points:
     tokens: np.ndarray
     flops: np.ndarray
     loss: np.ndarray
+    size: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.loss.shape[0])
 
     def take(self, idx) -> "Points":
-        return Points(**{k: getattr(self, k)[idx] for k in _POINT_FIELDS})
+        fields = {k: getattr(self, k) for k in _POINT_FIELDS}
+        return Points(**{k: None if v is None else v[idx] for k, v in fields.items()})
 
     def family_points(self, family: str) -> "Points":
         return self.take(np.flatnonzero(self.family == family))
@@ -68,7 +78,7 @@ class Points:
         return sorted(set(self.run_id.tolist()))
 
 
-_POINT_FIELDS = ("run_id", "family", "n_params", "tokens", "flops", "loss")
+_POINT_FIELDS = ("run_id", "family", "n_params", "tokens", "flops", "loss", "size")
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,7 @@ def rows_to_result_set(rows, *, val_set: str | None = None, source: str = "<rows
         tokens=np.array([r["tokens"] for _, r in numbered], dtype=np.float64),
         flops=np.array([r["flops"] for _, r in numbered], dtype=np.float64),
         loss=np.array(losses, dtype=np.float64),
+        size=np.array([r.get("size", "") for _, r in numbered], dtype=str),
     )
     return ResultSet(
         points=points, val_set=chosen, path=source,
@@ -150,6 +161,9 @@ def _check_row(row, line_no, source):
     for key in ("run_id", "family"):
         if not row[key].strip():
             raise ResultsError(f"{where}: field {key!r} is empty")
+    if "size" in row and not (isinstance(row["size"], str) and row["size"].strip()):
+        raise ResultsError(f"{where}: optional field 'size' must be a non-empty string, "
+                           f"got {row['size']!r:.60}")
     for key in ("n_params", "n_params_total", "tokens", "flops"):
         if not (math.isfinite(row[key]) and row[key] > 0):
             raise ResultsError(f"{where}: field {key!r} must be positive, got {row[key]!r}")
@@ -171,6 +185,7 @@ def _check_row(row, line_no, source):
 
 def _check_consistency(numbered, source):
     per_run = {}
+    sizes = {}
     seen = {}
     for line_no, row in numbered:
         key = (row["family"], row["n_params"])
@@ -179,6 +194,11 @@ def _check_consistency(numbered, source):
             raise ResultsError(
                 f"{source}: line {line_no}: run {row['run_id']!r} has family/n_params {key}, "
                 f"but line {first[0]} gave {first[1]}; one run is one model")
+        size = sizes.setdefault(row["run_id"], (line_no, row.get("size")))
+        if size[1] != row.get("size"):
+            raise ResultsError(
+                f"{source}: line {line_no}: run {row['run_id']!r} has size label "
+                f"{row.get('size')!r}, but line {size[0]} gave {size[1]!r}; one run is one model")
         point = (row["run_id"], row["tokens"])
         if point in seen:
             raise ResultsError(f"{source}: line {line_no}: duplicate point (run {row['run_id']!r}, "

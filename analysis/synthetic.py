@@ -62,7 +62,8 @@ def make_rows(laws: dict[str, dict], *, sizes=DEFAULT_SIZES, ratios=DEFAULT_RATI
                     loss = true * math.exp(run_offset + eps) * (1.0 + 0.02 * k)
                     val[name] = {"loss": loss, "bpb": loss / math.log(2) / 4.0}
                 rows.append({
-                    "run_id": run_id, "family": family, "n_params": int(n),
+                    "run_id": run_id, "family": family, "size": f"{int(round(n / 1e6))}m",
+                    "n_params": int(n),
                     "n_params_total": int(n) + 8_000_000, "tokens": d, "flops": 6.0 * n * d,
                     "val": val, "git_sha": "0" * 40, "versions": {"analysis": "synthetic"},
                     "device_kind": "synthetic", "true_loss": true,

@@ -45,6 +45,8 @@ def test_blank_lines_are_skipped_and_line_numbers_count_them(tmp_path):
      r"line 2: val\['c4_en'\]\['loss'\] must be a positive finite number"),
     (lambda r: r.update(tokens=r["tokens"] - 1, n_params=r["n_params"] + 1),
      r"line 2: run .* has family/n_params"),
+    (lambda r: r.update(size=""), r"line 2: optional field 'size' must be a non-empty string"),
+    (lambda r: r.update(size="d999"), r"line 2: run .* has size label 'd999', but line 1 gave"),
 ])
 def test_row_errors_name_line_and_field(mutate, message):
     rows = _rows()
