@@ -195,8 +195,7 @@ def run_breakdown(s, precision, args):
     B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
     BH, N = B * HV, -(-T // C)
     Tp, Kp, Vp = N * C, max(16, pg._next_pow2(K)), max(16, pg._next_pow2(V))
-    cfg = (("precision", precision), ("interpret", bool(args.interpret)), ("num_warps", 4),
-           ("num_warps_bwd", 8), ("num_stages", None), ("block_v", 64))
+    cfg = pg.kernel_config(precision, bool(args.interpret), Kp, V)
     dt = pg._operand_dtype(cfg)
     ks = iter(jax.random.split(jax.random.key(1), 32))
     rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)

@@ -188,12 +188,15 @@ def main(argv=None):
     p.add_argument("--num-warps-bwd", type=int, default=None,
                    help="state-pass backward and prep warps (kernel default 8)")
     p.add_argument("--num-stages", type=int, default=None)
+    p.add_argument("--block-v", type=int, default=None, help="state-pass V tile (kernel default 64)")
+    p.add_argument("--block-d", type=int, default=None, help="prep K/V tile (kernel default 64)")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
     p.add_argument("--out", help="write every row (and the Triton/ptxas versions) as JSON")
     a = p.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
-                                 num_stages=a.num_stages).items() if v is not None}
+                                 num_stages=a.num_stages, block_v=a.block_v,
+                                 block_d=a.block_d).items() if v is not None}
     rows, versions = [], {}
     for shape in a.shape:
         kernels = capture_kernels(shape, precision=a.precision, prep=a.prep,

@@ -63,11 +63,11 @@ def _case_data(case):
     return args, weights, _oracle(args, weights, scale, l2)
 
 
-def _check_against_float64(case, *, interpret, prep, precision="highest", tol=FP32_TOL):
+def _check_against_float64(case, *, interpret, prep, precision="highest", tol=FP32_TOL, **kw):
     B, T, H, HV, K, V, init, decay, C, l2, scale = case
     args, weights, (o_np, S_np, g64) = _case_data(case)
     fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
-                           precision=precision, prep=prep)
+                           precision=precision, prep=prep, **kw)
     w32 = tuple(jnp.asarray(w, jnp.float32) for w in weights)
     (o, S), grads = _forward_and_grads(fn, w32, args, scale=scale, use_qk_l2norm=l2,
                                        chunk_size=C)
@@ -92,6 +92,13 @@ CPU_CASES = {
                                         ("T37-K32-V32-strong-l2-scale-c16", "pallas")])
 def test_interpret_matches_float64(case, prep):
     _check_against_float64(CPU_CASES[case], interpret=True, prep=prep)
+
+
+def test_interpret_prep_tiles_match_float64():
+    """block_d=16: the prep kernels walk 2 key tiles (K=24 -> 32) and 4 value tiles
+    (V=48 -> 64), exercising their loops and per-tile reads and writes."""
+    _check_against_float64(CPU_CASES["T70-K24-V48-gqa-mild-init-c16"], interpret=True,
+                           prep="pallas", block_d=16)
 
 
 def test_interpret_default_precision_is_bf16_accurate():

@@ -48,7 +48,7 @@ Numerics
 Constraints
     Shapes as in `api.py`. K is zero-padded to a power of two >= 16 (96 -> 128, 192 -> 256);
     zero columns of q, k, w, kd change nothing. V is split into tiles BV = the largest power of
-    two dividing V, capped at block_v = 64 (96 -> 32, 192 -> 64); compiled Triton dots need
+    two dividing V, capped at block_v (32 or 64; 96 -> 32, 192 -> 64 at 64); Triton dots need
     BV >= 16, so V must be a multiple of 16 on GPU (64, 96, 128, 192, 256 all are). prep="pallas"
     also zero-pads V to a power of two. T is padded to a multiple of chunk_size (a power of
     two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
@@ -205,12 +205,30 @@ def _state_pass_bwd_call(w, u, kd, gc, qd, aqk, states, do, dsf, *, precision, i
             ds0)  # order of _state_pass's args
 
 
+def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=8,
+                  num_stages=None, block_v=None, block_d=64):
+    """The kernels' hashable launch configuration, defaults resolved (see the public function's
+    docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
+    if block_v is None:
+        block_v = 32 if precision == "highest" else 64
+    for name, b in (("block_v", block_v), ("block_d", block_d)):
+        if b < 16 or b & (b - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {b}")
+    if num_warps is None:  # the state tile lives in registers: 64 fp32 a thread at 4 warps
+        num_warps = 4 if Kp * _v_tile(V, block_v) <= 128 * 64 else 8
+    return (("precision", precision), ("interpret", bool(interpret)),
+            ("num_warps", int(num_warps)), ("num_warps_bwd", int(num_warps_bwd)),
+            ("num_stages", None if num_stages is None else int(num_stages)),
+            ("block_v", int(block_v)), ("block_d", int(block_d)))
+
+
 def _call_cfg(cfg, which):
     """cfg is a hashable tuple of (name, value); pick the launch parameters of the fwd or
     bwd state-pass kernel."""
     cfg = dict(cfg)
     warps = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages = cfg.pop("num_stages")
+    cfg.pop("block_d")  # the prep kernels' tile
     if stages is None:
         # Pipelined loads multiply the shared memory per chunk (fp32 "highest": ~110 KB of
         # operands a stage in the forward, ~180 KB in the backward; 228 KB on Hopper), so only
@@ -257,7 +275,7 @@ def _prep_cfg(cfg):
     cfg = dict(cfg)
     interpret = cfg["interpret"]
     # Many [C, C] and [C, K] fp32 tiles live at once: use the backward's (larger) warp count.
-    return dict(dot=_dot_fn(cfg["precision"], interpret),
+    return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
                 dot_exact=_dot_fn("highest", interpret),
                 dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
                                 interpret),
@@ -315,8 +333,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     num_warps: Optional[int] = None,
     num_warps_bwd: int = 8,
     num_stages: Optional[int] = None,
-    block_v: int = 64,
+    block_v: Optional[int] = None,
     prep: str = "pallas",
+    block_d: int = 64,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -325,10 +344,14 @@ def chunk_gated_delta_rule_pallas_gpu(
     are the Triton launch parameters of the forward and backward state-pass kernels (the prep
     kernels use num_warps_bwd); num_warps=None picks 4, or 8 when the state tile Kp x BV
     exceeds 128 x 64; num_stages=None pipelines (2) only the bf16 forward state pass, 1 else.
-    block_v caps the V tile (more, narrower programs fill more SMs when B*HV is small).
+    block_v caps the V tile (more, narrower programs fill more SMs when B*HV is small);
+    None picks 32 at precision="highest" and 64 at "default". Why 32: at TF32x3 the fp32
+    operands of every dot are staged in shared memory, and the backward state pass at Kp=128,
+    BV=64 over-filled it on an H200 (2026-11-27); BV=32 halves its shared memory
+    (benchmarks/triton_resources.py: 196608 -> 98304 B with pip triton 3.6). Not yet timed.
+    block_d caps the K and V width of every dot operand in the prep kernels (prep="pallas"),
+    which loop over tiles of that width to bound their live registers and shared memory.
     """
-    if block_v < 16 or block_v & (block_v - 1):
-        raise ValueError(f"block_v must be a power of two >= 16, got {block_v}")
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
     if precision not in PRECISIONS:
@@ -351,12 +374,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     qc, kc, vc, gc_, bc = (reference._to_chunks(x, Tp, C) for x in (qf, kf, vf, gf, bf))
     BH = B * HV
     flat = lambda x: x.reshape(BH, Tp, x.shape[-1])
-    if num_warps is None:  # the state tile lives in registers: 64 fp32 a thread at 4 warps
-        num_warps = 4 if Kp * _v_tile(V, block_v) <= 128 * 64 else 8
-    cfg = (("precision", precision), ("interpret", bool(interpret)),
-           ("num_warps", int(num_warps)), ("num_warps_bwd", int(num_warps_bwd)),
-           ("num_stages", None if num_stages is None else int(num_stages)),
-           ("block_v", int(block_v)))
+    cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
+                        num_warps_bwd=num_warps_bwd, num_stages=num_stages, block_v=block_v,
+                        block_d=block_d)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)

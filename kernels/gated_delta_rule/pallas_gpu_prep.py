@@ -21,8 +21,17 @@ Numerics
     two products with 0/1 matrices that sum log-decays (forward Gd, backward dg), which
     always use `dot_exact` (TF32x3 on GPU): a bf16 g would put ~0.4% errors into exponents.
 
+Tiling
+    No dot takes an operand wider than block_d (BK = min(block_d, Kp), BV = min(block_d, Vp))
+    along K or V: whole [C, Kp] and [C, Vp] fp32 tiles live at once overflowed shared memory
+    at "highest" (fp32 operands of TF32x3 dots are staged there; K=96, V=192, C=64 asked XLA
+    for up to 360448 B of 232448). KK and QK accumulate over K tiles; u, w, qd, kd (forward)
+    and dv (backward) are written per tile. The backward walks V once and K twice: dA needs
+    all of dT (sums over V and K tiles), and dq, dk need dA.
+
 Constraints
-    q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, Vp, C powers of two >= 16.
+    q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, Vp, C, block_d powers of two
+    >= 16 (Triton's dynamic slices need power-of-two widths >= 16).
 """
 
 from __future__ import annotations
@@ -66,80 +75,134 @@ def _unit_lower_inverse(A, row, col, C, dot_inv):
     return X
 
 
-def _forward_terms(q, k, v, g, beta, C, dot, dot_exact, dot_inv):
+def _tiles(n, body, carry):
+    """carry = body(j, carry) for j < n, as an scf.for rather than a Python loop: unrolled,
+    Triton kept more tiles live (pip triton 3.6, sm_90, K=96/V=192 at "highest": prep bwd
+    98304 B shared vs 65536, prep fwd 4.4 KB of spill stores vs 2.2 KB)."""
+    if n == 1:
+        return body(0, carry)
+    return lax.fori_loop(0, n, body, carry)
+
+
+def _cols(j, width):
+    """Columns of tile j; the hint keeps Triton's loads vectorized for a traced j."""
+    start = j * width if isinstance(j, int) else pl.multiple_of(j * width, width)
+    return pl.ds(start, width)
+
+
+def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
+    """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
+    and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
     row, col, Gd, G, logF = _decays(g, C, dot_exact)
     strict, causal = row > col, row >= col
     D = jnp.exp(jnp.where(strict, Gd, -jnp.inf))
     Dc = jnp.exp(jnp.where(causal, Gd, -jnp.inf))
-    KK = dot(k, k, _NT)
-    A = beta[:, None] * KK * D
-    T = _unit_lower_inverse(A, row, col, C, dot_inv)
-    E = jnp.exp(G)
-    bv = beta[:, None] * v
-    bek = (beta * E)[:, None] * k
-    return dict(row=row, col=col, strict=strict, causal=causal, D=D, Dc=Dc, KK=KK, T=T, E=E,
-                F=jnp.exp(logF), bv=bv, bek=bek)
+
+    def kk_qk(j, acc):
+        cols = _cols(j, BK)
+        k = k_ref[:, cols]
+        return acc[0] + dot(k, k, _NT), acc[1] + dot(q_ref[:, cols], k, _NT)
+
+    zero = jnp.zeros((C, C), jnp.float32)
+    KK, QK = _tiles(k_ref.shape[1] // BK, kk_qk, (zero, zero))
+    T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
+    return dict(row=row, col=col, strict=strict, D=D, Dc=Dc, KK=KK, QK=QK, T=T, E=jnp.exp(G),
+                F=jnp.exp(logF))
 
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
-                     *, C, dot, dot_exact, dot_inv):
-    q, k, v, g, beta = q_ref[...], k_ref[...], v_ref[...], g_ref[...], b_ref[...]
-    t = _forward_terms(q, k, v, g, beta, C, dot, dot_exact, dot_inv)
+                     *, C, BK, BV, dot, dot_exact, dot_inv):
+    beta = b_ref[...]
+    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
+                     dot_exact=dot_exact, dot_inv=dot_inv)
+    T, E, F = t["T"], t["E"], t["F"]
     out_dt = w_ref.dtype  # bf16 for precision="default": half the bytes for the state pass
-    u_ref[...] = dot(t["T"], t["bv"], _NN).astype(out_dt)
-    w_ref[...] = dot(t["T"], t["bek"], _NN).astype(out_dt)
-    aqk_ref[...] = (dot(q, k, _NT) * t["Dc"]).astype(out_dt)
-    qd_ref[...] = (q * t["E"][:, None]).astype(out_dt)
-    kd_ref[...] = (k * t["F"][:, None]).astype(out_dt)
+    aqk_ref[...] = (t["QK"] * t["Dc"]).astype(out_dt)
+
+    def u_tile(j, carry):
+        cols = _cols(j, BV)
+        u_ref[:, cols] = dot(T, beta[:, None] * v_ref[:, cols], _NN).astype(out_dt)
+        return carry
+
+    def k_tile(j, carry):
+        cols = _cols(j, BK)
+        k, q = k_ref[:, cols], q_ref[:, cols]
+        w_ref[:, cols] = dot(T, (beta * E)[:, None] * k, _NN).astype(out_dt)
+        qd_ref[:, cols] = (q * E[:, None]).astype(out_dt)
+        kd_ref[:, cols] = (k * F[:, None]).astype(out_dt)
+        return carry
+
+    _tiles(v_ref.shape[1] // BV, u_tile, 0)
+    _tiles(k_ref.shape[1] // BK, k_tile, 0)
 
 
 def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref, dqd_ref,
-                     daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, dot, dot_exact,
-                     dot_inv):
-    q, k, v, g, beta = q_ref[...], k_ref[...], v_ref[...], g_ref[...], b_ref[...]
-    dw, du, dkd, dqd, daqk = (r[...].astype(jnp.float32)
-                              for r in (dw_ref, du_ref, dkd_ref, dqd_ref, daqk_ref))
-    t = _forward_terms(q, k, v, g, beta, C, dot, dot_exact, dot_inv)
+                     daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV, dot,
+                     dot_exact, dot_inv):
+    """Tiles of BK key / BV value columns. dA needs all of dT (a sum over V and K tiles), and
+    dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
+    f32 = jnp.float32
+    beta = b_ref[...]
+    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
+                     dot_exact=dot_exact, dot_inv=dot_inv)
     T, E, F, D, Dc, KK = t["T"], t["E"], t["F"], t["D"], t["Dc"], t["KK"]
     row, col, strict = t["row"], t["col"], t["strict"]
+    bE = beta * E
+    nK, nV = k_ref.shape[1] // BK, v_ref.shape[1] // BV
 
-    # u = T bv, w = T bek
-    dT = dot(du, t["bv"], _NT) + dot(dw, t["bek"], _NT)
-    dbv = dot(T, du, _TN)                                  # T^T du
-    dbek = dot(T, dw, _TN)                                 # T^T dw
-    dv = beta[:, None] * dbv
-    dbeta = jnp.sum(dbv * v, axis=1)
-    s_bek = jnp.sum(dbek * k, axis=1)                      # d(beta E)
-    dk = (beta * E)[:, None] * dbek
+    # u = T bv: dT = du bv^T, dbv = T^T du (sums over V tiles)
+    def v_tile(j, acc):
+        dT, dbeta = acc
+        cols = _cols(j, BV)
+        v, du = v_ref[:, cols], du_ref[:, cols].astype(f32)
+        dbv = dot(T, du, _TN)
+        dv_ref[:, cols] = beta[:, None] * dbv
+        return dT + dot(du, beta[:, None] * v, _NT), dbeta + jnp.sum(dbv * v, axis=1)
+
+    # w = T bek: dT += dw bek^T; s_bek = d(beta E) = sum_k (T^T dw) k (sums over K tiles)
+    def k_reduce(j, acc):
+        dT, s_bek = acc
+        cols = _cols(j, BK)
+        k, dw = k_ref[:, cols], dw_ref[:, cols].astype(f32)
+        dbek = dot(T, dw, _TN)
+        return dT + dot(dw, bE[:, None] * k, _NT), s_bek + jnp.sum(dbek * k, axis=1)
+
+    zc, zv = jnp.zeros((C, C), f32), jnp.zeros((C,), f32)
+    dT, dbeta = _tiles(nV, v_tile, (zc, zv))
+    dT, s_bek = _tiles(nK, k_reduce, (dT, zv))
     dbeta += E * s_bek
-    dE = beta * s_bek
     # T = (I + A)^-1: dA = -T^T dT T^T, on the strict lower triangle
     dA = jnp.where(strict, -dot(dot(T, dT, _TN), T, _NT), 0.0)
     dKK = dA * beta[:, None] * D
     dbeta += jnp.sum(dA * KK * D, axis=1)
     dlogD = dA * beta[:, None] * KK * D
-    dk += dot(dKK + jnp.transpose(dKK), k, _NN)
+    dKK_sym = dKK + jnp.transpose(dKK)
     # aqk = (q k^T) Dc
-    QK = dot(q, k, _NT)
+    daqk = daqk_ref[...].astype(f32)
     dQK = daqk * Dc
-    dq = dot(dQK, k, _NN)
-    dk += dot(dQK, q, _TN)
-    dlogD += daqk * QK * Dc
-    # qd = q E, kd = k F
-    dq += dqd * E[:, None]
-    dE += jnp.sum(dqd * q, axis=1)
-    dk += dkd * F[:, None]
-    dlogF = F * jnp.sum(dkd * k, axis=1)
-    dG = E * dE
+    dlogD += daqk * t["QK"] * Dc
+
+    # Second walk over K: dq, dk per tile (T^T dw recomputed: one [C, C] x [C, BK] product
+    # instead of a [C, Kp] tile held across dA), and qd = q E, kd = k F.
+    def k_write(j, acc):
+        dE_q, s_kd = acc
+        cols = _cols(j, BK)
+        k, q = k_ref[:, cols], q_ref[:, cols]
+        dw, dqd, dkd = (r[:, cols].astype(f32) for r in (dw_ref, dqd_ref, dkd_ref))
+        dk_ref[:, cols] = (bE[:, None] * dot(T, dw, _TN) + dot(dKK_sym, k, _NN)
+                           + dot(dQK, q, _TN) + dkd * F[:, None])
+        dq_ref[:, cols] = dot(dQK, k, _NN) + dqd * E[:, None]
+        return dE_q + jnp.sum(dqd * q, axis=1), s_kd + jnp.sum(dkd * k, axis=1)
+
+    dE_q, s_kd = _tiles(nK, k_write, (zv, zv))
+    dG = E * (beta * s_bek + dE_q)
+    dlogF = F * s_kd
     # Back to g: Gd_ij sums g over (j, i]; G_i over [0, i]; logF_i over (i, C).
     Lt = jnp.where(row < col, 1.0, 0.0)                   # Lt[j, l] = [j < l]
     Z = dot_exact(dlogD, Lt, _NN)                          # Z[i, l] = sum_{j<l} dlogD_ij
     dg = jnp.sum(jnp.where(row >= col, Z, 0.0), axis=0)   # sum over i >= l
     dg += jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
     dg += jnp.sum(jnp.where(row < col, dlogF[:, None], 0.0), axis=0)
-    dq_ref[...] = dq
-    dk_ref[...] = dk
-    dv_ref[...] = dv
     dg_ref[...] = dg
     db_ref[...] = dbeta
 
@@ -150,14 +213,22 @@ def _specs(C, Kp, Vp):
     return tile(Kp), tile(Vp), tile(C), vec
 
 
-def prep_fwd(q, k, v, g, beta, *, C, dot, dot_exact, dot_inv, interpret, compiler_params,
-             out_dtype):
+def _kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv):
+    if block_d < 16 or block_d & (block_d - 1):
+        raise ValueError(f"block_d must be a power of two >= 16, got {block_d}")
+    return dict(C=C, BK=min(block_d, Kp), BV=min(block_d, Vp), dot=dot,
+                dot_exact=dot_exact, dot_inv=dot_inv)
+
+
+def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, interpret,
+             compiler_params, out_dtype):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), out_dtype)
     return pl.pallas_call(
-        functools.partial(_prep_fwd_kernel, C=C, dot=dot, dot_exact=dot_exact, dot_inv=dot_inv),
+        functools.partial(_prep_fwd_kernel,
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec],
         out_specs=[tk, tv, tk, tk, tc],
@@ -166,15 +237,16 @@ def prep_fwd(q, k, v, g, beta, *, C, dot, dot_exact, dot_inv, interpret, compile
     )(q, k, v, g, beta)  # w, u, kd, qd, aqk
 
 
-def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, dot, dot_exact, dot_inv,
-             interpret, compiler_params):
+def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_exact,
+             dot_inv, interpret, compiler_params):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
     f32 = jnp.float32
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), f32)
     return pl.pallas_call(
-        functools.partial(_prep_bwd_kernel, C=C, dot=dot, dot_exact=dot_exact, dot_inv=dot_inv),
+        functools.partial(_prep_bwd_kernel,
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec, tk, tv, tk, tk, tc],
         out_specs=[tk, tk, tv, vec, vec],
