@@ -90,7 +90,10 @@ def test_too_large_for_hbm_is_refused_saying_by_how_much(capsys):
 @pytest.mark.tpu
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu: pip install '.[tpu]'")
-@pytest.mark.parametrize("preset", ["hybrid_370m", "transformer_370m"])
+# Only the hybrid (Pallas TPU GDN, splash attention, FSDP): the transformer_370m compile took
+# another 124 s of the suite's CPU time and exercises nothing the hybrid's does not
+# (its v5p numbers are in experiments/LOG.md; `hybrid-jax compile` reproduces them).
+@pytest.mark.parametrize("preset", ["hybrid_370m"])
 def test_370m_ladder_config_compiles_for_v5p(capsys, preset):
     rc, out, err = _run(capsys, "--config", preset, "--topology", "v5p:2x2x1", "mesh.data=1",
                         "mesh.fsdp=-1", "train.global_batch=8", "train.seq_len=2048",
