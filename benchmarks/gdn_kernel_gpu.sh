@@ -12,8 +12,9 @@
 # Writes under $OUT (default /tmp/gdn_out): pytest log, gdn_kernel.json/.log, the fla child's JSON.
 # Time limits (seconds, each under `timeout` so one hang cannot eat the other):
 #   TEST_TIMEOUT=220  the 11 gpu-marked tests (mostly Triton compiles of new shapes)
-#   BENCH_BUDGET=260  no benchmark cell starts after this (fla's child gets <= 170 of it);
-#                     cells not run are listed as skipped and the table still prints
+#   BENCH_BUDGET=260  no benchmark cell starts after this; shapes go one at a time (fla, XLA,
+#                     ours; the per-kernel breakdown after the first), so a cut-short run still
+#                     compares everything on the first shape; cells not run are listed as skipped
 #   BENCH_TIMEOUT=330 the benchmark is killed here (its JSON is saved after every cell)
 set -u
 cd "$(dirname "$0")/.."
