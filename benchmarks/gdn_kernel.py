@@ -223,6 +223,12 @@ def run_breakdown(s, precision, args):
         "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
                       (w, u, kd, gc, qd, aqk, states, do, s0)),
     }
+    if precision == "default":  # the Mosaic GPU forward state pass on the same operands
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+        from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
+        mg = dict(interpret=plgpu.InterpretGPUParams()) if args.interpret else {}
+        cells["state fwd mosaic"] = (functools.partial(state_pass_fwd_mgpu, **mg),
+                                     (w, u, kd, gc, qd, aqk, s0))
     rows = []
     for name, (fn, fargs) in cells.items():
         row = {"shape": s, "impl": f"kernel:{name}:{precision}", "mode": "fwd"}

@@ -1,0 +1,204 @@
+"""Pallas Mosaic GPU (Hopper: TMA + wgmma) forward state pass of the chunked gated delta rule.
+
+Status: forward only, precision "default" only, no `jax.custom_vjp`. It is step 1-2 of the
+"Mosaic GPU plan" in `pallas_gpu.py` (whose Triton lowering is deprecated in jax 0.11) and is
+not wired into `chunk_gated_delta_rule_pallas_gpu` or `api.py` yet. Checked on a CPU host only:
+numerically with the Mosaic GPU interpreter (`interpret=plgpu.InterpretGPUParams()`) and by
+lowering for CUDA (`lowering_platforms=("cuda",)`); see tests/test_kernels_gdr_mgpu.py. Not yet
+compiled or timed on a GPU.
+
+What it computes (same math as `_fwd_kernel` in pallas_gpu.py). One program (one warpgroup)
+per (batch x value head i, V tile j of BV = 64 columns) walks the N chunks of C = 64 rows with
+the state S [Kp, BV] fp32 in registers (wgmma accumulator layout):
+    delta = u_n - w_n @ S
+    o_n   = qd_n @ S + aqk_n @ delta
+    S     = gc_n * S + kd_n^T @ delta          (gc_n [Kp]: exp(G_C), one decay per state row)
+Numerics are those of the Triton kernel's precision="default": every matmul operand is bf16
+(w, kd, qd, u, aqk are cast to bf16 in XLA; S and delta are rounded to bf16 when they are
+stored to SMEM as wgmma B operands), accumulation is fp32 (wgmma), the carried state and the
+decay multiply are fp32. o is returned in fp32 (the caller casts), the final state in fp32.
+
+Per chunk n the program
+    1. waits on the barrier of SMEM slot n % 2, after issuing the TMA loads of chunk n + 1 into
+       the other slot (double buffering: w, kd, qd [C, Kp], u [C, BV], aqk [C, C] bf16 and
+       gc [Kp] f32, six copies on one barrier);
+    2. stores bf16(S) to SMEM, issues wgmma w @ S and qd @ S into two accumulators, waits;
+    3. delta = u - w S in registers, stores bf16(delta) to SMEM, issues wgmma aqk @ delta
+       (accumulating onto qd S) and kd^T @ delta (the transposed SMEM view of kd), waits;
+    4. stages o_n in SMEM and TMA-stores it (waiting first for the previous store to have left
+       SMEM), and sets S = gc * S + kd^T delta.
+The slot refilled at step 1 of chunk n + 1 is the one chunk n - 1 read; all wgmmas reading it
+were waited on in chunk n - 1, so no "consumed" barrier is needed with a single warpgroup;
+its register reads (u, gc) precede a `commit_smem` (proxy fence) in chunk n - 1, as the TMA
+refill (async proxy) requires: the interpreter's race detector (`InterpretGPUParams(
+detect_races=True)`) flagged gc while it was read after the last fence of the step.
+
+Shared memory: 2 slots x (3 C Kp + C BV + C C) bf16 + 2 Kp f32, plus bf16 S and delta, fp32 o
+staging and fp32 S in/out staging: 205,848 bytes at Kp = 128 (the lowered kernel's dynamic SMEM;
+227 KB per block on H100), so one 128-thread block per SM; ~110 KB at Kp = 64.
+Hence Kp in {64, 128}; Kp = 256 (K = 192, 256) would need a K-split of the state over two
+warpgroups or single buffering.
+
+Backward (not built). The Triton `_bwd_kernel` walks the chunks in reverse with dS [Kp, BV] in
+registers and needs the chunk-entry states S_n, so the forward must also write them (bf16,
+[BH, N*Kp, V], like `save_states=True`: a TMA store of the bf16 S tile that step 2 already puts
+in SMEM). Per chunk, with delta recomputed as u - w S_n:
+    dd = kd dS + aqk^T dO         du = dd,  dw = -dd S^T,  dkd = delta dS^T,  dqd = dO S^T,
+    daqk = dO delta^T,            dgc = rowsum(dS * S),   dS <- gc dS + qd^T dO - w^T dd
+i.e. wgmmas with S, dS, dO, delta, dd as B operands or, transposed, as A operands (all of them
+staged in SMEM as bf16; dgc is a row reduction of the fp32 registers, stored as Kp floats per
+chunk); the key-side partial gradients per V tile are summed in XLA as now. Register budget at
+Kp = 128: dS (64 regs/thread) + the [Kp, BV] accumulator of the dS update (64) + [C, BV] tiles
+(32 each), so two warpgroups, or recomputing delta from SMEM, may be needed. Wrap the pair in
+a `jax.custom_vjp` like `_state_pass` in pallas_gpu.py.
+
+Prep (not built). This kernel consumes the outputs of `_chunk_prep` / `pallas_gpu_prep` in the
+`_state_pass_fwd_call` layouts. A Mosaic prep would write them in exactly the layouts used here
+(bf16 w, kd, qd [BH, Tp, Kp], u [BH, Tp, V], aqk [BH, Tp, C], and gc chunk-major [BH, N, Kp]
+fp32, which saves the transpose below), with (I + A)^-1 as wgmma products.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+BV = 64  # V tile per program: the N of every wgmma and the width of o tiles
+C_SUPPORTED = 64  # chunk size: the M of the C-row wgmmas (delta, o) is 64
+KP_SUPPORTED = (64, 128)
+
+# SMEM tile transforms for TMA + wgmma operands: 128-byte rows, swizzled. A bf16 row of 64
+# elements and an fp32 row of 32 elements are 128 bytes.
+_BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+_F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
+
+
+def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g,
+            w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf, s_smem, d_smem, o_smem, sio_smem,
+            bars, sbar, *, C, Kp, N):
+    i = lax.axis_index("i")
+    j = lax.axis_index("j")
+    cols = pl.ds(j * BV, BV)
+    f32, bf16 = jnp.float32, jnp.bfloat16
+
+    def fetch(n, slot):
+        rows = pl.ds(n * C, C)
+        bar = bars.at[slot]
+        plgpu.copy_gmem_to_smem(w_g.at[i, rows], w_buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(kd_g.at[i, rows], kd_buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(qd_g.at[i, rows], qd_buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(u_g.at[i, rows, cols], u_buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(aqk_g.at[i, rows], aqk_buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
+
+    fetch(0, 0)
+    # Initial state: GMEM -> SMEM by TMA, then into registers (direct GMEM <-> register
+    # transfers of a wgmma-layout tile do not lower).
+    plgpu.copy_gmem_to_smem(s0_g.at[i, :, cols], sio_smem, sbar)
+    plgpu.barrier_wait(sbar)
+    s_init = plgpu.load(sio_smem, layout=plgpu.Layout.WGMMA)
+
+    def step(n, S):
+        slot = n % 2
+
+        @pl.when(n + 1 < N)
+        def _():
+            fetch(n + 1, 1 - slot)
+
+        plgpu.barrier_wait(bars.at[slot])
+        w_s, kd_s, qd_s = w_buf.at[slot], kd_buf.at[slot], qd_buf.at[slot]
+        u_s, aqk_s = u_buf.at[slot], aqk_buf.at[slot]
+        # Read gc now, before the commit_smem (proxy fence) below: a generic-proxy read of a
+        # slot must be fenced before the TMA (async proxy) refill of that slot issued at the
+        # top of the next step (the interpreter's race detector flags it otherwise).
+        gc = plgpu.load(gc_buf.at[slot], layout=plgpu.Layout.WGMMA.reduce(1))  # [Kp]
+
+        s_smem[...] = S.astype(bf16)
+        plgpu.commit_smem()
+
+        def mm(acc_ws, acc_o, acc_s):
+            plgpu.wgmma(acc_ws, w_s, s_smem)
+            plgpu.wgmma(acc_o, qd_s, s_smem)
+            plgpu.wgmma_wait(0)
+            delta = u_s[...].astype(f32) - acc_ws[...]
+            d_smem[...] = delta.astype(bf16)
+            plgpu.commit_smem()
+            plgpu.wgmma(acc_o, aqk_s, d_smem)
+            plgpu.wgmma(acc_s, kd_s.T, d_smem)
+            plgpu.wgmma_wait(0)
+            return acc_o[...], acc_s[...]
+
+        o, kd_delta = pl.run_scoped(mm, plgpu.ACC((C, BV), f32), plgpu.ACC((C, BV), f32),
+                                    plgpu.ACC((Kp, BV), f32))
+        plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # previous o tile has left o_smem
+        o_smem[...] = o
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(o_smem, o_g.at[i, pl.ds(n * C, C), cols])
+        plgpu.commit_smem_to_gmem_group()
+
+        return lax.broadcast_in_dim(gc, (Kp, BV), [0]) * S + kd_delta
+
+    s_fin = lax.fori_loop(0, N, step, s_init)
+    sio_smem[...] = s_fin
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(sio_smem, sf_g.at[i, :, cols])
+    plgpu.wait_smem_to_gmem(0)
+
+
+def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, interpret=None):
+    """Forward state pass in Mosaic GPU. Arguments in the layouts of `_state_pass_fwd_call`
+    (pallas_gpu.py): w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]
+    (exp(G_C) repeated over Kp); s0 [BH, Kp, V]. Any float dtypes: w, u, kd, qd, aqk are
+    cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] fp32, s_final [BH, Kp, V] fp32).
+    `interpret`: None to compile for the GPU, or a `plgpu.InterpretGPUParams()` to run in the
+    Mosaic GPU interpreter (on CPU)."""
+    BH, Tp, Kp = w.shape
+    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[-1]
+    if C != C_SUPPORTED or Tp != N * C:
+        raise ValueError(f"need chunk size {C_SUPPORTED} and Tp = N * C, got C={C}, Tp={Tp}, N={N}")
+    if Kp not in KP_SUPPORTED:
+        raise ValueError(f"Kp must be one of {KP_SUPPORTED}, got {Kp}")
+    if V % BV:
+        raise ValueError(f"V must be a multiple of {BV}, got {V}")
+    for name, x, shape in (("u", u, (BH, Tp, V)), ("kd", kd, (BH, Tp, Kp)),
+                           ("qd", qd, (BH, Tp, Kp)), ("aqk", aqk, (BH, Tp, C)),
+                           ("gc", gc, (BH, Kp, N)), ("s0", s0, (BH, Kp, V))):
+        if x.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {x.shape}")
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    w, u, kd, qd, aqk = (x.astype(bf16) for x in (w, u, kd, qd, aqk))
+    # gc chunk-major [BH, N, Kp] (a tiny XLA transpose): each chunk's Kp decays are then one
+    # contiguous 1-D TMA box, loaded into SMEM with the chunk's other operands and read into
+    # registers in the row layout of the wgmma accumulator (`Layout.WGMMA.reduce(1)`).
+    gct = jnp.swapaxes(gc.astype(f32), 1, 2)
+    s0 = s0.astype(f32)
+
+    scratch = [
+        plgpu.SMEM((2, C, Kp), bf16, transforms=_BF16_TR),  # w, double-buffered
+        plgpu.SMEM((2, C, Kp), bf16, transforms=_BF16_TR),  # kd
+        plgpu.SMEM((2, C, Kp), bf16, transforms=_BF16_TR),  # qd
+        plgpu.SMEM((2, C, BV), bf16, transforms=_BF16_TR),  # u tile
+        plgpu.SMEM((2, C, C), bf16, transforms=_BF16_TR),   # aqk
+        plgpu.SMEM((2, Kp), f32),                            # gc
+        plgpu.SMEM((Kp, BV), bf16, transforms=_BF16_TR),    # bf16(S): wgmma B operand
+        plgpu.SMEM((C, BV), bf16, transforms=_BF16_TR),     # bf16(delta): wgmma B operand
+        plgpu.SMEM((C, BV), f32, transforms=_F32_TR),       # o staging
+        plgpu.SMEM((Kp, BV), f32, transforms=_F32_TR),      # S in/out staging
+        plgpu.Barrier(num_arrivals=6, num_barriers=2),      # one per slot, six TMA copies
+        plgpu.Barrier(num_arrivals=1),                      # s0 load
+    ]
+    def gdr_state_pass_fwd_mgpu(*refs):
+        _kernel(*refs, C=C, Kp=Kp, N=N)
+
+    kernel = plgpu.kernel(
+        gdr_state_pass_fwd_mgpu,
+        out_type=(jax.ShapeDtypeStruct((BH, Tp, V), f32),
+                  jax.ShapeDtypeStruct((BH, Kp, V), f32)),
+        grid=(BH, V // BV), grid_names=("i", "j"),
+        scratch_types=scratch,
+        interpret=interpret,
+    )
+    return kernel(w, u, kd, gct, qd, aqk, s0)
