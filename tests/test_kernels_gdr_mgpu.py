@@ -1,5 +1,5 @@
-"""Mosaic GPU forward state pass of the gated delta rule (kernels/gated_delta_rule/pallas_mgpu.py),
-checked on a CPU host.
+"""Mosaic GPU state pass of the gated delta rule (kernels/gated_delta_rule/pallas_mgpu.py), forward
+(with and without saved states), backward and their custom_vjp, checked on a CPU host.
 
 1. Numerics in the Mosaic GPU interpreter (`plgpu.InterpretGPUParams`, which simulates SMEM,
    TMA, barriers and wgmma) against plain-jnp loops of the same recurrence: one with the bf16
@@ -10,6 +10,12 @@ checked on a CPU host.
 2. Lowering for CUDA (`lowering_platforms=("cuda",)`, no GPU needed): the module must hold the
    Mosaic GPU custom call. This catches primitives, layouts and transfers the interpreter
    accepts but the Mosaic GPU compiler does not.
+3. The backward against a hand-written jnp reverse loop with the kernel's bf16 casts (tight). It
+   is not `jax.vjp` of the cast forward loop: the kernel also rounds cotangents (dS, dd) where
+   they become wgmma operands, which no forward cast describes, and `jax.vjp` of a bf16 cast
+   rounds the cotangent where the kernel does not. So the hand loop is checked, without casts,
+   against `jax.vjp` of the fp32 forward loop (tight), and the kernel against that vjp and the
+   Triton backward at bf16-level tolerance.
 Errors are relative: max|a - b| / max|b| (`rel_err` of tests/test_kernels_gdr.py).
 """
 
@@ -22,8 +28,9 @@ import pytest
 from jax import lax
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernels.gated_delta_rule.pallas_gpu import _state_pass_fwd_call
-from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
+from kernels.gated_delta_rule.pallas_gpu import _state_pass_bwd_call, _state_pass_fwd_call
+from kernels.gated_delta_rule.pallas_mgpu import (state_pass_bwd_mgpu, state_pass_fwd_mgpu,
+                                                  state_pass_mgpu)
 from tests.test_kernels_gdr import rel_err
 
 BH, N, C = 2, 3, 64
@@ -50,19 +57,25 @@ def _inputs(Kp, V, seed=0):
     return w, u, kd, gc, qd, aqk, s0
 
 
-def _reference(w, u, kd, gc, qd, aqk, s0, *, bf16_casts):
+_bf = lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)
+_dot = functools.partial(jnp.einsum, precision=lax.Precision.HIGHEST,
+                         preferred_element_type=jnp.float32)
+_chunks = lambda x: x.reshape(x.shape[0], x.shape[1] // C, C, x.shape[-1])
+
+
+def _reference(w, u, kd, gc, qd, aqk, s0, *, bf16_casts, states=None):
     """Plain-jnp float32 loop over chunks; with bf16_casts, S and delta are rounded to bf16
-    where the kernel stores them as wgmma operands (the inputs are bf16 values already)."""
-    cast = ((lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)) if bf16_casts
-            else (lambda x: x))
-    dot = functools.partial(jnp.einsum, precision=lax.Precision.HIGHEST,
-                            preferred_element_type=jnp.float32)
+    where the kernel stores them as wgmma operands (the inputs are bf16 values already).
+    A list passed as `states` receives the fp32 chunk-entry states S_n."""
+    cast = _bf if bf16_casts else (lambda x: x)
+    dot = _dot
     Tp = w.shape[1]
-    chunks = lambda x: x.reshape(x.shape[0], Tp // C, C, x.shape[-1])
-    w, u, kd, qd, aqk = map(chunks, (w, u, kd, qd, aqk))
+    w, u, kd, qd, aqk = map(_chunks, (w, u, kd, qd, aqk))
     S = s0
     outs = []
     for n in range(Tp // C):
+        if states is not None:
+            states.append(S)
         Sb = cast(S)
         delta = u[:, n] - dot("bck,bkv->bcv", w[:, n], Sb)
         db = cast(delta)
@@ -132,3 +145,146 @@ def test_interpret_no_races():
     o, _ = jax.jit(functools.partial(state_pass_fwd_mgpu, interpret=ip))(*_inputs(64, 128))
     o.block_until_ready()
     assert not ipc.get_races().races_found
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward with saved states, backward, custom_vjp.
+
+def _reference_bwd(w, u, kd, gc, qd, aqk, states, do, dsf, *, bf16_casts):
+    """Hand-written reverse loop of `_bwd_kernel` (pallas_gpu.py); states [BH, N, Kp, V]. With
+    bf16_casts, dS, delta and dd are rounded where the kernel stages them as wgmma operands.
+    Returns the cotangents in `state_pass_bwd_mgpu`'s order (dw, du, dkd, dgc, dqd, daqk, ds0)."""
+    cast = _bf if bf16_casts else (lambda x: x)
+    w, u, kd, qd, aqk, do = map(_chunks, (w, u, kd, qd, aqk, do))
+    dS, grads = dsf, []
+    for n in reversed(range(w.shape[1])):
+        S, dSb = states[:, n], cast(dS)
+        delta = cast(u[:, n] - _dot("bck,bkv->bcv", w[:, n], S))
+        dd = _dot("bck,bkv->bcv", kd[:, n], dSb) + _dot("bdc,bdv->bcv", aqk[:, n], do[:, n])
+        ndd = cast(-dd)
+        grads.append((_dot("bcv,bkv->bck", ndd, S), dd, _dot("bcv,bkv->bck", delta, dSb),
+                      jnp.sum(dS * S, axis=-1), _dot("bcv,bkv->bck", do[:, n], S),
+                      _dot("bcv,bdv->bcd", do[:, n], delta)))
+        dS = (gc[:, :, n, None] * dS + _dot("bck,bcv->bkv", qd[:, n], do[:, n])
+              + _dot("bck,bcv->bkv", w[:, n], ndd))
+    dw, du, dkd, dgc, dqd, daqk = (jnp.stack(g[::-1], axis=1) for g in zip(*grads))
+    flat = lambda x: x.reshape(x.shape[0], -1, x.shape[-1])
+    return flat(dw), flat(du), flat(dkd), jnp.swapaxes(dgc, 1, 2), flat(dqd), flat(daqk), dS
+
+
+@functools.lru_cache(maxsize=None)
+def _bwd_inputs(Kp, V):
+    """Forward operands, the bf16 chunk-entry states of the cast reference ([BH, N*Kp, V]) and
+    cotangents (do bf16-valued: the kernel's operand dtype)."""
+    args = _inputs(Kp, V)
+    states = []
+    _reference(*args, bf16_casts=True, states=states)
+    states = _bf(jnp.stack(states, axis=1))
+    ks = jax.random.split(jax.random.key(1), 2)
+    do = _bf(jax.random.normal(ks[0], (BH, N * C, V)))
+    dsf = jax.random.normal(ks[1], (BH, Kp, V))
+    return args[:6], states, do, dsf
+
+
+@functools.lru_cache(maxsize=None)
+def _mgpu_bwd_interpret(Kp, V):
+    args, states, do, dsf = _bwd_inputs(Kp, V)
+    fn = jax.jit(functools.partial(state_pass_bwd_mgpu, interpret=plgpu.InterpretGPUParams()))
+    return [np.asarray(x) for x in fn(*args, states.reshape(BH, N * Kp, V), do, dsf)]
+
+
+_NAMES = ("dw", "du", "dkd", "dgc", "dqd", "daqk", "ds0")
+
+
+def _assert_close(got, want, tol):
+    for name, a, b in zip(_NAMES, got, want):
+        assert a.shape == b.shape, (name, a.shape, b.shape)
+        assert rel_err(a, b) < tol, (name, rel_err(a, b))
+
+
+@pytest.mark.parametrize("Kp,V", [(64, 128), (128, 64)])
+def test_interpret_saved_states(Kp, V):
+    fn = jax.jit(functools.partial(state_pass_fwd_mgpu, save_states=True,
+                                   interpret=plgpu.InterpretGPUParams()))
+    o, s, states = fn(*_inputs(Kp, V))
+    assert states.shape == (BH, N * Kp, V) and states.dtype == jnp.bfloat16
+    o0, s0 = _mgpu_interpret(Kp, V)
+    np.testing.assert_array_equal(o, o0)
+    np.testing.assert_array_equal(s, s0)
+    want = []
+    _reference(*_inputs(Kp, V), bf16_casts=True, states=want)
+    want = jnp.stack(want, axis=1).reshape(BH, N * Kp, V)
+    states = np.asarray(states.astype(jnp.float32))
+    assert rel_err(states, want) < 2 ** -8  # bf16 rounding of states equal to ~1e-6
+    assert np.mean(states == np.asarray(_bf(want))) > 0.99
+
+
+@pytest.mark.parametrize("Kp,V", CASES)
+def test_bwd_interpret_matches_reference(Kp, V):
+    args, states, do, dsf = _bwd_inputs(Kp, V)
+    got = _mgpu_bwd_interpret(Kp, V)
+    assert all(np.all(np.isfinite(x)) for x in got)
+    want = _reference_bwd(*args, states, do, dsf, bf16_casts=True)
+    _assert_close(got, want, 1e-5)  # same casts: only summation order differs
+    # The hand loop without casts is the exact vjp of the fp32 forward loop ...
+    s0, states32 = states[:, 0], []
+    _reference(*args, s0, bf16_casts=False, states=states32)
+    _, vjp = jax.vjp(lambda *a: _reference(*a, bf16_casts=False), *args, s0)
+    exact = _reference_bwd(*args, jnp.stack(states32, axis=1), do, dsf, bf16_casts=False)
+    _assert_close(exact, vjp((do, dsf)), 1e-5)
+    # ... and the kernel, from the same bf16 states, differs from it by the backward's casts.
+    want32 = _reference_bwd(*args, states, do, dsf, bf16_casts=False)
+    _assert_close(got, want32, 1e-2)  # bf16 rounding of dS, delta, dd
+    assert rel_err(want[0], want32[0]) > 1e-5  # and the casts matter (dw)
+
+
+@pytest.mark.parametrize("Kp,V", [(64, 64), (128, 128)])
+def test_bwd_interpret_matches_triton_kernel(Kp, V):
+    """As the forward's Triton comparison: same casts, summation order differs, bf16 flips."""
+    args, states, do, dsf = _bwd_inputs(Kp, V)
+    want = _state_pass_bwd_call(*args, states.reshape(BH, N * Kp, V), do, dsf,
+                                precision="default", interpret=True, num_warps=4,
+                                num_stages=1, block_v=64)
+    _assert_close(_mgpu_bwd_interpret(Kp, V), want, 1e-2)
+
+
+def test_custom_vjp_grads_match_reference():
+    Kp, V = 64, 128
+    args = _inputs(Kp, V)
+    _, _, do, dsf = _bwd_inputs(Kp, V)
+    ip = plgpu.InterpretGPUParams()
+
+    def loss(f):
+        def fn(*a):
+            o, sf = f(*a)
+            return jnp.sum(o * do) + jnp.sum(sf * dsf)
+        return jax.jit(jax.grad(fn, argnums=tuple(range(7))))
+
+    got = loss(lambda *a: state_pass_mgpu(*a, ip))(*args)
+    want = loss(lambda *a: _reference(*a, bf16_casts=False))(*args)
+    _assert_close([np.asarray(g) for g in got], want, 1e-2)
+
+
+def test_bwd_interpret_no_races():
+    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
+    ip = plgpu.InterpretGPUParams(detect_races=True)
+    for Kp in (64, 128):  # two input slots at Kp = 64, one at 128
+        args, states, do, dsf = _bwd_inputs(Kp, 64)
+        fwd = jax.jit(functools.partial(state_pass_fwd_mgpu, save_states=True, interpret=ip))
+        jax.block_until_ready(fwd(*_inputs(Kp, 64)))
+        assert not ipc.get_races().races_found
+        bwd = jax.jit(functools.partial(state_pass_bwd_mgpu, interpret=ip))
+        jax.block_until_ready(bwd(*args, states.reshape(BH, N * Kp, 64), do, dsf))
+        assert not ipc.get_races().races_found
+
+
+@pytest.mark.parametrize("Kp", [64, 128])
+def test_fwd_states_and_bwd_lower_for_cuda(Kp):
+    V = 128
+    args, states, do, dsf = _bwd_inputs(Kp, V)
+    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+    fwd = functools.partial(state_pass_fwd_mgpu, save_states=True)
+    for f, a in ((fwd, _inputs(Kp, V)),
+                 (state_pass_bwd_mgpu, (*args, states.reshape(BH, N * Kp, V), do, dsf))):
+        lowered = jax.jit(f).trace(*map(spec, a)).lower(lowering_platforms=("cuda",))
+        assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()

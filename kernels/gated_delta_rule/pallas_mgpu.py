@@ -1,11 +1,13 @@
-"""Pallas Mosaic GPU (Hopper: TMA + wgmma) forward state pass of the chunked gated delta rule.
+"""Pallas Mosaic GPU (Hopper: TMA + wgmma) state pass of the chunked gated delta rule, fwd and bwd.
 
-Status: forward only, precision "default" only, no `jax.custom_vjp`. It is step 1-2 of the
+Status: forward (optionally saving the chunk-entry states), backward and their `jax.custom_vjp`
+(`state_pass_mgpu`), precision "default" only. It is step 1-2 of the
 "Mosaic GPU plan" in `pallas_gpu.py` (whose Triton lowering is deprecated in jax 0.11) and is
 not wired into `chunk_gated_delta_rule_pallas_gpu` or `api.py` yet. Checked on a CPU host only:
 numerically with the Mosaic GPU interpreter (`interpret=plgpu.InterpretGPUParams()`) and by
 lowering for CUDA (`lowering_platforms=("cuda",)`); see tests/test_kernels_gdr_mgpu.py. Not yet
-compiled or timed on a GPU.
+compiled or timed on a GPU. The backward kernel is in `pallas_mgpu_bwd.py`; tile sizes, SMEM
+transforms and the layout check shared by both are in `pallas_mgpu_common.py`.
 
 What it computes (same math as `_fwd_kernel` in pallas_gpu.py). One program (one warpgroup)
 per (batch x value head i, V tile j of BV = 64 columns) walks the N chunks of C = 64 rows with
@@ -33,24 +35,34 @@ its register reads (u, gc) precede a `commit_smem` (proxy fence) in chunk n - 1,
 refill (async proxy) requires: the interpreter's race detector (`InterpretGPUParams(
 detect_races=True)`) flagged gc while it was read after the last fence of the step.
 
+With save_states, step 2 also TMA-stores the bf16 S tile to `states` (one bulk-store group
+issued before the wgmmas; s_smem and o_smem are each rewritten only after the group that reads
+them has left SMEM, `wait_smem_to_gmem(1)`), which adds no SMEM.
+
 Shared memory: 2 slots x (3 C Kp + C BV + C C) bf16 + 2 Kp f32, plus bf16 S and delta, fp32 o
-staging and fp32 S in/out staging: 205,848 bytes at Kp = 128 (the lowered kernel's dynamic SMEM;
-227 KB per block on H100), so one 128-thread block per SM; ~110 KB at Kp = 64.
+staging and fp32 S in/out staging: 205,848 bytes at Kp = 128, 132,120 at Kp = 64, with or
+without save_states (the lowered kernel's `dynamic_shared_memory_size`, from
+MOSAIC_GPU_DUMP_MLIR_PASSES=1 MOSAIC_GPU_DUMP_TO=dir; 227 KB per block on H100), so one
+128-thread block per SM.
 Hence Kp in {64, 128}; Kp = 256 (K = 192, 256) would need a K-split of the state over two
 warpgroups or single buffering.
 
-Backward (not built). The Triton `_bwd_kernel` walks the chunks in reverse with dS [Kp, BV] in
-registers and needs the chunk-entry states S_n, so the forward must also write them (bf16,
-[BH, N*Kp, V], like `save_states=True`: a TMA store of the bf16 S tile that step 2 already puts
-in SMEM). Per chunk, with delta recomputed as u - w S_n:
+Backward (`state_pass_bwd_mgpu`, the math of the Triton `_bwd_kernel`). One program per (bh, V
+tile) walks the chunks in reverse with dS = dL/dS_n+1 [Kp, BV] fp32 in registers; per chunk it
+TMA-loads w, kd, qd, u, aqk, gc as the forward does plus the saved S_n and dO [C, BV] (bf16),
+and with delta = u - w S_n recomputed:
     dd = kd dS + aqk^T dO         du = dd,  dw = -dd S^T,  dkd = delta dS^T,  dqd = dO S^T,
     daqk = dO delta^T,            dgc = rowsum(dS * S),   dS <- gc dS + qd^T dO - w^T dd
-i.e. wgmmas with S, dS, dO, delta, dd as B operands or, transposed, as A operands (all of them
-staged in SMEM as bf16; dgc is a row reduction of the fp32 registers, stored as Kp floats per
-chunk); the key-side partial gradients per V tile are summed in XLA as now. Register budget at
-Kp = 128: dS (64 regs/thread) + the [Kp, BV] accumulator of the dS update (64) + [C, BV] tiles
-(32 each), so two warpgroups, or recomputing delta from SMEM, may be needed. Wrap the pair in
-a `jax.custom_vjp` like `_state_pass` in pallas_gpu.py.
+bf16(dS), bf16(delta) and bf16(-dd) are staged in SMEM as wgmma operands (the transposed
+products use `.T` views of the SMEM refs, as A or B), every product accumulates in fp32, dgc
+and the decay multiply are fp32 in registers (S_n is the bf16 saved state). The products run
+one accumulator at a time ([C, Kp] fp32 is 64 registers a thread at Kp = 128) and each output
+tile is staged in fp32 SMEM and TMA-stored, waiting first for all earlier stores (serialising;
+not tuned). du is exact per V column; dw, dkd, dqd, daqk, dgc are fp32 partials per V tile
+([NV, BH, ...], dgc chunk-major) summed in XLA, then cast to the primal dtypes, as in
+`_state_pass_bwd_call`. Shared memory: two input slots at Kp = 64 (192,536 bytes), one at
+Kp = 128 (208,912 bytes; two slots need 2 x 88.5 KB besides ~112 KB of staging), so at
+Kp = 128 the loads of chunk n - 1 do not overlap the math of chunk n. Untimed.
 
 Prep (not built). This kernel consumes the outputs of `_chunk_prep` / `pallas_gpu_prep` in the
 `_state_pass_fwd_call` layouts. A Mosaic prep would write them in exactly the layouts used here
@@ -60,25 +72,22 @@ fp32, which saves the transpose below), with (I + A)^-1 as wgmma products.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-BV = 64  # V tile per program: the N of every wgmma and the width of o tiles
-C_SUPPORTED = 64  # chunk size: the M of the C-row wgmmas (delta, o) is 64
-KP_SUPPORTED = (64, 128)
-
-# SMEM tile transforms for TMA + wgmma operands: 128-byte rows, swizzled. A bf16 row of 64
-# elements and an fp32 row of 32 elements are 128 bytes.
-_BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
-_F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
+from kernels.gated_delta_rule.pallas_mgpu_bwd import state_pass_bwd_mgpu
+from kernels.gated_delta_rule.pallas_mgpu_common import BV, _BF16_TR, _F32_TR, _check_shapes
 
 
-def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g,
-            w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf, s_smem, d_smem, o_smem, sio_smem,
-            bars, sbar, *, C, Kp, N):
+def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N, save_states):
+    states_g, refs = (refs[0], refs[1:]) if save_states else (None, refs)
+    (w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf, s_smem, d_smem, o_smem, sio_smem,
+     bars, sbar) = refs
     i = lax.axis_index("i")
     j = lax.axis_index("j")
     cols = pl.ds(j * BV, BV)
@@ -116,8 +125,15 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g,
         # top of the next step (the interpreter's race detector flags it otherwise).
         gc = plgpu.load(gc_buf.at[slot], layout=plgpu.Layout.WGMMA.reduce(1))  # [Kp]
 
+        # With save_states the S_n store (issued below) is the newest group in flight here and
+        # o_{n-1}'s the one before; wait for the older groups (S_{n-1}) to leave s_smem.
+        if save_states:
+            plgpu.wait_smem_to_gmem(1, wait_read_only=True)
         s_smem[...] = S.astype(bf16)
         plgpu.commit_smem()
+        if save_states:  # the chunk-entry state for the backward, overlapping the wgmmas
+            plgpu.copy_smem_to_gmem(s_smem, states_g.at[i, pl.ds(n * Kp, Kp), cols])
+            plgpu.commit_smem_to_gmem_group()
 
         def mm(acc_ws, acc_o, acc_s):
             plgpu.wgmma(acc_ws, w_s, s_smem)
@@ -133,7 +149,8 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g,
 
         o, kd_delta = pl.run_scoped(mm, plgpu.ACC((C, BV), f32), plgpu.ACC((C, BV), f32),
                                     plgpu.ACC((Kp, BV), f32))
-        plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # previous o tile has left o_smem
+        # previous o tile has left o_smem (S_n's store, if any, may still be in flight)
+        plgpu.wait_smem_to_gmem(int(save_states), wait_read_only=True)
         o_smem[...] = o
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(o_smem, o_g.at[i, pl.ds(n * C, C), cols])
@@ -148,26 +165,16 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g,
     plgpu.wait_smem_to_gmem(0)
 
 
-def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, interpret=None):
+def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, interpret=None):
     """Forward state pass in Mosaic GPU. Arguments in the layouts of `_state_pass_fwd_call`
     (pallas_gpu.py): w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]
     (exp(G_C) repeated over Kp); s0 [BH, Kp, V]. Any float dtypes: w, u, kd, qd, aqk are
-    cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] fp32, s_final [BH, Kp, V] fp32).
+    cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] fp32, s_final [BH, Kp, V] fp32),
+    and with save_states also the chunk-entry states, bf16 [BH, N*Kp, V] (S_n in rows
+    n*Kp:(n+1)*Kp, the layout of `_state_pass_fwd_call(save_states=True)`).
     `interpret`: None to compile for the GPU, or a `plgpu.InterpretGPUParams()` to run in the
     Mosaic GPU interpreter (on CPU)."""
-    BH, Tp, Kp = w.shape
-    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[-1]
-    if C != C_SUPPORTED or Tp != N * C:
-        raise ValueError(f"need chunk size {C_SUPPORTED} and Tp = N * C, got C={C}, Tp={Tp}, N={N}")
-    if Kp not in KP_SUPPORTED:
-        raise ValueError(f"Kp must be one of {KP_SUPPORTED}, got {Kp}")
-    if V % BV:
-        raise ValueError(f"V must be a multiple of {BV}, got {V}")
-    for name, x, shape in (("u", u, (BH, Tp, V)), ("kd", kd, (BH, Tp, Kp)),
-                           ("qd", qd, (BH, Tp, Kp)), ("aqk", aqk, (BH, Tp, C)),
-                           ("gc", gc, (BH, Kp, N)), ("s0", s0, (BH, Kp, V))):
-        if x.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {x.shape}")
+    BH, Tp, Kp, V, C, N = _check_shapes(w, u, kd, gc, qd, aqk, s0=s0)
     bf16, f32 = jnp.bfloat16, jnp.float32
     w, u, kd, qd, aqk = (x.astype(bf16) for x in (w, u, kd, qd, aqk))
     # gc chunk-major [BH, N, Kp] (a tiny XLA transpose): each chunk's Kp decays are then one
@@ -191,14 +198,38 @@ def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, interpret=None):
         plgpu.Barrier(num_arrivals=1),                      # s0 load
     ]
     def gdr_state_pass_fwd_mgpu(*refs):
-        _kernel(*refs, C=C, Kp=Kp, N=N)
+        _kernel(*refs, C=C, Kp=Kp, N=N, save_states=save_states)
 
     kernel = plgpu.kernel(
         gdr_state_pass_fwd_mgpu,
         out_type=(jax.ShapeDtypeStruct((BH, Tp, V), f32),
-                  jax.ShapeDtypeStruct((BH, Kp, V), f32)),
+                  jax.ShapeDtypeStruct((BH, Kp, V), f32))
+        + (jax.ShapeDtypeStruct((BH, N * Kp, V), bf16),) * save_states,
         grid=(BH, V // BV), grid_names=("i", "j"),
         scratch_types=scratch,
         interpret=interpret,
     )
     return kernel(w, u, kd, gct, qd, aqk, s0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def state_pass_mgpu(w, u, kd, gc, qd, aqk, s0, interpret=None):
+    """(o fp32, s_final fp32) of the state pass, differentiable: `state_pass_fwd_mgpu`, whose
+    saved states feed `state_pass_bwd_mgpu` (the pair of `_state_pass` in pallas_gpu.py)."""
+    return state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, interpret=interpret)
+
+
+def _state_pass_mgpu_fwd(w, u, kd, gc, qd, aqk, s0, interpret):
+    o, sf, states = state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, save_states=True,
+                                        interpret=interpret)
+    return (o, sf), (w, u, kd, gc, qd, aqk, states, s0)
+
+
+def _state_pass_mgpu_bwd(interpret, res, cts):
+    *args, states, s0 = res
+    do, dsf = cts
+    *grads, ds0 = state_pass_bwd_mgpu(*args, states, do, dsf, interpret=interpret)
+    return (*grads, ds0.astype(s0.dtype))
+
+
+state_pass_mgpu.defvjp(_state_pass_mgpu_fwd, _state_pass_mgpu_bwd)

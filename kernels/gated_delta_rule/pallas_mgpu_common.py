@@ -1,0 +1,34 @@
+"""Shared by the Mosaic GPU state pass kernels (`pallas_mgpu.py` forward and custom_vjp,
+`pallas_mgpu_bwd.py` backward): tile sizes, SMEM transforms, the layout check."""
+
+from __future__ import annotations
+
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+BV = 64  # V tile per program: the N of every wgmma and the width of o tiles
+C_SUPPORTED = 64  # chunk size: the M of the C-row wgmmas (delta, o) is 64
+KP_SUPPORTED = (64, 128)
+
+# SMEM tile transforms for TMA + wgmma operands: 128-byte rows, swizzled. A bf16 row of 64
+# elements and an fp32 row of 32 elements are 128 bytes.
+_BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+_F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
+
+
+def _check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
+    """Validates the `_state_pass_fwd_call` layouts; returns (BH, Tp, Kp, V, C, N)."""
+    BH, Tp, Kp = w.shape
+    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[-1]
+    if C != C_SUPPORTED or Tp != N * C:
+        raise ValueError(f"need chunk size {C_SUPPORTED} and Tp = N * C, got C={C}, Tp={Tp}, N={N}")
+    if Kp not in KP_SUPPORTED:
+        raise ValueError(f"Kp must be one of {KP_SUPPORTED}, got {Kp}")
+    if V % BV:
+        raise ValueError(f"V must be a multiple of {BV}, got {V}")
+    shapes = dict(u=(BH, Tp, V), kd=(BH, Tp, Kp), qd=(BH, Tp, Kp), aqk=(BH, Tp, C),
+                  gc=(BH, Kp, N), s0=(BH, Kp, V), states=(BH, N * Kp, V), do=(BH, Tp, V),
+                  dsf=(BH, Kp, V))
+    for name, x in dict(u=u, kd=kd, qd=qd, aqk=aqk, gc=gc, **state_shaped).items():
+        if x.shape != shapes[name]:
+            raise ValueError(f"{name}: expected shape {shapes[name]}, got {x.shape}")
+    return BH, Tp, Kp, V, C, N
