@@ -9,6 +9,8 @@ Implementations:
     pallas_gpu_default  precision="default" (bf16 dot operands, fp32 accumulation)
     pallas_gpu_xlaprep  precision="highest", prep="xla" (chunk-local WY transform in XLA)
     pallas_gpu_default_bv32  precision="default" with V tiles of 32 (only when asked for)
+    pallas_gpu_mosaic   precision="default" with the state pass in Mosaic GPU (pallas_mgpu.py;
+                        K padded to at most 128, V a multiple of 64: all four issue shapes)
     xla_chunked         reference.chunked through the API (Precision.HIGHEST)
     fla                 fla.ops.gated_delta_rule.chunk_gated_delta_rule (torch + Triton), run in
                         a child process so that torch and JAX never share the card's memory.
@@ -51,8 +53,10 @@ JAX_IMPLS = {
     "pallas_gpu_default": dict(precision="default", prep="pallas"),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
     "pallas_gpu_default_bv32": dict(precision="default", prep="pallas", block_v=32),
+    "pallas_gpu_mosaic": dict(precision="default", prep="pallas", state_pass="mosaic"),
 }
-DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu", "pallas_gpu_default", "pallas_gpu_xlaprep")
+DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu", "pallas_gpu_default", "pallas_gpu_mosaic",
+                 "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 T_START = time.perf_counter()

@@ -87,6 +87,7 @@ from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _dot_fn, 
 
 PRECISIONS = ("highest", "default")
 PREPS = ("xla", "pallas")  # where the chunk-local WY transform runs
+STATE_PASSES = ("triton", "mosaic")  # which kernels walk the chunks (mosaic: pallas_mgpu.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +337,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     block_v: Optional[int] = None,
     prep: str = "pallas",
     block_d: int = 64,
+    state_pass: str = "triton",
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -351,9 +353,16 @@ def chunk_gated_delta_rule_pallas_gpu(
     (benchmarks/triton_resources.py: 196608 -> 98304 B with pip triton 3.6). Not yet timed.
     block_d caps the K and V width of every dot operand in the prep kernels (prep="pallas"),
     which loop over tiles of that width to bound their live registers and shared memory.
+    state_pass="mosaic" walks the chunks with the Mosaic GPU kernels of `pallas_mgpu.py`
+    (TMA + wgmma; precision="default" only, K <= 128, V a multiple of 64; interpret=True runs
+    them in the Mosaic GPU interpreter) instead of the Triton ones.
     """
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
+    if state_pass not in STATE_PASSES:
+        raise ValueError(f"state_pass={state_pass!r}; expected one of {STATE_PASSES}")
+    if state_pass == "mosaic" and precision != "default":
+        raise ValueError('state_pass="mosaic" has bf16 wgmma operands only: use precision="default"')
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     C = int(chunk_size)
@@ -395,7 +404,13 @@ def chunk_gated_delta_rule_pallas_gpu(
         s0 = initial_state.astype(jnp.float32).reshape(BH, K, V)
         if Kp != K:
             s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
-    o, sf = _state_pass(w, u, kd, gc_vec, qd, aqk, s0, cfg)
+    if state_pass == "mosaic":
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+        from kernels.gated_delta_rule.pallas_mgpu import state_pass_mgpu
+        o, sf = state_pass_mgpu(w, u, kd, gc_vec, qd, aqk, s0,
+                                plgpu.InterpretGPUParams() if interpret else None)
+    else:
+        o, sf = _state_pass(w, u, kd, gc_vec, qd, aqk, s0, cfg)
     o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, V), 1, 2)[:, :T]
     S_final = sf.reshape(B, HV, Kp, V)[:, :, :K]
     return o_BTHV.astype(v.dtype), S_final
