@@ -290,29 +290,47 @@ def test_fwd_states_and_bwd_lower_for_cuda(Kp):
         assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
 
 
-def test_api_state_pass_mosaic_matches_chunked_reference():
-    """The whole pallas_gpu path with state_pass="mosaic" (Pallas prep in Triton interpret mode,
-    the state pass in the Mosaic GPU interpreter): output, final state and the gradients of q, k,
-    v, g, beta against `reference.chunked` at bf16-operand tolerance (precision="default")."""
+def _api_errors(shape, *, interpret):
+    """Relative errors of o, the final state and the q, k, v, g, beta gradients of the whole
+    pallas_gpu path with state_pass="mosaic" against `reference.chunked`."""
     from kernels.gated_delta_rule import reference
     from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
     from tests.test_kernels_gdr import make_inputs
-    q, k, v, g, beta, S0 = make_inputs(21, 1, 100, 1, 2, 64, 64, decay="mild", unit_k=False)
+    B, T, H, HV, K, V = shape
+    q, k, v, g, beta, S0 = make_inputs(21, B, T, H, HV, K, V, decay="mild", unit_k=False)
 
-    def run(fn, *args):
+    def run(fn):
         def loss(*a):
             o, S = fn(*a, initial_state=S0, use_qk_l2norm=True)
             return jnp.sum(o * jnp.cos(o)) + jnp.sum(S), (o, S)
-        (_, out), grads = jax.value_and_grad(loss, argnums=range(5), has_aux=True)(*args)
+        grad = jax.jit(jax.value_and_grad(loss, argnums=range(5), has_aux=True))
+        (_, out), grads = grad(q, k, v, g, beta)
         return out, grads
 
-    mosaic = functools.partial(chunk_gated_delta_rule_pallas_gpu, chunk_size=64, interpret=True,
-                               precision="default", state_pass="mosaic")
-    ref = functools.partial(reference.chunked, chunk_size=64)
-    (o, S), grads = run(mosaic, q, k, v, g, beta)
-    (o_r, S_r), grads_r = run(ref, q, k, v, g, beta)
+    (o, S), grads = run(functools.partial(
+        chunk_gated_delta_rule_pallas_gpu, chunk_size=64, interpret=interpret,
+        precision="default", state_pass="mosaic"))
+    (o_r, S_r), grads_r = run(functools.partial(reference.chunked, chunk_size=64))
     errs = {"o": rel_err(o, o_r), "S": rel_err(S, S_r)}
     errs.update({f"d{n}": rel_err(a, b) for n, a, b in zip("qkvgb", grads, grads_r)})
+    return errs
+
+
+def test_api_state_pass_mosaic_matches_chunked_reference():
+    """The whole pallas_gpu path with state_pass="mosaic" (Pallas prep in Triton interpret mode,
+    the state pass in the Mosaic GPU interpreter) at bf16-operand tolerance (precision=
+    "default"; measured 1.6e-3 to 5.6e-3)."""
+    from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+    errs = _api_errors((1, 100, 1, 2, 64, 64), interpret=True)
     assert max(errs.values()) < 3e-2, errs
+    args = [jnp.zeros((1, 64, 1, 64))] * 3 + [jnp.zeros((1, 64, 1))] * 2
     with pytest.raises(ValueError, match="precision"):
-        chunk_gated_delta_rule_pallas_gpu(q, k, v, g, beta, interpret=True, state_pass="mosaic")
+        chunk_gated_delta_rule_pallas_gpu(*args, interpret=True, state_pass="mosaic")
+
+
+@pytest.mark.gpu
+def test_gpu_api_state_pass_mosaic_matches_chunked_reference():
+    """Compiled on a GPU: the 7B layer's head dims (K=96 -> 128, V=192: three V tiles)."""
+    errs = _api_errors((1, 300, 2, 4, 96, 192), interpret=False)
+    print("state_pass=mosaic errors:", errs)
+    assert max(errs.values()) < 3e-2, errs
