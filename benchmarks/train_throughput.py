@@ -39,6 +39,8 @@ def bench_config(family: str, size: str, args) -> RunConfig:
         model["compute_dtype"] = args.dtype
     if args.gdn_implementation:
         model["gdn_implementation"] = args.gdn_implementation
+    if args.gdn_precision:
+        model["gdn_precision"] = args.gdn_precision
     steps = args.warmup + args.steps
     return load_config({"model": get_preset(preset, **model)}, [
         f"train.name=bench-{preset}", f"train.global_batch={args.batch}",
@@ -118,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batches", type=int, default=1)
     p.add_argument("--vocab", type=int, default=None, help="override the presets' vocab size")
     p.add_argument("--dtype", default=None, help="compute dtype (default: the preset's, bf16)")
-    p.add_argument("--gdn-implementation", default=None)
+    p.add_argument("--gdn-implementation", default=None,
+                   help="e.g. chunked, pallas_gpu, pallas_mgpu (needs --gdn-precision default)")
+    p.add_argument("--gdn-precision", default=None, choices=("highest", "default"))
     p.add_argument("--mesh", type=lambda s: tuple(int(x) for x in s.split(",")),
                    default=(-1, 1, 1), help="data,fsdp,tensor (default -1,1,1)")
     p.add_argument("--steps", type=int, default=20)

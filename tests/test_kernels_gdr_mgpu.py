@@ -334,3 +334,16 @@ def test_gpu_api_state_pass_mosaic_matches_chunked_reference():
     errs = _api_errors((1, 300, 2, 4, 96, 192), interpret=False)
     print("state_pass=mosaic errors:", errs)
     assert max(errs.values()) < 3e-2, errs
+
+
+def test_pallas_mgpu_is_an_api_implementation_for_gpus_only():
+    """`implementation="pallas_mgpu"` (API) and `gdn_implementation=pallas_mgpu` (model config):
+    refused off a GPU backend, and refused at precision "highest" before anything compiles."""
+    from hybrid_jax.config import ConfigError, ModelConfig
+    from kernels import chunk_gated_delta_rule
+    args = [jnp.zeros((1, 64, 1, 64))] * 3 + [jnp.zeros((1, 64, 1))] * 2
+    with pytest.raises(RuntimeError, match="compiles only for a gpu"):
+        chunk_gated_delta_rule(*args, implementation="pallas_mgpu", precision="default")
+    ModelConfig(gdn_implementation="pallas_mgpu", gdn_precision="default")
+    with pytest.raises(ConfigError, match="gdn_precision=default"):
+        ModelConfig(gdn_implementation="pallas_mgpu")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
 
-IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_tpu")
+IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_mgpu", "pallas_tpu")
 # Jitted so that eager callers get one compiled program; inside a caller's jit this inlines.
 _RUN = {
     "recurrent": jax.jit(reference.recurrent, static_argnames=("use_qk_l2norm", "precision")),
@@ -37,7 +37,7 @@ PRECISIONS = ("highest", "default")
 _XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 # The platform each Pallas implementation compiles for. Interpret mode (CPU tests) is reached
 # through the kernel modules' own functions with interpret=True, never through this API.
-_PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_tpu": "tpu"}
+_PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_mgpu": "gpu", "pallas_tpu": "tpu"}
 # What "auto" runs per backend; "chunked" where a backend is not listed. Empty on purpose:
 # pallas_gpu and pallas_tpu pass their tests in interpret mode on CPU but have not yet been
 # compiled and checked on a GPU or TPU (tests/test_kernels_gdr_pallas_gpu.py has the gpu-marked
@@ -48,8 +48,10 @@ AUTO: dict[str, str] = {}
 
 def _pallas_fn(name: str):
     """The Pallas entry point, imported lazily so that api.py imports without it."""
-    if name == "pallas_gpu":
+    if name in ("pallas_gpu", "pallas_mgpu"):
         from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+        if name == "pallas_mgpu":  # the Triton prep, then the Mosaic GPU state pass
+            return functools.partial(chunk_gated_delta_rule_pallas_gpu, state_pass="mosaic")
         return chunk_gated_delta_rule_pallas_gpu
     try:
         from kernels.gated_delta_rule.pallas_tpu import chunk_gated_delta_rule_pallas_tpu
@@ -62,7 +64,7 @@ def _pallas_fn(name: str):
 
 @functools.lru_cache(maxsize=None)
 def _jitted_pallas(name: str):
-    static = ("use_qk_l2norm", "chunk_size") + (("precision",) if name == "pallas_gpu" else ())
+    static = ("use_qk_l2norm", "chunk_size") + (("precision",) if name != "pallas_tpu" else ())
     return jax.jit(_pallas_fn(name), static_argnames=static)
 
 
@@ -170,7 +172,7 @@ def chunk_gated_delta_rule(
         kwargs["chunk_size"] = chunk_size
     if impl in _RUN:
         kwargs["precision"] = _XLA_PRECISION[precision]
-    elif impl == "pallas_gpu":
+    elif impl in ("pallas_gpu", "pallas_mgpu"):  # pallas_mgpu: precision="default" only
         kwargs["precision"] = precision
     elif precision != "highest":
         raise NotImplementedError(f"implementation={impl!r} has no precision={precision!r}")
