@@ -13,7 +13,7 @@ Implementations:
                         K padded to at most 128, V a multiple of 64: all four issue shapes)
     xla_chunked         reference.chunked through the API (Precision.HIGHEST)
     fla                 fla.ops.gated_delta_rule.chunk_gated_delta_rule (torch + Triton), run in
-                        a child process so that torch and JAX never share the card's memory.
+                        a child process (gdn_kernel_fla.py) so that torch and JAX never share a process.
                         On Hopper with Triton < 3.7.1 fla refuses its gated backward (fla #640);
                         the check is patched out at run time for timing only.
 Every cell: bf16 q, k (unit rows), v, beta in (0, 2), fp32 g in (-0.5, 0); no initial state;
@@ -268,7 +268,7 @@ def run_fla_child(s, args):
                  "error": f"skipped: past --budget-s {args.budget_s}"} for m in ("fwd", "fwd+bwd")]
     child_out = Path(args.out).with_suffix(".fla.json")
     child_out.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, "--child-fla", "--out", str(child_out),
+    cmd = [sys.executable, str(Path(__file__).with_name("gdn_kernel_fla.py")), "--out", str(child_out),
            "--fla-warmup-ms", str(args.fla_warmup_ms), "--fla-rep-ms", str(args.fla_rep_ms),
            "--shape", ",".join(f"{k}={v}" for k, v in s.items())]
     try:
@@ -280,61 +280,6 @@ def run_fla_child(s, args):
     print(f"fla child process failed ({rc}); no fla rows for {label(s)}")
     return [{"shape": s, "impl": "fla", "mode": m, "error": f"fla child failed: {rc}"}
             for m in ("fwd", "fwd+bwd")]
-
-
-def run_fla(shapes, args, save):
-    import torch
-    import triton
-    import fla.ops.common.chunk_o as chunk_o
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_gdr
-
-    # fla #640: Triton 3.4-3.7.0 on Hopper computes wrong gated dq/dk/dg; fla raises. We time
-    # the kernels anyway and never use these gradients for correctness.
-    chunk_o.TRITON_ABOVE_3_7_1 = True
-    rows = []
-    dev = "cuda"
-    for s in shapes:
-        B, T, H, HV, K, V = (s[x] for x in ("B", "T", "H", "HV", "K", "V"))
-        gen = torch.Generator(device=dev).manual_seed(0)
-        rnd = lambda *shape: torch.randn(*shape, device=dev, generator=gen)
-        q = rnd(B, T, H, K).bfloat16()
-        k = torch.nn.functional.normalize(rnd(B, T, H, K), dim=-1).bfloat16()
-        v = rnd(B, T, HV, V).bfloat16()
-        g = -0.5 * torch.rand(B, T, HV, device=dev, generator=gen)
-        beta = (2 * torch.rand(B, T, HV, device=dev, generator=gen)).bfloat16()
-        do = rnd(B, T, HV, V).bfloat16()
-        leaves = [x.requires_grad_() for x in (q, k, v, g, beta)]
-        for mode in MODES:
-            row = {"shape": s, "impl": "fla", "mode": mode}
-            try:
-                if mode == "fwd":
-                    def fn():
-                        with torch.no_grad():
-                            return fla_gdr(q, k, v, g, beta)[0]
-                else:
-                    def fn():
-                        o = fla_gdr(q, k, v, g, beta)[0]
-                        return torch.autograd.grad(o, leaves, do)
-                t0 = time.perf_counter()
-                fn()
-                torch.cuda.synchronize()
-                row["compile_s"] = time.perf_counter() - t0
-                row["median_ms"] = triton.testing.do_bench(
-                    fn, warmup=args.fla_warmup_ms, rep=args.fla_rep_ms, return_mode="median")
-                row["min_ms"] = triton.testing.do_bench(
-                    fn, warmup=5, rep=args.fla_rep_ms, return_mode="min")
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                fn()
-                torch.cuda.synchronize()
-                row["peak_bytes"] = torch.cuda.max_memory_allocated()
-            except Exception as exc:
-                row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                traceback.print_exc()
-            rows.append(row)
-            print_row(row, flush=True)
-            save(rows)
-    return rows
 
 
 # ----------------------------------------------------------------------------------------- table
@@ -398,13 +343,8 @@ def main(argv=None):
                    help="cells not started by then are recorded as skipped; the table still prints")
     p.add_argument("--no-breakdown", action="store_true",
                    help="skip timing each Pallas kernel alone on the first shape")
-    p.add_argument("--child-fla", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     shapes = [parse_shape(x) for x in (args.shape or SHAPES)]
-
-    if args.child_fla:
-        run_fla(shapes, args, lambda rows: Path(args.out).write_text(json.dumps(rows)))
-        return
 
     rows = []
     out_path = Path(args.out)

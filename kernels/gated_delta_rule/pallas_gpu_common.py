@@ -1,6 +1,7 @@
 """Pieces shared by the Pallas GPU gated delta rule's kernels (`pallas_gpu.py`, the state pass
 and its glue; `pallas_gpu_prep.py`, the chunk prep): padding and tile sizes, Triton compiler
-parameters, the in-kernel dot at each precision, and lax.dot_general contraction dims."""
+parameters, the in-kernel dot at each precision, lax.dot_general contraction dims, and the
+launch configuration (`kernel_config`) with what each kernel takes from it."""
 
 from __future__ import annotations
 
@@ -43,3 +44,53 @@ def _dot_fn(precision: str, interpret: bool):
 _NN = ((1,), (0,))   # a @ b
 _NT = ((1,), (1,))   # a @ b.T
 _TN = ((0,), (0,))   # a.T @ b
+
+
+def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=8,
+                  num_stages=None, block_v=None, block_d=64):
+    """The kernels' hashable launch configuration, defaults resolved (see the public function's
+    docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
+    if block_v is None:
+        block_v = 32 if precision == "highest" else 64
+    for name, b in (("block_v", block_v), ("block_d", block_d)):
+        if b < 16 or b & (b - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {b}")
+    if num_warps is None:  # the state tile lives in registers: 64 fp32 a thread at 4 warps
+        num_warps = 4 if Kp * _v_tile(V, block_v) <= 128 * 64 else 8
+    return (("precision", precision), ("interpret", bool(interpret)),
+            ("num_warps", int(num_warps)), ("num_warps_bwd", int(num_warps_bwd)),
+            ("num_stages", None if num_stages is None else int(num_stages)),
+            ("block_v", int(block_v)), ("block_d", int(block_d)))
+
+
+def _call_cfg(cfg, which):
+    """cfg is a hashable tuple of (name, value); pick the launch parameters of the fwd or
+    bwd state-pass kernel."""
+    cfg = dict(cfg)
+    warps = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
+    stages = cfg.pop("num_stages")
+    cfg.pop("block_d")  # the prep kernels' tile
+    if stages is None:
+        # Pipelined loads multiply the shared memory per chunk (fp32 "highest": ~110 KB of
+        # operands a stage in the forward, ~180 KB in the backward; 228 KB on Hopper), so only
+        # the bf16 forward double-buffers by default.
+        stages = 2 if which == "fwd" and cfg["precision"] == "default" else 1
+    return dict(cfg, num_warps=warps[which == "bwd"], num_stages=stages)
+
+
+def _operand_dtype(cfg):
+    """Storage of w, u, kd, qd, aqk and the saved states: bf16 when the dots are bf16 anyway."""
+    return jnp.bfloat16 if dict(cfg)["precision"] == "default" else jnp.float32
+
+
+def _prep_cfg(cfg):
+    cfg = dict(cfg)
+    interpret = cfg["interpret"]
+    # Many [C, C] and [C, K] fp32 tiles live at once: use the backward's (larger) warp count.
+    return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
+                dot_exact=_dot_fn("highest", interpret),
+                dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
+                                interpret),
+                interpret=interpret,
+                compiler_params=None if interpret
+                else _triton_params(cfg["num_warps_bwd"], cfg["num_stages"] or 1))

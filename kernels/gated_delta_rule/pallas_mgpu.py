@@ -81,7 +81,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.pallas_mgpu_bwd import state_pass_bwd_mgpu
-from kernels.gated_delta_rule.pallas_mgpu_common import BV, _BF16_TR, _F32_TR, _check_shapes
+from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
+                                                       copy_chunk_operands)
 
 
 def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N, save_states):
@@ -94,14 +95,9 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
     f32, bf16 = jnp.float32, jnp.bfloat16
 
     def fetch(n, slot):
-        rows = pl.ds(n * C, C)
-        bar = bars.at[slot]
-        plgpu.copy_gmem_to_smem(w_g.at[i, rows], w_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(kd_g.at[i, rows], kd_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(qd_g.at[i, rows], qd_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(u_g.at[i, rows, cols], u_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(aqk_g.at[i, rows], aqk_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
+        copy_chunk_operands((w_g, kd_g, qd_g, u_g, aqk_g, gct_g),
+                            (w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf),
+                            i=i, n=n, C=C, cols=cols, slot=slot, bar=bars.at[slot])
 
     fetch(0, 0)
     # Initial state: GMEM -> SMEM by TMA, then into registers (direct GMEM <-> register

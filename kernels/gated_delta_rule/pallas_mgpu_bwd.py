@@ -9,7 +9,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernels.gated_delta_rule.pallas_mgpu_common import BV, _BF16_TR, _F32_TR, _check_shapes
+from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
+                                                       copy_chunk_operands)
 
 
 def _bwd_kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, st_g, do_g, dsf_g,
@@ -25,17 +26,13 @@ def _bwd_kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, st_g, do_g, dsf_g,
     cols = pl.ds(j * BV, BV)
     f32, bf16 = jnp.float32, jnp.bfloat16
 
-    def fetch(n, slot):
-        rows = pl.ds(n * C, C)
+    def fetch(n, slot):  # the forward's six operands, then S_n and the dO tile
         bar = bars.at[slot]
-        plgpu.copy_gmem_to_smem(w_g.at[i, rows], w_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(kd_g.at[i, rows], kd_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(qd_g.at[i, rows], qd_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(u_g.at[i, rows, cols], u_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(aqk_g.at[i, rows], aqk_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
+        copy_chunk_operands((w_g, kd_g, qd_g, u_g, aqk_g, gct_g),
+                            (w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf),
+                            i=i, n=n, C=C, cols=cols, slot=slot, bar=bar)
         plgpu.copy_gmem_to_smem(st_g.at[i, pl.ds(n * Kp, Kp), cols], s_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(do_g.at[i, rows, cols], do_buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(do_g.at[i, pl.ds(n * C, C), cols], do_buf.at[slot], bar)
 
     def store(x, staging, dst):
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # earlier stores have left staging
