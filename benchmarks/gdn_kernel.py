@@ -227,12 +227,15 @@ def run_breakdown(s, precision, args):
         "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
                       (w, u, kd, gc, qd, aqk, states, do, s0)),
     }
-    if precision == "default":  # the Mosaic GPU forward state pass on the same operands
+    if precision == "default":  # the Mosaic GPU state pass, forward and backward, same operands
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
+        from kernels.gated_delta_rule.pallas_mgpu_bwd import state_pass_bwd_mgpu
         mg = dict(interpret=plgpu.InterpretGPUParams()) if args.interpret else {}
         cells["state fwd mosaic"] = (functools.partial(state_pass_fwd_mgpu, **mg),
                                      (w, u, kd, gc, qd, aqk, s0))
+        cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
+                                     (w, u, kd, gc, qd, aqk, states, do, s0))
     rows = []
     for name, (fn, fargs) in cells.items():
         row = {"shape": s, "impl": f"kernel:{name}:{precision}", "mode": "fwd"}
@@ -363,28 +366,29 @@ def main(argv=None):
     jax_impls = [i for i in args.impl if i in JAX_IMPLS]
     if "xla_chunked" in jax_impls:  # first, so the others report their error against it
         jax_impls = ["xla_chunked"] + [i for i in jax_impls if i != "xla_chunked"]
-    # Shape by shape, each shape's every implementation before the next shape, and the
-    # per-kernel breakdown right after the first: a run cut short by --budget-s still has a
-    # complete comparison on the headline shape (the first run spent its budget on
-    # fla for all shapes and timed our kernels on none).
-    for n, s in enumerate(shapes):
+    # The per-kernel breakdown first (our kernels only, no autotuning: the cheapest and most
+    # telling cells), then shape by shape, each shape's every implementation before the next:
+    # a run cut short by --budget-s keeps the breakdown and a complete comparison on the issue's
+    # headline shape. (The first GPU run spent its budget on fla for all shapes; the second on
+    # fla and eight variants of ours at the first shape, and skipped the breakdown.)
+    if jax_impls or not args.no_breakdown:
+        import jax
+        dev = jax.devices()[0]
+        print(f"jax {jax.__version__} on {dev.device_kind}", flush=True)
+        meta.update(jax_version=jax.__version__, device_kind=dev.device_kind)
+    if not args.no_breakdown:
+        print(f"Per-kernel times on {label(shapes[0])} (each pallas_call alone):")
+        for precision in ("default", "highest"):
+            meta.setdefault("kernel_breakdown", []).extend(
+                run_breakdown(shapes[0], precision, args))
+            save(rows)
+        print()
+    for s in shapes:
         if "fla" in args.impl:
             rows += run_fla_child(s, args)
             save(rows)
-        if not jax_impls:
-            continue
-        import jax
-        if n == 0:
-            dev = jax.devices()[0]
-            print(f"jax {jax.__version__} on {dev.device_kind}", flush=True)
-            meta.update(jax_version=jax.__version__, device_kind=dev.device_kind)
-        run_jax([s], jax_impls, args, rows, save)
-        if n == 0 and not args.no_breakdown:
-            print(f"\nPer-kernel times on {label(s)} (each pallas_call alone):")
-            for precision in ("highest", "default"):
-                meta.setdefault("kernel_breakdown", []).extend(
-                    run_breakdown(s, precision, args))
-                save(rows)
+        if jax_impls:
+            run_jax([s], jax_impls, args, rows, save)
 
     print("\n" + HEADER)
     order = {i: n for n, i in enumerate(ALL_IMPLS)}

@@ -16,17 +16,19 @@
 #                     ours; the per-kernel breakdown after the first), so a cut-short run still
 #                     compares everything on the first shape; cells not run are listed as skipped
 #   BENCH_TIMEOUT=330 the benchmark is killed here (its JSON is saved after every cell)
+# BENCH_ARGS: extra gdn_kernel.py arguments, e.g. "--no-breakdown --shape B=8,T=2048,H=8,K=128,V=128"
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gdn_out}
 MODE=${MODE:-all}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+SITE=$(mktemp -d)  # per process: two of these may run at once, one per GPU
 if ls benchmarks/wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site benchmarks/wheels/*.whl || echo "fla wheel install failed"
+    --target "$SITE" benchmarks/wheels/*.whl || echo "fla wheel install failed"
 fi
-export PYTHONPATH=.:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=.:$SITE${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c 'import jax, torch, triton; print("jax", jax.__version__, jax.devices(), "| torch", torch.__version__, "| triton", triton.__version__)'
 
@@ -42,8 +44,9 @@ fi
 if [ "$MODE" != tests ]; then
   echo "=== benchmark ==="
   t0=$(date +%s)
+  # shellcheck disable=SC2086  # BENCH_ARGS is a word list
   timeout "${BENCH_TIMEOUT:-330}" $PY benchmarks/gdn_kernel.py --budget-s "${BENCH_BUDGET:-260}" \
-    --out "$OUT/gdn_kernel.json" 2>&1 | tee "$OUT/gdn_kernel.log" \
+    ${BENCH_ARGS:-} --out "$OUT/gdn_kernel.json" 2>&1 | tee "$OUT/gdn_kernel.log" \
     | grep -v "^  File \|^    \|^Traceback\|Warning\|warn(" | tail -75
   echo "benchmark: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
 fi

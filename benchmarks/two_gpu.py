@@ -11,7 +11,9 @@
    fsdp=2. Efficiency = tokens/s on two / (2 x tokens/s on one), all in this one job on this
    host's cards. The one-GPU rows are also profiled (--profile).
 
-Writes match.json, scaling_{1gpu,data2,fsdp2}.json, summary.json and prints a table.
+Writes match.json, scaling_{1gpu,data2,fsdp2}.json, summary.json and prints a table. On a host
+lent in short calls, split it: `--skip scaling`, then `--skip match --scaling-runs 1gpu`, then
+`--skip match --scaling-runs data2 fsdp2` (the last reads the one-GPU rows from --out).
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def losses(run_dir: Path) -> dict[int, float]:
             if r.get("kind") == "train"}
 
 
+# fp32 compute alone does not make a GPU's matmuls fp32: XLA runs f32 dots as TF32 by default
+# (the first 2 x H200 run's profile showed f32f32_tf32f32 GEMMs, and its loss curves differed by
+# up to 3.7%). Full-precision dots leave reduction order as the only difference between meshes.
+MATCH_ENV = {"JAX_DEFAULT_MATMUL_PRECISION": "highest"}
+
+
 def loss_match(args, out: Path) -> dict:
     meshes = {"1gpu": ("1,1,1", "0"), "data2": ("2,1,1", "0,1"), "fsdp2": ("1,2,1", "0,1")}
     curves = {}
@@ -67,7 +75,7 @@ def loss_match(args, out: Path) -> dict:
         d, f, t = mesh.split(",")
         sh([sys.executable, "-m", "hybrid_jax.cli", "train", "--config", args.match_config,
             f"train.run_dir={run_dir}", f"mesh.data={d}", f"mesh.fsdp={f}", f"mesh.tensor={t}"],
-           gpu_env(gpus), out / f"match-{name}.log")
+           {**gpu_env(gpus), **MATCH_ENV}, out / f"match-{name}.log")
         curves[name] = losses(run_dir)
     ref = curves["1gpu"]
     result = {"config": args.match_config, "steps": len(ref),
@@ -89,6 +97,14 @@ def scaling(args, out: Path) -> dict:
             "fsdp2": ("1,2,1", "0,1", 2 * args.batch)}
     rows = {}
     for name, (mesh, gpus, batch) in runs.items():
+        if name not in args.scaling_runs:  # measured by an earlier call: reuse its rows
+            prev = out / f"scaling_{name}.json"
+            if prev.exists():
+                rows[name] = {r["preset"]: r for r in json.loads(prev.read_text())["rows"]}
+                print(f"  reusing {prev}", flush=True)
+            else:
+                rows[name] = {}
+            continue
         families = args.families if name == "1gpu" else args.scaling_families
         cmd = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"),
                "--families", families, "--sizes", args.size, "--batch", str(batch),
@@ -100,7 +116,7 @@ def scaling(args, out: Path) -> dict:
         rows[name] = {r["preset"]: r for r in
                       json.loads((out / f"scaling_{name}.json").read_text())["rows"]}
     table = []
-    for preset, one in rows["1gpu"].items():
+    for preset, one in rows["1gpu"].items():  # efficiencies need this host's one-GPU rows
         entry = {"preset": preset, "1gpu_tokens_per_s": one.get("tokens_per_s"),
                  "1gpu_mfu": one.get("mfu")}
         for name in ("data2", "fsdp2"):
@@ -126,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--skip", nargs="*", default=[], choices=["match", "scaling"])
+    p.add_argument("--scaling-runs", nargs="+", default=["1gpu", "data2", "fsdp2"],
+                   choices=["1gpu", "data2", "fsdp2"],
+                   help="scaling runs to measure now; the others are read from --out's "
+                        "scaling_*.json of an earlier call (split a run over short calls)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {}

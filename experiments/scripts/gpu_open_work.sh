@@ -1,79 +1,59 @@
 #!/usr/bin/env bash
-# The GPU work still open after 2026-11-27 (issues 3, 6, 7), planned for one 2-GPU lease
-# (nvidia-h100-x2 / h200-x2, 30 device-minutes) driven by short calls. Each phase returns
-# within one 10-minute call; make the next call within 30 s, or the machine is gone.
+# The GPU work still open after the fourth session (issues 3 and 6), planned for one 2-GPU lease
+# (nvidia-h100-x2 / h200-x2, 30 device-minutes) driven by short calls. Each phase fits one
+# 10-minute call; make the next call within 30 s, or the machine is gone.
 #
-#   bash experiments/scripts/gpu_open_work.sh start     # ~9 min
-#       GPU 1: expressivity `full`, tasks A, in the background (bg.sh job expr1)
-#       GPU 0: Pallas kernel tests, breakdown and benchmark vs fla/XLA (foreground), then
-#              expressivity `full`, tasks B, in the background (bg.sh job expr0)
-#   bash experiments/scripts/gpu_open_work.sh poll 540  # wait for both expressivity jobs
-#   bash experiments/scripts/gpu_open_work.sh twogpu    # ~6 min, both GPUs idle: two_gpu.py,
-#                                                       # then the whole expressivity table
-# Every phase leaves its results in $OUT (at most 8 files come back): a tarball of the
-# result folders and the job logs. Nothing is trained twice: the expressivity cells and
-# two_gpu's runs resume from what is on disk (copy results back in before rerunning).
+#   bash experiments/scripts/gpu_open_work.sh kernel    # ~8 min: GPU 0 the per-kernel breakdown
+#                                                       # and the headline shape, GPU 1 the other
+#                                                       # three shapes (fla, XLA, ours each)
+#   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
+#   bash experiments/scripts/gpu_open_work.sh scaling1  # ~5 min: one-GPU throughput + profile
+#   bash experiments/scripts/gpu_open_work.sh scaling2  # ~5 min: data=2 and fsdp=2, efficiency
 #
-# Env: PY (python3), OUT (/tmp/out), SUITE (full; `smoke` for a CPU dry run),
-#      SKIP_KERNEL=1 and SKIP_TWOGPU=1 (dry runs), TASKS_A / TASKS_B (the split below).
-# The split: 5 length-32 state-tracking tasks on GPU 1 from the start; the recall tasks on
-# GPU 0 after the kernel work (about 8 min). Per-task GPU times are not yet measured.
+# Results live in $WORK, outside the repository: each call copies the working tree to the
+# device and deletes untracked files there that git does not ignore, which took 11 finished
+# expressivity cells and a match.json from the fourth session. Each phase tars its results
+# into $OUT (at most 8 files come back, 16 MiB each); the run directories and profile traces
+# stay in $WORK. scaling2 reads scaling1's one-GPU rows from $WORK, so both must run on the
+# same warm machine.
+#
+# Env: PY (python3), OUT (/tmp/out), WORK (/root/gpu_work), FLA_TIMEOUT (150 s per shape).
+# Carry benchmarks/wheels (fla 0.6; see gdn_kernel_gpu.sh's header) for the fla rows.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/out}
-SUITE=${SUITE:-full}
-EXPR_OUT=${EXPR_OUT:-results/expressivity-$SUITE}
-TASKS_A=${TASKS_A:-parity mod3 mod5 s3 s5}
-TASKS_B=${TASKS_B:-mqar state_recall code}
-BG="bash experiments/scripts/bg.sh"
-HJ="$PY -m hybrid_jax.cli"
-mkdir -p "$OUT"
+WORK=${WORK:-/root/gpu_work}
+mkdir -p "$OUT" "$WORK"
+command -v nvidia-smi > /dev/null && nvidia-smi -L
 
-collect() {
-  local dirs=()
-  for d in "$EXPR_OUT" benchmarks/results/two_gpu; do [[ -d "$d" ]] && dirs+=("$d"); done
-  ((${#dirs[@]})) && tar czf "$OUT/results.tgz" "${dirs[@]}"
-  for n in expr0 expr1; do [[ -f "bg/$n/log" ]] && tail -c 30000 "bg/$n/log" > "$OUT/$n.log"; done
-  ls -la "$OUT"
-  command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=index,utilization.gpu,memory.used \
-    --format=csv,noheader
-  return 0
-}
-
-expr_job() {  # expr_job NAME GPU TASKS...
-  local name=$1 gpu=$2; shift 2
-  CUDA_VISIBLE_DEVICES=$gpu $BG start "$name" -- $HJ expressivity run "$SUITE" --out "$EXPR_OUT" \
-    --tasks "$@"
+two_gpu() {  # two_gpu LOGNAME ARGS...: benchmarks/two_gpu.py under a 560 s limit
+  local log=$1; shift
+  timeout 560 $PY benchmarks/two_gpu.py --out "$WORK/two_gpu" "$@" 2>&1 | tee "$OUT/$log" \
+    | tail -40
+  tar czf "$OUT/two_gpu.tgz" -C "$WORK" $(cd "$WORK" && ls two_gpu/*.json two_gpu/*.log)
 }
 
 case "${1:-}" in
-  start)
-    command -v nvidia-smi > /dev/null && nvidia-smi -L
-    expr_job expr1 1 $TASKS_A || exit 1
-    if [[ "${SKIP_KERNEL:-0}" != 1 ]]; then
-      # carry benchmarks/wheels (fla 0.6) for the fla rows; see gdn_kernel_gpu.sh's header
-      CUDA_VISIBLE_DEVICES=0 OUT="$OUT/kernel" bash benchmarks/gdn_kernel_gpu.sh
-      tar czf "$OUT/kernel.tgz" -C "$OUT" kernel && rm -rf "$OUT/kernel"
-    fi
-    expr_job expr0 0 $TASKS_B || exit 1
-    collect ;;
-  poll)
-    $BG wait expr1 "${2:-540}"; echo "expr1: wait exit $?"
-    $BG wait expr0 10; echo "expr0: wait exit $?"
-    collect ;;
-  twogpu)
-    for n in expr0 expr1; do
-      [[ "$($BG status $n)" == running ]] && { echo "$n still running: poll first" >&2; exit 3; }
-    done
-    if [[ "${SKIP_TWOGPU:-0}" != 1 ]]; then
-      [[ -f data_cache/pycode-byte/manifest.json ]] || \
-        $HJ data build --source pycode --tokenizer byte --out data_cache/pycode-byte
-      timeout 500 $PY benchmarks/two_gpu.py --out benchmarks/results/two_gpu 2>&1 \
-        | tee "$OUT/two_gpu.log" | tail -40
-    fi
-    # Every cell is on disk now: this trains nothing and writes the whole suite's table.
-    $HJ expressivity run "$SUITE" --out "$EXPR_OUT" | tail -5
-    collect ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  kernel)
+    # Two benchmark processes, one per GPU, so that every shape gets timed in one call.
+    shapes_rest=(--shape B=8,T=2048,H=8,K=128,V=128 --shape B=1,T=8192,H=32,K=128,V=128
+                 --shape B=1,T=8192,H=30,K=96,V=192)
+    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
+      BENCH_ARGS="--no-breakdown ${shapes_rest[*]}" bash benchmarks/gdn_kernel_gpu.sh \
+      > "$WORK/kernel1.out" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
+      BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128" bash benchmarks/gdn_kernel_gpu.sh \
+      2>&1 | tail -40
+    wait
+    tail -40 "$WORK/kernel1.out"
+    tar czf "$OUT/kernel.tgz" -C "$WORK" kernel0 kernel1 kernel1.out ;;
+  match)
+    [[ -f data_cache/pycode-byte/manifest.json ]] || \
+      $PY -m hybrid_jax.cli data build --source pycode --tokenizer byte --out data_cache/pycode-byte
+    two_gpu match.log --skip scaling ;;
+  scaling1) two_gpu scaling1.log --skip match --scaling-runs 1gpu ;;
+  scaling2) two_gpu scaling2.log --skip match --scaling-runs data2 fsdp2 ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac
+ls -la "$OUT"

@@ -127,7 +127,7 @@ SUITES: dict[str, Suite] = {
         shape=ModelShape(d_model=128, n_heads=4, n_layers=4, hybrid_pattern="GGGA"),
         train=TrainConfig(steps=2000, batch_size=64),
         lrs=(1e-3, 3e-3, 1e-2), n_seeds=3, n_val=512, n_test=1024,
-        estimate="about 15-20 min on one H100 (unmeasured; see LOG)"),
+        estimate="about 17-19 min on one H200 (from cells run alone; see LOG)"),
     # Test-sized: what tests/test_expressivity_suite.py runs through the CLI in seconds.
     "smoke": Suite(
         name="smoke", tasks=(TaskSpec("parity", 4), TaskSpec("s3", 3)),
