@@ -1,4 +1,5 @@
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -112,3 +113,59 @@ def test_model_is_an_nnx_module_with_logical_axes():
     assert any(v.get_value() == jax.sharding.PartitionSpec("vocab", "embed")
                for k, v in flat.items() if k.endswith("embed"))
     assert isinstance(model, LM)
+
+
+def _dot_operand_dtypes(fn, *args):
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    found = []
+
+    def walk(jx):
+        for eqn in jx.eqns:
+            if eqn.primitive.name == "dot_general":
+                found.append((tuple(str(v.aval.dtype) for v in eqn.invars),
+                              {n for v in eqn.invars for n in v.aval.shape}))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+    walk(jaxpr.jaxpr)
+    return found
+
+
+def test_unembed_backward_runs_in_the_compute_dtype():
+    """The unembedding's two backward GEMMs take bf16 operands (plain autodiff of the fp32
+    logits promotes them to fp32, i.e. TF32 on a GPU); its forward is bitwise the plain dot."""
+    from hybrid_jax.models.lm import unembed_logits
+    kx, kw, kr = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (2, 5, 24)).astype(jnp.bfloat16)
+    w = 0.2 * jax.random.normal(kw, (24, 40))
+    r = jax.random.normal(kr, (2, 5, 40))
+    plain = lambda x, w: jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+    np.testing.assert_array_equal(unembed_logits(x, w), plain(x, w))
+
+    def grads(f):
+        return jax.grad(lambda x, w: jnp.sum(f(x, w) * r), argnums=(0, 1))
+
+    # The motivation: plain autodiff feeds an fp32 operand to the backward GEMMs.
+    assert any("float32" in d for d, _ in _dot_operand_dtypes(grads(plain), x, w))
+    ours = [d for d, _ in _dot_operand_dtypes(grads(unembed_logits), x, w)]
+    assert ours == [("bfloat16", "bfloat16")] * 3, ours
+    dx, dw = grads(unembed_logits)(x, w)
+    assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+    # Against exact fp64 math on the same bf16-rounded operands: only the cotangent's rounding
+    # to bf16 (relative 2^-9) and dx's final rounding separate them.
+    x64, w64, r64 = (np.asarray(a, np.float64) for a in (x.astype(jnp.float32), w.astype(
+        jnp.bfloat16).astype(jnp.float32), r))
+    np.testing.assert_allclose(np.asarray(dw), np.einsum("btd,btv->dv", x64, r64),
+                               rtol=0, atol=1e-2 * np.abs(np.einsum("btd,btv->dv", x64, r64)).max())
+    np.testing.assert_allclose(np.asarray(dx.astype(jnp.float32)), r64 @ w64.T,
+                               rtol=0, atol=1e-2 * np.abs(r64 @ w64.T).max())
+
+
+def test_bf16_model_unembed_gemms_are_all_bf16():
+    """In a bf16 model's gradient every GEMM touching the vocabulary dimension (the forward
+    and both backward unembedding GEMMs) has bf16 operands."""
+    cfg = get_preset("transformer_tiny").replace(compute_dtype="bfloat16")
+    tokens = _tokens(2, 8, cfg.vocab_size)
+    graphdef, state = nnx.split(build_model(cfg))
+    loss = lambda s: jnp.mean(nnx.merge(graphdef, s)(tokens) ** 2)
+    vocab = [d for d, dims in _dot_operand_dtypes(jax.grad(loss), state) if cfg.vocab_size in dims]
+    assert vocab == [("bfloat16", "bfloat16")] * 3, vocab

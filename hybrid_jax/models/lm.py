@@ -57,6 +57,34 @@ def make_block(cfg: ModelConfig, letter: str, *, rngs: nnx.Rngs) -> nnx.Module:
     raise ValueError(f"unknown layer letter {letter!r}")  # config validation makes this unreachable
 
 
+@jax.custom_vjp
+def unembed_logits(x_BTD: jax.Array, w_DV: jax.Array) -> jax.Array:
+    """fp32 logits of x [B, T, D] (compute dtype) against fp32 weights w [D, V], in x's dtype
+    with fp32 accumulation, and a backward that stays in x's dtype too.
+
+    Why: with plain autodiff the fp32 logits make an fp32 cotangent, so both backward GEMMs
+    (dx, dw) promote their bf16 operand to fp32, which a GPU runs as TF32 at half the bf16 rate:
+    23% of a 370M transformer's step on an H200 (experiments/LOG.md, fourth session). Here the
+    cotangent is rounded to x's dtype once, as mixed-precision frameworks compute logits; dw
+    accumulates in fp32 and stays fp32 (plain autodiff rounds it to bf16 at the weight cast)."""
+    return jnp.dot(x_BTD, w_DV.astype(x_BTD.dtype), preferred_element_type=jnp.float32)
+
+
+def _unembed_fwd(x_BTD, w_DV):
+    return unembed_logits(x_BTD, w_DV), (x_BTD, w_DV)
+
+
+def _unembed_bwd(res, g_BTV):
+    x_BTD, w_DV = res
+    g_BTV = g_BTV.astype(x_BTD.dtype)
+    dx_BTD = jnp.dot(g_BTV, w_DV.astype(x_BTD.dtype).T, preferred_element_type=jnp.float32)
+    dw_DV = jnp.einsum("btd,btv->dv", x_BTD, g_BTV, preferred_element_type=jnp.float32)
+    return dx_BTD.astype(x_BTD.dtype), dw_DV.astype(w_DV.dtype)
+
+
+unembed_logits.defvjp(_unembed_fwd, _unembed_bwd)
+
+
 class LM(nnx.Module):
     """tokens [B, T] int32 -> logits [B, T, vocab] fp32."""
 
@@ -85,7 +113,9 @@ class LM(nnx.Module):
             x_BTD = block(x_BTD)
         x_BTD = self.final_norm(x_BTD)
         w_DV = self.embed[...].T if self.unembed is None else self.unembed[...]
-        return jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
+        if dtype == jnp.float32:  # nothing to round: plain autodiff, bitwise as before
+            return jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
+        return unembed_logits(x_BTD, w_DV)
 
 
 def build_model(cfg: ModelConfig, *, seed: int | jax.Array = 0) -> LM:
