@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                         "scaling_*.json of an earlier call (split a run over short calls)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {}
+    # Parts measured by earlier calls on this --out stay in the summary.
+    summary_path = args.out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     if "match" not in args.skip:
         print("loss match (1 GPU vs data=2 vs fsdp=2):", flush=True)
         summary["match"] = loss_match(args, args.out)
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                   "  ".join(f"{n} {r.get(n + '_tokens_per_s', 0):>10,.0f} tok/s "
                             f"({100 * r.get(n + '_efficiency', 0):.0f}%)"
                             for n in ("data2", "fsdp2") if n + "_efficiency" in r), flush=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
