@@ -41,6 +41,8 @@ def bench_config(family: str, size: str, args) -> RunConfig:
         model["gdn_implementation"] = args.gdn_implementation
     if args.gdn_precision:
         model["gdn_precision"] = args.gdn_precision
+    if args.unembed_grad_dtype:
+        model["unembed_grad_dtype"] = args.unembed_grad_dtype
     steps = args.warmup + args.steps
     return load_config({"model": get_preset(preset, **model)}, [
         f"train.name=bench-{preset}", f"train.global_batch={args.batch}",
@@ -89,6 +91,8 @@ def bench_one(cfg: RunConfig, args) -> dict:
     return {"family": cfg.model.family, "params_total": pc.total,
             "params_non_embedding": pc.non_embedding, "seq_len": T, "global_batch": B,
             "micro_batches": cfg.train.micro_batches, "compute_dtype": cfg.model.compute_dtype,
+            "unembed_grad_dtype": cfg.model.unembed_grad_dtype,
+            "gdn_precision": cfg.model.gdn_precision,
             "step_time_s": elapsed / args.steps, "tokens_per_s": tokens_per_s,
             "train_flops_per_token": fpt,
             "mfu": mfu(fpt, tokens_per_s, device_kind, jax.device_count()),
@@ -123,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gdn-implementation", default=None,
                    help="e.g. chunked, pallas_gpu, pallas_mgpu (needs --gdn-precision default)")
     p.add_argument("--gdn-precision", default=None, choices=("highest", "default"))
+    p.add_argument("--unembed-grad-dtype", default=None, choices=("compute", "float32"),
+                   help="float32: the unembedding's backward as plain autodiff (the baseline "
+                        "for the bf16 backward; models/lm.py)")
     p.add_argument("--mesh", type=lambda s: tuple(int(x) for x in s.split(",")),
                    default=(-1, 1, 1), help="data,fsdp,tensor (default -1,1,1)")
     p.add_argument("--steps", type=int, default=20)

@@ -24,6 +24,7 @@ GDN_IMPLEMENTATIONS = ("auto", "recurrent", "chunked", "pallas_gpu", "pallas_mgp
 GDN_PRECISIONS = ("highest", "default")
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 DTYPES = ("float32", "bfloat16", "float16")
+UNEMBED_GRAD_DTYPES = ("compute", "float32")
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,11 @@ class ModelConfig:
     attention_implementation: str = "auto"
     # Parameters are stored in fp32; activations and matmuls run in compute_dtype.
     compute_dtype: str = "bfloat16"
+    # The unembedding's backward GEMMs: "compute" rounds the fp32 logits' cotangent to
+    # compute_dtype once (models/lm.py `unembed_logits`); "float32" is plain autodiff, whose fp32
+    # cotangent makes both GEMMs fp32 (TF32 on a GPU; 23% of a 370M step, LOG). No effect when
+    # compute_dtype is float32.
+    unembed_grad_dtype: str = "compute"
 
     def __post_init__(self) -> None:
         if isinstance(self.layer_pattern, (list, tuple)):
@@ -127,6 +133,9 @@ class ModelConfig:
                   f"{self.attention_implementation!r} not in {ATTENTION_IMPLEMENTATIONS}")
         if self.compute_dtype not in DTYPES:
             _fail("compute_dtype", f"{self.compute_dtype!r} not in {DTYPES}")
+        if self.unembed_grad_dtype not in UNEMBED_GRAD_DTYPES:
+            _fail("unembed_grad_dtype", f"{self.unembed_grad_dtype!r} not in {UNEMBED_GRAD_DTYPES}"
+                  + _suggest(self.unembed_grad_dtype, UNEMBED_GRAD_DTYPES))
         if self.rope_theta <= 0:
             _fail("rope_theta", f"must be > 0, got {self.rope_theta}")
 

@@ -169,3 +169,15 @@ def test_bf16_model_unembed_gemms_are_all_bf16():
     loss = lambda s: jnp.mean(nnx.merge(graphdef, s)(tokens) ** 2)
     vocab = [d for d, dims in _dot_operand_dtypes(jax.grad(loss), state) if cfg.vocab_size in dims]
     assert vocab == [("bfloat16", "bfloat16")] * 3, vocab
+
+
+def test_unembed_grad_dtype_float32_restores_plain_autodiff():
+    cfg = get_preset("transformer_tiny").replace(compute_dtype="bfloat16",
+                                                 unembed_grad_dtype="float32")
+    tokens = _tokens(2, 8, cfg.vocab_size)
+    graphdef, state = nnx.split(build_model(cfg))
+    loss = lambda s: jnp.mean(nnx.merge(graphdef, s)(tokens) ** 2)
+    vocab = [d for d, dims in _dot_operand_dtypes(jax.grad(loss), state) if cfg.vocab_size in dims]
+    assert len(vocab) == 3 and sum("float32" in d for d in vocab) == 2, vocab
+    with pytest.raises(ValueError, match="unembed_grad_dtype"):
+        cfg.replace(unembed_grad_dtype="fp32")

@@ -64,18 +64,32 @@ def test_late_fields_keep_old_run_ids_at_their_default():
     assert a.config_hash() == cfg_with("model.gdn_precision=highest").config_hash()
     assert "gdn_precision" not in a.identity()["model"]
     assert a.config_hash() != cfg_with("model.gdn_precision=default").config_hash()
-    assert LATE_FIELDS == {"model.gdn_precision": "highest"}
+    assert LATE_FIELDS == {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32"}
 
 
-def test_committed_demo_results_keep_their_run_ids():
-    """The run ids in results/cpu-demo/results.jsonl are the ladder's today: adding a config
+def test_unembed_grad_dtype_is_in_the_identity_only_where_it_changes_the_run():
+    """bf16 models trained before the field existed used plain autodiff ("float32"): that value
+    keeps their ids, and the new default ("compute") changes them. fp32 models are unaffected
+    by the field, so it never enters their identity."""
+    bf16 = lambda *o: cfg_with("model.compute_dtype=bfloat16", *o)
+    assert "unembed_grad_dtype" not in bf16("model.unembed_grad_dtype=float32").identity()["model"]
+    assert bf16().identity()["model"]["unembed_grad_dtype"] == "compute"
+    assert bf16().config_hash() != bf16("model.unembed_grad_dtype=float32").config_hash()
+    f32 = lambda *o: cfg_with("model.compute_dtype=float32", *o)
+    assert f32().config_hash() == f32("model.unembed_grad_dtype=float32").config_hash()
+    assert "unembed_grad_dtype" not in f32().identity()["model"]
+
+
+@pytest.mark.parametrize("ladder", ["cpu-demo", "gpu-small"])
+def test_committed_results_keep_their_run_ids(ladder):
+    """The run ids in results/LADDER/results.jsonl are the ladder's today: adding a config
     field must not silently orphan published results (see LATE_FIELDS)."""
     import json
 
     from experiments.sweep.ladder import load_ladder
 
-    rows = [json.loads(line) for line in (REPO / "results/cpu-demo/results.jsonl").open()]
-    runs, _ = load_ladder("cpu-demo").expand("sweeps/cpu-demo")
+    rows = [json.loads(line) for line in (REPO / f"results/{ladder}/results.jsonl").open()]
+    runs, _ = load_ladder(ladder).expand(f"sweeps/{ladder}")
     assert {r["run_id"] for r in rows} == {r.run_id for r in runs}
 
 

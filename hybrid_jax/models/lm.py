@@ -113,7 +113,7 @@ class LM(nnx.Module):
             x_BTD = block(x_BTD)
         x_BTD = self.final_norm(x_BTD)
         w_DV = self.embed[...].T if self.unembed is None else self.unembed[...]
-        if dtype == jnp.float32:  # nothing to round: plain autodiff, bitwise as before
+        if dtype == jnp.float32 or self.cfg.unembed_grad_dtype == "float32":  # plain autodiff
             return jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
         return unembed_logits(x_BTD, w_DV)
 

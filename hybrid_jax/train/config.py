@@ -218,7 +218,7 @@ OPERATIONAL_FIELDS = ("train.run_dir", "train.runs_root", "train.micro_batches")
 # Fields added after results were published, with the default that reproduces what runs did
 # before the field existed. At that default they are left out of a run's identity, so existing
 # run ids (and the committed results keyed by them) stay valid; any other value changes the id.
-LATE_FIELDS = {"model.gdn_precision": "highest"}
+LATE_FIELDS = {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +275,8 @@ class RunConfig:
             section, name = key.split(".")
             if d[section].get(name) == default:
                 d[section].pop(name)
+        if d["model"]["compute_dtype"] == "float32":  # it changes nothing there (models/lm.py)
+            d["model"].pop("unembed_grad_dtype", None)
         return d
 
     def config_hash(self) -> str:
