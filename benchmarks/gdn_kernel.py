@@ -52,11 +52,12 @@ JAX_IMPLS = {
     "pallas_gpu": dict(precision="highest", prep="pallas"),
     "pallas_gpu_default": dict(precision="default", prep="pallas"),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
+    "pallas_gpu_default_xlaprep": dict(precision="default", prep="xla"),
     "pallas_gpu_default_bv32": dict(precision="default", prep="pallas", block_v=32),
     "pallas_gpu_mosaic": dict(precision="default", prep="pallas", state_pass="mosaic"),
 }
 DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu", "pallas_gpu_default", "pallas_gpu_mosaic",
-                 "pallas_gpu_xlaprep")
+                 "pallas_gpu_xlaprep", "pallas_gpu_default_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 T_START = time.perf_counter()

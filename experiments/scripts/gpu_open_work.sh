@@ -7,7 +7,11 @@
 #                                                       # and the headline shape, GPU 1 the other
 #                                                       # three shapes (fla, XLA, ours each)
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
-#   bash experiments/scripts/gpu_open_work.sh scaling1  # ~5 min: one-GPU throughput + profile
+#   bash experiments/scripts/gpu_open_work.sh scaling1  # ~6 min: GPU 0 one-GPU throughput +
+#                                                       # profile; GPU 1 train_throughput rows:
+#                                                       # the bf16 unembedding backward against
+#                                                       # plain autodiff, and the hybrid with
+#                                                       # each GDN kernel
 #   bash experiments/scripts/gpu_open_work.sh scaling2  # ~5 min: data=2 and fsdp=2, efficiency
 #
 # Results live in $WORK, outside the repository: each call copies the working tree to the
@@ -34,13 +38,29 @@ two_gpu() {  # two_gpu LOGNAME ARGS...: benchmarks/two_gpu.py under a 560 s limi
   tar czf "$OUT/two_gpu.tgz" -C "$WORK" $(cd "$WORK" && ls two_gpu/*.json two_gpu/*.log)
 }
 
+train_rows() {  # 370M training throughput, each row against its baseline in this one job
+  tt() {
+    local name=$1; shift
+    $PY benchmarks/train_throughput.py --sizes 370m --steps 15 --out "$WORK/train_$name.json" \
+      "$@" 2>&1 | tail -4
+  }
+  tt unembed_f32 --families transformer --unembed-grad-dtype float32   # before models/lm.py's
+  tt compute --families transformer,hybrid                             # bf16 backward; after
+  tt chunked_default --families hybrid --gdn-implementation chunked --gdn-precision default
+  tt pallas_default --families hybrid --gdn-implementation pallas_gpu --gdn-precision default
+  tt mgpu_default --families hybrid --gdn-implementation pallas_mgpu --gdn-precision default
+}
+export PY WORK
+export PYTHON=$PY  # what gdn_kernel_gpu.sh runs
+
 case "${1:-}" in
   kernel)
     # Two benchmark processes, one per GPU, so that every shape gets timed in one call.
     shapes_rest=(--shape B=8,T=2048,H=8,K=128,V=128 --shape B=1,T=8192,H=32,K=128,V=128
                  --shape B=1,T=8192,H=30,K=96,V=192)
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
-      BENCH_ARGS="--no-breakdown ${shapes_rest[*]}" bash benchmarks/gdn_kernel_gpu.sh \
+      BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked pallas_gpu_default
+                  pallas_gpu_mosaic" bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
       BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128" bash benchmarks/gdn_kernel_gpu.sh \
@@ -52,7 +72,13 @@ case "${1:-}" in
     [[ -f data_cache/pycode-byte/manifest.json ]] || \
       $PY -m hybrid_jax.cli data build --source pycode --tokenizer byte --out data_cache/pycode-byte
     two_gpu match.log --skip scaling ;;
-  scaling1) two_gpu scaling1.log --skip match --scaling-runs 1gpu ;;
+  scaling1)
+    CUDA_VISIBLE_DEVICES=1 timeout 540 bash -c "$(declare -f train_rows); train_rows" \
+      > "$WORK/train.out" 2>&1 &
+    two_gpu scaling1.log --skip match --scaling-runs 1gpu
+    wait
+    cat "$WORK/train.out"
+    tar czf "$OUT/train.tgz" -C "$WORK" $(cd "$WORK" && ls train_*.json train.out) ;;
   scaling2) two_gpu scaling2.log --skip match --scaling-runs data2 fsdp2 ;;
   *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac
