@@ -55,9 +55,10 @@ JAX_IMPLS = {
     "pallas_gpu_default_xlaprep": dict(precision="default", prep="xla"),
     "pallas_gpu_default_bv32": dict(precision="default", prep="pallas", block_v=32),
     "pallas_gpu_mosaic": dict(precision="default", prep="pallas", state_pass="mosaic"),
+    "pallas_gpu_split": dict(precision="default", prep="pallas", state_pass="split"),
 }
-DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu", "pallas_gpu_default", "pallas_gpu_mosaic",
-                 "pallas_gpu_xlaprep", "pallas_gpu_default_xlaprep")
+DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu", "pallas_gpu_default", "pallas_gpu_split",
+                 "pallas_gpu_mosaic", "pallas_gpu_xlaprep", "pallas_gpu_default_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 T_START = time.perf_counter()
@@ -228,6 +229,11 @@ def run_breakdown(s, precision, args):
         "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
                       (w, u, kd, gc, qd, aqk, states, do, s0)),
     }
+    from kernels.gated_delta_rule import pallas_gpu_split as ps
+    delta = rnd(BH, Tp, V, dtype=dt)
+    cells["state fwd split"] = (functools.partial(ps.split_fwd, **fc), (w, u, kd, gc, qd, aqk, s0))
+    cells["state bwd split"] = (functools.partial(ps.split_bwd, **bc),
+                                (w, kd, gc, qd, aqk, states, delta, do, s0))
     if precision == "default":  # the Mosaic GPU state pass, forward and backward, same operands
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu

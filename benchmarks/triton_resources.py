@@ -190,13 +190,16 @@ def main(argv=None):
     p.add_argument("--num-stages", type=int, default=None)
     p.add_argument("--block-v", type=int, default=None, help="state-pass V tile (kernel default 64)")
     p.add_argument("--block-d", type=int, default=None, help="prep K/V tile (kernel default 64)")
+    p.add_argument("--state-pass", choices=("triton", "split"), default=None,
+                   help="the fused state pass (kernel default) or the split one")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
     p.add_argument("--out", help="write every row (and the Triton/ptxas versions) as JSON")
     a = p.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
                                  num_stages=a.num_stages, block_v=a.block_v,
-                                 block_d=a.block_d).items() if v is not None}
+                                 block_d=a.block_d, state_pass=a.state_pass).items()
+          if v is not None}
     rows, versions = [], {}
     for shape in a.shape:
         kernels = capture_kernels(shape, precision=a.precision, prep=a.prep,

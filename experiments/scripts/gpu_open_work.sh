@@ -3,7 +3,8 @@
 # (nvidia-h100-x2 / h200-x2, 30 device-minutes) driven by short calls. Each phase fits one
 # 10-minute call; make the next call within 30 s, or the machine is gone.
 #
-#   bash experiments/scripts/gpu_open_work.sh kernel    # ~8 min: GPU 0 the per-kernel breakdown
+#   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the split state pass's
+#                                                       # gpu tests, the per-kernel breakdown
 #                                                       # and the headline shape, GPU 1 the other
 #                                                       # three shapes (fla, XLA, ours each)
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
@@ -60,9 +61,10 @@ case "${1:-}" in
                  --shape B=1,T=8192,H=30,K=96,V=192)
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
       BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked pallas_gpu_default
-                  pallas_gpu_mosaic" bash benchmarks/gdn_kernel_gpu.sh \
+                  pallas_gpu_split pallas_gpu_mosaic" bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
-    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
+    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" TEST_FILES=tests/test_kernels_gdr_split.py \
+      TEST_TIMEOUT=70 BENCH_BUDGET=380 BENCH_TIMEOUT=450 \
       BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128" bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
     wait

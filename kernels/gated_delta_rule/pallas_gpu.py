@@ -88,7 +88,9 @@ from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg
 
 PRECISIONS = ("highest", "default")
 PREPS = ("xla", "pallas")  # where the chunk-local WY transform runs
-STATE_PASSES = ("triton", "mosaic")  # which kernels walk the chunks (mosaic: pallas_mgpu.py)
+# Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
+# kernels plus parallel ones for the rest: pallas_gpu_split.py), "mosaic" (pallas_mgpu.py).
+STATE_PASSES = ("triton", "split", "mosaic")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +306,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     (benchmarks/triton_resources.py: 196608 -> 98304 B with pip triton 3.6). Not yet timed.
     block_d caps the K and V width of every dot operand in the prep kernels (prep="pallas"),
     which loop over tiles of that width to bound their live registers and shared memory.
-    state_pass="mosaic" walks the chunks with the Mosaic GPU kernels of `pallas_mgpu.py`
+    state_pass="split" keeps only the recurrence in the sequential kernels and computes the
+    output and the non-recurrent gradients in parallel-over-chunks kernels (`pallas_gpu_split.py`,
+    as fla does); any precision. state_pass="mosaic" walks the chunks with the Mosaic GPU kernels of `pallas_mgpu.py`
     (TMA + wgmma; precision="default" only, K <= 128, V a multiple of 64; interpret=True runs
     them in the Mosaic GPU interpreter) instead of the Triton ones.
     """
@@ -355,7 +359,10 @@ def chunk_gated_delta_rule_pallas_gpu(
         s0 = initial_state.astype(jnp.float32).reshape(BH, K, V)
         if Kp != K:
             s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
-    if state_pass == "mosaic":
+    if state_pass == "split":
+        from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
+        o, sf = state_pass_split(w, u, kd, gc_vec, qd, aqk, s0, cfg)
+    elif state_pass == "mosaic":
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_mgpu
         o, sf = state_pass_mgpu(w, u, kd, gc_vec, qd, aqk, s0,

@@ -1,0 +1,209 @@
+"""The state pass split as flash-linear-attention splits it: short sequential kernels that only
+carry the state, and parallel-over-chunks kernels for everything that does not feed it back.
+
+Why
+    The fused state pass (`pallas_gpu.py`) does all of a chunk's products inside the sequential
+    loop over chunks: 4 dots a step forward (w S, qd S, Aqk delta, kd^T delta), 9 backward. Only
+    one program per (batch x value head, V tile) runs that loop (128 programs on 132 SMs at
+    the benchmark's first shape), so its time is the latency of those dependent dots times the
+    number of chunks. Here the loop keeps only what the recurrence needs, and the rest runs with
+    one program per (batch x value head, chunk, V tile), thousands of programs:
+
+    forward   _h_kernel   (sequential)  delta_n = u_n - w_n S_n;  S_n+1 = gc_n S_n + kd_n^T delta_n
+                                        writes S_n and delta_n                       (2 dots a step)
+              _o_kernel   (parallel)    o_n = qd_n S_n + Aqk_n delta_n
+    backward  _dh_kernel  (sequential)  dd_n = kd_n dS + Aqk_n^T dO_n
+                                        dS <- gc_n dS + qd_n^T dO_n - w_n^T dd_n
+                                        writes dS (= dL/dS_n+1) and dd_n             (4 dots a step)
+              _dqk_kernel (parallel)    dw = -dd S^T, dkd = delta dS^T, dqd = dO S^T,
+                                        dAqk = dO delta^T, dgc = rowsum(dS * S), du = dd
+
+    The cost is HBM traffic: delta [BH, Tp, V] is written and read (saved as a residual for the
+    backward, where the fused backward recomputes it), and the backward writes and reads dS per
+    chunk, fp32 [BH, N*Kp, V]: about 0.26 GB at B4 T4096 H16 K=V=128, some 0.06 ms at H200
+    bandwidth. fla's `chunk_gated_delta_rule` makes the same trade.
+
+Semantics, arguments and dtypes are those of `pallas_gpu._state_pass` (same custom_vjp
+contract, same precision handling: bf16 dot operands at "default", TF32x3 at "highest");
+`chunk_gated_delta_rule_pallas_gpu(..., state_pass="split")` selects it. Not yet run on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
+                                                         _triton_params, _v_tile)
+
+f32 = jnp.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels. Sequential ones see whole [Tp, *] sequences and slice chunks with pl.ds; parallel
+# ones see one chunk's blocks.
+
+def _h_kernel(w_ref, u_ref, kd_ref, gc_ref, s0_ref, states_ref, delta_ref, sf_ref, *, C, Kp,
+              n_chunks, dot):
+    def body(n, S):
+        rows = pl.ds(n * C, C)
+        w, u, kd = (r[rows, :].astype(f32) for r in (w_ref, u_ref, kd_ref))
+        states_ref[pl.ds(n * Kp, Kp), :] = S.astype(states_ref.dtype)
+        delta = u - dot(w, S, _NN)
+        delta_ref[rows, :] = delta.astype(delta_ref.dtype)
+        return gc_ref[:, pl.ds(n, 1)] * S + dot(kd, delta, _TN)
+
+    sf_ref[...] = lax.fori_loop(0, n_chunks, body, s0_ref[...])
+
+
+def _o_kernel(qd_ref, aqk_ref, s_ref, delta_ref, o_ref, *, dot):
+    S, delta = s_ref[...].astype(f32), delta_ref[...].astype(f32)
+    o = dot(qd_ref[...].astype(f32), S, _NN) + dot(aqk_ref[...].astype(f32), delta, _NN)
+    o_ref[...] = o.astype(o_ref.dtype)
+
+
+def _dh_kernel(w_ref, kd_ref, gc_ref, qd_ref, aqk_ref, do_ref, dsf_ref, dstates_ref, dd_ref,
+               ds0_ref, *, C, Kp, n_chunks, dot):
+    def body(i, dS):
+        n = n_chunks - 1 - i
+        rows = pl.ds(n * C, C)
+        w, kd, qd, aqk, dO = (r[rows, :].astype(f32)
+                              for r in (w_ref, kd_ref, qd_ref, aqk_ref, do_ref))
+        dstates_ref[pl.ds(n * Kp, Kp), :] = dS
+        dd = dot(kd, dS, _NN) + dot(aqk, dO, _TN)
+        dd_ref[rows, :] = dd.astype(dd_ref.dtype)
+        return gc_ref[:, pl.ds(n, 1)] * dS + dot(qd, dO, _TN) - dot(w, dd, _TN)
+
+    ds0_ref[...] = lax.fori_loop(0, n_chunks, body, dsf_ref[...])
+
+
+def _dqk_kernel(s_ref, ds_ref, delta_ref, dd_ref, do_ref, dw_ref, dkd_ref, dqd_ref, daqk_ref,
+                dgc_ref, *, dot):
+    S, dS = s_ref[...].astype(f32), ds_ref[...]
+    delta, dd, dO = (r[...].astype(f32) for r in (delta_ref, dd_ref, do_ref))
+    dw_ref[...] = (-dot(dd, S, _NT)).astype(dw_ref.dtype)
+    dkd_ref[...] = dot(delta, dS, _NT).astype(dkd_ref.dtype)
+    dqd_ref[...] = dot(dO, S, _NT).astype(dqd_ref.dtype)
+    daqk_ref[...] = dot(dO, delta, _NT).astype(daqk_ref.dtype)
+    dgc_ref[...] = jnp.sum(dS * S, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# pallas_call wrappers. Arrays as in pallas_gpu.py: w, kd, qd [BH, Tp, Kp]; u, delta, dd
+# [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]; states, dstates [BH, N*Kp, V]; s0 [BH, Kp, V].
+
+def _launch(kernel, name, grid, in_specs, out_specs, out_shape, interpret, num_warps,
+            num_stages):
+    return pl.pallas_call(
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        compiler_params=None if interpret else _triton_params(num_warps, num_stages),
+        interpret=interpret, name=name)
+
+
+def _dims(w, aqk, gc, V, block_v):
+    BH, Tp, Kp = w.shape
+    C, N = aqk.shape[-1], gc.shape[2]
+    BV = _v_tile(V, block_v)
+    return BH, Tp, Kp, C, N, BV, V // BV
+
+
+def _seq_specs(Tp, Kp, C, N, BV):
+    """Whole-sequence blocks for the sequential kernels, grid (BH, NV)."""
+    return dict(k=pl.BlockSpec((None, Tp, Kp), lambda i, j: (i, 0, 0)),
+                v=pl.BlockSpec((None, Tp, BV), lambda i, j: (i, 0, j)),
+                c=pl.BlockSpec((None, Tp, C), lambda i, j: (i, 0, 0)),
+                gc=pl.BlockSpec((None, Kp, N), lambda i, j: (i, 0, 0)),
+                state=pl.BlockSpec((None, Kp, BV), lambda i, j: (i, 0, j)),
+                states=pl.BlockSpec((None, N * Kp, BV), lambda i, j: (i, 0, j)))
+
+
+def _chunk_specs(C, Kp, BV):
+    """One chunk's blocks for the parallel kernels, grid (BH, N, NV)."""
+    return dict(k=pl.BlockSpec((None, C, Kp), lambda i, n, j: (i, n, 0)),
+                v=pl.BlockSpec((None, C, BV), lambda i, n, j: (i, n, j)),
+                c=pl.BlockSpec((None, C, C), lambda i, n, j: (i, n, 0)),
+                state=pl.BlockSpec((None, Kp, BV), lambda i, n, j: (i, n, j)),
+                part_k=pl.BlockSpec((None, None, C, Kp), lambda i, n, j: (j, i, n, 0)),
+                part_c=pl.BlockSpec((None, None, C, C), lambda i, n, j: (j, i, n, 0)),
+                part_gc=pl.BlockSpec((None, None, None, Kp), lambda i, n, j: (j, i, n, 0)))
+
+
+def split_fwd(w, u, kd, gc, qd, aqk, s0, *, precision, interpret, num_warps, num_stages,
+              block_v):
+    """-> o [BH, Tp, V] (operand dtype), sf fp32, and the residuals states, delta."""
+    V = u.shape[-1]
+    BH, Tp, Kp, C, N, BV, NV = _dims(w, aqk, gc, V, block_v)
+    dot, dt = _dot_fn(precision, interpret), w.dtype
+    run = functools.partial(_launch, interpret=interpret, num_warps=num_warps,
+                            num_stages=num_stages)
+    s = _seq_specs(Tp, Kp, C, N, BV)
+    states, delta, sf = run(
+        functools.partial(_h_kernel, C=C, Kp=Kp, n_chunks=N, dot=dot), "gdr_split_h",
+        (BH, NV), [s["k"], s["v"], s["k"], s["gc"], s["state"]],
+        [s["states"], s["v"], s["state"]],
+        [jax.ShapeDtypeStruct((BH, N * Kp, V), dt), jax.ShapeDtypeStruct((BH, Tp, V), dt),
+         jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, u, kd, gc, s0)
+    c = _chunk_specs(C, Kp, BV)
+    o = run(functools.partial(_o_kernel, dot=dot), "gdr_split_o", (BH, N, NV),
+            [c["k"], c["c"], c["state"], c["v"]], c["v"],
+            jax.ShapeDtypeStruct((BH, Tp, V), dt))(qd, aqk, states, delta)
+    return o, sf, states, delta
+
+
+def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpret, num_warps,
+              num_stages, block_v):
+    """Cotangents (dw, du, dkd, dgc, dqd, daqk, ds0) in the primal dtypes; du in delta's."""
+    V = delta.shape[-1]
+    BH, Tp, Kp, C, N, BV, NV = _dims(w, aqk, gc, V, block_v)
+    dot, dt = _dot_fn(precision, interpret), w.dtype
+    run = functools.partial(_launch, interpret=interpret, num_warps=num_warps,
+                            num_stages=num_stages)
+    s = _seq_specs(Tp, Kp, C, N, BV)
+    # dS stays fp32 between the kernels: it is the carried state of the backward.
+    dstates, dd, ds0 = run(
+        functools.partial(_dh_kernel, C=C, Kp=Kp, n_chunks=N, dot=dot), "gdr_split_dh",
+        (BH, NV), [s["k"], s["k"], s["gc"], s["k"], s["c"], s["v"], s["state"]],
+        [s["states"], s["v"], s["state"]],
+        [jax.ShapeDtypeStruct((BH, N * Kp, V), f32), jax.ShapeDtypeStruct((BH, Tp, V), dt),
+         jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, kd, gc, qd, aqk, do, dsf)
+    c = _chunk_specs(C, Kp, BV)
+    part = lambda *shape, dtype=dt: jax.ShapeDtypeStruct((NV, BH) + shape, dtype)
+    dw, dkd, dqd, daqk, dgc = run(
+        functools.partial(_dqk_kernel, dot=dot), "gdr_split_dqk", (BH, N, NV),
+        [c["state"], c["state"], c["v"], c["v"], c["v"]],
+        [c["part_k"], c["part_k"], c["part_k"], c["part_c"], c["part_gc"]],
+        [part(Tp, Kp), part(Tp, Kp), part(Tp, Kp), part(Tp, C), part(N, Kp, dtype=f32)],
+    )(states, dstates, delta, dd, do)
+    # Key-side cotangents are partial per V tile: summed in fp32, then the primal dtypes.
+    total = lambda x, like: jnp.sum(x.astype(f32), axis=0).astype(like.dtype)
+    dgc = jnp.swapaxes(jnp.sum(dgc, axis=0), 1, 2)  # [BH, N, Kp] -> gc's [BH, Kp, N]
+    return (total(dw, w), dd, total(dkd, kd), dgc.astype(gc.dtype), total(dqd, qd),
+            total(daqk, aqk), ds0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def state_pass_split(w, u, kd, gc, qd, aqk, s0, cfg):
+    """(o, final state) of the chunked recurrence; `pallas_gpu._state_pass`'s contract."""
+    o, sf, _, _ = split_fwd(w, u, kd, gc, qd, aqk, s0, **_call_cfg(cfg, "fwd"))
+    return o, sf
+
+
+def _vjp_fwd(w, u, kd, gc, qd, aqk, s0, cfg):
+    o, sf, states, delta = split_fwd(w, u, kd, gc, qd, aqk, s0, **_call_cfg(cfg, "fwd"))
+    u_like = jnp.zeros((), u.dtype)  # residuals are arrays: u's dtype rides on a scalar
+    return (o, sf), (w, u_like, kd, gc, qd, aqk, states, delta)
+
+
+def _vjp_bwd(cfg, res, cts):
+    w, u_like, kd, gc, qd, aqk, states, delta = res
+    do, dsf = cts
+    dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf,
+                                                 **_call_cfg(cfg, "bwd"))
+    return dw, du.astype(u_like.dtype), dkd, dgc, dqd, daqk, ds0
+
+
+state_pass_split.defvjp(_vjp_fwd, _vjp_bwd)

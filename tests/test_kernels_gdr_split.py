@@ -1,0 +1,95 @@
+"""The split state pass (`pallas_gpu_split.py`): against float64 oracles through the public
+function, against the fused Triton state pass kernel for kernel, and lowered for CUDA."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kernels.gated_delta_rule import pallas_gpu as pg
+from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
+from tests.test_kernels_gdr import rel_err
+from tests.test_kernels_gdr_pallas_gpu import CPU_CASES, GPU_CASES, _check_against_float64
+
+
+@pytest.mark.parametrize("case", sorted(CPU_CASES))
+def test_interpret_split_matches_float64(case):
+    _check_against_float64(CPU_CASES[case], interpret=True, prep="pallas", state_pass="split")
+
+
+def test_interpret_split_default_precision_is_bf16_accurate():
+    _check_against_float64((1, 40, 1, 2, 96, 64, True, "mild", 32, True, None), interpret=True,
+                           prep="pallas", precision="default", tol=2e-2, state_pass="split")
+
+
+def _state_pass_operands(seed, BH=3, N=3, C=16, Kp=32, V=48, dtype=jnp.float32):
+    ks = iter(jax.random.split(jax.random.key(seed), 12))
+    rnd = lambda *s: (0.3 * jax.random.normal(next(ks), s)).astype(dtype)
+    Tp = N * C
+    row, col = jnp.arange(C)[:, None], jnp.arange(C)[None, :]
+    aqk = jnp.tile(jnp.where(row >= col, 1.0, 0.0), (N, 1))[None] * rnd(BH, Tp, C)
+    gc = jnp.broadcast_to(jax.random.uniform(next(ks), (BH, 1, N), minval=0.3, maxval=1.0),
+                          (BH, Kp, N))
+    return (rnd(BH, Tp, Kp), rnd(BH, Tp, V), rnd(BH, Tp, Kp), gc, rnd(BH, Tp, Kp),
+            aqk.astype(dtype), jax.random.normal(next(ks), (BH, Kp, V)))
+
+
+@pytest.mark.parametrize("precision, block_v", [("highest", 16), ("default", 32)])
+def test_split_equals_fused_state_pass(precision, block_v):
+    """Same operands through both state passes: outputs and all seven cotangents. V=48 with
+    block_v 16 runs three V tiles (partial key-side cotangents summed over them). In interpret
+    mode the two round identically by construction (every value the split stores in a lower
+    dtype is one the fused kernel rounds to that dtype at its next dot), so the bound is tight
+    at both precisions; on a GPU the dots' accumulation order may differ."""
+    tol = 1e-6
+    dtype = jnp.float32 if precision == "highest" else jnp.bfloat16
+    args = _state_pass_operands(0, dtype=dtype)
+    cfg = pg.kernel_config(precision, True, args[0].shape[-1], args[1].shape[-1],
+                           block_v=block_v)
+    rng = np.random.default_rng(1)
+    w_o = jnp.asarray(rng.normal(size=args[1].shape), jnp.float32)
+    w_s = jnp.asarray(rng.normal(size=args[6].shape), jnp.float32)
+
+    def run(fn):
+        def loss(*a):
+            o, sf = fn(*a, cfg)
+            return jnp.sum(o.astype(jnp.float32) * w_o) + jnp.sum(sf * w_s), (o, sf)
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(7)),
+                                                     has_aux=True))(*args)
+        return out, grads
+
+    (o, sf), grads = run(state_pass_split)
+    (o_ref, sf_ref), grads_ref = run(pg._state_pass)
+    errs = {"o": rel_err(o, o_ref), "sf": rel_err(sf, sf_ref)}
+    errs.update({f"d{n}": rel_err(a, b) for n, a, b in
+                 zip(("w", "u", "kd", "gc", "qd", "aqk", "s0"), grads, grads_ref)})
+    for a, b in zip(grads, grads_ref):
+        assert a.dtype == b.dtype and a.shape == b.shape
+    assert max(errs.values()) < tol, errs
+
+
+def test_split_lowers_to_triton_ir_without_a_gpu(monkeypatch):
+    """Forward and backward lowered for CUDA through the Triton-IR stage: prep fwd, h, o, dh,
+    dqk and prep bwd are six Triton calls. Uses jax 0.11.2 internals (gpu_info)."""
+    from jax._src.pallas.triton import gpu_info, pallas_call_registration
+    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
+    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
+    B, T, H, HV, K, V = 1, 100, 1, 2, 96, 192
+    shapes = [(B, T, H, K), (B, T, H, K), (B, T, HV, V), (B, T, HV), (B, T, HV)]
+    args = [jax.ShapeDtypeStruct(x, jnp.bfloat16) for x in shapes]
+    args.append(jax.ShapeDtypeStruct((B, HV, K, V), jnp.float32))
+
+    def loss(q, k, v, g, b, s0):
+        o, S = pg.chunk_gated_delta_rule_pallas_gpu(q, k, v, g, b, initial_state=s0,
+                                                    precision="default", state_pass="split")
+        return jnp.sum(o.astype(jnp.float32)) + jnp.sum(S)
+
+    text = jax.jit(jax.grad(loss, argnums=range(6))).trace(*args).lower(
+        lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == 6
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["T300-K96-V192-gqa-mild-init-l2", "T257-K128-V128-strong-init"])
+def test_gpu_split_matches_float64(case):
+    _check_against_float64(GPU_CASES[case], interpret=False, prep="pallas", state_pass="split")
