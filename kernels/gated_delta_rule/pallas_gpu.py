@@ -84,7 +84,8 @@ from jax.experimental import pallas as pl
 from kernels.gated_delta_rule import pallas_gpu_prep, reference
 from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
                                                          _next_pow2, _operand_dtype, _prep_cfg,
-                                                         _triton_params, _v_tile, kernel_config)
+                                                         _specs, _triton_params, _v_tile,
+                                                         kernel_config)
 
 PRECISIONS = ("highest", "default")
 PREPS = ("xla", "pallas")  # where the chunk-local WY transform runs
@@ -140,22 +141,12 @@ def _bwd_kernel(w_ref, u_ref, kd_ref, gc_ref, qd_ref, aqk_ref, states_ref, do_re
 # pallas_call wrappers. Arrays: w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C];
 # gc [BH, Kp, N] (exp(G_C) repeated over Kp); states [BH, N*Kp, V]; s0, sf [BH, Kp, V].
 
-def _specs(BH, Tp, Kp, C, N, BV):
-    seq_k = pl.BlockSpec((None, Tp, Kp), lambda i, j: (i, 0, 0))
-    seq_v = pl.BlockSpec((None, Tp, BV), lambda i, j: (i, 0, j))
-    seq_c = pl.BlockSpec((None, Tp, C), lambda i, j: (i, 0, 0))
-    gcs = pl.BlockSpec((None, Kp, N), lambda i, j: (i, 0, 0))
-    state = pl.BlockSpec((None, Kp, BV), lambda i, j: (i, 0, j))
-    states = pl.BlockSpec((None, N * Kp, BV), lambda i, j: (i, 0, j))
-    return seq_k, seq_v, seq_c, gcs, state, states
-
-
 def _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, *, save_states, precision, interpret,
                          num_warps, num_stages, block_v):
     BH, Tp, Kp = w.shape
     V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[2]
     BV = _v_tile(V, block_v)
-    seq_k, seq_v, seq_c, gcs, state, states = _specs(BH, Tp, Kp, C, N, BV)
+    seq_k, seq_v, seq_c, gcs, state, states = _specs(Tp, Kp, C, N, BV)
     f32 = jnp.float32
     kernel = functools.partial(_fwd_kernel, C=C, Kp=Kp, n_chunks=N,
                                dot=_dot_fn(precision, interpret))
@@ -180,7 +171,7 @@ def _state_pass_bwd_call(w, u, kd, gc, qd, aqk, states, do, dsf, *, precision, i
     V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[2]
     BV = _v_tile(V, block_v)
     NV = V // BV
-    seq_k, seq_v, seq_c, gcs, state, states_spec = _specs(BH, Tp, Kp, C, N, BV)
+    seq_k, seq_v, seq_c, gcs, state, states_spec = _specs(Tp, Kp, C, N, BV)
     part = lambda last: pl.BlockSpec((None, None, Tp, last), lambda i, j: (j, i, 0, 0))
     part_gc = pl.BlockSpec((None, None, Kp, N), lambda i, j: (j, i, 0, 0))
     f32, dt = jnp.float32, w.dtype  # per-tile cotangents in the operand dtype

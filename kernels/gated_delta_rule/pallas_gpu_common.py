@@ -17,6 +17,20 @@ def _v_tile(V: int, block_v: int) -> int:
     return min(block_v, V & -V)  # largest power of two dividing V, at most block_v
 
 
+def _specs(Tp, Kp, C, N, BV):
+    """Whole-sequence blocks of the sequential state-pass kernels, grid (BH, NV): w, kd, qd
+    [BH, Tp, Kp]; u, o [BH, Tp, V] by V tile; aqk [BH, Tp, C]; gc [BH, Kp, N]; a state
+    [BH, Kp, V] and the per-chunk states [BH, N*Kp, V] by V tile."""
+    from jax.experimental import pallas as pl
+    seq_k = pl.BlockSpec((None, Tp, Kp), lambda i, j: (i, 0, 0))
+    seq_v = pl.BlockSpec((None, Tp, BV), lambda i, j: (i, 0, j))
+    seq_c = pl.BlockSpec((None, Tp, C), lambda i, j: (i, 0, 0))
+    gcs = pl.BlockSpec((None, Kp, N), lambda i, j: (i, 0, 0))
+    state = pl.BlockSpec((None, Kp, BV), lambda i, j: (i, 0, j))
+    states = pl.BlockSpec((None, N * Kp, BV), lambda i, j: (i, 0, j))
+    return seq_k, seq_v, seq_c, gcs, state, states
+
+
 def _triton_params(num_warps: int, num_stages: int):
     from jax.experimental.pallas import triton as plgpu
     return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)

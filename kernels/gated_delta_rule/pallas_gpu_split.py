@@ -38,7 +38,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
-                                                         _triton_params, _v_tile)
+                                                         _specs, _triton_params, _v_tile)
 
 f32 = jnp.float32
 
@@ -112,13 +112,8 @@ def _dims(w, aqk, gc, V, block_v):
 
 
 def _seq_specs(Tp, Kp, C, N, BV):
-    """Whole-sequence blocks for the sequential kernels, grid (BH, NV)."""
-    return dict(k=pl.BlockSpec((None, Tp, Kp), lambda i, j: (i, 0, 0)),
-                v=pl.BlockSpec((None, Tp, BV), lambda i, j: (i, 0, j)),
-                c=pl.BlockSpec((None, Tp, C), lambda i, j: (i, 0, 0)),
-                gc=pl.BlockSpec((None, Kp, N), lambda i, j: (i, 0, 0)),
-                state=pl.BlockSpec((None, Kp, BV), lambda i, j: (i, 0, j)),
-                states=pl.BlockSpec((None, N * Kp, BV), lambda i, j: (i, 0, j)))
+    """Whole-sequence blocks for the sequential kernels, grid (BH, NV) (the fused pass's)."""
+    return dict(zip(("k", "v", "c", "gc", "state", "states"), _specs(Tp, Kp, C, N, BV)))
 
 
 def _chunk_specs(C, Kp, BV):
