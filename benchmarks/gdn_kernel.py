@@ -57,8 +57,11 @@ JAX_IMPLS = {
     "pallas_gpu_mosaic": dict(precision="default", prep="pallas", state_pass="mosaic"),
     "pallas_gpu_split": dict(precision="default", prep="pallas", state_pass="split"),
 }
-DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu", "pallas_gpu_default", "pallas_gpu_split",
-                 "pallas_gpu_mosaic", "pallas_gpu_xlaprep", "pallas_gpu_default_xlaprep")
+# In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
+# cut short by --budget-s loses the least telling variants.
+DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu_default", "pallas_gpu_split",
+                 "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep", "pallas_gpu",
+                 "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 T_START = time.perf_counter()
@@ -229,6 +232,14 @@ def run_breakdown(s, precision, args):
         "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
                       (w, u, kd, gc, qd, aqk, states, do, s0)),
     }
+    # The prep's launch configuration, untuned so far: 4 warps instead of 8, K/V tiles of 32
+    # instead of 64 (fewer live registers; the prep kernels are the worst spillers).
+    for tag, kw in (("w4", dict(num_warps_bwd=4)), ("bd32", dict(block_d=32))):
+        alt = pg._prep_cfg(pg.kernel_config(precision, bool(args.interpret), Kp, V, **kw))
+        cells[f"prep fwd {tag}"] = (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **alt),
+                                    (q, k, v, g, beta))
+        cells[f"prep bwd {tag}"] = (functools.partial(pp.prep_bwd, C=C, **alt),
+                                    (q, k, v, g, beta, dw, du, dkd, dqd, daqk))
     from kernels.gated_delta_rule import pallas_gpu_split as ps
     delta = rnd(BH, Tp, V, dtype=dt)
     cells["state fwd split"] = (functools.partial(ps.split_fwd, **fc), (w, u, kd, gc, qd, aqk, s0))
