@@ -32,21 +32,25 @@ def run(store, run_dir, family, mesh, **extra):
         "mesh.tensor": tensor, **FAMILY_EXTRA[family], **extra}), None)
 
 
-@pytest.mark.parametrize("family, meshes", [
-    ("transformer", ("811", "241", "222")),
-    pytest.param("hybrid", ("222",), marks=pytest.mark.slow)])
-def test_same_loss_on_every_mesh(store, env, tmp_path, family, meshes):
-    child_train([run(store, tmp_path / "111", family, "111")], devices=1, env=env)
+@pytest.mark.parametrize("family, meshes, dtype, rtol", [
+    ("transformer", ("811", "241", "222"), "float32", 2e-5),
+    pytest.param("hybrid", ("222",), "float32", 2e-5, marks=pytest.mark.slow),
+    # bf16: the unembedding's custom_vjp backward (models/lm.py) under a sharded step; bf16
+    # rounding of differently ordered sums sets the tolerance (measured 4.9e-4 over 4 steps)
+    pytest.param("transformer", ("222",), "bfloat16", 3e-3, marks=pytest.mark.slow)])
+def test_same_loss_on_every_mesh(store, env, tmp_path, family, meshes, dtype, rtol):
+    extra = {"model.compute_dtype": dtype}
+    child_train([run(store, tmp_path / "111", family, "111", **extra)], devices=1, env=env)
     # (2,2,2) also accumulates gradients over 2 micro-batches
     micro = {"222": {"train.micro_batches": 2}}
-    summaries = child_train([run(store, tmp_path / m, family, m, **micro.get(m, {}))
+    summaries = child_train([run(store, tmp_path / m, family, m, **extra, **micro.get(m, {}))
                              for m in meshes], devices=8, env=env)
     reference = train_losses(tmp_path / "111")
     assert sorted(reference) == list(range(1, STEPS + 1))
     for mesh in meshes:
         losses = train_losses(tmp_path / mesh)
         np.testing.assert_allclose([losses[s] for s in sorted(losses)],
-                                   [reference[s] for s in sorted(reference)], rtol=2e-5,
+                                   [reference[s] for s in sorted(reference)], rtol=rtol,
                                    err_msg=f"mesh {MESHES[mesh]}")
     assert len({s["config_hash"] for s in summaries}) == 1  # the mesh is not part of the identity
 
