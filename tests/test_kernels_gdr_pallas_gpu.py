@@ -210,8 +210,13 @@ def test_gdn_layer_shard_map_wrapper_splits_batch_and_heads():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("prep, precision", [("pallas", "highest"), ("xla", "default")])
-def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision):
+# Triton calls in forward+backward: prep fwd/bwd when prep="pallas", plus the state pass's
+# fused fwd/bwd or the split pass's h, o, dh, dqk (pallas_gpu_split.py).
+@pytest.mark.parametrize("prep, precision, state_pass, n_calls", [
+    ("pallas", "highest", "triton", 4), ("xla", "default", "triton", 2),
+    ("pallas", "default", "split", 6)])
+def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision, state_pass,
+                                                  n_calls):
     """Forward and backward lowered for CUDA on this host, through the Triton-IR stage (not
     PTX): catches unsupported ops and shapes in CI. Uses jax 0.11.2 internals (gpu_info)."""
     from jax._src.pallas.triton import gpu_info, pallas_call_registration
@@ -224,12 +229,12 @@ def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision):
 
     def loss(q, k, v, g, b, s0):
         o, S = chunk_gated_delta_rule_pallas_gpu(q, k, v, g, b, initial_state=s0, prep=prep,
-                                                 precision=precision)
+                                                 precision=precision, state_pass=state_pass)
         return jnp.sum(o.astype(jnp.float32)) + jnp.sum(S)
 
     text = jax.jit(jax.grad(loss, argnums=range(6))).trace(*args).lower(
         lowering_platforms=("cuda",)).as_text()
-    assert text.count("__gpu$xla.gpu.triton") == (4 if prep == "pallas" else 2)
+    assert text.count("__gpu$xla.gpu.triton") == n_calls
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The split state pass (`pallas_gpu_split.py`): against float64 oracles through the public
-function, against the fused Triton state pass kernel for kernel, and lowered for CUDA."""
+function and against the fused Triton state pass kernel for kernel. Its CUDA lowering is a case
+of tests/test_kernels_gdr_pallas_gpu.py's lowering test."""
 
 import jax
 import jax.numpy as jnp
@@ -66,27 +67,6 @@ def test_split_equals_fused_state_pass(precision, block_v):
     for a, b in zip(grads, grads_ref):
         assert a.dtype == b.dtype and a.shape == b.shape
     assert max(errs.values()) < tol, errs
-
-
-def test_split_lowers_to_triton_ir_without_a_gpu(monkeypatch):
-    """Forward and backward lowered for CUDA through the Triton-IR stage: prep fwd, h, o, dh,
-    dqk and prep bwd are six Triton calls. Uses jax 0.11.2 internals (gpu_info)."""
-    from jax._src.pallas.triton import gpu_info, pallas_call_registration
-    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
-    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
-    B, T, H, HV, K, V = 1, 100, 1, 2, 96, 192
-    shapes = [(B, T, H, K), (B, T, H, K), (B, T, HV, V), (B, T, HV), (B, T, HV)]
-    args = [jax.ShapeDtypeStruct(x, jnp.bfloat16) for x in shapes]
-    args.append(jax.ShapeDtypeStruct((B, HV, K, V), jnp.float32))
-
-    def loss(q, k, v, g, b, s0):
-        o, S = pg.chunk_gated_delta_rule_pallas_gpu(q, k, v, g, b, initial_state=s0,
-                                                    precision="default", state_pass="split")
-        return jnp.sum(o.astype(jnp.float32)) + jnp.sum(S)
-
-    text = jax.jit(jax.grad(loss, argnums=range(6))).trace(*args).lower(
-        lowering_platforms=("cuda",)).as_text()
-    assert text.count("__gpu$xla.gpu.triton") == 6
 
 
 @pytest.mark.gpu

@@ -104,11 +104,16 @@ def _launch(kernel, name, grid, in_specs, out_specs, out_shape, interpret, num_w
         interpret=interpret, name=name)
 
 
-def _dims(w, aqk, gc, V, block_v):
+def _setup(w, aqk, gc, V, precision, interpret, num_warps, num_stages, block_v):
+    """What split_fwd and split_bwd share: sizes (BH, Tp, Kp, C, N, BV, NV), the in-kernel dot,
+    a launcher with the Triton parameters, and the sequential and per-chunk block specs."""
     BH, Tp, Kp = w.shape
     C, N = aqk.shape[-1], gc.shape[2]
     BV = _v_tile(V, block_v)
-    return BH, Tp, Kp, C, N, BV, V // BV
+    run = functools.partial(_launch, interpret=interpret, num_warps=num_warps,
+                            num_stages=num_stages)
+    return ((BH, Tp, Kp, C, N, BV, V // BV), _dot_fn(precision, interpret), run,
+            _seq_specs(Tp, Kp, C, N, BV), _chunk_specs(C, Kp, BV))
 
 
 def _seq_specs(Tp, Kp, C, N, BV):
@@ -130,19 +135,15 @@ def _chunk_specs(C, Kp, BV):
 def split_fwd(w, u, kd, gc, qd, aqk, s0, *, precision, interpret, num_warps, num_stages,
               block_v):
     """-> o [BH, Tp, V] (operand dtype), sf fp32, and the residuals states, delta."""
-    V = u.shape[-1]
-    BH, Tp, Kp, C, N, BV, NV = _dims(w, aqk, gc, V, block_v)
-    dot, dt = _dot_fn(precision, interpret), w.dtype
-    run = functools.partial(_launch, interpret=interpret, num_warps=num_warps,
-                            num_stages=num_stages)
-    s = _seq_specs(Tp, Kp, C, N, BV)
+    (BH, Tp, Kp, C, N, BV, NV), dot, run, s, c = _setup(
+        w, aqk, gc, u.shape[-1], precision, interpret, num_warps, num_stages, block_v)
+    V, dt = u.shape[-1], w.dtype
     states, delta, sf = run(
         functools.partial(_h_kernel, C=C, Kp=Kp, n_chunks=N, dot=dot), "gdr_split_h",
         (BH, NV), [s["k"], s["v"], s["k"], s["gc"], s["state"]],
         [s["states"], s["v"], s["state"]],
         [jax.ShapeDtypeStruct((BH, N * Kp, V), dt), jax.ShapeDtypeStruct((BH, Tp, V), dt),
          jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, u, kd, gc, s0)
-    c = _chunk_specs(C, Kp, BV)
     o = run(functools.partial(_o_kernel, dot=dot), "gdr_split_o", (BH, N, NV),
             [c["k"], c["c"], c["state"], c["v"]], c["v"],
             jax.ShapeDtypeStruct((BH, Tp, V), dt))(qd, aqk, states, delta)
@@ -152,12 +153,9 @@ def split_fwd(w, u, kd, gc, qd, aqk, s0, *, precision, interpret, num_warps, num
 def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpret, num_warps,
               num_stages, block_v):
     """Cotangents (dw, du, dkd, dgc, dqd, daqk, ds0) in the primal dtypes; du in delta's."""
-    V = delta.shape[-1]
-    BH, Tp, Kp, C, N, BV, NV = _dims(w, aqk, gc, V, block_v)
-    dot, dt = _dot_fn(precision, interpret), w.dtype
-    run = functools.partial(_launch, interpret=interpret, num_warps=num_warps,
-                            num_stages=num_stages)
-    s = _seq_specs(Tp, Kp, C, N, BV)
+    (BH, Tp, Kp, C, N, BV, NV), dot, run, s, c = _setup(
+        w, aqk, gc, delta.shape[-1], precision, interpret, num_warps, num_stages, block_v)
+    V, dt = delta.shape[-1], w.dtype
     # dS stays fp32 between the kernels: it is the carried state of the backward.
     dstates, dd, ds0 = run(
         functools.partial(_dh_kernel, C=C, Kp=Kp, n_chunks=N, dot=dot), "gdr_split_dh",
@@ -165,7 +163,6 @@ def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpre
         [s["states"], s["v"], s["state"]],
         [jax.ShapeDtypeStruct((BH, N * Kp, V), f32), jax.ShapeDtypeStruct((BH, Tp, V), dt),
          jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, kd, gc, qd, aqk, do, dsf)
-    c = _chunk_specs(C, Kp, BV)
     part = lambda *shape, dtype=dt: jax.ShapeDtypeStruct((NV, BH) + shape, dtype)
     dw, dkd, dqd, daqk, dgc = run(
         functools.partial(_dqk_kernel, dot=dot), "gdr_split_dqk", (BH, N, NV),
