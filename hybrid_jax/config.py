@@ -20,7 +20,8 @@ from typing import Any, Sequence
 FAMILIES = ("transformer", "hybrid", "gdn")
 LAYER_LETTERS = {"A": "full attention", "S": "sliding-window attention", "G": "gated deltanet"}
 DEFAULT_PATTERNS = {"transformer": "SSSA", "hybrid": "GGGA", "gdn": "G"}
-GDN_IMPLEMENTATIONS = ("auto", "recurrent", "chunked", "pallas_gpu", "pallas_mgpu", "pallas_tpu")
+GDN_IMPLEMENTATIONS = ("auto", "recurrent", "chunked", "pallas_gpu", "pallas_gpu_split",
+                       "pallas_mgpu", "pallas_tpu")
 GDN_PRECISIONS = ("highest", "default")
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 DTYPES = ("float32", "bfloat16", "float16")

@@ -73,3 +73,18 @@ def test_split_equals_fused_state_pass(precision, block_v):
 @pytest.mark.parametrize("case", ["T300-K96-V192-gqa-mild-init-l2", "T257-K128-V128-strong-init"])
 def test_gpu_split_matches_float64(case):
     _check_against_float64(GPU_CASES[case], interpret=False, prep="pallas", state_pass="split")
+
+
+def test_pallas_gpu_split_is_an_api_and_model_implementation_for_gpus_only():
+    """`implementation="pallas_gpu_split"` routes to state_pass="split", is refused off a GPU
+    backend, and is a valid model.gdn_implementation at both precisions."""
+    from hybrid_jax.config import ModelConfig
+    from kernels import chunk_gated_delta_rule
+    from kernels.gated_delta_rule import api
+    fn = api._pallas_fn("pallas_gpu_split")
+    assert fn.keywords == {"state_pass": "split"} and fn.func is pg.chunk_gated_delta_rule_pallas_gpu
+    args = [jnp.zeros((1, 64, 1, 64))] * 3 + [jnp.zeros((1, 64, 1))] * 2
+    with pytest.raises(RuntimeError, match="compiles only for a gpu"):
+        chunk_gated_delta_rule(*args, implementation="pallas_gpu_split")
+    for precision in ("highest", "default"):
+        ModelConfig(gdn_implementation="pallas_gpu_split", gdn_precision=precision)

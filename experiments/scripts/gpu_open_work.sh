@@ -49,6 +49,7 @@ train_rows() {  # 370M training throughput, each row against its baseline in thi
   tt compute --families transformer,hybrid                             # bf16 backward; after
   tt chunked_default --families hybrid --gdn-implementation chunked --gdn-precision default
   tt pallas_default --families hybrid --gdn-implementation pallas_gpu --gdn-precision default
+  tt split_default --families hybrid --gdn-implementation pallas_gpu_split --gdn-precision default
   tt mgpu_default --families hybrid --gdn-implementation pallas_mgpu --gdn-precision default
 }
 export PY WORK

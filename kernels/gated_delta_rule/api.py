@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
 
-IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_mgpu", "pallas_tpu")
+IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_gpu_split", "pallas_mgpu",
+                   "pallas_tpu")
 # Jitted so that eager callers get one compiled program; inside a caller's jit this inlines.
 _RUN = {
     "recurrent": jax.jit(reference.recurrent, static_argnames=("use_qk_l2norm", "precision")),
@@ -37,22 +38,24 @@ PRECISIONS = ("highest", "default")
 _XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 # The platform each Pallas implementation compiles for. Interpret mode (CPU tests) is reached
 # through the kernel modules' own functions with interpret=True, never through this API.
-_PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_mgpu": "gpu", "pallas_tpu": "tpu"}
+_PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu": "gpu",
+                   "pallas_tpu": "tpu"}
+# The Pallas GPU implementations: one entry point, three state passes (pallas_gpu.py).
+_GPU_STATE_PASS = {"pallas_gpu": "triton", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
 # What "auto" runs per backend; "chunked" where a backend is not listed. Empty on purpose:
-# pallas_gpu and pallas_tpu pass their tests in interpret mode on CPU but have not yet been
-# compiled and checked on a GPU or TPU (tests/test_kernels_gdr_pallas_gpu.py has the gpu-marked
-# ones). Add {"gpu": "pallas_gpu"} once those pass on the reference card; until then request
-# the kernel explicitly (model.gdn_implementation=pallas_gpu).
+# pallas_gpu passes its compiled tests on an H200 but is slower than XLA at precision="highest"
+# and 2.8x slower than fla at "default" (experiments/LOG.md, 2026-11-27); pallas_tpu has not
+# run on a TPU. Request a kernel explicitly (model.gdn_implementation=pallas_gpu) until one
+# beats XLA at the precision `auto` promises.
 AUTO: dict[str, str] = {}
 
 
 def _pallas_fn(name: str):
     """The Pallas entry point, imported lazily so that api.py imports without it."""
-    if name in ("pallas_gpu", "pallas_mgpu"):
+    if name in _GPU_STATE_PASS:  # the Triton prep, then the named state pass
         from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
-        if name == "pallas_mgpu":  # the Triton prep, then the Mosaic GPU state pass
-            return functools.partial(chunk_gated_delta_rule_pallas_gpu, state_pass="mosaic")
-        return chunk_gated_delta_rule_pallas_gpu
+        return functools.partial(chunk_gated_delta_rule_pallas_gpu,
+                                 state_pass=_GPU_STATE_PASS[name])
     try:
         from kernels.gated_delta_rule.pallas_tpu import chunk_gated_delta_rule_pallas_tpu
     except ImportError as e:
@@ -172,7 +175,7 @@ def chunk_gated_delta_rule(
         kwargs["chunk_size"] = chunk_size
     if impl in _RUN:
         kwargs["precision"] = _XLA_PRECISION[precision]
-    elif impl in ("pallas_gpu", "pallas_mgpu"):  # pallas_mgpu: precision="default" only
+    elif impl in _GPU_STATE_PASS:  # pallas_mgpu: precision="default" only
         kwargs["precision"] = precision
     elif precision != "highest":
         raise NotImplementedError(f"implementation={impl!r} has no precision={precision!r}")
