@@ -388,7 +388,7 @@ def main(argv=None):
     # telling cells), then shape by shape, each shape's every implementation before the next:
     # a run cut short by --budget-s keeps the breakdown and a complete comparison on the issue's
     # headline shape. (The first GPU run spent its budget on fla for all shapes; the second on
-    # fla and eight variants of ours at the first shape, and skipped the breakdown.)
+    # fla, XLA and four variants of ours at the first shape, and skipped the breakdown.)
     if jax_impls or not args.no_breakdown:
         import jax
         dev = jax.devices()[0]
