@@ -43,6 +43,7 @@ from pathlib import Path
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.gdn_kernel_breakdown import run_breakdown  # noqa: E402
 
 SHAPES = ["B=4,T=4096,H=16,K=128,V=128", "B=8,T=2048,H=8,K=128,V=128",
           "B=1,T=8192,H=32,K=128,V=128", "B=1,T=8192,H=30,K=96,V=192"]
@@ -157,6 +158,13 @@ def jax_peak_bytes(compiled):
             - ma.alias_size_in_bytes)
 
 
+def past_budget(args):
+    """The skip reason for a cell that would start after --budget-s, else None."""
+    if time.perf_counter() - T_START > args.budget_s:
+        return f"skipped: past --budget-s {args.budget_s}"
+    return None
+
+
 def run_jax(shapes, impls, args, rows, save):
     import jax
     import numpy as np
@@ -166,8 +174,8 @@ def run_jax(shapes, impls, args, rows, save):
         for impl in impls:
             for mode in MODES:
                 row = {"shape": s, "impl": impl, "mode": mode}
-                if time.perf_counter() - T_START > args.budget_s:
-                    row["error"] = f"skipped: past --budget-s {args.budget_s}"
+                if past_budget(args):
+                    row["error"] = past_budget(args)
                     rows.append(row)
                     print_row(row, flush=True)
                     continue
@@ -195,98 +203,14 @@ def run_jax(shapes, impls, args, rows, save):
                 save(rows)
 
 
-def run_breakdown(s, precision, args):
-    """Each Pallas kernel of the pallas_gpu path alone (prep="pallas"), on random operands of
-    the shapes it sees for shape s: where the time goes. Returns rows like the table's."""
-    import functools
-    import jax
-    import jax.numpy as jnp
-    from kernels.gated_delta_rule import pallas_gpu as pg
-    from kernels.gated_delta_rule import pallas_gpu_prep as pp
-
-    B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
-    BH, N = B * HV, -(-T // C)
-    Tp, Kp, Vp = N * C, max(16, pg._next_pow2(K)), max(16, pg._next_pow2(V))
-    cfg = pg.kernel_config(precision, bool(args.interpret), Kp, V)
-    dt = pg._operand_dtype(cfg)
-    ks = iter(jax.random.split(jax.random.key(1), 32))
-    rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)
-    q, k, v = rnd(BH, Tp, Kp), rnd(BH, Tp, Kp), rnd(BH, Tp, Vp)
-    g = -jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 0.5)
-    beta = jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 2.0)
-    w, kd, qd = rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt)
-    u, aqk = rnd(BH, Tp, V, dtype=dt), rnd(BH, Tp, C, dtype=dt)
-    gc = jax.random.uniform(next(ks), (BH, Kp, N), jnp.float32, 0.5, 1.0)
-    s0, do = rnd(BH, Kp, V), rnd(BH, Tp, V, dtype=dt)
-    states = rnd(BH, N * Kp, V, dtype=dt)
-    dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
-    pc, fc, bc = pg._prep_cfg(cfg), pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
-    cells = {
-        "prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc), (q, k, v, g, beta)),
-        "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc),
-                     (q, k, v, g, beta, dw, du, dkd, dqd, daqk)),
-        "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
-                      (w, u, kd, gc, qd, aqk, s0)),
-        "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),
-                           (w, u, kd, gc, qd, aqk, s0)),
-        "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
-                      (w, u, kd, gc, qd, aqk, states, do, s0)),
-    }
-    # The prep's launch configuration, untuned so far: 4 warps instead of 8, K/V tiles of 32
-    # instead of 64 (fewer live registers; the prep kernels are the worst spillers).
-    for tag, kw in (("w4", dict(num_warps_bwd=4)), ("bd32", dict(block_d=32))):
-        alt = pg._prep_cfg(pg.kernel_config(precision, bool(args.interpret), Kp, V, **kw))
-        cells[f"prep fwd {tag}"] = (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **alt),
-                                    (q, k, v, g, beta))
-        cells[f"prep bwd {tag}"] = (functools.partial(pp.prep_bwd, C=C, **alt),
-                                    (q, k, v, g, beta, dw, du, dkd, dqd, daqk))
-    from kernels.gated_delta_rule import pallas_gpu_split as ps
-    delta = rnd(BH, Tp, V, dtype=dt)
-    cells["state fwd split"] = (functools.partial(ps.split_fwd, **fc), (w, u, kd, gc, qd, aqk, s0))
-    cells["state bwd split"] = (functools.partial(ps.split_bwd, **bc),
-                                (w, kd, gc, qd, aqk, states, delta, do, s0))
-    if precision == "default":  # the Mosaic GPU state pass, forward and backward, same operands
-        from jax.experimental.pallas import mosaic_gpu as plgpu
-        from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
-        from kernels.gated_delta_rule.pallas_mgpu_bwd import state_pass_bwd_mgpu
-        mg = dict(interpret=plgpu.InterpretGPUParams()) if args.interpret else {}
-        cells["state fwd mosaic"] = (functools.partial(state_pass_fwd_mgpu, **mg),
-                                     (w, u, kd, gc, qd, aqk, s0))
-        cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
-                                     (w, u, kd, gc, qd, aqk, states, do, s0))
-    rows = []
-    for name, (fn, fargs) in cells.items():
-        row = {"shape": s, "impl": f"kernel:{name}:{precision}", "mode": "fwd"}
-        if time.perf_counter() - T_START > args.budget_s:
-            row["error"] = f"skipped: past --budget-s {args.budget_s}"
-            rows.append(row)
-            continue
-        try:
-            compiled = jax.jit(fn).lower(*fargs).compile()
-            row["median_ms"], row["min_ms"] = time_jax(compiled, fargs, args.warmup, args.iters,
-                                                       args.inner)
-            ins = sum(x.size * x.dtype.itemsize for x in fargs)
-            outs = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
-                jax.eval_shape(fn, *fargs)))
-            row["bytes"] = ins + outs
-            print(f"  {name:<16} {precision:<8} {row['median_ms']:8.3f} ms  "
-                  f"{row['bytes'] / row['median_ms'] / 1e6:7.0f} GB/s (its own operands)",
-                  flush=True)
-        except Exception as exc:
-            row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-            print(f"  {name:<16} {precision:<8} FAILED: {row['error'][:150]}", flush=True)
-        rows.append(row)
-    return rows
-
-
 # ------------------------------------------------------------------------------------------- fla
 
 def run_fla_child(s, args):
     """fla's rows for shape s from a child process (torch and JAX never share a process);
     skipped past --budget-s, and given at most --fla-timeout seconds."""
-    if time.perf_counter() - T_START > args.budget_s:
-        return [{"shape": s, "impl": "fla", "mode": m,
-                 "error": f"skipped: past --budget-s {args.budget_s}"} for m in ("fwd", "fwd+bwd")]
+    if past_budget(args):
+        return [{"shape": s, "impl": "fla", "mode": m, "error": past_budget(args)}
+                for m in ("fwd", "fwd+bwd")]
     child_out = Path(args.out).with_suffix(".fla.json")
     child_out.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).with_name("gdn_kernel_fla.py")), "--out", str(child_out),
@@ -397,8 +321,9 @@ def main(argv=None):
     if not args.no_breakdown:
         print(f"Per-kernel times on {label(shapes[0])} (each pallas_call alone):")
         for precision in ("default", "highest"):
-            meta.setdefault("kernel_breakdown", []).extend(
-                run_breakdown(shapes[0], precision, args))
+            meta.setdefault("kernel_breakdown", []).extend(run_breakdown(
+                shapes[0], precision, args, skip_reason=lambda: past_budget(args),
+                time_fn=time_jax))
             save(rows)
         print()
     for s in shapes:

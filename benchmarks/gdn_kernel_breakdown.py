@@ -1,0 +1,91 @@
+"""The per-kernel breakdown of `benchmarks/gdn_kernel.py`: each Pallas kernel of the gated
+delta rule alone (prep, the fused, split and Mosaic state passes, forward and backward), timed
+on random operands of the shapes it sees for one benchmark shape. Split out of gdn_kernel.py,
+which runs it first (see there); rows are named "kernel:<cell>:<precision>"."""
+
+def run_breakdown(s, precision, args, *, skip_reason, time_fn):
+    """Each Pallas kernel of the pallas_gpu path alone (prep="pallas"), on random operands of
+    the shapes it sees for shape s: where the time goes. Returns rows like the table's.
+
+    args: gdn_kernel.py's (interpret, warmup, iters, inner); skip_reason() -> str or None
+    (its --budget-s); time_fn: its timer, (compiled, args, warmup, iters, inner) ->
+    (median ms, min ms)."""
+    import functools
+    import jax
+    import jax.numpy as jnp
+    from kernels.gated_delta_rule import pallas_gpu as pg
+    from kernels.gated_delta_rule import pallas_gpu_prep as pp
+
+    B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
+    BH, N = B * HV, -(-T // C)
+    Tp, Kp, Vp = N * C, max(16, pg._next_pow2(K)), max(16, pg._next_pow2(V))
+    cfg = pg.kernel_config(precision, bool(args.interpret), Kp, V)
+    dt = pg._operand_dtype(cfg)
+    ks = iter(jax.random.split(jax.random.key(1), 32))
+    rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)
+    q, k, v = rnd(BH, Tp, Kp), rnd(BH, Tp, Kp), rnd(BH, Tp, Vp)
+    g = -jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 0.5)
+    beta = jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 2.0)
+    w, kd, qd = rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt)
+    u, aqk = rnd(BH, Tp, V, dtype=dt), rnd(BH, Tp, C, dtype=dt)
+    gc = jax.random.uniform(next(ks), (BH, Kp, N), jnp.float32, 0.5, 1.0)
+    s0, do = rnd(BH, Kp, V), rnd(BH, Tp, V, dtype=dt)
+    states = rnd(BH, N * Kp, V, dtype=dt)
+    dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
+    fc, bc = pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
+    # The prep at its launch configuration, and untuned alternatives (timed after the state
+    # passes): 4 warps instead of 8, K/V tiles of 32 instead of 64 (fewer live registers; the
+    # prep kernels spill the most).
+    prep = {}
+    for tag, kw in (("", {}), (" w4", dict(num_warps_bwd=4)), (" bd32", dict(block_d=32))):
+        pc = pg._prep_cfg(pg.kernel_config(precision, bool(args.interpret), Kp, V, **kw))
+        prep[f"prep fwd{tag}"] = (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
+                                  (q, k, v, g, beta))
+        prep[f"prep bwd{tag}"] = (functools.partial(pp.prep_bwd, C=C, **pc),
+                                  (q, k, v, g, beta, dw, du, dkd, dqd, daqk))
+    cells = {name: prep.pop(name) for name in ("prep fwd", "prep bwd")} | {
+        "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
+                      (w, u, kd, gc, qd, aqk, s0)),
+        "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),
+                           (w, u, kd, gc, qd, aqk, s0)),
+        "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
+                      (w, u, kd, gc, qd, aqk, states, do, s0)),
+    }
+    cells |= prep
+    from kernels.gated_delta_rule import pallas_gpu_split as ps
+    delta = rnd(BH, Tp, V, dtype=dt)
+    cells["state fwd split"] = (functools.partial(ps.split_fwd, **fc), (w, u, kd, gc, qd, aqk, s0))
+    cells["state bwd split"] = (functools.partial(ps.split_bwd, **bc),
+                                (w, kd, gc, qd, aqk, states, delta, do, s0))
+    if precision == "default":  # the Mosaic GPU state pass, forward and backward, same operands
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+        from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
+        from kernels.gated_delta_rule.pallas_mgpu_bwd import state_pass_bwd_mgpu
+        mg = dict(interpret=plgpu.InterpretGPUParams()) if args.interpret else {}
+        cells["state fwd mosaic"] = (functools.partial(state_pass_fwd_mgpu, **mg),
+                                     (w, u, kd, gc, qd, aqk, s0))
+        cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
+                                     (w, u, kd, gc, qd, aqk, states, do, s0))
+    rows = []
+    for name, (fn, fargs) in cells.items():
+        row = {"shape": s, "impl": f"kernel:{name}:{precision}", "mode": "fwd"}
+        if skip_reason():
+            row["error"] = skip_reason()
+            rows.append(row)
+            continue
+        try:
+            compiled = jax.jit(fn).lower(*fargs).compile()
+            row["median_ms"], row["min_ms"] = time_fn(compiled, fargs, args.warmup, args.iters,
+                                                      args.inner)
+            ins = sum(x.size * x.dtype.itemsize for x in fargs)
+            outs = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
+                jax.eval_shape(fn, *fargs)))
+            row["bytes"] = ins + outs
+            print(f"  {name:<16} {precision:<8} {row['median_ms']:8.3f} ms  "
+                  f"{row['bytes'] / row['median_ms'] / 1e6:7.0f} GB/s (its own operands)",
+                  flush=True)
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            print(f"  {name:<16} {precision:<8} FAILED: {row['error'][:150]}", flush=True)
+        rows.append(row)
+    return rows
