@@ -53,6 +53,7 @@ train_rows() {  # 370M training throughput, each row against its baseline in thi
   tt mgpu_default --families hybrid --gdn-implementation pallas_mgpu --gdn-precision default
 }
 export PY WORK
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}  # benchmarks/*.py import hybrid_jax from the tree
 export PYTHON=$PY  # what gdn_kernel_gpu.sh runs
 
 case "${1:-}" in

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from kernels.attention.reference import xla_attention
 from kernels.attention.splash import splash_attention
-from kernels.mesh_context import target_platform
+from kernels.mesh_context import shard_batch_and_heads, target_platform
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
 _PLATFORM_OF = {"cudnn": "gpu", "splash": "tpu"}
@@ -99,5 +99,14 @@ def attention(q_BTNH, k_BTGH, v_BTGH, *, causal: bool = True,
                                 local_window_size=local_window_size, scale=scale,
                                 interpret=False)
     window = None if local_window_size is None else (local_window_size - 1, 0)
-    return jax.nn.dot_product_attention(q_BTNH, k_BTGH, v_BTGH, scale=scale, is_causal=causal,
-                                        local_window_size=window, implementation="cudnn")
+
+    def run(q, k, v):
+        return (jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=causal,
+                                             local_window_size=window, implementation="cudnn"),)
+
+    # Per shard of batch and heads, as splash: cuDNN's own partitioner needs q, k and v sharded
+    # alike, which the fsdp step does not guarantee (2 x H200, mesh (1, 2, 1), 370M: "Query,
+    # key and value should have same sharding"); attention never mixes batch rows or heads.
+    (o,) = shard_batch_and_heads(run, (q_BTNH, k_BTGH, v_BTGH), head_dims=(2, 2, 2),
+                                 n_outputs_dims=((4, 2),))
+    return o
