@@ -33,17 +33,19 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
     states = rnd(BH, N * Kp, V, dtype=dt)
     dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
     fc, bc = pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
-    # The prep at its launch configuration, and untuned alternatives (timed after the state
-    # passes): 4 warps instead of 8, K/V tiles of 32 instead of 64 (fewer live registers; the
-    # prep kernels spill the most).
+    # The prep at its launch configuration (the forward as training runs it, saving the
+    # inverse for the backward), and the alternative timed after the state passes: 8 warps,
+    # the default before 2026-11-27 (4 was faster then), and 2.
+    T_inv = rnd(BH, Tp, C)
     prep = {}
-    for tag, kw in (("", {}), (" w4", dict(num_warps_bwd=4)), (" bd32", dict(block_d=32))):
+    for tag, kw in (("", {}), (" w8", dict(num_warps_prep=8)), (" w2", dict(num_warps_prep=2))):
         pc = pg._prep_cfg(pg.kernel_config(precision, bool(args.interpret), Kp, V, **kw))
-        prep[f"prep fwd{tag}"] = (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
-                                  (q, k, v, g, beta))
+        prep[f"prep fwd+save{tag}"] = (functools.partial(pp.prep_fwd, C=C, out_dtype=dt,
+                                                         save_inverse=True, **pc),
+                                       (q, k, v, g, beta))
         prep[f"prep bwd{tag}"] = (functools.partial(pp.prep_bwd, C=C, **pc),
-                                  (q, k, v, g, beta, dw, du, dkd, dqd, daqk))
-    cells = {name: prep.pop(name) for name in ("prep fwd", "prep bwd")} | {
+                                  (q, k, v, g, beta, T_inv, dw, du, dkd, dqd, daqk))
+    cells = {name: prep.pop(name) for name in ("prep fwd+save", "prep bwd")} | {
         "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
                       (w, u, kd, gc, qd, aqk, s0)),
         "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),

@@ -186,7 +186,9 @@ def main(argv=None):
     p.add_argument("--forward-only", action="store_true", help="no jax.grad: forward kernels")
     p.add_argument("--num-warps", type=int, default=None, help="state-pass forward warps")
     p.add_argument("--num-warps-bwd", type=int, default=None,
-                   help="state-pass backward and prep warps (kernel default 8)")
+                   help="state-pass backward warps (kernel default 8)")
+    p.add_argument("--num-warps-prep", type=int, default=None,
+                   help="prep kernels' warps (kernel default 4)")
     p.add_argument("--num-stages", type=int, default=None)
     p.add_argument("--block-v", type=int, default=None, help="state-pass V tile (kernel default 64)")
     p.add_argument("--block-d", type=int, default=None, help="prep K/V tile (kernel default 64)")
@@ -197,6 +199,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
+                                 num_warps_prep=a.num_warps_prep,
                                  num_stages=a.num_stages, block_v=a.block_v,
                                  block_d=a.block_d, state_pass=a.state_pass).items()
           if v is not None}

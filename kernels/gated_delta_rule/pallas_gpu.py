@@ -230,7 +230,9 @@ def _prep_pallas(q, k, v, g, beta, C, cfg):
 
 
 def _prep_pallas_fwd(q, k, v, g, beta, C, cfg):
-    return _prep_pallas(q, k, v, g, beta, C, cfg), (q, k, v, g, beta)
+    *outs, T = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
+                                        save_inverse=True, **_prep_cfg(cfg))
+    return tuple(outs), (q, k, v, g, beta, T)
 
 
 def _prep_pallas_bwd(C, cfg, res, cts):
@@ -277,6 +279,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     interpret: bool = False,
     num_warps: Optional[int] = None,
     num_warps_bwd: int = 8,
+    num_warps_prep: int = 4,
     num_stages: Optional[int] = None,
     block_v: Optional[int] = None,
     prep: str = "pallas",
@@ -287,8 +290,8 @@ def chunk_gated_delta_rule_pallas_gpu(
 
     interpret=True runs the kernels in Pallas interpret mode (CPU tests); otherwise they are
     compiled by the Triton lowering and need a CUDA GPU. num_warps / num_warps_bwd / num_stages
-    are the Triton launch parameters of the forward and backward state-pass kernels (the prep
-    kernels use num_warps_bwd); num_warps=None picks 4, or 8 when the state tile Kp x BV
+    are the Triton launch parameters of the forward and backward state-pass kernels, and
+    num_warps_prep of the prep kernels (4: measured faster than 8, see `_prep_cfg`); num_warps=None picks 4, or 8 when the state tile Kp x BV
     exceeds 128 x 64; num_stages=None pipelines (2) only the bf16 forward state pass, 1 else.
     block_v caps the V tile (more, narrower programs fill more SMs when B*HV is small);
     None picks 32 at precision="highest" and 64 at "default". Why 32: at TF32x3 the fp32
@@ -330,7 +333,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     BH = B * HV
     flat = lambda x: x.reshape(BH, Tp, x.shape[-1])
     cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
-                        num_warps_bwd=num_warps_bwd, num_stages=num_stages, block_v=block_v,
+                        num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
+                        num_stages=num_stages, block_v=block_v,
                         block_d=block_d)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,

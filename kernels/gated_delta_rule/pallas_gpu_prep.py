@@ -4,7 +4,9 @@ Why this exists
     `pallas_gpu.py` runs the sequential state pass in Pallas; with prep="pallas" the
     chunk-parallel part (everything `_chunk_prep` does in XLA) runs here as one program per
     (batch x value head, chunk), forward and backward, instead of a dozen XLA ops and their
-    autodiff. The backward recomputes the forward quantities of its chunk (no residuals).
+    autodiff. The backward recomputes the forward quantities of its chunk from the inputs,
+    except T = (I + A)^-1: the forward saves it ([BH, Tp, C] fp32, as many bytes as q at
+    K = 64), sparing the backward the 2 log2(C) dependent [C, C] products of the inverse.
 
 Numerics
     Per chunk (C rows), with G = cumsum(g), Gd_ij = sum_{j<l<=i} g_l (a masked product of g
@@ -90,9 +92,9 @@ def _cols(j, width):
     return pl.ds(start, width)
 
 
-def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
+def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv, T=None):
     """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
-    and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
+    and QK = q k^T (accumulated over K tiles), T = (I + A)^-1 (unless given), E and F."""
     row, col, Gd, G, logF = _decays(g, C, dot_exact)
     strict, causal = row > col, row >= col
     D = jnp.exp(jnp.where(strict, Gd, -jnp.inf))
@@ -105,17 +107,20 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
 
     zero = jnp.zeros((C, C), jnp.float32)
     KK, QK = _tiles(k_ref.shape[1] // BK, kk_qk, (zero, zero))
-    T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
+    if T is None:
+        T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
     return dict(row=row, col=col, strict=strict, D=D, Dc=Dc, KK=KK, QK=QK, T=T, E=jnp.exp(G),
                 F=jnp.exp(logF))
 
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
-                     *, C, BK, BV, dot, dot_exact, dot_inv):
+                     *t_ref, C, BK, BV, dot, dot_exact, dot_inv):
     beta = b_ref[...]
     t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
                      dot_exact=dot_exact, dot_inv=dot_inv)
     T, E, F = t["T"], t["E"], t["F"]
+    if t_ref:  # the residual of the backward, which then skips the log2(C) levels of products
+        t_ref[0][...] = T
     out_dt = w_ref.dtype  # bf16 for precision="default": half the bytes for the state pass
     aqk_ref[...] = (t["QK"] * t["Dc"]).astype(out_dt)
 
@@ -136,15 +141,16 @@ def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd
     _tiles(k_ref.shape[1] // BK, k_tile, 0)
 
 
-def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref, dqd_ref,
-                     daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV, dot,
-                     dot_exact, dot_inv):
+def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dkd_ref,
+                     dqd_ref, daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV,
+                     dot, dot_exact, dot_inv):
     """Tiles of BK key / BV value columns. dA needs all of dT (a sum over V and K tiles), and
-    dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
+    dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk. T = (I + A)^-1
+    is the forward's, saved (t_ref), not recomputed."""
     f32 = jnp.float32
     beta = b_ref[...]
     t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
-                     dot_exact=dot_exact, dot_inv=dot_inv)
+                     dot_exact=dot_exact, dot_inv=dot_inv, T=t_ref[...])
     T, E, F, D, Dc, KK = t["T"], t["E"], t["F"], t["D"], t["Dc"], t["KK"]
     row, col, strict = t["row"], t["col"], t["strict"]
     bE = beta * E
@@ -221,23 +227,26 @@ def _kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv):
 
 
 def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, interpret,
-             compiler_params, out_dtype):
+             compiler_params, out_dtype, save_inverse=False):
+    """w, u, kd, qd, aqk (in out_dtype); with save_inverse also T = (I + A)^-1 [BH, Tp, C]
+    in fp32, the residual `prep_bwd` takes."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
-    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), out_dtype)
+    sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     return pl.pallas_call(
         functools.partial(_prep_fwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec],
-        out_specs=[tk, tv, tk, tk, tc],
-        out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)],
+        out_specs=[tk, tv, tk, tk, tc] + [tc] * save_inverse,
+        out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)]
+        + [sds(C, jnp.float32)] * save_inverse,
         compiler_params=compiler_params, interpret=interpret, name="gdr_prep_fwd",
-    )(q, k, v, g, beta)  # w, u, kd, qd, aqk
+    )(q, k, v, g, beta)  # w, u, kd, qd, aqk (, T)
 
 
-def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_exact,
+def prep_bwd(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_exact,
              dot_inv, interpret, compiler_params):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
@@ -248,9 +257,9 @@ def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_e
         functools.partial(_prep_bwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
         grid=(BH, Tp // C),
-        in_specs=[tk, tk, tv, vec, vec, tk, tv, tk, tk, tc],
+        in_specs=[tk, tk, tv, vec, vec, tc, tk, tv, tk, tk, tc],
         out_specs=[tk, tk, tv, vec, vec],
         out_shape=[sds(Kp), sds(Kp), sds(Vp), jax.ShapeDtypeStruct((BH, Tp), f32),
                    jax.ShapeDtypeStruct((BH, Tp), f32)],
         compiler_params=compiler_params, interpret=interpret, name="gdr_prep_bwd",
-    )(q, k, v, g, beta, dw, du, dkd, dqd, daqk)  # dq, dk, dv, dg, dbeta
+    )(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk)  # dq, dk, dv, dg, dbeta
