@@ -61,7 +61,7 @@ _TN = ((0,), (0,))   # a.T @ b
 
 
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=8,
-                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64):
+                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64, inverse_block=16):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
     if block_v is None:
@@ -75,7 +75,8 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             ("num_warps", int(num_warps)), ("num_warps_bwd", int(num_warps_bwd)),
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
-            ("block_v", int(block_v)), ("block_d", int(block_d)))
+            ("block_v", int(block_v)), ("block_d", int(block_d)),
+            ("inverse_block", int(inverse_block)))
 
 
 def _call_cfg(cfg, which):
@@ -84,7 +85,8 @@ def _call_cfg(cfg, which):
     cfg = dict(cfg)
     warps = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages = cfg.pop("num_stages")
-    cfg.pop("block_d"), cfg.pop("num_warps_prep")  # the prep kernels' settings
+    for name in ("block_d", "num_warps_prep", "inverse_block"):  # the prep kernels' settings
+        cfg.pop(name)
     if stages is None:
         # Pipelined loads multiply the shared memory per chunk (fp32 "highest": ~110 KB of
         # operands a stage in the forward, ~180 KB in the backward; 228 KB on Hopper), so only
