@@ -288,6 +288,8 @@ def main(argv=None):
                    help="cells not started by then are recorded as skipped; the table still prints")
     p.add_argument("--no-breakdown", action="store_true",
                    help="skip timing each Pallas kernel alone on the first shape")
+    p.add_argument("--breakdown-precisions", nargs="+", default=["default", "highest"],
+                   choices=["default", "highest"], help="the breakdown's kernel precisions")
     args = p.parse_args(argv)
     shapes = [parse_shape(x) for x in (args.shape or SHAPES)]
 
@@ -320,7 +322,7 @@ def main(argv=None):
         meta.update(jax_version=jax.__version__, device_kind=dev.device_kind)
     if not args.no_breakdown:
         print(f"Per-kernel times on {label(shapes[0])} (each pallas_call alone):")
-        for precision in ("default", "highest"):
+        for precision in args.breakdown_precisions:
             meta.setdefault("kernel_breakdown", []).extend(run_breakdown(
                 shapes[0], precision, args, skip_reason=lambda: past_budget(args),
                 time_fn=time_jax))

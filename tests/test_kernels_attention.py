@@ -147,7 +147,8 @@ def test_cudnn_under_fsdp_mesh_with_unlike_qkv_shardings():
     """cuDNN's partitioner refuses q, k, v sharded unlike each other (the 370M fsdp=2 step hit
     that); the call runs per shard of batch and heads instead."""
     from jax.sharding import NamedSharding, PartitionSpec as P
-    mesh = jax.make_mesh((1, 2, 1), ("data", "fsdp", "tensor"))
+    from hybrid_jax.sharding import make_mesh
+    mesh = make_mesh((1, 2, 1), jax.devices()[:2])  # Auto axes, as the train step's
     q, k, v = make_qkv(9, 4, 256, 8, 2, 64, dtype=jnp.bfloat16)
     q = jax.device_put(q, NamedSharding(mesh, P("fsdp")))
     k = jax.device_put(k, NamedSharding(mesh, P(None, "fsdp")))  # sequence-sharded, unlike q
