@@ -110,7 +110,7 @@ def scaling(args, out: Path) -> dict:
                "--families", families, "--sizes", args.size, "--batch", str(batch),
                "--seq-len", str(args.seq_len), "--mesh", mesh, "--steps", str(args.steps),
                "--out", str(out / f"scaling_{name}.json")]
-        if name == "1gpu":
+        if name == "1gpu" and not args.no_profile:
             cmd += ["--profile", str(out / "profile")]
         sh(cmd, gpu_env(gpus), out / f"scaling_{name}.log")
         rows[name] = {r["preset"]: r for r in
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--skip", nargs="*", default=[], choices=["match", "scaling"])
+    p.add_argument("--no-profile", action="store_true",
+                   help="no profile of the one-GPU rows (saves a few minutes of device time)")
     p.add_argument("--scaling-runs", nargs="+", default=["1gpu", "data2", "fsdp2"],
                    choices=["1gpu", "data2", "fsdp2"],
                    help="scaling runs to measure now; the others are read from --out's "
