@@ -33,23 +33,16 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
     states = rnd(BH, N * Kp, V, dtype=dt)
     dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
     fc, bc = pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
-    # The prep at its launch configuration (the forward as training runs it, saving the
-    # inverse for the backward), and the alternative timed after the state passes: 8 warps,
-    # the default before 2026-11-27 (4 was faster then), and 2; and the forward with every
-    # level of (I + A)^-1 on [C, C] tiles (inverse_block=1, the default before 2026-11-27).
-    T_inv = rnd(BH, Tp, C)
+    # The prep at its launch configuration, and alternatives timed after the state passes:
+    # 8 warps (the default before 2026-11-27; 4 was faster in two runs that day) and 2.
     prep = {}
-    for tag, kw in (("", {}), (" w8", dict(num_warps_prep=8)), (" w2", dict(num_warps_prep=2)),
-                    (" inv1", dict(inverse_block=1))):
-        cfg_p = pg.kernel_config(precision, bool(args.interpret), Kp, V, **kw)
-        pc = pg._prep_cfg(cfg_p)
-        prep[f"prep fwd+save{tag}"] = (functools.partial(
-            pp.prep_fwd, C=C, out_dtype=dt, save_inverse=True,
-            inverse_block=dict(cfg_p)["inverse_block"], **pc), (q, k, v, g, beta))
-        if "inverse_block" not in kw:  # the backward takes T; it inverts nothing
-            prep[f"prep bwd{tag}"] = (functools.partial(pp.prep_bwd, C=C, **pc),
-                                      (q, k, v, g, beta, T_inv, dw, du, dkd, dqd, daqk))
-    cells = {name: prep.pop(name) for name in ("prep fwd+save", "prep bwd")} | {
+    for tag, kw in (("", {}), (" w8", dict(num_warps_prep=8)), (" w2", dict(num_warps_prep=2))):
+        pc = pg._prep_cfg(pg.kernel_config(precision, bool(args.interpret), Kp, V, **kw))
+        prep[f"prep fwd{tag}"] = (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
+                                  (q, k, v, g, beta))
+        prep[f"prep bwd{tag}"] = (functools.partial(pp.prep_bwd, C=C, **pc),
+                                  (q, k, v, g, beta, dw, du, dkd, dqd, daqk))
+    cells = {name: prep.pop(name) for name in ("prep fwd", "prep bwd")} | {
         "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
                       (w, u, kd, gc, qd, aqk, s0)),
         "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),

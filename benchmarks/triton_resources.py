@@ -192,8 +192,6 @@ def main(argv=None):
     p.add_argument("--num-stages", type=int, default=None)
     p.add_argument("--block-v", type=int, default=None, help="state-pass V tile (kernel default 64)")
     p.add_argument("--block-d", type=int, default=None, help="prep K/V tile (kernel default 64)")
-    p.add_argument("--inverse-block", type=int, default=None,
-                   help="prep diagonal blocks inverted on their own tiles (kernel default 16)")
     p.add_argument("--state-pass", choices=("triton", "split"), default=None,
                    help="the fused state pass (kernel default) or the split one")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
@@ -203,8 +201,7 @@ def main(argv=None):
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
                                  num_warps_prep=a.num_warps_prep,
                                  num_stages=a.num_stages, block_v=a.block_v,
-                                 block_d=a.block_d, inverse_block=a.inverse_block,
-                                 state_pass=a.state_pass).items()
+                                 block_d=a.block_d, state_pass=a.state_pass).items()
           if v is not None}
     rows, versions = [], {}
     for shape in a.shape:

@@ -101,14 +101,6 @@ def test_interpret_prep_tiles_match_float64():
                            prep="pallas", block_d=16)
 
 
-@pytest.mark.parametrize("inverse_block", [1, 16, 32])
-def test_interpret_inverse_blocks_match_float64(inverse_block):
-    """C=64: (I + A)^-1 with all six levels on [64, 64] tiles (1), or the first four (16) or
-    five (32) on each diagonal block's own tile, placed by selector products."""
-    _check_against_float64((1, 100, 1, 1, 32, 32, True, "strong", 64, False, None),
-                           interpret=True, prep="pallas", inverse_block=inverse_block)
-
-
 def test_interpret_default_precision_is_bf16_accurate():
     """precision="default": bf16 dot operands and bf16 storage of the chunk operands."""
     _check_against_float64((1, 40, 1, 2, 96, 64, True, "mild", 32, True, None), interpret=True,
@@ -164,8 +156,6 @@ def test_bad_chunk_size_and_precision_raise():
         chunk_gated_delta_rule_pallas_gpu(*args[:5], chunk_size=24, interpret=True)
     with pytest.raises(ValueError, match="precision"):
         chunk_gated_delta_rule_pallas_gpu(*args[:5], precision="tf32", interpret=True)
-    with pytest.raises(ValueError, match="inverse_block must be 1 or a power of two >= 16"):
-        chunk_gated_delta_rule_pallas_gpu(*args[:5], inverse_block=8, interpret=True)
 
 
 def test_api_pallas_gpu_runs_only_on_a_gpu_backend():

@@ -226,15 +226,11 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _prep_pallas(q, k, v, g, beta, C, cfg):
     return pallas_gpu_prep.prep_fwd(q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
-                                    inverse_block=dict(cfg)["inverse_block"], **_prep_cfg(cfg))
+                                    **_prep_cfg(cfg))
 
 
 def _prep_pallas_fwd(q, k, v, g, beta, C, cfg):
-    *outs, T = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
-                                        save_inverse=True,
-                                        inverse_block=dict(cfg)["inverse_block"],
-                                        **_prep_cfg(cfg))
-    return tuple(outs), (q, k, v, g, beta, T)
+    return _prep_pallas(q, k, v, g, beta, C, cfg), (q, k, v, g, beta)
 
 
 def _prep_pallas_bwd(C, cfg, res, cts):
@@ -286,7 +282,6 @@ def chunk_gated_delta_rule_pallas_gpu(
     block_v: Optional[int] = None,
     prep: str = "pallas",
     block_d: int = 64,
-    inverse_block: int = 16,
     state_pass: str = "triton",
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
@@ -294,8 +289,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     interpret=True runs the kernels in Pallas interpret mode (CPU tests); otherwise they are
     compiled by the Triton lowering and need a CUDA GPU. num_warps / num_warps_bwd / num_stages
     are the Triton launch parameters of the forward and backward state-pass kernels, and
-    num_warps_prep of the prep kernels (4: measured faster than 8, see `_prep_cfg`); num_warps=None picks 4, or 8 when the state tile Kp x BV
-    exceeds 128 x 64; num_stages=None pipelines (2) only the bf16 forward state pass, 1 else.
+    num_warps_prep of the prep kernels (4: measured faster than 8, see `_prep_cfg`);
+    num_warps=None picks 4, or 8 when the state tile Kp x BV exceeds 128 x 64;
+    num_stages=None pipelines (2) only the bf16 forward state pass, 1 else.
     block_v caps the V tile (more, narrower programs fill more SMs when B*HV is small);
     None picks 32 at precision="highest" and 64 at "default". Why 32: at TF32x3 the fp32
     operands of every dot are staged in shared memory, and the backward state pass at Kp=128,
@@ -303,8 +299,6 @@ def chunk_gated_delta_rule_pallas_gpu(
     (benchmarks/triton_resources.py: 196608 -> 98304 B with pip triton 3.6). Not yet timed.
     block_d caps the K and V width of every dot operand in the prep kernels (prep="pallas"),
     which loop over tiles of that width to bound their live registers and shared memory.
-    inverse_block (prep="pallas"): the prep forward inverts A's diagonal blocks of this size on
-    their own tiles before the [C, C] levels of (I + A)^-1 (1: every level on [C, C] tiles).
     state_pass="split" keeps only the recurrence in the sequential kernels and computes the
     output and the non-recurrent gradients in parallel-over-chunks kernels (`pallas_gpu_split.py`,
     as fla does); any precision. state_pass="mosaic" walks the chunks with the Mosaic GPU kernels of `pallas_mgpu.py`
@@ -340,7 +334,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
                         num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
                         num_stages=num_stages, block_v=block_v,
-                        block_d=block_d, inverse_block=inverse_block)
+                        block_d=block_d)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)

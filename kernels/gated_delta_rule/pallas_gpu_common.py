@@ -61,7 +61,7 @@ _TN = ((0,), (0,))   # a.T @ b
 
 
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=8,
-                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64, inverse_block=16):
+                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
     if block_v is None:
@@ -75,8 +75,7 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             ("num_warps", int(num_warps)), ("num_warps_bwd", int(num_warps_bwd)),
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
-            ("block_v", int(block_v)), ("block_d", int(block_d)),
-            ("inverse_block", int(inverse_block)))
+            ("block_v", int(block_v)), ("block_d", int(block_d)))
 
 
 def _call_cfg(cfg, which):
@@ -85,7 +84,7 @@ def _call_cfg(cfg, which):
     cfg = dict(cfg)
     warps = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages = cfg.pop("num_stages")
-    for name in ("block_d", "num_warps_prep", "inverse_block"):  # the prep kernels' settings
+    for name in ("block_d", "num_warps_prep"):  # the prep kernels' settings
         cfg.pop(name)
     if stages is None:
         # Pipelined loads multiply the shared memory per chunk (fp32 "highest": ~110 KB of
@@ -105,7 +104,8 @@ def _prep_cfg(cfg):
     interpret = cfg["interpret"]
     # 4 warps, not 8: on an H200 at B4 T4096 H16 K=V=128 (benchmarks/results/
     # gdn_kernel_h200_v1.2_headline.json) the prep took 1.39 / 2.98 ms (fwd / bwd, "default")
-    # at 4 against 1.61 / 4.58 at 8, and 3.02 / 6.74 against 5.47 / 10.91 at "highest".
+    # at 4 against 1.61 / 4.58 at 8, and 3.02 / 6.74 against 5.47 / 10.91 at "highest";
+    # 2 warps made the backward 3.8x slower (gdn_kernel_h200_v1.3_breakdown.json).
     return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
                 dot_exact=_dot_fn("highest", interpret),
                 dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",

@@ -4,16 +4,13 @@ Why this exists
     `pallas_gpu.py` runs the sequential state pass in Pallas; with prep="pallas" the
     chunk-parallel part (everything `_chunk_prep` does in XLA) runs here as one program per
     (batch x value head, chunk), forward and backward, instead of a dozen XLA ops and their
-    autodiff. The backward recomputes the forward quantities of its chunk from the inputs,
-    except T = (I + A)^-1: the forward saves it ([BH, Tp, C] fp32, as many bytes as q at
-    K = 64), sparing the backward the 2 log2(C) dependent [C, C] products of the inverse.
+    autodiff. The backward recomputes the forward quantities of its chunk (no residuals).
 
 Numerics
     Per chunk (C rows), with G = cumsum(g), Gd_ij = sum_{j<l<=i} g_l (a masked product of g
     with 0/1 matrices, never a difference of cumulative sums), E = exp(G), F_i = exp(G_C - G_i):
-        A = tril_strict(beta_i (k_i.k_j) exp(Gd_ij)),  T = (I + A)^-1 (recursive 2x2 blocks at
-        `dot_inv`: log2(R) levels on each R x R diagonal block's own tile, R = inverse_block,
-        then log2(C / R) levels of [C, C] products),  u = T (beta v),
+        A = tril_strict(beta_i (k_i.k_j) exp(Gd_ij)),  T = (I + A)^-1 (recursive 2x2 blocks in
+        log2(C) levels of [C, C] products at `dot_inv`),  u = T (beta v),
         w = T (beta E k),
         aqk = (q k^T) tril(exp(Gd)),  qd = q E,  kd = k F.
     Exponents are masked with -inf before exp. Backward (dX = cotangent of X):
@@ -61,45 +58,20 @@ def _decays(g, C, dot_exact):
     return row, col, Gd, G, logF
 
 
-def _unit_lower_inverse(A, row, col, C, dot_inv, X=None, s=1):
+def _unit_lower_inverse(A, row, col, C, dot_inv):
     """(I + A)^-1 for strictly lower A, by recursive 2x2 blocks as `reference.unit_lower_inverse`
     but on whole [C, C] tiles: with X the inverse of the diagonal blocks of size s (zero
     elsewhere) and L the lower-left s x s block of each 2s diagonal block of A,
-    X <- X - X L X inverts the 2s blocks ([[X11, 0], [-X22 L21 X11, X22]]). log2(C / s) levels
-    of two tensor-core products each, the arithmetic of blocked forward substitution. X and s:
-    the diagonal blocks' inverses to start from (default: the identity, s = 1)."""
-    if X is None:
-        X = jnp.where(row == col, 1.0, 0.0)
+    X <- X - X L X inverts the 2s blocks ([[X11, 0], [-X22 L21 X11, X22]]). log2(C) levels of
+    two tensor-core products each, the arithmetic of blocked forward substitution."""
+    X = jnp.where(row == col, 1.0, 0.0)
+    s = 1
     while s < C:
         lower_left = ((row // (2 * s)) == (col // (2 * s))) & ((row // s) % 2 == 1) \
             & ((col // s) % 2 == 0)
         L = jnp.where(lower_left, A, 0.0)
         X = X - dot_inv(dot_inv(X, L, _NN), X, _NN)
         s *= 2
-    return X
-
-
-def _diag_block_inverses(k_ref, g_ref, b_ref, *, C, R, BK, dot, dot_exact, dot_inv):
-    """X [C, C]: (I + A_ii)^-1 of each R x R diagonal block of A, zero elsewhere, each block
-    built from its own R rows of k, g, beta (Triton cannot slice a register tile, but can
-    load a slice of a ref). The log2(R) levels of the recursion then cost [R, R] products
-    instead of [C, C] ones (4 of the 6 levels at C = 64, R = 16); each block is placed by
-    two products with a 0/1 selector E_i [C, R] (exact up to dot_inv's rounding of X_ii)."""
-    rr = lax.broadcasted_iota(jnp.int32, (C, R), 0)
-    cc = lax.broadcasted_iota(jnp.int32, (C, R), 1)
-    X = jnp.zeros((C, C), jnp.float32)
-    for i in range(C // R):
-        rows = pl.ds(i * R, R)
-        row, col, Gd, _, _ = _decays(g_ref[rows], R, dot_exact)
-
-        def kk(j, acc):
-            kj = k_ref[rows, _cols(j, BK)]
-            return acc + dot(kj, kj, _NT)
-
-        KK = _tiles(k_ref.shape[1] // BK, kk, jnp.zeros((R, R), jnp.float32))
-        A = b_ref[rows][:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
-        E = jnp.where(rr == cc + i * R, 1.0, 0.0)
-        X += dot_inv(dot_inv(E, _unit_lower_inverse(A, row, col, R, dot_inv), _NN), E, _NT)
     return X
 
 
@@ -118,11 +90,9 @@ def _cols(j, width):
     return pl.ds(start, width)
 
 
-def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv, T=None,
-                 X=None, R=1):
+def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
     """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
-    and QK = q k^T (accumulated over K tiles), T = (I + A)^-1 (unless given; X, R: the
-    inverses of A's R x R diagonal blocks to start its recursion from), E and F."""
+    and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
     row, col, Gd, G, logF = _decays(g, C, dot_exact)
     strict, causal = row > col, row >= col
     D = jnp.exp(jnp.where(strict, Gd, -jnp.inf))
@@ -135,22 +105,17 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv, T=Non
 
     zero = jnp.zeros((C, C), jnp.float32)
     KK, QK = _tiles(k_ref.shape[1] // BK, kk_qk, (zero, zero))
-    if T is None:
-        T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv, X=X, s=R)
+    T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
     return dict(row=row, col=col, strict=strict, D=D, Dc=Dc, KK=KK, QK=QK, T=T, E=jnp.exp(G),
                 F=jnp.exp(logF))
 
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
-                     *t_ref, C, BK, BV, R, dot, dot_exact, dot_inv):
+                     *, C, BK, BV, dot, dot_exact, dot_inv):
     beta = b_ref[...]
-    X = None if R == 1 else _diag_block_inverses(k_ref, g_ref, b_ref, C=C, R=R, BK=BK, dot=dot,
-                                                 dot_exact=dot_exact, dot_inv=dot_inv)
     t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
-                     dot_exact=dot_exact, dot_inv=dot_inv, X=X, R=R)
+                     dot_exact=dot_exact, dot_inv=dot_inv)
     T, E, F = t["T"], t["E"], t["F"]
-    if t_ref:  # the residual of the backward, which then skips the log2(C) levels of products
-        t_ref[0][...] = T
     out_dt = w_ref.dtype  # bf16 for precision="default": half the bytes for the state pass
     aqk_ref[...] = (t["QK"] * t["Dc"]).astype(out_dt)
 
@@ -171,16 +136,15 @@ def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd
     _tiles(k_ref.shape[1] // BK, k_tile, 0)
 
 
-def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dkd_ref,
-                     dqd_ref, daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV,
-                     dot, dot_exact, dot_inv):
+def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref, dqd_ref,
+                     daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV, dot,
+                     dot_exact, dot_inv):
     """Tiles of BK key / BV value columns. dA needs all of dT (a sum over V and K tiles), and
-    dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk. T = (I + A)^-1
-    is the forward's, saved (t_ref), not recomputed."""
+    dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
     f32 = jnp.float32
     beta = b_ref[...]
     t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
-                     dot_exact=dot_exact, dot_inv=dot_inv, T=t_ref[...])
+                     dot_exact=dot_exact, dot_inv=dot_inv)
     T, E, F, D, Dc, KK = t["T"], t["E"], t["F"], t["D"], t["Dc"], t["KK"]
     row, col, strict = t["row"], t["col"], t["strict"]
     bE = beta * E
@@ -256,35 +220,24 @@ def _kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv):
                 dot_exact=dot_exact, dot_inv=dot_inv)
 
 
-def _check_inverse_block(inverse_block, C):
-    if inverse_block != 1 and (inverse_block < 16 or inverse_block & (inverse_block - 1)):
-        raise ValueError(f"inverse_block must be 1 or a power of two >= 16 (Triton's smallest "
-                         f"dot), got {inverse_block}")
-    return min(inverse_block, C)
-
-
 def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, interpret,
-             compiler_params, out_dtype, save_inverse=False, inverse_block=16):
-    """w, u, kd, qd, aqk (in out_dtype); with save_inverse also T = (I + A)^-1 [BH, Tp, C]
-    in fp32, the residual `prep_bwd` takes. inverse_block: the diagonal blocks of A inverted
-    on their own [R, R] tiles first (`_diag_block_inverses`; 1: all levels on [C, C])."""
+             compiler_params, out_dtype):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
-    sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
+    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), out_dtype)
     return pl.pallas_call(
-        functools.partial(_prep_fwd_kernel, R=_check_inverse_block(inverse_block, C),
+        functools.partial(_prep_fwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec],
-        out_specs=[tk, tv, tk, tk, tc] + [tc] * save_inverse,
-        out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)]
-        + [sds(C, jnp.float32)] * save_inverse,
+        out_specs=[tk, tv, tk, tk, tc],
+        out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)],
         compiler_params=compiler_params, interpret=interpret, name="gdr_prep_fwd",
-    )(q, k, v, g, beta)  # w, u, kd, qd, aqk (, T)
+    )(q, k, v, g, beta)  # w, u, kd, qd, aqk
 
 
-def prep_bwd(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_exact,
+def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_exact,
              dot_inv, interpret, compiler_params):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
@@ -295,9 +248,9 @@ def prep_bwd(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, *, C, block_d, dot, do
         functools.partial(_prep_bwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
         grid=(BH, Tp // C),
-        in_specs=[tk, tk, tv, vec, vec, tc, tk, tv, tk, tk, tc],
+        in_specs=[tk, tk, tv, vec, vec, tk, tv, tk, tk, tc],
         out_specs=[tk, tk, tv, vec, vec],
         out_shape=[sds(Kp), sds(Kp), sds(Vp), jax.ShapeDtypeStruct((BH, Tp), f32),
                    jax.ShapeDtypeStruct((BH, Tp), f32)],
         compiler_params=compiler_params, interpret=interpret, name="gdr_prep_bwd",
-    )(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk)  # dq, dk, dv, dg, dbeta
+    )(q, k, v, g, beta, dw, du, dkd, dqd, daqk)  # dq, dk, dv, dg, dbeta
