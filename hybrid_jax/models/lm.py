@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hybrid_jax.config import ModelConfig
+from hybrid_jax.sharding import constrain
 from hybrid_jax.models.attention import Attention
 from hybrid_jax.models.gdn import GatedDeltaNet
 from hybrid_jax.models.layers import RMSNorm, SwiGLU, make_param, normal
@@ -85,6 +86,10 @@ def _unembed_bwd(res, g_BTV):
 unembed_logits.defvjp(_unembed_fwd, _unembed_bwd)
 
 
+# The residual stream between blocks: split over the batch axes only (see `constrain`).
+_RESIDUAL = ("batch", None, None)
+
+
 class LM(nnx.Module):
     """tokens [B, T] int32 -> logits [B, T, vocab] fp32."""
 
@@ -104,18 +109,21 @@ class LM(nnx.Module):
         return self.from_embeddings(self.embed_tokens(tokens_BT))
 
     def embed_tokens(self, tokens_BT: jax.Array) -> jax.Array:
-        return jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.cfg.compute_dtype)
+        x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.cfg.compute_dtype)
+        return constrain(x_BTD, _RESIDUAL)
 
     def from_embeddings(self, x_BTD: jax.Array) -> jax.Array:
         """Logits from input embeddings; split out so tests can differentiate through inputs."""
         dtype = jnp.dtype(self.cfg.compute_dtype)
         for block in self.blocks:
-            x_BTD = block(x_BTD)
+            x_BTD = constrain(block(x_BTD), _RESIDUAL)
         x_BTD = self.final_norm(x_BTD)
         w_DV = self.embed[...].T if self.unembed is None else self.unembed[...]
         if dtype == jnp.float32 or self.cfg.unembed_grad_dtype == "float32":  # plain autodiff
-            return jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
-        return unembed_logits(x_BTD, w_DV)
+            logits = jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
+        else:
+            logits = unembed_logits(x_BTD, w_DV)
+        return constrain(logits, ("batch", None, "vocab"))
 
 
 def build_model(cfg: ModelConfig, *, seed: int | jax.Array = 0) -> LM:
