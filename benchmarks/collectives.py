@@ -13,7 +13,8 @@ all-reduces into reduce-scatters, for one), so take GPU counts from a GPU's HLO.
 
 Why this exists: under fsdp=2 at 370M the step kept the residual stream unsharded and
 all-reduced activations over fsdp's split of the model dimension, the [16, 2048, 100352] fp32
-logits among them: ~100 GB of collectives a step, and 56% scaling efficiency on 2 x H200
+logits among them: 102 GB (transformer) and 110 GB (hybrid) of collectives a step against
+5.0 and 5.4 GB now, and 56% / 66% scaling efficiency on 2 x H200
 (experiments/LOG.md, fifth session). `hybrid_jax.sharding.constrain` fixed it.
 """
 
@@ -31,6 +32,7 @@ from pathlib import Path
 
 KINDS = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 _OP = re.compile(r"= (\(?[a-z0-9]+\[[^=]*?) (" + "|".join(KINDS) + r")(?:-start)?\(")
+_COMMENT = re.compile(r"/\*.*?\*/")
 _SHAPE = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
           "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
@@ -41,7 +43,7 @@ def collectives(hlo_text: str) -> list[dict]:
     the largest), output shapes. An async pair (-start / -done) counts once, at its start."""
     ops = []
     for line in hlo_text.splitlines():
-        m = _OP.search(line)
+        m = _OP.search(_COMMENT.sub("", line))  # long tuples carry /*index=5*/ markers
         if not m:
             continue
         shapes = _SHAPE.findall(m.group(1))
@@ -113,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         for kind, k in sorted(s["by_kind"].items()):
             print(f"  {kind:<20} {k['ops']:5d} ops {k['bytes'] / 1e9:9.3f} GB")
         for op in s["largest"]:
-            print(f"    {op['bytes'] / 1e6:10.1f} MB  {op['kind']:<16} {' '.join(op['shapes'])}")
+            shapes = " ".join(op["shapes"][:3])
+            more = len(op["shapes"]) - 3
+            print(f"    {op['bytes'] / 1e6:10.1f} MB  {op['kind']:<16} {shapes}"
+                  + (f" and {more} more arrays" if more > 0 else ""))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},

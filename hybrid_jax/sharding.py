@@ -116,10 +116,10 @@ def constrain(x: jax.Array, logical: tuple[str | None, ...]) -> jax.Array:
 
     Why: with only the inputs and the weights sharded, XLA's partitioner is free to keep the
     [B, T, D] residual stream unsharded and all-reduce partial sums over fsdp's split of the
-    model dimension instead of gathering the weights. At 370M, fsdp=2, B16 T2048 that was ~100
-    GB of collectives a step, the full fp32 logits among them (benchmarks/collectives.py),
-    and 56% scaling efficiency on 2 x H200. Pinned to the batch axes, activations stay local
-    and only weights are gathered (ZeRO-3)."""
+    model dimension instead of gathering the weights. At 370M, fsdp=2, B16 T2048 that was 102
+    GB of collectives a step (transformer; the full fp32 logits among them), 5.0 GB with the
+    constraint (benchmarks/collectives.py, CPU HLO), and 56% scaling efficiency on 2 x H200.
+    Pinned to the batch axes, activations stay local and only weights are gathered (ZeRO-3)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or math.prod(mesh.axis_sizes) == 1:
         return x

@@ -15,7 +15,7 @@ from collectives import collectives, summarize  # noqa: E402
 
 HLO = """
   %ag = f32[64,512]{1,0} all-gather(f32[32,512]{1,0} %p), channel_id=1, dimensions={0}
-  %ar = (f32[], bf16[8,16]{1,0}) all-reduce(f32[] %a, bf16[8,16]{1,0} %b), to_apply=%add
+  %ar = (f32[], /*index=1*/bf16[8,16]{1,0}) all-reduce(f32[] %a, bf16[8,16]{1,0} %b), to_apply=%add
   %s = f32[4,4]{1,0} all-gather-start(f32[2,4]{1,0} %q), dimensions={0}
   %d = f32[4,4]{1,0} all-gather-done(f32[4,4]{1,0} %s)
   %add.1 = f32[4,4]{1,0} add(f32[4,4]{1,0} %d, f32[4,4]{1,0} %d)
