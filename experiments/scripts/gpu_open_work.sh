@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU work still open after the fourth session (issues 3 and 6), planned for one 2-GPU lease
-# (nvidia-h100-x2 / h200-x2, 30 device-minutes) driven by short calls. Each phase fits one
-# 10-minute call; make the next call within 30 s, or the machine is gone.
+# The GPU work of issues 3 and 6, for one 2-GPU lease (nvidia-h100-x2 / h200-x2, 30 device-
+# minutes) driven by short calls. Each phase fits one 10-minute call; make the next call within
+# 30 s, or the machine is gone. Still open after the fifth session (experiments/LOG.md): scaling1
+# then scaling2 (fsdp=2 with the activation constraints, the training rows), and kernel once the
+# prep kernels change. The fifth session's `final` phase is in commit 921f2c5.
 #
 #   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the split state pass's
 #                                                       # gpu tests, the per-kernel breakdown
@@ -14,8 +16,6 @@
 #                                                       # plain autodiff, and the hybrid with
 #                                                       # each GDN kernel
 #   bash experiments/scripts/gpu_open_work.sh scaling2  # ~5 min: data=2 and fsdp=2, efficiency
-#   bash experiments/scripts/gpu_open_work.sh final     # ~7 min: fsdp=2 after the cuDNN fix,
-#                                                       # then the new prep (see below)
 #
 # Results live in $WORK, outside the repository: each call copies the working tree to the
 # device and deletes untracked files there that git does not ignore, which took 11 finished
@@ -86,35 +86,6 @@ case "${1:-}" in
     cat "$WORK/train.out"
     tar czf "$OUT/train.tgz" -C "$WORK" $(cd "$WORK" && ls train_*.json train.out) ;;
   scaling2) two_gpu scaling2.log --skip match --scaling-runs data2 fsdp2 ;;
-  final)
-    # The fifth session's last call (~470 device-s left): fsdp=2 again after the cuDNN fix,
-    # then, in what is left of FINAL_S seconds, the new prep (saved inverse, 4 warps, 16x16
-    # diagonal blocks) on the headline shape (GPU 0) and its compiled tests (GPU 1).
-    t0=$(date +%s)
-    mkdir -p "$WORK/two_gpu"
-    if nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200; then
-      # One-GPU rows from this session's first 2 x H200 lease (same card model, not this
-      # machine): the efficiency is across leases, and says so in the LOG.
-      cp benchmarks/results/two_gpu/h200x2_s5/scaling_1gpu.json "$WORK/two_gpu/"
-      two_gpu final_scaling.log --skip match --scaling-runs fsdp2
-    else
-      two_gpu final_scaling.log --skip match --scaling-runs 1gpu fsdp2 --no-profile
-    fi
-    left=$(( ${FINAL_S:-400} - ($(date +%s) - t0) ))
-    echo "kernel phase: $left s left"
-    if (( left > 100 )); then
-      CUDA_VISIBLE_DEVICES=1 OUT="$WORK/ktests" MODE=tests TEST_TIMEOUT=$((left - 20)) \
-        TEST_FILES=tests/test_kernels_gdr_pallas_gpu.py bash benchmarks/gdn_kernel_gpu.sh \
-        > "$WORK/ktests.out" 2>&1 &
-      CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel2" MODE=bench BENCH_BUDGET=$((left - 70)) \
-        BENCH_TIMEOUT=$((left - 15)) BENCH_ARGS="--breakdown-precisions default
-        --shape B=4,T=4096,H=16,K=128,V=128 --impl fla xla_chunked pallas_gpu_default
-        pallas_gpu_mosaic pallas_gpu_split pallas_gpu_default_xlaprep" \
-        bash benchmarks/gdn_kernel_gpu.sh 2>&1 | tail -45
-      wait
-      tail -15 "$WORK/ktests.out"
-      tar czf "$OUT/kernel2.tgz" -C "$WORK" kernel2 ktests ktests.out
-    fi ;;
   *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac
 ls -la "$OUT"
