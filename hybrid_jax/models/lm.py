@@ -15,10 +15,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hybrid_jax.config import ModelConfig
-from hybrid_jax.sharding import constrain
 from hybrid_jax.models.attention import Attention
 from hybrid_jax.models.gdn import GatedDeltaNet
 from hybrid_jax.models.layers import RMSNorm, SwiGLU, make_param, normal
+from hybrid_jax.sharding import constrain
 
 
 class _Block(nnx.Module):

@@ -105,7 +105,8 @@ def _prep_cfg(cfg):
     # 4 warps, not 8: on an H200 at B4 T4096 H16 K=V=128 (benchmarks/results/
     # gdn_kernel_h200_v1.2_headline.json) the prep took 1.39 / 2.98 ms (fwd / bwd, "default")
     # at 4 against 1.61 / 4.58 at 8, and 3.02 / 6.74 against 5.47 / 10.91 at "highest";
-    # 2 warps made the backward 3.8x slower (gdn_kernel_h200_v1.3_breakdown.json).
+    # 2 warps made the backward 3.8x slower (gdn_kernel_h200_v1.3_breakdown.json, timed with
+    # a since-reverted backward that loaded T instead of recomputing it).
     return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
                 dot_exact=_dot_fn("highest", interpret),
                 dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
