@@ -73,3 +73,36 @@ def test_param_plan_on_one_device():
     assert plan.notes == []
     assert plan.specs["embed"] == P(None, None)
     assert set(jax.tree.leaves(plan.shardings)) and sharding.data_parallel_size(mesh) == 1
+
+
+def test_constrain_pins_activations_to_the_batch_axes_under_a_mesh():
+    """No mesh: the array itself. Under the step's mesh (8 fake devices, a fresh process):
+    batch over (data, fsdp), the last dim over tensor where asked, whatever the input had."""
+    import os
+    import subprocess
+    import sys
+
+    import jax.numpy as jnp
+    x = jnp.ones((4, 6, 8))
+    assert sharding.constrain(x, ("batch", None, None)) is x
+    code = """
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from hybrid_jax import sharding
+mesh = sharding.make_mesh((2, 2, 2))
+x = jax.device_put(jnp.ones((4, 6, 8)), NamedSharding(mesh, P(None, None, "fsdp")))
+f = lambda x: (sharding.constrain(x, ("batch", None, None)),
+               sharding.constrain(x, ("batch", None, "vocab")))
+with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    a, b = jax.jit(f)(x)
+want_a = NamedSharding(mesh, P(("data", "fsdp"), None, None))
+want_b = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor"))
+print(a.sharding.is_equivalent_to(want_a, 3), b.sharding.is_equivalent_to(want_b, 3),
+      x.sharding.is_equivalent_to(want_a, 3))
+"""
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-3:] == ["True", "True", "False"], proc.stdout
