@@ -42,7 +42,11 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
                                   (q, k, v, g, beta))
         prep[f"prep bwd{tag}"] = (functools.partial(pp.prep_bwd, C=C, **pc),
                                   (q, k, v, g, beta, dw, du, dkd, dqd, daqk))
-    cells = {name: prep.pop(name) for name in ("prep fwd", "prep bwd")} | {
+    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
+    pc = pg._prep_cfg(cfg)
+    prep["prep fwd split"] = (functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc),
+                              (q, k, v, g, beta))  # three kernels, timed together
+    cells = {name: prep.pop(name) for name in ("prep fwd", "prep fwd split", "prep bwd")} | {
         "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
                       (w, u, kd, gc, qd, aqk, s0)),
         "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),

@@ -101,6 +101,30 @@ def test_interpret_prep_tiles_match_float64():
                            prep="pallas", block_d=16)
 
 
+def test_interpret_split_prep_matches_float64_and_the_fused_prep():
+    """prep="pallas_split": the forward's three kernels (kkt, solve, w/u) give the fused prep
+    kernel's outputs bitwise in interpret mode, and the whole op matches float64."""
+    from kernels.gated_delta_rule import pallas_gpu_prep
+    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
+    import kernels.gated_delta_rule.pallas_gpu as pg
+
+    _check_against_float64(CPU_CASES["T70-K24-V48-gqa-mild-init-c16"], interpret=True,
+                           prep="pallas_split", block_d=16)
+    rng = np.random.default_rng(3)
+    BH, Tp, Kp, Vp, C = 2, 128, 64, 32, 64
+    q, k = (jnp.asarray(rng.normal(size=(BH, Tp, Kp)) / 8, jnp.float32) for _ in range(2))
+    v = jnp.asarray(rng.normal(size=(BH, Tp, Vp)), jnp.float32)
+    g = jnp.asarray(-rng.uniform(0, 3, (BH, Tp)), jnp.float32)
+    beta = jnp.asarray(rng.uniform(0, 2, (BH, Tp)), jnp.float32)
+    for precision in ("highest", "default"):
+        cfg = pg.kernel_config(precision, True, Kp, Vp, block_d=32)
+        kw = dict(C=C, out_dtype=pg._operand_dtype(cfg), **pg._prep_cfg(cfg))
+        fused = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, **kw)
+        split = prep_fwd_split(q, k, v, g, beta, **kw)
+        for a, b in zip(fused, split):
+            np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
 def test_interpret_default_precision_is_bf16_accurate():
     """precision="default": bf16 dot operands and bf16 storage of the chunk operands."""
     _check_against_float64((1, 40, 1, 2, 96, 64, True, "mild", 32, True, None), interpret=True,
@@ -210,11 +234,12 @@ def test_gdn_layer_shard_map_wrapper_splits_batch_and_heads():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
-# Triton calls in forward+backward: prep fwd/bwd when prep="pallas", plus the state pass's
-# fused fwd/bwd or the split pass's h, o, dh, dqk (pallas_gpu_split.py).
+# Triton calls in forward+backward: prep fwd/bwd when prep="pallas" (kkt, solve, w/u and bwd
+# when "pallas_split"), plus the state pass's fused fwd/bwd or the split pass's h, o, dh, dqk
+# (pallas_gpu_split.py).
 @pytest.mark.parametrize("prep, precision, state_pass, n_calls", [
     ("pallas", "highest", "triton", 4), ("xla", "default", "triton", 2),
-    ("pallas", "default", "split", 6)])
+    ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 6)])
 def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision, state_pass,
                                                   n_calls):
     """Forward and backward lowered for CUDA on this host, through the Triton-IR stage (not
@@ -269,7 +294,7 @@ def test_gpu_matches_float64(case, prep):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("prep", ["pallas"])
+@pytest.mark.parametrize("prep", ["pallas", "pallas_split"])
 def test_gpu_default_precision_is_bf16_accurate(prep):
     errs = _check_against_float64(GPU_CASES["T300-K96-V192-gqa-mild-init-l2"], interpret=False,
                                   prep=prep, precision="default", tol=3e-2)

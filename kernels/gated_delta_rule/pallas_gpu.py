@@ -8,7 +8,8 @@ Why this exists
          (batch x value head, chunk) builds the chunk-local WY transform (A, (I + A)^-1 by
          recursive 2x2 blocks, w, u, the masked q k^T, q exp(G), k exp(G_C - G)); its backward
          recomputes them per chunk. prep="xla" does the same in batched XLA ops (`_chunk_prep`)
-         differentiated by JAX autodiff; both are tested, the benchmark times both.
+         differentiated by JAX autodiff; prep="pallas_split" runs the forward as three smaller
+         kernels (`pallas_gpu_prep_split.py`); all are tested, the benchmark times them.
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state);
@@ -88,7 +89,9 @@ from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg
                                                          kernel_config)
 
 PRECISIONS = ("highest", "default")
-PREPS = ("xla", "pallas")  # where the chunk-local WY transform runs
+# Where the chunk-local WY transform runs: XLA ops, one Pallas kernel, or its forward as three
+# smaller kernels (`pallas_gpu_prep_split.py`; the same backward kernel).
+PREPS = ("xla", "pallas", "pallas_split")
 # Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
 # kernels plus parallel ones for the rest: pallas_gpu_split.py), "mosaic" (pallas_mgpu.py).
 STATE_PASSES = ("triton", "split", "mosaic")
@@ -223,17 +226,21 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 # ---------------------------------------------------------------------------------------------
 # Chunk-local WY transform in Pallas (prep="pallas"), under its own custom_vjp.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _prep_pallas(q, k, v, g, beta, C, cfg):
-    return pallas_gpu_prep.prep_fwd(q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
-                                    **_prep_cfg(cfg))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _prep_pallas(q, k, v, g, beta, C, cfg, prep):
+    if prep == "pallas_split":
+        from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
+        fwd = prep_fwd_split
+    else:
+        fwd = pallas_gpu_prep.prep_fwd
+    return fwd(q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg), **_prep_cfg(cfg))
 
 
-def _prep_pallas_fwd(q, k, v, g, beta, C, cfg):
-    return _prep_pallas(q, k, v, g, beta, C, cfg), (q, k, v, g, beta)
+def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep):
+    return _prep_pallas(q, k, v, g, beta, C, cfg, prep), (q, k, v, g, beta)
 
 
-def _prep_pallas_bwd(C, cfg, res, cts):
+def _prep_pallas_bwd(C, cfg, prep, res, cts):
     return tuple(pallas_gpu_prep.prep_bwd(*res, *cts, C=C, **_prep_cfg(cfg)))
 
 
@@ -343,7 +350,7 @@ def chunk_gated_delta_rule_pallas_gpu(
         Vp = max(16, _next_pow2(V))
         vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
         w, u, kd, qd, aqk = _prep_pallas(flat(qc), flat(kc), flat(vcp), gc_.reshape(BH, Tp),
-                                         bc.reshape(BH, Tp), C, cfg)
+                                         bc.reshape(BH, Tp), C, cfg, prep)
         u = u[..., :V]
         gcn = jnp.exp(jnp.sum(gc_, axis=-1))
     gc_vec = jnp.broadcast_to(gcn.reshape(BH, 1, N), (BH, Kp, N))
