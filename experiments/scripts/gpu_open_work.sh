@@ -2,11 +2,12 @@
 # The GPU work of issues 3 and 6, for one 2-GPU lease (nvidia-h100-x2 / h200-x2, 30 device-
 # minutes) driven by short calls. Each phase fits one 10-minute call; make the next call within
 # 30 s, or the machine is gone. Still open after the fifth session (experiments/LOG.md): scaling1
-# then scaling2 (fsdp=2 with the activation constraints, the training rows), and kernel once the
-# prep kernels change. The fifth session's `final` phase is in commit 921f2c5.
+# then scaling2 (fsdp=2 with the activation constraints, the training rows), and kernel (the
+# prep forward split in three kernels, prep="pallas_split", not yet timed). The fifth
+# session's `final` phase is in commit 921f2c5.
 #
-#   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the split state pass's
-#                                                       # gpu tests, the per-kernel breakdown
+#   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the prep=pallas_split
+#                                                       # gpu test, the per-kernel breakdown
 #                                                       # and the headline shape, GPU 1 the other
 #                                                       # three shapes (fla, XLA, ours each)
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
@@ -60,14 +61,17 @@ export PYTHON=$PY  # what gdn_kernel_gpu.sh runs
 
 case "${1:-}" in
   kernel)
-    # Two benchmark processes, one per GPU, so that every shape gets timed in one call.
-    shapes_rest=(--shape B=8,T=2048,H=8,K=128,V=128 --shape B=1,T=8192,H=32,K=128,V=128
-                 --shape B=1,T=8192,H=30,K=96,V=192)
+    # Two benchmark processes, one per GPU, so that every shape gets timed in one call. The
+    # 7B layer first: the fifth session's run reached its time limit before it.
+    shapes_rest=(--shape B=1,T=8192,H=30,K=96,V=192 --shape B=8,T=2048,H=8,K=128,V=128
+                 --shape B=1,T=8192,H=32,K=128,V=128)
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
       BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked pallas_gpu_default
-                  pallas_gpu_split pallas_gpu_mosaic" bash benchmarks/gdn_kernel_gpu.sh \
+                  pallas_gpu_default_splitprep pallas_gpu_split pallas_gpu_mosaic" \
+      bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
-    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" TEST_FILES=tests/test_kernels_gdr_split.py \
+    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" \
+      TEST_FILES=tests/test_kernels_gdr_pallas_gpu.py::test_gpu_default_precision_is_bf16_accurate \
       TEST_TIMEOUT=70 BENCH_BUDGET=380 BENCH_TIMEOUT=450 \
       BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128" bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
