@@ -90,6 +90,17 @@ def _cols(j, width):
     return pl.ds(start, width)
 
 
+def _kk_qk(q_ref, k_ref, *, C, BK, dot):
+    """k k^T and q k^T [C, C], accumulated over K tiles of width BK."""
+    def tile(j, acc):
+        cols = _cols(j, BK)
+        k = k_ref[:, cols]
+        return acc[0] + dot(k, k, _NT), acc[1] + dot(q_ref[:, cols], k, _NT)
+
+    zero = jnp.zeros((C, C), jnp.float32)
+    return _tiles(k_ref.shape[1] // BK, tile, (zero, zero))
+
+
 def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
     """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
     and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
@@ -98,13 +109,7 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
     D = jnp.exp(jnp.where(strict, Gd, -jnp.inf))
     Dc = jnp.exp(jnp.where(causal, Gd, -jnp.inf))
 
-    def kk_qk(j, acc):
-        cols = _cols(j, BK)
-        k = k_ref[:, cols]
-        return acc[0] + dot(k, k, _NT), acc[1] + dot(q_ref[:, cols], k, _NT)
-
-    zero = jnp.zeros((C, C), jnp.float32)
-    KK, QK = _tiles(k_ref.shape[1] // BK, kk_qk, (zero, zero))
+    KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
     T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
     return dict(row=row, col=col, strict=strict, D=D, Dc=Dc, KK=KK, QK=QK, T=T, E=jnp.exp(G),
                 F=jnp.exp(logF))
@@ -115,9 +120,15 @@ def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd
     beta = b_ref[...]
     t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
                      dot_exact=dot_exact, dot_inv=dot_inv)
-    T, E, F = t["T"], t["E"], t["F"]
-    out_dt = w_ref.dtype  # bf16 for precision="default": half the bytes for the state pass
-    aqk_ref[...] = (t["QK"] * t["Dc"]).astype(out_dt)
+    # bf16 for precision="default": half the bytes for the state pass
+    aqk_ref[...] = (t["QK"] * t["Dc"]).astype(aqk_ref.dtype)
+    _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, t["T"], beta, t["E"], t["F"],
+              BK=BK, BV=BV, dot=dot)
+
+
+def _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, *, BK, BV, dot):
+    """u = T (beta v) per V tile; w = T (beta E k), qd = q E, kd = k F per K tile."""
+    out_dt = w_ref.dtype
 
     def u_tile(j, carry):
         cols = _cols(j, BV)

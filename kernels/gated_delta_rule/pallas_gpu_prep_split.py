@@ -35,26 +35,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT
-from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decays, _kernel_kw, _specs, _tiles,
-                                                      _unit_lower_inverse)
+from kernels.gated_delta_rule.pallas_gpu_prep import (_decays, _kernel_kw, _kk_qk, _specs,
+                                                      _unit_lower_inverse, _write_wu)
 
 
 def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_exact,
                 dot_inv):
     del BV, dot_inv
     row, col, Gd, _, _ = _decays(g_ref[...], C, dot_exact)
-    out_dt = aqk_ref.dtype
-
-    def tile(j, acc):
-        cols = _cols(j, BK)
-        k = k_ref[:, cols]
-        return acc[0] + dot(k, k, _NT), acc[1] + dot(q_ref[:, cols], k, _NT)
-
-    zero = jnp.zeros((C, C), jnp.float32)
-    KK, QK = _tiles(k_ref.shape[1] // BK, tile, (zero, zero))
+    KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
     a_ref[...] = b_ref[...][:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
-    aqk_ref[...] = (QK * jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))).astype(out_dt)
+    aqk_ref[...] = (QK * jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))).astype(aqk_ref.dtype)
 
 
 def _solve_kernel(a_ref, t_ref, *, C, dot_inv):
@@ -71,24 +62,8 @@ def _wu_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, w_ref, u_ref, qd_ref, k
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
     E = jnp.exp(jnp.sum(jnp.where(col <= row, g[None, :], 0.0), axis=1))   # G, as _decays
     F = jnp.exp(jnp.sum(jnp.where(col > row, g[None, :], 0.0), axis=1))    # logF, as _decays
-    bE = beta * E
-    out_dt = w_ref.dtype
-
-    def u_tile(j, carry):
-        cols = _cols(j, BV)
-        u_ref[:, cols] = dot(T, beta[:, None] * v_ref[:, cols], _NN).astype(out_dt)
-        return carry
-
-    def k_tile(j, carry):
-        cols = _cols(j, BK)
-        k = k_ref[:, cols]
-        w_ref[:, cols] = dot(T, bE[:, None] * k, _NN).astype(out_dt)
-        qd_ref[:, cols] = (q_ref[:, cols] * E[:, None]).astype(out_dt)
-        kd_ref[:, cols] = (k * F[:, None]).astype(out_dt)
-        return carry
-
-    _tiles(v_ref.shape[1] // BV, u_tile, 0)
-    _tiles(k_ref.shape[1] // BK, k_tile, 0)
+    _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, BK=BK, BV=BV,
+              dot=dot)
 
 
 def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, interpret,
