@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_throughput's bench_config
+
 KINDS = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 _OP = re.compile(r"= (\(?[a-z0-9]+\[[^=]*?) (" + "|".join(KINDS) + r")(?:-start)?\(")
 _COMMENT = re.compile(r"/\*.*?\*/")
@@ -73,7 +75,6 @@ def step_hlo(family: str, size: str, mesh: tuple[int, int, int], batch: int, seq
     import jax.numpy as jnp
 
     from hybrid_jax.train.program import build_program
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_throughput import bench_config
 
     args = argparse.Namespace(vocab=None, dtype=None, gdn_implementation=None,

@@ -83,15 +83,17 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.gated_delta_rule import pallas_gpu_prep, reference
+from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
 from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
                                                          _next_pow2, _operand_dtype, _prep_cfg,
                                                          _specs, _triton_params, _v_tile,
                                                          kernel_config)
 
 PRECISIONS = ("highest", "default")
-# Where the chunk-local WY transform runs: XLA ops, one Pallas kernel, or its forward as three
-# smaller kernels (`pallas_gpu_prep_split.py`; the same backward kernel).
-PREPS = ("xla", "pallas", "pallas_split")
+# Where the chunk-local WY transform runs: XLA ops, or Pallas kernels whose forward is one
+# kernel or three smaller ones (`pallas_gpu_prep_split.py`); the same backward kernel either way.
+_PREP_FWD = {"pallas": pallas_gpu_prep.prep_fwd, "pallas_split": prep_fwd_split}
+PREPS = ("xla", *_PREP_FWD)
 # Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
 # kernels plus parallel ones for the rest: pallas_gpu_split.py), "mosaic" (pallas_mgpu.py).
 STATE_PASSES = ("triton", "split", "mosaic")
@@ -228,12 +230,8 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _prep_pallas(q, k, v, g, beta, C, cfg, prep):
-    if prep == "pallas_split":
-        from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
-        fwd = prep_fwd_split
-    else:
-        fwd = pallas_gpu_prep.prep_fwd
-    return fwd(q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg), **_prep_cfg(cfg))
+    return _PREP_FWD[prep](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
+                           **_prep_cfg(cfg))
 
 
 def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep):
@@ -307,10 +305,11 @@ def chunk_gated_delta_rule_pallas_gpu(
     block_d caps the K and V width of every dot operand in the prep kernels (prep="pallas"),
     which loop over tiles of that width to bound their live registers and shared memory.
     state_pass="split" keeps only the recurrence in the sequential kernels and computes the
-    output and the non-recurrent gradients in parallel-over-chunks kernels (`pallas_gpu_split.py`,
-    as fla does); any precision. state_pass="mosaic" walks the chunks with the Mosaic GPU kernels of `pallas_mgpu.py`
-    (TMA + wgmma; precision="default" only, K <= 128, V a multiple of 64; interpret=True runs
-    them in the Mosaic GPU interpreter) instead of the Triton ones.
+    output and the non-recurrent gradients in parallel-over-chunks kernels
+    (`pallas_gpu_split.py`, as fla does); any precision. state_pass="mosaic" walks the chunks
+    with the Mosaic GPU kernels of `pallas_mgpu.py` (TMA + wgmma; precision="default" only,
+    K <= 128, V a multiple of 64; interpret=True runs them in the Mosaic GPU interpreter)
+    instead of the Triton ones.
     """
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
