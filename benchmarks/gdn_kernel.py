@@ -14,6 +14,8 @@ Implementations:
     pallas_gpu_mosaic   precision="default" with the state pass in Mosaic GPU (pallas_mgpu.py;
                         K padded to at most 128, V a multiple of 64: all four issue shapes)
     xla_chunked         reference.chunked through the API (Precision.HIGHEST)
+    xla_chunked_default the same at precision="default" (bf16 matmul operands): the XLA row at
+                        the precision of our "default" variants and of fla
     fla                 fla.ops.gated_delta_rule.chunk_gated_delta_rule (torch + Triton), run in
                         a child process (gdn_kernel_fla.py) so that torch and JAX never share a process.
                         On Hopper with Triton < 3.7.1 fla refuses its gated backward (fla #640);
@@ -52,6 +54,7 @@ SHAPES = ["B=4,T=4096,H=16,K=128,V=128", "B=8,T=2048,H=8,K=128,V=128",
 # name -> keyword arguments of chunk_gated_delta_rule_pallas_gpu (None: the XLA reference)
 JAX_IMPLS = {
     "xla_chunked": None,
+    "xla_chunked_default": None,
     "pallas_gpu": dict(precision="highest", prep="pallas"),
     "pallas_gpu_default": dict(precision="default", prep="pallas"),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
@@ -63,9 +66,9 @@ JAX_IMPLS = {
 }
 # In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
 # cut short by --budget-s loses the least telling variants.
-DEFAULT_IMPLS = ("fla", "xla_chunked", "pallas_gpu_default", "pallas_gpu_default_splitprep",
-                 "pallas_gpu_split", "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep",
-                 "pallas_gpu", "pallas_gpu_xlaprep")
+DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
+                 "pallas_gpu_default_splitprep", "pallas_gpu_split", "pallas_gpu_mosaic",
+                 "pallas_gpu_default_xlaprep", "pallas_gpu", "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 T_START = time.perf_counter()
@@ -128,8 +131,9 @@ def jax_fn(impl, mode, do, interpret=False):
     from kernels.gated_delta_rule import chunk_gated_delta_rule
     from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
 
-    if impl == "xla_chunked":
-        fwd = functools.partial(chunk_gated_delta_rule, implementation="chunked")
+    if impl.startswith("xla_chunked"):
+        fwd = functools.partial(chunk_gated_delta_rule, implementation="chunked",
+                                precision="default" if impl.endswith("default") else "highest")
     else:
         fwd = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
                                 **JAX_IMPLS[impl])
@@ -259,12 +263,12 @@ def print_row(row, flush=False):
 def summary(rows):
     by = {(label(r["shape"]), r["impl"], r["mode"]): r.get("median_ms") for r in rows
           if "error" not in r}
-    print("\nSpeed-up of each Pallas variant over fla and xla_chunked, fwd+bwd [fwd]:")
+    print("\nSpeed-up of each Pallas variant over fla and the XLA rows, fwd+bwd [fwd]:")
     for lab in dict.fromkeys(label(r["shape"]) for r in rows):
-        for ours in [i for i in JAX_IMPLS if i != "xla_chunked"
+        for ours in [i for i in JAX_IMPLS if not i.startswith("xla")
                      and any(r["impl"] == i for r in rows)]:
             parts = []
-            for other in ("fla", "xla_chunked"):
+            for other in ("fla", "xla_chunked", "xla_chunked_default"):
                 vals = []
                 for mode in ("fwd+bwd", "fwd"):
                     a, b = by.get((lab, ours, mode)), by.get((lab, other, mode))
@@ -293,6 +297,8 @@ def main(argv=None):
                    help="skip timing each Pallas kernel alone on the first shape")
     p.add_argument("--breakdown-precisions", nargs="+", default=["default", "highest"],
                    choices=["default", "highest"], help="the breakdown's kernel precisions")
+    p.add_argument("--breakdown-only", default="",
+                   help="only the breakdown's cells whose names start with this, e.g. prep")
     args = p.parse_args(argv)
     shapes = [parse_shape(x) for x in (args.shape or SHAPES)]
 

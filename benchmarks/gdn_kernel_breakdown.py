@@ -33,20 +33,21 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
     states = rnd(BH, N * Kp, V, dtype=dt)
     dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
     fc, bc = pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
-    # The prep at its launch configuration, and alternatives timed after the state passes:
-    # 8 warps (the default before 2026-11-27; 4 was faster in two runs that day) and 2.
-    prep = {}
-    for tag, kw in (("", {}), (" w8", dict(num_warps_prep=8)), (" w2", dict(num_warps_prep=2))):
-        pc = pg._prep_cfg(pg.kernel_config(precision, bool(args.interpret), Kp, V, **kw))
-        prep[f"prep fwd{tag}"] = (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
-                                  (q, k, v, g, beta))
-        prep[f"prep bwd{tag}"] = (functools.partial(pp.prep_bwd, C=C, **pc),
-                                  (q, k, v, g, beta, dw, du, dkd, dqd, daqk))
-    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
+    # The prep kernels, fused and split in three each way (4 warps: 8 and 2 were slower in the
+    # fifth and sixth sessions' runs, see pallas_gpu_common._prep_cfg).
+    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_bwd_split, prep_fwd_split
     pc = pg._prep_cfg(cfg)
-    prep["prep fwd split"] = (functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc),
-                              (q, k, v, g, beta))  # three kernels, timed together
-    cells = {name: prep.pop(name) for name in ("prep fwd", "prep fwd split", "prep bwd")} | {
+    _, (T_inv,) = jax.jit(functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc))(
+        q, k, v, g, beta)
+    cts = (dw, du, dkd, dqd, daqk)
+    prep = {"prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
+                         (q, k, v, g, beta)),
+            "prep fwd split": (functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc),
+                               (q, k, v, g, beta)),  # three kernels, timed together
+            "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc), (q, k, v, g, beta, *cts)),
+            "prep bwd split": (functools.partial(prep_bwd_split, C=C, **pc),
+                               (q, k, v, g, beta, T_inv, *cts))}
+    cells = prep | {
         "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
                       (w, u, kd, gc, qd, aqk, s0)),
         "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),
@@ -54,7 +55,6 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
         "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
                       (w, u, kd, gc, qd, aqk, states, do, s0)),
     }
-    cells |= prep
     from kernels.gated_delta_rule import pallas_gpu_split as ps
     delta = rnd(BH, Tp, V, dtype=dt)
     cells["state fwd split"] = (functools.partial(ps.split_fwd, **fc), (w, u, kd, gc, qd, aqk, s0))
@@ -69,6 +69,10 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
                                      (w, u, kd, gc, qd, aqk, s0))
         cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
                                      (w, u, kd, gc, qd, aqk, states, do, s0))
+    prefix = getattr(args, "breakdown_only", "")
+    cells = {name: cell for name, cell in cells.items() if name.startswith(prefix)}
+    if not cells:
+        raise ValueError(f"--breakdown-only {prefix!r} matches no cell")
     rows = []
     for name, (fn, fargs) in cells.items():
         row = {"shape": s, "impl": f"kernel:{name}:{precision}", "mode": "fwd"}

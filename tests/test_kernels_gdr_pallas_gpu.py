@@ -103,26 +103,37 @@ def test_interpret_prep_tiles_match_float64():
 
 def test_interpret_split_prep_matches_float64_and_the_fused_prep():
     """prep="pallas_split": the forward's three kernels (kkt, solve, w/u) give the fused prep
-    kernel's outputs bitwise in interpret mode, and the whole op matches float64."""
+    kernel's outputs bitwise in interpret mode, the backward's three (inverse, decay, qk) its
+    gradients to fp32 rounding (XLA contracts the fused kernel's a * b + c differently: 1e-5
+    relative on a few elements of dk), and the whole op matches float64."""
     from kernels.gated_delta_rule import pallas_gpu_prep
-    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
+    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_bwd_split, prep_fwd_split
     import kernels.gated_delta_rule.pallas_gpu as pg
 
     _check_against_float64(CPU_CASES["T70-K24-V48-gqa-mild-init-c16"], interpret=True,
                            prep="pallas_split", block_d=16)
     rng = np.random.default_rng(3)
     BH, Tp, Kp, Vp, C = 2, 128, 64, 32, 64
-    q, k = (jnp.asarray(rng.normal(size=(BH, Tp, Kp)) / 8, jnp.float32) for _ in range(2))
-    v = jnp.asarray(rng.normal(size=(BH, Tp, Vp)), jnp.float32)
+    normal = lambda d, s=1.0: jnp.asarray(rng.normal(size=(BH, Tp, d)) * s, jnp.float32)
+    q, k, v = normal(Kp, 1 / 8), normal(Kp, 1 / 8), normal(Vp)
     g = jnp.asarray(-rng.uniform(0, 3, (BH, Tp)), jnp.float32)
     beta = jnp.asarray(rng.uniform(0, 2, (BH, Tp)), jnp.float32)
+    cts = [normal(d) for d in (Kp, Vp, Kp, Kp, C)]  # dw, du, dkd, dqd, daqk
     for precision in ("highest", "default"):
         cfg = pg.kernel_config(precision, True, Kp, Vp, block_d=32)
-        kw = dict(C=C, out_dtype=pg._operand_dtype(cfg), **pg._prep_cfg(cfg))
-        fused = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, **kw)
-        split = prep_fwd_split(q, k, v, g, beta, **kw)
-        for a, b in zip(fused, split):
-            np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+        kw = dict(C=C, **pg._prep_cfg(cfg))
+        dt = pg._operand_dtype(cfg)
+        fused = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, out_dtype=dt, **kw)
+        split, (T,) = prep_fwd_split(q, k, v, g, beta, out_dtype=dt, **kw)
+        cts_dt = [c.astype(dt) for c in cts]
+        fused += pallas_gpu_prep.prep_bwd(q, k, v, g, beta, *cts_dt, **kw)
+        split += prep_bwd_split(q, k, v, g, beta, T, *cts_dt, **kw)
+        for i, (name, a, b) in enumerate(zip(("w", "u", "kd", "qd", "aqk", "dq", "dk", "dv",
+                                              "dg", "dbeta"), fused, split)):
+            a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+            tol = dict(rtol=0, atol=0) if i < 5 else dict(rtol=1e-5,
+                                                           atol=1e-6 * np.abs(a).max())
+            np.testing.assert_allclose(b, a, err_msg=f"{name} at {precision}", **tol)
 
 
 def test_interpret_default_precision_is_bf16_accurate():
@@ -234,12 +245,12 @@ def test_gdn_layer_shard_map_wrapper_splits_batch_and_heads():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
-# Triton calls in forward+backward: prep fwd/bwd when prep="pallas" (kkt, solve, w/u and bwd
-# when "pallas_split"), plus the state pass's fused fwd/bwd or the split pass's h, o, dh, dqk
-# (pallas_gpu_split.py).
+# Triton calls in forward+backward: prep fwd/bwd when prep="pallas" (kkt, solve, w/u and
+# inverse, decay, qk when "pallas_split"), plus the state pass's fused fwd/bwd or the split
+# pass's h, o, dh, dqk (pallas_gpu_split.py).
 @pytest.mark.parametrize("prep, precision, state_pass, n_calls", [
     ("pallas", "highest", "triton", 4), ("xla", "default", "triton", 2),
-    ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 6)])
+    ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 8)])
 def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision, state_pass,
                                                   n_calls):
     """Forward and backward lowered for CUDA on this host, through the Triton-IR stage (not
@@ -288,7 +299,8 @@ def test_gpu_long_sequence_strong_decay_stays_finite():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case, prep", [(c, "pallas") for c in GPU_CASES] + [
-    ("T300-K96-V192-gqa-mild-init-l2", "xla")])
+    ("T300-K96-V192-gqa-mild-init-l2", "xla"),
+    ("T300-K96-V192-gqa-mild-init-l2", "pallas_split")])
 def test_gpu_matches_float64(case, prep):
     _check_against_float64(GPU_CASES[case], interpret=False, prep=prep)
 

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The GPU work of issues 3 and 6, for one 2-GPU lease (nvidia-h100-x2 / h200-x2, 30 device-
 # minutes) driven by short calls. Each phase fits one 10-minute call; make the next call within
-# 30 s, or the machine is gone. Still open after the fifth session (experiments/LOG.md): scaling1
-# then scaling2 (fsdp=2 with the activation constraints, the training rows), and kernel (the
-# prep forward split in three kernels, prep="pallas_split", not yet timed). The fifth
-# session's `final` phase is in commit 921f2c5.
+# 30 s, or the machine is gone. kernel, scaling1 and scaling2 ran in the sixth session
+# (experiments/LOG.md); `split` is that session's last, short call (~4 min): the split prep
+# backward and the cumsum decays, on the headline shape.
 #
 #   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the prep=pallas_split
 #                                                       # gpu test, the per-kernel breakdown
@@ -17,6 +16,11 @@
 #                                                       # plain autodiff, and the hybrid with
 #                                                       # each GDN kernel
 #   bash experiments/scripts/gpu_open_work.sh scaling2  # ~5 min: data=2 and fsdp=2, efficiency
+#   bash experiments/scripts/gpu_open_work.sh split     # ~4 min: GPU 0 the changed kernels'
+#                                                       # gpu tests, the prep breakdown and
+#                                                       # the split prep again (noise);
+#                                                       # GPU 1 fla, XLA (both precisions) and
+#                                                       # ours (fused / split prep) end to end
 #
 # Results live in $WORK, outside the repository: each call copies the working tree to the
 # device and deletes untracked files there that git does not ignore, which took 11 finished
@@ -90,6 +94,23 @@ case "${1:-}" in
     cat "$WORK/train.out"
     tar czf "$OUT/train.tgz" -C "$WORK" $(cd "$WORK" && ls train_*.json train.out) ;;
   scaling2) two_gpu scaling2.log --skip match --scaling-runs data2 fsdp2 ;;
+  split)
+    head=B=4,T=4096,H=16,K=128,V=128
+    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/split1" MODE=bench BENCH_BUDGET=150 BENCH_TIMEOUT=200 \
+      BENCH_ARGS="--no-breakdown --shape $head --impl fla xla_chunked xla_chunked_default
+                  pallas_gpu_default pallas_gpu_default_splitprep" \
+      bash benchmarks/gdn_kernel_gpu.sh > "$WORK/split1.out" 2>&1 &
+    t=tests/test_kernels_gdr_pallas_gpu.py
+    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/split0" TEST_TIMEOUT=70 BENCH_BUDGET=100 BENCH_TIMEOUT=130 \
+      TEST_FILES="$t::test_gpu_default_precision_is_bf16_accurate
+                  $t::test_gpu_matches_float64[T300-K96-V192-gqa-mild-init-l2-pallas_split]
+                  $t::test_gpu_long_sequence_strong_decay_stays_finite" \
+      BENCH_ARGS="--shape $head --impl pallas_gpu_default_splitprep --breakdown-precisions
+                  default --breakdown-only prep" \
+      bash benchmarks/gdn_kernel_gpu.sh 2>&1 | tail -30
+    wait
+    tail -30 "$WORK/split1.out"
+    tar czf "$OUT/split.tgz" -C "$WORK" split0 split1 split1.out ;;
   *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac
 ls -la "$OUT"

@@ -8,8 +8,9 @@ Why this exists
          (batch x value head, chunk) builds the chunk-local WY transform (A, (I + A)^-1 by
          recursive 2x2 blocks, w, u, the masked q k^T, q exp(G), k exp(G_C - G)); its backward
          recomputes them per chunk. prep="xla" does the same in batched XLA ops (`_chunk_prep`)
-         differentiated by JAX autodiff; prep="pallas_split" runs the forward as three smaller
-         kernels (`pallas_gpu_prep_split.py`); all are tested, the benchmark times them.
+         differentiated by JAX autodiff; prep="pallas_split" runs the forward and the backward
+         as three smaller kernels each (`pallas_gpu_prep_split.py`), the backward reading the
+         forward's saved (I + A)^-1; all are tested, the benchmark times them.
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state);
@@ -83,17 +84,20 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.gated_delta_rule import pallas_gpu_prep, reference
-from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_fwd_split
+from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_bwd_split, prep_fwd_split
 from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
                                                          _next_pow2, _operand_dtype, _prep_cfg,
                                                          _specs, _triton_params, _v_tile,
                                                          kernel_config)
 
 PRECISIONS = ("highest", "default")
-# Where the chunk-local WY transform runs: XLA ops, or Pallas kernels whose forward is one
-# kernel or three smaller ones (`pallas_gpu_prep_split.py`); the same backward kernel either way.
-_PREP_FWD = {"pallas": pallas_gpu_prep.prep_fwd, "pallas_split": prep_fwd_split}
-PREPS = ("xla", *_PREP_FWD)
+# Where the chunk-local WY transform runs: XLA ops, or Pallas kernels, one each way ("pallas") or
+# three each way (`pallas_gpu_prep_split.py`). name -> (forward returning (outputs, residuals
+# beyond the inputs), backward taking inputs, those residuals and the cotangents).
+_PREP = {"pallas": (lambda *a, **kw: (pallas_gpu_prep.prep_fwd(*a, **kw), ()),
+                    pallas_gpu_prep.prep_bwd),
+         "pallas_split": (prep_fwd_split, prep_bwd_split)}
+PREPS = ("xla", *_PREP)
 # Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
 # kernels plus parallel ones for the rest: pallas_gpu_split.py), "mosaic" (pallas_mgpu.py).
 STATE_PASSES = ("triton", "split", "mosaic")
@@ -230,16 +234,17 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _prep_pallas(q, k, v, g, beta, C, cfg, prep):
-    return _PREP_FWD[prep](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
-                           **_prep_cfg(cfg))
+    return _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep)[0]
 
 
 def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep):
-    return _prep_pallas(q, k, v, g, beta, C, cfg, prep), (q, k, v, g, beta)
+    out, saved = _PREP[prep][0](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
+                                **_prep_cfg(cfg))
+    return out, (q, k, v, g, beta, *saved)
 
 
 def _prep_pallas_bwd(C, cfg, prep, res, cts):
-    return tuple(pallas_gpu_prep.prep_bwd(*res, *cts, C=C, **_prep_cfg(cfg)))
+    return tuple(_PREP[prep][1](*res, *cts, C=C, **_prep_cfg(cfg)))
 
 
 _prep_pallas.defvjp(_prep_pallas_fwd, _prep_pallas_bwd)

@@ -108,7 +108,6 @@ def _prep_cfg(cfg):
     # 2 warps made the backward 3.8x slower (gdn_kernel_h200_v1.3_breakdown.json, timed with
     # a since-reverted backward that loaded T instead of recomputing it).
     return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
-                dot_exact=_dot_fn("highest", interpret),
                 dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
                                 interpret),
                 interpret=interpret,

@@ -7,8 +7,9 @@ Why this exists
     autodiff. The backward recomputes the forward quantities of its chunk (no residuals).
 
 Numerics
-    Per chunk (C rows), with G = cumsum(g), Gd_ij = sum_{j<l<=i} g_l (a masked product of g
-    with 0/1 matrices, never a difference of cumulative sums), E = exp(G), F_i = exp(G_C - G_i):
+    Per chunk (C rows), with G = cumsum(g), Gd_ij = sum_{j<l<=i} g_l (each column j a running
+    sum of its own terms, never a difference of cumulative sums), E = exp(G),
+    F_i = exp(G_C - G_i) (a masked row sum):
         A = tril_strict(beta_i (k_i.k_j) exp(Gd_ij)),  T = (I + A)^-1 (recursive 2x2 blocks in
         log2(C) levels of [C, C] products at `dot_inv`),  u = T (beta v),
         w = T (beta E k),
@@ -16,10 +17,13 @@ Numerics
     Exponents are masked with -inf before exp. Backward (dX = cotangent of X):
         dT = du (beta v)^T + dw (beta E k)^T;  dA = -T^T dT T^T (strict lower part)
         then the product rule through A, aqk, qd, kd, u, w; the cotangents of the log-decays
-        (Gd, G, log F) are mapped back to g with the same 0/1 matrices.
-    Dots use the caller's `dot` (TF32x3 or bf16 operands, fp32 accumulation), except the
-    two products with 0/1 matrices that sum log-decays (forward Gd, backward dg), which
-    always use `dot_exact` (TF32x3 on GPU): a bf16 g would put ~0.4% errors into exponents.
+        (Gd, G, log F) are mapped back to g by running and masked sums.
+    Dots use the caller's `dot` (TF32x3 or bf16 operands, fp32 accumulation). Until the sixth
+    session Gd and dg were products with 0/1 matrices at TF32x3 (a bf16 g would put ~0.4%
+    errors into exponents); their split operands made Triton spill (prep fwd 924 B, bwd
+    4 KB at B4 T4096 H16 K=V=128, "default"), and the fp32 `cumsum` (a Triton scan) has none.
+    The backward's exclusive sum over j < l is the inclusive scan minus its own term: an
+    absolute error of ulp(partial sum) in a gradient, as any fp32 sum of those terms has.
 
 Tiling
     No dot takes an operand wider than block_d (BK = min(block_d, Kp), BV = min(block_d, Vp))
@@ -46,16 +50,20 @@ from jax.experimental import pallas as pl
 from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT, _TN
 
 
-def _decays(g, C, dot_exact):
+def _decays(g, C):
     """Gd [C, C] (sum of g over (j, i]; 0 on and above the diagonal), G [C], logF [C]."""
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    P = jnp.where(col <= row, g[None, :], 0.0)          # P[i, l] = g_l [l <= i]
-    Q = jnp.where(row > col, 1.0, 0.0)                  # Q[l, j] = [l > j]
-    Gd = jnp.where(row > col, dot_exact(P, Q, _NN), 0.0)  # sum_{j < l <= i} g_l
-    G = jnp.sum(P, axis=1)
-    logF = jnp.sum(jnp.where(col > row, g[None, :], 0.0), axis=1)  # sum_{l > i} g_l
+    # Gd[i, j] = sum_{l <= i} g_l [l > j]: a running sum down each column of its own terms
+    Gd = jnp.cumsum(jnp.where(row > col, g[:, None], 0.0), axis=0)
+    G, logF = _row_log_decays(g, row, col)
     return row, col, Gd, G, logF
+
+
+def _row_log_decays(g, row, col):
+    """G_i = sum_{l <= i} g_l and logF_i = sum_{l > i} g_l, as masked row sums."""
+    return (jnp.sum(jnp.where(col <= row, g[None, :], 0.0), axis=1),
+            jnp.sum(jnp.where(col > row, g[None, :], 0.0), axis=1))
 
 
 def _unit_lower_inverse(A, row, col, C, dot_inv):
@@ -101,10 +109,10 @@ def _kk_qk(q_ref, k_ref, *, C, BK, dot):
     return _tiles(k_ref.shape[1] // BK, tile, (zero, zero))
 
 
-def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
+def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv):
     """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
     and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
-    row, col, Gd, G, logF = _decays(g, C, dot_exact)
+    row, col, Gd, G, logF = _decays(g, C)
     strict, causal = row > col, row >= col
     D = jnp.exp(jnp.where(strict, Gd, -jnp.inf))
     Dc = jnp.exp(jnp.where(causal, Gd, -jnp.inf))
@@ -116,10 +124,10 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_exact, dot_inv):
 
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
-                     *, C, BK, BV, dot, dot_exact, dot_inv):
+                     *, C, BK, BV, dot, dot_inv):
     beta = b_ref[...]
     t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
-                     dot_exact=dot_exact, dot_inv=dot_inv)
+                     dot_inv=dot_inv)
     # bf16 for precision="default": half the bytes for the state pass
     aqk_ref[...] = (t["QK"] * t["Dc"]).astype(aqk_ref.dtype)
     _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, t["T"], beta, t["E"], t["F"],
@@ -147,19 +155,12 @@ def _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, 
     _tiles(k_ref.shape[1] // BK, k_tile, 0)
 
 
-def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref, dqd_ref,
-                     daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV, dot,
-                     dot_exact, dot_inv):
-    """Tiles of BK key / BV value columns. dA needs all of dT (a sum over V and K tiles), and
-    dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
+def _inverse_grad(T, beta, bE, k_ref, v_ref, dw_ref, du_ref, dv_ref, *, C, BK, BV, dot,
+                  dk_ref=None):
+    """Backward through u = T (beta v), w = T (beta E k) and T = (I + A)^-1. Writes dv (and,
+    given dk_ref, the w term of dk: (beta E) T^T dw). Returns dA (strict lower part), the
+    cotangent of beta through u, and s_bek = sum_k (T^T dw) k, the cotangent of beta E."""
     f32 = jnp.float32
-    beta = b_ref[...]
-    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
-                     dot_exact=dot_exact, dot_inv=dot_inv)
-    T, E, F, D, Dc, KK = t["T"], t["E"], t["F"], t["D"], t["Dc"], t["KK"]
-    row, col, strict = t["row"], t["col"], t["strict"]
-    bE = beta * E
-    nK, nV = k_ref.shape[1] // BK, v_ref.shape[1] // BV
 
     # u = T bv: dT = du bv^T, dbv = T^T du (sums over V tiles)
     def v_tile(j, acc):
@@ -176,22 +177,64 @@ def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref,
         cols = _cols(j, BK)
         k, dw = k_ref[:, cols], dw_ref[:, cols].astype(f32)
         dbek = dot(T, dw, _TN)
+        if dk_ref is not None:
+            dk_ref[:, cols] = bE[:, None] * dbek
         return dT + dot(dw, bE[:, None] * k, _NT), s_bek + jnp.sum(dbek * k, axis=1)
 
     zc, zv = jnp.zeros((C, C), f32), jnp.zeros((C,), f32)
-    dT, dbeta = _tiles(nV, v_tile, (zc, zv))
-    dT, s_bek = _tiles(nK, k_reduce, (dT, zv))
-    dbeta += E * s_bek
+    dT, dbeta = _tiles(v_ref.shape[1] // BV, v_tile, (zc, zv))
+    dT, s_bek = _tiles(k_ref.shape[1] // BK, k_reduce, (dT, zv))
+    row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
+    col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
     # T = (I + A)^-1: dA = -T^T dT T^T, on the strict lower triangle
-    dA = jnp.where(strict, -dot(dot(T, dT, _TN), T, _NT), 0.0)
-    dKK = dA * beta[:, None] * D
-    dbeta += jnp.sum(dA * KK * D, axis=1)
-    dlogD = dA * beta[:, None] * KK * D
-    dKK_sym = dKK + jnp.transpose(dKK)
-    # aqk = (q k^T) Dc
-    daqk = daqk_ref[...].astype(f32)
+    dA = jnp.where(row > col, -dot(dot(T, dT, _TN), T, _NT), 0.0)
+    return dA, dbeta, s_bek
+
+
+def _decay_grads(dA, daqk, KK, QK, beta, D, Dc):
+    """Through A = beta (k k^T) D and aqk = (q k^T) Dc: the symmetric cotangent of k k^T, that of
+    q k^T, the cotangent of beta through A, and that of log D (= Gd) from both. (Ordered so
+    that each input dies early: fewer live [C, C] tiles, fewer spills.)"""
     dQK = daqk * Dc
-    dlogD += daqk * t["QK"] * Dc
+    dlogD = dQK * QK
+    dAD = dA * D
+    dKK = dAD * beta[:, None]
+    dKKD = dAD * KK
+    return (dKK + jnp.transpose(dKK), dQK, jnp.sum(dKKD, axis=1),
+            dlogD + dKKD * beta[:, None])
+
+
+def _dg_decay(dlogD, row, col):
+    """dg through Gd, which sums g over (j, i]."""
+    Z = jnp.cumsum(dlogD, axis=1) - dlogD                  # Z[i, l] = sum_{j<l} dlogD_ij
+    return jnp.sum(jnp.where(row >= col, Z, 0.0), axis=0)  # sum over i >= l
+
+
+def _dg_rows(dG, dlogF, C):
+    """dg through G_i, which sums g over [0, i], and logF_i, over (i, C)."""
+    row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
+    col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
+    return (jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
+            + jnp.sum(jnp.where(row < col, dlogF[:, None], 0.0), axis=0))
+
+
+def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref, dqd_ref,
+                     daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV, dot,
+                     dot_inv):
+    """Tiles of BK key / BV value columns. dA needs all of dT (a sum over V and K tiles), and
+    dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
+    f32 = jnp.float32
+    beta = b_ref[...]
+    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
+                     dot_inv=dot_inv)
+    T, E, F = t["T"], t["E"], t["F"]
+    bE = beta * E
+    dA, dbeta, s_bek = _inverse_grad(T, beta, bE, k_ref, v_ref, dw_ref, du_ref, dv_ref, C=C,
+                                     BK=BK, BV=BV, dot=dot)
+    dbeta += E * s_bek
+    dKK_sym, dQK, dbeta_A, dlogD = _decay_grads(dA, daqk_ref[...].astype(f32), t["KK"],
+                                                t["QK"], beta, t["D"], t["Dc"])
+    dbeta += dbeta_A
 
     # Second walk over K: dq, dk per tile (T^T dw recomputed: one [C, C] x [C, BK] product
     # instead of a [C, Kp] tile held across dA), and qd = q E, kd = k F.
@@ -205,16 +248,10 @@ def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref,
         dq_ref[:, cols] = dot(dQK, k, _NN) + dqd * E[:, None]
         return dE_q + jnp.sum(dqd * q, axis=1), s_kd + jnp.sum(dkd * k, axis=1)
 
-    dE_q, s_kd = _tiles(nK, k_write, (zv, zv))
+    zv = jnp.zeros((C,), f32)
+    dE_q, s_kd = _tiles(k_ref.shape[1] // BK, k_write, (zv, zv))
     dG = E * (beta * s_bek + dE_q)
-    dlogF = F * s_kd
-    # Back to g: Gd_ij sums g over (j, i]; G_i over [0, i]; logF_i over (i, C).
-    Lt = jnp.where(row < col, 1.0, 0.0)                   # Lt[j, l] = [j < l]
-    Z = dot_exact(dlogD, Lt, _NN)                          # Z[i, l] = sum_{j<l} dlogD_ij
-    dg = jnp.sum(jnp.where(row >= col, Z, 0.0), axis=0)   # sum over i >= l
-    dg += jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
-    dg += jnp.sum(jnp.where(row < col, dlogF[:, None], 0.0), axis=0)
-    dg_ref[...] = dg
+    dg_ref[...] = _dg_decay(dlogD, t["row"], t["col"]) + _dg_rows(dG, F * s_kd, C)
     db_ref[...] = dbeta
 
 
@@ -224,22 +261,22 @@ def _specs(C, Kp, Vp):
     return tile(Kp), tile(Vp), tile(C), vec
 
 
-def _kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv):
+def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv):
     if block_d < 16 or block_d & (block_d - 1):
         raise ValueError(f"block_d must be a power of two >= 16, got {block_d}")
     return dict(C=C, BK=min(block_d, Kp), BV=min(block_d, Vp), dot=dot,
-                dot_exact=dot_exact, dot_inv=dot_inv)
+                dot_inv=dot_inv)
 
 
-def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, interpret,
-             compiler_params, out_dtype):
+def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
+             out_dtype):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), out_dtype)
     return pl.pallas_call(
         functools.partial(_prep_fwd_kernel,
-                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec],
         out_specs=[tk, tv, tk, tk, tc],
@@ -248,8 +285,8 @@ def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, interpret
     )(q, k, v, g, beta)  # w, u, kd, qd, aqk
 
 
-def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_exact,
-             dot_inv, interpret, compiler_params):
+def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_inv, interpret,
+             compiler_params):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
@@ -257,7 +294,7 @@ def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_e
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), f32)
     return pl.pallas_call(
         functools.partial(_prep_bwd_kernel,
-                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)),
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec, tk, tv, tk, tk, tc],
         out_specs=[tk, tk, tv, vec, vec],

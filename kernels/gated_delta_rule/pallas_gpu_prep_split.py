@@ -1,9 +1,11 @@
-"""The chunk prep's forward as three small Pallas GPU (Triton) kernels, as fla splits it.
+"""The chunk prep, forward and backward, as three small Pallas GPU (Triton) kernels each, as
+fla splits it.
 
 Why this exists
     `pallas_gpu_prep.prep_fwd` does the whole chunk-local WY transform in one program per
     (batch x value head, chunk): decays, k k^T and q k^T, (I + A)^-1 by log2(C) dependent
-    [C, C] products, then w and u. On an H200 it took 1.39 ms at B4 T4096 H16 K=V=128, and
+    [C, C] products, then w and u. On an H200 it took 1.39 ms at B4 T4096 H16 K=V=128 (and
+    its backward 2.98 ms), and
     neither fewer products (16x16 diagonal blocks: 23% slower) nor a saved inverse helped:
     it is not bound by tensor-core products (experiments/LOG.md, fifth session). Its programs
     hold many [C, C] fp32 tiles at once (255 registers a thread, spills), so few are resident
@@ -14,12 +16,19 @@ Why this exists
          aqk = (q k^T) tril(exp(Gd));
       2. `_solve_kernel`: T = (I + A)^-1 by the same recursion as the fused kernel;
       3. `_wu_kernel`: w = T (beta E k), u = T (beta v), qd = q E, kd = k F.
-    The backward is unchanged (`pallas_gpu_prep.prep_bwd` recomputes from q, k, v, g, beta).
+    Measured (H200, same shape, "default"): 0.973 ms for the three against 1.426 ms fused
+    (experiments/LOG.md, sixth session). The backward likewise, from the forward's saved T
+    ([BH, Tp, C] fp32: 4 C bytes per token and head, kept until the backward) instead of
+    recomputing kkt and the inverse:
+      1. `_inverse_bwd_kernel`: through u, w and the inverse: dv, the w term of dk, dA;
+      2. `_decay_bwd_kernel`: through A and aqk: d(k k^T), d(q k^T) to HBM; dbeta, and dg
+         through the decays Gd;
+      3. `_qk_bwd_kernel`: dq, dk from those, per K tile, and the rest of dg.
 
 Numerics
-    The same formulas, helpers and dot precisions as `pallas_gpu_prep` (see there); A and T
-    round-trip through HBM in fp32, so the outputs equal the fused kernel's up to the
-    compiler's reassociation.
+    The same formulas, helpers and dot precisions as `pallas_gpu_prep` (see there); what
+    goes between kernels (A, T, dA, d(k k^T), d(q k^T), the w term of dk) round-trips through
+    HBM in fp32, so the outputs equal the fused kernels' up to the compiler's reassociation.
 
 Constraints
     As `pallas_gpu_prep`: q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, Vp, C,
@@ -35,14 +44,16 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.gated_delta_rule.pallas_gpu_prep import (_decays, _kernel_kw, _kk_qk, _specs,
+from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN
+from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _decays, _dg_decay,
+                                                      _dg_rows, _inverse_grad, _kernel_kw,
+                                                      _kk_qk, _row_log_decays, _specs, _tiles,
                                                       _unit_lower_inverse, _write_wu)
 
 
-def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_exact,
-                dot_inv):
+def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv):
     del BV, dot_inv
-    row, col, Gd, _, _ = _decays(g_ref[...], C, dot_exact)
+    row, col, Gd, _, _ = _decays(g_ref[...], C)
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
     a_ref[...] = b_ref[...][:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
     aqk_ref[...] = (QK * jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))).astype(aqk_ref.dtype)
@@ -54,25 +65,31 @@ def _solve_kernel(a_ref, t_ref, *, C, dot_inv):
     t_ref[...] = _unit_lower_inverse(a_ref[...], row, col, C, dot_inv)
 
 
-def _wu_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, w_ref, u_ref, qd_ref, kd_ref, *, C, BK,
-               BV, dot, dot_exact, dot_inv):
-    del dot_exact, dot_inv
-    g, beta, T = g_ref[...], b_ref[...], t_ref[...]
+def _row_decays(g, C):
+    """E = exp(G) and F = exp(logF) [C], summed as `_decays` sums them."""
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    E = jnp.exp(jnp.sum(jnp.where(col <= row, g[None, :], 0.0), axis=1))   # G, as _decays
-    F = jnp.exp(jnp.sum(jnp.where(col > row, g[None, :], 0.0), axis=1))    # logF, as _decays
+    G, logF = _row_log_decays(g, row, col)
+    return jnp.exp(G), jnp.exp(logF)
+
+
+def _wu_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, w_ref, u_ref, qd_ref, kd_ref, *, C, BK,
+               BV, dot, dot_inv):
+    del dot_inv
+    beta, T = b_ref[...], t_ref[...]
+    E, F = _row_decays(g_ref[...], C)
     _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, BK=BK, BV=BV,
               dot=dot)
 
 
-def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, interpret,
-                   compiler_params, out_dtype):
-    """w, u, kd, qd, aqk as `pallas_gpu_prep.prep_fwd` returns them, from three kernels."""
+def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
+                   out_dtype):
+    """(w, u, kd, qd, aqk), as `pallas_gpu_prep.prep_fwd` returns them, from three kernels; and
+    the residuals (T,) for `prep_bwd_split`: T = (I + A)^-1 [BH, Tp, C] fp32."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
-    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_exact, dot_inv)
+    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
                              interpret=interpret)
@@ -85,4 +102,94 @@ def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_exact, dot_inv, int
         functools.partial(_wu_kernel, **kw), in_specs=[tk, tk, tv, vec, vec, tc],
         out_specs=[tk, tv, tk, tk], out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp)],
         name="gdr_prep_wu")(q, k, v, g, beta, T)
-    return w, u, kd, qd, aqk
+    return (w, u, kd, qd, aqk), (T,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward: the fused `_prep_bwd_kernel` in three parts, each holding at most a few [C, C]
+# tiles. Between them go dA, d(k k^T) and d(q k^T) ([C, C] fp32 per chunk) and the w term of dk.
+
+def _inverse_bwd_kernel(k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dv_ref, dk_ref, da_ref,
+                        db_ref, ds_ref, *, C, BK, BV, dot, dot_inv):
+    """dv, the w term of dk, dA, and beta's cotangent so far with s_bek (see `_inverse_grad`)."""
+    del dot_inv
+    beta = b_ref[...]
+    E, _ = _row_decays(g_ref[...], C)
+    dA, dbeta, s_bek = _inverse_grad(t_ref[...], beta, beta * E, k_ref, v_ref, dw_ref, du_ref,
+                                     dv_ref, C=C, BK=BK, BV=BV, dot=dot, dk_ref=dk_ref)
+    da_ref[...] = dA
+    db_ref[...] = dbeta + E * s_bek
+    ds_ref[...] = s_bek
+
+
+def _decay_bwd_kernel(q_ref, k_ref, g_ref, b_ref, da_ref, daqk_ref, db_ref, dkk_ref, dqk_ref,
+                      dg_ref, dbeta_ref, *, C, BK, BV, dot, dot_inv):
+    """Through A and aqk: d(k k^T) (symmetric) and d(q k^T) out to HBM; dbeta whole; dg
+    through Gd (the qk kernel adds the rest)."""
+    del BV, dot_inv
+    row, col, Gd, _, _ = _decays(g_ref[...], C)
+    D = jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
+    Dc = jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))
+    KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
+    dKK_sym, dQK, dbeta_A, dlogD = _decay_grads(da_ref[...], daqk_ref[...].astype(jnp.float32),
+                                                KK, QK, b_ref[...], D, Dc)
+    dkk_ref[...] = dKK_sym
+    dqk_ref[...] = dQK
+    dbeta_ref[...] = db_ref[...] + dbeta_A
+    dg_ref[...] = _dg_decay(dlogD, row, col)
+
+
+def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref, dk0_ref,
+                   dqd_ref, dkd_ref, dq_ref, dk_ref, dg_ref, *, C, BK, BV, dot, dot_inv):
+    """dq = d(q k^T) k + dqd E;  dk = (w term) + d(k k^T) k + d(q k^T)^T q + dkd F, per K tile;
+    and dg: the decay kernel's part plus those through E (qd, w) and F (kd)."""
+    del BV, dot_inv
+    f32 = jnp.float32
+    E, F = _row_decays(g_ref[...], C)
+    dKK_sym, dQK = dkk_ref[...], dqk_ref[...]
+
+    def k_tile(j, acc):
+        dE_q, s_kd = acc
+        cols = _cols(j, BK)
+        k, q = k_ref[:, cols], q_ref[:, cols]
+        dqd, dkd = dqd_ref[:, cols].astype(f32), dkd_ref[:, cols].astype(f32)
+        dk_ref[:, cols] = (dk0_ref[:, cols] + dot(dKK_sym, k, _NN) + dot(dQK, q, _TN)
+                           + dkd * F[:, None])
+        dq_ref[:, cols] = dot(dQK, k, _NN) + dqd * E[:, None]
+        return dE_q + jnp.sum(dqd * q, axis=1), s_kd + jnp.sum(dkd * k, axis=1)
+
+    zv = jnp.zeros((C,), f32)
+    dE_q, s_kd = _tiles(k_ref.shape[1] // BK, k_tile, (zv, zv))
+    dG = E * (b_ref[...] * ds_ref[...] + dE_q)
+    dg_ref[...] = dgd_ref[...] + _dg_rows(dG, F * s_kd, C)
+
+
+def prep_bwd_split(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_inv,
+                   interpret, compiler_params):
+    """dq, dk, dv, dg, dbeta, as `pallas_gpu_prep.prep_bwd` returns them, from three kernels
+    and the forward's T."""
+    BH, Tp, Kp = q.shape
+    Vp = v.shape[-1]
+    tk, tv, tc, vec = _specs(C, Kp, Vp)
+    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)
+    f32 = jnp.float32
+    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), f32)
+    svec = jax.ShapeDtypeStruct((BH, Tp), f32)
+    call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
+                             interpret=interpret)
+    dv, dk0, dA, db0, s_bek = call(
+        functools.partial(_inverse_bwd_kernel, **kw),
+        in_specs=[tk, tv, vec, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
+        out_shape=[sds(Vp), sds(Kp), sds(C), svec, svec], name="gdr_prep_bwd_inverse",
+    )(k, v, g, beta, T, dw, du)
+    dkk, dqk, dgd, dbeta = call(
+        functools.partial(_decay_bwd_kernel, **kw),
+        in_specs=[tk, tk, vec, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
+        out_shape=[sds(C), sds(C), svec, svec], name="gdr_prep_bwd_decay",
+    )(q, k, g, beta, dA, daqk, db0)
+    dq, dk, dg = call(
+        functools.partial(_qk_bwd_kernel, **kw),
+        in_specs=[tk, tk, vec, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[tk, tk, vec],
+        out_shape=[sds(Kp), sds(Kp), svec], name="gdr_prep_bwd_qk",
+    )(q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd)
+    return dq, dk, dv, dg, dbeta
