@@ -4,13 +4,15 @@ Why this exists
     The XLA `chunked` reference runs its inter-chunk recurrence as a `lax.scan` of tiny
     matmuls, one launch per chunk, and materialises every per-chunk intermediate in HBM.
     Here the work is three kinds of Pallas program, each under its own `jax.custom_vjp`:
-      1. prep (`pallas_gpu_prep.py`, prep="pallas", the default): one program per
-         (batch x value head, chunk) builds the chunk-local WY transform (A, (I + A)^-1 by
-         recursive 2x2 blocks, w, u, the masked q k^T, q exp(G), k exp(G_C - G)); its backward
-         recomputes them per chunk. prep="xla" does the same in batched XLA ops (`_chunk_prep`)
-         differentiated by JAX autodiff; prep="pallas_split" runs the forward and the backward
-         as three smaller kernels each (`pallas_gpu_prep_split.py`), the backward reading the
-         forward's saved (I + A)^-1; all are tested, the benchmark times them.
+      1. prep: the chunk-local WY transform (A, (I + A)^-1 by recursive 2x2 blocks, w, u,
+         the masked q k^T, q exp(G), k exp(G_C - G)), parallel over (batch x value head,
+         chunk). prep="pallas_split" (the default, `pallas_gpu_prep_split.py`) runs its
+         forward and its backward as three kernels each, the backward reading the forward's
+         saved (I + A)^-1; prep="pallas" (`pallas_gpu_prep.py`) one kernel each way, the
+         backward recomputing everything per chunk; prep="xla" batched XLA ops
+         (`_chunk_prep`) differentiated by JAX autodiff. All are tested; on an H200 at
+         B4 T4096 H16 K=V=128, "default", forward+backward took 3.39 ms with "pallas_split"
+         against 4.05 ms with "pallas" (experiments/LOG.md, sixth session).
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state);
@@ -43,18 +45,19 @@ Numerics
         flash-linear-attention does (~4e-3 relative error measured in interpret mode); the
         chunk operands (w, u, kd, qd, Aqk), the saved states, o before its final cast and the
         per-tile cotangents are stored in bf16 (half the bytes); the state itself and all
-        accumulation stay fp32. XLA prep at DEFAULT (TF32 on GPU). The log-decay sums stay
-        at TF32x3 and (I + A)^-1 at TF32 (prep="pallas").
+        accumulation stay fp32. XLA prep at DEFAULT (TF32 on GPU). The log-decay sums are
+        fp32 scans and (I + A)^-1 is at TF32 (the Pallas preps).
     o is returned in v's dtype; the final state is float32.
 
 Constraints
     Shapes as in `api.py`. K is zero-padded to a power of two >= 16 (96 -> 128, 192 -> 256);
     zero columns of q, k, w, kd change nothing. V is split into tiles BV = the largest power of
     two dividing V, capped at block_v (32 or 64; 96 -> 32, 192 -> 64 at 64); Triton dots need
-    BV >= 16, so V must be a multiple of 16 on GPU (64, 96, 128, 192, 256 all are). prep="pallas"
-    also zero-pads V to a power of two. T is padded to a multiple of chunk_size (a power of
+    BV >= 16, so V must be a multiple of 16 on GPU (64, 96, 128, 192, 256 all are). The Pallas
+    preps also zero-pad V to a power of two. T is padded to a multiple of chunk_size (a power of
     two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
-    Residual memory for the backward: the chunk-entry states, float32 [B*HV, T/C, Kp, V].
+    Residual memory for the backward: the chunk-entry states, float32 [B*HV, T/C, Kp, V], and
+    with prep="pallas_split" (I + A)^-1, float32 [B*HV, T, C].
 
 Mosaic GPU plan (not built yet; the Triton lowering is deprecated in jax 0.11)
     1. Same split. The state pass as a `plgpu.kernel` with one warpgroup per (bh, V tile of
@@ -230,7 +233,8 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunk-local WY transform in Pallas (prep="pallas"), under its own custom_vjp.
+# Chunk-local WY transform in Pallas (prep="pallas" or "pallas_split"), under its own
+# custom_vjp.
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _prep_pallas(q, k, v, g, beta, C, cfg, prep):
@@ -290,7 +294,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     num_warps_prep: int = 4,
     num_stages: Optional[int] = None,
     block_v: Optional[int] = None,
-    prep: str = "pallas",
+    prep: str = "pallas_split",
     block_d: int = 64,
     state_pass: str = "triton",
 ):
@@ -307,7 +311,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     operands of every dot are staged in shared memory, and the backward state pass at Kp=128,
     BV=64 over-filled it on an H200 (2026-11-27); BV=32 halves its shared memory
     (benchmarks/triton_resources.py: 196608 -> 98304 B with pip triton 3.6). Not yet timed.
-    block_d caps the K and V width of every dot operand in the prep kernels (prep="pallas"),
+    block_d caps the K and V width of every dot operand in the Pallas prep kernels,
     which loop over tiles of that width to bound their live registers and shared memory.
     state_pass="split" keeps only the recurrence in the sequential kernels and computes the
     output and the non-recurrent gradients in parallel-over-chunks kernels
