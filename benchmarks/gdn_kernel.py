@@ -9,8 +9,10 @@ Implementations:
     pallas_gpu_default  precision="default" (bf16 dot operands, fp32 accumulation)
     pallas_gpu_xlaprep  precision="highest", prep="xla" (chunk-local WY transform in XLA)
     pallas_gpu_default_bv32  precision="default" with V tiles of 32 (only when asked for)
-    pallas_gpu_default_splitprep  precision="default", the prep forward as three kernels
-                        (prep="pallas_split", pallas_gpu_prep_split.py)
+    pallas_gpu_default_splitprep  precision="default", the prep forward and backward as three
+                        kernels each (prep="pallas_split", pallas_gpu_prep_split.py; the default)
+    pallas_gpu_default_splitbwd  precision="default", the one-kernel prep forward saving
+                        (I + A)^-1, then the three-kernel backward (prep="pallas_splitbwd")
     pallas_gpu_mosaic   precision="default" with the state pass in Mosaic GPU (pallas_mgpu.py;
                         K padded to at most 128, V a multiple of 64: all four issue shapes)
     xla_chunked         reference.chunked through the API (Precision.HIGHEST)
@@ -63,12 +65,14 @@ JAX_IMPLS = {
     "pallas_gpu_mosaic": dict(precision="default", prep="pallas", state_pass="mosaic"),
     "pallas_gpu_split": dict(precision="default", prep="pallas", state_pass="split"),
     "pallas_gpu_default_splitprep": dict(precision="default", prep="pallas_split"),
+    "pallas_gpu_default_splitbwd": dict(precision="default", prep="pallas_splitbwd"),
 }
 # In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
 # cut short by --budget-s loses the least telling variants.
 DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
-                 "pallas_gpu_default_splitprep", "pallas_gpu_split", "pallas_gpu_mosaic",
-                 "pallas_gpu_default_xlaprep", "pallas_gpu", "pallas_gpu_xlaprep")
+                 "pallas_gpu_default_splitprep", "pallas_gpu_default_splitbwd",
+                 "pallas_gpu_split", "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep",
+                 "pallas_gpu", "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 T_START = time.perf_counter()

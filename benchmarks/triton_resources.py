@@ -181,7 +181,8 @@ def main(argv=None):
     p.add_argument("--shape", action="append", required=True, type=parse_shape,
                    help="B=..,T=..,H=..,HV=..,K=..,V=.. (repeat for several)")
     p.add_argument("--precision", choices=("highest", "default"), default="highest")
-    p.add_argument("--prep", choices=("pallas", "pallas_split", "xla"), default="pallas")
+    p.add_argument("--prep", choices=("pallas", "pallas_split", "pallas_splitbwd", "xla"),
+                   default="pallas")
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--forward-only", action="store_true", help="no jax.grad: forward kernels")
     p.add_argument("--num-warps", type=int, default=None, help="state-pass forward warps")

@@ -103,15 +103,19 @@ def test_interpret_prep_tiles_match_float64():
 
 def test_interpret_split_prep_matches_float64_and_the_fused_prep():
     """prep="pallas_split": the forward's three kernels (kkt, solve, w/u) give the fused prep
-    kernel's outputs bitwise in interpret mode, the backward's three (inverse, decay, qk) its
-    gradients to fp32 rounding (XLA contracts the fused kernel's a * b + c differently: 1e-5
-    relative on a few elements of dk), and the whole op matches float64."""
+    kernel's outputs bitwise in interpret mode, as does the fused kernel that also writes T
+    (prep="pallas_splitbwd"); the backward's three (inverse, decay, qk) give its gradients to
+    fp32 rounding (XLA contracts the fused kernel's a * b + c differently: 1e-5 relative on a
+    few elements of dk); and the whole op matches float64 with either."""
     from kernels.gated_delta_rule import pallas_gpu_prep
-    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_bwd_split, prep_fwd_split
+    from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split,
+                                                                prep_fwd_saving_inverse,
+                                                                prep_fwd_split)
     import kernels.gated_delta_rule.pallas_gpu as pg
 
-    _check_against_float64(CPU_CASES["T70-K24-V48-gqa-mild-init-c16"], interpret=True,
-                           prep="pallas_split", block_d=16)
+    for prep in ("pallas_split", "pallas_splitbwd"):
+        _check_against_float64(CPU_CASES["T70-K24-V48-gqa-mild-init-c16"], interpret=True,
+                               prep=prep, block_d=16)
     rng = np.random.default_rng(3)
     BH, Tp, Kp, Vp, C = 2, 128, 64, 32, 64
     normal = lambda d, s=1.0: jnp.asarray(rng.normal(size=(BH, Tp, d)) * s, jnp.float32)
@@ -125,6 +129,9 @@ def test_interpret_split_prep_matches_float64_and_the_fused_prep():
         dt = pg._operand_dtype(cfg)
         fused = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, out_dtype=dt, **kw)
         split, (T,) = prep_fwd_split(q, k, v, g, beta, out_dtype=dt, **kw)
+        fused_t, (T_fused,) = prep_fwd_saving_inverse(q, k, v, g, beta, out_dtype=dt, **kw)
+        for a, b in zip((*fused, T), (*fused_t, T_fused)):  # prep="pallas_splitbwd"'s forward
+            np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
         cts_dt = [c.astype(dt) for c in cts]
         fused += pallas_gpu_prep.prep_bwd(q, k, v, g, beta, *cts_dt, **kw)
         split += prep_bwd_split(q, k, v, g, beta, T, *cts_dt, **kw)
@@ -246,11 +253,12 @@ def test_gdn_layer_shard_map_wrapper_splits_batch_and_heads():
 
 
 # Triton calls in forward+backward: prep fwd/bwd when prep="pallas" (kkt, solve, w/u and
-# inverse, decay, qk when "pallas_split"), plus the state pass's fused fwd/bwd or the split
+# inverse, decay, qk when "pallas_split"; fwd and those three when "pallas_splitbwd"), plus the state pass's fused fwd/bwd or the split
 # pass's h, o, dh, dqk (pallas_gpu_split.py).
 @pytest.mark.parametrize("prep, precision, state_pass, n_calls", [
     ("pallas", "highest", "triton", 4), ("xla", "default", "triton", 2),
-    ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 8)])
+    ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 8),
+    ("pallas_splitbwd", "default", "triton", 6)])
 def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision, state_pass,
                                                   n_calls):
     """Forward and backward lowered for CUDA on this host, through the Triton-IR stage (not

@@ -1,22 +1,21 @@
 #!/usr/bin/env bash
-# The GPU work of issues 3 and 6, for one 2-GPU lease (nvidia-h100-x2 / h200-x2, 30 device-
-# minutes) driven by short calls. Each phase fits one 10-minute call; make the next call within
-# 30 s, or the machine is gone. kernel, scaling1 and scaling2 ran in the sixth session
-# (experiments/LOG.md); `split` is that session's last, short call (~4 min): the split prep
-# backward and the cumsum decays, on the headline shape.
+# The GPU work of issue 6, for one 2-GPU lease (nvidia-h100-x2 / h200-x2, 30 device-minutes)
+# driven by short calls. Each phase fits one 10-minute call; make the next call within 30 s, or
+# the machine is gone. The sixth session ran kernel, scaling1, scaling2 and split
+# (experiments/LOG.md); what is open for the seventh: `kernel` (all four shapes with the split
+# prep backward and the scan decays, and prep="pallas_splitbwd", not yet timed), then
+# `scaling1` (its training rows: the hybrid with each Pallas kernel, now with the split prep).
 #
-#   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the prep=pallas_split
-#                                                       # gpu test, the per-kernel breakdown
-#                                                       # and the headline shape, GPU 1 the other
-#                                                       # three shapes (fla, XLA, ours each)
+#   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the kernel gpu tests,
+#                                                       # the prep kernels alone and the
+#                                                       # headline shape; GPU 1 the other
+#                                                       # three shapes (fla, XLA, ours)
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
-#   bash experiments/scripts/gpu_open_work.sh scaling1  # ~6 min: GPU 0 one-GPU throughput +
+#   bash experiments/scripts/gpu_open_work.sh scaling1  # ~9 min: GPU 0 one-GPU throughput +
 #                                                       # profile; GPU 1 train_throughput rows:
-#                                                       # the bf16 unembedding backward against
-#                                                       # plain autodiff, and the hybrid with
-#                                                       # each GDN kernel
-#   bash experiments/scripts/gpu_open_work.sh scaling2  # ~5 min: data=2 and fsdp=2, efficiency
-#   bash experiments/scripts/gpu_open_work.sh split     # ~4 min: GPU 0 the changed kernels'
+#                                                       # the hybrid with each GDN kernel
+#   bash experiments/scripts/gpu_open_work.sh scaling2  # ~7 min: data=2 and fsdp=2, efficiency
+#   bash experiments/scripts/gpu_open_work.sh split     # ~3 min: GPU 0 the changed kernels'
 #                                                       # gpu tests, the prep breakdown and
 #                                                       # the split prep again (noise);
 #                                                       # GPU 1 fla, XLA (both precisions) and
@@ -52,12 +51,12 @@ train_rows() {  # 370M training throughput, each row against its baseline in thi
     $PY benchmarks/train_throughput.py --sizes 370m --steps 15 --out "$WORK/train_$name.json" \
       "$@" 2>&1 | tail -4
   }
-  tt unembed_f32 --families transformer --unembed-grad-dtype float32   # before models/lm.py's
-  tt compute --families transformer,hybrid                             # bf16 backward; after
-  tt chunked_default --families hybrid --gdn-implementation chunked --gdn-precision default
+  # The sixth session measured the unembedding rows and chunked / pallas_gpu at "default"
+  # before the split prep backward; the Pallas rows first this time, XLA's baseline last.
   tt pallas_default --families hybrid --gdn-implementation pallas_gpu --gdn-precision default
-  tt split_default --families hybrid --gdn-implementation pallas_gpu_split --gdn-precision default
   tt mgpu_default --families hybrid --gdn-implementation pallas_mgpu --gdn-precision default
+  tt chunked_default --families hybrid --gdn-implementation chunked --gdn-precision default
+  tt split_default --families hybrid --gdn-implementation pallas_gpu_split --gdn-precision default
 }
 export PY WORK
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}  # benchmarks/*.py import hybrid_jax from the tree
@@ -65,19 +64,22 @@ export PYTHON=$PY  # what gdn_kernel_gpu.sh runs
 
 case "${1:-}" in
   kernel)
-    # Two benchmark processes, one per GPU, so that every shape gets timed in one call. The
-    # 7B layer first: the fifth session's run reached its time limit before it.
+    # Two benchmark processes, one per GPU, so that every shape gets timed in one call. GPU 0:
+    # the prep kernels alone (the sixth session's whole breakdown took its 380 s budget) and
+    # the headline shape; GPU 1 the other three shapes, the 7B layer first.
+    ours="pallas_gpu_default_splitprep pallas_gpu_default_splitbwd"
     shapes_rest=(--shape B=1,T=8192,H=30,K=96,V=192 --shape B=8,T=2048,H=8,K=128,V=128
                  --shape B=1,T=8192,H=32,K=128,V=128)
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
-      BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked pallas_gpu_default
-                  pallas_gpu_default_splitprep pallas_gpu_split pallas_gpu_mosaic" \
+      BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked xla_chunked_default
+                  $ours" \
       bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" \
-      TEST_FILES=tests/test_kernels_gdr_pallas_gpu.py::test_gpu_default_precision_is_bf16_accurate \
-      TEST_TIMEOUT=70 BENCH_BUDGET=380 BENCH_TIMEOUT=450 \
-      BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128" bash benchmarks/gdn_kernel_gpu.sh \
+      TEST_FILES=tests/test_kernels_gdr_pallas_gpu.py TEST_TIMEOUT=150 BENCH_BUDGET=300 \
+      BENCH_TIMEOUT=380 BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --breakdown-precisions
+      default --breakdown-only prep --impl fla xla_chunked xla_chunked_default $ours
+      pallas_gpu_default pallas_gpu_mosaic pallas_gpu_split" bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
     wait
     tail -40 "$WORK/kernel1.out"

@@ -45,8 +45,9 @@ _GPU_STATE_PASS = {"pallas_gpu": "triton", "pallas_gpu_split": "split", "pallas_
 # What "auto" runs per backend; "chunked" where a backend is not listed. Empty on purpose:
 # pallas_gpu passes its compiled tests on an H200; at "default" it is 2.9x faster than XLA's
 # `chunked` at "default" but 0.6-0.7x fla's speed (experiments/LOG.md, sixth session), and
-# `auto` promises "highest", where it has not been timed since; pallas_tpu has not run on a TPU. Request a kernel explicitly (model.gdn_implementation=pallas_gpu) until one
-# beats XLA at the precision `auto` promises.
+# `auto` promises "highest", where it has not been timed since; pallas_tpu has not run on a
+# TPU. Request a kernel explicitly (model.gdn_implementation=pallas_gpu) until one beats XLA at
+# the precision `auto` promises.
 AUTO: dict[str, str] = {}
 
 

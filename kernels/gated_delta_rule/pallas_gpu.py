@@ -9,7 +9,10 @@ Why this exists
          chunk). prep="pallas_split" (the default, `pallas_gpu_prep_split.py`) runs its
          forward and its backward as three kernels each, the backward reading the forward's
          saved (I + A)^-1; prep="pallas" (`pallas_gpu_prep.py`) one kernel each way, the
-         backward recomputing everything per chunk; prep="xla" batched XLA ops
+         backward recomputing everything per chunk; prep="pallas_splitbwd" the one-kernel
+         forward, saving (I + A)^-1, and the three-kernel backward (predicted fastest: the
+         one-kernel forward took 0.505 ms, the three 0.691; not yet timed whole); prep="xla"
+         batched XLA ops
          (`_chunk_prep`) differentiated by JAX autodiff. All are tested; on an H200 at
          B4 T4096 H16 K=V=128, "default", forward+backward took 3.39 ms with "pallas_split"
          against 4.05 ms with "pallas" (experiments/LOG.md, sixth session).
@@ -57,7 +60,7 @@ Constraints
     preps also zero-pad V to a power of two. T is padded to a multiple of chunk_size (a power of
     two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
     Residual memory for the backward: the chunk-entry states, float32 [B*HV, T/C, Kp, V], and
-    with prep="pallas_split" (I + A)^-1, float32 [B*HV, T, C].
+    with prep="pallas_split" or "pallas_splitbwd" (I + A)^-1, float32 [B*HV, T, C].
 
 Mosaic GPU plan (not built yet; the Triton lowering is deprecated in jax 0.11)
     1. Same split. The state pass as a `plgpu.kernel` with one warpgroup per (bh, V tile of
@@ -87,19 +90,22 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.gated_delta_rule import pallas_gpu_prep, reference
-from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_bwd_split, prep_fwd_split
+from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep_fwd_saving_inverse,
+                                                            prep_fwd_split)
 from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
                                                          _next_pow2, _operand_dtype, _prep_cfg,
                                                          _specs, _triton_params, _v_tile,
                                                          kernel_config)
 
 PRECISIONS = ("highest", "default")
-# Where the chunk-local WY transform runs: XLA ops, or Pallas kernels, one each way ("pallas") or
-# three each way (`pallas_gpu_prep_split.py`). name -> (forward returning (outputs, residuals
-# beyond the inputs), backward taking inputs, those residuals and the cotangents).
+# Where the chunk-local WY transform runs: XLA ops, or Pallas kernels, one each way ("pallas"),
+# three each way ("pallas_split", `pallas_gpu_prep_split.py`), or one forward saving T and three
+# backward ("pallas_splitbwd"). name -> (forward returning (outputs, residuals beyond the
+# inputs), backward taking inputs, those residuals and the cotangents).
 _PREP = {"pallas": (lambda *a, **kw: (pallas_gpu_prep.prep_fwd(*a, **kw), ()),
                     pallas_gpu_prep.prep_bwd),
-         "pallas_split": (prep_fwd_split, prep_bwd_split)}
+         "pallas_split": (prep_fwd_split, prep_bwd_split),
+         "pallas_splitbwd": (prep_fwd_saving_inverse, prep_bwd_split)}
 PREPS = ("xla", *_PREP)
 # Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
 # kernels plus parallel ones for the rest: pallas_gpu_split.py), "mosaic" (pallas_mgpu.py).

@@ -124,10 +124,13 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv):
 
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
-                     *, C, BK, BV, dot, dot_inv):
+                     *t_ref, C, BK, BV, dot, dot_inv):
+    """t_ref: optionally, where T = (I + A)^-1 goes (fp32), for the split backward."""
     beta = b_ref[...]
     t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
                      dot_inv=dot_inv)
+    if t_ref:
+        t_ref[0][...] = t["T"]
     # bf16 for precision="default": half the bytes for the state pass
     aqk_ref[...] = (t["QK"] * t["Dc"]).astype(aqk_ref.dtype)
     _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, t["T"], beta, t["E"], t["F"],
@@ -269,20 +272,22 @@ def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv):
 
 
 def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-             out_dtype):
+             out_dtype, save_inverse=False):
+    """w, u, kd, qd, aqk; and T = (I + A)^-1 [BH, Tp, C] fp32 after them if save_inverse."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
-    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), out_dtype)
+    sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
+    extra = [sds(C, jnp.float32)] if save_inverse else []
     return pl.pallas_call(
         functools.partial(_prep_fwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec],
-        out_specs=[tk, tv, tk, tk, tc],
-        out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)],
+        out_specs=[tk, tv, tk, tk, tc] + [tc] * len(extra),
+        out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)] + extra,
         compiler_params=compiler_params, interpret=interpret, name="gdr_prep_fwd",
-    )(q, k, v, g, beta)  # w, u, kd, qd, aqk
+    )(q, k, v, g, beta)
 
 
 def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_inv, interpret,

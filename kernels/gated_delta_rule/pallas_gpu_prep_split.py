@@ -48,7 +48,7 @@ from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN
 from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _decays, _dg_decay,
                                                       _dg_rows, _inverse_grad, _kernel_kw,
                                                       _kk_qk, _row_log_decays, _specs, _tiles,
-                                                      _unit_lower_inverse, _write_wu)
+                                                      _unit_lower_inverse, _write_wu, prep_fwd)
 
 
 def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv):
@@ -103,6 +103,13 @@ def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, com
         out_specs=[tk, tv, tk, tk], out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp)],
         name="gdr_prep_wu")(q, k, v, g, beta, T)
     return (w, u, kd, qd, aqk), (T,)
+
+
+def prep_fwd_saving_inverse(q, k, v, g, beta, **kw):
+    """The fused forward (`pallas_gpu_prep.prep_fwd`), also writing T for `prep_bwd_split`:
+    (w, u, kd, qd, aqk), (T,). For prep="pallas_splitbwd"."""
+    *out, T = prep_fwd(q, k, v, g, beta, save_inverse=True, **kw)
+    return tuple(out), (T,)
 
 
 # ---------------------------------------------------------------------------------------------
