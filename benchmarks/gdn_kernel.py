@@ -13,6 +13,8 @@ Implementations:
                         kernels each (prep="pallas_split", pallas_gpu_prep_split.py; the default)
     pallas_gpu_default_splitbwd  precision="default", the one-kernel prep forward saving
                         (I + A)^-1, then the three-kernel backward (prep="pallas_splitbwd")
+    pallas_gpu_{split,mosaic}_splitbwd, pallas_gpu_splitbwd_bv32  the same prep with the split
+                        or Mosaic state pass, or with V tiles of 32 (twice the programs)
     pallas_gpu_mosaic   precision="default" with the state pass in Mosaic GPU (pallas_mgpu.py;
                         K padded to at most 128, V a multiple of 64: all four issue shapes)
     xla_chunked         reference.chunked through the API (Precision.HIGHEST)
@@ -66,6 +68,11 @@ JAX_IMPLS = {
     "pallas_gpu_split": dict(precision="default", prep="pallas", state_pass="split"),
     "pallas_gpu_default_splitprep": dict(precision="default", prep="pallas_split"),
     "pallas_gpu_default_splitbwd": dict(precision="default", prep="pallas_splitbwd"),
+    "pallas_gpu_split_splitbwd": dict(precision="default", prep="pallas_splitbwd",
+                                      state_pass="split"),
+    "pallas_gpu_mosaic_splitbwd": dict(precision="default", prep="pallas_splitbwd",
+                                       state_pass="mosaic"),
+    "pallas_gpu_splitbwd_bv32": dict(precision="default", prep="pallas_splitbwd", block_v=32),
 }
 # In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
 # cut short by --budget-s loses the least telling variants.

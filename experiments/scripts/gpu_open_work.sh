@@ -79,7 +79,8 @@ case "${1:-}" in
       TEST_FILES=tests/test_kernels_gdr_pallas_gpu.py TEST_TIMEOUT=150 BENCH_BUDGET=300 \
       BENCH_TIMEOUT=380 BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --breakdown-precisions
       default --breakdown-only prep --impl fla xla_chunked xla_chunked_default $ours
-      pallas_gpu_default pallas_gpu_mosaic pallas_gpu_split" bash benchmarks/gdn_kernel_gpu.sh \
+      pallas_gpu_split_splitbwd pallas_gpu_mosaic_splitbwd pallas_gpu_splitbwd_bv32
+      pallas_gpu_default" bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
     wait
     tail -40 "$WORK/kernel1.out"
