@@ -253,8 +253,8 @@ def test_gdn_layer_shard_map_wrapper_splits_batch_and_heads():
 
 
 # Triton calls in forward+backward: prep fwd/bwd when prep="pallas" (kkt, solve, w/u and
-# inverse, decay, qk when "pallas_split"; fwd and those three when "pallas_splitbwd"), plus the state pass's fused fwd/bwd or the split
-# pass's h, o, dh, dqk (pallas_gpu_split.py).
+# inverse, decay, qk when "pallas_split"; fwd and those three when "pallas_splitbwd"), plus
+# the state pass's fused fwd/bwd or the split pass's h, o, dh, dqk (pallas_gpu_split.py).
 @pytest.mark.parametrize("prep, precision, state_pass, n_calls", [
     ("pallas", "highest", "triton", 4), ("xla", "default", "triton", 2),
     ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 8),

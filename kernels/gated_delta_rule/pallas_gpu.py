@@ -12,10 +12,9 @@ Why this exists
          backward recomputing everything per chunk; prep="pallas_splitbwd" the one-kernel
          forward, saving (I + A)^-1, and the three-kernel backward (predicted fastest: the
          one-kernel forward took 0.505 ms, the three 0.691; not yet timed whole); prep="xla"
-         batched XLA ops
-         (`_chunk_prep`) differentiated by JAX autodiff. All are tested; on an H200 at
-         B4 T4096 H16 K=V=128, "default", forward+backward took 3.39 ms with "pallas_split"
-         against 4.05 ms with "pallas" (experiments/LOG.md, sixth session).
+         batched XLA ops (`_chunk_prep`) differentiated by JAX autodiff. All are tested; on
+         an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 3.39 ms with
+         "pallas_split" against 4.05 ms with "pallas" (experiments/LOG.md, sixth session).
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state);
@@ -239,8 +238,7 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunk-local WY transform in Pallas (prep="pallas" or "pallas_split"), under its own
-# custom_vjp.
+# Chunk-local WY transform in Pallas (the preps of _PREP), under its own custom_vjp.
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _prep_pallas(q, k, v, g, beta, C, cfg, prep):

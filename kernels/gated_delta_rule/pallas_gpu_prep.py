@@ -127,8 +127,7 @@ def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd
                      *t_ref, C, BK, BV, dot, dot_inv):
     """t_ref: optionally, where T = (I + A)^-1 goes (fp32), for the split backward."""
     beta = b_ref[...]
-    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
-                     dot_inv=dot_inv)
+    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot, dot_inv=dot_inv)
     if t_ref:
         t_ref[0][...] = t["T"]
     # bf16 for precision="default": half the bytes for the state pass
@@ -228,8 +227,7 @@ def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref,
     dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
     f32 = jnp.float32
     beta = b_ref[...]
-    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot,
-                     dot_inv=dot_inv)
+    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot, dot_inv=dot_inv)
     T, E, F = t["T"], t["E"], t["F"]
     bE = beta * E
     dA, dbeta, s_bek = _inverse_grad(T, beta, bE, k_ref, v_ref, dw_ref, du_ref, dv_ref, C=C,
@@ -267,8 +265,7 @@ def _specs(C, Kp, Vp):
 def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv):
     if block_d < 16 or block_d & (block_d - 1):
         raise ValueError(f"block_d must be a power of two >= 16, got {block_d}")
-    return dict(C=C, BK=min(block_d, Kp), BV=min(block_d, Vp), dot=dot,
-                dot_inv=dot_inv)
+    return dict(C=C, BK=min(block_d, Kp), BV=min(block_d, Vp), dot=dot, dot_inv=dot_inv)
 
 
 def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
