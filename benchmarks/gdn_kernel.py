@@ -32,7 +32,8 @@ matmul FLOPs (hybrid_jax/flops.py: 6CK + 4CV + 6KV + 2C^2/3 per token-head; x3 f
 "x floor" = time / max(FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), the H100 ceilings measured here.
 GB/s counts the fewest bytes: fwd reads q, k, v, g, beta and writes o; fwd+bwd reads them twice,
 reads o and dO, and writes o and the five gradients. Peak memory: JAX = XLA's compiled
-argument + output + temp bytes; fla = torch.cuda.max_memory_allocated over the call.
+argument (dO included since the sixth session) + output + temp bytes; fla =
+torch.cuda.max_memory_allocated over the call.
 A cell that fails is recorded with its error and the run goes on.
 """
 
@@ -135,7 +136,10 @@ def jax_inputs(s, seed=0):
     return (q, k, v, g, beta), do
 
 
-def jax_fn(impl, mode, do, interpret=False):
+def jax_fn(impl, mode, interpret=False):
+    """Jitted fwd(q, k, v, g, beta) -> o, or fwd+bwd(q, k, v, g, beta, dO) -> the five
+    gradients. dO is an argument, not a closed-over constant: as a constant, XLA spent seconds
+    of every cell's compile folding it (slow_operation_alarm on an H200, sixth session)."""
     import functools
     import jax
     import jax.numpy as jnp
@@ -150,7 +154,7 @@ def jax_fn(impl, mode, do, interpret=False):
                                 **JAX_IMPLS[impl])
     if mode == "fwd":
         return jax.jit(lambda *a: fwd(*a)[0])
-    loss = lambda *a: jnp.sum(fwd(*a)[0].astype(jnp.float32) * do.astype(jnp.float32))
+    loss = lambda *a: jnp.sum(fwd(*a[:5])[0].astype(jnp.float32) * a[5].astype(jnp.float32))
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
 
 
@@ -199,10 +203,11 @@ def run_jax(shapes, impls, args, rows, save):
                     continue
                 try:
                     t0 = time.perf_counter()
-                    fn = jax_fn(impl, mode, do, args.interpret).lower(*inputs).compile()
+                    call_args = inputs if mode == "fwd" else (*inputs, do)
+                    fn = jax_fn(impl, mode, args.interpret).lower(*call_args).compile()
                     row["compile_s"] = time.perf_counter() - t0
                     row["peak_bytes"] = jax_peak_bytes(fn)
-                    out = jax.block_until_ready(fn(*inputs))
+                    out = jax.block_until_ready(fn(*call_args))
                     if mode == "fwd":  # agreement with the XLA path (computed first)
                         o = np.asarray(out, np.float32)
                         if impl == "xla_chunked":
@@ -211,7 +216,7 @@ def run_jax(shapes, impls, args, rows, save):
                             row["rel_err_vs_xla"] = float(np.abs(o - ref_o).max()
                                                           / np.abs(ref_o).max())
                         row["finite"] = bool(np.isfinite(o).all())
-                    row["median_ms"], row["min_ms"] = time_jax(fn, inputs, args.warmup,
+                    row["median_ms"], row["min_ms"] = time_jax(fn, call_args, args.warmup,
                                                                args.iters, args.inner)
                 except Exception as exc:  # recorded, printed, and the run goes on
                     row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
