@@ -56,10 +56,11 @@ from benchmarks.gdn_kernel_breakdown import run_breakdown  # noqa: E402
 
 SHAPES = ["B=4,T=4096,H=16,K=128,V=128", "B=8,T=2048,H=8,K=128,V=128",
           "B=1,T=8192,H=32,K=128,V=128", "B=1,T=8192,H=30,K=96,V=192"]
-# name -> keyword arguments of chunk_gated_delta_rule_pallas_gpu (None: the XLA reference)
+# The XLA reference through the API, name -> its precision.
+XLA_IMPLS = {"xla_chunked": "highest", "xla_chunked_default": "default"}
+# name -> keyword arguments of chunk_gated_delta_rule_pallas_gpu (or of the API, for XLA_IMPLS)
 JAX_IMPLS = {
-    "xla_chunked": None,
-    "xla_chunked_default": None,
+    **{name: dict(implementation="chunked", precision=p) for name, p in XLA_IMPLS.items()},
     "pallas_gpu": dict(precision="highest", prep="pallas"),
     "pallas_gpu_default": dict(precision="default", prep="pallas"),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
@@ -146,9 +147,8 @@ def jax_fn(impl, mode, interpret=False):
     from kernels.gated_delta_rule import chunk_gated_delta_rule
     from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
 
-    if impl.startswith("xla_chunked"):
-        fwd = functools.partial(chunk_gated_delta_rule, implementation="chunked",
-                                precision="default" if impl.endswith("default") else "highest")
+    if impl in XLA_IMPLS:
+        fwd = functools.partial(chunk_gated_delta_rule, **JAX_IMPLS[impl])
     else:
         fwd = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
                                 **JAX_IMPLS[impl])
@@ -281,10 +281,10 @@ def summary(rows):
           if "error" not in r}
     print("\nSpeed-up of each Pallas variant over fla and the XLA rows, fwd+bwd [fwd]:")
     for lab in dict.fromkeys(label(r["shape"]) for r in rows):
-        for ours in [i for i in JAX_IMPLS if not i.startswith("xla")
+        for ours in [i for i in JAX_IMPLS if i not in XLA_IMPLS
                      and any(r["impl"] == i for r in rows)]:
             parts = []
-            for other in ("fla", "xla_chunked", "xla_chunked_default"):
+            for other in ("fla", *XLA_IMPLS):
                 vals = []
                 for mode in ("fwd+bwd", "fwd"):
                     a, b = by.get((lab, ours, mode)), by.get((lab, other, mode))

@@ -143,6 +143,20 @@ def test_interpret_split_prep_matches_float64_and_the_fused_prep():
             np.testing.assert_allclose(b, a, err_msg=f"{name} at {precision}", **tol)
 
 
+def test_interpret_forward_alone_is_the_same_for_every_pallas_prep():
+    """A forward without a backward takes its own path through each prep's custom_vjp (no
+    residuals written): the same o and final state whichever prep runs."""
+    q, k, v, g, beta, S0 = make_inputs(5, 1, 40, 1, 2, 16, 32, decay="mild")
+    outs = {p: chunk_gated_delta_rule_pallas_gpu(q, k, v, g, beta, initial_state=S0,
+                                                 chunk_size=16, interpret=True, prep=p)
+            for p in ("pallas", "pallas_split", "pallas_splitbwd")}
+    for p, (o, S) in outs.items():
+        np.testing.assert_allclose(np.asarray(o), np.asarray(outs["pallas"][0]), rtol=1e-6,
+                                   atol=1e-6, err_msg=p)
+        np.testing.assert_allclose(np.asarray(S), np.asarray(outs["pallas"][1]), rtol=1e-6,
+                                   atol=1e-6, err_msg=p)
+
+
 def test_interpret_default_precision_is_bf16_accurate():
     """precision="default": bf16 dot operands and bf16 storage of the chunk operands."""
     _check_against_float64((1, 40, 1, 2, 96, 64, True, "mild", 32, True, None), interpret=True,

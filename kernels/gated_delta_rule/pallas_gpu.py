@@ -99,12 +99,15 @@ from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg
 PRECISIONS = ("highest", "default")
 # Where the chunk-local WY transform runs: XLA ops, or Pallas kernels, one each way ("pallas"),
 # three each way ("pallas_split", `pallas_gpu_prep_split.py`), or one forward saving T and three
-# backward ("pallas_splitbwd"). name -> (forward returning (outputs, residuals beyond the
-# inputs), backward taking inputs, those residuals and the cotangents).
-_PREP = {"pallas": (lambda *a, **kw: (pallas_gpu_prep.prep_fwd(*a, **kw), ()),
+# backward ("pallas_splitbwd"). name -> (forward alone, returning the outputs; forward before a
+# backward, returning (outputs, residuals beyond the inputs); backward, taking the inputs,
+# those residuals and the cotangents). A forward alone (evaluation) writes no T it won't read.
+_PREP = {"pallas": (pallas_gpu_prep.prep_fwd,
+                    lambda *a, **kw: (pallas_gpu_prep.prep_fwd(*a, **kw), ()),
                     pallas_gpu_prep.prep_bwd),
-         "pallas_split": (prep_fwd_split, prep_bwd_split),
-         "pallas_splitbwd": (prep_fwd_saving_inverse, prep_bwd_split)}
+         "pallas_split": (lambda *a, **kw: prep_fwd_split(*a, **kw)[0], prep_fwd_split,
+                          prep_bwd_split),
+         "pallas_splitbwd": (pallas_gpu_prep.prep_fwd, prep_fwd_saving_inverse, prep_bwd_split)}
 PREPS = ("xla", *_PREP)
 # Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
 # kernels plus parallel ones for the rest: pallas_gpu_split.py), "mosaic" (pallas_mgpu.py).
@@ -242,17 +245,18 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _prep_pallas(q, k, v, g, beta, C, cfg, prep):
-    return _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep)[0]
+    return _PREP[prep][0](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
+                          **_prep_cfg(cfg))
 
 
 def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep):
-    out, saved = _PREP[prep][0](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
+    out, saved = _PREP[prep][1](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
                                 **_prep_cfg(cfg))
     return out, (q, k, v, g, beta, *saved)
 
 
 def _prep_pallas_bwd(C, cfg, prep, res, cts):
-    return tuple(_PREP[prep][1](*res, *cts, C=C, **_prep_cfg(cfg)))
+    return tuple(_PREP[prep][2](*res, *cts, C=C, **_prep_cfg(cfg)))
 
 
 _prep_pallas.defvjp(_prep_pallas_fwd, _prep_pallas_bwd)
