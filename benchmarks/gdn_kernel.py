@@ -84,6 +84,7 @@ DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_defaul
                  "pallas_gpu", "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
+LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v")
 T_START = time.perf_counter()
 
 
@@ -91,6 +92,18 @@ def parse_shape(text):
     s = {k: int(v) for k, v in (p.split("=") for p in text.split(","))}
     s.setdefault("HV", s["H"])
     return s
+
+
+def parse_launch(text):
+    """'num_warps_bwd=4,block_v=32' -> {'num_warps_bwd': 4, 'block_v': 32} ('' -> {})."""
+    launch = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in LAUNCH_KEYS or not value.isdigit():
+            raise ValueError(f"--breakdown-launch item {item!r}: expected K=INT with K in "
+                             f"{LAUNCH_KEYS}")
+        launch[key] = int(value)
+    return launch
 
 
 def label(s):
@@ -296,7 +309,7 @@ def summary(rows):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", action="append", help="B=..,T=..,H=..,K=..,V=..[,HV=..]")
-    p.add_argument("--impl", nargs="+", default=list(DEFAULT_IMPLS), choices=ALL_IMPLS)
+    p.add_argument("--impl", nargs="*", default=list(DEFAULT_IMPLS), choices=ALL_IMPLS)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--inner", type=int, default=3)
@@ -313,8 +326,13 @@ def main(argv=None):
                    help="skip timing each Pallas kernel alone on the first shape")
     p.add_argument("--breakdown-precisions", nargs="+", default=["default", "highest"],
                    choices=["default", "highest"], help="the breakdown's kernel precisions")
-    p.add_argument("--breakdown-only", default="",
-                   help="only the breakdown's cells whose names start with this, e.g. prep")
+    p.add_argument("--breakdown-only", nargs="+", default=[""],
+                   help="only the breakdown's cells whose names start with one of these, e.g. "
+                        "prep; a trailing $ asks for that exact name ('state bwd$')")
+    p.add_argument("--breakdown-launch", nargs="+", default=[""], metavar="K=V,...",
+                   help="run the breakdown once per launch configuration, e.g. "
+                        "num_warps_bwd=4,num_stages=2,block_v=32 (kernel_config's keywords; "
+                        "'' is the default configuration)")
     args = p.parse_args(argv)
     shapes = [parse_shape(x) for x in (args.shape or SHAPES)]
 
@@ -348,10 +366,11 @@ def main(argv=None):
     if not args.no_breakdown:
         print(f"Per-kernel times on {label(shapes[0])} (each pallas_call alone):")
         for precision in args.breakdown_precisions:
-            meta.setdefault("kernel_breakdown", []).extend(run_breakdown(
-                shapes[0], precision, args, skip_reason=lambda: past_budget(args),
-                time_fn=time_jax))
-            save(rows)
+            for launch in map(parse_launch, args.breakdown_launch):
+                meta.setdefault("kernel_breakdown", []).extend(run_breakdown(
+                    shapes[0], precision, args, skip_reason=lambda: past_budget(args),
+                    time_fn=time_jax, launch=launch))
+                save(rows)
         print()
     for s in shapes:
         if "fla" in args.impl:

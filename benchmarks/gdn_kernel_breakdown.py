@@ -3,13 +3,15 @@ delta rule alone (prep, the fused, split and Mosaic state passes, forward and ba
 on random operands of the shapes it sees for one benchmark shape. Split out of gdn_kernel.py,
 which runs it first (see there); rows are named "kernel:<cell>:<precision>"."""
 
-def run_breakdown(s, precision, args, *, skip_reason, time_fn):
+def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     """Each Pallas kernel of the pallas_gpu path alone (prep="pallas"), on random operands of
     the shapes it sees for shape s: where the time goes. Returns rows like the table's.
 
     args: gdn_kernel.py's (interpret, warmup, iters, inner); skip_reason() -> str or None
     (its --budget-s); time_fn: its timer, (compiled, args, warmup, iters, inner) ->
-    (median ms, min ms)."""
+    (median ms, min ms). launch: kernel_config keywords (num_warps, num_warps_bwd,
+    num_warps_prep, num_stages, block_v) for a launch-parameter sweep; its rows are named
+    "kernel:<cell>:<precision>:<k=v,...>"."""
     import functools
     import jax
     import jax.numpy as jnp
@@ -19,7 +21,8 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
     B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
     BH, N = B * HV, -(-T // C)
     Tp, Kp, Vp = N * C, max(16, pg._next_pow2(K)), max(16, pg._next_pow2(V))
-    cfg = pg.kernel_config(precision, bool(args.interpret), Kp, V)
+    launch = dict(launch or {})
+    cfg = pg.kernel_config(precision, bool(args.interpret), Kp, V, **launch)
     dt = pg._operand_dtype(cfg)
     ks = iter(jax.random.split(jax.random.key(1), 32))
     rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)
@@ -35,16 +38,20 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
     fc, bc = pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
     # The prep kernels, fused and split in three each way (4 warps: 8 and 2 were slower in the
     # fifth and sixth sessions' runs, see pallas_gpu_common._prep_cfg).
-    from kernels.gated_delta_rule.pallas_gpu_prep_split import prep_bwd_split, prep_fwd_split
+    from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep_fwd_saving_inverse,
+                                                                prep_fwd_split)
     pc = pg._prep_cfg(cfg)
     cts = (dw, du, dkd, dqd, daqk)
     cells = {"prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
                           (q, k, v, g, beta)),
+             "prep fwd save": (functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt, **pc),
+                               (q, k, v, g, beta)),  # the fused one writing T (splitbwd)
              "prep fwd split": (functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc),
                                 (q, k, v, g, beta)),  # three kernels, timed together
              "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc), (q, k, v, g, beta, *cts))}
-    prefix = getattr(args, "breakdown_only", "")
-    if "prep bwd split".startswith(prefix):  # its input T costs a compile: only when timed
+    chosen = lambda name: any(name == p[:-1] if p.endswith("$") else name.startswith(p)
+                              for p in getattr(args, "breakdown_only", None) or [""])
+    if chosen("prep bwd split"):  # its input T costs a compile: only when timed
         _, (T_inv,) = jax.jit(functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc))(
             q, k, v, g, beta)
         cells["prep bwd split"] = (functools.partial(prep_bwd_split, C=C, **pc),
@@ -71,12 +78,13 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
                                      (w, u, kd, gc, qd, aqk, s0))
         cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
                                      (w, u, kd, gc, qd, aqk, states, do, s0))
-    cells = {name: cell for name, cell in cells.items() if name.startswith(prefix)}
+    cells = {name: cell for name, cell in cells.items() if chosen(name)}
     if not cells:
-        raise ValueError(f"--breakdown-only {prefix!r} matches no cell")
+        raise ValueError(f"--breakdown-only {args.breakdown_only!r} matches no cell")
+    tag = ":" + ",".join(f"{k}={v}" for k, v in launch.items()) if launch else ""
     rows = []
     for name, (fn, fargs) in cells.items():
-        row = {"shape": s, "impl": f"kernel:{name}:{precision}", "mode": "fwd"}
+        row = {"shape": s, "impl": f"kernel:{name}:{precision}{tag}", "mode": "fwd"}
         if skip_reason():
             row["error"] = skip_reason()
             rows.append(row)
@@ -89,11 +97,11 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn):
             outs = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(
                 jax.eval_shape(fn, *fargs)))
             row["bytes"] = ins + outs
-            print(f"  {name:<16} {precision:<8} {row['median_ms']:8.3f} ms  "
+            print(f"  {name:<16} {precision:<8}{tag} {row['median_ms']:8.3f} ms  "
                   f"{row['bytes'] / row['median_ms'] / 1e6:7.0f} GB/s (its own operands)",
                   flush=True)
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-            print(f"  {name:<16} {precision:<8} FAILED: {row['error'][:150]}", flush=True)
+            print(f"  {name:<16} {precision:<8}{tag} FAILED: {row['error'][:150]}", flush=True)
         rows.append(row)
     return rows

@@ -85,6 +85,34 @@ case "${1:-}" in
     wait
     tail -40 "$WORK/kernel1.out"
     tar czf "$OUT/kernel.tgz" -C "$WORK" kernel0 kernel1 kernel1.out ;;
+  sweep)
+    # Launch parameters of each kernel alone (the seventh session's first call): the state
+    # pass's warps x stages x V tile at three shapes, the prep kernels' warps x stages at the
+    # headline shape. Nothing end to end: the chosen defaults are timed by `kernel` after.
+    state=()
+    for bv in 32 64; do for nw in 4 8; do for ns in 1 2 3; do
+      state+=("num_warps=$nw,num_warps_bwd=$nw,num_stages=$ns,block_v=$bv"); done; done; done
+    state+=("num_warps=2,num_warps_bwd=2,num_stages=1,block_v=32"
+            "num_warps=2,num_warps_bwd=2,num_stages=2,block_v=32")
+    prep=()
+    for nw in 2 4 8; do for ns in 1 2; do prep+=("num_warps_prep=$nw,num_stages=$ns"); done; done
+    sweep() {  # sweep NAME SHAPE ONLY... -- LAUNCH...
+      local name=$1 shape=$2; shift 2
+      local only=(); while [[ $1 != -- ]]; do only+=("$1"); shift; done; shift
+      timeout 260 $PY benchmarks/gdn_kernel.py --budget-s 235 --shape "$shape" --impl         --breakdown-precisions default --breakdown-only "${only[@]}" --breakdown-launch "$@"         --out "$WORK/sweep_$name.json" > "$WORK/sweep_$name.log" 2>&1
+      grep -E "^  (state|prep)" "$WORK/sweep_$name.log" | tail -60
+    }
+    cells=("state fwd+save$" "state bwd$" "state bwd split$")
+    ( export CUDA_VISIBLE_DEVICES=1
+      sweep prep B=4,T=4096,H=16,K=128,V=128 "prep fwd save$" "prep fwd split$"         "prep bwd split$" -- "${prep[@]}"
+      sweep 7b B=1,T=8192,H=30,K=96,V=192 "${cells[@]}" -- "${state[@]}"
+    ) > "$WORK/sweep1.out" 2>&1 &
+    export CUDA_VISIBLE_DEVICES=0
+    sweep head B=4,T=4096,H=16,K=128,V=128 "${cells[@]}" -- "${state[@]}"
+    sweep h32 B=1,T=8192,H=32,K=128,V=128 "${cells[@]}" -- "${state[@]}"
+    wait
+    cat "$WORK/sweep1.out"
+    tar czf "$OUT/sweep.tgz" -C "$WORK" $(cd "$WORK" && ls sweep_*) ;;
   match)
     [[ -f data_cache/pycode-byte/manifest.json ]] || \
       $PY -m hybrid_jax.cli data build --source pycode --tokenizer byte --out data_cache/pycode-byte
