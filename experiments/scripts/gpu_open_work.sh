@@ -99,14 +99,14 @@ case "${1:-}" in
     sweep() {  # sweep NAME SHAPE ONLY... -- LAUNCH...
       local name=$1 shape=$2; shift 2
       local only=(); while [[ $1 != -- ]]; do only+=("$1"); shift; done; shift
-      timeout 260 $PY benchmarks/gdn_kernel.py --budget-s 235 --shape "$shape" --impl \\
-        --breakdown-precisions default --breakdown-only "${only[@]}" --breakdown-launch "$@" \\
+      timeout 260 $PY benchmarks/gdn_kernel.py --budget-s 235 --shape "$shape" --impl \
+        --breakdown-precisions default --breakdown-only "${only[@]}" --breakdown-launch "$@" \
         --out "$WORK/sweep_$name.json" > "$WORK/sweep_$name.log" 2>&1
       grep -E "^  (state|prep)" "$WORK/sweep_$name.log" | tail -60
     }
     cells=("state fwd+save$" "state bwd$" "state bwd split$")
     ( export CUDA_VISIBLE_DEVICES=1
-      sweep prep B=4,T=4096,H=16,K=128,V=128 "prep fwd save$" "prep fwd split$" \\
+      sweep prep B=4,T=4096,H=16,K=128,V=128 "prep fwd save$" "prep fwd split$" \
         "prep bwd split$" -- "${prep[@]}"
       sweep 7b B=1,T=8192,H=30,K=96,V=192 "${cells[@]}" -- "${state[@]}"
     ) > "$WORK/sweep1.out" 2>&1 &
