@@ -3,20 +3,21 @@
     python benchmarks/gdn_kernel.py --out results.json           # the issue's four shapes
     python benchmarks/gdn_kernel.py --shape B=1,T=512,H=2,K=64,V=64 --impl pallas_gpu xla_chunked
 
-Implementations:
-    pallas_gpu          kernels/gated_delta_rule/pallas_gpu.py as the API runs it:
-                        precision="highest" (TF32x3 kernel dots), prep="pallas"
-    pallas_gpu_default  precision="default" (bf16 dot operands, fp32 accumulation)
-    pallas_gpu_xlaprep  precision="highest", prep="xla" (chunk-local WY transform in XLA)
-    pallas_gpu_default_bv32  precision="default" with V tiles of 32 (only when asked for)
-    pallas_gpu_default_splitprep  precision="default", the prep forward and backward as three
-                        kernels each (prep="pallas_split", pallas_gpu_prep_split.py; the default)
-    pallas_gpu_default_splitbwd  precision="default", the one-kernel prep forward saving
-                        (I + A)^-1, then the three-kernel backward (prep="pallas_splitbwd")
-    pallas_gpu_{split,mosaic}_splitbwd, pallas_gpu_splitbwd_bv32  the same prep with the split
-                        or Mosaic state pass, or with V tiles of 32 (twice the programs)
-    pallas_gpu_mosaic   precision="default" with the state pass in Mosaic GPU (pallas_mgpu.py;
-                        K padded to at most 128, V a multiple of 64: all four issue shapes)
+Implementations (the names' meanings as of the seventh session, when the defaults became
+prep="pallas_splitbwd", state_pass="splitbwd"; earlier result files name earlier defaults):
+    pallas_gpu          kernels/gated_delta_rule/pallas_gpu.py as the API runs it (its
+                        defaults), precision="highest" (TF32x3 kernel dots)
+    pallas_gpu_default  the same at precision="default" (bf16 dot operands, fp32 accumulation)
+    pallas_gpu_xlaprep, pallas_gpu_default_xlaprep  the chunk-local WY transform in XLA
+    pallas_gpu_default_splitprep / _fusedprep  the prep as three kernels each way
+                        (prep="pallas_split") / one each way (prep="pallas")
+    pallas_gpu_default_fused  the sixth session's default: prep="pallas_split" and the fused
+                        state pass both ways (state_pass="triton")
+    pallas_gpu_split    state_pass="split" (pallas_gpu_split.py both ways)
+    pallas_gpu_mosaic   the Mosaic GPU state pass (pallas_mgpu.py; K padded to at most 128, V
+                        a multiple of 64: all four issue shapes)
+    pallas_gpu_default_{bv32,bw8,s2}  launch variants: V tiles of 32, 8 warps for the split
+                        backward, 2 pipeline stages
     xla_chunked         reference.chunked through the API (Precision.HIGHEST)
     xla_chunked_default the same at precision="default" (bf16 matmul operands): the XLA row at
                         the precision of our "default" variants and of fla
@@ -61,27 +62,26 @@ XLA_IMPLS = {"xla_chunked": "highest", "xla_chunked_default": "default"}
 # name -> keyword arguments of chunk_gated_delta_rule_pallas_gpu (or of the API, for XLA_IMPLS)
 JAX_IMPLS = {
     **{name: dict(implementation="chunked", precision=p) for name, p in XLA_IMPLS.items()},
-    "pallas_gpu": dict(precision="highest", prep="pallas"),
-    "pallas_gpu_default": dict(precision="default", prep="pallas"),
+    "pallas_gpu": dict(precision="highest"),
+    "pallas_gpu_default": dict(precision="default"),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
     "pallas_gpu_default_xlaprep": dict(precision="default", prep="xla"),
-    "pallas_gpu_default_bv32": dict(precision="default", prep="pallas", block_v=32),
-    "pallas_gpu_mosaic": dict(precision="default", prep="pallas", state_pass="mosaic"),
-    "pallas_gpu_split": dict(precision="default", prep="pallas", state_pass="split"),
     "pallas_gpu_default_splitprep": dict(precision="default", prep="pallas_split"),
-    "pallas_gpu_default_splitbwd": dict(precision="default", prep="pallas_splitbwd"),
-    "pallas_gpu_split_splitbwd": dict(precision="default", prep="pallas_splitbwd",
-                                      state_pass="split"),
-    "pallas_gpu_mosaic_splitbwd": dict(precision="default", prep="pallas_splitbwd",
-                                       state_pass="mosaic"),
-    "pallas_gpu_splitbwd_bv32": dict(precision="default", prep="pallas_splitbwd", block_v=32),
+    "pallas_gpu_default_fusedprep": dict(precision="default", prep="pallas"),
+    "pallas_gpu_default_fused": dict(precision="default", prep="pallas_split",
+                                     state_pass="triton"),
+    "pallas_gpu_split": dict(precision="default", state_pass="split"),
+    "pallas_gpu_mosaic": dict(precision="default", state_pass="mosaic"),
+    "pallas_gpu_default_bv32": dict(precision="default", block_v=32),
+    "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
+    "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
 }
 # In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
 # cut short by --budget-s loses the least telling variants.
 DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
-                 "pallas_gpu_default_splitprep", "pallas_gpu_default_splitbwd",
-                 "pallas_gpu_split", "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep",
-                 "pallas_gpu", "pallas_gpu_xlaprep")
+                 "pallas_gpu_default_fused", "pallas_gpu_default_splitprep",
+                 "pallas_gpu_default_fusedprep", "pallas_gpu_split", "pallas_gpu_mosaic",
+                 "pallas_gpu_default_xlaprep", "pallas_gpu", "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v")

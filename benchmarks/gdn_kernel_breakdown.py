@@ -35,7 +35,7 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     s0, do = rnd(BH, Kp, V), rnd(BH, Tp, V, dtype=dt)
     states = rnd(BH, N * Kp, V, dtype=dt)
     dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
-    fc, bc = pg._call_cfg(cfg, "fwd"), pg._call_cfg(cfg, "bwd")
+    fc, bc, sc = (pg._call_cfg(cfg, which) for which in ("fwd", "bwd", "bwd_split"))
     # The prep kernels, fused and split in three each way (4 warps: 8 and 2 were slower in the
     # fifth and sixth sessions' runs, see pallas_gpu_common._prep_cfg).
     from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep_fwd_saving_inverse,
@@ -61,13 +61,17 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
                       (w, u, kd, gc, qd, aqk, s0)),
         "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),
                            (w, u, kd, gc, qd, aqk, s0)),
+        # the default state pass's forward before a backward: also saves delta
+        "state fwd+delta": (functools.partial(pg._state_pass_fwd_call, save_states=True,
+                                              save_delta=True, **fc),
+                            (w, u, kd, gc, qd, aqk, s0)),
         "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
                       (w, u, kd, gc, qd, aqk, states, do, s0)),
     }
     from kernels.gated_delta_rule import pallas_gpu_split as ps
     delta = rnd(BH, Tp, V, dtype=dt)
     cells["state fwd split"] = (functools.partial(ps.split_fwd, **fc), (w, u, kd, gc, qd, aqk, s0))
-    cells["state bwd split"] = (functools.partial(ps.split_bwd, **bc),
+    cells["state bwd split"] = (functools.partial(ps.split_bwd, **sc),
                                 (w, kd, gc, qd, aqk, states, delta, do, s0))
     if precision == "default":  # the Mosaic GPU state pass, forward and backward, same operands
         from jax.experimental.pallas import mosaic_gpu as plgpu

@@ -193,8 +193,9 @@ def main(argv=None):
     p.add_argument("--num-stages", type=int, default=None)
     p.add_argument("--block-v", type=int, default=None, help="state-pass V tile (kernel default 64)")
     p.add_argument("--block-d", type=int, default=None, help="prep K/V tile (kernel default 64)")
-    p.add_argument("--state-pass", choices=("triton", "split"), default=None,
-                   help="the fused state pass (kernel default) or the split one")
+    p.add_argument("--state-pass", choices=("triton", "split", "splitbwd"), default=None,
+                   help="the state pass: fused, split, or the fused forward and the split "
+                        "backward (the kernel default)")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
     p.add_argument("--out", help="write every row (and the Triton/ptxas versions) as JSON")
     a = p.parse_args(argv)

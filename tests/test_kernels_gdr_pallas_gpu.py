@@ -88,10 +88,12 @@ CPU_CASES = {
 }
 
 
-@pytest.mark.parametrize("case, prep", [("T70-K24-V48-gqa-mild-init-c16", "pallas"),
-                                        ("T37-K32-V32-strong-l2-scale-c16", "pallas")])
-def test_interpret_matches_float64(case, prep):
-    _check_against_float64(CPU_CASES[case], interpret=True, prep=prep)
+@pytest.mark.parametrize("case, prep, state_pass", [
+    ("T70-K24-V48-gqa-mild-init-c16", "pallas", "triton"),
+    ("T37-K32-V32-strong-l2-scale-c16", "pallas", "triton"),
+    ("T70-K24-V48-gqa-mild-init-c16", "pallas_splitbwd", "splitbwd")])  # the defaults
+def test_interpret_matches_float64(case, prep, state_pass):
+    _check_against_float64(CPU_CASES[case], interpret=True, prep=prep, state_pass=state_pass)
 
 
 def test_interpret_prep_tiles_match_float64():
@@ -272,7 +274,7 @@ def test_gdn_layer_shard_map_wrapper_splits_batch_and_heads():
 @pytest.mark.parametrize("prep, precision, state_pass, n_calls", [
     ("pallas", "highest", "triton", 4), ("xla", "default", "triton", 2),
     ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 8),
-    ("pallas_splitbwd", "default", "triton", 6)])
+    ("pallas_splitbwd", "default", "triton", 6), ("pallas_splitbwd", "default", "splitbwd", 7)])
 def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision, state_pass,
                                                   n_calls):
     """Forward and backward lowered for CUDA on this host, through the Triton-IR stage (not
@@ -320,19 +322,22 @@ def test_gpu_long_sequence_strong_decay_stays_finite():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case, prep", [(c, "pallas") for c in GPU_CASES] + [
-    ("T300-K96-V192-gqa-mild-init-l2", "xla"),
-    ("T300-K96-V192-gqa-mild-init-l2", "pallas_split")])
-def test_gpu_matches_float64(case, prep):
-    _check_against_float64(GPU_CASES[case], interpret=False, prep=prep)
+@pytest.mark.parametrize("case, prep, state_pass", [
+    *((c, "pallas_splitbwd", "splitbwd") for c in GPU_CASES),  # the defaults, every shape
+    ("T300-K96-V192-gqa-mild-init-l2", "xla", "triton"),
+    ("T300-K96-V192-gqa-mild-init-l2", "pallas_split", "triton"),
+    ("T257-K128-V128-strong-init", "pallas", "triton")])
+def test_gpu_matches_float64(case, prep, state_pass):
+    _check_against_float64(GPU_CASES[case], interpret=False, prep=prep, state_pass=state_pass)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("prep", ["pallas", "pallas_split"])
-def test_gpu_default_precision_is_bf16_accurate(prep):
+@pytest.mark.parametrize("prep, state_pass", [("pallas_splitbwd", "splitbwd"),
+                                              ("pallas_split", "triton")])
+def test_gpu_default_precision_is_bf16_accurate(prep, state_pass):
     errs = _check_against_float64(GPU_CASES["T300-K96-V192-gqa-mild-init-l2"], interpret=False,
-                                  prep=prep, precision="default", tol=3e-2)
-    print(f"precision=default prep={prep} errors:", errs)
+                                  prep=prep, precision="default", tol=3e-2, state_pass=state_pass)
+    print(f"precision=default prep={prep} state_pass={state_pass} errors:", errs)
 
 
 @pytest.mark.gpu

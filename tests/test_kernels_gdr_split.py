@@ -35,14 +35,17 @@ def _state_pass_operands(seed, BH=3, N=3, C=16, Kp=32, V=48, dtype=jnp.float32):
             aqk.astype(dtype), jax.random.normal(next(ks), (BH, Kp, V)))
 
 
+@pytest.mark.parametrize("split_fn", ["split", "splitbwd"])
 @pytest.mark.parametrize("precision, block_v", [("highest", 16), ("default", 32)])
-def test_split_equals_fused_state_pass(precision, block_v):
-    """Same operands through both state passes: outputs and all seven cotangents. V=48 with
-    block_v 16 runs three V tiles (partial key-side cotangents summed over them). In interpret
-    mode the two round identically by construction (every value the split stores in a lower
-    dtype is one the fused kernel rounds to that dtype at its next dot), so the bound is tight
-    at both precisions; on a GPU the dots' accumulation order may differ."""
-    tol = 1e-6
+def test_split_equals_fused_state_pass(precision, block_v, split_fn):
+    """Same operands through the fused state pass and a split one (split both ways, or the fused
+    forward and the split backward): outputs and all seven cotangents. V=48 with
+    block_v 16 runs three V tiles (key-side cotangents summed over them). In fp32 ("highest")
+    interpret mode the two compute the same sums in the same order, so the bound is tight. At
+    "default" they round differently, at bf16 level: the fused kernel rounds each V tile's
+    key-side partial to bf16 before XLA adds them up, the split one adds the tiles in fp32 and
+    rounds once; and the split one's dgc sums dS * S over a dS stored in bf16."""
+    tol = 1e-6 if precision == "highest" else 1e-2
     dtype = jnp.float32 if precision == "highest" else jnp.bfloat16
     args = _state_pass_operands(0, dtype=dtype)
     cfg = pg.kernel_config(precision, True, args[0].shape[-1], args[1].shape[-1],
@@ -59,7 +62,7 @@ def test_split_equals_fused_state_pass(precision, block_v):
                                                      has_aux=True))(*args)
         return out, grads
 
-    (o, sf), grads = run(state_pass_split)
+    (o, sf), grads = run(state_pass_split if split_fn == "split" else pg._state_pass_splitbwd)
     (o_ref, sf_ref), grads_ref = run(pg._state_pass)
     errs = {"o": rel_err(o, o_ref), "sf": rel_err(sf, sf_ref)}
     errs.update({f"d{n}": rel_err(a, b) for n, a, b in

@@ -60,7 +60,8 @@ def test_capture_pairs_each_triton_module_with_its_launch_parameters():
     from jax._src.pallas.triton import pallas_call_registration as pcr
     before = pcr.gpu_info_lib.get_gpu_info
     shape = parse_shape("B=1,T=40,H=1,HV=2,K=24,V=48")
-    kernels = capture_kernels(shape, precision="highest", prep="pallas", chunk_size=16)
+    kernels = capture_kernels(shape, precision="highest", prep="pallas", chunk_size=16,
+                              state_pass="triton")
     assert pcr.gpu_info_lib.get_gpu_info is before
     names = [k["name"] for k in kernels]
     assert sorted(names) == sorted(["gdr_prep_fwd", "gdr_state_pass_fwd",
@@ -69,4 +70,4 @@ def test_capture_pairs_each_triton_module_with_its_launch_parameters():
         assert k["ttir"].startswith(f"module @{k['name']}") and "tt.func" in k["ttir"]
         assert k["num_stages"] == 1 and k["num_warps"] in (4, 8)
     fwd = capture_kernels(shape, precision="default", prep="xla", chunk_size=16, backward=False)
-    assert [k["name"] for k in fwd] == ["gdr_state_pass_fwd"] and fwd[0]["num_stages"] == 2
+    assert [k["name"] for k in fwd] == ["gdr_state_pass_fwd"] and fwd[0]["num_stages"] == 3

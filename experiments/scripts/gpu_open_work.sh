@@ -1,25 +1,20 @@
 #!/usr/bin/env bash
-# The GPU work of issue 6, for one 2-GPU lease (nvidia-h100-x2 / h200-x2, 30 device-minutes)
-# driven by short calls. Each phase fits one 10-minute call; make the next call within 30 s, or
-# the machine is gone. The sixth session ran kernel, scaling1, scaling2 and split
-# (experiments/LOG.md); what is open for the seventh: `kernel` (all four shapes with the split
-# prep backward and the scan decays, and prep="pallas_splitbwd", not yet timed), then
-# `scaling1` (its training rows: the hybrid with each Pallas kernel, now with the split prep).
+# The GPU work of issues 3 and 6, for one 2-GPU lease (nvidia-h100-x2 / h200-x2, 30
+# device-minutes) driven by short calls. Each phase fits one 10-minute call; make the next call
+# within 30 s, or the machine is gone. Earlier sessions' runs are in experiments/LOG.md.
 #
+#   bash experiments/scripts/gpu_open_work.sh sweep     # ~3 min: launch parameters of each
+#                                                       # kernel alone (warps, stages, V tile)
 #   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the kernel gpu tests,
-#                                                       # the prep kernels alone and the
-#                                                       # headline shape; GPU 1 the other
-#                                                       # three shapes (fla, XLA, ours)
+#                                                       # the state kernels alone and the
+#                                                       # headline shape's every variant; GPU 1
+#                                                       # the other three shapes
+#   bash experiments/scripts/gpu_open_work.sh train     # ~5 min: the hybrid's 370M training
+#                                                       # step, Pallas kernel against XLA, at
+#                                                       # "default" (GPU 0) and "highest" (GPU 1)
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
-#   bash experiments/scripts/gpu_open_work.sh scaling1  # ~9 min: GPU 0 one-GPU throughput +
-#                                                       # profile; GPU 1 train_throughput rows:
-#                                                       # the hybrid with each GDN kernel
+#   bash experiments/scripts/gpu_open_work.sh scaling1  # ~6 min: one-GPU throughput + profile
 #   bash experiments/scripts/gpu_open_work.sh scaling2  # ~7 min: data=2 and fsdp=2, efficiency
-#   bash experiments/scripts/gpu_open_work.sh split     # ~3 min: GPU 0 the changed kernels'
-#                                                       # gpu tests, the prep breakdown and
-#                                                       # the split prep again (noise);
-#                                                       # GPU 1 fla, XLA (both precisions) and
-#                                                       # ours (fused / split prep) end to end
 #
 # Results live in $WORK, outside the repository: each call copies the working tree to the
 # device and deletes untracked files there that git does not ignore, which took 11 finished
@@ -45,18 +40,14 @@ two_gpu() {  # two_gpu LOGNAME ARGS...: benchmarks/two_gpu.py under a 560 s limi
   tar czf "$OUT/two_gpu.tgz" -C "$WORK" $(cd "$WORK" && ls two_gpu/*.json two_gpu/*.log)
 }
 
-train_rows() {  # 370M training throughput, each row against its baseline in this one job
+train_rows() {  # train_rows PRECISION: the hybrid at 370M, the Pallas kernel then XLA's
   tt() {
     local name=$1; shift
     $PY benchmarks/train_throughput.py --sizes 370m --steps 15 --out "$WORK/train_$name.json" \
       "$@" 2>&1 | tail -4
   }
-  # The sixth session measured the unembedding rows and chunked / pallas_gpu at "default"
-  # before the split prep backward; the Pallas rows first this time, XLA's baseline last.
-  tt pallas_default --families hybrid --gdn-implementation pallas_gpu --gdn-precision default
-  tt mgpu_default --families hybrid --gdn-implementation pallas_mgpu --gdn-precision default
-  tt chunked_default --families hybrid --gdn-implementation chunked --gdn-precision default
-  tt split_default --families hybrid --gdn-implementation pallas_gpu_split --gdn-precision default
+  tt "pallas_$1" --families hybrid --gdn-implementation pallas_gpu --gdn-precision "$1"
+  tt "chunked_$1" --families hybrid --gdn-implementation chunked --gdn-precision "$1"
 }
 export PY WORK
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}  # benchmarks/*.py import hybrid_jax from the tree
@@ -65,26 +56,37 @@ export PYTHON=$PY  # what gdn_kernel_gpu.sh runs
 case "${1:-}" in
   kernel)
     # Two benchmark processes, one per GPU, so that every shape gets timed in one call. GPU 0:
-    # the prep kernels alone (the sixth session's whole breakdown took its 380 s budget) and
-    # the headline shape; GPU 1 the other three shapes, the 7B layer first.
-    ours="pallas_gpu_default_splitprep pallas_gpu_default_splitbwd"
+    # the compiled kernel tests, the state kernels alone at their default launch, and the
+    # headline shape with every variant; GPU 1 the other three shapes, the 7B layer first.
     shapes_rest=(--shape B=1,T=8192,H=30,K=96,V=192 --shape B=8,T=2048,H=8,K=128,V=128
                  --shape B=1,T=8192,H=32,K=128,V=128)
-    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=500 \
+    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=440 BENCH_TIMEOUT=520 \
       BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked xla_chunked_default
-                  $ours" \
+                  pallas_gpu_default pallas_gpu_default_fused pallas_gpu_default_bv32" \
       bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" \
-      TEST_FILES=tests/test_kernels_gdr_pallas_gpu.py TEST_TIMEOUT=150 BENCH_BUDGET=300 \
-      BENCH_TIMEOUT=380 BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --breakdown-precisions
-      default --breakdown-only prep --impl fla xla_chunked xla_chunked_default $ours
-      pallas_gpu_split_splitbwd pallas_gpu_mosaic_splitbwd pallas_gpu_splitbwd_bv32
-      pallas_gpu_default" bash benchmarks/gdn_kernel_gpu.sh \
+      TEST_FILES="tests/test_kernels_gdr_pallas_gpu.py tests/test_kernels_gdr_split.py" \
+      TEST_TIMEOUT=200 BENCH_BUDGET=280 BENCH_TIMEOUT=330 \
+      BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --breakdown-precisions default
+      --breakdown-only state --impl fla xla_chunked xla_chunked_default pallas_gpu_default
+      pallas_gpu_default_fused pallas_gpu_default_splitprep pallas_gpu_default_bw8
+      pallas_gpu_default_bv32 pallas_gpu_default_s2 pallas_gpu_default_fusedprep
+      pallas_gpu_split pallas_gpu_mosaic" bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
     wait
     tail -40 "$WORK/kernel1.out"
     tar czf "$OUT/kernel.tgz" -C "$WORK" kernel0 kernel1 kernel1.out ;;
+  train)
+    # The hybrid's 370M training step with the Pallas kernel (its defaults) against XLA's
+    # chunked path at the same precision, each pair on one GPU: "default" on GPU 0, "highest"
+    # on GPU 1. (~2 min a row.)
+    CUDA_VISIBLE_DEVICES=1 timeout 560 bash -c "$(declare -f train_rows); train_rows highest" \
+      > "$WORK/train1.out" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 timeout 560 bash -c "$(declare -f train_rows); train_rows default"
+    wait
+    cat "$WORK/train1.out"
+    tar czf "$OUT/train.tgz" -C "$WORK" $(cd "$WORK" && ls train_*.json train1.out) ;;
   sweep)
     # Launch parameters of each kernel alone (the seventh session's first call): the state
     # pass's warps x stages x V tile at three shapes, the prep kernels' warps x stages at the
@@ -120,31 +122,8 @@ case "${1:-}" in
     [[ -f data_cache/pycode-byte/manifest.json ]] || \
       $PY -m hybrid_jax.cli data build --source pycode --tokenizer byte --out data_cache/pycode-byte
     two_gpu match.log --skip scaling ;;
-  scaling1)
-    CUDA_VISIBLE_DEVICES=1 timeout 540 bash -c "$(declare -f train_rows); train_rows" \
-      > "$WORK/train.out" 2>&1 &
-    two_gpu scaling1.log --skip match --scaling-runs 1gpu --families transformer,hybrid  # ~330 s
-    wait
-    cat "$WORK/train.out"
-    tar czf "$OUT/train.tgz" -C "$WORK" $(cd "$WORK" && ls train_*.json train.out) ;;
+  scaling1) two_gpu scaling1.log --skip match --scaling-runs 1gpu --families transformer,hybrid ;;
   scaling2) two_gpu scaling2.log --skip match --scaling-runs data2 fsdp2 ;;
-  split)
-    head=B=4,T=4096,H=16,K=128,V=128
-    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/split1" MODE=bench BENCH_BUDGET=150 BENCH_TIMEOUT=200 \
-      BENCH_ARGS="--no-breakdown --shape $head --impl fla xla_chunked xla_chunked_default
-                  pallas_gpu_default pallas_gpu_default_splitprep" \
-      bash benchmarks/gdn_kernel_gpu.sh > "$WORK/split1.out" 2>&1 &
-    t=tests/test_kernels_gdr_pallas_gpu.py
-    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/split0" TEST_TIMEOUT=70 BENCH_BUDGET=100 BENCH_TIMEOUT=130 \
-      TEST_FILES="$t::test_gpu_default_precision_is_bf16_accurate
-                  $t::test_gpu_matches_float64[T300-K96-V192-gqa-mild-init-l2-pallas_split]
-                  $t::test_gpu_long_sequence_strong_decay_stays_finite" \
-      BENCH_ARGS="--shape $head --impl pallas_gpu_default_splitprep --breakdown-precisions
-                  default --breakdown-only prep" \
-      bash benchmarks/gdn_kernel_gpu.sh 2>&1 | tail -30
-    wait
-    tail -30 "$WORK/split1.out"
-    tar czf "$OUT/split.tgz" -C "$WORK" split0 split1 split1.out ;;
-  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac
 ls -la "$OUT"

@@ -41,7 +41,7 @@ _XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Preci
 _PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu": "gpu",
                    "pallas_tpu": "tpu"}
 # The Pallas GPU implementations: one entry point, three state passes (pallas_gpu.py).
-_GPU_STATE_PASS = {"pallas_gpu": "triton", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
+_GPU_STATE_PASS = {"pallas_gpu": "splitbwd", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
 # What "auto" runs per backend; "chunked" where a backend is not listed. Empty on purpose:
 # pallas_gpu passes its compiled tests on an H200; at "default" it is 2.9x faster than XLA's
 # `chunked` at "default" but 0.6-0.7x fla's speed (experiments/LOG.md, sixth session), and

@@ -91,6 +91,7 @@ from jax.experimental import pallas as pl
 from kernels.gated_delta_rule import pallas_gpu_prep, reference
 from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep_fwd_saving_inverse,
                                                             prep_fwd_split)
+from kernels.gated_delta_rule.pallas_gpu_split import split_bwd, state_pass_split
 from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
                                                          _next_pow2, _operand_dtype, _prep_cfg,
                                                          _specs, _triton_params, _v_tile,
@@ -110,23 +111,26 @@ _PREP = {"pallas": (pallas_gpu_prep.prep_fwd,
          "pallas_splitbwd": (pallas_gpu_prep.prep_fwd, prep_fwd_saving_inverse, prep_bwd_split)}
 PREPS = ("xla", *_PREP)
 # Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
-# kernels plus parallel ones for the rest: pallas_gpu_split.py), "mosaic" (pallas_mgpu.py).
-STATE_PASSES = ("triton", "split", "mosaic")
+# kernels plus parallel ones for the rest: pallas_gpu_split.py), "splitbwd" (the fused forward,
+# the split backward), "mosaic" (pallas_mgpu.py).
+STATE_PASSES = ("triton", "split", "splitbwd", "mosaic")
 
 
 # ---------------------------------------------------------------------------------------------
 # Kernels. Refs are per program: [T_pad, *] sequences, chunks sliced with pl.ds.
 
 def _fwd_kernel(w_ref, u_ref, kd_ref, gc_ref, qd_ref, aqk_ref, s0_ref,
-                o_ref, sf_ref, *states_ref, C, Kp, n_chunks, dot):
+                o_ref, sf_ref, *saved_refs, C, Kp, n_chunks, dot):
     def body(n, S):
         rows = pl.ds(n * C, C)
         w, u, kd, qd, aqk = (r[rows, :].astype(jnp.float32)
                              for r in (w_ref, u_ref, kd_ref, qd_ref, aqk_ref))
         gc = gc_ref[:, pl.ds(n, 1)]  # [Kp, 1]
-        if states_ref:  # residuals for the backward only
-            states_ref[0][pl.ds(n * Kp, Kp), :] = S.astype(states_ref[0].dtype)
+        if saved_refs:  # residuals for the backward only: the states, and maybe delta
+            saved_refs[0][pl.ds(n * Kp, Kp), :] = S.astype(saved_refs[0].dtype)
         delta = u - dot(w, S, _NN)
+        if len(saved_refs) == 2:
+            saved_refs[1][rows, :] = delta.astype(saved_refs[1].dtype)
         o_ref[rows, :] = (dot(qd, S, _NN) + dot(aqk, delta, _NN)).astype(o_ref.dtype)
         return gc * S + dot(kd, delta, _TN)
 
@@ -162,7 +166,9 @@ def _bwd_kernel(w_ref, u_ref, kd_ref, gc_ref, qd_ref, aqk_ref, states_ref, do_re
 # gc [BH, Kp, N] (exp(G_C) repeated over Kp); states [BH, N*Kp, V]; s0, sf [BH, Kp, V].
 
 def _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, *, save_states, precision, interpret,
-                         num_warps, num_stages, block_v):
+                         num_warps, num_stages, block_v, save_delta=False):
+    """-> o, sf, and with save_states the chunk-entry states, with save_delta also delta =
+    u - w S [BH, Tp, V] (what the split backward reads, `pallas_gpu_split.split_bwd`)."""
     BH, Tp, Kp = w.shape
     V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[2]
     BV = _v_tile(V, block_v)
@@ -174,11 +180,12 @@ def _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, *, save_states, precision, i
         kernel,
         grid=(BH, V // BV),
         in_specs=[seq_k, seq_v, seq_k, gcs, seq_k, seq_c, state],
-        out_specs=[seq_v, state] + [states] * save_states,
-        # o, and the saved states, in the operand dtype (bf16 for precision="default")
+        out_specs=[seq_v, state] + [states] * save_states + [seq_v] * save_delta,
+        # o, and the saved states and delta, in the operand dtype (bf16 for "default")
         out_shape=[jax.ShapeDtypeStruct((BH, Tp, V), w.dtype),
                    jax.ShapeDtypeStruct((BH, Kp, V), f32)]
-        + [jax.ShapeDtypeStruct((BH, N * Kp, V), w.dtype)] * save_states,
+        + [jax.ShapeDtypeStruct((BH, N * Kp, V), w.dtype)] * save_states
+        + [jax.ShapeDtypeStruct((BH, Tp, V), w.dtype)] * save_delta,
         compiler_params=None if interpret else _triton_params(num_warps, num_stages),
         interpret=interpret,
         name="gdr_state_pass_fwd",
@@ -240,6 +247,31 @@ def _state_pass_vjp_bwd(cfg, res, cts):
 _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 
 
+# state_pass="splitbwd": the fused forward above (4 dots a step, o written in the loop), also
+# saving delta, then the split backward (`pallas_gpu_split.split_bwd`: a sequential kernel of 4
+# dots a step, then one parallel-over-chunks kernel summing the key-side cotangents over V).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg):
+    return _state_pass(w, u, kd, gc, qd, aqk, s0, cfg)
+
+
+def _state_pass_splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg):
+    o, sf, states, delta = _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=True,
+                                                save_delta=True, **_call_cfg(cfg, "fwd"))
+    u_like = jnp.zeros((), u.dtype)  # residuals are arrays: u's dtype rides on a scalar
+    return (o, sf), (w, u_like, kd, gc, qd, aqk, states, delta)
+
+
+def _state_pass_splitbwd_bwd(cfg, res, cts):
+    w, u_like, kd, gc, qd, aqk, states, delta = res
+    dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, *cts,
+                                                 **_call_cfg(cfg, "bwd_split"))
+    return dw, du.astype(u_like.dtype), dkd, dgc, dqd, daqk, ds0
+
+
+_state_pass_splitbwd.defvjp(_state_pass_splitbwd_fwd, _state_pass_splitbwd_bwd)
+
+
 # ---------------------------------------------------------------------------------------------
 # Chunk-local WY transform in Pallas (the preps of _PREP), under its own custom_vjp.
 
@@ -298,13 +330,13 @@ def chunk_gated_delta_rule_pallas_gpu(
     precision: str = "highest",
     interpret: bool = False,
     num_warps: Optional[int] = None,
-    num_warps_bwd: int = 8,
+    num_warps_bwd: Optional[int] = None,
     num_warps_prep: int = 4,
     num_stages: Optional[int] = None,
     block_v: Optional[int] = None,
-    prep: str = "pallas_split",
+    prep: str = "pallas_splitbwd",
     block_d: int = 64,
-    state_pass: str = "triton",
+    state_pass: str = "splitbwd",
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -313,7 +345,10 @@ def chunk_gated_delta_rule_pallas_gpu(
     are the Triton launch parameters of the forward and backward state-pass kernels, and
     num_warps_prep of the prep kernels (4: measured faster than 8, see `_prep_cfg`);
     num_warps=None picks 4, or 8 when the state tile Kp x BV exceeds 128 x 64;
-    num_stages=None pipelines (2) only the bf16 forward state pass, 1 else.
+    num_warps_bwd=None picks 8 for the fused backward (state_pass="triton"), 4 for the split
+    one; num_stages=None pipelines the bf16 ("default") state-pass kernels 3 deep at Kp <= 128
+    (at Kp = 256 the forward 2 deep, the backward not), and nothing at "highest" (see
+    `_call_cfg`; the prep kernels take num_stages or 1).
     block_v caps the V tile (more, narrower programs fill more SMs when B*HV is small);
     None picks 32 at precision="highest" and 64 at "default". Why 32: at TF32x3 the fp32
     operands of every dot are staged in shared memory, and the backward state pass at Kp=128,
@@ -323,7 +358,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     which loop over tiles of that width to bound their live registers and shared memory.
     state_pass="split" keeps only the recurrence in the sequential kernels and computes the
     output and the non-recurrent gradients in parallel-over-chunks kernels
-    (`pallas_gpu_split.py`, as fla does); any precision. state_pass="mosaic" walks the chunks
+    (`pallas_gpu_split.py`, as fla does); any precision. state_pass="splitbwd" (the default)
+    runs the fused forward, which also saves delta, and the split backward. "triton" is fused
+    both ways. state_pass="mosaic" walks the chunks
     with the Mosaic GPU kernels of `pallas_mgpu.py` (TMA + wgmma; precision="default" only,
     K <= 128, V a multiple of 64; interpret=True runs them in the Mosaic GPU interpreter)
     instead of the Triton ones.
@@ -377,8 +414,9 @@ def chunk_gated_delta_rule_pallas_gpu(
         if Kp != K:
             s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
     if state_pass == "split":
-        from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
         o, sf = state_pass_split(w, u, kd, gc_vec, qd, aqk, s0, cfg)
+    elif state_pass == "splitbwd":
+        o, sf = _state_pass_splitbwd(w, u, kd, gc_vec, qd, aqk, s0, cfg)
     elif state_pass == "mosaic":
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_mgpu

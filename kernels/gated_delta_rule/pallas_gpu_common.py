@@ -60,7 +60,7 @@ _NT = ((1,), (1,))   # a @ b.T
 _TN = ((0,), (0,))   # a.T @ b
 
 
-def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=8,
+def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=None,
                   num_warps_prep=4, num_stages=None, block_v=None, block_d=64):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
@@ -71,27 +71,37 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             raise ValueError(f"{name} must be a power of two >= 16, got {b}")
     if num_warps is None:  # the state tile lives in registers: 64 fp32 a thread at 4 warps
         num_warps = 4 if Kp * _v_tile(V, block_v) <= 128 * 64 else 8
-    return (("precision", precision), ("interpret", bool(interpret)),
-            ("num_warps", int(num_warps)), ("num_warps_bwd", int(num_warps_bwd)),
+    return (("precision", precision), ("interpret", bool(interpret)), ("Kp", int(Kp)),
+            ("num_warps", int(num_warps)),
+            ("num_warps_bwd", None if num_warps_bwd is None else int(num_warps_bwd)),
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
             ("block_v", int(block_v)), ("block_d", int(block_d)))
 
 
 def _call_cfg(cfg, which):
-    """cfg is a hashable tuple of (name, value); pick the launch parameters of the fwd or
-    bwd state-pass kernel."""
+    """cfg is a hashable tuple of (name, value); pick the launch parameters of the state pass's
+    forward kernels ("fwd"), the fused backward ("bwd") or the split backward ("bwd_split")."""
     cfg = dict(cfg)
-    warps = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
-    stages = cfg.pop("num_stages")
+    warps_fwd, warps_bwd, stages = cfg.pop("num_warps"), cfg.pop("num_warps_bwd"), cfg.pop("num_stages")
+    Kp = cfg.pop("Kp")
     for name in ("block_d", "num_warps_prep"):  # the prep kernels' settings
         cfg.pop(name)
+    if warps_bwd is None:  # measured: H200, three shapes, sweep_*.json of the seventh session
+        warps_bwd = 8 if which == "bwd" else 4
     if stages is None:
         # Pipelined loads multiply the shared memory per chunk (fp32 "highest": ~110 KB of
-        # operands a stage in the forward, ~180 KB in the backward; 228 KB on Hopper), so only
-        # the bf16 forward double-buffers by default.
-        stages = 2 if which == "fwd" and cfg["precision"] == "default" else 1
-    return dict(cfg, num_warps=warps[which == "bwd"], num_stages=stages)
+        # operands a stage in the forward, ~180 KB in the backward; 228 KB on Hopper). With
+        # bf16 operands and Kp <= 128, three stages fit every state-pass kernel and were the
+        # fastest on an H200 (seventh session's sweep: the fused forward 0.262 ms at 3 stages
+        # against 0.398 at 2, B4 T4096 H16 K=V=128); at Kp = 256 only the forward takes 2.
+        if cfg["precision"] != "default":
+            stages = 1
+        elif Kp <= 128:
+            stages = 3
+        else:
+            stages = 2 if which == "fwd" else 1
+    return dict(cfg, num_warps=warps_fwd if which == "fwd" else warps_bwd, num_stages=stages)
 
 
 def _operand_dtype(cfg):
