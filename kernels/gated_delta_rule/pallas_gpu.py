@@ -6,20 +6,23 @@ Why this exists
     Here the work is three kinds of Pallas program, each under its own `jax.custom_vjp`:
       1. prep: the chunk-local WY transform (A, (I + A)^-1 by recursive 2x2 blocks, w, u,
          the masked q k^T, q exp(G), k exp(G_C - G)), parallel over (batch x value head,
-         chunk). prep="pallas_split" (the default, `pallas_gpu_prep_split.py`) runs its
-         forward and its backward as three kernels each, the backward reading the forward's
-         saved (I + A)^-1; prep="pallas" (`pallas_gpu_prep.py`) one kernel each way, the
-         backward recomputing everything per chunk; prep="pallas_splitbwd" the one-kernel
-         forward, saving (I + A)^-1, and the three-kernel backward (predicted fastest: the
-         one-kernel forward took 0.505 ms, the three 0.691; not yet timed whole); prep="xla"
-         batched XLA ops (`_chunk_prep`) differentiated by JAX autodiff. All are tested; on
-         an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 3.39 ms with
-         "pallas_split" against 4.05 ms with "pallas" (experiments/LOG.md, sixth session).
+         chunk). prep="pallas_splitbwd" (the default) runs the forward as one kernel that also
+         saves (I + A)^-1 and the backward as three kernels reading it
+         (`pallas_gpu_prep_split.py`); prep="pallas_split" three kernels each way;
+         prep="pallas" (`pallas_gpu_prep.py`) one kernel each way, the backward recomputing
+         everything per chunk; prep="xla" batched XLA ops (`_chunk_prep`) differentiated by
+         JAX autodiff. All are tested.
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
-         state);
-      3. its backward: one program per (batch x value head, V tile) walks the chunks in
-         reverse with dS in registers.
+         state and, for the split backward, delta);
+      3. its backward: by default (state_pass="splitbwd") split as fla splits it
+         (`pallas_gpu_split.split_bwd`): a sequential kernel carries dS over the chunks in
+         reverse and writes each chunk's dS and dd, then one parallel-over-chunks kernel
+         computes the rest. state_pass="triton" instead does all of it in one sequential
+         kernel (the fused backward below).
+    On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 2.69 ms with the
+    defaults against 3.28 with prep="pallas_split", state_pass="triton" (the sixth session's
+    defaults) and 2.32 for fla, one call (experiments/LOG.md, seventh session).
     q/k L2 normalisation, scale, head grouping and padding are XLA glue around them.
 
     Per chunk n (state S_n entering it; shapes per program: C x Kp, C x BV, Kp x BV):
@@ -30,7 +33,8 @@ Why this exists
         dd   = kd dS + Aqk^T dO               -> du = dd, dw = -dd S^T, dkd = delta dS^T,
         dqd  = dO S^T, dAqk = dO delta^T, dgc = rowsum(dS * S)
         dS  <- gc dS + qd^T dO - w^T dd
-    Key-side gradients are partial per V tile and summed in XLA.
+    The fused backward writes key-side gradients per V tile, summed in XLA; the split one sums
+    them over V in its parallel kernel.
 
 Numerics
     State and accumulation are float32 (inputs of any float dtype are upcast in XLA first);
@@ -58,8 +62,10 @@ Constraints
     BV >= 16, so V must be a multiple of 16 on GPU (64, 96, 128, 192, 256 all are). The Pallas
     preps also zero-pad V to a power of two. T is padded to a multiple of chunk_size (a power of
     two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
-    Residual memory for the backward: the chunk-entry states, float32 [B*HV, T/C, Kp, V], and
-    with prep="pallas_split" or "pallas_splitbwd" (I + A)^-1, float32 [B*HV, T, C].
+    Residual memory for the backward: the chunk-entry states [B*HV, T/C, Kp, V] (bf16 at
+    "default", fp32 at "highest"), with state_pass="splitbwd" or "split" delta [B*HV, T, V] in
+    the same dtype, and with prep="pallas_split" or "pallas_splitbwd" (I + A)^-1, float32
+    [B*HV, T, C].
 
 Mosaic GPU plan (not built yet; the Triton lowering is deprecated in jax 0.11)
     1. Same split. The state pass as a `plgpu.kernel` with one warpgroup per (bh, V tile of
