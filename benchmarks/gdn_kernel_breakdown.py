@@ -38,8 +38,8 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     fc, bc, sc = (pg._call_cfg(cfg, which) for which in ("fwd", "bwd", "bwd_split"))
     # The prep kernels, fused and split in three each way (4 warps: 8 and 2 were slower in the
     # fifth and sixth sessions' runs, see pallas_gpu_common._prep_cfg).
-    from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep_fwd_saving_inverse,
-                                                                prep_fwd_split)
+    from kernels.gated_delta_rule.pallas_gpu_prep_split import (
+        prep_bwd_split, prep_fwd_saving_inverse, prep_fwd_split)
     pc = pg._prep_cfg(cfg)
     cts = (dw, du, dkd, dqd, daqk)
     cells = {"prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),

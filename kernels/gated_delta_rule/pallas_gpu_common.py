@@ -83,8 +83,8 @@ def _call_cfg(cfg, which):
     """cfg is a hashable tuple of (name, value); pick the launch parameters of the state pass's
     forward kernels ("fwd"), the fused backward ("bwd") or the split backward ("bwd_split")."""
     cfg = dict(cfg)
-    warps_fwd, warps_bwd, stages = cfg.pop("num_warps"), cfg.pop("num_warps_bwd"), cfg.pop("num_stages")
-    Kp = cfg.pop("Kp")
+    warps_fwd, warps_bwd = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
+    stages, Kp = cfg.pop("num_stages"), cfg.pop("Kp")
     for name in ("block_d", "num_warps_prep"):  # the prep kernels' settings
         cfg.pop(name)
     if warps_bwd is None:  # measured: H200, three shapes, sweep_*.json of the seventh session
