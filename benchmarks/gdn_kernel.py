@@ -18,6 +18,8 @@ prep="pallas_splitbwd", state_pass="splitbwd"; earlier result files name earlier
                         a multiple of 64: all four issue shapes)
     pallas_gpu_default_{bv32,bw8,s2}  launch variants: V tiles of 32, 8 warps for the split
                         backward, 2 pipeline stages
+    pallas_gpu_default_f32qkv  q, k, v cast to fp32 first, so the prep kernels read fp32 (as
+                        every caller's did before the seventh session)
     xla_chunked         reference.chunked through the API (Precision.HIGHEST)
     xla_chunked_default the same at precision="default" (bf16 matmul operands): the XLA row at
                         the precision of our "default" variants and of fla
@@ -75,6 +77,9 @@ JAX_IMPLS = {
     "pallas_gpu_default_bv32": dict(precision="default", block_v=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
     "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
+    # q, k, v upcast to fp32 before the call: the path bf16 callers took before the seventh
+    # session handed them to the prep kernels in bf16 (the baseline of that change)
+    "pallas_gpu_default_f32qkv": dict(precision="default", qkv_dtype="float32"),
 }
 # In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
 # cut short by --budget-s loses the least telling variants.
@@ -163,8 +168,12 @@ def jax_fn(impl, mode, interpret=False):
     if impl in XLA_IMPLS:
         fwd = functools.partial(chunk_gated_delta_rule, **JAX_IMPLS[impl])
     else:
-        fwd = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
-                                **JAX_IMPLS[impl])
+        kw = dict(JAX_IMPLS[impl])
+        qkv_dtype = kw.pop("qkv_dtype", None)
+        fwd = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret, **kw)
+        if qkv_dtype:
+            call = fwd
+            fwd = lambda q, k, v, g, b: call(*(x.astype(qkv_dtype) for x in (q, k, v)), g, b)
     if mode == "fwd":
         return jax.jit(lambda *a: fwd(*a)[0])
     loss = lambda *a: jnp.sum(fwd(*a[:5])[0].astype(jnp.float32) * a[5].astype(jnp.float32))

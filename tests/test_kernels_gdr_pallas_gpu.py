@@ -193,6 +193,26 @@ def test_interpret_bf16_within_twice_the_recurrent_error():
         assert e <= 2 * r + 1e-3, (what, ours, ref)
 
 
+def test_interpret_bf16_inputs_at_default_precision():
+    """bf16 q, k, v at "default" reach the prep kernels in bf16 (fp32 inputs in fp32): output
+    and gradients in bf16, within bf16 rounding of the same inputs run in fp32."""
+    B, T, H, HV, K, V = 1, 40, 1, 2, 32, 32
+    args = make_inputs(5, B, T, H, HV, K, V, decay="mild")
+    bf = tuple(jnp.asarray(x, jnp.bfloat16) for x in args[:5]) + (jnp.asarray(args[5]),)
+    f32 = tuple(x.astype(jnp.float32) for x in bf)
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision="default", chunk_size=16,
+                           interpret=True, use_qk_l2norm=True)
+    w = tuple(jnp.asarray(x, jnp.float32) for x in _weights(6, B, T, HV, K, V))
+    (o, S), grads = _forward_and_grads(fn, w, bf)
+    (o32, S32), grads32 = _forward_and_grads(fn, w, f32)
+    assert o.dtype == jnp.bfloat16 and S.dtype == jnp.float32
+    errs = {"o": rel_err(o, o32), "state": rel_err(S, S32)}
+    for n in grads:
+        assert grads[n].dtype == bf[NAMES.index(n)].dtype, n
+        errs[f"d{n}"] = rel_err(grads[n], grads32[n])
+    assert max(errs.values()) < 2e-2, errs
+
+
 def test_interpret_strong_decay_stays_finite():
     """g = -20 per token: in-chunk exponents reach -20*C before masking; nothing may overflow."""
     q, k, v, _, beta, S0 = make_inputs(6, 1, 100, 1, 1, 16, 16)

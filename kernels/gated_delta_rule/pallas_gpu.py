@@ -294,7 +294,9 @@ def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep):
 
 
 def _prep_pallas_bwd(C, cfg, prep, res, cts):
-    return tuple(_PREP[prep][2](*res, *cts, C=C, **_prep_cfg(cfg)))
+    grads = _PREP[prep][2](*res, *cts, C=C, **_prep_cfg(cfg))  # fp32
+    # bf16 q, k, v take bf16 cotangents; XLA fuses the cast into its layout copy.
+    return tuple(d.astype(x.dtype) for d, x in zip(grads, res[:5]))
 
 
 _prep_pallas.defvjp(_prep_pallas_fwd, _prep_pallas_bwd)
@@ -408,8 +410,15 @@ def chunk_gated_delta_rule_pallas_gpu(
     else:
         Vp = max(16, _next_pow2(V))
         vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
-        w, u, kd, qd, aqk = _prep_pallas(flat(qc), flat(kc), flat(vcp), gc_.reshape(BH, Tp),
-                                         bc.reshape(BH, Tp), C, cfg, prep)
+        # bf16 callers at "default": the prep kernels round q, k and v to bf16 at every dot
+        # anyway, and the caller's gradients are bf16; handing q, k, v over in bf16 halves the
+        # bytes of their XLA layout copies, of the kernels' reads and of the backward's
+        # residuals. fp32 callers keep fp32 (and fp32 gradients). g and beta stay fp32.
+        qkv_dt = (jnp.bfloat16 if precision == "default"
+                  and jnp.result_type(q, k, v) == jnp.bfloat16 else jnp.float32)
+        qkv = (flat(x).astype(qkv_dt) for x in (qc, kc, vcp))
+        w, u, kd, qd, aqk = _prep_pallas(*qkv, gc_.reshape(BH, Tp), bc.reshape(BH, Tp), C, cfg,
+                                         prep)
         u = u[..., :V]
         gcn = jnp.exp(jnp.sum(gc_, axis=-1))
     gc_vec = jnp.broadcast_to(gcn.reshape(BH, 1, N), (BH, Kp, N))
