@@ -49,8 +49,10 @@ Numerics
         exact fp32 in interpret mode); the XLA prep (prep="xla") at Precision.HIGHEST.
       "default": kernel dot operands cast to bfloat16 with fp32 accumulation, as
         flash-linear-attention does (~4e-3 relative error measured in interpret mode); the
-        chunk operands (w, u, kd, qd, Aqk), the saved states, o before its final cast and the
-        per-tile cotangents are stored in bf16 (half the bytes); the state itself and all
+        chunk operands (w, u, kd, qd, Aqk), the saved states and delta, the backward's dS
+        copies, o before its final cast and the per-tile cotangents are stored in bf16 (half
+        the bytes); with bf16 inputs the Pallas preps also read q, k, v (after the fp32
+        l2norm) in bf16 and return their cotangents in bf16; the state itself and all
         accumulation stay fp32. XLA prep at DEFAULT (TF32 on GPU). The log-decay sums are
         fp32 scans and (I + A)^-1 is at TF32 (the Pallas preps).
     o is returned in v's dtype; the final state is float32.
