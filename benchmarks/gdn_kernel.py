@@ -16,6 +16,7 @@ prep="pallas_splitbwd", state_pass="splitbwd"; earlier result files name earlier
     pallas_gpu_split    state_pass="split" (pallas_gpu_split.py both ways)
     pallas_gpu_mosaic   the Mosaic GPU state pass (pallas_mgpu.py; K padded to at most 128, V
                         a multiple of 64: all four issue shapes)
+    pallas_gpu_mosaic_splitbwd  its forward (saving delta) with the Triton split backward
     pallas_gpu_default_{bv32,bw8,s2}  launch variants: V tiles of 32, 8 warps for the split
                         backward, 2 pipeline stages
     pallas_gpu_default_f32qkv  q, k, v cast to fp32 first, so the prep kernels read fp32 (as
@@ -74,6 +75,7 @@ JAX_IMPLS = {
                                      state_pass="triton"),
     "pallas_gpu_split": dict(precision="default", state_pass="split"),
     "pallas_gpu_mosaic": dict(precision="default", state_pass="mosaic"),
+    "pallas_gpu_mosaic_splitbwd": dict(precision="default", state_pass="mosaic_splitbwd"),
     "pallas_gpu_default_bv32": dict(precision="default", block_v=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
     "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
@@ -85,8 +87,9 @@ JAX_IMPLS = {
 # cut short by --budget-s loses the least telling variants.
 DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
                  "pallas_gpu_default_fused", "pallas_gpu_default_splitprep",
-                 "pallas_gpu_default_fusedprep", "pallas_gpu_split", "pallas_gpu_mosaic",
-                 "pallas_gpu_default_xlaprep", "pallas_gpu", "pallas_gpu_xlaprep")
+                 "pallas_gpu_default_fusedprep", "pallas_gpu_split", "pallas_gpu_mosaic_splitbwd",
+                 "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep", "pallas_gpu",
+                 "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
 LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v")

@@ -80,6 +80,9 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         mg = dict(interpret=plgpu.InterpretGPUParams()) if args.interpret else {}
         cells["state fwd mosaic"] = (functools.partial(state_pass_fwd_mgpu, **mg),
                                      (w, u, kd, gc, qd, aqk, s0))
+        cells["state fwd+delta mosaic"] = (
+            functools.partial(state_pass_fwd_mgpu, save_states=True, save_delta=True, **mg),
+            (w, u, kd, gc, qd, aqk, s0))
         cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
                                      (w, u, kd, gc, qd, aqk, states, do, s0))
     cells = {name: cell for name, cell in cells.items() if chosen(name)}

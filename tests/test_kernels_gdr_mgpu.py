@@ -219,6 +219,30 @@ def test_interpret_saved_states(Kp, V):
     assert np.mean(states == np.asarray(_bf(want))) > 0.99
 
 
+def test_interpret_saved_delta_matches_triton_kernel():
+    """save_delta (what state_pass="mosaic_splitbwd" hands the split backward): bf16 delta =
+    u - w S_n equal to the Triton forward's (same bf16 casts; flips of ~2^-9 allowed, see the
+    Triton comparison above), and o, S and the states unchanged by saving it."""
+    Kp, V = 128, 128
+    fn = jax.jit(functools.partial(state_pass_fwd_mgpu, save_states=True, save_delta=True,
+                                   interpret=plgpu.InterpretGPUParams()))
+    o, s, states, delta = fn(*_inputs(Kp, V))
+    assert delta.shape == (BH, N * C, V) and delta.dtype == jnp.bfloat16
+    o0, s0 = _mgpu_interpret(Kp, V)
+    np.testing.assert_array_equal(o, o0)
+    np.testing.assert_array_equal(s, s0)
+    w, u, kd, gc, qd, aqk, s0 = _inputs(Kp, V)
+    args = [x.astype(jnp.bfloat16) for x in (w, u, kd)] + [gc] + [
+        x.astype(jnp.bfloat16) for x in (qd, aqk)] + [s0]  # bf16 operands: bf16 states, delta
+    *_, states_t, delta_t = _state_pass_fwd_call(
+        *args, save_states=True, save_delta=True, precision="default", interpret=True,
+        num_warps=4, num_stages=1, block_v=64)
+    f32 = lambda x: np.asarray(x.astype(jnp.float32))
+    assert rel_err(f32(states), f32(states_t)) < 1e-2
+    assert rel_err(f32(delta), f32(delta_t)) < 1e-2
+    assert np.mean(f32(delta) == f32(delta_t)) > 0.99
+
+
 @pytest.mark.parametrize("Kp,V", CASES)
 def test_bwd_interpret_matches_reference(Kp, V):
     args, states, do, dsf = _bwd_inputs(Kp, V)
@@ -270,9 +294,11 @@ def test_bwd_interpret_no_races():
     ip = plgpu.InterpretGPUParams(detect_races=True)
     for Kp in (64, 128):  # two input slots at Kp = 64, one at 128
         args, states, do, dsf = _bwd_inputs(Kp, 64)
-        fwd = jax.jit(functools.partial(state_pass_fwd_mgpu, save_states=True, interpret=ip))
-        jax.block_until_ready(fwd(*_inputs(Kp, 64)))
-        assert not ipc.get_races().races_found
+        for save_delta in (False, True):
+            fwd = jax.jit(functools.partial(state_pass_fwd_mgpu, save_states=True,
+                                            save_delta=save_delta, interpret=ip))
+            jax.block_until_ready(fwd(*_inputs(Kp, 64)))
+            assert not ipc.get_races().races_found
         bwd = jax.jit(functools.partial(state_pass_bwd_mgpu, interpret=ip))
         jax.block_until_ready(bwd(*args, states.reshape(BH, N * Kp, 64), do, dsf))
         assert not ipc.get_races().races_found
@@ -283,14 +309,14 @@ def test_fwd_states_and_bwd_lower_for_cuda(Kp):
     V = 128
     args, states, do, dsf = _bwd_inputs(Kp, V)
     spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-    fwd = functools.partial(state_pass_fwd_mgpu, save_states=True)
+    fwd = functools.partial(state_pass_fwd_mgpu, save_states=True, save_delta=True)
     for f, a in ((fwd, _inputs(Kp, V)),
                  (state_pass_bwd_mgpu, (*args, states.reshape(BH, N * Kp, V), do, dsf))):
         lowered = jax.jit(f).trace(*map(spec, a)).lower(lowering_platforms=("cuda",))
         assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
 
 
-def _api_errors(shape, *, interpret):
+def _api_errors(shape, *, interpret, state_pass="mosaic"):
     """Relative errors of o, the final state and the q, k, v, g, beta gradients of the whole
     pallas_gpu path with state_pass="mosaic" against `reference.chunked`."""
     from kernels.gated_delta_rule import reference
@@ -309,30 +335,32 @@ def _api_errors(shape, *, interpret):
 
     (o, S), grads = run(functools.partial(
         chunk_gated_delta_rule_pallas_gpu, chunk_size=64, interpret=interpret,
-        precision="default", state_pass="mosaic"))
+        precision="default", state_pass=state_pass))
     (o_r, S_r), grads_r = run(functools.partial(reference.chunked, chunk_size=64))
     errs = {"o": rel_err(o, o_r), "S": rel_err(S, S_r)}
     errs.update({f"d{n}": rel_err(a, b) for n, a, b in zip("qkvgb", grads, grads_r)})
     return errs
 
 
-def test_api_state_pass_mosaic_matches_chunked_reference():
-    """The whole pallas_gpu path with state_pass="mosaic" (Pallas prep in Triton interpret mode,
-    the state pass in the Mosaic GPU interpreter) at bf16-operand tolerance (precision=
-    "default"; measured 1.6e-3 to 5.6e-3)."""
+@pytest.mark.parametrize("state_pass", ["mosaic", "mosaic_splitbwd"])
+def test_api_state_pass_mosaic_matches_chunked_reference(state_pass):
+    """The whole pallas_gpu path with the Mosaic state pass, or its forward and the Triton split
+    backward (Pallas prep in Triton interpret mode, Mosaic kernels in the Mosaic GPU
+    interpreter), at bf16-operand tolerance (precision="default"; measured 1.6e-3 to 5.6e-3)."""
     from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
-    errs = _api_errors((1, 100, 1, 2, 64, 64), interpret=True)
+    errs = _api_errors((1, 100, 1, 2, 64, 64), interpret=True, state_pass=state_pass)
     assert max(errs.values()) < 3e-2, errs
     args = [jnp.zeros((1, 64, 1, 64))] * 3 + [jnp.zeros((1, 64, 1))] * 2
     with pytest.raises(ValueError, match="precision"):
-        chunk_gated_delta_rule_pallas_gpu(*args, interpret=True, state_pass="mosaic")
+        chunk_gated_delta_rule_pallas_gpu(*args, interpret=True, state_pass=state_pass)
 
 
 @pytest.mark.gpu
-def test_gpu_api_state_pass_mosaic_matches_chunked_reference():
+@pytest.mark.parametrize("state_pass", ["mosaic", "mosaic_splitbwd"])
+def test_gpu_api_state_pass_mosaic_matches_chunked_reference(state_pass):
     """Compiled on a GPU: the 7B layer's head dims (K=96 -> 128, V=192: three V tiles)."""
-    errs = _api_errors((1, 300, 2, 4, 96, 192), interpret=False)
-    print("state_pass=mosaic errors:", errs)
+    errs = _api_errors((1, 300, 2, 4, 96, 192), interpret=False, state_pass=state_pass)
+    print(f"state_pass={state_pass} errors:", errs)
     assert max(errs.values()) < 3e-2, errs
 
 

@@ -62,17 +62,16 @@ case "${1:-}" in
                  --shape B=1,T=8192,H=32,K=128,V=128)
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=440 BENCH_TIMEOUT=520 \
       BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked xla_chunked_default
-                  pallas_gpu_default pallas_gpu_default_fused pallas_gpu_default_bv32" \
+                  pallas_gpu_default pallas_gpu_mosaic_splitbwd" \
       bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" \
-      TEST_FILES="tests/test_kernels_gdr_pallas_gpu.py tests/test_kernels_gdr_split.py" \
-      TEST_TIMEOUT=200 BENCH_BUDGET=280 BENCH_TIMEOUT=330 \
+      TEST_TIMEOUT=240 BENCH_BUDGET=260 BENCH_TIMEOUT=310 \
       BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --breakdown-precisions default
       --breakdown-only state --impl fla xla_chunked xla_chunked_default pallas_gpu_default
-      pallas_gpu_default_fused pallas_gpu_default_splitprep pallas_gpu_default_bw8
-      pallas_gpu_default_bv32 pallas_gpu_default_s2 pallas_gpu_default_fusedprep
-      pallas_gpu_split pallas_gpu_mosaic" bash benchmarks/gdn_kernel_gpu.sh \
+      pallas_gpu_mosaic_splitbwd pallas_gpu_split pallas_gpu_default_f32qkv
+      pallas_gpu_default_fused pallas_gpu_default_bw8 pallas_gpu_default_bv32 pallas_gpu
+      pallas_gpu_mosaic" bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
     wait
     tail -40 "$WORK/kernel1.out"

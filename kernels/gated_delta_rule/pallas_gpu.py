@@ -120,8 +120,9 @@ _PREP = {"pallas": (pallas_gpu_prep.prep_fwd,
 PREPS = ("xla", *_PREP)
 # Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
 # kernels plus parallel ones for the rest: pallas_gpu_split.py), "splitbwd" (the fused forward,
-# the split backward), "mosaic" (pallas_mgpu.py).
-STATE_PASSES = ("triton", "split", "splitbwd", "mosaic")
+# the split backward), "mosaic" (pallas_mgpu.py), "mosaic_splitbwd" (its forward, the split
+# backward).
+STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,19 +259,32 @@ _state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
 # state_pass="splitbwd": the fused forward above (4 dots a step, o written in the loop), also
 # saving delta, then the split backward (`pallas_gpu_split.split_bwd`: a sequential kernel of 4
 # dots a step, then one parallel-over-chunks kernel summing the key-side cotangents over V).
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg):
-    return _state_pass(w, u, kd, gc, qd, aqk, s0, cfg)
+# "mosaic_splitbwd": the same with the Mosaic GPU forward (`pallas_mgpu.py`) instead.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic):
+    return _state_pass_splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=False)
 
 
-def _state_pass_splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg):
-    o, sf, states, delta = _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=True,
-                                                save_delta=True, **_call_cfg(cfg, "fwd"))
+def _state_pass_splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=True):
+    if mosaic:
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+        from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
+        ip = plgpu.InterpretGPUParams() if dict(cfg)["interpret"] else None
+        out = state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
+                                  save_delta=residuals, interpret=ip)
+        out = (out[0].astype(w.dtype), *out[1:])  # its o is fp32
+    else:
+        out = _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
+                                   save_delta=residuals, **_call_cfg(cfg, "fwd"))
+    if not residuals:
+        return tuple(out)
+    o, sf, states, delta = out
     u_like = jnp.zeros((), u.dtype)  # residuals are arrays: u's dtype rides on a scalar
     return (o, sf), (w, u_like, kd, gc, qd, aqk, states, delta)
 
 
-def _state_pass_splitbwd_bwd(cfg, res, cts):
+def _state_pass_splitbwd_bwd(cfg, mosaic, res, cts):
+    del mosaic
     w, u_like, kd, gc, qd, aqk, states, delta = res
     dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, *cts,
                                                  **_call_cfg(cfg, "bwd_split"))
@@ -373,14 +387,17 @@ def chunk_gated_delta_rule_pallas_gpu(
     both ways. state_pass="mosaic" walks the chunks
     with the Mosaic GPU kernels of `pallas_mgpu.py` (TMA + wgmma; precision="default" only,
     K <= 128, V a multiple of 64; interpret=True runs them in the Mosaic GPU interpreter)
-    instead of the Triton ones.
+    instead of the Triton ones; state_pass="mosaic_splitbwd" runs the Mosaic forward (saving
+    delta) with the Triton split backward (same constraints; its forward alone was 0.18 ms
+    against the Triton one's 0.26-0.28 on an H200, the pair not yet timed).
     """
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
     if state_pass not in STATE_PASSES:
         raise ValueError(f"state_pass={state_pass!r}; expected one of {STATE_PASSES}")
-    if state_pass == "mosaic" and precision != "default":
-        raise ValueError('state_pass="mosaic" has bf16 wgmma operands only: use precision="default"')
+    if state_pass.startswith("mosaic") and precision != "default":
+        raise ValueError(f'state_pass="{state_pass}" has bf16 wgmma operands only: use '
+                         'precision="default"')
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     C = int(chunk_size)
@@ -432,8 +449,9 @@ def chunk_gated_delta_rule_pallas_gpu(
             s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
     if state_pass == "split":
         o, sf = state_pass_split(w, u, kd, gc_vec, qd, aqk, s0, cfg)
-    elif state_pass == "splitbwd":
-        o, sf = _state_pass_splitbwd(w, u, kd, gc_vec, qd, aqk, s0, cfg)
+    elif state_pass in ("splitbwd", "mosaic_splitbwd"):
+        o, sf = _state_pass_splitbwd(w, u, kd, gc_vec, qd, aqk, s0, cfg,
+                                     state_pass == "mosaic_splitbwd")
     elif state_pass == "mosaic":
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_mgpu

@@ -1,13 +1,16 @@
 """Pallas Mosaic GPU (Hopper: TMA + wgmma) state pass of the chunked gated delta rule, fwd and bwd.
 
-Status: forward (optionally saving the chunk-entry states), backward and their `jax.custom_vjp`
-(`state_pass_mgpu`), precision "default" only. It is step 1-2 of the
-"Mosaic GPU plan" in `pallas_gpu.py` (whose Triton lowering is deprecated in jax 0.11) and is
-not wired into `chunk_gated_delta_rule_pallas_gpu` or `api.py` yet. Checked on a CPU host only:
-numerically with the Mosaic GPU interpreter (`interpret=plgpu.InterpretGPUParams()`) and by
-lowering for CUDA (`lowering_platforms=("cuda",)`); see tests/test_kernels_gdr_mgpu.py. Not yet
-compiled or timed on a GPU. The backward kernel is in `pallas_mgpu_bwd.py`; tile sizes, SMEM
-transforms and the layout check shared by both are in `pallas_mgpu_common.py`.
+Status: forward (optionally saving the chunk-entry states and delta), backward and their
+`jax.custom_vjp` (`state_pass_mgpu`), precision "default" only: step 1-2 of the "Mosaic GPU plan"
+in `pallas_gpu.py` (whose Triton lowering is deprecated in jax 0.11). Reached through
+`chunk_gated_delta_rule_pallas_gpu(state_pass="mosaic")` (API: `pallas_mgpu`) and, forward
+only, `state_pass="mosaic_splitbwd"` (with the Triton split backward). Checked on a CPU host
+with the Mosaic GPU interpreter (`interpret=plgpu.InterpretGPUParams()`, race detector
+included) and by lowering for CUDA (tests/test_kernels_gdr_mgpu.py); compiled tests pass on an
+H200. Alone at B4 T4096 H16 K=V=128 on an H200 (seventh session): forward 0.178 ms against
+0.258 for the Triton one, backward 1.220 against 0.677 for the Triton split backward; the
+forward with save_delta is not yet timed. The backward kernel is in `pallas_mgpu_bwd.py`; tile
+sizes, SMEM transforms and the layout check shared by both are in `pallas_mgpu_common.py`.
 
 What it computes (same math as `_fwd_kernel` in pallas_gpu.py). One program (one warpgroup)
 per (batch x value head i, V tile j of BV = 64 columns) walks the N chunks of C = 64 rows with
@@ -36,8 +39,9 @@ refill (async proxy) requires: the interpreter's race detector (`InterpretGPUPar
 detect_races=True)`) flagged gc while it was read after the last fence of the step.
 
 With save_states, step 2 also TMA-stores the bf16 S tile to `states` (one bulk-store group
-issued before the wgmmas; s_smem and o_smem are each rewritten only after the group that reads
-them has left SMEM, `wait_smem_to_gmem(1)`), which adds no SMEM.
+issued before the wgmmas), and with save_delta step 3 the bf16 delta tile (a group after it);
+s_smem, d_smem and o_smem are each rewritten only after the group that reads them has left SMEM
+(`wait_smem_to_gmem(k)`, k = the groups issued since). Neither adds SMEM.
 
 Shared memory: 2 slots x (3 C Kp + C BV + C C) bf16 + 2 Kp f32, plus bf16 S and delta, fp32 o
 staging and fp32 S in/out staging: 205,848 bytes at Kp = 128, 132,120 at Kp = 64, with or
@@ -85,8 +89,10 @@ from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, 
                                                        copy_chunk_operands)
 
 
-def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N, save_states):
+def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N, save_states,
+            save_delta):
     states_g, refs = (refs[0], refs[1:]) if save_states else (None, refs)
+    delta_g, refs = (refs[0], refs[1:]) if save_delta else (None, refs)
     (w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf, s_smem, d_smem, o_smem, sio_smem,
      bars, sbar) = refs
     i = lax.axis_index("i")
@@ -121,10 +127,11 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
         # top of the next step (the interpreter's race detector flags it otherwise).
         gc = plgpu.load(gc_buf.at[slot], layout=plgpu.Layout.WGMMA.reduce(1))  # [Kp]
 
-        # With save_states the S_n store (issued below) is the newest group in flight here and
-        # o_{n-1}'s the one before; wait for the older groups (S_{n-1}) to leave s_smem.
+        # TMA store groups are issued per step in the order S_n (save_states), delta_n
+        # (save_delta), o_n; each wait below lets the groups issued after the one whose SMEM
+        # is about to be rewritten stay in flight. Here: S_{n-1}'s must have left s_smem.
         if save_states:
-            plgpu.wait_smem_to_gmem(1, wait_read_only=True)
+            plgpu.wait_smem_to_gmem(1 + save_delta, wait_read_only=True)
         s_smem[...] = S.astype(bf16)
         plgpu.commit_smem()
         if save_states:  # the chunk-entry state for the backward, overlapping the wgmmas
@@ -136,8 +143,13 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
             plgpu.wgmma(acc_o, qd_s, s_smem)
             plgpu.wgmma_wait(0)
             delta = u_s[...].astype(f32) - acc_ws[...]
+            if save_delta:  # delta_{n-1}'s store has left d_smem (o_{n-1}, S_n may not have)
+                plgpu.wait_smem_to_gmem(1 + save_states, wait_read_only=True)
             d_smem[...] = delta.astype(bf16)
             plgpu.commit_smem()
+            if save_delta:  # bf16(delta), as the split backward reads it
+                plgpu.copy_smem_to_gmem(d_smem, delta_g.at[i, pl.ds(n * C, C), cols])
+                plgpu.commit_smem_to_gmem_group()
             plgpu.wgmma(acc_o, aqk_s, d_smem)
             plgpu.wgmma(acc_s, kd_s.T, d_smem)
             plgpu.wgmma_wait(0)
@@ -145,8 +157,8 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
 
         o, kd_delta = pl.run_scoped(mm, plgpu.ACC((C, BV), f32), plgpu.ACC((C, BV), f32),
                                     plgpu.ACC((Kp, BV), f32))
-        # previous o tile has left o_smem (S_n's store, if any, may still be in flight)
-        plgpu.wait_smem_to_gmem(int(save_states), wait_read_only=True)
+        # previous o tile has left o_smem (S_n's and delta_n's stores may still be in flight)
+        plgpu.wait_smem_to_gmem(save_states + save_delta, wait_read_only=True)
         o_smem[...] = o
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(o_smem, o_g.at[i, pl.ds(n * C, C), cols])
@@ -161,13 +173,16 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
     plgpu.wait_smem_to_gmem(0)
 
 
-def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, interpret=None):
+def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_delta=False,
+                       interpret=None):
     """Forward state pass in Mosaic GPU. Arguments in the layouts of `_state_pass_fwd_call`
     (pallas_gpu.py): w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]
     (exp(G_C) repeated over Kp); s0 [BH, Kp, V]. Any float dtypes: w, u, kd, qd, aqk are
     cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] fp32, s_final [BH, Kp, V] fp32),
     and with save_states also the chunk-entry states, bf16 [BH, N*Kp, V] (S_n in rows
-    n*Kp:(n+1)*Kp, the layout of `_state_pass_fwd_call(save_states=True)`).
+    n*Kp:(n+1)*Kp, the layout of `_state_pass_fwd_call(save_states=True)`), and with save_delta
+    then delta = u - w S, bf16 [BH, Tp, V] (what `pallas_gpu_split.split_bwd` reads; the bf16
+    tile the kernel stages as a wgmma operand anyway).
     `interpret`: None to compile for the GPU, or a `plgpu.InterpretGPUParams()` to run in the
     Mosaic GPU interpreter (on CPU)."""
     BH, Tp, Kp, V, C, N = _check_shapes(w, u, kd, gc, qd, aqk, s0=s0)
@@ -194,13 +209,14 @@ def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, interpr
         plgpu.Barrier(num_arrivals=1),                      # s0 load
     ]
     def gdr_state_pass_fwd_mgpu(*refs):
-        _kernel(*refs, C=C, Kp=Kp, N=N, save_states=save_states)
+        _kernel(*refs, C=C, Kp=Kp, N=N, save_states=save_states, save_delta=save_delta)
 
     kernel = plgpu.kernel(
         gdr_state_pass_fwd_mgpu,
         out_type=(jax.ShapeDtypeStruct((BH, Tp, V), f32),
                   jax.ShapeDtypeStruct((BH, Kp, V), f32))
-        + (jax.ShapeDtypeStruct((BH, N * Kp, V), bf16),) * save_states,
+        + (jax.ShapeDtypeStruct((BH, N * Kp, V), bf16),) * save_states
+        + (jax.ShapeDtypeStruct((BH, Tp, V), bf16),) * save_delta,
         grid=(BH, V // BV), grid_names=("i", "j"),
         scratch_types=scratch,
         interpret=interpret,
