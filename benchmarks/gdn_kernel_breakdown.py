@@ -26,7 +26,8 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     dt = pg._operand_dtype(cfg)
     ks = iter(jax.random.split(jax.random.key(1), 32))
     rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)
-    q, k, v = rnd(BH, Tp, Kp), rnd(BH, Tp, Kp), rnd(BH, Tp, Vp)
+    # q, k, v in the operand dtype: what bf16 callers hand the prep at "default" (30e19fe)
+    q, k, v = rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Vp, dtype=dt)
     g = -jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 0.5)
     beta = jax.random.uniform(next(ks), (BH, Tp), jnp.float32, 0.0, 2.0)
     w, kd, qd = rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt), rnd(BH, Tp, Kp, dtype=dt)
@@ -39,7 +40,7 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     # The prep kernels, fused and split in three each way (4 warps: 8 and 2 were slower in the
     # fifth and sixth sessions' runs, see pallas_gpu_common._prep_cfg).
     from kernels.gated_delta_rule.pallas_gpu_prep_split import (
-        prep_bwd_split, prep_fwd_saving_inverse, prep_fwd_split)
+        prep_bwd_kernels, prep_bwd_split, prep_fwd_saving_inverse, prep_fwd_split)
     pc = pg._prep_cfg(cfg)
     cts = (dw, du, dkd, dqd, daqk)
     cells = {"prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
@@ -51,11 +52,20 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
              "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc), (q, k, v, g, beta, *cts))}
     chosen = lambda name: any(name == p[:-1] if p.endswith("$") else name.startswith(p)
                               for p in getattr(args, "breakdown_only", None) or [""])
-    if chosen("prep bwd split"):  # its input T costs a compile: only when timed
+    split_bwd_cells = ("prep bwd split", "prep bwd inverse", "prep bwd decay", "prep bwd qk")
+    if any(map(chosen, split_bwd_cells)):  # their inputs cost compiles: only when timed
         _, (T_inv,) = jax.jit(functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc))(
             q, k, v, g, beta)
         cells["prep bwd split"] = (functools.partial(prep_bwd_split, C=C, **pc),
                                    (q, k, v, g, beta, T_inv, *cts))
+        # each of its three kernels alone, on the intermediates the one before writes
+        inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, Vp, C=C, **pc)
+        inv_args = (k, v, g, beta, T_inv, dw, du)
+        dv, dk0, dA, db0, s_bek = jax.jit(inverse)(*inv_args)
+        dec_args = (q, k, g, beta, dA, daqk, db0)
+        dkk, dqk, dgd, _ = jax.jit(decay)(*dec_args)
+        cells |= {"prep bwd inverse": (inverse, inv_args), "prep bwd decay": (decay, dec_args),
+                  "prep bwd qk": (qk, (q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd))}
     cells |= {
         "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
                       (w, u, kd, gc, qd, aqk, s0)),

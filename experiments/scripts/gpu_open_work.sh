@@ -87,9 +87,10 @@ case "${1:-}" in
     cat "$WORK/train1.out"
     tar czf "$OUT/train.tgz" -C "$WORK" $(cd "$WORK" && ls train_*.json train1.out) ;;
   sweep)
-    # Launch parameters of each kernel alone (the seventh session's first call): the state
-    # pass's warps x stages x V tile at three shapes, the prep kernels' warps x stages at the
-    # headline shape. Nothing end to end: the chosen defaults are timed by `kernel` after.
+    # Launch parameters of each kernel alone: the default state pass's kernels (warps x stages
+    # x V tile) at three shapes, each prep kernel of the default (the fused forward saving T,
+    # the backward's three) by warps x stages at the headline shape. Nothing end to end: the
+    # seventh session ran this first, then `kernel` with the defaults it chose.
     state=()
     for bv in 32 64; do for nw in 4 8; do for ns in 1 2 3; do
       state+=("num_warps=$nw,num_warps_bwd=$nw,num_stages=$ns,block_v=$bv"); done; done; done
@@ -105,10 +106,10 @@ case "${1:-}" in
         --out "$WORK/sweep_$name.json" > "$WORK/sweep_$name.log" 2>&1
       grep -E "^  (state|prep)" "$WORK/sweep_$name.log" | tail -60
     }
-    cells=("state fwd+save$" "state bwd$" "state bwd split$")
+    cells=("state fwd+delta$" "state bwd split$")
     ( export CUDA_VISIBLE_DEVICES=1
-      sweep prep B=4,T=4096,H=16,K=128,V=128 "prep fwd save$" "prep fwd split$" \
-        "prep bwd split$" -- "${prep[@]}"
+      sweep prep B=4,T=4096,H=16,K=128,V=128 "prep fwd save$" "prep bwd inverse" \
+        "prep bwd decay" "prep bwd qk" -- "${prep[@]}"
       sweep 7b B=1,T=8192,H=30,K=96,V=192 "${cells[@]}" -- "${state[@]}"
     ) > "$WORK/sweep1.out" 2>&1 &
     export CUDA_VISIBLE_DEVICES=0

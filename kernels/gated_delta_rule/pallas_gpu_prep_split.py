@@ -171,32 +171,38 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
     dg_ref[...] = dgd_ref[...] + _dg_rows(dG, F * s_kd, C)
 
 
-def prep_bwd_split(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_inv,
-                   interpret, compiler_params):
+def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, compiler_params):
+    """The three backward kernels as separate callables (`prep_bwd_split` chains them; the
+    benchmark's breakdown times each): inverse(k, v, g, beta, T, dw, du) -> dv, dk0, dA, db0,
+    s_bek; decay(q, k, g, beta, dA, daqk, db0) -> dkk, dqk, dgd, dbeta; qk(q, k, g, beta, s_bek,
+    dgd, dkk, dqk, dk0, dqd, dkd) -> dq, dk, dg. Everything they write is fp32."""
+    tk, tv, tc, vec = _specs(C, Kp, Vp)
+    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)
+    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), jnp.float32)
+    svec = jax.ShapeDtypeStruct((BH, Tp), jnp.float32)
+    call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
+                             interpret=interpret)
+    inverse = call(
+        functools.partial(_inverse_bwd_kernel, **kw),
+        in_specs=[tk, tv, vec, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
+        out_shape=[sds(Vp), sds(Kp), sds(C), svec, svec], name="gdr_prep_bwd_inverse")
+    decay = call(
+        functools.partial(_decay_bwd_kernel, **kw),
+        in_specs=[tk, tk, vec, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
+        out_shape=[sds(C), sds(C), svec, svec], name="gdr_prep_bwd_decay")
+    qk = call(
+        functools.partial(_qk_bwd_kernel, **kw),
+        in_specs=[tk, tk, vec, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[tk, tk, vec],
+        out_shape=[sds(Kp), sds(Kp), svec], name="gdr_prep_bwd_qk")
+    return inverse, decay, qk
+
+
+def prep_bwd_split(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, **kw):
     """dq, dk, dv, dg, dbeta, as `pallas_gpu_prep.prep_bwd` returns them, from three kernels
     and the forward's T."""
     BH, Tp, Kp = q.shape
-    Vp = v.shape[-1]
-    tk, tv, tc, vec = _specs(C, Kp, Vp)
-    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)
-    f32 = jnp.float32
-    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), f32)
-    svec = jax.ShapeDtypeStruct((BH, Tp), f32)
-    call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
-                             interpret=interpret)
-    dv, dk0, dA, db0, s_bek = call(
-        functools.partial(_inverse_bwd_kernel, **kw),
-        in_specs=[tk, tv, vec, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
-        out_shape=[sds(Vp), sds(Kp), sds(C), svec, svec], name="gdr_prep_bwd_inverse",
-    )(k, v, g, beta, T, dw, du)
-    dkk, dqk, dgd, dbeta = call(
-        functools.partial(_decay_bwd_kernel, **kw),
-        in_specs=[tk, tk, vec, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
-        out_shape=[sds(C), sds(C), svec, svec], name="gdr_prep_bwd_decay",
-    )(q, k, g, beta, dA, daqk, db0)
-    dq, dk, dg = call(
-        functools.partial(_qk_bwd_kernel, **kw),
-        in_specs=[tk, tk, vec, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[tk, tk, vec],
-        out_shape=[sds(Kp), sds(Kp), svec], name="gdr_prep_bwd_qk",
-    )(q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd)
+    inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, v.shape[-1], **kw)
+    dv, dk0, dA, db0, s_bek = inverse(k, v, g, beta, T, dw, du)
+    dkk, dqk, dgd, dbeta = decay(q, k, g, beta, dA, daqk, db0)
+    dq, dk, dg = qk(q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd)
     return dq, dk, dv, dg, dbeta
