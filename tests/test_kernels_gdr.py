@@ -203,6 +203,21 @@ def test_auto_resolves_to_chunked():
     assert resolve_implementation("recurrent") == "recurrent"
 
 
+def test_auto_on_a_gpu_picks_the_kernel_at_default_precision_where_it_fits(monkeypatch):
+    """The backend is faked (`target_platform` reads jax.default_backend): a GPU at precision
+    "default" gets pallas_gpu for head dims it takes, `chunked` otherwise and at "highest"."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_implementation("auto", "default") == "pallas_gpu"
+    assert resolve_implementation("auto", "default", (96, 192)) == "pallas_gpu"
+    assert resolve_implementation("auto", "highest", (96, 192)) == "chunked"
+    assert resolve_implementation("auto", "default", (64, 40)) == "chunked"  # V % 16
+    assert resolve_implementation("auto", "default", (512, 64)) == "chunked"  # K > 256
+    with pytest.raises(ValueError, match="precision"):
+        resolve_implementation("auto", "tf32")
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert resolve_implementation("auto", "default", (96, 192)) == "chunked"
+
+
 @pytest.mark.parametrize("name, platform", [("pallas_gpu", "gpu"), ("pallas_tpu", "tpu")])
 def test_pallas_off_its_platform_raises(name, platform):
     if jax.default_backend() == platform:

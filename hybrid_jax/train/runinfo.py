@@ -53,7 +53,8 @@ def implementations(cfg: ModelConfig) -> dict:
     if "G" in types:
         from kernels.gated_delta_rule.api import resolve_implementation
 
-        out["gdn"] = resolve_implementation(cfg.gdn_implementation)
+        out["gdn"] = resolve_implementation(cfg.gdn_implementation, cfg.gdn_precision,
+                                            (cfg.gdn_k_dim, cfg.gdn_v_dim))
     if types & {"A", "S"}:
         from kernels.attention import resolve_attention_implementation
 

@@ -42,12 +42,20 @@ _PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu"
                    "pallas_tpu": "tpu"}
 # The Pallas GPU implementations: one entry point, three state passes (pallas_gpu.py).
 _GPU_STATE_PASS = {"pallas_gpu": "splitbwd", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
-# What "auto" runs per backend; "chunked" where a backend is not listed. Empty on purpose:
-# pallas_gpu passes its compiled tests on an H200 and at "default" trains the 370M hybrid 21%
-# faster than XLA's `chunked` at "default", but `auto` promises "highest", where it was 2.5%
-# slower (experiments/LOG.md, seventh session); pallas_tpu has not run on a TPU. Request a
-# kernel explicitly (model.gdn_implementation=pallas_gpu, model.gdn_precision=default).
-AUTO: dict[str, str] = {}
+# What "auto" runs per (backend, precision); "chunked" where a pair is not listed. On a GPU at
+# "default", pallas_gpu: on an H200 it was 3.5-3.7x faster forward+backward than `chunked` at
+# "default" on the issue's four shapes and made the 370M hybrid's training step 21% faster
+# (experiments/LOG.md, seventh session). At "highest" it trained 2.5% slower, so `chunked`
+# stays; pallas_tpu has not run on a TPU.
+AUTO: dict[tuple[str, str], str] = {("gpu", "default"): "pallas_gpu"}
+# The head dims pallas_gpu is tested on: K padded to a power of two <= 256, V in 16-wide tiles.
+_PALLAS_GPU_MAX_K, _PALLAS_GPU_MAX_V = 256, 256
+
+
+def pallas_gpu_supports(K: int, V: int) -> bool:
+    """Whether pallas_gpu takes key dim K and value dim V (what `auto` checks before picking it)."""
+    return K <= _PALLAS_GPU_MAX_K and V <= _PALLAS_GPU_MAX_V and V % 16 == 0
+
 
 
 def _pallas_fn(name: str):
@@ -71,18 +79,25 @@ def _jitted_pallas(name: str):
     return jax.jit(_pallas_fn(name), static_argnames=static)
 
 
-def resolve_implementation(name: str) -> str:
+def resolve_implementation(name: str, precision: str = "highest",
+                           dims: Optional[tuple[int, int]] = None) -> str:
     """Map a requested implementation name to the one that will run.
 
-    "auto" is `AUTO[backend]` where listed (nothing yet) and "chunked" elsewhere. A Pallas
-    implementation requested on a backend it does not compile for raises.
+    "auto" is `AUTO[(backend, precision)]` where listed and, when the head dims `dims` = (K, V)
+    are given, able to take them; "chunked" elsewhere. A Pallas implementation requested on a
+    backend it does not compile for raises.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     from kernels.mesh_context import target_platform  # the AOT target if a mesh says so
 
     backend = target_platform()
     backend = "gpu" if backend in ("cuda", "rocm") else backend
     if name == "auto":
-        return AUTO.get(backend, "chunked")
+        pick = AUTO.get((backend, precision), "chunked")
+        if pick == "pallas_gpu" and dims is not None and not pallas_gpu_supports(*dims):
+            return "chunked"
+        return pick
     if name in _PALLAS_BACKEND:
         if backend != _PALLAS_BACKEND[name]:
             raise RuntimeError(
@@ -162,14 +177,14 @@ def chunk_gated_delta_rule(
     "default" (XLA's default, TF32 on GPU; bf16 matmul operands with fp32 accumulation and
     bf16 intermediates in pallas_gpu, like flash-linear-attention: ~1e-3 relative error, faster).
     """
-    impl = resolve_implementation(implementation)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
+    impl = resolve_implementation(implementation, precision)  # bad names fail first
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
             or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     chunk_size = int(chunk_size)
     validate(q, k, v, g, beta, initial_state, token_axis=True)
+    if implementation == "auto":  # the head dims, now known to be sane, may rule a kernel out
+        impl = resolve_implementation("auto", precision, (q.shape[-1], v.shape[-1]))
     kwargs = dict(scale=scale, initial_state=initial_state, use_qk_l2norm=use_qk_l2norm)
     if impl != "recurrent":
         kwargs["chunk_size"] = chunk_size
