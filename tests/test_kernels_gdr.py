@@ -212,6 +212,7 @@ def test_auto_on_a_gpu_picks_the_kernel_at_default_precision_where_it_fits(monke
     assert resolve_implementation("auto", "highest", (96, 192)) == "chunked"
     assert resolve_implementation("auto", "default", (64, 40)) == "chunked"  # V % 16
     assert resolve_implementation("auto", "default", (512, 64)) == "chunked"  # K > 256
+    assert resolve_implementation("auto", "default", (64, 64), 48) == "chunked"  # chunk size
     with pytest.raises(ValueError, match="precision"):
         resolve_implementation("auto", "tf32")
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")

@@ -120,7 +120,8 @@ class GatedDeltaNet(nnx.Module):
         beta_BTH = jax.nn.sigmoid(self.b(x_BTD).astype(jnp.float32))
         if self.allow_neg_eigval:
             beta_BTH = 2.0 * beta_BTH
-        impl = resolve_implementation(self.implementation, self.precision, (K, V))
+        impl = resolve_implementation(self.implementation, self.precision, (K, V),
+                                      self.chunk_size)
         if impl.startswith("pallas"):
             o_BTHV = _sharded_pallas_gdr(q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, impl=impl,
                                          chunk_size=self.chunk_size, precision=self.precision)

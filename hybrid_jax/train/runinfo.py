@@ -54,7 +54,7 @@ def implementations(cfg: ModelConfig) -> dict:
         from kernels.gated_delta_rule.api import resolve_implementation
 
         out["gdn"] = resolve_implementation(cfg.gdn_implementation, cfg.gdn_precision,
-                                            (cfg.gdn_k_dim, cfg.gdn_v_dim))
+                                            (cfg.gdn_k_dim, cfg.gdn_v_dim), cfg.gdn_chunk_size)
     if types & {"A", "S"}:
         from kernels.attention import resolve_attention_implementation
 

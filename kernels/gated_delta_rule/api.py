@@ -52,9 +52,11 @@ AUTO: dict[tuple[str, str], str] = {("gpu", "default"): "pallas_gpu"}
 _PALLAS_GPU_MAX_K, _PALLAS_GPU_MAX_V = 256, 256
 
 
-def pallas_gpu_supports(K: int, V: int) -> bool:
-    """Whether pallas_gpu takes key dim K and value dim V (what `auto` checks before picking it)."""
-    return K <= _PALLAS_GPU_MAX_K and V <= _PALLAS_GPU_MAX_V and V % 16 == 0
+def pallas_gpu_supports(K: int, V: int, chunk_size: int = 64) -> bool:
+    """Whether pallas_gpu takes key dim K, value dim V and chunk_size (what `auto` checks
+    before picking it)."""
+    return (K <= _PALLAS_GPU_MAX_K and V <= _PALLAS_GPU_MAX_V and V % 16 == 0
+            and chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0)
 
 
 
@@ -80,12 +82,12 @@ def _jitted_pallas(name: str):
 
 
 def resolve_implementation(name: str, precision: str = "highest",
-                           dims: Optional[tuple[int, int]] = None) -> str:
+                           dims: Optional[tuple[int, int]] = None, chunk_size: int = 64) -> str:
     """Map a requested implementation name to the one that will run.
 
     "auto" is `AUTO[(backend, precision)]` where listed and, when the head dims `dims` = (K, V)
-    are given, able to take them; "chunked" elsewhere. A Pallas implementation requested on a
-    backend it does not compile for raises.
+    are given, able to take them and chunk_size; "chunked" elsewhere. A Pallas implementation
+    requested on a backend it does not compile for raises.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
@@ -95,7 +97,8 @@ def resolve_implementation(name: str, precision: str = "highest",
     backend = "gpu" if backend in ("cuda", "rocm") else backend
     if name == "auto":
         pick = AUTO.get((backend, precision), "chunked")
-        if pick == "pallas_gpu" and dims is not None and not pallas_gpu_supports(*dims):
+        if pick == "pallas_gpu" and dims is not None \
+                and not pallas_gpu_supports(*dims, chunk_size):
             return "chunked"
         return pick
     if name in _PALLAS_BACKEND:
@@ -184,7 +187,9 @@ def chunk_gated_delta_rule(
     chunk_size = int(chunk_size)
     validate(q, k, v, g, beta, initial_state, token_axis=True)
     if implementation == "auto":  # the head dims, now known to be sane, may rule a kernel out
-        impl = resolve_implementation("auto", precision, (q.shape[-1], v.shape[-1]))
+        impl = resolve_implementation("auto", precision, (q.shape[-1], v.shape[-1]), chunk_size)
+        if impl.startswith("pallas") and _state_dtype(q, k, v, g, beta) == jnp.float64:
+            impl = "chunked"  # the Pallas kernels compute in float32 only
     kwargs = dict(scale=scale, initial_state=initial_state, use_qk_l2norm=use_qk_l2norm)
     if impl != "recurrent":
         kwargs["chunk_size"] = chunk_size
