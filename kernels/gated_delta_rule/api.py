@@ -40,7 +40,7 @@ _XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Preci
 # through the kernel modules' own functions with interpret=True, never through this API.
 _PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu": "gpu",
                    "pallas_tpu": "tpu"}
-# The Pallas GPU implementations: one entry point, three state passes (pallas_gpu.py).
+# The Pallas GPU implementations: one entry point (pallas_gpu.py), each with its state pass.
 _GPU_STATE_PASS = {"pallas_gpu": "splitbwd", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
 # What "auto" runs per (backend, precision); "chunked" where a pair is not listed. On a GPU at
 # "default", pallas_gpu: on an H200 it was 3.5-3.7x faster forward+backward than `chunked` at
@@ -57,7 +57,6 @@ def pallas_gpu_supports(K: int, V: int, chunk_size: int = 64) -> bool:
     before picking it)."""
     return (K <= _PALLAS_GPU_MAX_K and V <= _PALLAS_GPU_MAX_V and V % 16 == 0
             and chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0)
-
 
 
 def _pallas_fn(name: str):
@@ -178,7 +177,8 @@ def chunk_gated_delta_rule(
     may restrict it (pallas_gpu: a power of two >= 16).
     precision: "highest" (fp32 matmuls: Precision.HIGHEST in XLA, TF32x3 in pallas_gpu) or
     "default" (XLA's default, TF32 on GPU; bf16 matmul operands with fp32 accumulation and
-    bf16 intermediates in pallas_gpu, like flash-linear-attention: ~1e-3 relative error, faster).
+    bf16 intermediates in pallas_gpu, like flash-linear-attention: a few 1e-3 relative error,
+    faster).
     """
     impl = resolve_implementation(implementation, precision)  # bad names fail first
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
