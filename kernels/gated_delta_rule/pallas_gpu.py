@@ -69,7 +69,8 @@ Constraints
     the same dtype, and with prep="pallas_split" or "pallas_splitbwd" (I + A)^-1, float32
     [B*HV, T, C].
 
-Mosaic GPU plan (not built yet; the Triton lowering is deprecated in jax 0.11)
+Mosaic GPU plan (the Triton lowering is deprecated in jax 0.11; steps 1-2 are built, in
+pallas_mgpu.py and pallas_mgpu_bwd.py: state_pass="mosaic" and "mosaic_splitbwd")
     1. Same split. The state pass as a `plgpu.kernel` with one warpgroup per (bh, V tile of
        64), S [Kp, 64] fp32 as a wgmma accumulator in registers. Per chunk, TMA-load w, kd, qd
        (bf16, C x Kp), u (C x 64), Aqk (C x C) into a 2-3 stage SMEM ring with mbarriers
