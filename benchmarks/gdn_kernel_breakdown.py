@@ -15,15 +15,16 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     import functools
     import jax
     import jax.numpy as jnp
-    from kernels.gated_delta_rule import pallas_gpu as pg
+    from kernels.gated_delta_rule import pallas_gpu_common as cm
     from kernels.gated_delta_rule import pallas_gpu_prep as pp
+    from kernels.gated_delta_rule import pallas_gpu_state as st
 
     B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
     BH, N = B * HV, -(-T // C)
-    Tp, Kp, Vp = N * C, max(16, pg._next_pow2(K)), max(16, pg._next_pow2(V))
+    Tp, Kp, Vp = N * C, max(16, cm._next_pow2(K)), max(16, cm._next_pow2(V))
     launch = dict(launch or {})
-    cfg = pg.kernel_config(precision, bool(args.interpret), Kp, V, **launch)
-    dt = pg._operand_dtype(cfg)
+    cfg = cm.kernel_config(precision, bool(args.interpret), Kp, V, **launch)
+    dt = cm._operand_dtype(cfg)
     ks = iter(jax.random.split(jax.random.key(1), 32))
     rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)
     # q, k, v in the operand dtype: what bf16 callers hand the prep at "default" (30e19fe)
@@ -36,12 +37,12 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     s0, do = rnd(BH, Kp, V), rnd(BH, Tp, V, dtype=dt)
     states = rnd(BH, N * Kp, V, dtype=dt)
     dw, du, dkd, dqd, daqk = (rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
-    fc, bc, sc = (pg._call_cfg(cfg, which) for which in ("fwd", "bwd", "bwd_split"))
+    fc, bc, sc = (cm._call_cfg(cfg, which) for which in ("fwd", "bwd", "bwd_split"))
     # The prep kernels, fused and split in three each way (4 warps: 8 and 2 were slower in the
     # fifth and sixth sessions' runs, see pallas_gpu_common._prep_cfg).
     from kernels.gated_delta_rule.pallas_gpu_prep_split import (
         prep_bwd_kernels, prep_bwd_split, prep_fwd_saving_inverse, prep_fwd_split)
-    pc = pg._prep_cfg(cfg)
+    pc = cm._prep_cfg(cfg)
     cts = (dw, du, dkd, dqd, daqk)
     cells = {"prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
                           (q, k, v, g, beta)),
@@ -67,15 +68,15 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         cells |= {"prep bwd inverse": (inverse, inv_args), "prep bwd decay": (decay, dec_args),
                   "prep bwd qk": (qk, (q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd))}
     cells |= {
-        "state fwd": (functools.partial(pg._state_pass_fwd_call, save_states=False, **fc),
+        "state fwd": (functools.partial(st.state_pass_fwd_call, save_states=False, **fc),
                       (w, u, kd, gc, qd, aqk, s0)),
-        "state fwd+save": (functools.partial(pg._state_pass_fwd_call, save_states=True, **fc),
+        "state fwd+save": (functools.partial(st.state_pass_fwd_call, save_states=True, **fc),
                            (w, u, kd, gc, qd, aqk, s0)),
         # the default state pass's forward before a backward: also saves delta
-        "state fwd+delta": (functools.partial(pg._state_pass_fwd_call, save_states=True,
+        "state fwd+delta": (functools.partial(st.state_pass_fwd_call, save_states=True,
                                               save_delta=True, **fc),
                             (w, u, kd, gc, qd, aqk, s0)),
-        "state bwd": (functools.partial(pg._state_pass_bwd_call, **bc),
+        "state bwd": (functools.partial(st.state_pass_bwd_call, **bc),
                       (w, u, kd, gc, qd, aqk, states, do, s0)),
     }
     from kernels.gated_delta_rule import pallas_gpu_split as ps

@@ -28,7 +28,7 @@ import pytest
 from jax import lax
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernels.gated_delta_rule.pallas_gpu import _state_pass_bwd_call, _state_pass_fwd_call
+from kernels.gated_delta_rule.pallas_gpu_state import state_pass_bwd_call, state_pass_fwd_call
 from kernels.gated_delta_rule.pallas_mgpu import (state_pass_bwd_mgpu, state_pass_fwd_mgpu,
                                                   state_pass_mgpu)
 from tests.test_kernels_gdr import rel_err
@@ -39,7 +39,7 @@ CASES = [(64, 64), (64, 128), (128, 64), (128, 128)]  # (Kp, V): 1 or 2 V tiles 
 
 @functools.lru_cache(maxsize=None)
 def _inputs(Kp, V, seed=0):
-    """Random state-pass operands in `_state_pass_fwd_call` layouts, rounded to bf16 (the
+    """Random state-pass operands in `state_pass_fwd_call` layouts, rounded to bf16 (the
     kernel's operand dtype) but held in fp32, so every implementation sees the same values."""
     Tp = N * C
     ks = jax.random.split(jax.random.key(seed), 7)
@@ -114,7 +114,7 @@ def test_interpret_matches_triton_kernel(Kp, V):
     where w S lands next to a bf16 rounding boundary, delta rounds the other way; the flip
     (~2^-9 relative) then propagates through the state. Seen at (Kp, V) = (64, 64): 1e-3
     relative on o and S (the other cases agree to 1e-7)."""
-    o_t, s_t = _state_pass_fwd_call(*_inputs(Kp, V), save_states=False, precision="default",
+    o_t, s_t = state_pass_fwd_call(*_inputs(Kp, V), save_states=False, precision="default",
                                     interpret=True, num_warps=4, num_stages=1, block_v=64)
     o, s = _mgpu_interpret(Kp, V)
     assert rel_err(o, o_t) < 1e-2 and rel_err(s, s_t) < 1e-2, (rel_err(o, o_t), rel_err(s, s_t))
@@ -234,7 +234,7 @@ def test_interpret_saved_delta_matches_triton_kernel():
     w, u, kd, gc, qd, aqk, s0 = _inputs(Kp, V)
     args = [x.astype(jnp.bfloat16) for x in (w, u, kd)] + [gc] + [
         x.astype(jnp.bfloat16) for x in (qd, aqk)] + [s0]  # bf16 operands: bf16 states, delta
-    *_, states_t, delta_t = _state_pass_fwd_call(
+    *_, states_t, delta_t = state_pass_fwd_call(
         *args, save_states=True, save_delta=True, precision="default", interpret=True,
         num_warps=4, num_stages=1, block_v=64)
     f32 = lambda x: np.asarray(x.astype(jnp.float32))
@@ -266,7 +266,7 @@ def test_bwd_interpret_matches_reference(Kp, V):
 def test_bwd_interpret_matches_triton_kernel(Kp, V):
     """As the forward's Triton comparison: same casts, summation order differs, bf16 flips."""
     args, states, do, dsf = _bwd_inputs(Kp, V)
-    want = _state_pass_bwd_call(*args, states.reshape(BH, N * Kp, V), do, dsf,
+    want = state_pass_bwd_call(*args, states.reshape(BH, N * Kp, V), do, dsf,
                                 precision="default", interpret=True, num_warps=4,
                                 num_stages=1, block_v=64)
     _assert_close(_mgpu_bwd_interpret(Kp, V), want, 1e-2)

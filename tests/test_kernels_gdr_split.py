@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kernels.gated_delta_rule import pallas_gpu as pg
+from kernels.gated_delta_rule import pallas_gpu_state as ps
 from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
 from tests.test_kernels_gdr import rel_err
 from tests.test_kernels_gdr_pallas_gpu import CPU_CASES, GPU_CASES, _check_against_float64
@@ -62,9 +63,9 @@ def test_split_equals_fused_state_pass(precision, block_v, split_fn):
                                                      has_aux=True))(*args)
         return out, grads
 
-    splitbwd = lambda *a: pg._state_pass_splitbwd(*a, False)  # (..., cfg, mosaic=False)
+    splitbwd = lambda *a: ps.state_pass_splitbwd(*a, False)  # (..., cfg, mosaic=False)
     (o, sf), grads = run(state_pass_split if split_fn == "split" else splitbwd)
-    (o_ref, sf_ref), grads_ref = run(pg._state_pass)
+    (o_ref, sf_ref), grads_ref = run(ps.state_pass)
     errs = {"o": rel_err(o, o_ref), "sf": rel_err(sf, sf_ref)}
     errs.update({f"d{n}": rel_err(a, b) for n, a, b in
                  zip(("w", "u", "kd", "gc", "qd", "aqk", "s0"), grads, grads_ref)})

@@ -19,7 +19,7 @@ Why this exists
          (`pallas_gpu_split.split_bwd`): a sequential kernel carries dS over the chunks in
          reverse and writes each chunk's dS and dd, then one parallel-over-chunks kernel
          computes the rest. state_pass="triton" instead does all of it in one sequential
-         kernel (the fused backward below).
+         kernel (the fused backward, `pallas_gpu_state.py`).
     On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 2.69 ms with the
     defaults against 3.28 with prep="pallas_split", state_pass="triton" (the sixth session's
     defaults) and 2.32 for fla, one call (experiments/LOG.md, seventh session).
@@ -95,16 +95,14 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import pallas as pl
 
-from kernels.gated_delta_rule import pallas_gpu_prep, reference
+# pallas_gpu_state as a module: its `state_pass` would be shadowed by the argument of that name
+from kernels.gated_delta_rule import pallas_gpu_prep, pallas_gpu_state, reference
 from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep_fwd_saving_inverse,
                                                             prep_fwd_split)
-from kernels.gated_delta_rule.pallas_gpu_split import split_bwd, state_pass_split
-from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
-                                                         _next_pow2, _operand_dtype, _prep_cfg,
-                                                         _specs, _triton_params, _v_tile,
+from kernels.gated_delta_rule.pallas_gpu_common import (_next_pow2, _operand_dtype, _prep_cfg,
                                                          kernel_config)
+from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
 
 PRECISIONS = ("highest", "default")
 # Where the chunk-local WY transform runs: XLA ops, or Pallas kernels, one each way ("pallas"),
@@ -119,180 +117,11 @@ _PREP = {"pallas": (pallas_gpu_prep.prep_fwd,
                           prep_bwd_split),
          "pallas_splitbwd": (pallas_gpu_prep.prep_fwd, prep_fwd_saving_inverse, prep_bwd_split)}
 PREPS = ("xla", *_PREP)
-# Which kernels walk the chunks: "triton" (fused, below), "split" (Triton, sequential state
-# kernels plus parallel ones for the rest: pallas_gpu_split.py), "splitbwd" (the fused forward,
-# the split backward), "mosaic" (pallas_mgpu.py), "mosaic_splitbwd" (its forward, the split
-# backward).
+# Which kernels walk the chunks: "triton" (fused both ways, pallas_gpu_state.py), "split"
+# (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
+# "splitbwd" (the fused forward, the split backward), "mosaic" (pallas_mgpu.py),
+# "mosaic_splitbwd" (its forward, the split backward).
 STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd")
-
-
-# ---------------------------------------------------------------------------------------------
-# Kernels. Refs are per program: [T_pad, *] sequences, chunks sliced with pl.ds.
-
-def _fwd_kernel(w_ref, u_ref, kd_ref, gc_ref, qd_ref, aqk_ref, s0_ref,
-                o_ref, sf_ref, *saved_refs, C, Kp, n_chunks, dot):
-    def body(n, S):
-        rows = pl.ds(n * C, C)
-        w, u, kd, qd, aqk = (r[rows, :].astype(jnp.float32)
-                             for r in (w_ref, u_ref, kd_ref, qd_ref, aqk_ref))
-        gc = gc_ref[:, pl.ds(n, 1)]  # [Kp, 1]
-        if saved_refs:  # residuals for the backward only: the states, and maybe delta
-            saved_refs[0][pl.ds(n * Kp, Kp), :] = S.astype(saved_refs[0].dtype)
-        delta = u - dot(w, S, _NN)
-        if len(saved_refs) == 2:
-            saved_refs[1][rows, :] = delta.astype(saved_refs[1].dtype)
-        o_ref[rows, :] = (dot(qd, S, _NN) + dot(aqk, delta, _NN)).astype(o_ref.dtype)
-        return gc * S + dot(kd, delta, _TN)
-
-    sf_ref[...] = lax.fori_loop(0, n_chunks, body, s0_ref[...])
-
-
-def _bwd_kernel(w_ref, u_ref, kd_ref, gc_ref, qd_ref, aqk_ref, states_ref, do_ref, dsf_ref,
-                du_ref, dw_ref, dkd_ref, dgc_ref, dqd_ref, daqk_ref, ds0_ref,
-                *, C, Kp, n_chunks, dot):
-    def body(i, dS):
-        n = n_chunks - 1 - i
-        rows = pl.ds(n * C, C)
-        w, u, kd, qd, aqk = (r[rows, :].astype(jnp.float32)
-                             for r in (w_ref, u_ref, kd_ref, qd_ref, aqk_ref))
-        gc = gc_ref[:, pl.ds(n, 1)]  # [Kp, 1]
-        S = states_ref[pl.ds(n * Kp, Kp), :].astype(jnp.float32)
-        dO = do_ref[rows, :].astype(jnp.float32)
-        delta = u - dot(w, S, _NN)
-        dd = dot(kd, dS, _NN) + dot(aqk, dO, _TN)
-        du_ref[rows, :] = dd.astype(du_ref.dtype)
-        dw_ref[rows, :] = (-dot(dd, S, _NT)).astype(dw_ref.dtype)
-        dkd_ref[rows, :] = dot(delta, dS, _NT).astype(dkd_ref.dtype)
-        dqd_ref[rows, :] = dot(dO, S, _NT).astype(dqd_ref.dtype)
-        daqk_ref[rows, :] = dot(dO, delta, _NT).astype(daqk_ref.dtype)
-        dgc_ref[:, pl.ds(n, 1)] = jnp.sum(dS * S, axis=1)[:, None]
-        return gc * dS + dot(qd, dO, _TN) - dot(w, dd, _TN)
-
-    ds0_ref[...] = lax.fori_loop(0, n_chunks, body, dsf_ref[...])
-
-
-# ---------------------------------------------------------------------------------------------
-# pallas_call wrappers. Arrays: w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C];
-# gc [BH, Kp, N] (exp(G_C) repeated over Kp); states [BH, N*Kp, V]; s0, sf [BH, Kp, V].
-
-def _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, *, save_states, precision, interpret,
-                         num_warps, num_stages, block_v, save_delta=False):
-    """-> o, sf, and with save_states the chunk-entry states, with save_delta also delta =
-    u - w S [BH, Tp, V] (what the split backward reads, `pallas_gpu_split.split_bwd`)."""
-    BH, Tp, Kp = w.shape
-    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[2]
-    BV = _v_tile(V, block_v)
-    seq_k, seq_v, seq_c, gcs, state, states = _specs(Tp, Kp, C, N, BV)
-    f32 = jnp.float32
-    kernel = functools.partial(_fwd_kernel, C=C, Kp=Kp, n_chunks=N,
-                               dot=_dot_fn(precision, interpret))
-    return pl.pallas_call(
-        kernel,
-        grid=(BH, V // BV),
-        in_specs=[seq_k, seq_v, seq_k, gcs, seq_k, seq_c, state],
-        out_specs=[seq_v, state] + [states] * save_states + [seq_v] * save_delta,
-        # o, and the saved states and delta, in the operand dtype (bf16 for "default")
-        out_shape=[jax.ShapeDtypeStruct((BH, Tp, V), w.dtype),
-                   jax.ShapeDtypeStruct((BH, Kp, V), f32)]
-        + [jax.ShapeDtypeStruct((BH, N * Kp, V), w.dtype)] * save_states
-        + [jax.ShapeDtypeStruct((BH, Tp, V), w.dtype)] * save_delta,
-        compiler_params=None if interpret else _triton_params(num_warps, num_stages),
-        interpret=interpret,
-        name="gdr_state_pass_fwd",
-    )(w, u, kd, gc, qd, aqk, s0)
-
-
-def _state_pass_bwd_call(w, u, kd, gc, qd, aqk, states, do, dsf, *, precision, interpret,
-                         num_warps, num_stages, block_v):
-    BH, Tp, Kp = w.shape
-    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[2]
-    BV = _v_tile(V, block_v)
-    NV = V // BV
-    seq_k, seq_v, seq_c, gcs, state, states_spec = _specs(Tp, Kp, C, N, BV)
-    part = lambda last: pl.BlockSpec((None, None, Tp, last), lambda i, j: (j, i, 0, 0))
-    part_gc = pl.BlockSpec((None, None, Kp, N), lambda i, j: (j, i, 0, 0))
-    f32, dt = jnp.float32, w.dtype  # per-tile cotangents in the operand dtype
-    kernel = functools.partial(_bwd_kernel, C=C, Kp=Kp, n_chunks=N,
-                               dot=_dot_fn(precision, interpret))
-    du, dw, dkd, dgc, dqd, daqk, ds0 = pl.pallas_call(
-        kernel,
-        grid=(BH, NV),
-        in_specs=[seq_k, seq_v, seq_k, gcs, seq_k, seq_c, states_spec, seq_v, state],
-        out_specs=[seq_v, part(Kp), part(Kp), part_gc, part(Kp), part(C), state],
-        out_shape=[jax.ShapeDtypeStruct((BH, Tp, V), dt),
-                   jax.ShapeDtypeStruct((NV, BH, Tp, Kp), dt),
-                   jax.ShapeDtypeStruct((NV, BH, Tp, Kp), dt),
-                   jax.ShapeDtypeStruct((NV, BH, Kp, N), f32),
-                   jax.ShapeDtypeStruct((NV, BH, Tp, Kp), dt),
-                   jax.ShapeDtypeStruct((NV, BH, Tp, C), dt),
-                   jax.ShapeDtypeStruct((BH, Kp, V), f32)],
-        compiler_params=None if interpret else _triton_params(num_warps, num_stages),
-        interpret=interpret,
-        name="gdr_state_pass_bwd",
-    )(w, u, kd, gc, qd, aqk, states, do, dsf)
-    # Cotangents in the primal dtypes (bf16 operands for precision="default"), summed over
-    # V tiles in fp32 first.
-    s = lambda x, like: jnp.sum(x.astype(f32), axis=0).astype(like.dtype)
-    return (s(dw, w), du.astype(u.dtype), s(dkd, kd), s(dgc, gc), s(dqd, qd), s(daqk, aqk),
-            ds0)  # order of _state_pass's args
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _state_pass(w, u, kd, gc, qd, aqk, s0, cfg):
-    return _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=False,
-                                **_call_cfg(cfg, "fwd"))
-
-
-def _state_pass_vjp_fwd(w, u, kd, gc, qd, aqk, s0, cfg):
-    o, sf, states = _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=True,
-                                         **_call_cfg(cfg, "fwd"))
-    return (o, sf), (w, u, kd, gc, qd, aqk, states)
-
-
-def _state_pass_vjp_bwd(cfg, res, cts):
-    do, dsf = cts
-    return _state_pass_bwd_call(*res, do, dsf, **_call_cfg(cfg, "bwd"))
-
-
-_state_pass.defvjp(_state_pass_vjp_fwd, _state_pass_vjp_bwd)
-
-
-# state_pass="splitbwd": the fused forward above (4 dots a step, o written in the loop), also
-# saving delta, then the split backward (`pallas_gpu_split.split_bwd`: a sequential kernel of 4
-# dots a step, then one parallel-over-chunks kernel summing the key-side cotangents over V).
-# "mosaic_splitbwd": the same with the Mosaic GPU forward (`pallas_mgpu.py`) instead.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def _state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic):
-    return _state_pass_splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=False)
-
-
-def _state_pass_splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=True):
-    if mosaic:
-        from jax.experimental.pallas import mosaic_gpu as plgpu
-        from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
-        ip = plgpu.InterpretGPUParams() if dict(cfg)["interpret"] else None
-        out = state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
-                                  save_delta=residuals, interpret=ip)
-        out = (out[0].astype(w.dtype), *out[1:])  # its o is fp32
-    else:
-        out = _state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
-                                   save_delta=residuals, **_call_cfg(cfg, "fwd"))
-    if not residuals:
-        return tuple(out)
-    o, sf, states, delta = out
-    u_like = jnp.zeros((), u.dtype)  # residuals are arrays: u's dtype rides on a scalar
-    return (o, sf), (w, u_like, kd, gc, qd, aqk, states, delta)
-
-
-def _state_pass_splitbwd_bwd(cfg, mosaic, res, cts):
-    del mosaic
-    w, u_like, kd, gc, qd, aqk, states, delta = res
-    dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, *cts,
-                                                 **_call_cfg(cfg, "bwd_split"))
-    return dw, du.astype(u_like.dtype), dkd, dgc, dqd, daqk, ds0
-
-
-_state_pass_splitbwd.defvjp(_state_pass_splitbwd_fwd, _state_pass_splitbwd_bwd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,15 +280,15 @@ def chunk_gated_delta_rule_pallas_gpu(
     if state_pass == "split":
         o, sf = state_pass_split(w, u, kd, gc_vec, qd, aqk, s0, cfg)
     elif state_pass in ("splitbwd", "mosaic_splitbwd"):
-        o, sf = _state_pass_splitbwd(w, u, kd, gc_vec, qd, aqk, s0, cfg,
-                                     state_pass == "mosaic_splitbwd")
+        o, sf = pallas_gpu_state.state_pass_splitbwd(w, u, kd, gc_vec, qd, aqk, s0, cfg,
+                                                      state_pass == "mosaic_splitbwd")
     elif state_pass == "mosaic":
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_mgpu
         o, sf = state_pass_mgpu(w, u, kd, gc_vec, qd, aqk, s0,
                                 plgpu.InterpretGPUParams() if interpret else None)
     else:
-        o, sf = _state_pass(w, u, kd, gc_vec, qd, aqk, s0, cfg)
+        o, sf = pallas_gpu_state.state_pass(w, u, kd, gc_vec, qd, aqk, s0, cfg)
     o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, V), 1, 2)[:, :T]
     S_final = sf.reshape(B, HV, Kp, V)[:, :, :K]
     return o_BTHV.astype(v.dtype), S_final

@@ -1,5 +1,6 @@
-"""Pieces shared by the Pallas GPU gated delta rule's kernels (`pallas_gpu.py`, the state pass
-and its glue; `pallas_gpu_prep.py`, the chunk prep): padding and tile sizes, Triton compiler
+"""Pieces shared by the Pallas GPU gated delta rule's kernels (`pallas_gpu_state.py` and
+`pallas_gpu_split.py`, the state passes; `pallas_gpu.py`, their glue; `pallas_gpu_prep*.py`,
+the chunk prep): padding and tile sizes, Triton compiler
 parameters, the in-kernel dot at each precision, lax.dot_general contraction dims, and the
 launch configuration (`kernel_config`) with what each kernel takes from it."""
 

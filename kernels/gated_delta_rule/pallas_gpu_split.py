@@ -2,7 +2,7 @@
 carry the state, and parallel-over-chunks kernels for everything that does not feed it back.
 
 Why
-    The fused state pass (`pallas_gpu.py`) does all of a chunk's products inside the sequential
+    The fused state pass (`pallas_gpu_state.py`) does all of a chunk's products inside the
     loop over chunks: 4 dots a step forward (w S, qd S, Aqk delta, kd^T delta), 9 backward. Only
     one program per (batch x value head, V tile) runs that loop (128 programs on 132 SMs at
     the benchmark's first shape), so its time is the latency of those dependent dots times the
@@ -27,7 +27,7 @@ Why
     `split_bwd`; on an H200 at that shape `split_bwd` took 0.677 ms against 1.226 for the fused
     backward (seventh session; 1.02 before its parallel kernel summed over V in-kernel).
 
-Semantics, arguments and dtypes are those of `pallas_gpu._state_pass` (same custom_vjp
+Semantics, arguments and dtypes are those of `pallas_gpu_state.state_pass` (same custom_vjp
 contract, same precision handling: bf16 dot operands at "default", TF32x3 at "highest");
 `chunk_gated_delta_rule_pallas_gpu(..., state_pass="split")` selects it both ways.
 """
@@ -114,7 +114,7 @@ def _dqk_kernel(s_ref, ds_ref, delta_ref, dd_ref, do_ref, dw_ref, dkd_ref, dqd_r
 
 
 # ---------------------------------------------------------------------------------------------
-# pallas_call wrappers. Arrays as in pallas_gpu.py: w, kd, qd [BH, Tp, Kp]; u, delta, dd
+# pallas_call wrappers. Arrays as in pallas_gpu_state.py: w, kd, qd [BH, Tp, Kp]; u, delta, dd
 # [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]; states, dstates [BH, N*Kp, V]; s0 [BH, Kp, V].
 
 def _launch(kernel, name, grid, in_specs, out_specs, out_shape, interpret, num_warps,
@@ -209,23 +209,29 @@ def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpre
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
 def state_pass_split(w, u, kd, gc, qd, aqk, s0, cfg):
-    """(o, final state) of the chunked recurrence; `pallas_gpu._state_pass`'s contract."""
+    """(o, final state) of the chunked recurrence; `pallas_gpu_state.state_pass`'s contract."""
     o, sf, _, _ = split_fwd(w, u, kd, gc, qd, aqk, s0, **_call_cfg(cfg, "fwd"))
     return o, sf
 
 
-def _vjp_fwd(w, u, kd, gc, qd, aqk, s0, cfg):
-    o, sf, states, delta = split_fwd(w, u, kd, gc, qd, aqk, s0, **_call_cfg(cfg, "fwd"))
-    u_like = jnp.zeros((), u.dtype)  # residuals are arrays: u's dtype rides on a scalar
-    return (o, sf), (w, u_like, kd, gc, qd, aqk, states, delta)
+def split_residuals(w, u, kd, gc, qd, aqk, states, delta):
+    """What `split_bwd_from_residuals` reads: the operands, the forward's states and delta.
+    Residuals are arrays, so u's dtype (that of du) rides on a scalar instead of u itself."""
+    return (w, jnp.zeros((), u.dtype), kd, gc, qd, aqk, states, delta)
 
 
-def _vjp_bwd(cfg, res, cts):
+def split_bwd_from_residuals(cfg, res, cts):
+    """The custom_vjp backward of a state pass whose forward saved `split_residuals`: the split
+    backward (here, and after the fused forward of `pallas_gpu_state`)."""
     w, u_like, kd, gc, qd, aqk, states, delta = res
-    do, dsf = cts
-    dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf,
+    dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, *cts,
                                                  **_call_cfg(cfg, "bwd_split"))
     return dw, du.astype(u_like.dtype), dkd, dgc, dqd, daqk, ds0
 
 
-state_pass_split.defvjp(_vjp_fwd, _vjp_bwd)
+def _vjp_fwd(w, u, kd, gc, qd, aqk, s0, cfg):
+    o, sf, states, delta = split_fwd(w, u, kd, gc, qd, aqk, s0, **_call_cfg(cfg, "fwd"))
+    return (o, sf), split_residuals(w, u, kd, gc, qd, aqk, states, delta)
+
+
+state_pass_split.defvjp(_vjp_fwd, split_bwd_from_residuals)

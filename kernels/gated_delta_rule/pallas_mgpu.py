@@ -64,12 +64,12 @@ one accumulator at a time ([C, Kp] fp32 is 64 registers a thread at Kp = 128) an
 tile is staged in fp32 SMEM and TMA-stored, waiting first for all earlier stores (serialising;
 not tuned). du is exact per V column; dw, dkd, dqd, daqk, dgc are fp32 partials per V tile
 ([NV, BH, ...], dgc chunk-major) summed in XLA, then cast to the primal dtypes, as in
-`_state_pass_bwd_call`. Shared memory: two input slots at Kp = 64 (192,536 bytes), one at
+`state_pass_bwd_call`. Shared memory: two input slots at Kp = 64 (192,536 bytes), one at
 Kp = 128 (208,912 bytes; two slots need 2 x 88.5 KB besides ~112 KB of staging), so at
 Kp = 128 the loads of chunk n - 1 do not overlap the math of chunk n. Untimed.
 
 Prep (not built). This kernel consumes the outputs of `_chunk_prep` / `pallas_gpu_prep` in the
-`_state_pass_fwd_call` layouts. A Mosaic prep would write them in exactly the layouts used here
+`state_pass_fwd_call` layouts. A Mosaic prep would write them in exactly the layouts used here
 (bf16 w, kd, qd [BH, Tp, Kp], u [BH, Tp, V], aqk [BH, Tp, C], and gc chunk-major [BH, N, Kp]
 fp32, which saves the transpose below), with (I + A)^-1 as wgmma products.
 """
@@ -175,12 +175,12 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
 
 def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_delta=False,
                        interpret=None):
-    """Forward state pass in Mosaic GPU. Arguments in the layouts of `_state_pass_fwd_call`
-    (pallas_gpu.py): w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]
+    """Forward state pass in Mosaic GPU. Arguments in the layouts of `state_pass_fwd_call`
+    (pallas_gpu_state.py): w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]
     (exp(G_C) repeated over Kp); s0 [BH, Kp, V]. Any float dtypes: w, u, kd, qd, aqk are
     cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] fp32, s_final [BH, Kp, V] fp32),
     and with save_states also the chunk-entry states, bf16 [BH, N*Kp, V] (S_n in rows
-    n*Kp:(n+1)*Kp, the layout of `_state_pass_fwd_call(save_states=True)`), and with save_delta
+    n*Kp:(n+1)*Kp, the layout of `state_pass_fwd_call(save_states=True)`), and with save_delta
     then delta = u - w S, bf16 [BH, Tp, V] (what `pallas_gpu_split.split_bwd` reads; the bf16
     tile the kernel stages as a wgmma operand anyway).
     `interpret`: None to compile for the GPU, or a `plgpu.InterpretGPUParams()` to run in the

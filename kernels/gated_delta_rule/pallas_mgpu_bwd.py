@@ -107,7 +107,7 @@ def _bwd_kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, st_g, do_g, dsf_g,
 
 
 def state_pass_bwd_mgpu(w, u, kd, gc, qd, aqk, states, do, dsf, *, interpret=None):
-    """Backward of the state pass in Mosaic GPU, the semantics of `_state_pass_bwd_call`
+    """Backward of the state pass in Mosaic GPU, the semantics of `state_pass_bwd_call`
     (pallas_gpu.py) at precision="default": arguments in its layouts (states [BH, N*Kp, V]
     from `state_pass_fwd_mgpu(save_states=True)`, do [BH, Tp, V], dsf [BH, Kp, V]); returns
     (dw, du, dkd, dgc, dqd, daqk, ds0) in the order and dtypes of the primal arguments

@@ -18,7 +18,7 @@ _F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
 
 
 def _check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
-    """Validates the `_state_pass_fwd_call` layouts; returns (BH, Tp, Kp, V, C, N)."""
+    """Validates the `state_pass_fwd_call` layouts; returns (BH, Tp, Kp, V, C, N)."""
     BH, Tp, Kp = w.shape
     V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[-1]
     if C != C_SUPPORTED or Tp != N * C:
