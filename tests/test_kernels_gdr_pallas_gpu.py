@@ -211,6 +211,9 @@ def test_interpret_bf16_inputs_at_default_precision():
         assert grads[n].dtype == bf[NAMES.index(n)].dtype, n
         errs[f"d{n}"] = rel_err(grads[n], grads32[n])
     assert max(errs.values()) < 2e-2, errs
+    # and the bf16 path was taken: q and k, rounded to bf16 after the fp32 l2norm, change o
+    # (fed fp32 copies of the same values, the kernels would compute exactly the fp32 run)
+    assert np.any(np.asarray(o) != np.asarray(o32.astype(jnp.bfloat16)))
 
 
 def test_interpret_strong_decay_stays_finite():
