@@ -51,6 +51,13 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
              "prep fwd split": (functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc),
                                 (q, k, v, g, beta)),  # three kernels, timed together
              "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc), (q, k, v, g, beta, *cts))}
+
+    def prep_fwd_no_inverse(*a):  # an ablation: T = A (wrong), the inverse's cost by difference
+        from unittest import mock
+        with mock.patch.object(pp, "_unit_lower_inverse", lambda A, *_: A):  # at trace time
+            return prep_fwd_saving_inverse(*a, C=C, out_dtype=dt, **pc)
+
+    cells["prep fwd save, no inverse"] = (prep_fwd_no_inverse, (q, k, v, g, beta))
     chosen = lambda name: any(name == p[:-1] if p.endswith("$") else name.startswith(p)
                               for p in getattr(args, "breakdown_only", None) or [""])
     split_bwd_cells = ("prep bwd split", "prep bwd inverse", "prep bwd decay", "prep bwd qk")

@@ -12,6 +12,9 @@
 #   bash experiments/scripts/gpu_open_work.sh train     # ~5 min: the hybrid's 370M training
 #                                                       # step, Pallas kernel against XLA, at
 #                                                       # "default" (GPU 0) and "highest" (GPU 1)
+#   bash experiments/scripts/gpu_open_work.sh profile   # ~9 min: GPU 1 tests + Nsight Compute
+#                                                       # on each default kernel; GPU 0 the
+#                                                       # headline, kernels alone, prep sweep
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
 #   bash experiments/scripts/gpu_open_work.sh scaling1  # ~6 min: one-GPU throughput + profile
 #   bash experiments/scripts/gpu_open_work.sh scaling2  # ~7 min: data=2 and fsdp=2, efficiency
@@ -118,6 +121,51 @@ case "${1:-}" in
     wait
     cat "$WORK/sweep1.out"
     tar czf "$OUT/sweep.tgz" -C "$WORK" $(cd "$WORK" && ls sweep_*) ;;
+  profile)
+    # GPU 1: Nsight Compute on each Pallas kernel of the default path alone (breakdown cells,
+    # one timed launch each; no preallocation, so ncu's replays save and restore only what the
+    # program allocated), the prep backward's kernels by warps x stages, then the compiled
+    # kernel tests. GPU 0: the headline shape (fla, the default,
+    # mosaic_splitbwd) with every prep and state kernel alone, among them the prep forward
+    # without its inverse (an ablation).
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    head_shape=B=4,T=4096,H=16,K=128,V=128
+    cells=("prep fwd save$" "prep bwd inverse" "prep bwd decay" "prep bwd qk"
+           "state fwd+delta$" "state bwd split$")
+    ( export CUDA_VISIBLE_DEVICES=1
+      mkdir -p "$WORK/ncu"
+      XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 200 "$NCU" --clock-control none \
+        --kernel-name regex:'gdr|kernel' --launch-count 40 --section SpeedOfLight \
+        --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section SchedulerStats --section MemoryWorkloadAnalysis \
+        --section ComputeWorkloadAnalysis -f -o "$WORK/ncu/kernels" \
+        $PY benchmarks/gdn_kernel.py --shape $head_shape --impl --breakdown-precisions default \
+        --breakdown-only "${cells[@]}" --warmup 0 --iters 1 --inner 1 \
+        --out "$WORK/ncu/breakdown.json" > "$WORK/ncu/run.log" 2>&1
+      echo "ncu exit $?"; tail -5 "$WORK/ncu/run.log"
+      "$NCU" --import "$WORK/ncu/kernels.ncu-rep" --page details > "$WORK/ncu/details.txt"
+      "$NCU" --import "$WORK/ncu/kernels.ncu-rep" --page details --csv > "$WORK/ncu/details.csv"
+      grep -E "^  [a-z_]|Duration|Registers Per|Achieved Occupancy|Theoretical Occ|Memory Thr|Compute \(SM\)|Stall|Block Limit" \
+        "$WORK/ncu/details.txt" | head -150
+      prep=(); for nw in 4 8; do for ns in 1 2 3; do prep+=("num_warps_prep=$nw,num_stages=$ns")
+      done; done
+      timeout 120 $PY benchmarks/gdn_kernel.py --budget-s 100 --shape $head_shape --impl \
+        --breakdown-precisions default --breakdown-only "prep bwd inverse" "prep bwd decay" \
+        "prep bwd qk" --breakdown-launch "${prep[@]}" --out "$WORK/sweep_prepbwd.json" \
+        > "$WORK/sweep_prepbwd.log" 2>&1
+      grep -E "^  prep" "$WORK/sweep_prepbwd.log"
+      OUT="$WORK/profile_tests" MODE=tests TEST_TIMEOUT=150 bash benchmarks/gdn_kernel_gpu.sh \
+        | tail -8
+    ) > "$WORK/profile1.out" 2>&1 &
+    export CUDA_VISIBLE_DEVICES=0
+    OUT="$WORK/profile_bench" MODE=bench BENCH_BUDGET=380 BENCH_TIMEOUT=450 \
+      BENCH_ARGS="--shape $head_shape --breakdown-precisions default --breakdown-only prep state
+      --impl fla pallas_gpu_default pallas_gpu_mosaic_splitbwd" bash benchmarks/gdn_kernel_gpu.sh \
+      2>&1 | tail -40
+    wait
+    cat "$WORK/profile1.out"
+    tar czf "$OUT/profile.tgz" -C "$WORK" profile_tests profile_bench ncu sweep_prepbwd.json \
+      sweep_prepbwd.log profile1.out ;;
   match)
     [[ -f data_cache/pycode-byte/manifest.json ]] || \
       $PY -m hybrid_jax.cli data build --source pycode --tokenizer byte --out data_cache/pycode-byte

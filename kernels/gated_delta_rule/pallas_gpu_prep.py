@@ -70,10 +70,11 @@ def _unit_lower_inverse(A, row, col, C, dot_inv):
     """(I + A)^-1 for strictly lower A, by recursive 2x2 blocks as `reference.unit_lower_inverse`
     but on whole [C, C] tiles: with X the inverse of the diagonal blocks of size s (zero
     elsewhere) and L the lower-left s x s block of each 2s diagonal block of A,
-    X <- X - X L X inverts the 2s blocks ([[X11, 0], [-X22 L21 X11, X22]]). log2(C) levels of
-    two tensor-core products each, the arithmetic of blocked forward substitution."""
-    X = jnp.where(row == col, 1.0, 0.0)
-    s = 1
+    X <- X - X L X inverts the 2s blocks ([[X11, 0], [-X22 L21 X11, X22]]). log2(C) - 1 levels of
+    two tensor-core products each, the arithmetic of blocked forward substitution: the first
+    level (s = 1, X = I) needs none, its result is I - L."""
+    X = jnp.where(row == col, 1.0, jnp.where((row == col + 1) & (row % 2 == 1), -A, 0.0))
+    s = 2
     while s < C:
         lower_left = ((row // (2 * s)) == (col // (2 * s))) & ((row // s) % 2 == 1) \
             & ((col // s) % 2 == 0)
