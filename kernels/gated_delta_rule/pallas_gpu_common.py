@@ -32,9 +32,12 @@ def _specs(Tp, Kp, C, N, BV):
     return seq_k, seq_v, seq_c, gcs, state, states
 
 
-def _triton_params(num_warps: int, num_stages: int):
+def _triton_params(num_warps: int, num_stages: int, max_registers: int | None = None):
     from jax.experimental.pallas import triton as plgpu
-    return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+    if max_registers is None:
+        return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+    from kernels.gated_delta_rule.pallas_gpu_maxnreg import CappedParams
+    return CappedParams(num_warps=num_warps, num_stages=num_stages, max_registers=max_registers)
 
 
 def _dot_fn(precision: str, interpret: bool):
@@ -62,7 +65,8 @@ _TN = ((0,), (0,))   # a.T @ b
 
 
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=None,
-                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64):
+                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64,
+                  max_registers_prep=None):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
     if block_v is None:
@@ -77,7 +81,9 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             ("num_warps_bwd", None if num_warps_bwd is None else int(num_warps_bwd)),
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
-            ("block_v", int(block_v)), ("block_d", int(block_d)))
+            ("block_v", int(block_v)), ("block_d", int(block_d)),
+            ("max_registers_prep", None if max_registers_prep is None
+             else int(max_registers_prep)))
 
 
 def _call_cfg(cfg, which):
@@ -86,7 +92,7 @@ def _call_cfg(cfg, which):
     cfg = dict(cfg)
     warps_fwd, warps_bwd = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages, Kp = cfg.pop("num_stages"), cfg.pop("Kp")
-    for name in ("block_d", "num_warps_prep"):  # the prep kernels' settings
+    for name in ("block_d", "num_warps_prep", "max_registers_prep"):  # the prep kernels' own
         cfg.pop(name)
     if warps_bwd is None:  # measured: H200, three shapes, sweep_*.json of the seventh session
         warps_bwd = 8 if which == "bwd" else 4
@@ -123,4 +129,5 @@ def _prep_cfg(cfg):
                                 interpret),
                 interpret=interpret,
                 compiler_params=None if interpret
-                else _triton_params(cfg["num_warps_prep"], cfg["num_stages"] or 1))
+                else _triton_params(cfg["num_warps_prep"], cfg["num_stages"] or 1,
+                                    cfg["max_registers_prep"]))

@@ -67,18 +67,20 @@ def _row_log_decays(g, row, col):
 
 
 def _unit_lower_inverse(A, row, col, C, dot_inv):
-    """(I + A)^-1 for strictly lower A, by recursive 2x2 blocks as `reference.unit_lower_inverse`
-    but on whole [C, C] tiles: with X the inverse of the diagonal blocks of size s (zero
-    elsewhere) and L the lower-left s x s block of each 2s diagonal block of A,
-    X <- X - X L X inverts the 2s blocks ([[X11, 0], [-X22 L21 X11, X22]]). log2(C) - 1 levels of
-    two tensor-core products each, the arithmetic of blocked forward substitution: the first
-    level (s = 1, X = I) needs none, its result is I - L."""
-    X = jnp.where(row == col, 1.0, jnp.where((row == col + 1) & (row % 2 == 1), -A, 0.0))
+    """(I + A)^-1 for A zero on and above the diagonal, by recursive 2x2 blocks as
+    `reference.unit_lower_inverse` but on whole [C, C] tiles: with X the inverse of the diagonal
+    blocks of size s (zero elsewhere) and L the lower-left s x s block of each 2s diagonal block
+    of A, X <- X - X L X inverts the 2s blocks ([[X11, 0], [-X22 L21 X11, X22]]). log2(C) - 1
+    levels of two tensor-core products each, the arithmetic of blocked forward substitution:
+    the first level (s = 1, X = I) needs none, its result is I - L.
+    L's mask is s <= (row ^ col) < 2s (same 2s block, different s halves); its upper-right half
+    is A's zeros. One int tile (row ^ col) instead of two, and no divisions: the prep kernels
+    are register-bound (two programs an SM), and their integer pipe was the busiest."""
+    rc = jnp.bitwise_xor(row, col)
+    X = jnp.where(rc == 0, 1.0, jnp.where(rc == 1, -A, 0.0))
     s = 2
     while s < C:
-        lower_left = ((row // (2 * s)) == (col // (2 * s))) & ((row // s) % 2 == 1) \
-            & ((col // s) % 2 == 0)
-        L = jnp.where(lower_left, A, 0.0)
+        L = jnp.where((rc >= s) & (rc < 2 * s), A, 0.0)
         X = X - dot_inv(dot_inv(X, L, _NN), X, _NN)
         s *= 2
     return X
@@ -128,13 +130,17 @@ def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd
                      *t_ref, C, BK, BV, dot, dot_inv):
     """t_ref: optionally, where T = (I + A)^-1 goes (fp32), for the split backward."""
     beta = b_ref[...]
-    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot, dot_inv=dot_inv)
+    row, col, Gd, G, logF = _decays(g_ref[...], C)
+    KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
+    # aqk (bf16 for precision="default": half the bytes for the state pass) before the
+    # inverse, so that QK and its mask are not live through the inverse's chain of products
+    aqk_ref[...] = (QK * jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))).astype(aqk_ref.dtype)
+    A = beta[:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
+    T = _unit_lower_inverse(A, row, col, C, dot_inv)
     if t_ref:
-        t_ref[0][...] = t["T"]
-    # bf16 for precision="default": half the bytes for the state pass
-    aqk_ref[...] = (t["QK"] * t["Dc"]).astype(aqk_ref.dtype)
-    _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, t["T"], beta, t["E"], t["F"],
-              BK=BK, BV=BV, dot=dot)
+        t_ref[0][...] = T
+    _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, jnp.exp(G),
+              jnp.exp(logF), BK=BK, BV=BV, dot=dot)
 
 
 def _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, *, BK, BV, dot):
