@@ -79,10 +79,6 @@ JAX_IMPLS = {
     "pallas_gpu_default_bv32": dict(precision="default", block_v=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
     "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
-    # the prep kernels' registers capped (PTX .maxnreg): 3 or 4 programs an SM, not 2
-    **{f"pallas_gpu{v}_r{r}": dict(precision="default", max_registers_prep=r,
-                                   **({"state_pass": "mosaic_splitbwd"} if v else {}))
-       for v in ("_default", "_mosaic_splitbwd") for r in (168, 128)},
     # q, k, v upcast to fp32 before the call: the path bf16 callers took before the seventh
     # session handed them to the prep kernels in bf16 (the baseline of that change)
     "pallas_gpu_default_f32qkv": dict(precision="default", qkv_dtype="float32"),
@@ -96,8 +92,7 @@ DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_defaul
                  "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
 MODES = ("fwd", "fwd+bwd")
-LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v",
-               "max_registers_prep")
+LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v")
 T_START = time.perf_counter()
 
 

@@ -78,7 +78,7 @@ def _capture_triton_modules():
 
     def lower(*args, **kwargs):
         result = saved[1](*args, **kwargs)
-        modules.append(result.module)  # as text at its custom call: after any later edits
+        modules.append(result.module.operation.get_asm(enable_debug_info=False))
         return result
 
     def custom_call(call_target_name, *args, backend_config=None, **kwargs):
@@ -91,7 +91,7 @@ def _capture_triton_modules():
             kernels.append(dict(name=cfg["name"].value, num_warps=int(cfg["num_warps"].value),
                                 num_stages=int(cfg["num_stages"].value),
                                 grid=[int(cfg[f"grid_{a}"].value) for a in "xyz"],
-                                ttir=modules[-1].operation.get_asm(enable_debug_info=False)))
+                                ttir=modules[-1]))
         return saved[2](call_target_name, *args, backend_config=backend_config, **kwargs)
 
     pcr.gpu_info_lib.get_gpu_info = lambda: h100
@@ -196,8 +196,6 @@ def main(argv=None):
     p.add_argument("--state-pass", choices=("triton", "split", "splitbwd"), default=None,
                    help="the state pass: fused, split, or the fused forward and the split "
                         "backward (the kernel default)")
-    p.add_argument("--max-registers-prep", type=int, default=None,
-                   help="the prep kernels' register cap (PTX .maxnreg)")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
     p.add_argument("--out", help="write every row (and the Triton/ptxas versions) as JSON")
     a = p.parse_args(argv)
@@ -205,8 +203,7 @@ def main(argv=None):
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
                                  num_warps_prep=a.num_warps_prep,
                                  num_stages=a.num_stages, block_v=a.block_v,
-                                 block_d=a.block_d, state_pass=a.state_pass,
-                                 max_registers_prep=a.max_registers_prep).items()
+                                 block_d=a.block_d, state_pass=a.state_pass).items()
           if v is not None}
     rows, versions = [], {}
     for shape in a.shape:

@@ -71,25 +71,3 @@ def test_capture_pairs_each_triton_module_with_its_launch_parameters():
         assert k["num_stages"] == 1 and k["num_warps"] in (4, 8)
     fwd = capture_kernels(shape, precision="default", prep="xla", chunk_size=16, backward=False)
     assert [k["name"] for k in fwd] == ["gdr_state_pass_fwd"] and fwd[0]["num_stages"] == 3
-
-
-def test_register_cap_reaches_the_prep_kernels_triton_modules_only():
-    """max_registers_prep sets "ttg.maxnreg" (Triton's `maxnreg`, PTX .maxnreg) on each prep
-    kernel's module and on no other; jax's own lowering rule is back in place afterwards."""
-    from jax._src.pallas.triton import lowering
-    build = lowering.lower_jaxpr_to_triton_module
-    shape = parse_shape("B=1,T=40,H=1,HV=2,K=24,V=48")
-    kernels = capture_kernels(shape, precision="default", prep="pallas_splitbwd", chunk_size=16,
-                              max_registers_prep=128)
-    assert lowering.lower_jaxpr_to_triton_module is build
-    prep = [k for k in kernels if k["name"].startswith("gdr_prep")]
-    assert len(prep) == 4 and len(kernels) == 7
-    for k in kernels:
-        assert ("ttg.maxnreg = 128 : i32" in k["ttir"]) == (k in prep), k["name"]
-
-
-@pytest.mark.parametrize("bad", [20, 130, 256])
-def test_register_cap_rejects_bad_values(bad):
-    from kernels.gated_delta_rule.pallas_gpu_maxnreg import CappedParams
-    with pytest.raises(ValueError, match="max_registers"):
-        CappedParams(num_warps=4, num_stages=1, max_registers=bad)

@@ -15,8 +15,6 @@
 #   bash experiments/scripts/gpu_open_work.sh profile   # ~9 min: GPU 1 tests + Nsight Compute
 #                                                       # on each default kernel; GPU 0 the
 #                                                       # headline, kernels alone, prep sweep
-#   bash experiments/scripts/gpu_open_work.sh caps      # ~9 min: the prep kernels' register
-#                                                       # cap, alone and end to end; the tests
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
 #   bash experiments/scripts/gpu_open_work.sh scaling1  # ~6 min: one-GPU throughput + profile
 #   bash experiments/scripts/gpu_open_work.sh scaling2  # ~7 min: data=2 and fsdp=2, efficiency
@@ -168,31 +166,6 @@ case "${1:-}" in
     cat "$WORK/profile1.out"
     tar czf "$OUT/profile.tgz" -C "$WORK" profile_tests profile_bench ncu sweep_prepbwd.json \
       sweep_prepbwd.log profile1.out ;;
-  caps)
-    # The prep kernels' register cap (max_registers_prep, PTX .maxnreg). GPU 0: each prep
-    # kernel alone by cap and warps, then the compiled kernel tests. GPU 1: the headline
-    # shape end to end, fla and the default against the capped variants.
-    head_shape=B=4,T=4096,H=16,K=128,V=128
-    ( export CUDA_VISIBLE_DEVICES=1
-      OUT="$WORK/caps_bench" MODE=bench BENCH_BUDGET=420 BENCH_TIMEOUT=480 \
-        BENCH_ARGS="--no-breakdown --shape $head_shape --impl fla pallas_gpu_default
-        pallas_gpu_mosaic_splitbwd pallas_gpu_default_r168 pallas_gpu_default_r128
-        pallas_gpu_mosaic_splitbwd_r168 pallas_gpu_mosaic_splitbwd_r128" \
-        bash benchmarks/gdn_kernel_gpu.sh 2>&1 | tail -30
-    ) > "$WORK/caps1.out" 2>&1 &
-    export CUDA_VISIBLE_DEVICES=0
-    caps=("" max_registers_prep=168 max_registers_prep=128 max_registers_prep=96
-          num_warps_prep=8,max_registers_prep=128 num_warps_prep=8,max_registers_prep=96)
-    timeout 200 $PY benchmarks/gdn_kernel.py --budget-s 180 --shape $head_shape --impl \
-      --breakdown-precisions default --breakdown-only "prep fwd save$" "prep bwd inverse" \
-      "prep bwd decay" "prep bwd qk" --breakdown-launch "${caps[@]}" \
-      --out "$WORK/sweep_caps.json" > "$WORK/sweep_caps.log" 2>&1
-    grep -E "^  prep" "$WORK/sweep_caps.log"
-    OUT="$WORK/caps_tests" MODE=tests TEST_TIMEOUT=300 bash benchmarks/gdn_kernel_gpu.sh | tail -8
-    wait
-    cat "$WORK/caps1.out"
-    tar czf "$OUT/caps.tgz" -C "$WORK" caps_bench caps_tests sweep_caps.json sweep_caps.log \
-      caps1.out ;;
   match)
     [[ -f data_cache/pycode-byte/manifest.json ]] || \
       $PY -m hybrid_jax.cli data build --source pycode --tokenizer byte --out data_cache/pycode-byte

@@ -191,7 +191,6 @@ def chunk_gated_delta_rule_pallas_gpu(
     prep: str = "pallas_splitbwd",
     block_d: int = 64,
     state_pass: str = "splitbwd",
-    max_registers_prep: Optional[int] = None,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -211,8 +210,6 @@ def chunk_gated_delta_rule_pallas_gpu(
     (benchmarks/triton_resources.py: 196608 -> 98304 B with pip triton 3.6). Not yet timed.
     block_d caps the K and V width of every dot operand in the Pallas prep kernels,
     which loop over tiles of that width to bound their live registers and shared memory.
-    max_registers_prep caps the prep kernels' registers a thread (PTX .maxnreg, see
-    `pallas_gpu_maxnreg.py`): fewer registers, more programs resident an SM; None: no cap.
     state_pass="split" keeps only the recurrence in the sequential kernels and computes the
     output and the non-recurrent gradients in parallel-over-chunks kernels
     (`pallas_gpu_split.py`, as fla does); any precision. state_pass="splitbwd" (the default)
@@ -253,8 +250,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     flat = lambda x: x.reshape(BH, Tp, x.shape[-1])
     cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
                         num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
-                        num_stages=num_stages, block_v=block_v, block_d=block_d,
-                        max_registers_prep=max_registers_prep)
+                        num_stages=num_stages, block_v=block_v, block_d=block_d)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)

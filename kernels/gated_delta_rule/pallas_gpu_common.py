@@ -32,12 +32,9 @@ def _specs(Tp, Kp, C, N, BV):
     return seq_k, seq_v, seq_c, gcs, state, states
 
 
-def _triton_params(num_warps: int, num_stages: int, max_registers: int | None = None):
+def _triton_params(num_warps: int, num_stages: int):
     from jax.experimental.pallas import triton as plgpu
-    if max_registers is None:
-        return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
-    from kernels.gated_delta_rule.pallas_gpu_maxnreg import CappedParams
-    return CappedParams(num_warps=num_warps, num_stages=num_stages, max_registers=max_registers)
+    return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
 
 def _dot_fn(precision: str, interpret: bool):
@@ -65,8 +62,7 @@ _TN = ((0,), (0,))   # a.T @ b
 
 
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=None,
-                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64,
-                  max_registers_prep=None):
+                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
     if block_v is None:
@@ -81,9 +77,7 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             ("num_warps_bwd", None if num_warps_bwd is None else int(num_warps_bwd)),
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
-            ("block_v", int(block_v)), ("block_d", int(block_d)),
-            ("max_registers_prep", None if max_registers_prep is None
-             else int(max_registers_prep)))
+            ("block_v", int(block_v)), ("block_d", int(block_d)))
 
 
 def _call_cfg(cfg, which):
@@ -92,7 +86,7 @@ def _call_cfg(cfg, which):
     cfg = dict(cfg)
     warps_fwd, warps_bwd = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages, Kp = cfg.pop("num_stages"), cfg.pop("Kp")
-    for name in ("block_d", "num_warps_prep", "max_registers_prep"):  # the prep kernels' own
+    for name in ("block_d", "num_warps_prep"):  # the prep kernels' settings
         cfg.pop(name)
     if warps_bwd is None:  # measured: H200, three shapes, sweep_*.json of the seventh session
         warps_bwd = 8 if which == "bwd" else 4
@@ -129,5 +123,4 @@ def _prep_cfg(cfg):
                                 interpret),
                 interpret=interpret,
                 compiler_params=None if interpret
-                else _triton_params(cfg["num_warps_prep"], cfg["num_stages"] or 1,
-                                    cfg["max_registers_prep"]))
+                else _triton_params(cfg["num_warps_prep"], cfg["num_stages"] or 1))
