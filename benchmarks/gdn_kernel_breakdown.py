@@ -62,12 +62,15 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
                               for p in getattr(args, "breakdown_only", None) or [""])
     split_bwd_cells = ("prep bwd split", "prep bwd inverse", "prep bwd decay", "prep bwd qk")
     if any(map(chosen, split_bwd_cells)):  # their inputs cost compiles: only when timed
-        _, (T_inv,) = jax.jit(functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc))(
-            q, k, v, g, beta)
+        # T as the default forward (prep="pallas_splitbwd") saves it: in the operand dtype
+        _, (T_inv,) = jax.jit(functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt,
+                                                **pc))(q, k, v, g, beta)
         cells["prep bwd split"] = (functools.partial(prep_bwd_split, C=C, **pc),
                                    (q, k, v, g, beta, T_inv, *cts))
         # each of its three kernels alone, on the intermediates the one before writes
-        inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, Vp, C=C, **pc)
+        # dtypes as the default path gives them bf16 callers (dq, dk, dv in q's dtype)
+        inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, Vp, C=C, grad_dtype=dt, mid_dtype=dt,
+                                              **pc)
         inv_args = (k, v, g, beta, T_inv, dw, du)
         dv, dk0, dA, db0, s_bek = jax.jit(inverse)(*inv_args)
         dec_args = (q, k, g, beta, dA, daqk, db0)

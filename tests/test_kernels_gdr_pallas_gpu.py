@@ -147,11 +147,15 @@ def test_interpret_split_prep_matches_float64_and_the_fused_prep():
         fused = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, out_dtype=dt, **kw)
         split, (T,) = prep_fwd_split(q, k, v, g, beta, out_dtype=dt, **kw)
         fused_t, (T_fused,) = prep_fwd_saving_inverse(q, k, v, g, beta, out_dtype=dt, **kw)
-        for a, b in zip((*fused, T), (*fused_t, T_fused)):  # prep="pallas_splitbwd"'s forward
+        # prep="pallas_splitbwd"'s forward; it saves T in the operand dtype
+        for a, b in zip((*fused, T.astype(dt)), (*fused_t, T_fused)):
             np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
         cts_dt = [c.astype(dt) for c in cts]
         fused += pallas_gpu_prep.prep_bwd(q, k, v, g, beta, *cts_dt, **kw)
         split += prep_bwd_split(q, k, v, g, beta, T, *cts_dt, **kw)
+        # T in bf16 at "default" loses nothing: the backward only feeds it to bf16 dots
+        for a, b in zip(split[5:], prep_bwd_split(q, k, v, g, beta, T_fused, *cts_dt, **kw)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         for i, (name, a, b) in enumerate(zip(("w", "u", "kd", "qd", "aqk", "dq", "dk", "dv",
                                               "dg", "dbeta"), fused, split)):
             a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)

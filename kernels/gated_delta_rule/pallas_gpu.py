@@ -66,8 +66,8 @@ Constraints
     two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
     Residual memory for the backward: the chunk-entry states [B*HV, T/C, Kp, V] (bf16 at
     "default", fp32 at "highest"), with state_pass="splitbwd" or "split" delta [B*HV, T, V] in
-    the same dtype, and with prep="pallas_split" or "pallas_splitbwd" (I + A)^-1, float32
-    [B*HV, T, C].
+    the same dtype, and with prep="pallas_split" or "pallas_splitbwd" (I + A)^-1
+    [B*HV, T, C] (float32; with "pallas_splitbwd" in the states' dtype).
 
 Mosaic GPU plan (the Triton lowering is deprecated in jax 0.11; steps 1-2 are built, in
 pallas_mgpu.py and pallas_mgpu_bwd.py: state_pass="mosaic" and "mosaic_splitbwd")

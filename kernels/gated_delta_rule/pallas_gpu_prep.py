@@ -128,7 +128,7 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv):
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
                      *t_ref, C, BK, BV, dot, dot_inv):
-    """t_ref: optionally, where T = (I + A)^-1 goes (fp32), for the split backward."""
+    """t_ref: optionally, where T = (I + A)^-1 goes, for the split backward."""
     beta = b_ref[...]
     row, col, Gd, G, logF = _decays(g_ref[...], C)
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
@@ -138,7 +138,7 @@ def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd
     A = beta[:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
     T = _unit_lower_inverse(A, row, col, C, dot_inv)
     if t_ref:
-        t_ref[0][...] = T
+        t_ref[0][...] = T.astype(t_ref[0].dtype)
     _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, jnp.exp(G),
               jnp.exp(logF), BK=BK, BV=BV, dot=dot)
 
@@ -177,7 +177,7 @@ def _inverse_grad(T, beta, bE, k_ref, v_ref, dw_ref, du_ref, dv_ref, *, C, BK, B
         cols = _cols(j, BV)
         v, du = v_ref[:, cols], du_ref[:, cols].astype(f32)
         dbv = dot(T, du, _TN)
-        dv_ref[:, cols] = beta[:, None] * dbv
+        dv_ref[:, cols] = (beta[:, None] * dbv).astype(dv_ref.dtype)
         return dT + dot(du, beta[:, None] * v, _NT), dbeta + jnp.sum(dbv * v, axis=1)
 
     # w = T bek: dT += dw bek^T; s_bek = d(beta E) = sum_k (T^T dw) k (sums over K tiles)
@@ -187,7 +187,7 @@ def _inverse_grad(T, beta, bE, k_ref, v_ref, dw_ref, du_ref, dv_ref, *, C, BK, B
         k, dw = k_ref[:, cols], dw_ref[:, cols].astype(f32)
         dbek = dot(T, dw, _TN)
         if dk_ref is not None:
-            dk_ref[:, cols] = bE[:, None] * dbek
+            dk_ref[:, cols] = (bE[:, None] * dbek).astype(dk_ref.dtype)
         return dT + dot(dw, bE[:, None] * k, _NT), s_bek + jnp.sum(dbek * k, axis=1)
 
     zc, zv = jnp.zeros((C, C), f32), jnp.zeros((C,), f32)
@@ -277,12 +277,14 @@ def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv):
 
 def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
              out_dtype, save_inverse=False):
-    """w, u, kd, qd, aqk; and T = (I + A)^-1 [BH, Tp, C] fp32 after them if save_inverse."""
+    """w, u, kd, qd, aqk; and T = (I + A)^-1 [BH, Tp, C] after them if save_inverse, in
+    out_dtype like them: the backward uses T only as an operand of its dots, which round their
+    operands to that dtype (bf16 at "default") anyway."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
-    extra = [sds(C, jnp.float32)] if save_inverse else []
+    extra = [sds(C)] if save_inverse else []
     return pl.pallas_call(
         functools.partial(_prep_fwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)),

@@ -18,7 +18,8 @@ Why this exists
       3. `_wu_kernel`: w = T (beta E k), u = T (beta v), qd = q E, kd = k F.
     Measured (H200, same shape, "default"): 0.973 ms for the three against 1.426 ms fused
     (experiments/LOG.md, sixth session). The backward likewise, from the forward's saved T
-    ([BH, Tp, C] fp32: 4 C bytes per token and head, kept until the backward) instead of
+    ([BH, Tp, C]: fp32 from these kernels, the chunk operands' dtype from the fused forward,
+    `prep_fwd_saving_inverse`; kept until the backward) instead of
     recomputing kkt and the inverse:
       1. `_inverse_bwd_kernel`: through u, w and the inverse: dv, the w term of dk, dA;
       2. `_decay_bwd_kernel`: through A and aqk: d(k k^T), d(q k^T) to HBM; dbeta, and dg
@@ -28,7 +29,10 @@ Why this exists
 Numerics
     The same formulas, helpers and dot precisions as `pallas_gpu_prep` (see there); what
     goes between kernels (A, T, dA, d(k k^T), d(q k^T), the w term of dk) round-trips through
-    HBM in fp32, so the outputs equal the fused kernels' up to the compiler's reassociation.
+    HBM in fp32, so the outputs equal the fused kernels' up to the compiler's reassociation;
+    except that where the dots take bf16 operands ("default"), T from the fused forward and
+    d(k k^T), d(q k^T), which only ever feed dots, are stored in bf16 (the same values the dots
+    see), and that dq, dk, dv are written in q's dtype (bf16 for bf16 callers at "default").
 
 Constraints
     As `pallas_gpu_prep`: q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, Vp, C,
@@ -140,8 +144,8 @@ def _decay_bwd_kernel(q_ref, k_ref, g_ref, b_ref, da_ref, daqk_ref, db_ref, dkk_
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
     dKK_sym, dQK, dbeta_A, dlogD = _decay_grads(da_ref[...], daqk_ref[...].astype(jnp.float32),
                                                 KK, QK, b_ref[...], D, Dc)
-    dkk_ref[...] = dKK_sym
-    dqk_ref[...] = dQK
+    dkk_ref[...] = dKK_sym.astype(dkk_ref.dtype)
+    dqk_ref[...] = dQK.astype(dqk_ref.dtype)
     dbeta_ref[...] = db_ref[...] + dbeta_A
     dg_ref[...] = _dg_decay(dlogD, row, col)
 
@@ -153,7 +157,7 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
     del BV, dot_inv
     f32 = jnp.float32
     E, F = _row_decays(g_ref[...], C)
-    dKK_sym, dQK = dkk_ref[...], dqk_ref[...]
+    dKK_sym, dQK = dkk_ref[...].astype(f32), dqk_ref[...].astype(f32)
 
     def k_tile(j, acc):
         dE_q, s_kd = acc
@@ -161,8 +165,8 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
         k, q = k_ref[:, cols], q_ref[:, cols]
         dqd, dkd = dqd_ref[:, cols].astype(f32), dkd_ref[:, cols].astype(f32)
         dk_ref[:, cols] = (dk0_ref[:, cols] + dot(dKK_sym, k, _NN) + dot(dQK, q, _TN)
-                           + dkd * F[:, None])
-        dq_ref[:, cols] = dot(dQK, k, _NN) + dqd * E[:, None]
+                           + dkd * F[:, None]).astype(dk_ref.dtype)
+        dq_ref[:, cols] = (dot(dQK, k, _NN) + dqd * E[:, None]).astype(dq_ref.dtype)
         return dE_q + jnp.sum(dqd * q, axis=1), s_kd + jnp.sum(dkd * k, axis=1)
 
     zv = jnp.zeros((C,), f32)
@@ -171,37 +175,42 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
     dg_ref[...] = dgd_ref[...] + _dg_rows(dG, F * s_kd, C)
 
 
-def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, compiler_params):
+def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, compiler_params,
+                     grad_dtype=jnp.float32, mid_dtype=jnp.float32):
     """The three backward kernels as separate callables (`prep_bwd_split` chains them; the
     benchmark's breakdown times each): inverse(k, v, g, beta, T, dw, du) -> dv, dk0, dA, db0,
     s_bek; decay(q, k, g, beta, dA, daqk, db0) -> dkk, dqk, dgd, dbeta; qk(q, k, g, beta, s_bek,
-    dgd, dkk, dqk, dk0, dqd, dkd) -> dq, dk, dg. Everything they write is fp32."""
+    dgd, dkk, dqk, dk0, dqd, dkd) -> dq, dk, dg. dq, dk and dv are written in grad_dtype (the
+    caller's, so that no XLA pass converts them); d(k k^T) and d(q k^T) in mid_dtype (they only
+    feed dots: the chunk operands' dtype loses nothing); the rest in fp32."""
     tk, tv, tc, vec = _specs(C, Kp, Vp)
     kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)
-    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), jnp.float32)
+    sds = lambda d, dt=jnp.float32: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     svec = jax.ShapeDtypeStruct((BH, Tp), jnp.float32)
     call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
                              interpret=interpret)
     inverse = call(
         functools.partial(_inverse_bwd_kernel, **kw),
         in_specs=[tk, tv, vec, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
-        out_shape=[sds(Vp), sds(Kp), sds(C), svec, svec], name="gdr_prep_bwd_inverse")
+        out_shape=[sds(Vp, grad_dtype), sds(Kp), sds(C), svec, svec],
+        name="gdr_prep_bwd_inverse")
     decay = call(
         functools.partial(_decay_bwd_kernel, **kw),
         in_specs=[tk, tk, vec, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
-        out_shape=[sds(C), sds(C), svec, svec], name="gdr_prep_bwd_decay")
+        out_shape=[sds(C, mid_dtype), sds(C, mid_dtype), svec, svec], name="gdr_prep_bwd_decay")
     qk = call(
         functools.partial(_qk_bwd_kernel, **kw),
         in_specs=[tk, tk, vec, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[tk, tk, vec],
-        out_shape=[sds(Kp), sds(Kp), svec], name="gdr_prep_bwd_qk")
+        out_shape=[sds(Kp, grad_dtype), sds(Kp, grad_dtype), svec], name="gdr_prep_bwd_qk")
     return inverse, decay, qk
 
 
 def prep_bwd_split(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, **kw):
-    """dq, dk, dv, dg, dbeta, as `pallas_gpu_prep.prep_bwd` returns them, from three kernels
-    and the forward's T."""
+    """dq, dk, dv, dg, dbeta, as `pallas_gpu_prep.prep_bwd` returns them (but dq, dk, dv in
+    q's dtype), from three kernels and the forward's T."""
     BH, Tp, Kp = q.shape
-    inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, v.shape[-1], **kw)
+    inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, v.shape[-1], grad_dtype=q.dtype,
+                                          mid_dtype=daqk.dtype, **kw)
     dv, dk0, dA, db0, s_bek = inverse(k, v, g, beta, T, dw, du)
     dkk, dqk, dgd, dbeta = decay(q, k, g, beta, dA, daqk, db0)
     dq, dk, dg = qk(q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd)
