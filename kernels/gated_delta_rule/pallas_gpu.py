@@ -204,7 +204,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     (at Kp = 256 the forward 2 deep, the backward not), and nothing at "highest" (see
     `_call_cfg`; the prep kernels take num_stages or 1).
     block_v caps the V tile (more, narrower programs fill more SMs when B*HV is small);
-    None picks 32 at precision="highest" and 64 at "default". Why 32: at TF32x3 the fp32
+    None picks 32 at precision="highest"; at "default" 64, or 32 where B*HV x (V / 32)
+    sequential programs still fit the GPU's multiprocessors one each (`_default_block_v`).
+    Why 32 at "highest": at TF32x3 the fp32
     operands of every dot are staged in shared memory, and the backward state pass at Kp=128,
     BV=64 over-filled it on an H200 (2026-11-27); BV=32 halves its shared memory
     (benchmarks/triton_resources.py: 196608 -> 98304 B with pip triton 3.6). Not yet timed.
@@ -250,7 +252,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     flat = lambda x: x.reshape(BH, Tp, x.shape[-1])
     cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
                         num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
-                        num_stages=num_stages, block_v=block_v, block_d=block_d)
+                        num_stages=num_stages, block_v=block_v, block_d=block_d, BH=B * HV)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)

@@ -61,12 +61,36 @@ _NT = ((1,), (1,))   # a @ b.T
 _TN = ((0,), (0,))   # a.T @ b
 
 
+def _sm_count(interpret):
+    """Multiprocessors of the GPU the kernels will run on; None in interpret mode or where
+    jax does not say."""
+    if interpret:
+        return None
+    import jax
+    return getattr(jax.devices()[0], "core_count", None)
+
+
+def _default_block_v(precision, interpret, V, BH):
+    """32 at "highest" (see the public docstring). At "default", 64, unless 32-wide V tiles
+    still give no more sequential programs (B*HV x V tiles) than the GPU has multiprocessors:
+    those programs walk every chunk, one per SM, so when B*HV is small narrower tiles put more
+    SMs to work. On an H200 (132 SMs; seventh session's sweep and rows) 32 won at B1 T8192 H32
+    (128 programs; 2.870 against 3.036 ms forward+backward) and lost at the 7B layer, B1 H30
+    V=192 (180 programs, +13%) and at B4 T4096 H16 (256 programs: the state forward 0.370
+    against 0.262 ms)."""
+    if precision == "highest":
+        return 32
+    sms = _sm_count(interpret)
+    return 32 if BH is not None and sms and BH * -(-V // 32) <= sms else 64
+
+
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=None,
-                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64):
+                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64, BH=None):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
-    docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with."""
+    docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with.
+    BH (batch x value heads) only informs the default block_v."""
     if block_v is None:
-        block_v = 32 if precision == "highest" else 64
+        block_v = _default_block_v(precision, interpret, V, BH)
     for name, b in (("block_v", block_v), ("block_d", block_d)):
         if b < 16 or b & (b - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {b}")
