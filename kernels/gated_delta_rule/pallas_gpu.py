@@ -20,9 +20,9 @@ Why this exists
          reverse and writes each chunk's dS and dd, then one parallel-over-chunks kernel
          computes the rest. state_pass="triton" instead does all of it in one sequential
          kernel (the fused backward, `pallas_gpu_state.py`).
-    On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 2.69 ms with the
-    defaults against 3.28 with prep="pallas_split", state_pass="triton" (the sixth session's
-    defaults) and 2.32 for fla, one call (experiments/LOG.md, seventh session).
+    On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 2.23 ms with the
+    defaults against 2.51 for fla and 13.45 for XLA's `chunked` at "highest", one run
+    (experiments/LOG.md, eighth session; 3.28 with the sixth session's structure, seventh).
     q/k L2 normalisation, scale, head grouping and padding are XLA glue around them.
 
     Per chunk n (state S_n entering it; shapes per program: C x Kp, C x BV, Kp x BV):
@@ -220,8 +220,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     with the Mosaic GPU kernels of `pallas_mgpu.py` (TMA + wgmma; precision="default" only,
     K <= 128, V a multiple of 64; interpret=True runs them in the Mosaic GPU interpreter)
     instead of the Triton ones; state_pass="mosaic_splitbwd" runs the Mosaic forward (saving
-    delta) with the Triton split backward (same constraints; its forward alone was 0.18 ms
-    against the Triton one's 0.26-0.28 on an H200, the pair not yet timed).
+    delta) with the Triton split backward (same constraints; on an H200 within 3% of the
+    default at three shapes, 6% faster at the 7B layer, eighth session).
     """
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
