@@ -78,6 +78,8 @@ JAX_IMPLS = {
     "pallas_gpu_mosaic_splitbwd": dict(precision="default", state_pass="mosaic_splitbwd"),
     "pallas_gpu_default_bv32": dict(precision="default", block_v=32),
     "pallas_gpu_default_bv64": dict(precision="default", block_v=64),
+    # 16-wide V tiles: twice the sequential programs of 32 where B*HV is small (not yet timed)
+    "pallas_gpu_default_bv16": dict(precision="default", block_v=16),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
     "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
     # q, k, v upcast to fp32 before the call: the path bf16 callers took before the seventh

@@ -66,7 +66,8 @@ case "${1:-}" in
     $PY -c 'import jax; print("SMs (core_count):", getattr(jax.devices()[0], "core_count", None))'
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=440 BENCH_TIMEOUT=520 \
       BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked xla_chunked_default
-                  pallas_gpu_default pallas_gpu_mosaic_splitbwd pallas_gpu_default_bv64" \
+                  pallas_gpu_default pallas_gpu_mosaic_splitbwd pallas_gpu_default_bv64
+                  pallas_gpu_split pallas_gpu_default_bv16" \
       bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" \
@@ -74,7 +75,7 @@ case "${1:-}" in
       BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --shape B=1,T=8192,H=32,K=128,V=128
       --breakdown-precisions default
       --breakdown-only prep --impl fla xla_chunked xla_chunked_default pallas_gpu_default
-      pallas_gpu_mosaic_splitbwd pallas_gpu_default_bv64" \
+      pallas_gpu_mosaic_splitbwd pallas_gpu_default_bv64 pallas_gpu_default_bv16" \
       bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
     wait
