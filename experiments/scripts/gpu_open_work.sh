@@ -147,8 +147,8 @@ case "${1:-}" in
       echo "ncu exit $?"; tail -5 "$WORK/ncu/run.log"
       "$NCU" --import "$WORK/ncu/kernels.ncu-rep" --page details > "$WORK/ncu/details.txt"
       "$NCU" --import "$WORK/ncu/kernels.ncu-rep" --page details --csv > "$WORK/ncu/details.csv"
-      grep -E "^  [a-z_]|Duration|Registers Per|Achieved Occupancy|Theoretical Occ|Memory Thr|Compute \(SM\)|Stall|Block Limit" \
-        "$WORK/ncu/details.txt" | head -150
+      keys="Duration|Registers Per|Achieved Occupancy|Theoretical Occ|Memory Thr|Block Limit"
+      grep -E "^  [a-z_]|$keys|Compute \(SM\)|Stall" "$WORK/ncu/details.txt" | head -150
       prep=(); for nw in 4 8; do for ns in 1 2 3; do prep+=("num_warps_prep=$nw,num_stages=$ns")
       done; done
       timeout 120 $PY benchmarks/gdn_kernel.py --budget-s 100 --shape $head_shape --impl \

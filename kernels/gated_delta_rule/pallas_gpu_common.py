@@ -74,10 +74,10 @@ def _default_block_v(precision, interpret, V, BH):
     """32 at "highest" (see the public docstring). At "default", 64, unless 32-wide V tiles
     still give no more sequential programs (B*HV x V tiles) than the GPU has multiprocessors:
     those programs walk every chunk, one per SM, so when B*HV is small narrower tiles put more
-    SMs to work. On an H200 (132 SMs; seventh session's sweep and rows) 32 won at B1 T8192 H32
-    (128 programs; 2.870 against 3.036 ms forward+backward) and lost at the 7B layer, B1 H30
-    V=192 (180 programs, +13%) and at B4 T4096 H16 (256 programs: the state forward 0.370
-    against 0.262 ms)."""
+    SMs to work. On an H200 (132 SMs) 32 won at B1 T8192 H32 (128 programs; forward+backward
+    2.380 against 2.677 ms, eighth session) and lost at the 7B layer, B1 H30 V=192 (180
+    programs, +13%) and at B4 T4096 H16 (256 programs: the state forward 0.370 against 0.262
+    ms), seventh session."""
     if precision == "highest":
         return 32
     sms = _sm_count(interpret)
