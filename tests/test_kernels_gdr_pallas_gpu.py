@@ -96,35 +96,6 @@ def test_interpret_matches_float64(case, prep, state_pass):
     _check_against_float64(CPU_CASES[case], interpret=True, prep=prep, state_pass=state_pass)
 
 
-@pytest.mark.parametrize("C", [16, 64])
-def test_prep_unit_lower_inverse_matches_numpy(C):
-    """The prep kernels' (I + A)^-1 (plain jnp on [C, C] tiles, so testable outside a kernel),
-    whose first level is formed without products, against numpy's inverse."""
-    from jax import lax
-    from kernels.gated_delta_rule.pallas_gpu_common import _dot_fn
-    from kernels.gated_delta_rule.pallas_gpu_prep import _unit_lower_inverse
-    A = np.tril(np.random.default_rng(C).uniform(-1, 1, (C, C)), -1) / 4
-    row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
-    col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    got = _unit_lower_inverse(jnp.asarray(A, jnp.float32), row, col, C,
-                              _dot_fn("highest", interpret=True))
-    np.testing.assert_allclose(got, np.linalg.inv(np.eye(C) + A), rtol=1e-5, atol=1e-6)
-
-
-def test_default_block_v_narrows_only_when_the_programs_still_fit_the_sms(monkeypatch):
-    """At "default", V tiles of 32 where B*HV x V/32 sequential programs fit the SMs, else 64
-    (132 SMs, an H100's or H200's: the benchmark's shapes); 32 at "highest"; 64 where the SM
-    count is unknown (interpret mode)."""
-    from kernels.gated_delta_rule import pallas_gpu_common as cm
-    monkeypatch.setattr(cm, "_sm_count", lambda interpret: None if interpret else 132)
-    bv = lambda BH, V, precision="default", interpret=False: dict(cm.kernel_config(
-        precision, interpret, 128, V, BH=BH))["block_v"]
-    assert bv(32, 128) == 32            # B1 T8192 H32: 128 programs
-    assert bv(30, 192) == 64            # the 7B layer: 180 programs at 32
-    assert bv(64, 128) == 64            # B4 T4096 H16 and B8 T2048 H8
-    assert bv(32, 128, interpret=True) == 64 and bv(64, 128, "highest") == 32
-
-
 def test_interpret_prep_tiles_match_float64():
     """block_d=16: the prep kernels walk 2 key tiles (K=24 -> 32) and 4 value tiles
     (V=48 -> 64), exercising their loops and per-tile reads and writes."""
