@@ -6,15 +6,15 @@
 #   bash experiments/scripts/gpu_open_work.sh sweep     # ~3 min: launch parameters of each
 #                                                       # kernel alone (warps, stages, V tile)
 #   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the kernel gpu tests,
-#                                                       # the state kernels alone and the
-#                                                       # headline shape's every variant; GPU 1
-#                                                       # the other three shapes
+#                                                       # the prep kernels alone, the headline
+#                                                       # shape and B1 T8192 H32; GPU 1 the
+#                                                       # 7B layer and B8 T2048 H8
 #   bash experiments/scripts/gpu_open_work.sh train     # ~5 min: the hybrid's 370M training
 #                                                       # step, Pallas kernel against XLA, at
 #                                                       # "default" (GPU 0) and "highest" (GPU 1)
-#   bash experiments/scripts/gpu_open_work.sh profile   # ~9 min: GPU 1 tests + Nsight Compute
-#                                                       # on each default kernel; GPU 0 the
-#                                                       # headline, kernels alone, prep sweep
+#   bash experiments/scripts/gpu_open_work.sh profile   # ~4 min: GPU 1 Nsight Compute on each
+#                                                       # default kernel, prep bwd sweep, tests;
+#                                                       # GPU 0 the headline, kernels alone
 #   bash experiments/scripts/gpu_open_work.sh match     # ~5 min: two_gpu.py's loss match
 #   bash experiments/scripts/gpu_open_work.sh scaling1  # ~6 min: one-GPU throughput + profile
 #   bash experiments/scripts/gpu_open_work.sh scaling2  # ~7 min: data=2 and fsdp=2, efficiency
