@@ -156,7 +156,7 @@ case "${1:-}" in
         "prep bwd qk" --breakdown-launch "${prep[@]}" --out "$WORK/sweep_prepbwd.json" \
         > "$WORK/sweep_prepbwd.log" 2>&1
       grep -E "^  prep" "$WORK/sweep_prepbwd.log"
-      OUT="$WORK/profile_tests" MODE=tests TEST_TIMEOUT=150 bash benchmarks/gdn_kernel_gpu.sh \
+      OUT="$WORK/profile_tests" MODE=tests TEST_TIMEOUT=200 bash benchmarks/gdn_kernel_gpu.sh \
         | tail -8
     ) > "$WORK/profile1.out" 2>&1 &
     export CUDA_VISIBLE_DEVICES=0
