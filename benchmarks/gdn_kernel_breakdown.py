@@ -4,8 +4,9 @@ on random operands of the shapes it sees for one benchmark shape. Split out of g
 which runs it first (see there); rows are named "kernel:<cell>:<precision>"."""
 
 def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
-    """Each Pallas kernel of the pallas_gpu path alone (prep="pallas"), on random operands of
-    the shapes it sees for shape s: where the time goes. Returns rows like the table's.
+    """Each Pallas kernel of the pallas_gpu path alone (every prep and state pass, the
+    defaults' kernels among them), on random operands of the shapes it sees for shape s: where
+    the time goes. Returns rows like the table's.
 
     args: gdn_kernel.py's (interpret, warmup, iters, inner); skip_reason() -> str or None
     (its --budget-s); time_fn: its timer, (compiled, args, warmup, iters, inner) ->

@@ -1,0 +1,60 @@
+"""The gated delta rule variants `gdn_kernel.py` times, by name, and the issue's shapes.
+
+Our implementations (the names' meanings as of the seventh session, when the defaults became
+prep="pallas_splitbwd", state_pass="splitbwd"; earlier result files name earlier defaults):
+    pallas_gpu          kernels/gated_delta_rule/pallas_gpu.py as the API runs it (its
+                        defaults), precision="highest" (TF32x3 kernel dots)
+    pallas_gpu_default  the same at precision="default" (bf16 dot operands, fp32 accumulation)
+    pallas_gpu_xlaprep, pallas_gpu_default_xlaprep  the chunk-local WY transform in XLA
+    pallas_gpu_default_splitprep / _fusedprep  the prep as three kernels each way
+                        (prep="pallas_split") / one each way (prep="pallas")
+    pallas_gpu_default_fused  the sixth session's default: prep="pallas_split" and the fused
+                        state pass both ways (state_pass="triton")
+    pallas_gpu_split    state_pass="split" (pallas_gpu_split.py both ways)
+    pallas_gpu_mosaic   the Mosaic GPU state pass (pallas_mgpu.py; K padded to at most 128, V
+                        a multiple of 64: all four issue shapes)
+    pallas_gpu_mosaic_splitbwd  its forward (saving delta) with the Triton split backward
+    pallas_gpu_default_{bv16,bv32,bv64,bw8,s2}  launch variants: V tiles of 16, 32 or 64
+                        (the default picks 32 or 64 by the SM count), 8 warps for the split
+                        backward, 2 pipeline stages
+    pallas_gpu_default_f32qkv  q, k, v cast to fp32 first, so the prep kernels read fp32 (as
+                        every caller's did before the seventh session)
+The XLA rows (xla_chunked, xla_chunked_default) and fla are described in gdn_kernel.py.
+"""
+
+SHAPES = ["B=4,T=4096,H=16,K=128,V=128", "B=8,T=2048,H=8,K=128,V=128",
+          "B=1,T=8192,H=32,K=128,V=128", "B=1,T=8192,H=30,K=96,V=192"]
+# The XLA reference through the API, name -> its precision.
+XLA_IMPLS = {"xla_chunked": "highest", "xla_chunked_default": "default"}
+# name -> keyword arguments of chunk_gated_delta_rule_pallas_gpu (or of the API, for XLA_IMPLS)
+JAX_IMPLS = {
+    **{name: dict(implementation="chunked", precision=p) for name, p in XLA_IMPLS.items()},
+    "pallas_gpu": dict(precision="highest"),
+    "pallas_gpu_default": dict(precision="default"),
+    "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
+    "pallas_gpu_default_xlaprep": dict(precision="default", prep="xla"),
+    "pallas_gpu_default_splitprep": dict(precision="default", prep="pallas_split"),
+    "pallas_gpu_default_fusedprep": dict(precision="default", prep="pallas"),
+    "pallas_gpu_default_fused": dict(precision="default", prep="pallas_split",
+                                     state_pass="triton"),
+    "pallas_gpu_split": dict(precision="default", state_pass="split"),
+    "pallas_gpu_mosaic": dict(precision="default", state_pass="mosaic"),
+    "pallas_gpu_mosaic_splitbwd": dict(precision="default", state_pass="mosaic_splitbwd"),
+    "pallas_gpu_default_bv32": dict(precision="default", block_v=32),
+    "pallas_gpu_default_bv64": dict(precision="default", block_v=64),
+    # 16-wide V tiles: twice the sequential programs of 32 where B*HV is small (not yet timed)
+    "pallas_gpu_default_bv16": dict(precision="default", block_v=16),
+    "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
+    "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
+    # q, k, v upcast to fp32 before the call: the path bf16 callers took before the seventh
+    # session handed them to the prep kernels in bf16 (the baseline of that change)
+    "pallas_gpu_default_f32qkv": dict(precision="default", qkv_dtype="float32"),
+}
+# In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
+# cut short by --budget-s loses the least telling variants.
+DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
+                 "pallas_gpu_default_fused", "pallas_gpu_default_splitprep",
+                 "pallas_gpu_default_fusedprep", "pallas_gpu_split", "pallas_gpu_mosaic_splitbwd",
+                 "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep", "pallas_gpu",
+                 "pallas_gpu_xlaprep")
+ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
