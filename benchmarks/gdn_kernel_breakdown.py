@@ -59,6 +59,10 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
             return prep_fwd_saving_inverse(*a, C=C, out_dtype=dt, **pc)
 
     cells["prep fwd save, no inverse"] = (prep_fwd_no_inverse, (q, k, v, g, beta))
+    pe = dict(pc, outer_decays=False)  # exact decays (the masked scans): as "highest" runs
+    if pc["outer_decays"]:
+        cells["prep fwd save, exact decays"] = (
+            functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt, **pe), (q, k, v, g, beta))
     chosen = lambda name: any(name == p[:-1] if p.endswith("$") else name.startswith(p)
                               for p in getattr(args, "breakdown_only", None) or [""])
     split_bwd_cells = ("prep bwd split", "prep bwd inverse", "prep bwd decay", "prep bwd qk")
@@ -68,6 +72,9 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
                                                 **pc))(q, k, v, g, beta)
         cells["prep bwd split"] = (functools.partial(prep_bwd_split, C=C, **pc),
                                    (q, k, v, g, beta, T_inv, *cts))
+        if pc["outer_decays"]:
+            cells["prep bwd split, exact decays"] = (functools.partial(prep_bwd_split, C=C, **pe),
+                                                     (q, k, v, g, beta, T_inv, *cts))
         # each of its three kernels alone, on the intermediates the one before writes
         # dtypes as the default path gives them bf16 callers (dq, dk, dv in q's dtype)
         inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, Vp, C=C, grad_dtype=dt, mid_dtype=dt,

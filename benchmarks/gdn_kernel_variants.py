@@ -17,6 +17,11 @@ prep="pallas_splitbwd", state_pass="splitbwd"; earlier result files name earlier
     pallas_gpu_default_{bv16,bv32,bv64,bw8,s2}  launch variants: V tiles of 16, 32 or 64
                         (the default picks 32 or 64 by the SM count), 8 warps for the split
                         backward, 2 pipeline stages
+    pallas_gpu_default_exactdecays  "default" with exact_decays=True: each in-chunk log-decay
+                        difference summed over its own terms (masked [C, C] scans), as
+                        "highest" does; the default at "default" takes G_i - G_j (ninth
+                        session)
+    pallas_gpu_default_c32  chunk_size=32
     pallas_gpu_default_f32qkv  q, k, v cast to fp32 first, so the prep kernels read fp32 (as
                         every caller's did before the seventh session)
 The XLA rows (xla_chunked, xla_chunked_default) and fla are described in gdn_kernel.py.
@@ -44,6 +49,10 @@ JAX_IMPLS = {
     "pallas_gpu_default_bv64": dict(precision="default", block_v=64),
     # 16-wide V tiles: twice the sequential programs of 32 where B*HV is small (not yet timed)
     "pallas_gpu_default_bv16": dict(precision="default", block_v=16),
+    # the masked-scan in-chunk decays at "default" (its default until the ninth session)
+    "pallas_gpu_default_exactdecays": dict(precision="default", exact_decays=True),
+    # 32-row chunks: lighter chunk-parallel programs, twice the sequential steps
+    "pallas_gpu_default_c32": dict(precision="default", chunk_size=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
     "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
     # q, k, v upcast to fp32 before the call: the path bf16 callers took before the seventh

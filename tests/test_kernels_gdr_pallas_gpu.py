@@ -169,6 +169,17 @@ def test_interpret_default_precision_is_bf16_accurate():
                            prep="pallas", precision="default", tol=2e-2)
 
 
+@pytest.mark.parametrize("precision, tol", [("highest", FP32_TOL), ("default", 2e-2)])
+def test_interpret_outer_decays_match_float64_under_strong_decay(precision, tol):
+    """exact_decays=False (the default at "default"): in-chunk decays from G_i - G_j, and dg
+    back through them, in the default preps, against float64 where that difference cancels
+    most (strong decays); at "highest" (exact fp32 in interpret mode) to the fp32 tolerance,
+    which a wrong term in dg would break."""
+    for prep in ("pallas_splitbwd", "pallas"):
+        _check_against_float64(CPU_CASES["T37-K32-V32-strong-l2-scale-c16"], interpret=True,
+                               prep=prep, precision=precision, tol=tol, exact_decays=False)
+
+
 def test_interpret_xla_prep_matches_chunked_reference():
     args = make_inputs(11, 1, 50, 2, 2, 16, 32, decay="mild")
     o, S = chunk_gated_delta_rule_pallas_gpu(*args[:5], initial_state=args[5], chunk_size=16,

@@ -39,10 +39,11 @@ Why this exists
 Numerics
     State and accumulation are float32 (inputs of any float dtype are upcast in XLA first);
     with precision="highest" every stored intermediate is float32 too. Exponents are masked
-    with -inf before `exp`, never clipped; in-chunk log-decay differences are sums of g over
-    (j, i] (never differences of long cumulative sums); no term is divided by a cumulative
-    decay. So g down to -20 per token, beta in
-    (0, 2) and T = 65536 stay finite.
+    with -inf before `exp`, never clipped; no term is divided by a cumulative decay; in-chunk
+    log-decay differences are sums of g over (j, i] at "highest" and, at "default",
+    differences G_i - G_j of the chunk's own cumulative sum (at most C terms, never the
+    sequence's: an exponent error of ulp(|G|), see `exact_decays`). So g down to -20 per
+    token, beta in (0, 2) and T = 65536 stay finite.
     `use_qk_l2norm` is applied outside the kernels, in XLA glue (fp32, eps 1e-6), not fused.
     `precision` (the API uses "highest"; call this module for "default"):
       "highest": kernel dots TF32x3 on GPU (three tensor-core passes, about fp32 accuracy;
@@ -191,6 +192,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     prep: str = "pallas_splitbwd",
     block_d: int = 64,
     state_pass: str = "splitbwd",
+    exact_decays: Optional[bool] = None,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -222,6 +224,10 @@ def chunk_gated_delta_rule_pallas_gpu(
     instead of the Triton ones; state_pass="mosaic_splitbwd" runs the Mosaic forward (saving
     delta) with the Triton split backward (same constraints; on an H200 within 3% of the
     default at three shapes, 6% faster at the 7B layer, eighth session).
+    exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
+    terms (masked [C, C] scans); False takes differences of one cumulative sum, G_i - G_j, as
+    fla does, with an absolute exponent error of ulp(|G|) (see
+    `pallas_gpu_prep._row_log_decays`). None: True at "highest", False at "default".
     """
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
@@ -252,7 +258,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     flat = lambda x: x.reshape(BH, Tp, x.shape[-1])
     cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
                         num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
-                        num_stages=num_stages, block_v=block_v, block_d=block_d, BH=B * HV)
+                        num_stages=num_stages, block_v=block_v, block_d=block_d, BH=B * HV,
+                        exact_decays=exact_decays)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)

@@ -85,12 +85,15 @@ def _default_block_v(precision, interpret, V, BH):
 
 
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=None,
-                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64, BH=None):
+                  num_warps_prep=4, num_stages=None, block_v=None, block_d=64, BH=None,
+                  exact_decays=None):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with.
     BH (batch x value heads) only informs the default block_v."""
     if block_v is None:
         block_v = _default_block_v(precision, interpret, V, BH)
+    if exact_decays is None:  # outer differences only where bf16 operands dwarf their error
+        exact_decays = precision != "default"
     for name, b in (("block_v", block_v), ("block_d", block_d)):
         if b < 16 or b & (b - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {b}")
@@ -101,7 +104,8 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             ("num_warps_bwd", None if num_warps_bwd is None else int(num_warps_bwd)),
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
-            ("block_v", int(block_v)), ("block_d", int(block_d)))
+            ("block_v", int(block_v)), ("block_d", int(block_d)),
+            ("exact_decays", bool(exact_decays)))
 
 
 def _call_cfg(cfg, which):
@@ -110,7 +114,7 @@ def _call_cfg(cfg, which):
     cfg = dict(cfg)
     warps_fwd, warps_bwd = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages, Kp = cfg.pop("num_stages"), cfg.pop("Kp")
-    for name in ("block_d", "num_warps_prep"):  # the prep kernels' settings
+    for name in ("block_d", "num_warps_prep", "exact_decays"):  # the prep kernels' settings
         cfg.pop(name)
     if warps_bwd is None:  # measured: H200, three shapes, sweep_*.json of the seventh session
         warps_bwd = 8 if which == "bwd" else 4
@@ -145,6 +149,6 @@ def _prep_cfg(cfg):
     return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
                 dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
                                 interpret),
-                interpret=interpret,
+                interpret=interpret, outer_decays=not cfg["exact_decays"],
                 compiler_params=None if interpret
                 else _triton_params(cfg["num_warps_prep"], cfg["num_stages"] or 1))

@@ -50,18 +50,28 @@ from jax.experimental import pallas as pl
 from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT, _TN
 
 
-def _decays(g, C):
-    """Gd [C, C] (sum of g over (j, i]; 0 on and above the diagonal), G [C], logF [C]."""
+def _decays(g, C, outer=False):
+    """Gd [C, C] (sum of g over (j, i]; on and above the diagonal 0, or with outer, G_i - G_j,
+    which every caller masks), G [C], logF [C]. outer: see `_row_log_decays`."""
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
+    G, logF = _row_log_decays(g, row, col, outer)
+    if outer:
+        return row, col, G[:, None] - G[None, :], G, logF
     # Gd[i, j] = sum_{l <= i} g_l [l > j]: a running sum down each column of its own terms
     Gd = jnp.cumsum(jnp.where(row > col, g[:, None], 0.0), axis=0)
-    G, logF = _row_log_decays(g, row, col)
     return row, col, Gd, G, logF
 
 
-def _row_log_decays(g, row, col):
-    """G_i = sum_{l <= i} g_l and logF_i = sum_{l > i} g_l, as masked row sums."""
+def _row_log_decays(g, row, col, outer=False):
+    """G_i = sum_{l <= i} g_l and logF_i = sum_{l > i} g_l, as masked row sums; or, with outer,
+    from one 1-D scan (G) and the chunk's total minus it (logF), as fla computes them. Then
+    Gd = G_i - G_j cancels: an absolute exponent error of ulp(|G|) (1e-4 at G = -1280, g = -20
+    a token over 64), a relative error of 1e-4 in a decay, far below the bf16 rounding of
+    precision="default"'s dot operands (~4e-3), and no [C, C] scans or row sums."""
+    if outer:
+        G = jnp.cumsum(g)
+        return G, jnp.sum(g) - G
     return (jnp.sum(jnp.where(col <= row, g[None, :], 0.0), axis=1),
             jnp.sum(jnp.where(col > row, g[None, :], 0.0), axis=1))
 
@@ -113,10 +123,10 @@ def _kk_qk(q_ref, k_ref, *, C, BK, dot):
     return _tiles(k_ref.shape[1] // BK, tile, (zero, zero))
 
 
-def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv):
+def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv, outer_decays):
     """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
     and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
-    row, col, Gd, G, logF = _decays(g, C)
+    row, col, Gd, G, logF = _decays(g, C, outer_decays)
     strict, causal = row > col, row >= col
     D = jnp.exp(jnp.where(strict, Gd, -jnp.inf))
     Dc = jnp.exp(jnp.where(causal, Gd, -jnp.inf))
@@ -128,10 +138,10 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv):
 
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
-                     *t_ref, C, BK, BV, dot, dot_inv):
+                     *t_ref, C, BK, BV, dot, dot_inv, outer_decays):
     """t_ref: optionally, where T = (I + A)^-1 goes, for the split backward."""
     beta = b_ref[...]
-    row, col, Gd, G, logF = _decays(g_ref[...], C)
+    row, col, Gd, G, logF = _decays(g_ref[...], C, outer_decays)
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
     # aqk (bf16 for precision="default": half the bytes for the state pass) before the
     # inverse, so that QK and its mask are not live through the inverse's chain of products
@@ -214,8 +224,12 @@ def _decay_grads(dA, daqk, KK, QK, beta, D, Dc):
             dlogD + dKKD * beta[:, None])
 
 
-def _dg_decay(dlogD, row, col):
-    """dg through Gd, which sums g over (j, i]."""
+def _dg_decay(dlogD, row, col, outer=False):
+    """dg through Gd, which sums g over (j, i]; or, with outer, is G_i - G_j (dlogD's diagonal
+    cancels there, and the old form never reads it: Gd_ii = 0 is no function of g)."""
+    if outer:  # dG = row sums - column sums; G_i sums g over l <= i
+        dG = jnp.sum(dlogD, axis=1) - jnp.sum(dlogD, axis=0)
+        return jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
     Z = jnp.cumsum(dlogD, axis=1) - dlogD                  # Z[i, l] = sum_{j<l} dlogD_ij
     return jnp.sum(jnp.where(row >= col, Z, 0.0), axis=0)  # sum over i >= l
 
@@ -230,12 +244,13 @@ def _dg_rows(dG, dlogF, C):
 
 def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref, dqd_ref,
                      daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV, dot,
-                     dot_inv):
+                     dot_inv, outer_decays):
     """Tiles of BK key / BV value columns. dA needs all of dT (a sum over V and K tiles), and
     dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
     f32 = jnp.float32
     beta = b_ref[...]
-    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot, dot_inv=dot_inv)
+    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot, dot_inv=dot_inv,
+                     outer_decays=outer_decays)
     T, E, F = t["T"], t["E"], t["F"]
     bE = beta * E
     dA, dbeta, s_bek = _inverse_grad(T, beta, bE, k_ref, v_ref, dw_ref, du_ref, dv_ref, C=C,
@@ -260,7 +275,8 @@ def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref,
     zv = jnp.zeros((C,), f32)
     dE_q, s_kd = _tiles(k_ref.shape[1] // BK, k_write, (zv, zv))
     dG = E * (beta * s_bek + dE_q)
-    dg_ref[...] = _dg_decay(dlogD, t["row"], t["col"]) + _dg_rows(dG, F * s_kd, C)
+    dg_ref[...] = (_dg_decay(dlogD, t["row"], t["col"], outer_decays)
+                   + _dg_rows(dG, F * s_kd, C))
     db_ref[...] = dbeta
 
 
@@ -270,14 +286,15 @@ def _specs(C, Kp, Vp):
     return tile(Kp), tile(Vp), tile(C), vec
 
 
-def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv):
+def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays):
     if block_d < 16 or block_d & (block_d - 1):
         raise ValueError(f"block_d must be a power of two >= 16, got {block_d}")
-    return dict(C=C, BK=min(block_d, Kp), BV=min(block_d, Vp), dot=dot, dot_inv=dot_inv)
+    return dict(C=C, BK=min(block_d, Kp), BV=min(block_d, Vp), dot=dot, dot_inv=dot_inv,
+                outer_decays=outer_decays)
 
 
 def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-             out_dtype, save_inverse=False):
+             out_dtype, outer_decays=False, save_inverse=False):
     """w, u, kd, qd, aqk; and T = (I + A)^-1 [BH, Tp, C] after them if save_inverse, in
     out_dtype like them: the backward uses T only as an operand of its dots, which round their
     operands to that dtype (bf16 at "default") anyway."""
@@ -288,7 +305,7 @@ def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_
     extra = [sds(C)] if save_inverse else []
     return pl.pallas_call(
         functools.partial(_prep_fwd_kernel,
-                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)),
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec],
         out_specs=[tk, tv, tk, tk, tc] + [tc] * len(extra),
@@ -298,7 +315,7 @@ def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_
 
 
 def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_inv, interpret,
-             compiler_params):
+             compiler_params, outer_decays=False):
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
@@ -306,7 +323,7 @@ def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_i
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), f32)
     return pl.pallas_call(
         functools.partial(_prep_bwd_kernel,
-                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)),
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)),
         grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, vec, vec, tk, tv, tk, tk, tc],
         out_specs=[tk, tk, tv, vec, vec],

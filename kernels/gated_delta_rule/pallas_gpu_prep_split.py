@@ -55,9 +55,10 @@ from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _deca
                                                       _unit_lower_inverse, _write_wu, prep_fwd)
 
 
-def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv):
+def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv,
+                outer_decays):
     del BV, dot_inv
-    row, col, Gd, _, _ = _decays(g_ref[...], C)
+    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
     a_ref[...] = b_ref[...][:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
     aqk_ref[...] = (QK * jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))).astype(aqk_ref.dtype)
@@ -69,31 +70,31 @@ def _solve_kernel(a_ref, t_ref, *, C, dot_inv):
     t_ref[...] = _unit_lower_inverse(a_ref[...], row, col, C, dot_inv)
 
 
-def _row_decays(g, C):
+def _row_decays(g, C, outer):
     """E = exp(G) and F = exp(logF) [C], summed as `_decays` sums them."""
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    G, logF = _row_log_decays(g, row, col)
+    G, logF = _row_log_decays(g, row, col, outer)
     return jnp.exp(G), jnp.exp(logF)
 
 
 def _wu_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, w_ref, u_ref, qd_ref, kd_ref, *, C, BK,
-               BV, dot, dot_inv):
+               BV, dot, dot_inv, outer_decays):
     del dot_inv
     beta, T = b_ref[...], t_ref[...]
-    E, F = _row_decays(g_ref[...], C)
+    E, F = _row_decays(g_ref[...], C, outer_decays)
     _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, BK=BK, BV=BV,
               dot=dot)
 
 
 def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-                   out_dtype):
+                   out_dtype, outer_decays=False):
     """(w, u, kd, qd, aqk), as `pallas_gpu_prep.prep_fwd` returns them, from three kernels; and
     the residuals (T,) for `prep_bwd_split`: T = (I + A)^-1 [BH, Tp, C] fp32."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
     tk, tv, tc, vec = _specs(C, Kp, Vp)
-    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)
+    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
                              interpret=interpret)
@@ -121,11 +122,11 @@ def prep_fwd_saving_inverse(q, k, v, g, beta, **kw):
 # tiles. Between them go dA, d(k k^T) and d(q k^T) ([C, C] fp32 per chunk) and the w term of dk.
 
 def _inverse_bwd_kernel(k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dv_ref, dk_ref, da_ref,
-                        db_ref, ds_ref, *, C, BK, BV, dot, dot_inv):
+                        db_ref, ds_ref, *, C, BK, BV, dot, dot_inv, outer_decays):
     """dv, the w term of dk, dA, and beta's cotangent so far with s_bek (see `_inverse_grad`)."""
     del dot_inv
     beta = b_ref[...]
-    E, _ = _row_decays(g_ref[...], C)
+    E, _ = _row_decays(g_ref[...], C, outer_decays)
     dA, dbeta, s_bek = _inverse_grad(t_ref[...], beta, beta * E, k_ref, v_ref, dw_ref, du_ref,
                                      dv_ref, C=C, BK=BK, BV=BV, dot=dot, dk_ref=dk_ref)
     da_ref[...] = dA
@@ -134,11 +135,11 @@ def _inverse_bwd_kernel(k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dv_re
 
 
 def _decay_bwd_kernel(q_ref, k_ref, g_ref, b_ref, da_ref, daqk_ref, db_ref, dkk_ref, dqk_ref,
-                      dg_ref, dbeta_ref, *, C, BK, BV, dot, dot_inv):
+                      dg_ref, dbeta_ref, *, C, BK, BV, dot, dot_inv, outer_decays):
     """Through A and aqk: d(k k^T) (symmetric) and d(q k^T) out to HBM; dbeta whole; dg
     through Gd (the qk kernel adds the rest)."""
     del BV, dot_inv
-    row, col, Gd, _, _ = _decays(g_ref[...], C)
+    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
     D = jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
     Dc = jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
@@ -147,16 +148,17 @@ def _decay_bwd_kernel(q_ref, k_ref, g_ref, b_ref, da_ref, daqk_ref, db_ref, dkk_
     dkk_ref[...] = dKK_sym.astype(dkk_ref.dtype)
     dqk_ref[...] = dQK.astype(dqk_ref.dtype)
     dbeta_ref[...] = db_ref[...] + dbeta_A
-    dg_ref[...] = _dg_decay(dlogD, row, col)
+    dg_ref[...] = _dg_decay(dlogD, row, col, outer_decays)
 
 
 def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref, dk0_ref,
-                   dqd_ref, dkd_ref, dq_ref, dk_ref, dg_ref, *, C, BK, BV, dot, dot_inv):
+                   dqd_ref, dkd_ref, dq_ref, dk_ref, dg_ref, *, C, BK, BV, dot, dot_inv,
+                   outer_decays):
     """dq = d(q k^T) k + dqd E;  dk = (w term) + d(k k^T) k + d(q k^T)^T q + dkd F, per K tile;
     and dg: the decay kernel's part plus those through E (qd, w) and F (kd)."""
     del BV, dot_inv
     f32 = jnp.float32
-    E, F = _row_decays(g_ref[...], C)
+    E, F = _row_decays(g_ref[...], C, outer_decays)
     dKK_sym, dQK = dkk_ref[...].astype(f32), dqk_ref[...].astype(f32)
 
     def k_tile(j, acc):
@@ -176,7 +178,7 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
 
 
 def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-                     grad_dtype=jnp.float32, mid_dtype=jnp.float32):
+                     outer_decays=False, grad_dtype=jnp.float32, mid_dtype=jnp.float32):
     """The three backward kernels as separate callables (`prep_bwd_split` chains them; the
     benchmark's breakdown times each): inverse(k, v, g, beta, T, dw, du) -> dv, dk0, dA, db0,
     s_bek; decay(q, k, g, beta, dA, daqk, db0) -> dkk, dqk, dgd, dbeta; qk(q, k, g, beta, s_bek,
@@ -184,7 +186,7 @@ def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, com
     caller's, so that no XLA pass converts them); d(k k^T) and d(q k^T) in mid_dtype (they only
     feed dots: the chunk operands' dtype loses nothing); the rest in fp32."""
     tk, tv, tc, vec = _specs(C, Kp, Vp)
-    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv)
+    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)
     sds = lambda d, dt=jnp.float32: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     svec = jax.ShapeDtypeStruct((BH, Tp), jnp.float32)
     call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
