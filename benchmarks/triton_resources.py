@@ -196,6 +196,8 @@ def main(argv=None):
     p.add_argument("--state-pass", choices=("triton", "split", "splitbwd"), default=None,
                    help="the state pass: fused, split, or the fused forward and the split "
                         "backward (the kernel default)")
+    p.add_argument("--exact-decays", choices=("true", "false"), default=None,
+                   help="the prep's in-chunk decays (kernel default: true only at highest)")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
     p.add_argument("--out", help="write every row (and the Triton/ptxas versions) as JSON")
     a = p.parse_args(argv)
@@ -203,7 +205,8 @@ def main(argv=None):
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
                                  num_warps_prep=a.num_warps_prep,
                                  num_stages=a.num_stages, block_v=a.block_v,
-                                 block_d=a.block_d, state_pass=a.state_pass).items()
+                                 block_d=a.block_d, state_pass=a.state_pass,
+                                 exact_decays=a.exact_decays and a.exact_decays == "true").items()
           if v is not None}
     rows, versions = [], {}
     for shape in a.shape:

@@ -76,6 +76,13 @@ def _row_log_decays(g, row, col, outer=False):
             jnp.sum(jnp.where(col > row, g[None, :], 0.0), axis=1))
 
 
+def _masked_decays(Gd, row, col):
+    """exp(Gd) on the strict lower triangle (D) and with the diagonal (Dc), 0 elsewhere: one
+    exp of a [C, C] tile, masked with -inf before it."""
+    Dc = jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))
+    return jnp.where(row > col, Dc, 0.0), Dc
+
+
 def _unit_lower_inverse(A, row, col, C, dot_inv):
     """(I + A)^-1 for A zero on and above the diagonal, by recursive 2x2 blocks as
     `reference.unit_lower_inverse` but on whole [C, C] tiles: with X the inverse of the diagonal
@@ -126,14 +133,11 @@ def _kk_qk(q_ref, k_ref, *, C, BK, dot):
 def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv, outer_decays):
     """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
     and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
-    row, col, Gd, G, logF = _decays(g, C, outer_decays)
-    strict, causal = row > col, row >= col
-    D = jnp.exp(jnp.where(strict, Gd, -jnp.inf))
-    Dc = jnp.exp(jnp.where(causal, Gd, -jnp.inf))
-
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
+    row, col, Gd, G, logF = _decays(g, C, outer_decays)
+    D, Dc = _masked_decays(Gd, row, col)
     T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
-    return dict(row=row, col=col, strict=strict, D=D, Dc=Dc, KK=KK, QK=QK, T=T, E=jnp.exp(G),
+    return dict(row=row, col=col, D=D, Dc=Dc, KK=KK, QK=QK, T=T, E=jnp.exp(G),
                 F=jnp.exp(logF))
 
 
@@ -141,12 +145,13 @@ def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd
                      *t_ref, C, BK, BV, dot, dot_inv, outer_decays):
     """t_ref: optionally, where T = (I + A)^-1 goes, for the split backward."""
     beta = b_ref[...]
-    row, col, Gd, G, logF = _decays(g_ref[...], C, outer_decays)
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
+    row, col, Gd, G, logF = _decays(g_ref[...], C, outer_decays)
     # aqk (bf16 for precision="default": half the bytes for the state pass) before the
     # inverse, so that QK and its mask are not live through the inverse's chain of products
-    aqk_ref[...] = (QK * jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))).astype(aqk_ref.dtype)
-    A = beta[:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
+    D, Dc = _masked_decays(Gd, row, col)
+    aqk_ref[...] = (QK * Dc).astype(aqk_ref.dtype)
+    A = beta[:, None] * KK * D
     T = _unit_lower_inverse(A, row, col, C, dot_inv)
     if t_ref:
         t_ref[0][...] = T.astype(t_ref[0].dtype)
@@ -227,9 +232,9 @@ def _decay_grads(dA, daqk, KK, QK, beta, D, Dc):
 def _dg_decay(dlogD, row, col, outer=False):
     """dg through Gd, which sums g over (j, i]; or, with outer, is G_i - G_j (dlogD's diagonal
     cancels there, and the old form never reads it: Gd_ii = 0 is no function of g)."""
-    if outer:  # dG = row sums - column sums; G_i sums g over l <= i
+    if outer:  # dG = row sums - column sums; G_i sums g over l <= i: dg_l = sum_{i>=l} dG_i
         dG = jnp.sum(dlogD, axis=1) - jnp.sum(dlogD, axis=0)
-        return jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
+        return jnp.sum(dG) - jnp.cumsum(dG) + dG  # 1-D; cancels as G_i - G_j does
     Z = jnp.cumsum(dlogD, axis=1) - dlogD                  # Z[i, l] = sum_{j<l} dlogD_ij
     return jnp.sum(jnp.where(row >= col, Z, 0.0), axis=0)  # sum over i >= l
 

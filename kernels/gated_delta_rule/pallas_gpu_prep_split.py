@@ -51,17 +51,19 @@ from jax.experimental import pallas as pl
 from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN
 from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _decays, _dg_decay,
                                                       _dg_rows, _inverse_grad, _kernel_kw,
-                                                      _kk_qk, _row_log_decays, _specs, _tiles,
+                                                      _kk_qk, _masked_decays,
+                                                      _row_log_decays, _specs, _tiles,
                                                       _unit_lower_inverse, _write_wu, prep_fwd)
 
 
 def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv,
                 outer_decays):
     del BV, dot_inv
-    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
-    a_ref[...] = b_ref[...][:, None] * KK * jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
-    aqk_ref[...] = (QK * jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))).astype(aqk_ref.dtype)
+    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
+    D, Dc = _masked_decays(Gd, row, col)
+    a_ref[...] = b_ref[...][:, None] * KK * D
+    aqk_ref[...] = (QK * Dc).astype(aqk_ref.dtype)
 
 
 def _solve_kernel(a_ref, t_ref, *, C, dot_inv):
@@ -139,10 +141,9 @@ def _decay_bwd_kernel(q_ref, k_ref, g_ref, b_ref, da_ref, daqk_ref, db_ref, dkk_
     """Through A and aqk: d(k k^T) (symmetric) and d(q k^T) out to HBM; dbeta whole; dg
     through Gd (the qk kernel adds the rest)."""
     del BV, dot_inv
-    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
-    D = jnp.exp(jnp.where(row > col, Gd, -jnp.inf))
-    Dc = jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
+    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
+    D, Dc = _masked_decays(Gd, row, col)
     dKK_sym, dQK, dbeta_A, dlogD = _decay_grads(da_ref[...], daqk_ref[...].astype(jnp.float32),
                                                 KK, QK, b_ref[...], D, Dc)
     dkk_ref[...] = dKK_sym.astype(dkk_ref.dtype)
