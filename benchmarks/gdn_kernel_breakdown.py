@@ -22,9 +22,10 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
 
     B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
     BH, N = B * HV, -(-T // C)
-    Tp, Kp, Vp = N * C, max(16, cm._next_pow2(K)), max(16, cm._next_pow2(V))
+    Kp = max(16, cm._next_pow2(K))
     launch = dict(launch or {})
     cfg = cm.kernel_config(precision, bool(args.interpret), Kp, V, BH=BH, **launch)
+    Tp, Vp = N * C, cm._prep_v(V, dict(cfg)["block_d"])
     dt = cm._operand_dtype(cfg)
     ks = iter(jax.random.split(jax.random.key(1), 32))
     rnd = lambda *shape, dtype=jnp.float32: (0.1 * jax.random.normal(next(ks), shape)).astype(dtype)

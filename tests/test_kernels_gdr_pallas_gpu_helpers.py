@@ -33,3 +33,10 @@ def test_default_block_v_narrows_only_when_the_programs_still_fit_the_sms(monkey
     assert bv(30, 192) == 64            # the 7B layer: 180 programs at 32
     assert bv(64, 128) == 64            # B4 T4096 H16 and B8 T2048 H8
     assert bv(32, 128, interpret=True) == 64 and bv(64, 128, "highest") == 32
+
+
+def test_prep_v_pads_to_a_multiple_of_the_tile_not_a_power_of_two():
+    from kernels.gated_delta_rule.pallas_gpu_common import _prep_v
+    assert [_prep_v(V, 64) for V in (24, 48, 64, 96, 128, 192, 256)] == [32, 64, 64, 128, 128,
+                                                                          192, 256]
+    assert _prep_v(48, 16) == 48 and _prep_v(40, 16) == 48

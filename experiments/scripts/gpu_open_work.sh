@@ -9,6 +9,9 @@
 #                                                       # the prep kernels alone, the headline
 #                                                       # shape; GPU 1 B1 T8192 H32, the 7B
 #                                                       # layer and B8 T2048 H8
+#   bash experiments/scripts/gpu_open_work.sh confirm   # ~9 min: GPU 1 the 7B layer with its
+#                                                       # kernels alone, the headline again;
+#                                                       # GPU 0 the tests, the 370M step
 #   bash experiments/scripts/gpu_open_work.sh train     # ~5 min: the hybrid's 370M training
 #                                                       # step, Pallas kernel against XLA, at
 #                                                       # "default" (GPU 0) and "highest" (GPU 1)
@@ -82,6 +85,24 @@ case "${1:-}" in
     wait
     tail -40 "$WORK/kernel1.out"
     tar czf "$OUT/kernel.tgz" -C "$WORK" kernel0 kernel1 kernel1.out ;;
+  confirm)
+    # GPU 1: the 7B layer (V = 192 now three prep tiles of 64, not four) with its prep and
+    # state kernels alone, then the headline shape again: the default (outer-difference
+    # decays) against the exact decays, the Mosaic forward and the split pass. GPU 0: the
+    # compiled kernel tests, then the 370M hybrid's training step at "default".
+    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/confirm1" MODE=bench BENCH_BUDGET=430 BENCH_TIMEOUT=520 \
+      BENCH_ARGS="--shape B=1,T=8192,H=30,K=96,V=192 --shape B=4,T=4096,H=16,K=128,V=128
+      --breakdown-precisions default --breakdown-only prep state --impl fla pallas_gpu_default
+      pallas_gpu_default_exactdecays pallas_gpu_mosaic_splitbwd pallas_gpu_split" \
+      bash benchmarks/gdn_kernel_gpu.sh > "$WORK/confirm1.out" 2>&1 &
+    export CUDA_VISIBLE_DEVICES=0
+    OUT="$WORK/confirm0" MODE=tests TEST_TIMEOUT=200 bash benchmarks/gdn_kernel_gpu.sh | tail -8
+    timeout 330 $PY benchmarks/train_throughput.py --sizes 370m --steps 15 --families hybrid \
+      --gdn-implementation pallas_gpu --gdn-precision default \
+      --out "$WORK/confirm0/train_pallas_default.json" 2>&1 | tail -4
+    wait
+    grep -E "^B|^  |kernel:" "$WORK/confirm1.out" | tail -60
+    tar czf "$OUT/confirm.tgz" -C "$WORK" confirm0 confirm1 confirm1.out ;;
   train)
     # The hybrid's 370M training step with the Pallas kernel (its defaults) against XLA's
     # chunked path at the same precision, each pair on one GPU: "default" on GPU 0, "highest"

@@ -63,7 +63,7 @@ Constraints
     zero columns of q, k, w, kd change nothing. V is split into tiles BV = the largest power of
     two dividing V, capped at block_v (32 or 64; 96 -> 32, 192 -> 64 at 64); Triton dots need
     BV >= 16, so V must be a multiple of 16 on GPU (64, 96, 128, 192, 256 all are). The Pallas
-    preps also zero-pad V to a power of two. T is padded to a multiple of chunk_size (a power of
+    preps zero-pad V to a multiple of their V tile (`_prep_v`: 192 stays 192). T is padded to a multiple of chunk_size (a power of
     two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
     Residual memory for the backward: the chunk-entry states [B*HV, T/C, Kp, V] (bf16 at
     "default", fp32 at "highest"), with state_pass="splitbwd" or "split" delta [B*HV, T, V] in
@@ -102,7 +102,7 @@ from kernels.gated_delta_rule import pallas_gpu_prep, pallas_gpu_state, referenc
 from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep_fwd_saving_inverse,
                                                             prep_fwd_split)
 from kernels.gated_delta_rule.pallas_gpu_common import (_next_pow2, _operand_dtype, _prep_cfg,
-                                                         kernel_config)
+                                                         _prep_v, kernel_config)
 from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
 
 PRECISIONS = ("highest", "default")
@@ -265,7 +265,7 @@ def chunk_gated_delta_rule_pallas_gpu(
                                              xla_precision=xla_precision)
         w, u, kd, qd, aqk = (flat(x).astype(_operand_dtype(cfg)) for x in (w, u, kd, qd, aqk))
     else:
-        Vp = max(16, _next_pow2(V))
+        Vp = _prep_v(V, dict(cfg)["block_d"])
         vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
         # bf16 callers at "default": the prep kernels round q, k and v to bf16 at every dot
         # anyway, and the caller's gradients are bf16; handing q, k, v over in bf16 halves the

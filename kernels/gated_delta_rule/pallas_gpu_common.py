@@ -14,6 +14,14 @@ def _next_pow2(n: int) -> int:
     return 1 << (max(int(n), 1) - 1).bit_length()
 
 
+def _prep_v(V: int, block_d: int) -> int:
+    """V as the Pallas preps take it: zero-padded to a multiple of their V tile (a power of two,
+    at most block_d), not to a power of two: they walk V tile by tile, so V = 192 is three
+    tiles of 64 (until the ninth session it was padded to 256, four)."""
+    tile = min(block_d, max(16, _next_pow2(V)))
+    return -(-V // tile) * tile
+
+
 def _v_tile(V: int, block_v: int) -> int:
     return min(block_v, V & -V)  # largest power of two dividing V, at most block_v
 

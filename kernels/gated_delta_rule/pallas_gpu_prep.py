@@ -24,6 +24,8 @@ Numerics
     4 KB at B4 T4096 H16 K=V=128, "default"), and the fp32 `cumsum` (a Triton scan) has none.
     The backward's exclusive sum over j < l is the inclusive scan minus its own term: an
     absolute error of ulp(partial sum) in a gradient, as any fp32 sum of those terms has.
+    With outer_decays (the default at precision="default", ninth session) Gd is G_i - G_j and
+    logF the chunk's total minus G, from one 1-D scan: no [C, C] scan (`_row_log_decays`).
 
 Tiling
     No dot takes an operand wider than block_d (BK = min(block_d, Kp), BV = min(block_d, Vp))
@@ -34,8 +36,9 @@ Tiling
     all of dT (sums over V and K tiles), and dq, dk need dA.
 
 Constraints
-    q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, Vp, C, block_d powers of two
-    >= 16 (Triton's dynamic slices need power-of-two widths >= 16).
+    q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, C, block_d powers of two >= 16
+    (Triton's dynamic slices need power-of-two widths >= 16); Vp a multiple of
+    min(block_d, Vp's power of two) (`pallas_gpu_common._prep_v`).
 """
 
 from __future__ import annotations

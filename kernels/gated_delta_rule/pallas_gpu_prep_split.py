@@ -35,8 +35,8 @@ Numerics
     see), and that dq, dk, dv are written in q's dtype (bf16 for bf16 callers at "default").
 
 Constraints
-    As `pallas_gpu_prep`: q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, Vp, C,
-    block_d powers of two >= 16.
+    As `pallas_gpu_prep`: q, k [BH, Tp, Kp]; v [BH, Tp, Vp]; g, beta [BH, Tp]; Kp, C, block_d
+    powers of two >= 16; Vp a multiple of the V tile.
 """
 
 from __future__ import annotations
