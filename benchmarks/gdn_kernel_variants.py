@@ -1,7 +1,8 @@
 """The gated delta rule variants `gdn_kernel.py` times, by name, and the issue's shapes.
 
-Our implementations (the names' meanings as of the seventh session, when the defaults became
-prep="pallas_splitbwd", state_pass="splitbwd"; earlier result files name earlier defaults):
+Our implementations (the names' meanings as of the ninth session, when the default state pass
+became "auto": mosaic_splitbwd where the Mosaic kernels take the shape, else splitbwd; since the
+seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
     pallas_gpu          kernels/gated_delta_rule/pallas_gpu.py as the API runs it (its
                         defaults), precision="highest" (TF32x3 kernel dots)
     pallas_gpu_default  the same at precision="default" (bf16 dot operands, fp32 accumulation)
@@ -11,6 +12,8 @@ prep="pallas_splitbwd", state_pass="splitbwd"; earlier result files name earlier
     pallas_gpu_default_fused  the sixth session's default: prep="pallas_split" and the fused
                         state pass both ways (state_pass="triton")
     pallas_gpu_split    state_pass="split" (pallas_gpu_split.py both ways)
+    pallas_gpu_splitbwd state_pass="splitbwd" at "default": the Triton forward state pass, where
+                        "auto" (since the ninth session) picks the Mosaic one
     pallas_gpu_mosaic   the Mosaic GPU state pass (pallas_mgpu.py; K padded to at most 128, V
                         a multiple of 64: all four issue shapes)
     pallas_gpu_mosaic_splitbwd  its forward (saving delta) with the Triton split backward
@@ -43,6 +46,8 @@ JAX_IMPLS = {
     "pallas_gpu_default_fused": dict(precision="default", prep="pallas_split",
                                      state_pass="triton"),
     "pallas_gpu_split": dict(precision="default", state_pass="split"),
+    # the Triton forward state pass (the default at "default" until the ninth session)
+    "pallas_gpu_splitbwd": dict(precision="default", state_pass="splitbwd"),
     "pallas_gpu_mosaic": dict(precision="default", state_pass="mosaic"),
     "pallas_gpu_mosaic_splitbwd": dict(precision="default", state_pass="mosaic_splitbwd"),
     "pallas_gpu_default_bv32": dict(precision="default", block_v=32),

@@ -394,3 +394,23 @@ def test_gpu_api_dispatch_matches_chunked():
     o_ref, S_ref = chunk_gated_delta_rule(*args[:5], initial_state=args[5],
                                           output_final_state=True, implementation="chunked")
     assert rel_err(o, o_ref) < FP32_TOL and rel_err(S, S_ref) < FP32_TOL
+
+
+@pytest.mark.gpu
+def test_gpu_api_default_precision_runs_the_auto_state_pass():
+    """At "default" the API's pallas_gpu resolves state_pass="auto": at the 7B layer's head dims
+    (K=96 -> 128, V=192) the Mosaic forward with the Triton split backward. Output, state and
+    gradients against XLA's chunked at "highest", to bf16-level error."""
+    from kernels.gated_delta_rule.pallas_gpu import _auto_state_pass
+    assert _auto_state_pass("default", False, 128, 192) == "mosaic_splitbwd"
+    args = make_inputs(13, 1, 300, 2, 4, 96, 192, decay="mild")
+    w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, 96, 192))
+    runs = {impl: _forward_and_grads(
+        functools.partial(chunk_gated_delta_rule, implementation=impl, precision=p,
+                          output_final_state=True), w32, args)
+        for impl, p in (("pallas_gpu", "default"), ("chunked", "highest"))}
+    (o, S), grads = runs["pallas_gpu"]
+    (o_ref, S_ref), grads_ref = runs["chunked"]
+    errs = {"o": rel_err(o, o_ref), "state": rel_err(S, S_ref)}
+    errs.update({f"d{n}": rel_err(grads[n], grads_ref[n]) for n in grads})
+    assert max(errs.values()) < 2e-2, errs

@@ -40,3 +40,13 @@ def test_prep_v_pads_to_a_multiple_of_the_tile_not_a_power_of_two():
     assert [_prep_v(V, 64) for V in (24, 48, 64, 96, 128, 192, 256)] == [32, 64, 64, 128, 128,
                                                                           192, 256]
     assert _prep_v(48, 16) == 48 and _prep_v(40, 16) == 48
+
+
+def test_auto_state_pass_is_mosaic_only_where_its_kernels_take_the_shape():
+    from kernels.gated_delta_rule.pallas_gpu import _auto_state_pass
+    assert _auto_state_pass("default", False, 128, 128) == "mosaic_splitbwd"
+    assert _auto_state_pass("default", False, 128, 192) == "mosaic_splitbwd"  # the 7B layer
+    assert _auto_state_pass("default", False, 256, 128) == "splitbwd"  # K > 128
+    assert _auto_state_pass("default", False, 128, 96) == "splitbwd"   # V not in 64-wide tiles
+    assert _auto_state_pass("highest", False, 128, 128) == "splitbwd"  # bf16 wgmma only
+    assert _auto_state_pass("default", True, 128, 128) == "splitbwd"   # interpret mode

@@ -41,7 +41,9 @@ _XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Preci
 _PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu": "gpu",
                    "pallas_tpu": "tpu"}
 # The Pallas GPU implementations: one entry point (pallas_gpu.py), each with its state pass.
-_GPU_STATE_PASS = {"pallas_gpu": "splitbwd", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
+# pallas_gpu's "auto": the Mosaic forward where it takes the shape, else the Triton one (pallas_gpu.
+# `_auto_state_pass`); both with the Triton split backward.
+_GPU_STATE_PASS = {"pallas_gpu": "auto", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
 # What "auto" runs per (backend, precision); "chunked" where a pair is not listed. On a GPU at
 # "default", pallas_gpu: on an H200 it was 3.5-3.7x faster forward+backward than `chunked` at
 # "default" on the four shapes and made the 370M hybrid's training step 21% faster

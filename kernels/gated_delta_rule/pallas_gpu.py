@@ -14,15 +14,18 @@ Why this exists
          JAX autodiff. All are tested.
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
-         state and, for the split backward, delta);
-      3. its backward: by default (state_pass="splitbwd") split as fla splits it
+         state and, for the split backward, delta); by default (state_pass="auto") the Mosaic
+         GPU kernel of `pallas_mgpu.py` where it takes the shape, else the Triton one;
+      3. its backward: by default ("auto" resolves to "mosaic_splitbwd" or "splitbwd") split
+         as fla splits it
          (`pallas_gpu_split.split_bwd`): a sequential kernel carries dS over the chunks in
          reverse and writes each chunk's dS and dd, then one parallel-over-chunks kernel
          computes the rest. state_pass="triton" instead does all of it in one sequential
          kernel (the fused backward, `pallas_gpu_state.py`).
     On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 2.23 ms with the
     defaults against 2.51 for fla and 13.45 for XLA's `chunked` at "highest", one run
-    (experiments/LOG.md, eighth session; 3.28 with the sixth session's structure, seventh).
+    (experiments/LOG.md, eighth session; 3.28 with the sixth session's structure, seventh;
+    the ninth session's numbers are in the LOG).
     q/k L2 normalisation, scale, head grouping and padding are XLA glue around them.
 
     Per chunk n (state S_n entering it; shapes per program: C x Kp, C x BV, Kp x BV):
@@ -125,6 +128,19 @@ PREPS = ("xla", *_PREP)
 STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd")
 
 
+def _auto_state_pass(precision, interpret, Kp, V):
+    """What state_pass="auto" runs: the Mosaic forward with the Triton split backward where the
+    Mosaic kernels take the shape (bf16 operands, Kp <= 128, V a multiple of 64), else
+    "splitbwd". On an H200 (ninth session, same-call pairs, fwd+bwd ms) mosaic_splitbwd
+    against splitbwd: 7B layer 2.629 / 2.780 and 2.818 / 2.911, B4 T4096 H16 2.144 / 2.198
+    and 2.261 / 2.251, B1 T8192 H32 2.260 / 2.286, B8 T2048 H8 1.159 / 1.133; its forward
+    alone was faster at every shape. Interpret mode keeps "splitbwd": the Mosaic GPU
+    interpreter is about 200x slower than Pallas' (CPU tests; the Mosaic pass has its own)."""
+    if precision == "default" and not interpret and Kp <= 128 and V % 64 == 0:
+        return "mosaic_splitbwd"
+    return "splitbwd"
+
+
 # ---------------------------------------------------------------------------------------------
 # Chunk-local WY transform in Pallas (the preps of _PREP), under its own custom_vjp.
 
@@ -191,7 +207,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     block_v: Optional[int] = None,
     prep: str = "pallas_splitbwd",
     block_d: int = 64,
-    state_pass: str = "splitbwd",
+    state_pass: str = "auto",
     exact_decays: Optional[bool] = None,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
@@ -216,14 +232,15 @@ def chunk_gated_delta_rule_pallas_gpu(
     which loop over tiles of that width to bound their live registers and shared memory.
     state_pass="split" keeps only the recurrence in the sequential kernels and computes the
     output and the non-recurrent gradients in parallel-over-chunks kernels
-    (`pallas_gpu_split.py`, as fla does); any precision. state_pass="splitbwd" (the default)
+    (`pallas_gpu_split.py`, as fla does); any precision. state_pass="splitbwd"
     runs the fused forward, which also saves delta, and the split backward. "triton" is fused
     both ways. state_pass="mosaic" walks the chunks
     with the Mosaic GPU kernels of `pallas_mgpu.py` (TMA + wgmma; precision="default" only,
     K <= 128, V a multiple of 64; interpret=True runs them in the Mosaic GPU interpreter)
     instead of the Triton ones; state_pass="mosaic_splitbwd" runs the Mosaic forward (saving
-    delta) with the Triton split backward (same constraints; on an H200 within 3% of the
-    default at three shapes, 6% faster at the 7B layer, eighth session).
+    delta) with the Triton split backward (same constraints). state_pass="auto" (the default)
+    picks "mosaic_splitbwd" where those constraints hold and interpret=False, else
+    "splitbwd" (`_auto_state_pass`, with the measurements).
     exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
     terms (masked [C, C] scans); False takes differences of one cumulative sum, G_i - G_j, as
     fla does, with an absolute exponent error of ulp(|G|) (see
@@ -231,8 +248,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     """
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
-    if state_pass not in STATE_PASSES:
-        raise ValueError(f"state_pass={state_pass!r}; expected one of {STATE_PASSES}")
+    if state_pass not in STATE_PASSES + ("auto",):
+        raise ValueError(f"state_pass={state_pass!r}; expected 'auto' or one of {STATE_PASSES}")
     if state_pass.startswith("mosaic") and precision != "default":
         raise ValueError(f'state_pass="{state_pass}" has bf16 wgmma operands only: use '
                          'precision="default"')
@@ -250,6 +267,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     N = -(-T // C)
     Tp = N * C
     Kp = max(16, _next_pow2(K))
+    if state_pass == "auto":
+        state_pass = _auto_state_pass(precision, interpret, Kp, V)
     if Kp != K:  # zero key columns: no effect on any product
         padk = lambda x: jnp.pad(x, [(0, 0)] * 3 + [(0, Kp - K)])
         qf, kf = padk(qf), padk(kf)
