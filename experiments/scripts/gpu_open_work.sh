@@ -12,6 +12,9 @@
 #   bash experiments/scripts/gpu_open_work.sh confirm   # ~9 min: GPU 1 the 7B layer with its
 #                                                       # kernels alone, the headline again;
 #                                                       # GPU 0 the tests, the 370M step
+#   bash experiments/scripts/gpu_open_work.sh final     # ~8 min: GPU 1 every shape, defaults
+#                                                       # against fla and XLA; GPU 0 the new
+#                                                       # GPU tests, the 370M step
 #   bash experiments/scripts/gpu_open_work.sh train     # ~5 min: the hybrid's 370M training
 #                                                       # step, Pallas kernel against XLA, at
 #                                                       # "default" (GPU 0) and "highest" (GPU 1)
@@ -103,6 +106,27 @@ case "${1:-}" in
     wait
     grep -E "^B|^  |kernel:" "$WORK/confirm1.out" | tail -60
     tar czf "$OUT/confirm.tgz" -C "$WORK" confirm0 confirm1 confirm1.out ;;
+  final)
+    # The goal's table with the defaults of the end of the ninth session (state_pass="auto")
+    # against the Triton forward (pallas_gpu_splitbwd), fla and XLA, every shape (GPU 1); GPU 0
+    # the new GPU tests (the API's auto path, the Mosaic kernels) and the 370M hybrid's step,
+    # Pallas kernel against XLA, at "default".
+    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/final1" MODE=bench BENCH_BUDGET=400 BENCH_TIMEOUT=470 \
+      BENCH_ARGS="--no-breakdown --shape B=4,T=4096,H=16,K=128,V=128
+      --shape B=1,T=8192,H=30,K=96,V=192 --shape B=1,T=8192,H=32,K=128,V=128
+      --shape B=8,T=2048,H=8,K=128,V=128 --impl fla xla_chunked xla_chunked_default
+      pallas_gpu_default pallas_gpu_splitbwd" \
+      bash benchmarks/gdn_kernel_gpu.sh > "$WORK/final1.out" 2>&1 &
+    export CUDA_VISIBLE_DEVICES=0
+    mkdir -p "$WORK/final0"
+    timeout 150 $PY -m pytest -p no:cacheprovider -q -m gpu -rA tests/test_kernels_gdr_mgpu.py \
+      tests/test_kernels_gdr_pallas_gpu.py -k "auto_state or mosaic or dispatch" 2>&1 \
+      | tee "$WORK/final0/pytest_gpu.log" | grep -E "passed|failed|PASSED|FAILED" | tail -8
+    bash -c "$(declare -f train_rows); train_rows default" 2>&1 | tee "$WORK/final0/train.log"
+    cp "$WORK"/train_*_default.json "$WORK/final0/"
+    wait
+    grep -E "^B|^  |exit" "$WORK/final1.out" | tail -40
+    tar czf "$OUT/final.tgz" -C "$WORK" final0 final1 final1.out ;;
   train)
     # The hybrid's 370M training step with the Pallas kernel (its defaults) against XLA's
     # chunked path at the same precision, each pair on one GPU: "default" on GPU 0, "highest"
