@@ -14,7 +14,8 @@ Implementations: `gdn_kernel_variants.py` (ours, by name, with what each changes
 Every cell: bf16 q, k (unit rows), v, beta in (0, 2), fp32 g in (-0.5, 0); no initial state;
 fwd = o; fwd+bwd = gradients of sum(o * dO) w.r.t. q, k, v, g, beta. Time = median over --iters
 samples after --warmup calls (JAX: each sample is --inner back-to-back calls ended by
-block_until_ready; fla: triton.testing.do_bench median). TFLOP/s counts the chunk algorithm's
+block_until_ready; fla: triton.testing.do_bench median, host launches included, and
+fla_cudagraph: the same calls replayed from a CUDA graph, GPU time alone). TFLOP/s counts the chunk algorithm's
 matmul FLOPs (hybrid_jax/flops.py: 6CK + 4CV + 6KV + 2C^2/3 per token-head; x3 for fwd+bwd).
 "x floor" = time / max(FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), the H100 ceilings measured here.
 GB/s counts the fewest bytes: fwd reads q, k, v, g, beta and writes o; fwd+bwd reads them twice,
@@ -40,8 +41,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel_breakdown import run_breakdown  # noqa: E402
-from benchmarks.gdn_kernel_variants import (ALL_IMPLS, DEFAULT_IMPLS, JAX_IMPLS,  # noqa: E402
-                                            SHAPES, XLA_IMPLS)
+from benchmarks.gdn_kernel_variants import (ALL_IMPLS, DEFAULT_IMPLS, FLA_IMPLS,  # noqa: E402
+                                            JAX_IMPLS, SHAPES, XLA_IMPLS)
 
 MODES = ("fwd", "fwd+bwd")
 LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v")
@@ -209,22 +210,26 @@ def run_fla_child(s, args):
     """fla's rows for shape s from a child process (torch and JAX never share a process);
     skipped past --budget-s, and given at most --fla-timeout seconds."""
     if past_budget(args):
-        return [{"shape": s, "impl": "fla", "mode": m, "error": past_budget(args)}
-                for m in ("fwd", "fwd+bwd")]
+        return [{"shape": s, "impl": i, "mode": m, "error": past_budget(args)}
+                for i in FLA_IMPLS for m in ("fwd", "fwd+bwd")]
     child_out = Path(args.out).with_suffix(".fla.json")
     child_out.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).with_name("gdn_kernel_fla.py")), "--out", str(child_out),
            "--fla-warmup-ms", str(args.fla_warmup_ms), "--fla-rep-ms", str(args.fla_rep_ms),
+           "--fla-graph-rep-ms", str(args.fla_graph_rep_ms),
            "--shape", ",".join(f"{k}={v}" for k, v in s.items())]
     try:
         rc = subprocess.run(cmd, timeout=args.fla_timeout).returncode
     except subprocess.TimeoutExpired:
         rc = f"timeout after {args.fla_timeout} s"
-    if child_out.exists():
-        return json.loads(child_out.read_text())
+    if child_out.exists():  # the child saves after every cell: name the cells it did not reach
+        rows = json.loads(child_out.read_text())
+        done = {(r["impl"], r["mode"]) for r in rows}
+        return rows + [{"shape": s, "impl": i, "mode": m, "error": f"fla child: {rc}"}
+                       for i in FLA_IMPLS for m in ("fwd", "fwd+bwd") if (i, m) not in done]
     print(f"fla child process failed ({rc}); no fla rows for {label(s)}")
-    return [{"shape": s, "impl": "fla", "mode": m, "error": f"fla child failed: {rc}"}
-            for m in ("fwd", "fwd+bwd")]
+    return [{"shape": s, "impl": i, "mode": m, "error": f"fla child failed: {rc}"}
+            for i in FLA_IMPLS for m in ("fwd", "fwd+bwd")]
 
 
 # ----------------------------------------------------------------------------------------- table
@@ -261,7 +266,7 @@ def summary(rows):
         for ours in [i for i in JAX_IMPLS if i not in XLA_IMPLS
                      and any(r["impl"] == i for r in rows)]:
             parts = []
-            for other in ("fla", *XLA_IMPLS):
+            for other in (*FLA_IMPLS, *XLA_IMPLS):
                 vals = []
                 for mode in ("fwd+bwd", "fwd"):
                     a, b = by.get((lab, ours, mode)), by.get((lab, other, mode))
@@ -279,8 +284,10 @@ def main(argv=None):
     p.add_argument("--inner", type=int, default=3)
     p.add_argument("--fla-warmup-ms", type=int, default=100)
     p.add_argument("--fla-rep-ms", type=int, default=300)
-    p.add_argument("--fla-timeout", type=int, default=150,
-                   help="seconds for one shape's fla cells (Triton compiles and autotunes)")
+    p.add_argument("--fla-graph-rep-ms", type=int, default=100)
+    p.add_argument("--fla-timeout", type=int, default=240,
+                   help="seconds for one shape's fla cells (Triton compiles and autotunes; "
+                        "150 cut the headline's cold fwd+bwd in the ninth session)")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks/results/gdn_kernel.json"))
     p.add_argument("--interpret", action="store_true",
                    help="Pallas interpret mode (a CPU smoke test of this script, not a timing)")
@@ -344,7 +351,7 @@ def main(argv=None):
             run_jax([s], jax_impls, args, rows, save)
 
     print("\n" + HEADER)
-    order = {i: n for n, i in enumerate(ALL_IMPLS)}
+    order = {i: n for n, i in enumerate(ALL_IMPLS + FLA_IMPLS)}
     labels = [label(s) for s in shapes]
     for r in sorted(rows, key=lambda r: (labels.index(label(r["shape"])), order[r["impl"]],
                                          r["mode"])):

@@ -5,6 +5,8 @@ torch and JAX never share a process (or the card's memory allocator).
 
 Needs torch and flash-linear-attention 0.6 (see benchmarks/gdn_kernel_gpu.sh for the wheels).
 Inputs, modes and the row format are gdn_kernel.py's; the rows are written after every cell.
+Each mode gives two rows: "fla" (triton.testing.do_bench, host launches included) and
+"fla_cudagraph" (the same call replayed from a CUDA graph: GPU time alone; `_graph_row`).
 """
 
 import argparse
@@ -69,8 +71,29 @@ def run_fla(shapes, args, save):
                 traceback.print_exc()
             rows.append(row)
             print_row(row, flush=True)
+            if "error" not in row:
+                rows.append(_graph_row(fn, s, mode, args))
+                print_row(rows[-1], flush=True)
             save(rows)
     return rows
+
+
+def _graph_row(fn, s, mode, args):
+    """The same call replayed from a CUDA graph (`triton.testing.do_bench_cudagraph`: fn
+    captured a few dozen times, unrolled, into one graph): the GPU's time without the host's.
+    The "fla" row (do_bench) launches fla's ~30 Triton kernels from Python on every call, so a
+    slow or busy host leaves the GPU idle between them, and it flushes L2 before each call; our
+    JAX rows dispatch one compiled program per call. Added in the ninth session, when fla's
+    forward+backward moved between 2.2 and 3.1 ms from call to call at one shape."""
+    import triton
+    row = {"shape": s, "impl": "fla_cudagraph", "mode": mode}
+    try:
+        row["median_ms"] = triton.testing.do_bench_cudagraph(fn, rep=args.fla_graph_rep_ms,
+                                                             return_mode="median")
+    except Exception as exc:  # capture can fail (a host sync inside fn): say so, keep going
+        row["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        traceback.print_exc()
+    return row
 
 
 def main(argv=None):
@@ -78,6 +101,8 @@ def main(argv=None):
     p.add_argument("--shape", action="append", required=True, help="B=..,T=..,H=..,K=..,V=..[,HV=..]")
     p.add_argument("--fla-warmup-ms", type=int, default=100)
     p.add_argument("--fla-rep-ms", type=int, default=300)
+    p.add_argument("--fla-graph-rep-ms", type=int, default=100,
+                   help="fla_cudagraph rows: about this many ms of calls in one graph")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     shapes = [parse_shape(x) for x in args.shape]

@@ -72,3 +72,6 @@ DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_defaul
                  "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep", "pallas_gpu",
                  "pallas_gpu_xlaprep")
 ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
+# The rows `--impl fla` gives: fla timed by do_bench (host launches included) and replayed from
+# a CUDA graph (GPU time alone; see gdn_kernel_fla._graph_row).
+FLA_IMPLS = ("fla", "fla_cudagraph")

@@ -1,0 +1,45 @@
+"""benchmarks/gdn_kernel.py's fla child handling, without torch or a GPU: a child that timed out
+after saving some cells gives those rows and an error row for every cell it did not reach."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import gdn_kernel  # noqa: E402
+
+SHAPE = dict(B=1, T=64, H=1, HV=1, K=16, V=16)
+
+
+def _args(tmp_path):
+    return SimpleNamespace(out=str(tmp_path / "rows.json"), fla_warmup_ms=1, fla_rep_ms=1,
+                           fla_graph_rep_ms=1, fla_timeout=5, budget_s=1e9)
+
+
+def test_fla_child_timeout_keeps_its_rows_and_names_the_missing_cells(tmp_path, monkeypatch):
+    args = _args(tmp_path)
+    saved = [{"shape": SHAPE, "impl": "fla", "mode": "fwd", "median_ms": 1.0},
+             {"shape": SHAPE, "impl": "fla_cudagraph", "mode": "fwd", "median_ms": 0.8}]
+
+    def fake_run(cmd, timeout):
+        assert "--fla-graph-rep-ms" in cmd
+        Path(args.out).with_suffix(".fla.json").write_text(json.dumps(saved))
+        raise subprocess.TimeoutExpired(cmd, timeout)
+
+    monkeypatch.setattr(gdn_kernel.subprocess, "run", fake_run)
+    rows = gdn_kernel.run_fla_child(SHAPE, args)
+    assert rows[:2] == saved
+    missing = {(r["impl"], r["mode"]): r["error"] for r in rows[2:]}
+    assert set(missing) == {("fla", "fwd+bwd"), ("fla_cudagraph", "fwd+bwd")}
+    assert all("timeout after 5 s" in e for e in missing.values())
+
+
+def test_fla_child_that_wrote_nothing_fails_every_cell(tmp_path, monkeypatch):
+    monkeypatch.setattr(gdn_kernel.subprocess, "run",
+                        lambda cmd, timeout: SimpleNamespace(returncode=1))
+    rows = gdn_kernel.run_fla_child(SHAPE, _args(tmp_path))
+    assert {(r["impl"], r["mode"]) for r in rows} == {
+        (i, m) for i in ("fla", "fla_cudagraph") for m in ("fwd", "fwd+bwd")}
+    assert all("failed: 1" in r["error"] for r in rows)
