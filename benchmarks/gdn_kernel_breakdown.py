@@ -115,6 +115,14 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
             (w, u, kd, gc, qd, aqk, s0))
         cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
                                      (w, u, kd, gc, qd, aqk, states, do, s0))
+        # the split backward with its sequential kernel in Mosaic GPU (state_pass="mosaic_dh"),
+        # and that kernel alone (pallas_mgpu_dh.py)
+        from kernels.gated_delta_rule.pallas_mgpu_dh import split_dh_mgpu
+        cells["state bwd split, mosaic dh"] = (
+            functools.partial(ps.split_bwd, mosaic_dh=True, **sc),
+            (w, kd, gc, qd, aqk, states, delta, do, s0))
+        cells["state dh mosaic"] = (functools.partial(split_dh_mgpu, **mg),
+                                    (w, kd, gc, qd, aqk, do, s0))
     cells = {name: cell for name, cell in cells.items() if chosen(name)}
     if not cells:
         raise ValueError(f"--breakdown-only {args.breakdown_only!r} matches no cell")

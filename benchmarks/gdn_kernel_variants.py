@@ -17,6 +17,8 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
     pallas_gpu_mosaic   the Mosaic GPU state pass (pallas_mgpu.py; K padded to at most 128, V
                         a multiple of 64: all four issue shapes)
     pallas_gpu_mosaic_splitbwd  its forward (saving delta) with the Triton split backward
+    pallas_gpu_mosaic_dh  the same with the split backward's sequential kernel in Mosaic GPU
+                        (pallas_mgpu_dh.py; ninth session, untimed)
     pallas_gpu_default_{bv16,bv32,bv64,bw8,s2}  launch variants: V tiles of 16, 32 or 64
                         (the default picks 32 or 64 by the SM count), 8 warps for the split
                         backward, 2 pipeline stages
@@ -50,6 +52,7 @@ JAX_IMPLS = {
     "pallas_gpu_splitbwd": dict(precision="default", state_pass="splitbwd"),
     "pallas_gpu_mosaic": dict(precision="default", state_pass="mosaic"),
     "pallas_gpu_mosaic_splitbwd": dict(precision="default", state_pass="mosaic_splitbwd"),
+    "pallas_gpu_mosaic_dh": dict(precision="default", state_pass="mosaic_dh"),
     "pallas_gpu_default_bv32": dict(precision="default", block_v=32),
     "pallas_gpu_default_bv64": dict(precision="default", block_v=64),
     # 16-wide V tiles: twice the sequential programs of 32 where B*HV is small (not yet timed)

@@ -346,10 +346,12 @@ def _api_errors(shape, *, interpret, state_pass="mosaic"):
 def test_api_state_pass_mosaic_matches_chunked_reference(state_pass):
     """The whole pallas_gpu path with the Mosaic state pass, or its forward and the Triton split
     backward (Pallas prep in Triton interpret mode, Mosaic kernels in the Mosaic GPU
-    interpreter), at bf16-operand tolerance (precision="default"; measured 1.6e-3 to 5.6e-3)."""
+    interpreter), at bf16-operand tolerance (precision="default"). Four chunks and 1e-2, not
+    two and 3e-2: there a kernel missing the -w^T dd term of the dS update still passed
+    (ninth session, tests/test_kernels_gdr_mgpu_dh.py)."""
     from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
-    errs = _api_errors((1, 100, 1, 2, 64, 64), interpret=True, state_pass=state_pass)
-    assert max(errs.values()) < 3e-2, errs
+    errs = _api_errors((1, 256, 1, 1, 64, 64), interpret=True, state_pass=state_pass)
+    assert max(errs.values()) < 1e-2, errs
     args = [jnp.zeros((1, 64, 1, 64))] * 3 + [jnp.zeros((1, 64, 1))] * 2
     with pytest.raises(ValueError, match="precision"):
         chunk_gated_delta_rule_pallas_gpu(*args, interpret=True, state_pass=state_pass)

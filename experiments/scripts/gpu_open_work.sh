@@ -6,9 +6,9 @@
 #   bash experiments/scripts/gpu_open_work.sh sweep     # ~3 min: launch parameters of each
 #                                                       # kernel alone (warps, stages, V tile)
 #   bash experiments/scripts/gpu_open_work.sh kernel    # ~9 min: GPU 0 the kernel gpu tests,
-#                                                       # the prep kernels alone, the headline
-#                                                       # shape; GPU 1 B1 T8192 H32, the 7B
-#                                                       # layer and B8 T2048 H8
+#                                                       # the kernels alone, the headline
+#                                                       # shape; GPU 1 the 7B layer, B1
+#                                                       # T8192 H32 and B8 T2048 H8
 #   bash experiments/scripts/gpu_open_work.sh confirm   # ~9 min: GPU 1 the 7B layer with its
 #                                                       # kernels alone, the headline again;
 #                                                       # GPU 0 the tests, the 370M step
@@ -65,24 +65,22 @@ export PYTHON=$PY  # what gdn_kernel_gpu.sh runs
 case "${1:-}" in
   kernel)
     # Two benchmark processes, one per GPU, so that every shape gets timed in one call. GPU 0:
-    # the compiled kernel tests (~170 s), the prep kernels alone (with the exact decays beside
-    # the default's outer differences), the headline shape's variants; GPU 1 the two B=1
-    # shapes (where fla leads) and B8 T2048 H8, with the launch and structure variants that
-    # might win there (16-wide V tiles, the split forward, 32-row chunks).
-    shapes_rest=(--shape B=1,T=8192,H=32,K=128,V=128 --shape B=1,T=8192,H=30,K=96,V=192
+    # the compiled kernel tests (~200 s; the first compile of the Mosaic sequential backward
+    # kernel, state_pass="mosaic_dh", is among them), then the headline shape with the prep and
+    # state kernels alone; GPU 1 the 7B layer, B1 T8192 H32 and B8 T2048 H8. Every shape: the
+    # default ("auto"), mosaic_dh, the Triton forward, fla (do_bench and CUDA-graph rows).
+    shapes_rest=(--shape B=1,T=8192,H=30,K=96,V=192 --shape B=1,T=8192,H=32,K=128,V=128
                  --shape B=8,T=2048,H=8,K=128,V=128)
+    ours="pallas_gpu_default pallas_gpu_mosaic_dh pallas_gpu_splitbwd"
     $PY -c 'import jax; print("SMs (core_count):", getattr(jax.devices()[0], "core_count", None))'
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=470 BENCH_TIMEOUT=540 \
-      BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked_default
-                  pallas_gpu_default pallas_gpu_default_exactdecays pallas_gpu_mosaic_splitbwd
-                  pallas_gpu_default_bv16 pallas_gpu_split pallas_gpu_default_c32" \
+      BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla xla_chunked_default $ours" \
       bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" \
-      TEST_TIMEOUT=200 BENCH_BUDGET=290 BENCH_TIMEOUT=330 \
+      TEST_TIMEOUT=240 BENCH_BUDGET=250 BENCH_TIMEOUT=290 \
       BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --breakdown-precisions default
-      --breakdown-only prep --impl fla xla_chunked xla_chunked_default pallas_gpu_default
-      pallas_gpu_default_exactdecays pallas_gpu_mosaic_splitbwd pallas_gpu_default_c32" \
+      --breakdown-only prep state --impl fla xla_chunked xla_chunked_default $ours" \
       bash benchmarks/gdn_kernel_gpu.sh \
       2>&1 | tail -40
     wait

@@ -124,8 +124,12 @@ PREPS = ("xla", *_PREP)
 # Which kernels walk the chunks: "triton" (fused both ways, pallas_gpu_state.py), "split"
 # (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
 # "splitbwd" (the fused forward, the split backward), "mosaic" (pallas_mgpu.py),
-# "mosaic_splitbwd" (its forward, the split backward).
-STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd")
+# "mosaic_splitbwd" (its forward, the split backward), "mosaic_dh" (also the split backward's
+# sequential kernel in Mosaic GPU, pallas_mgpu_dh.py; ninth session, not yet timed).
+STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd", "mosaic_dh")
+
+# The state passes with the split backward, and which of their kernels run in Mosaic GPU.
+_SPLITBWD_MOSAIC = {"splitbwd": "", "mosaic_splitbwd": "fwd", "mosaic_dh": "fwd_dh"}
 
 
 def _auto_state_pass(precision, interpret, Kp, V):
@@ -238,7 +242,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     with the Mosaic GPU kernels of `pallas_mgpu.py` (TMA + wgmma; precision="default" only,
     K <= 128, V a multiple of 64; interpret=True runs them in the Mosaic GPU interpreter)
     instead of the Triton ones; state_pass="mosaic_splitbwd" runs the Mosaic forward (saving
-    delta) with the Triton split backward (same constraints). state_pass="auto" (the default)
+    delta) with the Triton split backward (same constraints); "mosaic_dh" also runs that
+    backward's sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; the parallel one stays
+    Triton; same constraints; not yet timed). state_pass="auto" (the default)
     picks "mosaic_splitbwd" where those constraints hold and interpret=False, else
     "splitbwd" (`_auto_state_pass`, with the measurements).
     exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
@@ -306,9 +312,9 @@ def chunk_gated_delta_rule_pallas_gpu(
             s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
     if state_pass == "split":
         o, sf = state_pass_split(w, u, kd, gc_vec, qd, aqk, s0, cfg)
-    elif state_pass in ("splitbwd", "mosaic_splitbwd"):
+    elif state_pass in _SPLITBWD_MOSAIC:
         o, sf = pallas_gpu_state.state_pass_splitbwd(w, u, kd, gc_vec, qd, aqk, s0, cfg,
-                                                      state_pass == "mosaic_splitbwd")
+                                                      _SPLITBWD_MOSAIC[state_pass])
     elif state_pass == "mosaic":
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_mgpu

@@ -178,21 +178,34 @@ def split_fwd(w, u, kd, gc, qd, aqk, s0, *, precision, interpret, num_warps, num
 
 
 def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpret, num_warps,
-              num_stages, block_v):
+              num_stages, block_v, mosaic_dh=False):
     """Cotangents (dw, du, dkd, dgc, dqd, daqk, ds0) in the primal dtypes; du in delta's.
-    states: the chunk-entry states [BH, N*Kp, V], from `split_fwd` or the fused forward."""
+    states: the chunk-entry states [BH, N*Kp, V], from `split_fwd` or the fused forward.
+    mosaic_dh: the sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; precision="default",
+    the Mosaic state pass's shapes), the parallel one in Triton."""
     (BH, Tp, Kp, C, N, BV, NV), dot, run, s, _ = _setup(
         w, aqk, gc, delta.shape[-1], precision, interpret, num_warps, num_stages, block_v)
     V, dt = delta.shape[-1], w.dtype
     # The carried dS stays fp32 inside the sequential kernel; the per-chunk copies it writes
     # for the parallel one are in the operand dtype like the saved states (bf16 at "default",
     # where every dot casts them to bf16 anyway; only dgc's elementwise sum sees the rounding).
-    dstates, dd, ds0 = run(
-        functools.partial(_dh_kernel, C=C, Kp=Kp, n_chunks=N, dot=dot), "gdr_split_dh",
-        (BH, NV), [s["k"], s["k"], s["gc"], s["k"], s["c"], s["v"], s["state"]],
-        [s["states"], s["v"], s["state"]],
-        [jax.ShapeDtypeStruct((BH, N * Kp, V), dt), jax.ShapeDtypeStruct((BH, Tp, V), dt),
-         jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, kd, gc, qd, aqk, do, dsf)
+    if mosaic_dh:
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+        from kernels.gated_delta_rule.pallas_mgpu_dh import split_dh_mgpu
+        if precision != "default":
+            raise ValueError('the Mosaic sequential kernel has bf16 operands only: use '
+                             'precision="default"')
+        dstates, dd, ds0 = split_dh_mgpu(
+            w, kd, gc, qd, aqk, do, dsf,
+            interpret=plgpu.InterpretGPUParams() if interpret else None)
+        dstates, dd = dstates.astype(dt), dd.astype(dt)  # bf16 already at "default"
+    else:
+        dstates, dd, ds0 = run(
+            functools.partial(_dh_kernel, C=C, Kp=Kp, n_chunks=N, dot=dot), "gdr_split_dh",
+            (BH, NV), [s["k"], s["k"], s["gc"], s["k"], s["c"], s["v"], s["state"]],
+            [s["states"], s["v"], s["state"]],
+            [jax.ShapeDtypeStruct((BH, N * Kp, V), dt), jax.ShapeDtypeStruct((BH, Tp, V), dt),
+             jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, kd, gc, qd, aqk, do, dsf)
     c = _chunk_specs_all_v(C, Kp, V)
     dw, dkd, dqd, daqk, dgc = run(
         functools.partial(_dqk_kernel, BV=BV, NV=NV, dot=dot), "gdr_split_dqk", (BH, N),
@@ -220,11 +233,12 @@ def split_residuals(w, u, kd, gc, qd, aqk, states, delta):
     return (w, jnp.zeros((), u.dtype), kd, gc, qd, aqk, states, delta)
 
 
-def split_bwd_from_residuals(cfg, res, cts):
+def split_bwd_from_residuals(cfg, res, cts, mosaic_dh=False):
     """The custom_vjp backward of a state pass whose forward saved `split_residuals`: the split
     backward (here, and after the fused forward of `pallas_gpu_state`)."""
     w, u_like, kd, gc, qd, aqk, states, delta = res
     dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, *cts,
+                                                 mosaic_dh=mosaic_dh,
                                                  **_call_cfg(cfg, "bwd_split"))
     return dw, du.astype(u_like.dtype), dkd, dgc, dqd, daqk, ds0
 

@@ -156,7 +156,9 @@ state_pass.defvjp(_vjp_fwd, _vjp_bwd)
 # state_pass="splitbwd": the fused forward above (4 dots a step, o written in the loop), also
 # saving delta, then the split backward (`pallas_gpu_split.split_bwd`: a sequential kernel of 4
 # dots a step, then one parallel-over-chunks kernel summing the key-side cotangents over V).
-# "mosaic_splitbwd": the same with the Mosaic GPU forward (`pallas_mgpu.py`) instead.
+# mosaic="fwd" (state_pass="mosaic_splitbwd"): the same with the Mosaic GPU forward
+# (`pallas_mgpu.py`) instead; "fwd_dh" ("mosaic_dh"): also the backward's sequential kernel in
+# Mosaic GPU (`pallas_mgpu_dh.py`); "" (False): Triton throughout.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic):
     return _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=False)
@@ -180,8 +182,7 @@ def _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=True):
 
 
 def _splitbwd_bwd(cfg, mosaic, res, cts):
-    del mosaic
-    return split_bwd_from_residuals(cfg, res, cts)
+    return split_bwd_from_residuals(cfg, res, cts, mosaic_dh=mosaic == "fwd_dh")
 
 
 state_pass_splitbwd.defvjp(_splitbwd_fwd, _splitbwd_bwd)

@@ -1,0 +1,148 @@
+"""The sequential kernel of the split state backward in Pallas Mosaic GPU (TMA + wgmma).
+
+Why this exists
+    With state_pass="mosaic_splitbwd" the forward state pass runs in Mosaic GPU and the
+    backward is `pallas_gpu_split.split_bwd`: a sequential Triton kernel (`_dh_kernel`) that
+    carries dS over the chunks in reverse, then a parallel one. At the two B=1 shapes that
+    sequential kernel is the largest of the backward (1.02 ms of 2.6 at the 7B layer, B1 T8192
+    H30 K96 V192, on an H200, ninth session), and the Mosaic forward beat the Triton forward by
+    20-25% alone (0.367 against 0.476 ms there). This is `_dh_kernel`'s math in the Mosaic
+    forward's structure; state_pass="mosaic_dh" runs it (`pallas_gpu_state.state_pass_splitbwd`).
+    Status: checked on a CPU host (Mosaic GPU interpreter with its race detector, against the
+    Triton kernel in Pallas interpret mode; CUDA lowering); not yet compiled or timed on a GPU.
+
+What it computes. One program (one warpgroup) per (batch x value head i, V tile j of BV = 64)
+walks the N chunks of C = 64 rows from the last, with dS = dL/dS_{n+1} [Kp, BV] fp32 in
+registers (wgmma accumulator layout):
+    dstates_n = dS                                  (bf16, for the parallel kernel)
+    dd_n      = kd_n dS + aqk_n^T dO_n              (bf16 out: du, and the parallel kernel's dw)
+    dS       <- gc_n * dS + qd_n^T dO_n - w_n^T dd_n
+and finally ds0 = dS (fp32). Per chunk: wait on the slot's barrier after issuing the TMA loads
+of the chunk before it into the other slot (w, kd, qd [C, Kp], aqk [C, C], the dO tile [C, BV]
+bf16, gc [Kp] fp32: six copies); stage bf16(dS) in SMEM and TMA-store it to dstates; wgmma
+kd dS + aqk^T dO (the transposed SMEM view of aqk) and qd^T dO; stage bf16(dd) (TMA-stored to
+dd) and bf16(-dd) (the B operand of -w^T dd, accumulated onto qd^T dO); then the fp32 decay.
+Numerics: those of the Triton kernel at precision="default" (bf16 operands, including dS and
+dd where they become wgmma operands; fp32 accumulation, carried dS and decay).
+Store groups per step: dS, then dd. ds_smem is rewritten after the previous dS store has left
+it (one group, the previous dd, may still be in flight), dd_smem likewise.
+Shared memory at Kp = 128: 2 slots x (3 C Kp + C C + C BV) bf16 + 2 Kp fp32, bf16 dS, dd and
+-dd, fp32 dS in/out staging: 197,632 bytes (227 KB per block on Hopper), one block per SM.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from kernels.gated_delta_rule.pallas_mgpu_common import BV, _BF16_TR, _F32_TR, _check_shapes
+
+
+def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_g,
+               w_buf, kd_buf, qd_buf, aqk_buf, gc_buf, do_buf, ds_smem, dd_smem, ndd_smem,
+               sio_smem, bars, sbar, *, C, Kp, N):
+    i = lax.axis_index("i")
+    j = lax.axis_index("j")
+    cols = pl.ds(j * BV, BV)
+    f32, bf16 = jnp.float32, jnp.bfloat16
+
+    def fetch(n, slot):
+        bar, rows = bars.at[slot], pl.ds(n * C, C)
+        for g, buf in ((w_g, w_buf), (kd_g, kd_buf), (qd_g, qd_buf), (aqk_g, aqk_buf)):
+            plgpu.copy_gmem_to_smem(g.at[i, rows], buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
+        plgpu.copy_gmem_to_smem(do_g.at[i, rows, cols], do_buf.at[slot], bar)
+
+    fetch(N - 1, 0)
+    plgpu.copy_gmem_to_smem(dsf_g.at[i, :, cols], sio_smem, sbar)
+    plgpu.barrier_wait(sbar)
+    ds_init = plgpu.load(sio_smem, layout=plgpu.Layout.WGMMA)
+
+    def step(k, dS):  # dS = dL/dS_{n+1}
+        n = N - 1 - k
+        slot = k % 2
+
+        @pl.when(k + 1 < N)
+        def _():
+            fetch(n - 1, 1 - slot)
+
+        plgpu.barrier_wait(bars.at[slot])
+        w_s, kd_s, qd_s = w_buf.at[slot], kd_buf.at[slot], qd_buf.at[slot]
+        aqk_s, do_s = aqk_buf.at[slot], do_buf.at[slot]
+        # The slot's only register read, before the commit_smem fences below (the forward's gc).
+        gc = plgpu.load(gc_buf.at[slot], layout=plgpu.Layout.WGMMA.reduce(1))  # [Kp]
+
+        plgpu.wait_smem_to_gmem(1, wait_read_only=True)  # dS_{n+1}'s store has left ds_smem
+        ds_smem[...] = dS.astype(bf16)
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(ds_smem, dstates_g.at[i, pl.ds(n * Kp, Kp), cols])
+        plgpu.commit_smem_to_gmem_group()
+
+        def mm(acc_dd, acc_s):
+            plgpu.wgmma(acc_dd, kd_s, ds_smem)
+            plgpu.wgmma(acc_dd, aqk_s.T, do_s)
+            plgpu.wgmma(acc_s, qd_s.T, do_s)
+            plgpu.wgmma_wait(0)
+            dd = acc_dd[...]
+            plgpu.wait_smem_to_gmem(1, wait_read_only=True)  # dd_{n+1}'s store has left
+            dd_smem[...] = dd.astype(bf16)
+            ndd_smem[...] = (-dd).astype(bf16)
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(dd_smem, dd_g.at[i, pl.ds(n * C, C), cols])
+            plgpu.commit_smem_to_gmem_group()
+            plgpu.wgmma(acc_s, w_s.T, ndd_smem)
+            plgpu.wgmma_wait(0)
+            return acc_s[...]
+
+        ds_new = pl.run_scoped(mm, plgpu.ACC((C, BV), f32), plgpu.ACC((Kp, BV), f32))
+        return lax.broadcast_in_dim(gc, (Kp, BV), [0]) * dS + ds_new
+
+    ds_fin = lax.fori_loop(0, N, step, ds_init)
+    sio_smem[...] = ds_fin
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(sio_smem, ds0_g.at[i, :, cols])
+    plgpu.wait_smem_to_gmem(0)
+
+
+def split_dh_mgpu(w, kd, gc, qd, aqk, do, dsf, *, interpret=None):
+    """(dstates bf16 [BH, N*Kp, V], dd bf16 [BH, Tp, V], ds0 fp32 [BH, Kp, V]): what the Triton
+    `pallas_gpu_split._dh_kernel` writes at precision="default", from its arguments in its
+    layouts (w, kd, qd [BH, Tp, Kp]; gc [BH, Kp, N]; aqk [BH, Tp, C]; do [BH, Tp, V]; dsf
+    [BH, Kp, V]). Operands are cast to bf16 (gc, dsf to fp32) in XLA. `interpret`: None to
+    compile for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
+    # do stands in for u, whose [BH, Tp, V] shape it shares, in the shared shape check
+    BH, Tp, Kp, V, C, N = _check_shapes(w, do, kd, gc, qd, aqk, dsf=dsf)
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    ins = [x.astype(bf16) for x in (w, kd)] + [jnp.swapaxes(gc.astype(f32), 1, 2)]
+    ins += [x.astype(bf16) for x in (qd, aqk, do)] + [dsf.astype(f32)]
+    scratch = [
+        plgpu.SMEM((2, C, Kp), bf16, transforms=_BF16_TR),  # w, double-buffered
+        plgpu.SMEM((2, C, Kp), bf16, transforms=_BF16_TR),  # kd
+        plgpu.SMEM((2, C, Kp), bf16, transforms=_BF16_TR),  # qd
+        plgpu.SMEM((2, C, C), bf16, transforms=_BF16_TR),   # aqk
+        plgpu.SMEM((2, Kp), f32),                            # gc
+        plgpu.SMEM((2, C, BV), bf16, transforms=_BF16_TR),  # dO tile
+        plgpu.SMEM((Kp, BV), bf16, transforms=_BF16_TR),    # bf16(dS): wgmma B operand
+        plgpu.SMEM((C, BV), bf16, transforms=_BF16_TR),     # bf16(dd): its store
+        plgpu.SMEM((C, BV), bf16, transforms=_BF16_TR),     # bf16(-dd): wgmma B operand
+        plgpu.SMEM((Kp, BV), f32, transforms=_F32_TR),      # dS in/out staging
+        plgpu.Barrier(num_arrivals=6, num_barriers=2),      # one per slot, six TMA copies
+        plgpu.Barrier(num_arrivals=1),                      # dsf load
+    ]
+
+    def gdr_split_dh_mgpu(*refs):
+        _dh_kernel(*refs, C=C, Kp=Kp, N=N)
+
+    kernel = plgpu.kernel(
+        gdr_split_dh_mgpu,
+        out_type=(jax.ShapeDtypeStruct((BH, N * Kp, V), bf16),
+                  jax.ShapeDtypeStruct((BH, Tp, V), bf16),
+                  jax.ShapeDtypeStruct((BH, Kp, V), f32)),
+        grid=(BH, V // BV), grid_names=("i", "j"),
+        scratch_types=scratch,
+        interpret=interpret,
+    )
+    return kernel(*ins)
