@@ -15,8 +15,8 @@ Every cell: bf16 q, k (unit rows), v, beta in (0, 2), fp32 g in (-0.5, 0); no in
 fwd = o; fwd+bwd = gradients of sum(o * dO) w.r.t. q, k, v, g, beta. Time = median over --iters
 samples after --warmup calls (JAX: each sample is --inner back-to-back calls ended by
 block_until_ready; fla: triton.testing.do_bench median, host launches included, and
-fla_cudagraph: the same calls replayed from a CUDA graph, GPU time alone). TFLOP/s counts the chunk algorithm's
-matmul FLOPs (hybrid_jax/flops.py: 6CK + 4CV + 6KV + 2C^2/3 per token-head; x3 for fwd+bwd).
+fla_cudagraph: the same calls replayed from a CUDA graph, GPU time alone). TFLOP/s counts the
+chunk algorithm's matmul FLOPs (hybrid_jax/flops.py: 6CK + 4CV + 6KV + 2C^2/3 per token-head; x3 for fwd+bwd).
 "x floor" = time / max(FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), the H100 ceilings measured here.
 GB/s counts the fewest bytes: fwd reads q, k, v, g, beta and writes o; fwd+bwd reads them twice,
 reads o and dO, and writes o and the five gradients. Peak memory: JAX = XLA's compiled

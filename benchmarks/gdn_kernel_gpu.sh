@@ -38,7 +38,8 @@ if [ "$MODE" != bench ]; then
   t0=$(date +%s)
   timeout "${TEST_TIMEOUT:-220}" $PY -m pytest -p no:xdist -p no:cacheprovider -q -m gpu -rA \
     --durations=0 ${TEST_FILES:-tests/test_kernels_gdr_pallas_gpu.py tests/test_kernels_gdr_mgpu.py
-    tests/test_kernels_gdr_mgpu_dh.py tests/test_kernels_gdr_split.py} 2>&1 | tee "$OUT/pytest_gpu.log" \
+    tests/test_kernels_gdr_mgpu_dh.py tests/test_kernels_gdr_split.py} 2>&1 \
+    | tee "$OUT/pytest_gpu.log" \
     | grep -E "passed|failed|PASSED|FAILED|ERROR|Error|error|errors:|s call" | tail -30
   echo "tests: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
 fi

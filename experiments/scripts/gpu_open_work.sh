@@ -32,7 +32,8 @@
 # stay in $WORK. scaling2 reads scaling1's one-GPU rows from $WORK, so both must run on the
 # same warm machine.
 #
-# Env: PY (python3), OUT (/tmp/out), WORK (/root/gpu_work), (gdn_kernel.py's --fla-timeout: 240 s per shape).
+# Env: PY (python3), OUT (/tmp/out), WORK (/root/gpu_work). fla gets gdn_kernel.py's
+# --fla-timeout (240 s) per shape.
 # Carry benchmarks/wheels (fla 0.6; see gdn_kernel_gpu.sh's header) for the fla rows.
 set -uo pipefail
 cd "$(dirname "$0")/../.."

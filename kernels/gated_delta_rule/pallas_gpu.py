@@ -66,8 +66,9 @@ Constraints
     zero columns of q, k, w, kd change nothing. V is split into tiles BV = the largest power of
     two dividing V, capped at block_v (32 or 64; 96 -> 32, 192 -> 64 at 64); Triton dots need
     BV >= 16, so V must be a multiple of 16 on GPU (64, 96, 128, 192, 256 all are). The Pallas
-    preps zero-pad V to a multiple of their V tile (`_prep_v`: 192 stays 192). T is padded to a multiple of chunk_size (a power of
-    two >= 16) with q = k = v = g = beta = 0: a = 1, no write, output sliced off.
+    preps zero-pad V to a multiple of their V tile (`_prep_v`: 192 stays 192). T is padded to
+    a multiple of chunk_size (a power of two >= 16) with q = k = v = g = beta = 0: a = 1, no
+    write, output sliced off.
     Residual memory for the backward: the chunk-entry states [B*HV, T/C, Kp, V] (bf16 at
     "default", fp32 at "highest"), with state_pass="splitbwd" or "split" delta [B*HV, T, V] in
     the same dtype, and with prep="pallas_split" or "pallas_splitbwd" (I + A)^-1

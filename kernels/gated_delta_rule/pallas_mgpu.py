@@ -86,7 +86,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.pallas_mgpu_bwd import state_pass_bwd_mgpu
 from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
-                                                       copy_chunk_operands)
+                                                       copy_chunk_operands, load_state,
+                                                       store_state)
 
 
 def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N, save_states,
@@ -106,11 +107,7 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
                             i=i, n=n, C=C, cols=cols, slot=slot, bar=bars.at[slot])
 
     fetch(0, 0)
-    # Initial state: GMEM -> SMEM by TMA, then into registers (direct GMEM <-> register
-    # transfers of a wgmma-layout tile do not lower).
-    plgpu.copy_gmem_to_smem(s0_g.at[i, :, cols], sio_smem, sbar)
-    plgpu.barrier_wait(sbar)
-    s_init = plgpu.load(sio_smem, layout=plgpu.Layout.WGMMA)
+    s_init = load_state(s0_g.at[i, :, cols], sio_smem, sbar)
 
     def step(n, S):
         slot = n % 2
@@ -167,10 +164,7 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
         return lax.broadcast_in_dim(gc, (Kp, BV), [0]) * S + kd_delta
 
     s_fin = lax.fori_loop(0, N, step, s_init)
-    sio_smem[...] = s_fin
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(sio_smem, sf_g.at[i, :, cols])
-    plgpu.wait_smem_to_gmem(0)
+    store_state(s_fin, sio_smem, sf_g.at[i, :, cols])
 
 
 def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_delta=False,

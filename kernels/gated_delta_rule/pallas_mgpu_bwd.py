@@ -10,7 +10,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
-                                                       copy_chunk_operands)
+                                                       copy_chunk_operands, load_state,
+                                                       store_state)
 
 
 def _bwd_kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, st_g, do_g, dsf_g,
@@ -50,9 +51,7 @@ def _bwd_kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, st_g, do_g, dsf_g,
         return pl.run_scoped(mm, plgpu.ACC(shape, f32))
 
     fetch(N - 1, 0)
-    plgpu.copy_gmem_to_smem(dsf_g.at[i, :, cols], sio_smem, sbar)
-    plgpu.barrier_wait(sbar)
-    ds_init = plgpu.load(sio_smem, layout=plgpu.Layout.WGMMA)
+    ds_init = load_state(dsf_g.at[i, :, cols], sio_smem, sbar)
 
     def step(k, dS):  # dS = dL/dS_{n+1}
         n = N - 1 - k
@@ -100,10 +99,7 @@ def _bwd_kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, st_g, do_g, dsf_g,
 
     ds_fin = lax.fori_loop(0, N, step, ds_init)
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-    sio_smem[...] = ds_fin
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(sio_smem, ds0_g.at[i, :, cols])
-    plgpu.wait_smem_to_gmem(0)
+    store_state(ds_fin, sio_smem, ds0_g.at[i, :, cols])
 
 
 def state_pass_bwd_mgpu(w, u, kd, gc, qd, aqk, states, do, dsf, *, interpret=None):

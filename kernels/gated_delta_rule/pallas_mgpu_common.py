@@ -1,6 +1,7 @@
 """Shared by the Mosaic GPU state pass kernels (`pallas_mgpu.py` forward and custom_vjp,
-`pallas_mgpu_bwd.py` backward): tile sizes, SMEM transforms, the layout check, and the TMA
-loads of a chunk's operands."""
+`pallas_mgpu_bwd.py` backward, `pallas_mgpu_dh.py` the split backward's sequential kernel):
+tile sizes, SMEM transforms, the layout check, the TMA loads of a chunk's operands, and the
+carried state tile's way in and out."""
 
 from __future__ import annotations
 
@@ -49,3 +50,19 @@ def copy_chunk_operands(g_refs, bufs, *, i, n, C, cols, slot, bar):
     plgpu.copy_gmem_to_smem(u_g.at[i, rows, cols], u_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(aqk_g.at[i, rows], aqk_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
+
+
+def load_state(src_g, staging, bar):
+    """A [Kp, BV] fp32 state tile GMEM -> SMEM (TMA) -> registers in the wgmma accumulator
+    layout: direct GMEM <-> register transfers of a wgmma-layout tile do not lower."""
+    plgpu.copy_gmem_to_smem(src_g, staging, bar)
+    plgpu.barrier_wait(bar)
+    return plgpu.load(staging, layout=plgpu.Layout.WGMMA)
+
+
+def store_state(x, staging, dst_g):
+    """The kernel's last store: x registers -> SMEM -> GMEM (TMA), waited for."""
+    staging[...] = x
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(staging, dst_g)
+    plgpu.wait_smem_to_gmem(0)

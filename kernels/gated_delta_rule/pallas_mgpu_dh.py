@@ -38,7 +38,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernels.gated_delta_rule.pallas_mgpu_common import BV, _BF16_TR, _F32_TR, _check_shapes
+from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
+                                                       load_state, store_state)
 
 
 def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_g,
@@ -57,9 +58,7 @@ def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_
         plgpu.copy_gmem_to_smem(do_g.at[i, rows, cols], do_buf.at[slot], bar)
 
     fetch(N - 1, 0)
-    plgpu.copy_gmem_to_smem(dsf_g.at[i, :, cols], sio_smem, sbar)
-    plgpu.barrier_wait(sbar)
-    ds_init = plgpu.load(sio_smem, layout=plgpu.Layout.WGMMA)
+    ds_init = load_state(dsf_g.at[i, :, cols], sio_smem, sbar)
 
     def step(k, dS):  # dS = dL/dS_{n+1}
         n = N - 1 - k
@@ -101,10 +100,7 @@ def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_
         return lax.broadcast_in_dim(gc, (Kp, BV), [0]) * dS + ds_new
 
     ds_fin = lax.fori_loop(0, N, step, ds_init)
-    sio_smem[...] = ds_fin
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(sio_smem, ds0_g.at[i, :, cols])
-    plgpu.wait_smem_to_gmem(0)
+    store_state(ds_fin, sio_smem, ds0_g.at[i, :, cols])
 
 
 def split_dh_mgpu(w, kd, gc, qd, aqk, do, dsf, *, interpret=None):
