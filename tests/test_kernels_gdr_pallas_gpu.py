@@ -402,7 +402,7 @@ def test_gpu_api_default_precision_runs_the_auto_state_pass():
     (K=96 -> 128, V=192) the Mosaic forward with the Triton split backward. Output, state and
     gradients against XLA's chunked at "highest", to bf16-level error."""
     from kernels.gated_delta_rule.pallas_gpu import _auto_state_pass
-    assert _auto_state_pass("default", False, 128, 192) == "mosaic_splitbwd"
+    assert _auto_state_pass("default", False, 64, 128, 192) == "mosaic_splitbwd"
     args = make_inputs(13, 1, 300, 2, 4, 96, 192, decay="mild")
     w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, 96, 192))
     runs = {impl: _forward_and_grads(

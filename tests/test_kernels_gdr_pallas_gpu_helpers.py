@@ -44,9 +44,13 @@ def test_prep_v_pads_to_a_multiple_of_the_tile_not_a_power_of_two():
 
 def test_auto_state_pass_is_mosaic_only_where_its_kernels_take_the_shape():
     from kernels.gated_delta_rule.pallas_gpu import _auto_state_pass
-    assert _auto_state_pass("default", False, 128, 128) == "mosaic_splitbwd"
-    assert _auto_state_pass("default", False, 128, 192) == "mosaic_splitbwd"  # the 7B layer
-    assert _auto_state_pass("default", False, 256, 128) == "splitbwd"  # K > 128
-    assert _auto_state_pass("default", False, 128, 96) == "splitbwd"   # V not in 64-wide tiles
-    assert _auto_state_pass("highest", False, 128, 128) == "splitbwd"  # bf16 wgmma only
-    assert _auto_state_pass("default", True, 128, 128) == "splitbwd"   # interpret mode
+    auto = lambda C=64, Kp=128, V=128, precision="default", interpret=False: _auto_state_pass(
+        precision, interpret, C, Kp, V)
+    assert auto() == "mosaic_splitbwd"
+    assert auto(V=192) == "mosaic_splitbwd"          # the 7B layer
+    assert auto(Kp=256) == "splitbwd"                # K > 128
+    assert auto(Kp=32) == "splitbwd"                 # K <= 32: Mosaic takes Kp 64 or 128
+    assert auto(C=32) == "splitbwd"                  # its wgmmas are 64 rows
+    assert auto(V=96) == "splitbwd"                  # V not in 64-wide tiles
+    assert auto(precision="highest") == "splitbwd"   # bf16 wgmma only
+    assert auto(interpret=True) == "splitbwd"        # interpret mode

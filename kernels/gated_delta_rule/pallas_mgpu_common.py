@@ -12,6 +12,12 @@ BV = 64  # V tile per program: the N of every wgmma and the width of o tiles
 C_SUPPORTED = 64  # chunk size: the M of the C-row wgmmas (delta, o) is 64
 KP_SUPPORTED = (64, 128)
 
+
+def takes_shape(C: int, Kp: int, V: int) -> bool:
+    """Whether these kernels take chunk size C, padded key dim Kp and value dim V (what
+    `_check_shapes` demands; `pallas_gpu._auto_state_pass` asks before choosing them)."""
+    return C == C_SUPPORTED and Kp in KP_SUPPORTED and V % BV == 0
+
 # SMEM tile transforms for TMA + wgmma operands: 128-byte rows, swizzled. A bf16 row of 64
 # elements and an fp32 row of 32 elements are 128 bytes.
 _BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
