@@ -16,7 +16,8 @@ fwd = o; fwd+bwd = gradients of sum(o * dO) w.r.t. q, k, v, g, beta. Time = medi
 samples after --warmup calls (JAX: each sample is --inner back-to-back calls ended by
 block_until_ready; fla: triton.testing.do_bench median, host launches included, and
 fla_cudagraph: the same calls replayed from a CUDA graph, GPU time alone). TFLOP/s counts the
-chunk algorithm's matmul FLOPs (hybrid_jax/flops.py: 6CK + 4CV + 6KV + 2C^2/3 per token-head; x3 for fwd+bwd).
+chunk algorithm's matmul FLOPs (hybrid_jax/flops.py: 6CK + 4CV + 6KV + 2C^2/3 per token-head;
+x3 for fwd+bwd).
 "x floor" = time / max(FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), the H100 ceilings measured here.
 GB/s counts the fewest bytes: fwd reads q, k, v, g, beta and writes o; fwd+bwd reads them twice,
 reads o and dO, and writes o and the five gradients. Peak memory: JAX = XLA's compiled
@@ -209,9 +210,13 @@ def run_jax(shapes, impls, args, rows, save):
 def run_fla_child(s, args):
     """fla's rows for shape s from a child process (torch and JAX never share a process);
     skipped past --budget-s, and given at most --fla-timeout seconds."""
+    def failed(reason, rows=()):  # rows, plus an error row for each fla cell not among them
+        done = {(r["impl"], r["mode"]) for r in rows}
+        return list(rows) + [{"shape": s, "impl": i, "mode": m, "error": reason}
+                             for i in FLA_IMPLS for m in MODES if (i, m) not in done]
+
     if past_budget(args):
-        return [{"shape": s, "impl": i, "mode": m, "error": past_budget(args)}
-                for i in FLA_IMPLS for m in ("fwd", "fwd+bwd")]
+        return failed(past_budget(args))
     child_out = Path(args.out).with_suffix(".fla.json")
     child_out.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).with_name("gdn_kernel_fla.py")), "--out", str(child_out),
@@ -222,14 +227,11 @@ def run_fla_child(s, args):
         rc = subprocess.run(cmd, timeout=args.fla_timeout).returncode
     except subprocess.TimeoutExpired:
         rc = f"timeout after {args.fla_timeout} s"
-    if child_out.exists():  # the child saves after every cell: name the cells it did not reach
-        rows = json.loads(child_out.read_text())
-        done = {(r["impl"], r["mode"]) for r in rows}
-        return rows + [{"shape": s, "impl": i, "mode": m, "error": f"fla child: {rc}"}
-                       for i in FLA_IMPLS for m in ("fwd", "fwd+bwd") if (i, m) not in done]
-    print(f"fla child process failed ({rc}); no fla rows for {label(s)}")
-    return [{"shape": s, "impl": i, "mode": m, "error": f"fla child failed: {rc}"}
-            for i in FLA_IMPLS for m in ("fwd", "fwd+bwd")]
+    # the child saves after every cell: keep what it wrote, name the cells it did not reach
+    rows = json.loads(child_out.read_text()) if child_out.exists() else []
+    if not rows:
+        print(f"fla child process failed ({rc}); no fla rows for {label(s)}")
+    return failed(f"fla child failed: {rc}", rows)
 
 
 # ----------------------------------------------------------------------------------------- table

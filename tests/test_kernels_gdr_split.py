@@ -63,7 +63,7 @@ def test_split_equals_fused_state_pass(precision, block_v, split_fn):
                                                      has_aux=True))(*args)
         return out, grads
 
-    splitbwd = lambda *a: ps.state_pass_splitbwd(*a, False)  # (..., cfg, mosaic=False)
+    splitbwd = lambda *a: ps.state_pass_splitbwd(*a, "")  # (..., cfg, mosaic=""): all Triton
     (o, sf), grads = run(state_pass_split if split_fn == "split" else splitbwd)
     (o_ref, sf_ref), grads_ref = run(ps.state_pass)
     errs = {"o": rel_err(o, o_ref), "sf": rel_err(sf, sf_ref)}

@@ -119,7 +119,7 @@ case "${1:-}" in
     export CUDA_VISIBLE_DEVICES=0
     mkdir -p "$WORK/final0"
     timeout 150 $PY -m pytest -p no:cacheprovider -q -m gpu -rA tests/test_kernels_gdr_mgpu.py \
-      tests/test_kernels_gdr_pallas_gpu.py -k "auto_state or mosaic or dispatch" 2>&1 \
+      tests/test_kernels_gdr_pallas_gpu_api.py -k "auto_state or mosaic or dispatch" 2>&1 \
       | tee "$WORK/final0/pytest_gpu.log" | grep -E "passed|failed|PASSED|FAILED" | tail -8
     bash -c "$(declare -f train_rows); train_rows default" 2>&1 | tee "$WORK/final0/train.log"
     cp "$WORK"/train_*_default.json "$WORK/final0/"

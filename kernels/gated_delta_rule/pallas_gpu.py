@@ -136,11 +136,12 @@ _SPLITBWD_MOSAIC = {"splitbwd": "", "mosaic_splitbwd": "fwd", "mosaic_dh": "fwd_
 def _auto_state_pass(precision, interpret, C, Kp, V):
     """What state_pass="auto" runs: the Mosaic forward with the Triton split backward where the
     Mosaic kernels take the shape (bf16 operands; C = 64, Kp 64 or 128, V a multiple of 64:
-    `pallas_mgpu_common.takes_shape`), else "splitbwd". On an H200 (ninth session, same-call pairs, fwd+bwd ms) mosaic_splitbwd
-    against splitbwd: 7B layer 2.629 / 2.780 and 2.818 / 2.911, B4 T4096 H16 2.144 / 2.198
-    and 2.261 / 2.251, B1 T8192 H32 2.260 / 2.286, B8 T2048 H8 1.159 / 1.133; its forward
-    alone was faster at every shape. Interpret mode keeps "splitbwd": the Mosaic GPU
-    interpreter is about 200x slower than Pallas' (CPU tests; the Mosaic pass has its own)."""
+    `pallas_mgpu_common.takes_shape`), else "splitbwd". On an H200 (ninth session, same-call
+    pairs, fwd+bwd ms) mosaic_splitbwd against splitbwd: 7B layer 2.629 / 2.780 and
+    2.818 / 2.911, B4 T4096 H16 2.144 / 2.198 and 2.261 / 2.251, B1 T8192 H32 2.260 / 2.286,
+    B8 T2048 H8 1.159 / 1.133; its forward alone was faster at every shape. Interpret mode
+    keeps "splitbwd": the Mosaic GPU interpreter is about 200x slower than Pallas' (CPU tests;
+    the Mosaic pass has its own)."""
     if precision != "default" or interpret:
         return "splitbwd"
     from kernels.gated_delta_rule.pallas_mgpu_common import takes_shape  # imports Mosaic GPU

@@ -4,7 +4,9 @@ that walk the chunks with the state in registers, forward (`_fwd_kernel`) and ba
     state_pass           fused both ways (state_pass="triton")
     state_pass_splitbwd  the fused forward, also saving delta (or the Mosaic GPU forward of
                          `pallas_mgpu.py`), then the split backward of `pallas_gpu_split.py`
-                         (state_pass="splitbwd", the default, and "mosaic_splitbwd")
+                         (state_pass="splitbwd", "mosaic_splitbwd", and "mosaic_dh" with
+                         that backward's sequential kernel from `pallas_mgpu_dh.py`; "auto",
+                         the default, picks one of the first two)
 The math per chunk, the numerics and the launch defaults are in `pallas_gpu.py`'s docstring,
 which also holds the public function; split out of it in the seventh session."""
 

@@ -9,8 +9,10 @@ with the Mosaic GPU interpreter (`interpret=plgpu.InterpretGPUParams()`, race de
 included) and by lowering for CUDA (tests/test_kernels_gdr_mgpu.py); compiled tests pass on an
 H200. Alone at B4 T4096 H16 K=V=128 on an H200 (seventh session): forward 0.178 ms against
 0.258 for the Triton one, backward 1.220 against 0.677 for the Triton split backward; saving
-the states and delta, 0.258 against the Triton forward's 0.274 (eighth session). The backward kernel is in `pallas_mgpu_bwd.py`; tile
-sizes, SMEM transforms and the layout check shared by both are in `pallas_mgpu_common.py`.
+the states and delta, 0.258 against the Triton forward's 0.274 (eighth session); since the
+ninth session `state_pass="auto"` runs it where it takes the shape. The backward kernel is in
+`pallas_mgpu_bwd.py`; tile sizes, SMEM transforms, the layout check and the TMA helpers shared
+by these and `pallas_mgpu_dh.py` are in `pallas_mgpu_common.py`.
 
 What it computes (same math as `_fwd_kernel` in pallas_gpu.py). One program (one warpgroup)
 per (batch x value head i, V tile j of BV = 64 columns) walks the N chunks of C = 64 rows with

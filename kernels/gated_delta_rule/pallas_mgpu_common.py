@@ -46,14 +46,16 @@ def _check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
 def copy_chunk_operands(g_refs, bufs, *, i, n, C, cols, slot, bar):
     """TMA loads of chunk n's operands for program (i, V tile `cols`) into SMEM slot `slot`,
     all arriving on `bar`: w, kd, qd [C, Kp], the V tile of u [C, BV], aqk [C, C] and the
-    chunk-major gc [Kp]. g_refs and bufs list them in that order (six copies)."""
+    chunk-major gc [Kp]. g_refs and bufs list them in that order (six copies; five with u_g
+    None, for a kernel that does not read u)."""
     w_g, kd_g, qd_g, u_g, aqk_g, gct_g = g_refs
     w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf = bufs
     rows = pl.ds(n * C, C)
     plgpu.copy_gmem_to_smem(w_g.at[i, rows], w_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(kd_g.at[i, rows], kd_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(qd_g.at[i, rows], qd_buf.at[slot], bar)
-    plgpu.copy_gmem_to_smem(u_g.at[i, rows, cols], u_buf.at[slot], bar)
+    if u_g is not None:
+        plgpu.copy_gmem_to_smem(u_g.at[i, rows, cols], u_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(aqk_g.at[i, rows], aqk_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
 

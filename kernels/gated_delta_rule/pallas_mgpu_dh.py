@@ -39,7 +39,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
-                                                       load_state, store_state)
+                                                       copy_chunk_operands, load_state,
+                                                       store_state)
 
 
 def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_g,
@@ -50,12 +51,12 @@ def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_
     cols = pl.ds(j * BV, BV)
     f32, bf16 = jnp.float32, jnp.bfloat16
 
-    def fetch(n, slot):
-        bar, rows = bars.at[slot], pl.ds(n * C, C)
-        for g, buf in ((w_g, w_buf), (kd_g, kd_buf), (qd_g, qd_buf), (aqk_g, aqk_buf)):
-            plgpu.copy_gmem_to_smem(g.at[i, rows], buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
-        plgpu.copy_gmem_to_smem(do_g.at[i, rows, cols], do_buf.at[slot], bar)
+    def fetch(n, slot):  # the forward's operands but u, then the dO tile
+        copy_chunk_operands((w_g, kd_g, qd_g, None, aqk_g, gct_g),
+                            (w_buf, kd_buf, qd_buf, None, aqk_buf, gc_buf),
+                            i=i, n=n, C=C, cols=cols, slot=slot, bar=bars.at[slot])
+        plgpu.copy_gmem_to_smem(do_g.at[i, pl.ds(n * C, C), cols], do_buf.at[slot],
+                                bars.at[slot])
 
     fetch(N - 1, 0)
     ds_init = load_state(dsf_g.at[i, :, cols], sio_smem, sbar)
