@@ -9,6 +9,10 @@ WORKERS ?= 2
 # pip extras; CI adds seqio (TensorFlow, about 3 GB) so the tfds/seqio tests run there, and
 # tpu (libtpu, about 700 MB) so the ahead-of-time TPU compile tests run there.
 EXTRAS ?= test
+# Downloads: TensorFlow's wheel is 573 MB, and one CI install died of a cut connection after 6
+# attempts at resuming it (pip's default is 5). The venv's own pip (23.x) predates
+# --resume-retries, so only the upgraded pip gets it.
+PIP_FLAGS ?= --retries 10 --resume-retries 20 --timeout 60
 
 .PHONY: install test test-gpu demo fit-laws ladder-gpu expressivity expressivity-full clean help
 
@@ -26,8 +30,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@rm -f $@
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found; pass PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q --retries 10 --timeout 60 --upgrade pip
+	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[$(EXTRAS)]'
 	touch $@
 
 install: $(VENV)/.installed
