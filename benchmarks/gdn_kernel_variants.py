@@ -27,6 +27,9 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
                         "highest" does; the default at "default" takes G_i - G_j (ninth
                         session)
     pallas_gpu_default_c32  chunk_size=32
+    pallas_gpu_default_decay8w3s  the prep backward's decay kernel at 8 warps, 3 stages (alone
+                        0.219 against 0.262 ms at 4 warps, 1 stage: eighth session's sweep;
+                        tenth session, untimed end to end)
     pallas_gpu_default_f32qkv  q, k, v cast to fp32 first, so the prep kernels read fp32 (as
                         every caller's did before the seventh session)
 The XLA rows (xla_chunked, xla_chunked_default) and fla are described in gdn_kernel.py.
@@ -62,6 +65,8 @@ JAX_IMPLS = {
     # 32-row chunks: lighter chunk-parallel programs, twice the sequential steps
     "pallas_gpu_default_c32": dict(precision="default", chunk_size=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
+    "pallas_gpu_default_decay8w3s": dict(precision="default",
+                                         prep_launch={"gdr_prep_bwd_decay": (8, 3)}),
     "pallas_gpu_default_s2": dict(precision="default", num_stages=2),
     # q, k, v upcast to fp32 before the call: the path bf16 callers took before the seventh
     # session handed them to the prep kernels in bf16 (the baseline of that change)

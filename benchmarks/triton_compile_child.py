@@ -4,14 +4,17 @@ Runs in the separate Triton virtualenv (see `benchmarks/triton_resources.py`, wh
 manifest and calls this script), never in the project venv: jaxlib's Triton and pip's must not
 share a process. Prints one JSON object on stdout:
     {"triton": version, "ptxas": version line, "kernels": [{name, num_warps, num_stages,
-     shared, regs, spill_stores, spill_loads, error}]}
+     shared, regs, spill_stores, spill_loads, converts, error}]}
 
 `shared` is Triton's own allocation (metadata.shared, bytes of dynamic shared memory the launch
 asks for), the number XLA checks against the card's opt-in limit. Registers and spills come from
-the ptxas -v log of Triton's own ptxas run (the one bundled in the wheel).
+the ptxas -v log of Triton's own ptxas run (the one bundled in the wheel). `converts` counts
+`ttg.convert_layout` ops in the TTGIR: each moves a tensor between thread layouts, most through
+shared memory with a barrier (the ninth session tied a prep forward slowdown to three of them).
 
 Usage: python triton_compile_child.py MANIFEST.json
-    MANIFEST = {"capability": 90, "kernels": [{"name", "ttir_path", "num_warps", "num_stages"}]}
+    MANIFEST = {"capability": 90, "cache_dir", "dump_dir" (optional: each kernel's TTGIR goes
+                there), "kernels": [{"name", "ttir_path", "num_warps", "num_stages"}]}
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 import traceback
@@ -36,13 +40,18 @@ def parse_ptxas_log(log: str) -> dict:
                 spill_loads=int(spills[-1][1]))
 
 
-def compile_one(kernel: dict, capability: int) -> dict:
+def count_converts(ttgir: str) -> int:
+    """Layout conversions in a TTGIR module's text (one `ttg.convert_layout` op each)."""
+    return len(re.findall(r"= ttg\.convert_layout ", ttgir))
+
+
+def compile_one(kernel: dict, capability: int, dump_dir=None) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
 
     out = dict(name=kernel["name"], num_warps=kernel["num_warps"],
                num_stages=kernel["num_stages"], shared=None, regs=None, spill_stores=None,
-               spill_loads=None, error=None)
+               spill_loads=None, converts=None, error=None)
     # Triton prints the ptxas -v log on stdout when asked to; catch it rather than run ptxas
     # a second time (minutes for the largest kernels).
     log = io.StringIO()
@@ -55,6 +64,11 @@ def compile_one(kernel: dict, capability: int) -> dict:
         out["error"] = f"{type(e).__name__}: {e}"[:4000] + "\n" + traceback.format_exc()[-2000:]
         return out
     out["shared"] = int(compiled.metadata.shared)
+    out["converts"] = count_converts(compiled.asm["ttgir"])
+    if dump_dir:  # named as the TTIR was: NN_kernel
+        stem = os.path.splitext(os.path.basename(kernel["ttir_path"]))[0]
+        with open(os.path.join(dump_dir, stem + ".ttgir"), "w") as f:
+            f.write(compiled.asm["ttgir"])
     out.update(parse_ptxas_log(log.getvalue()))
     return out
 
@@ -73,7 +87,8 @@ def main(argv):
     # The cache would skip ptxas on a repeat and so lose the log.
     knobs.cache.dir = manifest["cache_dir"]
     capability = int(manifest.get("capability", 90))
-    kernels = [compile_one(k, capability) for k in manifest["kernels"]]
+    kernels = [compile_one(k, capability, manifest.get("dump_dir"))
+               for k in manifest["kernels"]]
     ptxas = get_ptxas(capability)
     version = ptxas.version.strip().splitlines()[-1] if ptxas.version else None
     json.dump(dict(triton=triton.__version__, ptxas=version, kernels=kernels), sys.stdout)

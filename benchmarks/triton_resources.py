@@ -131,13 +131,16 @@ def capture_kernels(shape: dict, *, precision: str, prep: str, chunk_size: int,
     return kernels
 
 
-def compile_kernels(kernels: list[dict], triton_python: str, capability: int = 90) -> dict:
-    """Compile in the Triton venv (subprocess); returns the child's JSON."""
+def compile_kernels(kernels: list[dict], triton_python: str, capability: int = 90,
+                    dump_dir=None) -> dict:
+    """Compile in the Triton venv (subprocess); returns the child's JSON. dump_dir: where each
+    kernel's TTGIR goes (NN_name.ttgir), to read its layouts and conversions."""
     if not os.path.exists(triton_python):
         raise FileNotFoundError(f"no Triton venv python at {triton_python}; see this module's "
                                 "docstring for the setup commands")
     with tempfile.TemporaryDirectory(prefix="triton_resources_") as tmp:
-        manifest = dict(capability=capability, cache_dir=os.path.join(tmp, "cache"), kernels=[])
+        manifest = dict(capability=capability, cache_dir=os.path.join(tmp, "cache"), kernels=[],
+                        dump_dir=dump_dir and os.path.abspath(dump_dir))
         for i, k in enumerate(kernels):
             path = os.path.join(tmp, f"{i:02d}_{k['name']}.ttir")
             with open(path, "w") as f:
@@ -157,20 +160,21 @@ def compile_kernels(kernels: list[dict], triton_python: str, capability: int = 9
 
 
 def format_table(rows: list[dict], limit: int = SMEM_LIMIT_SM90) -> str:
-    """rows: {case, name, num_warps, num_stages, shared, regs, spill_stores, spill_loads, error}."""
+    """rows: {case, name, num_warps, num_stages, shared, regs, spill_stores, spill_loads, error;
+    optionally converts}."""
     head = ("case", "kernel", "warps", "stages", "shared B", "limit", "fits", "regs",
-            "spill st/ld B")
+            "spill st/ld B", "converts")
     lines = []
     for r in rows:
         if r.get("error"):
             first = r["error"].strip().splitlines()[0][:80]
             lines.append((r["case"], r["name"], str(r["num_warps"]), str(r["num_stages"]),
-                          "ERROR", str(limit), "?", "-", first))
+                          "ERROR", str(limit), "?", "-", first, "-"))
             continue
         fits = "yes" if r["shared"] <= limit else "NO"
         lines.append((r["case"], r["name"], str(r["num_warps"]), str(r["num_stages"]),
                       str(r["shared"]), str(limit), fits, str(r["regs"]),
-                      f"{r['spill_stores']}/{r['spill_loads']}"))
+                      f"{r['spill_stores']}/{r['spill_loads']}", str(r.get("converts", "-"))))
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(l) for l in lines])
@@ -198,8 +202,11 @@ def main(argv=None):
                         "backward (the kernel default)")
     p.add_argument("--exact-decays", choices=("true", "false"), default=None,
                    help="the prep's in-chunk decays (kernel default: true only at highest)")
+    p.add_argument("--prep-launch", action="append", default=[], metavar="KERNEL=WARPS,STAGES",
+                   help="one prep kernel's launch, e.g. gdr_prep_bwd_decay=8,3 (repeatable)")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
     p.add_argument("--out", help="write every row (and the Triton/ptxas versions) as JSON")
+    p.add_argument("--dump-ttgir", metavar="DIR", help="write each kernel's TTGIR there")
     a = p.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
@@ -208,11 +215,16 @@ def main(argv=None):
                                  block_d=a.block_d, state_pass=a.state_pass,
                                  exact_decays=a.exact_decays and a.exact_decays == "true").items()
           if v is not None}
+    if a.prep_launch:
+        kw["prep_launch"] = {n: tuple(int(x) for x in ws.split(","))
+                             for n, _, ws in (t.partition("=") for t in a.prep_launch)}
     rows, versions = [], {}
     for shape in a.shape:
         kernels = capture_kernels(shape, precision=a.precision, prep=a.prep,
                                   chunk_size=a.chunk_size, backward=not a.forward_only, **kw)
-        result = compile_kernels(kernels, a.triton_python)
+        if a.dump_ttgir:
+            os.makedirs(a.dump_ttgir, exist_ok=True)
+        result = compile_kernels(kernels, a.triton_python, dump_dir=a.dump_ttgir)
         versions = dict(triton=result["triton"], ptxas=result["ptxas"])
         for k, r in zip(kernels, result["kernels"]):
             rows.append(dict(r, case=shape_label(shape), grid=k["grid"]))

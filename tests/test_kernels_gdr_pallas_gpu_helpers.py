@@ -54,3 +54,23 @@ def test_auto_state_pass_is_mosaic_only_where_its_kernels_take_the_shape():
     assert auto(V=96) == "splitbwd"                  # V not in 64-wide tiles
     assert auto(precision="highest") == "splitbwd"   # bf16 wgmma only
     assert auto(interpret=True) == "splitbwd"        # interpret mode
+
+
+def test_prep_launch_sets_one_kernels_launch_and_names_bad_input():
+    cfg = cm.kernel_config("default", False, 128, 128,
+                           prep_launch={"gdr_prep_bwd_decay": (8, 3)})
+    params = cm._prep_cfg(cfg)["compiler_params"]
+    decay = cm._params_for(params, "gdr_prep_bwd_decay")
+    qk = cm._params_for(params, "gdr_prep_bwd_qk")
+    assert (decay.num_warps, decay.num_stages) == (8, 3)
+    assert (qk.num_warps, qk.num_stages) == (4, 1)   # num_warps_prep, num_stages or 1
+    assert cm._params_for(cm._prep_cfg(cm.kernel_config(
+        "default", True, 128, 128, prep_launch={"gdr_prep_fwd": (8, 1)}))["compiler_params"],
+        "gdr_prep_fwd") is None                      # interpret mode launches nothing
+    assert hash(cfg)  # the custom_vjp's static argument
+    with pytest.raises(ValueError, match="gdr_prep_decay"):
+        cm.kernel_config("default", False, 128, 128, prep_launch={"gdr_prep_decay": (8, 3)})
+    with pytest.raises(ValueError, match="expected \\(num_warps, num_stages\\)"):
+        cm.kernel_config("default", False, 128, 128, prep_launch={"gdr_prep_fwd": 8})
+    with pytest.raises(ValueError, match="power of two"):
+        cm.kernel_config("default", False, 128, 128, prep_launch={"gdr_prep_fwd": (6, 1)})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from triton_compile_child import parse_ptxas_log  # noqa: E402
+from triton_compile_child import count_converts, parse_ptxas_log  # noqa: E402
 from triton_resources import (SMEM_LIMIT_SM90, capture_kernels, format_table,  # noqa: E402
                               parse_shape, shape_label)
 
@@ -42,16 +42,25 @@ def test_parse_ptxas_log():
         parse_ptxas_log("ptxas info    : 0 bytes gmem\n")
 
 
+def test_count_converts_counts_ops_not_mentions():
+    ttgir = """%1 = ttg.convert_layout %0 : tensor<64xf32, #a> -> tensor<64xf32, #b>
+    %2 = ttg.convert_layout %1 : tensor<64xf32, #b> -> tensor<64xf32, #c>
+    // ttg.convert_layout in a comment
+    %3 = tt.load %p : tensor<64x!tt.ptr<f32>, #a>"""
+    assert count_converts(ttgir) == 2 and count_converts("") == 0
+
+
 def test_table_flags_kernels_over_the_limit_and_errors():
     rows = [dict(case="c", name="gdr_prep_bwd", num_warps=8, num_stages=1, shared=262144,
                  regs=255, spill_stores=1, spill_loads=2),
             dict(case="c", name="gdr_state_pass_fwd", num_warps=4, num_stages=1, shared=65536,
-                 regs=200, spill_stores=0, spill_loads=0),
+                 regs=200, spill_stores=0, spill_loads=0, converts=7),
             dict(case="c", name="gdr_prep_fwd", num_warps=8, num_stages=1,
                  error="PTXASError: boom\ntrace")]
     lines = format_table(rows).splitlines()
     assert len(lines) == 5 and str(SMEM_LIMIT_SM90) in lines[2]
     assert "NO" in lines[2].split() and "yes" in lines[3].split()
+    assert lines[3].split()[-1] == "7" and lines[2].split()[-1] == "-"  # converts, or unknown
     assert "ERROR" in lines[4] and "PTXASError: boom" in lines[4] and "trace" not in lines[4]
 
 
@@ -71,3 +80,14 @@ def test_capture_pairs_each_triton_module_with_its_launch_parameters():
         assert k["num_stages"] == 1 and k["num_warps"] in (4, 8)
     fwd = capture_kernels(shape, precision="default", prep="xla", chunk_size=16, backward=False)
     assert [k["name"] for k in fwd] == ["gdr_state_pass_fwd"] and fwd[0]["num_stages"] == 3
+
+
+def test_prep_launch_reaches_only_the_kernel_it_names():
+    """The API's prep_launch, lowered for CUDA: the decay kernel at 8 warps, 3 stages, the other
+    prep kernels at the defaults (4, 1)."""
+    shape = parse_shape("B=1,T=40,H=1,HV=1,K=32,V=32")
+    kernels = capture_kernels(shape, precision="default", prep="pallas_splitbwd", chunk_size=16,
+                              state_pass="splitbwd", prep_launch={"gdr_prep_bwd_decay": (8, 3)})
+    launch = {k["name"]: (k["num_warps"], k["num_stages"]) for k in kernels}
+    assert launch["gdr_prep_bwd_decay"] == (8, 3)
+    assert launch["gdr_prep_fwd"] == launch["gdr_prep_bwd_qk"] == (4, 1)

@@ -216,6 +216,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     block_d: int = 64,
     state_pass: str = "auto",
     exact_decays: Optional[bool] = None,
+    prep_launch: Optional[dict] = None,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -254,6 +255,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     terms (masked [C, C] scans); False takes differences of one cumulative sum, G_i - G_j, as
     fla does, with an absolute exponent error of ulp(|G|) (see
     `pallas_gpu_prep._row_log_decays`). None: True at "highest", False at "default".
+    prep_launch: {prep kernel name: (num_warps, num_stages)} for single Pallas prep kernels
+    (`pallas_gpu_common.PREP_KERNELS`, e.g. {"gdr_prep_bwd_decay": (8, 3)}); the others run
+    at num_warps_prep and num_stages (or 1). For launch sweeps and per-kernel tuning.
     """
     if prep not in PREPS:
         raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
@@ -287,7 +291,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
                         num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
                         num_stages=num_stages, block_v=block_v, block_d=block_d, BH=B * HV,
-                        exact_decays=exact_decays)
+                        exact_decays=exact_decays, prep_launch=prep_launch)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)

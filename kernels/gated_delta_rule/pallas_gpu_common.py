@@ -92,9 +92,32 @@ def _default_block_v(precision, interpret, V, BH):
     return 32 if BH is not None and sms and BH * -(-V // 32) <= sms else 64
 
 
+# The Pallas prep kernels by their pallas_call names: what `prep_launch` may name.
+PREP_KERNELS = ("gdr_prep_fwd", "gdr_prep_bwd", "gdr_prep_kkt", "gdr_prep_solve", "gdr_prep_wu",
+                "gdr_prep_bwd_inverse", "gdr_prep_bwd_decay", "gdr_prep_bwd_qk")
+
+
+def _prep_launch(prep_launch):
+    """{kernel name: (num_warps, num_stages)} -> a sorted tuple of (name, warps, stages)."""
+    items = []
+    for name, launch in dict(prep_launch or {}).items():
+        if name not in PREP_KERNELS:
+            raise ValueError(f"prep_launch names {name!r}; the prep kernels are {PREP_KERNELS}")
+        try:
+            warps, stages = (int(x) for x in launch)
+        except (TypeError, ValueError):
+            raise ValueError(f"prep_launch[{name!r}] = {launch!r}; expected (num_warps, "
+                             "num_stages)") from None
+        if warps not in (1, 2, 4, 8, 16) or stages < 1:
+            raise ValueError(f"prep_launch[{name!r}] = {launch!r}: num_warps a power of two "
+                             "<= 16, num_stages >= 1")
+        items.append((name, warps, stages))
+    return tuple(sorted(items))
+
+
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=None,
                   num_warps_prep=4, num_stages=None, block_v=None, block_d=64, BH=None,
-                  exact_decays=None):
+                  exact_decays=None, prep_launch=None):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with.
     BH (batch x value heads) only informs the default block_v."""
@@ -113,7 +136,7 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
             ("block_v", int(block_v)), ("block_d", int(block_d)),
-            ("exact_decays", bool(exact_decays)))
+            ("exact_decays", bool(exact_decays)), ("prep_launch", _prep_launch(prep_launch)))
 
 
 def _call_cfg(cfg, which):
@@ -122,7 +145,7 @@ def _call_cfg(cfg, which):
     cfg = dict(cfg)
     warps_fwd, warps_bwd = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages, Kp = cfg.pop("num_stages"), cfg.pop("Kp")
-    for name in ("block_d", "num_warps_prep", "exact_decays"):  # the prep kernels' settings
+    for name in ("block_d", "num_warps_prep", "exact_decays", "prep_launch"):  # the preps' own
         cfg.pop(name)
     if warps_bwd is None:  # measured: H200, three shapes, sweep_*.json of the seventh session
         warps_bwd = 8 if which == "bwd" else 4
@@ -154,9 +177,20 @@ def _prep_cfg(cfg):
     # at 4 against 1.61 / 4.58 at 8, and 3.02 / 6.74 against 5.47 / 10.91 at "highest";
     # 2 warps made the backward 3.8x slower (gdn_kernel_h200_v1.3_breakdown.json, timed with
     # a since-reverted backward that loaded T instead of recomputing it).
+    # prep_launch overrides that per kernel (`_params_for`).
+    params = None if interpret else {
+        "": _triton_params(cfg["num_warps_prep"], cfg["num_stages"] or 1),
+        **{name: _triton_params(w, s) for name, w, s in cfg["prep_launch"]}}
     return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
                 dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
                                 interpret),
                 interpret=interpret, outer_decays=not cfg["exact_decays"],
-                compiler_params=None if interpret
-                else _triton_params(cfg["num_warps_prep"], cfg["num_stages"] or 1))
+                compiler_params=params)
+
+
+def _params_for(compiler_params, name):
+    """The Triton launch parameters of prep kernel `name`: compiler_params is None (interpret
+    mode) or, as `_prep_cfg` makes it, {kernel name: params} with "" for the rest."""
+    if compiler_params is None:
+        return None
+    return compiler_params.get(name, compiler_params[""])

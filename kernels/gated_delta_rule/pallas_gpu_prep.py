@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT, _TN
+from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT, _TN, _params_for
 
 
 def _decays(g, C, outer=False):
@@ -318,7 +318,8 @@ def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_
         in_specs=[tk, tk, tv, vec, vec],
         out_specs=[tk, tv, tk, tk, tc] + [tc] * len(extra),
         out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)] + extra,
-        compiler_params=compiler_params, interpret=interpret, name="gdr_prep_fwd",
+        compiler_params=_params_for(compiler_params, "gdr_prep_fwd"), interpret=interpret,
+        name="gdr_prep_fwd",
     )(q, k, v, g, beta)
 
 
@@ -337,5 +338,6 @@ def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_i
         out_specs=[tk, tk, tv, vec, vec],
         out_shape=[sds(Kp), sds(Kp), sds(Vp), jax.ShapeDtypeStruct((BH, Tp), f32),
                    jax.ShapeDtypeStruct((BH, Tp), f32)],
-        compiler_params=compiler_params, interpret=interpret, name="gdr_prep_bwd",
+        compiler_params=_params_for(compiler_params, "gdr_prep_bwd"), interpret=interpret,
+        name="gdr_prep_bwd",
     )(q, k, v, g, beta, dw, du, dkd, dqd, daqk)  # dq, dk, dv, dg, dbeta

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN
+from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN, _params_for
 from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _decays, _dg_decay,
                                                       _dg_rows, _inverse_grad, _kernel_kw,
                                                       _kk_qk, _masked_decays,
@@ -89,6 +89,14 @@ def _wu_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, w_ref, u_ref, qd_ref, k
               dot=dot)
 
 
+def _prep_call(BH, Tp, C, compiler_params, interpret):
+    """pl.pallas_call over (BH, chunks) with each kernel's own launch parameters (by name)."""
+    def call(kernel, *, name, **kw):
+        return pl.pallas_call(kernel, grid=(BH, Tp // C), interpret=interpret, name=name,
+                              compiler_params=_params_for(compiler_params, name), **kw)
+    return call
+
+
 def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
                    out_dtype, outer_decays=False):
     """(w, u, kd, qd, aqk), as `pallas_gpu_prep.prep_fwd` returns them, from three kernels; and
@@ -98,8 +106,7 @@ def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, com
     tk, tv, tc, vec = _specs(C, Kp, Vp)
     kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
-    call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
-                             interpret=interpret)
+    call = _prep_call(BH, Tp, C, compiler_params, interpret)
     A, aqk = call(
         functools.partial(_kkt_kernel, **kw), in_specs=[tk, tk, vec, vec], out_specs=[tc, tc],
         out_shape=[sds(C, jnp.float32), sds(C)], name="gdr_prep_kkt")(q, k, g, beta)
@@ -190,8 +197,7 @@ def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, com
     kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)
     sds = lambda d, dt=jnp.float32: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     svec = jax.ShapeDtypeStruct((BH, Tp), jnp.float32)
-    call = functools.partial(pl.pallas_call, grid=(BH, Tp // C), compiler_params=compiler_params,
-                             interpret=interpret)
+    call = _prep_call(BH, Tp, C, compiler_params, interpret)
     inverse = call(
         functools.partial(_inverse_bwd_kernel, **kw),
         in_specs=[tk, tv, vec, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
