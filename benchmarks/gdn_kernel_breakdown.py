@@ -46,46 +46,51 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         prep_bwd_kernels, prep_bwd_split, prep_fwd_saving_inverse, prep_fwd_split)
     pc = cm._prep_cfg(cfg)
     cts = (dw, du, dkd, dqd, daqk)
+    gk = pp.decay_input(g, C, pc["decays"])  # what the kernels read: g, or G and logF
     cells = {"prep fwd": (functools.partial(pp.prep_fwd, C=C, out_dtype=dt, **pc),
-                          (q, k, v, g, beta)),
+                          (q, k, v, gk, beta)),
              "prep fwd save": (functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt, **pc),
-                               (q, k, v, g, beta)),  # the fused one writing T (splitbwd)
+                               (q, k, v, gk, beta)),  # the fused one writing T (splitbwd)
              "prep fwd split": (functools.partial(prep_fwd_split, C=C, out_dtype=dt, **pc),
-                                (q, k, v, g, beta)),  # three kernels, timed together
-             "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc), (q, k, v, g, beta, *cts))}
+                                (q, k, v, gk, beta)),  # three kernels, timed together
+             "prep bwd": (functools.partial(pp.prep_bwd, C=C, **pc), (q, k, v, gk, beta, *cts))}
 
     def prep_fwd_no_inverse(*a):  # an ablation: T = A (wrong), the inverse's cost by difference
         from unittest import mock
         with mock.patch.object(pp, "_unit_lower_inverse", lambda A, *_: A):  # at trace time
             return prep_fwd_saving_inverse(*a, C=C, out_dtype=dt, **pc)
 
-    cells["prep fwd save, no inverse"] = (prep_fwd_no_inverse, (q, k, v, g, beta))
-    pe = dict(pc, outer_decays=False)  # exact decays (the masked scans): as "highest" runs
-    if pc["outer_decays"]:
-        cells["prep fwd save, exact decays"] = (
-            functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt, **pe), (q, k, v, g, beta))
+    cells["prep fwd save, no inverse"] = (prep_fwd_no_inverse, (q, k, v, gk, beta))
+    # the other decay modes (`pallas_gpu_prep.DECAYS`) where they are not the configuration's:
+    # "exact" (the masked scans, as "highest" runs), "outer" and "xla" (G, logF from XLA)
+    others = [d for d in pp.DECAYS if d != pc["decays"]] if precision == "default" else []
+    for d in others:
+        cells[f"prep fwd save, {d} decays"] = (
+            functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt, **dict(pc, decays=d)),
+            (q, k, v, pp.decay_input(g, C, d), beta))
     chosen = lambda name: any(name == p[:-1] if p.endswith("$") else name.startswith(p)
                               for p in getattr(args, "breakdown_only", None) or [""])
     split_bwd_cells = ("prep bwd split", "prep bwd inverse", "prep bwd decay", "prep bwd qk")
     if any(map(chosen, split_bwd_cells)):  # their inputs cost compiles: only when timed
         # T as the default forward (prep="pallas_splitbwd") saves it: in the operand dtype
         _, (T_inv,) = jax.jit(functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt,
-                                                **pc))(q, k, v, g, beta)
+                                                **pc))(q, k, v, gk, beta)
         cells["prep bwd split"] = (functools.partial(prep_bwd_split, C=C, **pc),
-                                   (q, k, v, g, beta, T_inv, *cts))
-        if pc["outer_decays"]:
-            cells["prep bwd split, exact decays"] = (functools.partial(prep_bwd_split, C=C, **pe),
-                                                     (q, k, v, g, beta, T_inv, *cts))
+                                   (q, k, v, gk, beta, T_inv, *cts))
+        for d in others:
+            cells[f"prep bwd split, {d} decays"] = (
+                functools.partial(prep_bwd_split, C=C, **dict(pc, decays=d)),
+                (q, k, v, pp.decay_input(g, C, d), beta, T_inv, *cts))
         # each of its three kernels alone, on the intermediates the one before writes
         # dtypes as the default path gives them bf16 callers (dq, dk, dv in q's dtype)
         inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, Vp, C=C, grad_dtype=dt, mid_dtype=dt,
                                               **pc)
-        inv_args = (k, v, g, beta, T_inv, dw, du)
+        inv_args = (k, v, gk, beta, T_inv, dw, du)
         dv, dk0, dA, db0, s_bek = jax.jit(inverse)(*inv_args)
-        dec_args = (q, k, g, beta, dA, daqk, db0)
+        dec_args = (q, k, gk, beta, dA, daqk, db0)
         dkk, dqk, dgd, _ = jax.jit(decay)(*dec_args)
         cells |= {"prep bwd inverse": (inverse, inv_args), "prep bwd decay": (decay, dec_args),
-                  "prep bwd qk": (qk, (q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd))}
+                  "prep bwd qk": (qk, (q, k, gk, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd))}
     cells |= {
         "state fwd": (functools.partial(st.state_pass_fwd_call, save_states=False, **fc),
                       (w, u, kd, gc, qd, aqk, s0)),

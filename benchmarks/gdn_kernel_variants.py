@@ -27,6 +27,10 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
                         "highest" does; the default at "default" takes G_i - G_j (ninth
                         session)
     pallas_gpu_default_c32  chunk_size=32
+    pallas_gpu_default_xladecays  "default" with decays_in_xla: G and logF summed by XLA before
+                        the prep kernels, which run no scans (pip Triton: layout conversions
+                        22 -> 17 in the prep forward, decay kernel spills 84 -> 32 B; tenth
+                        session, untimed)
     pallas_gpu_default_decay8w3s  the prep backward's decay kernel at 8 warps, 3 stages (alone
                         0.219 against 0.262 ms at 4 warps, 1 stage: eighth session's sweep;
                         tenth session, untimed end to end)
@@ -65,6 +69,7 @@ JAX_IMPLS = {
     # 32-row chunks: lighter chunk-parallel programs, twice the sequential steps
     "pallas_gpu_default_c32": dict(precision="default", chunk_size=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
+    "pallas_gpu_default_xladecays": dict(precision="default", decays_in_xla=True),
     "pallas_gpu_default_decay8w3s": dict(precision="default",
                                          prep_launch={"gdr_prep_bwd_decay": (8, 3)}),
     "pallas_gpu_default_s2": dict(precision="default", num_stages=2),

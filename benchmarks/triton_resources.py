@@ -202,6 +202,8 @@ def main(argv=None):
                         "backward (the kernel default)")
     p.add_argument("--exact-decays", choices=("true", "false"), default=None,
                    help="the prep's in-chunk decays (kernel default: true only at highest)")
+    p.add_argument("--decays-in-xla", action="store_true",
+                   help="G and logF summed by XLA before the prep kernels (needs outer decays)")
     p.add_argument("--prep-launch", action="append", default=[], metavar="KERNEL=WARPS,STAGES",
                    help="one prep kernel's launch, e.g. gdr_prep_bwd_decay=8,3 (repeatable)")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
@@ -215,6 +217,8 @@ def main(argv=None):
                                  block_d=a.block_d, state_pass=a.state_pass,
                                  exact_decays=a.exact_decays and a.exact_decays == "true").items()
           if v is not None}
+    if a.decays_in_xla:
+        kw["decays_in_xla"] = True
     if a.prep_launch:
         kw["prep_launch"] = {n: tuple(int(x) for x in ws.split(","))
                              for n, _, ws in (t.partition("=") for t in a.prep_launch)}

@@ -125,10 +125,12 @@ def test_interpret_split_prep_matches_float64_and_the_fused_prep():
     g = jnp.asarray(-rng.uniform(0, 3, (BH, Tp)), jnp.float32)
     beta = jnp.asarray(rng.uniform(0, 2, (BH, Tp)), jnp.float32)
     cts = [normal(d) for d in (Kp, Vp, Kp, Kp, C)]  # dw, du, dkd, dqd, daqk
-    for precision in ("highest", "default"):
-        cfg = pg.kernel_config(precision, True, Kp, Vp, block_d=32)
+    g_raw = g
+    for precision, in_xla in (("highest", False), ("default", False), ("default", True)):
+        cfg = pg.kernel_config(precision, True, Kp, Vp, block_d=32, decays_in_xla=in_xla)
         kw = dict(C=C, **pg._prep_cfg(cfg))
         dt = pg._operand_dtype(cfg)
+        g = pallas_gpu_prep.decay_input(g_raw, C, kw["decays"])  # [BH, 2, Tp] with "xla"
         fused = pallas_gpu_prep.prep_fwd(q, k, v, g, beta, out_dtype=dt, **kw)
         split, (T,) = prep_fwd_split(q, k, v, g, beta, out_dtype=dt, **kw)
         fused_t, (T_fused,) = prep_fwd_saving_inverse(q, k, v, g, beta, out_dtype=dt, **kw)
@@ -146,7 +148,8 @@ def test_interpret_split_prep_matches_float64_and_the_fused_prep():
             a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
             tol = dict(rtol=0, atol=0) if i < 5 else dict(rtol=1e-5,
                                                            atol=1e-6 * np.abs(a).max())
-            np.testing.assert_allclose(b, a, err_msg=f"{name} at {precision}", **tol)
+            np.testing.assert_allclose(b, a, err_msg=f"{name} at {precision}, {kw['decays']}",
+                                       **tol)
 
 
 def test_interpret_forward_alone_is_the_same_for_every_pallas_prep():
@@ -170,14 +173,17 @@ def test_interpret_default_precision_is_bf16_accurate():
 
 
 @pytest.mark.parametrize("precision, tol", [("highest", FP32_TOL), ("default", 2e-2)])
-def test_interpret_outer_decays_match_float64_under_strong_decay(precision, tol):
+@pytest.mark.parametrize("in_xla", [False, True])
+def test_interpret_outer_decays_match_float64_under_strong_decay(precision, tol, in_xla):
     """exact_decays=False (the default at "default"): in-chunk decays from G_i - G_j, and dg
     back through them, in the default preps, against float64 where that difference cancels
     most (strong decays); at "highest" (exact fp32 in interpret mode) to the fp32 tolerance,
-    which a wrong term in dg would break."""
+    which a wrong term in dg would break. in_xla: G and logF summed by XLA before the kernels,
+    which return their cotangents (decays_in_xla)."""
     for prep in ("pallas_splitbwd", "pallas"):
         _check_against_float64(CPU_CASES["T37-K32-V32-strong-l2-scale-c16"], interpret=True,
-                               prep=prep, precision=precision, tol=tol, exact_decays=False)
+                               prep=prep, precision=precision, tol=tol, exact_decays=False,
+                               decays_in_xla=in_xla)
 
 
 def test_interpret_xla_prep_matches_chunked_reference():

@@ -217,6 +217,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     state_pass: str = "auto",
     exact_decays: Optional[bool] = None,
     prep_launch: Optional[dict] = None,
+    decays_in_xla: bool = False,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -254,7 +255,11 @@ def chunk_gated_delta_rule_pallas_gpu(
     exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
     terms (masked [C, C] scans); False takes differences of one cumulative sum, G_i - G_j, as
     fla does, with an absolute exponent error of ulp(|G|) (see
-    `pallas_gpu_prep._row_log_decays`). None: True at "highest", False at "default".
+    `pallas_gpu_prep._log_decays`). None: True at "highest", False at "default".
+    decays_in_xla (with exact_decays False): the chunks' cumulative log-decays G and the
+    chunk-total complements logF are summed by XLA ops before the prep kernels, which then run
+    no scans and return cotangents of G and logF for JAX to map back to g (as fla's
+    chunk_local_cumsum does; `pallas_gpu_prep.decay_input`). Tenth session, not yet timed.
     prep_launch: {prep kernel name: (num_warps, num_stages)} for single Pallas prep kernels
     (`pallas_gpu_common.PREP_KERNELS`, e.g. {"gdr_prep_bwd_decay": (8, 3)}); the others run
     at num_warps_prep and num_stages (or 1). For launch sweeps and per-kernel tuning.
@@ -291,7 +296,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
                         num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
                         num_stages=num_stages, block_v=block_v, block_d=block_d, BH=B * HV,
-                        exact_decays=exact_decays, prep_launch=prep_launch)
+                        exact_decays=exact_decays, prep_launch=prep_launch,
+                        decays_in_xla=decays_in_xla)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)
@@ -306,8 +312,8 @@ def chunk_gated_delta_rule_pallas_gpu(
         qkv_dt = (jnp.bfloat16 if precision == "default"
                   and jnp.result_type(q, k, v) == jnp.bfloat16 else jnp.float32)
         qkv = (flat(x).astype(qkv_dt) for x in (qc, kc, vcp))
-        w, u, kd, qd, aqk = _prep_pallas(*qkv, gc_.reshape(BH, Tp), bc.reshape(BH, Tp), C, cfg,
-                                         prep)
+        g_in = pallas_gpu_prep.decay_input(gc_.reshape(BH, Tp), C, dict(cfg)["decays"])
+        w, u, kd, qd, aqk = _prep_pallas(*qkv, g_in, bc.reshape(BH, Tp), C, cfg, prep)
         u = u[..., :V]
         gcn = jnp.exp(jnp.sum(gc_, axis=-1))
     gc_vec = jnp.broadcast_to(gcn.reshape(BH, 1, N), (BH, Kp, N))

@@ -117,7 +117,7 @@ def _prep_launch(prep_launch):
 
 def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=None,
                   num_warps_prep=4, num_stages=None, block_v=None, block_d=64, BH=None,
-                  exact_decays=None, prep_launch=None):
+                  exact_decays=None, prep_launch=None, decays_in_xla=False):
     """The kernels' hashable launch configuration, defaults resolved (see the public function's
     docstring); also what benchmarks/gdn_kernel.py's per-kernel breakdown launches with.
     BH (batch x value heads) only informs the default block_v."""
@@ -125,6 +125,10 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
         block_v = _default_block_v(precision, interpret, V, BH)
     if exact_decays is None:  # outer differences only where bf16 operands dwarf their error
         exact_decays = precision != "default"
+    if decays_in_xla and exact_decays:
+        raise ValueError("decays_in_xla sums G and logF in XLA for the outer differences: it "
+                         "needs exact_decays=False (the default at precision='default')")
+    decays = "exact" if exact_decays else "xla" if decays_in_xla else "outer"
     for name, b in (("block_v", block_v), ("block_d", block_d)):
         if b < 16 or b & (b - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {b}")
@@ -136,7 +140,7 @@ def kernel_config(precision, interpret, Kp, V, *, num_warps=None, num_warps_bwd=
             ("num_warps_prep", int(num_warps_prep)),
             ("num_stages", None if num_stages is None else int(num_stages)),
             ("block_v", int(block_v)), ("block_d", int(block_d)),
-            ("exact_decays", bool(exact_decays)), ("prep_launch", _prep_launch(prep_launch)))
+            ("decays", decays), ("prep_launch", _prep_launch(prep_launch)))
 
 
 def _call_cfg(cfg, which):
@@ -145,7 +149,7 @@ def _call_cfg(cfg, which):
     cfg = dict(cfg)
     warps_fwd, warps_bwd = cfg.pop("num_warps"), cfg.pop("num_warps_bwd")
     stages, Kp = cfg.pop("num_stages"), cfg.pop("Kp")
-    for name in ("block_d", "num_warps_prep", "exact_decays", "prep_launch"):  # the preps' own
+    for name in ("block_d", "num_warps_prep", "decays", "prep_launch"):  # the preps' own
         cfg.pop(name)
     if warps_bwd is None:  # measured: H200, three shapes, sweep_*.json of the seventh session
         warps_bwd = 8 if which == "bwd" else 4
@@ -184,7 +188,7 @@ def _prep_cfg(cfg):
     return dict(block_d=cfg["block_d"], dot=_dot_fn(cfg["precision"], interpret),
                 dot_inv=_dot_fn("highest" if cfg["precision"] == "highest" else "tf32",
                                 interpret),
-                interpret=interpret, outer_decays=not cfg["exact_decays"],
+                interpret=interpret, decays=cfg["decays"],
                 compiler_params=params)
 
 

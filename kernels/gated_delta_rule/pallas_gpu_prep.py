@@ -24,8 +24,12 @@ Numerics
     4 KB at B4 T4096 H16 K=V=128, "default"), and the fp32 `cumsum` (a Triton scan) has none.
     The backward's exclusive sum over j < l is the inclusive scan minus its own term: an
     absolute error of ulp(partial sum) in a gradient, as any fp32 sum of those terms has.
-    With outer_decays (the default at precision="default", ninth session) Gd is G_i - G_j and
-    logF the chunk's total minus G, from one 1-D scan: no [C, C] scan (`_row_log_decays`).
+    `decays` says where the log-decays come from (`DECAYS`): "exact" as above (the default at
+    "highest"); "outer" (the default at "default", ninth session) Gd = G_i - G_j and logF the
+    chunk's total minus G, from one 1-D scan in the kernel: no [C, C] scan (`_log_decays`);
+    "xla" the same differences, but of G and logF that XLA computed before the kernels
+    (`decay_input`, as fla's chunk_local_cumsum does): the kernels read them and return their
+    cotangents, so no kernel scans and JAX maps those cotangents back to g.
 
 Tiling
     No dot takes an operand wider than block_d (BK = min(block_d, Kp), BV = min(block_d, Vp))
@@ -53,26 +57,52 @@ from jax.experimental import pallas as pl
 from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT, _TN, _params_for
 
 
-def _decays(g, C, outer=False):
-    """Gd [C, C] (sum of g over (j, i]; on and above the diagonal 0, or with outer, G_i - G_j,
-    which every caller masks), G [C], logF [C]. outer: see `_row_log_decays`."""
+# Where the in-chunk log-decays come from (see the module docstring and `_log_decays`).
+DECAYS = ("exact", "outer", "xla")
+
+
+def decay_input(g, C, decays):
+    """What the prep kernels read for the log-decays: g [BH, Tp] itself, or with decays="xla"
+    [BH, 2, Tp]: each chunk's G (inclusive cumsum of g) and logF (the chunk's total minus G),
+    made by XLA ops outside the kernels' custom_vjp, so JAX differentiates them."""
+    if decays != "xla":
+        return g
+    BH, Tp = g.shape
+    G = jnp.cumsum(g.reshape(BH, Tp // C, C), axis=-1)
+    return jnp.stack([G.reshape(BH, Tp), (G[..., -1:] - G).reshape(BH, Tp)], axis=1)
+
+
+def _g_spec(C, decays):
+    """The BlockSpec of `decay_input`'s array (and of its cotangent) over grid (BH, chunks)."""
+    if decays == "xla":
+        return pl.BlockSpec((None, 2, C), lambda i, n: (i, 0, n))
+    return pl.BlockSpec((None, C), lambda i, n: (i, n))
+
+
+def _decays(g_ref, C, decays):
+    """Gd [C, C] (sum of g over (j, i]; on and above the diagonal 0, or else G_i - G_j, which
+    every caller masks), G [C], logF [C]; from the kernel's g_ref (`decay_input`)."""
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    G, logF = _row_log_decays(g, row, col, outer)
-    if outer:
+    G, logF = _log_decays(g_ref, row, col, decays)
+    if decays != "exact":
         return row, col, G[:, None] - G[None, :], G, logF
     # Gd[i, j] = sum_{l <= i} g_l [l > j]: a running sum down each column of its own terms
-    Gd = jnp.cumsum(jnp.where(row > col, g[:, None], 0.0), axis=0)
+    Gd = jnp.cumsum(jnp.where(row > col, g_ref[...][:, None], 0.0), axis=0)
     return row, col, Gd, G, logF
 
 
-def _row_log_decays(g, row, col, outer=False):
-    """G_i = sum_{l <= i} g_l and logF_i = sum_{l > i} g_l, as masked row sums; or, with outer,
-    from one 1-D scan (G) and the chunk's total minus it (logF), as fla computes them. Then
-    Gd = G_i - G_j cancels: an absolute exponent error of ulp(|G|) (1e-4 at G = -1280, g = -20
-    a token over 64), a relative error of 1e-4 in a decay, far below the bf16 rounding of
+def _log_decays(g_ref, row, col, decays):
+    """G_i = sum_{l <= i} g_l and logF_i = sum_{l > i} g_l: "exact", as masked row sums;
+    "outer", from one 1-D scan (G) and the chunk's total minus it (logF), as fla computes them;
+    "xla", read (XLA summed them as "outer" does). With either of the last two, Gd = G_i - G_j
+    cancels: an absolute exponent error of ulp(|G|) (1e-4 at G = -1280, g = -20 a token over
+    64), a relative error of 1e-4 in a decay, far below the bf16 rounding of
     precision="default"'s dot operands (~4e-3), and no [C, C] scans or row sums."""
-    if outer:
+    if decays == "xla":
+        return g_ref[0, :], g_ref[1, :]
+    g = g_ref[...]
+    if decays == "outer":
         G = jnp.cumsum(g)
         return G, jnp.sum(g) - G
     return (jnp.sum(jnp.where(col <= row, g[None, :], 0.0), axis=1),
@@ -133,11 +163,11 @@ def _kk_qk(q_ref, k_ref, *, C, BK, dot):
     return _tiles(k_ref.shape[1] // BK, tile, (zero, zero))
 
 
-def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv, outer_decays):
+def _chunk_terms(q_ref, k_ref, g_ref, beta, *, C, BK, dot, dot_inv, decays):
     """What both kernels need before any K or V tile of an output: masks, decays, KK = k k^T
     and QK = q k^T (accumulated over K tiles), T = (I + A)^-1, E and F."""
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
-    row, col, Gd, G, logF = _decays(g, C, outer_decays)
+    row, col, Gd, G, logF = _decays(g_ref, C, decays)
     D, Dc = _masked_decays(Gd, row, col)
     T = _unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
     return dict(row=row, col=col, D=D, Dc=Dc, KK=KK, QK=QK, T=T, E=jnp.exp(G),
@@ -145,11 +175,11 @@ def _chunk_terms(q_ref, k_ref, g, beta, *, C, BK, dot, dot_inv, outer_decays):
 
 
 def _prep_fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref, aqk_ref,
-                     *t_ref, C, BK, BV, dot, dot_inv, outer_decays):
+                     *t_ref, C, BK, BV, dot, dot_inv, decays):
     """t_ref: optionally, where T = (I + A)^-1 goes, for the split backward."""
     beta = b_ref[...]
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
-    row, col, Gd, G, logF = _decays(g_ref[...], C, outer_decays)
+    row, col, Gd, G, logF = _decays(g_ref, C, decays)
     # aqk (bf16 for precision="default": half the bytes for the state pass) before the
     # inverse, so that QK and its mask are not live through the inverse's chain of products
     D, Dc = _masked_decays(Gd, row, col)
@@ -232,33 +262,42 @@ def _decay_grads(dA, daqk, KK, QK, beta, D, Dc):
             dlogD + dKKD * beta[:, None])
 
 
-def _dg_decay(dlogD, row, col, outer=False):
-    """dg through Gd, which sums g over (j, i]; or, with outer, is G_i - G_j (dlogD's diagonal
-    cancels there, and the old form never reads it: Gd_ii = 0 is no function of g)."""
-    if outer:  # dG = row sums - column sums; G_i sums g over l <= i: dg_l = sum_{i>=l} dG_i
+def _dg_decay(dlogD, row, col, decays):
+    """dg through Gd, which sums g over (j, i]; or, where Gd is G_i - G_j, dg through that
+    ("outer"), or with decays="xla" the cotangent of G (dlogD's diagonal cancels there, and
+    the exact form never reads it: Gd_ii = 0 is no function of g)."""
+    if decays != "exact":  # dG = row sums - column sums
         dG = jnp.sum(dlogD, axis=1) - jnp.sum(dlogD, axis=0)
-        return jnp.sum(dG) - jnp.cumsum(dG) + dG  # 1-D; cancels as G_i - G_j does
+        if decays == "xla":
+            return dG
+        # G_i sums g over l <= i: dg_l = sum_{i>=l} dG_i (1-D; cancels as G_i - G_j does)
+        return jnp.sum(dG) - jnp.cumsum(dG) + dG
     Z = jnp.cumsum(dlogD, axis=1) - dlogD                  # Z[i, l] = sum_{j<l} dlogD_ij
     return jnp.sum(jnp.where(row >= col, Z, 0.0), axis=0)  # sum over i >= l
 
 
-def _dg_rows(dG, dlogF, C):
-    """dg through G_i, which sums g over [0, i], and logF_i, over (i, C)."""
+def _store_dg(dg_ref, dg_decay, dG, dlogF, C, decays):
+    """dg from its part through Gd (`_dg_decay`) and the cotangents of G_i, which sums g over
+    [0, i], and logF_i, over (i, C); with decays="xla" those of G and logF themselves."""
+    if decays == "xla":
+        dg_ref[0, :] = dg_decay + dG
+        dg_ref[1, :] = dlogF
+        return
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    return (jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
-            + jnp.sum(jnp.where(row < col, dlogF[:, None], 0.0), axis=0))
+    dg_ref[...] = (dg_decay + jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
+                   + jnp.sum(jnp.where(row < col, dlogF[:, None], 0.0), axis=0))
 
 
 def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref, dqd_ref,
                      daqk_ref, dq_ref, dk_ref, dv_ref, dg_ref, db_ref, *, C, BK, BV, dot,
-                     dot_inv, outer_decays):
+                     dot_inv, decays):
     """Tiles of BK key / BV value columns. dA needs all of dT (a sum over V and K tiles), and
     dq, dk need dA: so K is walked twice, once to reduce, once to write dq, dk."""
     f32 = jnp.float32
     beta = b_ref[...]
-    t = _chunk_terms(q_ref, k_ref, g_ref[...], beta, C=C, BK=BK, dot=dot, dot_inv=dot_inv,
-                     outer_decays=outer_decays)
+    t = _chunk_terms(q_ref, k_ref, g_ref, beta, C=C, BK=BK, dot=dot, dot_inv=dot_inv,
+                     decays=decays)
     T, E, F = t["T"], t["E"], t["F"]
     bE = beta * E
     dA, dbeta, s_bek = _inverse_grad(T, beta, bE, k_ref, v_ref, dw_ref, du_ref, dv_ref, C=C,
@@ -283,39 +322,42 @@ def _prep_bwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, dw_ref, du_ref, dkd_ref,
     zv = jnp.zeros((C,), f32)
     dE_q, s_kd = _tiles(k_ref.shape[1] // BK, k_write, (zv, zv))
     dG = E * (beta * s_bek + dE_q)
-    dg_ref[...] = (_dg_decay(dlogD, t["row"], t["col"], outer_decays)
-                   + _dg_rows(dG, F * s_kd, C))
+    _store_dg(dg_ref, _dg_decay(dlogD, t["row"], t["col"], decays), dG, F * s_kd, C, decays)
     db_ref[...] = dbeta
 
 
-def _specs(C, Kp, Vp):
+def _specs(C, Kp, Vp, decays):
+    """Chunk blocks over grid (BH, chunks): [C, Kp], [C, Vp], [C, C], [C]; and the log-decays'
+    (`_g_spec`)."""
     tile = lambda d: pl.BlockSpec((None, C, d), lambda i, n: (i, n, 0))
     vec = pl.BlockSpec((None, C), lambda i, n: (i, n))
-    return tile(Kp), tile(Vp), tile(C), vec
+    return tile(Kp), tile(Vp), tile(C), vec, _g_spec(C, decays)
 
 
-def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays):
+def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays):
     if block_d < 16 or block_d & (block_d - 1):
         raise ValueError(f"block_d must be a power of two >= 16, got {block_d}")
+    if decays not in DECAYS:
+        raise ValueError(f"decays={decays!r}; expected one of {DECAYS}")
     return dict(C=C, BK=min(block_d, Kp), BV=min(block_d, Vp), dot=dot, dot_inv=dot_inv,
-                outer_decays=outer_decays)
+                decays=decays)
 
 
 def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-             out_dtype, outer_decays=False, save_inverse=False):
+             out_dtype, decays="exact", save_inverse=False):
     """w, u, kd, qd, aqk; and T = (I + A)^-1 [BH, Tp, C] after them if save_inverse, in
     out_dtype like them: the backward uses T only as an operand of its dots, which round their
-    operands to that dtype (bf16 at "default") anyway."""
+    operands to that dtype (bf16 at "default") anyway. g: `decay_input(g, C, decays)`."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
-    tk, tv, tc, vec = _specs(C, Kp, Vp)
+    tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     extra = [sds(C)] if save_inverse else []
     return pl.pallas_call(
         functools.partial(_prep_fwd_kernel,
-                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)),
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)),
         grid=(BH, Tp // C),
-        in_specs=[tk, tk, tv, vec, vec],
+        in_specs=[tk, tk, tv, gs, vec],
         out_specs=[tk, tv, tk, tk, tc] + [tc] * len(extra),
         out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)] + extra,
         compiler_params=_params_for(compiler_params, "gdr_prep_fwd"), interpret=interpret,
@@ -324,19 +366,20 @@ def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_
 
 
 def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_inv, interpret,
-             compiler_params, outer_decays=False):
+             compiler_params, decays="exact"):
+    """dq, dk, dv, dg, dbeta (fp32); dg shaped as g, `decay_input`'s array."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
-    tk, tv, tc, vec = _specs(C, Kp, Vp)
+    tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
     f32 = jnp.float32
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), f32)
     return pl.pallas_call(
         functools.partial(_prep_bwd_kernel,
-                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)),
+                          **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)),
         grid=(BH, Tp // C),
-        in_specs=[tk, tk, tv, vec, vec, tk, tv, tk, tk, tc],
-        out_specs=[tk, tk, tv, vec, vec],
-        out_shape=[sds(Kp), sds(Kp), sds(Vp), jax.ShapeDtypeStruct((BH, Tp), f32),
+        in_specs=[tk, tk, tv, gs, vec, tk, tv, tk, tk, tc],
+        out_specs=[tk, tk, tv, gs, vec],
+        out_shape=[sds(Kp), sds(Kp), sds(Vp), jax.ShapeDtypeStruct(g.shape, f32),
                    jax.ShapeDtypeStruct((BH, Tp), f32)],
         compiler_params=_params_for(compiler_params, "gdr_prep_bwd"), interpret=interpret,
         name="gdr_prep_bwd",

@@ -50,17 +50,16 @@ from jax.experimental import pallas as pl
 
 from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN, _params_for
 from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _decays, _dg_decay,
-                                                      _dg_rows, _inverse_grad, _kernel_kw,
-                                                      _kk_qk, _masked_decays,
-                                                      _row_log_decays, _specs, _tiles,
-                                                      _unit_lower_inverse, _write_wu, prep_fwd)
+                                                      _inverse_grad, _kernel_kw, _kk_qk,
+                                                      _log_decays, _masked_decays, _specs,
+                                                      _store_dg, _tiles, _unit_lower_inverse,
+                                                      _write_wu, prep_fwd)
 
 
-def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv,
-                outer_decays):
+def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv, decays):
     del BV, dot_inv
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
-    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
+    row, col, Gd, _, _ = _decays(g_ref, C, decays)
     D, Dc = _masked_decays(Gd, row, col)
     a_ref[...] = b_ref[...][:, None] * KK * D
     aqk_ref[...] = (QK * Dc).astype(aqk_ref.dtype)
@@ -72,19 +71,19 @@ def _solve_kernel(a_ref, t_ref, *, C, dot_inv):
     t_ref[...] = _unit_lower_inverse(a_ref[...], row, col, C, dot_inv)
 
 
-def _row_decays(g, C, outer):
-    """E = exp(G) and F = exp(logF) [C], summed as `_decays` sums them."""
+def _row_decays(g_ref, C, decays):
+    """E = exp(G) and F = exp(logF) [C], summed (or read) as `_decays` does."""
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    G, logF = _row_log_decays(g, row, col, outer)
+    G, logF = _log_decays(g_ref, row, col, decays)
     return jnp.exp(G), jnp.exp(logF)
 
 
 def _wu_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, w_ref, u_ref, qd_ref, kd_ref, *, C, BK,
-               BV, dot, dot_inv, outer_decays):
+               BV, dot, dot_inv, decays):
     del dot_inv
     beta, T = b_ref[...], t_ref[...]
-    E, F = _row_decays(g_ref[...], C, outer_decays)
+    E, F = _row_decays(g_ref, C, decays)
     _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, BK=BK, BV=BV,
               dot=dot)
 
@@ -98,22 +97,22 @@ def _prep_call(BH, Tp, C, compiler_params, interpret):
 
 
 def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-                   out_dtype, outer_decays=False):
+                   out_dtype, decays="exact"):
     """(w, u, kd, qd, aqk), as `pallas_gpu_prep.prep_fwd` returns them, from three kernels; and
     the residuals (T,) for `prep_bwd_split`: T = (I + A)^-1 [BH, Tp, C] fp32."""
     BH, Tp, Kp = q.shape
     Vp = v.shape[-1]
-    tk, tv, tc, vec = _specs(C, Kp, Vp)
-    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)
+    tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
+    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     call = _prep_call(BH, Tp, C, compiler_params, interpret)
     A, aqk = call(
-        functools.partial(_kkt_kernel, **kw), in_specs=[tk, tk, vec, vec], out_specs=[tc, tc],
+        functools.partial(_kkt_kernel, **kw), in_specs=[tk, tk, gs, vec], out_specs=[tc, tc],
         out_shape=[sds(C, jnp.float32), sds(C)], name="gdr_prep_kkt")(q, k, g, beta)
     T = call(functools.partial(_solve_kernel, C=C, dot_inv=dot_inv), in_specs=[tc],
              out_specs=tc, out_shape=sds(C, jnp.float32), name="gdr_prep_solve")(A)
     w, u, qd, kd = call(
-        functools.partial(_wu_kernel, **kw), in_specs=[tk, tk, tv, vec, vec, tc],
+        functools.partial(_wu_kernel, **kw), in_specs=[tk, tk, tv, gs, vec, tc],
         out_specs=[tk, tv, tk, tk], out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp)],
         name="gdr_prep_wu")(q, k, v, g, beta, T)
     return (w, u, kd, qd, aqk), (T,)
@@ -131,11 +130,11 @@ def prep_fwd_saving_inverse(q, k, v, g, beta, **kw):
 # tiles. Between them go dA, d(k k^T) and d(q k^T) ([C, C] fp32 per chunk) and the w term of dk.
 
 def _inverse_bwd_kernel(k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dv_ref, dk_ref, da_ref,
-                        db_ref, ds_ref, *, C, BK, BV, dot, dot_inv, outer_decays):
+                        db_ref, ds_ref, *, C, BK, BV, dot, dot_inv, decays):
     """dv, the w term of dk, dA, and beta's cotangent so far with s_bek (see `_inverse_grad`)."""
     del dot_inv
     beta = b_ref[...]
-    E, _ = _row_decays(g_ref[...], C, outer_decays)
+    E, _ = _row_decays(g_ref, C, decays)
     dA, dbeta, s_bek = _inverse_grad(t_ref[...], beta, beta * E, k_ref, v_ref, dw_ref, du_ref,
                                      dv_ref, C=C, BK=BK, BV=BV, dot=dot, dk_ref=dk_ref)
     da_ref[...] = dA
@@ -144,29 +143,29 @@ def _inverse_bwd_kernel(k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dv_re
 
 
 def _decay_bwd_kernel(q_ref, k_ref, g_ref, b_ref, da_ref, daqk_ref, db_ref, dkk_ref, dqk_ref,
-                      dg_ref, dbeta_ref, *, C, BK, BV, dot, dot_inv, outer_decays):
+                      dg_ref, dbeta_ref, *, C, BK, BV, dot, dot_inv, decays):
     """Through A and aqk: d(k k^T) (symmetric) and d(q k^T) out to HBM; dbeta whole; dg
-    through Gd (the qk kernel adds the rest)."""
+    through Gd (with decays="xla", G's cotangent through it; the qk kernel adds the rest)."""
     del BV, dot_inv
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
-    row, col, Gd, _, _ = _decays(g_ref[...], C, outer_decays)
+    row, col, Gd, _, _ = _decays(g_ref, C, decays)
     D, Dc = _masked_decays(Gd, row, col)
     dKK_sym, dQK, dbeta_A, dlogD = _decay_grads(da_ref[...], daqk_ref[...].astype(jnp.float32),
                                                 KK, QK, b_ref[...], D, Dc)
     dkk_ref[...] = dKK_sym.astype(dkk_ref.dtype)
     dqk_ref[...] = dQK.astype(dqk_ref.dtype)
     dbeta_ref[...] = db_ref[...] + dbeta_A
-    dg_ref[...] = _dg_decay(dlogD, row, col, outer_decays)
+    dg_ref[...] = _dg_decay(dlogD, row, col, decays)
 
 
 def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref, dk0_ref,
                    dqd_ref, dkd_ref, dq_ref, dk_ref, dg_ref, *, C, BK, BV, dot, dot_inv,
-                   outer_decays):
+                   decays):
     """dq = d(q k^T) k + dqd E;  dk = (w term) + d(k k^T) k + d(q k^T)^T q + dkd F, per K tile;
     and dg: the decay kernel's part plus those through E (qd, w) and F (kd)."""
     del BV, dot_inv
     f32 = jnp.float32
-    E, F = _row_decays(g_ref[...], C, outer_decays)
+    E, F = _row_decays(g_ref, C, decays)
     dKK_sym, dQK = dkk_ref[...].astype(f32), dqk_ref[...].astype(f32)
 
     def k_tile(j, acc):
@@ -182,35 +181,39 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
     zv = jnp.zeros((C,), f32)
     dE_q, s_kd = _tiles(k_ref.shape[1] // BK, k_tile, (zv, zv))
     dG = E * (b_ref[...] * ds_ref[...] + dE_q)
-    dg_ref[...] = dgd_ref[...] + _dg_rows(dG, F * s_kd, C)
+    _store_dg(dg_ref, dgd_ref[...], dG, F * s_kd, C, decays)
 
 
 def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-                     outer_decays=False, grad_dtype=jnp.float32, mid_dtype=jnp.float32):
+                     decays="exact", grad_dtype=jnp.float32, mid_dtype=jnp.float32):
     """The three backward kernels as separate callables (`prep_bwd_split` chains them; the
     benchmark's breakdown times each): inverse(k, v, g, beta, T, dw, du) -> dv, dk0, dA, db0,
     s_bek; decay(q, k, g, beta, dA, daqk, db0) -> dkk, dqk, dgd, dbeta; qk(q, k, g, beta, s_bek,
     dgd, dkk, dqk, dk0, dqd, dkd) -> dq, dk, dg. dq, dk and dv are written in grad_dtype (the
     caller's, so that no XLA pass converts them); d(k k^T) and d(q k^T) in mid_dtype (they only
-    feed dots: the chunk operands' dtype loses nothing); the rest in fp32."""
-    tk, tv, tc, vec = _specs(C, Kp, Vp)
-    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, outer_decays)
+    feed dots: the chunk operands' dtype loses nothing); the rest in fp32. g and dg are
+    `decay_input`'s array: [BH, Tp], or [BH, 2, Tp] with decays="xla"."""
+    tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
+    kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)
     sds = lambda d, dt=jnp.float32: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     svec = jax.ShapeDtypeStruct((BH, Tp), jnp.float32)
     call = _prep_call(BH, Tp, C, compiler_params, interpret)
     inverse = call(
         functools.partial(_inverse_bwd_kernel, **kw),
-        in_specs=[tk, tv, vec, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
+        in_specs=[tk, tv, gs, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
         out_shape=[sds(Vp, grad_dtype), sds(Kp), sds(C), svec, svec],
         name="gdr_prep_bwd_inverse")
     decay = call(
         functools.partial(_decay_bwd_kernel, **kw),
-        in_specs=[tk, tk, vec, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
+        in_specs=[tk, tk, gs, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
         out_shape=[sds(C, mid_dtype), sds(C, mid_dtype), svec, svec], name="gdr_prep_bwd_decay")
     qk = call(
         functools.partial(_qk_bwd_kernel, **kw),
-        in_specs=[tk, tk, vec, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[tk, tk, vec],
-        out_shape=[sds(Kp, grad_dtype), sds(Kp, grad_dtype), svec], name="gdr_prep_bwd_qk")
+        in_specs=[tk, tk, gs, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[tk, tk, gs],
+        out_shape=[sds(Kp, grad_dtype), sds(Kp, grad_dtype),
+                   jax.ShapeDtypeStruct((BH, 2, Tp) if decays == "xla" else (BH, Tp),
+                                        jnp.float32)],
+        name="gdr_prep_bwd_qk")
     return inverse, decay, qk
 
 
