@@ -301,7 +301,8 @@ def main(argv=None):
                    choices=["default", "highest"], help="the breakdown's kernel precisions")
     p.add_argument("--breakdown-only", nargs="+", default=[""],
                    help="only the breakdown's cells whose names start with one of these, e.g. "
-                        "prep; a trailing $ asks for that exact name ('state bwd$')")
+                        "prep; a trailing $ asks for that exact name ('state bwd$'); _ stands "
+                        "for a space (prep_bwd_split)")
     p.add_argument("--breakdown-launch", nargs="+", default=[""], metavar="K=V,...",
                    help="run the breakdown once per launch configuration, e.g. "
                         "num_warps_bwd=4,num_stages=2,block_v=32 (kernel_config's keywords; "

@@ -3,6 +3,17 @@ delta rule alone (prep, the fused, split and Mosaic state passes, forward and ba
 on random operands of the shapes it sees for one benchmark shape. Split out of gdn_kernel.py,
 which runs it first (see there); rows are named "kernel:<cell>:<precision>"."""
 
+def selects(only, name):
+    """Whether --breakdown-only's patterns pick cell `name`: a prefix, or with a trailing $ the
+    exact name; "_" stands for a space (gdn_kernel_gpu.sh passes BENCH_ARGS through word
+    splitting); none (or "") picks every cell."""
+    for p in only or [""]:
+        p = p.replace("_", " ")
+        if (name == p[:-1]) if p.endswith("$") else name.startswith(p):
+            return True
+    return False
+
+
 def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     """Each Pallas kernel of the pallas_gpu path alone (every prep and state pass, the
     defaults' kernels among them), on random operands of the shapes it sees for shape s: where
@@ -68,8 +79,7 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         cells[f"prep fwd save, {d} decays"] = (
             functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt, **dict(pc, decays=d)),
             (q, k, v, pp.decay_input(g, C, d), beta))
-    chosen = lambda name: any(name == p[:-1] if p.endswith("$") else name.startswith(p)
-                              for p in getattr(args, "breakdown_only", None) or [""])
+    chosen = lambda name: selects(getattr(args, "breakdown_only", None), name)
     split_bwd_cells = ("prep bwd split", "prep bwd inverse", "prep bwd decay", "prep bwd qk")
     if any(map(chosen, split_bwd_cells)):  # their inputs cost compiles: only when timed
         # T as the default forward (prep="pallas_splitbwd") saves it: in the operand dtype

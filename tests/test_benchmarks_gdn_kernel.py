@@ -1,5 +1,6 @@
-"""benchmarks/gdn_kernel.py's fla child handling, without torch or a GPU: a child that timed out
-after saving some cells gives those rows and an error row for every cell it did not reach."""
+"""benchmarks/gdn_kernel.py without torch or a GPU: the fla child handling (a child that timed out
+after saving some cells gives those rows and an error row for every cell it did not reach)
+and the breakdown's cell selection."""
 
 import json
 import subprocess
@@ -43,3 +44,11 @@ def test_fla_child_that_wrote_nothing_fails_every_cell(tmp_path, monkeypatch):
     assert {(r["impl"], r["mode"]) for r in rows} == {
         (i, m) for i in ("fla", "fla_cudagraph") for m in ("fwd", "fwd+bwd")}
     assert all("failed: 1" in r["error"] for r in rows)
+
+
+def test_breakdown_only_takes_prefixes_exact_names_and_underscores_for_spaces():
+    from benchmarks.gdn_kernel_breakdown import selects
+    assert selects(None, "prep bwd qk") and selects([""], "state fwd")
+    assert selects(["prep_bwd"], "prep bwd split, xla decays")
+    assert not selects(["prep_bwd"], "prep fwd save")
+    assert selects(["state bwd$"], "state bwd") and not selects(["state_bwd$"], "state bwd split")

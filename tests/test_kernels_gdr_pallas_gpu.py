@@ -333,6 +333,16 @@ def test_gpu_default_precision_is_bf16_accurate(prep, state_pass):
 
 
 @pytest.mark.gpu
+def test_gpu_decays_in_xla_match_float64_under_strong_decay():
+    """decays_in_xla compiled (G and logF from XLA; the kernels' [2, C] blocks of them and of
+    their cotangents), at "default" with its default state pass, where decays cancel most."""
+    errs = _check_against_float64(GPU_CASES["T257-K128-V128-strong-init"], interpret=False,
+                                  prep="pallas_splitbwd", precision="default", tol=3e-2,
+                                  decays_in_xla=True)
+    print("decays_in_xla errors:", errs)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["highest", "default"])
 def test_gpu_bf16_within_twice_the_recurrent_error(precision):
     ours, ref = _bf16_errors(False, (2, 300, 2, 4, 96, 192), precision)
