@@ -219,6 +219,20 @@ def test_interpret_saved_states(Kp, V):
     assert np.mean(states == np.asarray(_bf(want))) > 0.99
 
 
+def test_interpret_bf16_o_is_the_fp32_o_rounded():
+    """o_dtype=bf16 (what the split-backward path asks for): o rounded once from the same fp32
+    accumulator, the final state unchanged; other dtypes are refused."""
+    fn = jax.jit(functools.partial(state_pass_fwd_mgpu, o_dtype=jnp.bfloat16,
+                                   interpret=plgpu.InterpretGPUParams()))
+    o, s = fn(*_inputs(128, 128))
+    o0, s0 = _mgpu_interpret(128, 128)
+    assert o.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(o, o0.astype(jnp.bfloat16))
+    np.testing.assert_array_equal(s, s0)
+    with pytest.raises(ValueError, match="o_dtype"):
+        state_pass_fwd_mgpu(*_inputs(128, 128), o_dtype=jnp.float16)
+
+
 def test_interpret_saved_delta_matches_triton_kernel():
     """save_delta (what state_pass="mosaic_splitbwd" hands the split backward): bf16 delta =
     u - w S_n equal to the Triton forward's (same bf16 casts; flips of ~2^-9 allowed, see the
@@ -309,7 +323,8 @@ def test_fwd_states_and_bwd_lower_for_cuda(Kp):
     V = 128
     args, states, do, dsf = _bwd_inputs(Kp, V)
     spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-    fwd = functools.partial(state_pass_fwd_mgpu, save_states=True, save_delta=True)
+    fwd = functools.partial(state_pass_fwd_mgpu, save_states=True, save_delta=True,
+                            o_dtype=jnp.bfloat16)  # as the split-backward path runs it
     for f, a in ((fwd, _inputs(Kp, V)),
                  (state_pass_bwd_mgpu, (*args, states.reshape(BH, N * Kp, V), do, dsf))):
         lowered = jax.jit(f).trace(*map(spec, a)).lower(lowering_platforms=("cuda",))

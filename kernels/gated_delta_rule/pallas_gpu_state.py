@@ -171,9 +171,9 @@ def _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=True):
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
         ip = plgpu.InterpretGPUParams() if dict(cfg)["interpret"] else None
+        # o in the operands' dtype (bf16 at "default"), as the Triton forward writes it
         out = state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
-                                  save_delta=residuals, interpret=ip)
-        out = (out[0].astype(w.dtype), *out[1:])  # its o is fp32
+                                  save_delta=residuals, interpret=ip, o_dtype=w.dtype)
     else:
         out = state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
                                    save_delta=residuals, **_call_cfg(cfg, "fwd"))

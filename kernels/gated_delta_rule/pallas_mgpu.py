@@ -23,7 +23,8 @@ the state S [Kp, BV] fp32 in registers (wgmma accumulator layout):
 Numerics are those of the Triton kernel's precision="default": every matmul operand is bf16
 (w, kd, qd, u, aqk are cast to bf16 in XLA; S and delta are rounded to bf16 when they are
 stored to SMEM as wgmma B operands), accumulation is fp32 (wgmma), the carried state and the
-decay multiply are fp32. o is returned in fp32 (the caller casts), the final state in fp32.
+decay multiply are fp32. o is returned in o_dtype (fp32 by default; the split-backward path
+asks for the operands' bf16, as the Triton kernel stores it), the final state in fp32.
 
 Per chunk n the program
     1. waits on the barrier of SMEM slot n % 2, after issuing the TMA loads of chunk n + 1 into
@@ -48,7 +49,8 @@ s_smem, d_smem and o_smem are each rewritten only after the group that reads the
 Shared memory: 2 slots x (3 C Kp + C BV + C C) bf16 + 2 Kp f32, plus bf16 S and delta, fp32 o
 staging and fp32 S in/out staging: 205,848 bytes at Kp = 128, 132,120 at Kp = 64, with or
 without save_states (the lowered kernel's `dynamic_shared_memory_size`, from
-MOSAIC_GPU_DUMP_MLIR_PASSES=1 MOSAIC_GPU_DUMP_TO=dir; 227 KB per block on H100), so one
+MOSAIC_GPU_DUMP_MLIR_PASSES=1 MOSAIC_GPU_DUMP_TO=dir; 8 KB less with bf16 o; 227 KB per
+block on H100), so one
 128-thread block per SM.
 Hence Kp in {64, 128}; Kp = 256 (K = 192, 256) would need a K-split of the state over two
 warpgroups or single buffering.
@@ -158,7 +160,7 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
                                     plgpu.ACC((Kp, BV), f32))
         # previous o tile has left o_smem (S_n's and delta_n's stores may still be in flight)
         plgpu.wait_smem_to_gmem(save_states + save_delta, wait_read_only=True)
-        o_smem[...] = o
+        o_smem[...] = o.astype(o_smem.dtype)
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(o_smem, o_g.at[i, pl.ds(n * C, C), cols])
         plgpu.commit_smem_to_gmem_group()
@@ -170,11 +172,12 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
 
 
 def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_delta=False,
-                       interpret=None):
+                       interpret=None, o_dtype=jnp.float32):
     """Forward state pass in Mosaic GPU. Arguments in the layouts of `state_pass_fwd_call`
     (pallas_gpu_state.py): w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]
     (exp(G_C) repeated over Kp); s0 [BH, Kp, V]. Any float dtypes: w, u, kd, qd, aqk are
-    cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] fp32, s_final [BH, Kp, V] fp32),
+    cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] in o_dtype, fp32 or bf16: bf16
+    halves the kernel's largest write and XLA's read of it; s_final [BH, Kp, V] fp32),
     and with save_states also the chunk-entry states, bf16 [BH, N*Kp, V] (S_n in rows
     n*Kp:(n+1)*Kp, the layout of `state_pass_fwd_call(save_states=True)`), and with save_delta
     then delta = u - w S, bf16 [BH, Tp, V] (what `pallas_gpu_split.split_bwd` reads; the bf16
@@ -183,6 +186,9 @@ def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_de
     Mosaic GPU interpreter (on CPU)."""
     BH, Tp, Kp, V, C, N = _check_shapes(w, u, kd, gc, qd, aqk, s0=s0)
     bf16, f32 = jnp.bfloat16, jnp.float32
+    o_dtype = jnp.dtype(o_dtype)
+    if o_dtype not in (f32, bf16):
+        raise ValueError(f"o_dtype must be float32 or bfloat16, got {o_dtype}")
     w, u, kd, qd, aqk = (x.astype(bf16) for x in (w, u, kd, qd, aqk))
     # gc chunk-major [BH, N, Kp] (a tiny XLA transpose): each chunk's Kp decays are then one
     # contiguous 1-D TMA box, loaded into SMEM with the chunk's other operands and read into
@@ -199,7 +205,7 @@ def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_de
         plgpu.SMEM((2, Kp), f32),                            # gc
         plgpu.SMEM((Kp, BV), bf16, transforms=_BF16_TR),    # bf16(S): wgmma B operand
         plgpu.SMEM((C, BV), bf16, transforms=_BF16_TR),     # bf16(delta): wgmma B operand
-        plgpu.SMEM((C, BV), f32, transforms=_F32_TR),       # o staging
+        plgpu.SMEM((C, BV), o_dtype, transforms=_F32_TR if o_dtype == f32 else _BF16_TR),  # o
         plgpu.SMEM((Kp, BV), f32, transforms=_F32_TR),      # S in/out staging
         plgpu.Barrier(num_arrivals=6, num_barriers=2),      # one per slot, six TMA copies
         plgpu.Barrier(num_arrivals=1),                      # s0 load
@@ -209,7 +215,7 @@ def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_de
 
     kernel = plgpu.kernel(
         gdr_state_pass_fwd_mgpu,
-        out_type=(jax.ShapeDtypeStruct((BH, Tp, V), f32),
+        out_type=(jax.ShapeDtypeStruct((BH, Tp, V), o_dtype),
                   jax.ShapeDtypeStruct((BH, Kp, V), f32))
         + (jax.ShapeDtypeStruct((BH, N * Kp, V), bf16),) * save_states
         + (jax.ShapeDtypeStruct((BH, Tp, V), bf16),) * save_delta,
