@@ -79,6 +79,12 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         cells[f"prep fwd save, {d} decays"] = (
             functools.partial(prep_fwd_saving_inverse, C=C, out_dtype=dt, **dict(pc, decays=d)),
             (q, k, v, pp.decay_input(g, C, d), beta))
+    from kernels.gated_delta_rule import pallas_mgpu_prep as mp
+    if precision == "default" and mp.takes_shape(C, Kp, Vp):  # the Mosaic prep forward
+        cells["prep fwd save mosaic"] = (
+            functools.partial(mp.prep_fwd_mosaic, C=C, out_dtype=dt, save_inverse=True,
+                              **dict(pc, decays="xla")),
+            (q, k, v, pp.decay_input(g, C, "xla"), beta))
     chosen = lambda name: selects(getattr(args, "breakdown_only", None), name)
     split_bwd_cells = ("prep bwd split", "prep bwd inverse", "prep bwd decay", "prep bwd qk")
     if any(map(chosen, split_bwd_cells)):  # their inputs cost compiles: only when timed

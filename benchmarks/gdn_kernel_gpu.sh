@@ -12,7 +12,7 @@
 # Writes under $OUT (default /tmp/gdn_out): pytest log, gdn_kernel.json/.log, the fla child's JSON.
 # Time limits (seconds, each under `timeout` so one hang cannot eat the other):
 #   TEST_TIMEOUT=220  the 14 gpu-marked tests (mostly Triton compiles of new shapes); TEST_FILES
-#                     picks test files (default: the five Pallas GPU kernel test files)
+#                     picks test files (default: the six Pallas GPU kernel test files)
 #   BENCH_BUDGET=260  no benchmark cell starts after this; shapes go one at a time (fla, XLA,
 #                     ours; the per-kernel breakdown after the first), so a cut-short run still
 #                     compares everything on the first shape; cells not run are listed as skipped
@@ -39,7 +39,8 @@ if [ "$MODE" != bench ]; then
   timeout "${TEST_TIMEOUT:-220}" $PY -m pytest -p no:xdist -p no:cacheprovider -q -m gpu -rA \
     --durations=0 ${TEST_FILES:-tests/test_kernels_gdr_pallas_gpu.py
     tests/test_kernels_gdr_pallas_gpu_api.py tests/test_kernels_gdr_mgpu.py
-    tests/test_kernels_gdr_mgpu_dh.py tests/test_kernels_gdr_split.py} 2>&1 \
+    tests/test_kernels_gdr_mgpu_dh.py tests/test_kernels_gdr_mgpu_prep.py
+    tests/test_kernels_gdr_split.py} 2>&1 \
     | tee "$OUT/pytest_gpu.log" \
     | grep -E "passed|failed|PASSED|FAILED|ERROR|Error|error|errors:|s call" | tail -30
   echo "tests: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"

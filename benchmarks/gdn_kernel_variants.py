@@ -27,6 +27,9 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
                         "highest" does; the default at "default" takes G_i - G_j (ninth
                         session)
     pallas_gpu_default_c32  chunk_size=32
+    pallas_gpu_mosaic_prep  prep="mosaic": the prep forward in Mosaic GPU (pallas_mgpu_prep.py,
+                        TMA + wgmma, G and logF from XLA) with the Triton backward kernels and
+                        the default state pass (tenth session, untimed)
     pallas_gpu_default_xladecays  "default" with decays_in_xla: G and logF summed by XLA before
                         the prep kernels, which run no scans (pip Triton: layout conversions
                         22 -> 17 in the prep forward, decay kernel spills 84 -> 32 B; tenth
@@ -69,6 +72,7 @@ JAX_IMPLS = {
     # 32-row chunks: lighter chunk-parallel programs, twice the sequential steps
     "pallas_gpu_default_c32": dict(precision="default", chunk_size=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
+    "pallas_gpu_mosaic_prep": dict(precision="default", prep="mosaic"),
     "pallas_gpu_default_xladecays": dict(precision="default", decays_in_xla=True),
     "pallas_gpu_default_decay8w3s": dict(precision="default",
                                          prep_launch={"gdr_prep_bwd_decay": (8, 3)}),

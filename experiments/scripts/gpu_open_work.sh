@@ -67,16 +67,18 @@ case "${1:-}" in
   kernel)
     # Two benchmark processes, one per GPU, so that every shape gets timed in one call. GPU 0:
     # the compiled kernel tests (~200 s; the first compiles of the Mosaic sequential backward
-    # kernel, state_pass="mosaic_dh", and of decays_in_xla are among them), then the headline
-    # shape with the prep and state-backward kernels alone (each decay mode's prep cells, the
-    # Mosaic dh kernel) and the tenth session's untimed variants: mosaic_dh, xladecays (G and
-    # logF from XLA), decay8w3s (the prep backward's decay kernel at 8 warps, 3 stages). GPU 1:
-    # the 7B layer, B1 T8192 H32 and B8 T2048 H8 with the default, mosaic_dh, xladecays and
-    # fla (do_bench and CUDA-graph rows). The breakdown runs first: only the default path's
+    # kernel, state_pass="mosaic_dh", of the Mosaic prep forward and of decays_in_xla are among
+    # them), then the headline shape with the prep and state-backward kernels alone (each decay
+    # mode's prep cells, the Mosaic prep and dh kernels) and the tenth session's untimed
+    # variants: mosaic_prep, mosaic_dh, xladecays (G and logF from XLA), decay8w3s (the prep
+    # backward's decay kernel at 8 warps, 3 stages). GPU 1: the 7B layer, B1 T8192 H32 and B8
+    # T2048 H8 with the default, mosaic_prep, mosaic_dh, xladecays and fla (do_bench and
+    # CUDA-graph rows). The breakdown runs first: only the default path's
     # prep and split-backward cells (and their decay-mode variants) and the Mosaic dh kernel.
     shapes_rest=(--shape B=1,T=8192,H=30,K=96,V=192 --shape B=1,T=8192,H=32,K=128,V=128
                  --shape B=8,T=2048,H=8,K=128,V=128)
-    ours="pallas_gpu_default pallas_gpu_mosaic_dh pallas_gpu_default_xladecays"
+    ours="pallas_gpu_default pallas_gpu_mosaic_prep pallas_gpu_mosaic_dh
+          pallas_gpu_default_xladecays"
     $PY -c 'import jax; print("SMs (core_count):", getattr(jax.devices()[0], "core_count", None))'
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/kernel1" MODE=bench BENCH_BUDGET=470 BENCH_TIMEOUT=540 \
       BENCH_ARGS="--no-breakdown ${shapes_rest[*]} --impl fla $ours" \

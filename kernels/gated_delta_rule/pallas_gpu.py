@@ -11,7 +11,8 @@ Why this exists
          (`pallas_gpu_prep_split.py`); prep="pallas_split" three kernels each way;
          prep="pallas" (`pallas_gpu_prep.py`) one kernel each way, the backward recomputing
          everything per chunk; prep="xla" batched XLA ops (`_chunk_prep`) differentiated by
-         JAX autodiff. All are tested.
+         JAX autodiff; prep="mosaic" the forward in Mosaic GPU (`pallas_mgpu_prep.py`,
+         "default" only) with the three backward kernels. All are tested.
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state and, for the split backward, delta); by default (state_pass="auto") the Mosaic
@@ -75,7 +76,8 @@ Constraints
     [B*HV, T, C] (float32; with "pallas_splitbwd" in the states' dtype).
 
 Mosaic GPU plan (the Triton lowering is deprecated in jax 0.11; steps 1-2 are built, in
-pallas_mgpu.py and pallas_mgpu_bwd.py: state_pass="mosaic" and "mosaic_splitbwd")
+pallas_mgpu.py and pallas_mgpu_bwd.py: state_pass="mosaic" and "mosaic_splitbwd"; step 3's
+forward in pallas_mgpu_prep.py, prep="mosaic", still reading the [BH, Tp, *] layout)
     1. Same split. The state pass as a `plgpu.kernel` with one warpgroup per (bh, V tile of
        64), S [Kp, 64] fp32 as a wgmma accumulator in registers. Per chunk, TMA-load w, kd, qd
        (bf16, C x Kp), u (C x 64), Aqk (C x C) into a 2-3 stage SMEM ring with mbarriers
@@ -112,15 +114,30 @@ from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
 PRECISIONS = ("highest", "default")
 # Where the chunk-local WY transform runs: XLA ops, or Pallas kernels, one each way ("pallas"),
 # three each way ("pallas_split", `pallas_gpu_prep_split.py`), or one forward saving T and three
-# backward ("pallas_splitbwd"). name -> (forward alone, returning the outputs; forward before a
-# backward, returning (outputs, residuals beyond the inputs); backward, taking the inputs,
-# those residuals and the cotangents). A forward alone (evaluation) writes no T it won't read.
+# backward ("pallas_splitbwd"); or "mosaic": that forward in Mosaic GPU (`pallas_mgpu_prep.py`,
+# tenth session, untimed) with the same backward. name -> (forward alone, returning the
+# outputs; forward before a backward, returning (outputs, residuals beyond the inputs);
+# backward, taking the inputs, those residuals and the cotangents). A forward alone
+# (evaluation) writes no T it won't read.
+
+
+def _prep_fwd_mosaic(*args, **kw):
+    from kernels.gated_delta_rule.pallas_mgpu_prep import prep_fwd_mosaic  # imports Mosaic GPU
+    return prep_fwd_mosaic(*args, **kw)
+
+
+def _prep_fwd_mosaic_saving_inverse(*args, **kw):
+    *out, T = _prep_fwd_mosaic(*args, save_inverse=True, **kw)
+    return tuple(out), (T,)
+
+
 _PREP = {"pallas": (pallas_gpu_prep.prep_fwd,
                     lambda *a, **kw: (pallas_gpu_prep.prep_fwd(*a, **kw), ()),
                     pallas_gpu_prep.prep_bwd),
          "pallas_split": (lambda *a, **kw: prep_fwd_split(*a, **kw)[0], prep_fwd_split,
                           prep_bwd_split),
-         "pallas_splitbwd": (pallas_gpu_prep.prep_fwd, prep_fwd_saving_inverse, prep_bwd_split)}
+         "pallas_splitbwd": (pallas_gpu_prep.prep_fwd, prep_fwd_saving_inverse, prep_bwd_split),
+         "mosaic": (_prep_fwd_mosaic, _prep_fwd_mosaic_saving_inverse, prep_bwd_split)}
 PREPS = ("xla", *_PREP)
 # Which kernels walk the chunks: "triton" (fused both ways, pallas_gpu_state.py), "split"
 # (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
@@ -271,6 +288,11 @@ def chunk_gated_delta_rule_pallas_gpu(
     if state_pass.startswith("mosaic") and precision != "default":
         raise ValueError(f'state_pass="{state_pass}" has bf16 wgmma operands only: use '
                          'precision="default"')
+    if prep == "mosaic":  # its kernel reads G and logF summed by XLA and has bf16 operands
+        if precision != "default" or exact_decays:
+            raise ValueError('prep="mosaic" needs precision="default" and the outer-difference '
+                             f'decays; got precision={precision!r}, exact_decays={exact_decays}')
+        decays_in_xla = True
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     C = int(chunk_size)
@@ -304,6 +326,11 @@ def chunk_gated_delta_rule_pallas_gpu(
         w, u, kd, qd, aqk = (flat(x).astype(_operand_dtype(cfg)) for x in (w, u, kd, qd, aqk))
     else:
         Vp = _prep_v(V, dict(cfg)["block_d"])
+        if prep == "mosaic":
+            from kernels.gated_delta_rule.pallas_mgpu_prep import takes_shape
+            if not takes_shape(C, Kp, Vp):
+                raise ValueError(f'prep="mosaic" takes chunk_size 64, K padded to 64 or 128 and '
+                                 f'V to a multiple of 64 up to 256; got C={C}, Kp={Kp}, Vp={Vp}')
         vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
         # bf16 callers at "default": the prep kernels round q, k and v to bf16 at every dot
         # anyway, and the caller's gradients are bf16; handing q, k, v over in bf16 halves the

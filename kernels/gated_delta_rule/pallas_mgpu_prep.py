@@ -1,0 +1,206 @@
+"""Pallas Mosaic GPU (TMA + wgmma) chunk prep forward of the gated delta rule: step 3 of the
+"Mosaic GPU plan" in `pallas_gpu.py` (the Triton lowering is deprecated in jax 0.11).
+
+Status: tenth session; checked on a CPU host (Mosaic GPU interpreter against the Triton prep in
+Pallas interpret mode, the interpreter's race detector, lowering for CUDA, the whole op against
+float64); not yet compiled or timed on a GPU. Reached through
+`chunk_gated_delta_rule_pallas_gpu(prep="mosaic")`: this forward (saving T) with the Triton
+split backward (`pallas_gpu_prep_split.prep_bwd_split`).
+
+What it computes: `pallas_gpu_prep.prep_fwd` at precision "default" with decays="xla" (G and
+logF summed by XLA, `pallas_gpu_prep.decay_input`): per chunk of C = 64 rows,
+    A = tril_strict(beta_i (k_i.k_j) exp(G_i - G_j)),   T = (I + A)^-1,
+    u = T (beta v),  w = T (beta E k),  aqk = (q k^T) tril(exp(G_i - G_j)),  qd = q E,  kd = k F
+with E = exp(G), F = exp(logF); the same bf16 roundings as the Triton kernel's "default" dots
+(q, k, v, beta v, beta E k and T as bf16 wgmma operands, fp32 accumulation), T's recursion at
+TF32 (fp32 operands), exponents masked with -inf before exp. q, k, v are read in bf16 (fp32
+callers' are rounded first; the Triton prep would scale fp32 q, k before rounding qd, kd).
+
+One program (one warpgroup, 128 threads) per (batch x value head i, chunk n):
+  1. TMA loads q, k [C, Kp], v [C, Vp] (bf16) and G, logF, beta [C] (fp32), one barrier.
+  2. wgmma KK = k k^T and QK = q k^T (k's transposed SMEM view as B).
+  3. Gd = G_i - G_j. A [C] vector broadcast along the columns of a wgmma-layout tile lowers,
+     along its rows it does not (jax 0.11.2: layout inference finds no solution); so R_ij = G_i
+     is stored to SMEM and read back through the transposed view (R^T_ij = G_j).
+  4. A and aqk in registers; aqk (bf16) TMA-stored.
+  5. T by `pallas_gpu_prep._unit_lower_inverse`'s recursion, X <- X - (X L) X, as TF32 wgmmas
+     on fp32 SMEM operands: 32-bit wgmma takes its B operand only K-major, so L enters as
+     L^T (a mask of A^T, read once through a transposed view: the masks are symmetric in
+     row ^ col) and X as X^T (stored, read back transposed, stored again).
+  6. T rounded to bf16 in SMEM (TMA-stored for the backward), then u = T (beta v) and
+     w = T (beta E k) with beta v, beta E k staged in place of v and k, and qd, kd staged in
+     q's tile: each output is TMA-stored from the tile it replaced.
+Shared memory: q, k, v tiles, two fp32 [C, C] and one bf16 [C, C] tile: 90,880 bytes at
+Kp = Vp = 128 (two programs an SM fit in 227 KB), 99,072 at Vp = 192.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from kernels.gated_delta_rule.pallas_mgpu_common import _BF16_TR, _F32_TR, C_SUPPORTED
+
+KP_SUPPORTED = (64, 128)
+VP_MAX = 256  # u's accumulator is [C, Vp]: the N of a wgmma is at most 256
+
+
+def takes_shape(C: int, Kp: int, Vp: int) -> bool:
+    """Whether `prep_fwd_mgpu` takes chunk size C, key dim Kp and (prep-padded) value dim Vp."""
+    return C == C_SUPPORTED and Kp in KP_SUPPORTED and Vp % 64 == 0 and Vp <= VP_MAX
+
+
+def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, save_inverse):
+    t_g, refs = (refs[0], refs[1:]) if save_inverse else (None, refs)
+    q_s, k_s, v_s, g_s, lf_s, b_s, x_s, l_s, c_s, bar = refs
+    i, n = lax.axis_index("i"), lax.axis_index("n")
+    rows = pl.ds(n * C, C)
+    f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
+    for src, dst in ((q_g.at[i, rows], q_s), (k_g.at[i, rows], k_s), (v_g.at[i, rows], v_s),
+                     (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
+                     (b_g.at[i, rows], b_s)):
+        plgpu.copy_gmem_to_smem(src, dst, bar)
+    plgpu.barrier_wait(bar)
+
+    def vec(ref):  # a [C] vector of SMEM in registers, one value per accumulator row
+        return plgpu.load(ref, layout=WG.reduce(1))
+
+    def per_row(x, width):  # [C] -> [C, width], X_ij = x_i
+        return lax.broadcast_in_dim(x, (C, width), [0])
+
+    def mm(a_s, b_s_, shape):  # a wgmma into a fresh fp32 accumulator, waited for
+        def run(acc):
+            plgpu.wgmma(acc, a_s, b_s_)
+            plgpu.wgmma_wait(0)
+            return acc[...]
+        return pl.run_scoped(run, plgpu.ACC(shape, f32))
+
+    def transposed(x):  # x^T in registers, through x_s
+        plgpu.commit_smem()  # every earlier read of x_s is done
+        x_s[...] = x
+        plgpu.commit_smem()
+        return plgpu.load(x_s.T, layout=WG)
+
+    KK, QK = mm(k_s, k_s.T, (C, C)), mm(q_s, k_s.T, (C, C))
+    row = plgpu.broadcasted_iota(jnp.int32, (C, C), 0, layout=WG)
+    col = plgpu.broadcasted_iota(jnp.int32, (C, C), 1, layout=WG)
+    G, beta = vec(g_s), vec(b_s)
+    E, F = jnp.exp(G), jnp.exp(vec(lf_s))
+    G_i = per_row(G, C)
+    Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
+    A = per_row(beta, C) * KK * jnp.where(row > col, Dc, 0.0)
+    c_s[...] = (QK * Dc).astype(bf16)
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(c_s, aqk_g.at[i, rows])
+    plgpu.commit_smem_to_gmem_group()
+
+    # T = (I + A)^-1: X inverts the diagonal blocks of size s; the first level needs no product
+    rc = jnp.bitwise_xor(row, col)
+    A_T = transposed(A)
+    X = jnp.where(rc == 0, 1.0, jnp.where(rc == 1, -A, 0.0))
+    s = 2
+    while s < C:
+        plgpu.commit_smem()
+        x_s[...] = X
+        l_s[...] = jnp.where((rc >= s) & (rc < 2 * s), A_T, 0.0)  # L^T
+        plgpu.commit_smem()
+        Y = mm(x_s, l_s.T, (C, C))                                  # X L
+        X_T = plgpu.load(x_s.T, layout=WG)
+        plgpu.commit_smem()
+        x_s[...] = Y
+        l_s[...] = X_T
+        plgpu.commit_smem()
+        X = X - mm(x_s, l_s.T, (C, C))                              # (X L) X
+        s *= 2
+
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # aqk has left c_s
+    c_s[...] = X.astype(bf16)
+    plgpu.commit_smem()
+    if save_inverse:
+        plgpu.copy_smem_to_gmem(c_s, t_g.at[i, rows])
+        plgpu.commit_smem_to_gmem_group()
+
+    def times_t(tile_s, scale, out_g):  # out = T (scale * tile), staged in place of tile
+        x = plgpu.load(tile_s, layout=WG).astype(f32)
+        plgpu.commit_smem()
+        tile_s[...] = (per_row(scale, x.shape[1]) * x).astype(bf16)
+        plgpu.commit_smem()
+        out = mm(c_s, tile_s, tile_s.shape)
+        tile_s[...] = out.astype(bf16)
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(tile_s, out_g)
+        plgpu.commit_smem_to_gmem_group()
+        return x
+
+    times_t(v_s, beta, u_g.at[i, rows])
+    k = times_t(k_s, beta * E, w_g.at[i, rows])
+    q = plgpu.load(q_s, layout=WG).astype(f32)
+    plgpu.commit_smem()
+    q_s[...] = (per_row(E, q.shape[1]) * q).astype(bf16)
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(q_s, qd_g.at[i, rows])
+    plgpu.commit_smem_to_gmem_group()
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # qd has left q_s
+    q_s[...] = (per_row(F, k.shape[1]) * k).astype(bf16)
+    plgpu.commit_smem()
+    plgpu.copy_smem_to_gmem(q_s, kd_g.at[i, rows])
+    plgpu.commit_smem_to_gmem_group()
+    plgpu.wait_smem_to_gmem(0)
+
+
+def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None):
+    """w, u, kd, qd, aqk (and T = (I + A)^-1 if save_inverse), bf16, in the layouts of
+    `pallas_gpu_prep.prep_fwd`: q, k [BH, Tp, Kp], v [BH, Tp, Vp], gs [BH, 2, Tp] (G and logF,
+    `decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile for the GPU, or a
+    `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
+    BH, Tp, Kp = q.shape
+    Vp = v.shape[-1]
+    if not takes_shape(C, Kp, Vp) or Tp % C:
+        raise ValueError(f"the Mosaic prep needs C = {C_SUPPORTED}, Kp in {KP_SUPPORTED}, "
+                         f"Vp a multiple of 64 up to {VP_MAX} and Tp a multiple of C; got "
+                         f"C={C}, Kp={Kp}, Vp={Vp}, Tp={Tp}")
+    if gs.shape != (BH, 2, Tp) or beta.shape != (BH, Tp):
+        raise ValueError(f"gs must be [BH, 2, Tp] = {(BH, 2, Tp)} (G, logF) and beta "
+                         f"[BH, Tp]; got {gs.shape} and {beta.shape}")
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    q, k, v = (x.astype(bf16) for x in (q, k, v))
+    sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), bf16)
+    scratch = [
+        plgpu.SMEM((C, Kp), bf16, transforms=_BF16_TR),  # q, then qd, then kd
+        plgpu.SMEM((C, Kp), bf16, transforms=_BF16_TR),  # k, then beta E k, then w
+        plgpu.SMEM((C, Vp), bf16, transforms=_BF16_TR),  # v, then beta v, then u
+        plgpu.SMEM((C,), f32),                           # G
+        plgpu.SMEM((C,), f32),                           # logF
+        plgpu.SMEM((C,), f32),                           # beta
+        plgpu.SMEM((C, C), f32, transforms=_F32_TR),     # X (and transposes)
+        plgpu.SMEM((C, C), f32, transforms=_F32_TR),     # L^T, X^T
+        plgpu.SMEM((C, C), bf16, transforms=_BF16_TR),   # aqk, then bf16(T)
+        plgpu.Barrier(num_arrivals=6),
+    ]
+
+    def gdr_prep_fwd_mgpu(*refs):
+        _kernel(*refs, C=C, save_inverse=save_inverse)
+
+    return plgpu.kernel(
+        gdr_prep_fwd_mgpu,
+        out_type=(sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)) + (sds(C),) * save_inverse,
+        grid=(BH, Tp // C), grid_names=("i", "n"), scratch_types=scratch,
+        interpret=interpret,
+    )(q, k, v, gs.astype(f32), beta.astype(f32))
+
+
+def prep_fwd_mosaic(q, k, v, g, beta, *, C, interpret, out_dtype, decays, save_inverse=False,
+                    block_d=None, dot=None, dot_inv=None, compiler_params=None):
+    """`prep_fwd_mgpu` with `pallas_gpu_prep.prep_fwd`'s signature (the Triton-only launch
+    arguments block_d, dot, dot_inv, compiler_params are not used): for pallas_gpu's _PREP."""
+    del block_d, dot, dot_inv, compiler_params
+    if decays != "xla" or jnp.dtype(out_dtype) != jnp.bfloat16:
+        raise ValueError(f'the Mosaic prep reads G and logF from XLA and writes bf16: needs '
+                         f'decays="xla" and bf16 outputs, got {decays!r}, {out_dtype}')
+    return prep_fwd_mgpu(q, k, v, g, beta, C=C, save_inverse=save_inverse,
+                         interpret=plgpu.InterpretGPUParams() if interpret else None)
