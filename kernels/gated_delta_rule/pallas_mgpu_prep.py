@@ -30,8 +30,10 @@ One program (one warpgroup, 128 threads) per (batch x value head i, chunk n):
   6. T rounded to bf16 in SMEM (TMA-stored for the backward), then u = T (beta v) and
      w = T (beta E k) with beta v, beta E k staged in place of v and k, and qd, kd staged in
      q's tile: each output is TMA-stored from the tile it replaced.
-Shared memory: q, k, v tiles, two fp32 [C, C] and one bf16 [C, C] tile: 90,880 bytes at
-Kp = Vp = 128 (two programs an SM fit in 227 KB), 99,072 at Vp = 192.
+Shared memory: q, k, v tiles, two fp32 [C, C] and one bf16 [C, C] tile: the lowered kernel's
+`dynamic_shared_memory_size` (MOSAIC_GPU_DUMP_MLIR_PASSES=1) is 93,192 bytes at Kp = Vp = 128,
+101,384 at Kp = 128, Vp = 192 (the 7B layer), 85,000 at Kp = 64, Vp = 192: two programs an SM
+fit in shared memory (228 KB on Hopper); registers may allow fewer (not yet compiled).
 """
 
 from __future__ import annotations
