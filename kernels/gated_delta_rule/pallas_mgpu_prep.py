@@ -75,9 +75,9 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     def per_row(x, width):  # [C] -> [C, width], X_ij = x_i
         return lax.broadcast_in_dim(x, (C, width), [0])
 
-    def mm(a_s, b_s_, shape):  # a wgmma into a fresh fp32 accumulator, waited for
+    def mm(lhs, rhs, shape):  # lhs @ rhs (SMEM refs) into a fresh fp32 accumulator, waited for
         def run(acc):
-            plgpu.wgmma(acc, a_s, b_s_)
+            plgpu.wgmma(acc, lhs, rhs)
             plgpu.wgmma_wait(0)
             return acc[...]
         return pl.run_scoped(run, plgpu.ACC(shape, f32))
