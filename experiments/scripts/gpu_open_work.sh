@@ -85,7 +85,7 @@ case "${1:-}" in
       bash benchmarks/gdn_kernel_gpu.sh \
       > "$WORK/kernel1.out" 2>&1 &
     CUDA_VISIBLE_DEVICES=0 OUT="$WORK/kernel0" \
-      TEST_TIMEOUT=240 BENCH_BUDGET=250 BENCH_TIMEOUT=290 \
+      TEST_TIMEOUT=270 BENCH_BUDGET=235 BENCH_TIMEOUT=275 \
       BENCH_ARGS="--shape B=4,T=4096,H=16,K=128,V=128 --breakdown-precisions default
       --breakdown-only prep_fwd_save prep_bwd_split prep_bwd_inverse prep_bwd_decay
       prep_bwd_qk state_fwd+delta_mosaic state_bwd_split state_dh_mosaic
