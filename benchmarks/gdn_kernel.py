@@ -354,7 +354,7 @@ def main(argv=None):
             run_jax([s], jax_impls, args, rows, save)
 
     print("\n" + HEADER)
-    order = {i: n for n, i in enumerate(ALL_IMPLS + FLA_IMPLS)}
+    order = {i: n for n, i in enumerate((*JAX_IMPLS, *FLA_IMPLS))}
     labels = [label(s) for s in shapes]
     for r in sorted(rows, key=lambda r: (labels.index(label(r["shape"])), order[r["impl"]],
                                          r["mode"])):

@@ -46,9 +46,9 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernels.gated_delta_rule.pallas_mgpu_common import _BF16_TR, _F32_TR, C_SUPPORTED
+from kernels.gated_delta_rule.pallas_mgpu_common import (_BF16_TR, _F32_TR, C_SUPPORTED,
+                                                       KP_SUPPORTED)
 
-KP_SUPPORTED = (64, 128)
 VP_MAX = 256  # u's accumulator is [C, Vp]: the N of a wgmma is at most 256
 
 
@@ -62,7 +62,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     q_s, k_s, v_s, g_s, lf_s, b_s, x_s, l_s, c_s, bar = refs
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows = pl.ds(n * C, C)
-    f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
+    f32, WG = jnp.float32, plgpu.Layout.WGMMA
     for src, dst in ((q_g.at[i, rows], q_s), (k_g.at[i, rows], k_s), (v_g.at[i, rows], v_s),
                      (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
                      (b_g.at[i, rows], b_s)):
@@ -82,6 +82,13 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
             return acc[...]
         return pl.run_scoped(run, plgpu.ACC(shape, f32))
 
+    def store(tile_s, x, dst_g):  # x -> SMEM tile (bf16) -> GMEM by TMA (dst_g None: SMEM only)
+        tile_s[...] = x.astype(tile_s.dtype)
+        plgpu.commit_smem()
+        if dst_g is not None:
+            plgpu.copy_smem_to_gmem(tile_s, dst_g)
+            plgpu.commit_smem_to_gmem_group()
+
     def transposed(x):  # x^T in registers, through x_s
         plgpu.commit_smem()  # every earlier read of x_s is done
         x_s[...] = x
@@ -96,10 +103,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     G_i = per_row(G, C)
     Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
     A = per_row(beta, C) * KK * jnp.where(row > col, Dc, 0.0)
-    c_s[...] = (QK * Dc).astype(bf16)
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(c_s, aqk_g.at[i, rows])
-    plgpu.commit_smem_to_gmem_group()
+    store(c_s, QK * Dc, aqk_g.at[i, rows])
 
     # T = (I + A)^-1: X inverts the diagonal blocks of size s; the first level needs no product
     rc = jnp.bitwise_xor(row, col)
@@ -121,37 +125,22 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
         s *= 2
 
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # aqk has left c_s
-    c_s[...] = X.astype(bf16)
-    plgpu.commit_smem()
-    if save_inverse:
-        plgpu.copy_smem_to_gmem(c_s, t_g.at[i, rows])
-        plgpu.commit_smem_to_gmem_group()
+    store(c_s, X, t_g.at[i, rows] if save_inverse else None)  # bf16(T): the A of u and w
 
     def times_t(tile_s, scale, out_g):  # out = T (scale * tile), staged in place of tile
         x = plgpu.load(tile_s, layout=WG).astype(f32)
         plgpu.commit_smem()
-        tile_s[...] = (per_row(scale, x.shape[1]) * x).astype(bf16)
-        plgpu.commit_smem()
-        out = mm(c_s, tile_s, tile_s.shape)
-        tile_s[...] = out.astype(bf16)
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(tile_s, out_g)
-        plgpu.commit_smem_to_gmem_group()
+        store(tile_s, per_row(scale, x.shape[1]) * x, None)
+        store(tile_s, mm(c_s, tile_s, tile_s.shape), out_g)
         return x
 
     times_t(v_s, beta, u_g.at[i, rows])
     k = times_t(k_s, beta * E, w_g.at[i, rows])
     q = plgpu.load(q_s, layout=WG).astype(f32)
     plgpu.commit_smem()
-    q_s[...] = (per_row(E, q.shape[1]) * q).astype(bf16)
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(q_s, qd_g.at[i, rows])
-    plgpu.commit_smem_to_gmem_group()
+    store(q_s, per_row(E, q.shape[1]) * q, qd_g.at[i, rows])
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # qd has left q_s
-    q_s[...] = (per_row(F, k.shape[1]) * k).astype(bf16)
-    plgpu.commit_smem()
-    plgpu.copy_smem_to_gmem(q_s, kd_g.at[i, rows])
-    plgpu.commit_smem_to_gmem_group()
+    store(q_s, per_row(F, k.shape[1]) * k, kd_g.at[i, rows])
     plgpu.wait_smem_to_gmem(0)
 
 
