@@ -5,7 +5,14 @@ became "auto": mosaic_splitbwd where the Mosaic kernels take the shape, else spl
 seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
     pallas_gpu          kernels/gated_delta_rule/pallas_gpu.py as the API runs it (its
                         defaults), precision="highest" (TF32x3 kernel dots)
-    pallas_gpu_default  the same at precision="default" (bf16 dot operands, fp32 accumulation)
+    pallas_gpu_default  the same at precision="default" (bf16 dot operands, fp32 accumulation;
+                        since the eleventh session prep="auto" and state_pass="auto" are the
+                        Mosaic prep forward, state forward and dh kernel where they take the
+                        shape: every issue shape)
+    pallas_gpu_default_v9  the ninth and tenth sessions' default: the Triton prep
+                        (prep="pallas_splitbwd") and state_pass="mosaic_splitbwd"
+    Every variant below that names no prep runs the Triton one, prep="pallas_splitbwd" (the
+    default until the eleventh session), so that each keeps the meaning it was timed with.
     pallas_gpu_xlaprep, pallas_gpu_default_xlaprep  the chunk-local WY transform in XLA
     pallas_gpu_default_splitprep / _fusedprep  the prep as three kernels each way
                         (prep="pallas_split") / one each way (prep="pallas")
@@ -29,7 +36,7 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
     pallas_gpu_default_c32  chunk_size=32
     pallas_gpu_mosaic_prep  prep="mosaic": the prep forward in Mosaic GPU (pallas_mgpu_prep.py,
                         TMA + wgmma, G and logF from XLA) with the Triton backward kernels and
-                        the default state pass (tenth session, untimed)
+                        state_pass="mosaic_splitbwd" (tenth session; timed in the eleventh)
     pallas_gpu_default_xladecays  "default" with decays_in_xla: G and logF summed by XLA before
                         the prep kernels, which run no scans (pip Triton: layout conversions
                         22 -> 17 in the prep forward, decay kernel spills 84 -> 32 B; tenth
@@ -51,6 +58,7 @@ JAX_IMPLS = {
     **{name: dict(implementation="chunked", precision=p) for name, p in XLA_IMPLS.items()},
     "pallas_gpu": dict(precision="highest"),
     "pallas_gpu_default": dict(precision="default"),
+    "pallas_gpu_default_v9": dict(precision="default", state_pass="mosaic_splitbwd"),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
     "pallas_gpu_default_xlaprep": dict(precision="default", prep="xla"),
     "pallas_gpu_default_splitprep": dict(precision="default", prep="pallas_split"),
@@ -72,7 +80,8 @@ JAX_IMPLS = {
     # 32-row chunks: lighter chunk-parallel programs, twice the sequential steps
     "pallas_gpu_default_c32": dict(precision="default", chunk_size=32),
     "pallas_gpu_default_bw8": dict(precision="default", num_warps_bwd=8),
-    "pallas_gpu_mosaic_prep": dict(precision="default", prep="mosaic"),
+    "pallas_gpu_mosaic_prep": dict(precision="default", prep="mosaic",
+                                   state_pass="mosaic_splitbwd"),
     "pallas_gpu_default_xladecays": dict(precision="default", decays_in_xla=True),
     "pallas_gpu_default_decay8w3s": dict(precision="default",
                                          prep_launch={"gdr_prep_bwd_decay": (8, 3)}),
@@ -81,9 +90,13 @@ JAX_IMPLS = {
     # session handed them to the prep kernels in bf16 (the baseline of that change)
     "pallas_gpu_default_f32qkv": dict(precision="default", qkv_dtype="float32"),
 }
+for _name, _kw in JAX_IMPLS.items():  # the Triton prep wherever a variant names none (above)
+    if _name not in XLA_IMPLS and _name != "pallas_gpu_default":
+        _kw.setdefault("prep", "pallas_splitbwd")
 # In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
 # cut short by --budget-s loses the least telling variants.
 DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
+                 "pallas_gpu_default_v9",
                  "pallas_gpu_default_fused", "pallas_gpu_default_splitprep",
                  "pallas_gpu_default_fusedprep", "pallas_gpu_split", "pallas_gpu_mosaic_splitbwd",
                  "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep", "pallas_gpu",

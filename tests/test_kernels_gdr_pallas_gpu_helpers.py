@@ -46,14 +46,30 @@ def test_auto_state_pass_is_mosaic_only_where_its_kernels_take_the_shape():
     from kernels.gated_delta_rule.pallas_gpu import _auto_state_pass
     auto = lambda C=64, Kp=128, V=128, precision="default", interpret=False: _auto_state_pass(
         precision, interpret, C, Kp, V)
-    assert auto() == "mosaic_splitbwd"
-    assert auto(V=192) == "mosaic_splitbwd"          # the 7B layer
+    assert auto() == "mosaic_dh"
+    assert auto(V=192) == "mosaic_dh"                # the 7B layer
     assert auto(Kp=256) == "splitbwd"                # K > 128
     assert auto(Kp=32) == "splitbwd"                 # K <= 32: Mosaic takes Kp 64 or 128
     assert auto(C=32) == "splitbwd"                  # its wgmmas are 64 rows
     assert auto(V=96) == "splitbwd"                  # V not in 64-wide tiles
     assert auto(precision="highest") == "splitbwd"   # bf16 wgmma only
     assert auto(interpret=True) == "splitbwd"        # interpret mode
+
+
+def test_auto_prep_is_mosaic_only_where_its_kernel_takes_the_shape():
+    from kernels.gated_delta_rule.pallas_gpu import _auto_prep
+    auto = lambda C=64, Kp=128, Vp=128, precision="default", interpret=False, decays="outer": (
+        _auto_prep(precision, interpret, decays, C, Kp, Vp))
+    assert auto() == "mosaic"
+    assert auto(Vp=192) == auto(decays="xla") == "mosaic"   # the 7B layer; XLA's decays
+    assert auto(Vp=256) == auto(Kp=64) == "mosaic"
+    assert auto(Vp=320) == "pallas_splitbwd"                # past its shared memory
+    assert auto(Vp=96) == "pallas_splitbwd"                 # V not in 64-wide tiles
+    assert auto(Kp=256) == auto(Kp=32) == "pallas_splitbwd"
+    assert auto(C=32) == "pallas_splitbwd"
+    assert auto(decays="exact") == "pallas_splitbwd"        # masked-scan decays: Triton only
+    assert auto(precision="highest") == "pallas_splitbwd"   # bf16 wgmma only
+    assert auto(interpret=True) == "pallas_splitbwd"        # interpret mode
 
 
 def test_prep_launch_sets_one_kernels_launch_and_names_bad_input():

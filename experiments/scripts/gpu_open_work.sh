@@ -9,6 +9,10 @@
 #                                                       # the kernels alone, the headline
 #                                                       # shape; GPU 1 the 7B layer, B1
 #                                                       # T8192 H32 and B8 T2048 H8
+#   bash experiments/scripts/gpu_open_work.sh adopt     # ~9 min: every shape (two a GPU),
+#                                                       # the eleventh session's default
+#                                                       # against the ninth's and fla; GPU 0
+#                                                       # then the GPU tests
 #   bash experiments/scripts/gpu_open_work.sh confirm   # ~9 min: GPU 1 the 7B layer with its
 #                                                       # kernels alone, the headline again;
 #                                                       # GPU 0 the tests, the 370M step
@@ -95,6 +99,27 @@ case "${1:-}" in
     wait
     tail -40 "$WORK/kernel1.out"
     tar czf "$OUT/kernel.tgz" -C "$WORK" kernel0 kernel1 kernel1.out ;;
+  adopt)
+    # The eleventh session's default (the Mosaic prep forward, state forward and dh kernel)
+    # against the ninth's (pallas_gpu_default_v9: Triton prep, mosaic_splitbwd) and fla, every
+    # shape. fla's cold autotune costs ~110 s a shape, so two shapes a GPU: GPU 1 the headline
+    # and B8 (which the kernel phase's budget never reached), with XLA; GPU 0 the 7B layer and
+    # B1 T8192 H32, then the compiled kernel tests (the API's auto path now runs all three
+    # Mosaic kernels). The 370M training step is the `train` phase.
+    ours="pallas_gpu_default pallas_gpu_default_v9"
+    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/adopt1" MODE=bench BENCH_BUDGET=470 BENCH_TIMEOUT=545 \
+      BENCH_ARGS="--no-breakdown --shape B=4,T=4096,H=16,K=128,V=128
+      --shape B=8,T=2048,H=8,K=128,V=128 --impl fla xla_chunked_default $ours" \
+      bash benchmarks/gdn_kernel_gpu.sh > "$WORK/adopt1.out" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/adopt0" MODE=bench BENCH_BUDGET=280 BENCH_TIMEOUT=300 \
+      BENCH_ARGS="--no-breakdown --shape B=1,T=8192,H=30,K=96,V=192
+      --shape B=1,T=8192,H=32,K=128,V=128 --impl fla $ours" \
+      bash benchmarks/gdn_kernel_gpu.sh 2>&1 | grep -E "^B|^  |exit" | tail -20
+    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/adopt0t" MODE=tests TEST_TIMEOUT=240 \
+      bash benchmarks/gdn_kernel_gpu.sh | tail -4
+    wait
+    grep -E "^B|^  |exit" "$WORK/adopt1.out" | tail -30
+    tar czf "$OUT/adopt.tgz" -C "$WORK" adopt0 adopt0t adopt1 adopt1.out ;;
   confirm)
     # GPU 1: the 7B layer (V = 192 now three prep tiles of 64, not four) with its prep and
     # state kernels alone, then the headline shape again: the default (outer-difference

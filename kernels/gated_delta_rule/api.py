@@ -41,8 +41,9 @@ _XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Preci
 _PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu": "gpu",
                    "pallas_tpu": "tpu"}
 # The Pallas GPU implementations: one entry point (pallas_gpu.py), each with its state pass.
-# pallas_gpu's "auto": the Mosaic forward where it takes the shape, else the Triton one (pallas_gpu.
-# `_auto_state_pass`); both with the Triton split backward.
+# pallas_gpu's "auto": the Mosaic forward and the Mosaic sequential kernel of the split backward
+# where they take the shape, else the Triton ones (pallas_gpu.`_auto_state_pass`). Each name
+# runs the prep pallas_gpu picks (`_auto_prep`: Mosaic GPU's forward or Triton's).
 _GPU_STATE_PASS = {"pallas_gpu": "auto", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
 # What "auto" runs per (backend, precision); "chunked" where a pair is not listed. On a GPU at
 # "default", pallas_gpu: on an H200 it was 3.5-3.7x faster forward+backward than `chunked` at
@@ -63,7 +64,7 @@ def pallas_gpu_supports(K: int, V: int, chunk_size: int = 64) -> bool:
 
 def _pallas_fn(name: str):
     """The Pallas entry point, imported lazily so that api.py imports without it."""
-    if name in _GPU_STATE_PASS:  # the Triton prep, then the named state pass
+    if name in _GPU_STATE_PASS:  # the automatic prep, then the named state pass
         from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
         return functools.partial(chunk_gated_delta_rule_pallas_gpu,
                                  state_pass=_GPU_STATE_PASS[name])

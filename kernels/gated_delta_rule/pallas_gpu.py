@@ -6,23 +6,25 @@ Why this exists
     Here the work is three kinds of Pallas program, each under its own `jax.custom_vjp`:
       1. prep: the chunk-local WY transform (A, (I + A)^-1 by recursive 2x2 blocks, w, u,
          the masked q k^T, q exp(G), k exp(G_C - G)), parallel over (batch x value head,
-         chunk). prep="pallas_splitbwd" (the default) runs the forward as one kernel that also
+         chunk). prep="pallas_splitbwd" runs the forward as one Triton kernel that also
          saves (I + A)^-1 and the backward as three kernels reading it
          (`pallas_gpu_prep_split.py`); prep="pallas_split" three kernels each way;
          prep="pallas" (`pallas_gpu_prep.py`) one kernel each way, the backward recomputing
          everything per chunk; prep="xla" batched XLA ops (`_chunk_prep`) differentiated by
          JAX autodiff; prep="mosaic" the forward in Mosaic GPU (`pallas_mgpu_prep.py`,
-         "default" only) with the three backward kernels. All are tested.
+         "default" only) with the three backward kernels. All are tested. prep="auto" (the
+         default) is "mosaic" where it takes the shape, else "pallas_splitbwd" (`_auto_prep`).
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state and, for the split backward, delta); by default (state_pass="auto") the Mosaic
          GPU kernel of `pallas_mgpu.py` where it takes the shape, else the Triton one;
-      3. its backward: by default ("auto" resolves to "mosaic_splitbwd" or "splitbwd") split
+      3. its backward: by default ("auto" resolves to "mosaic_dh" or "splitbwd") split
          as fla splits it
          (`pallas_gpu_split.split_bwd`): a sequential kernel carries dS over the chunks in
-         reverse and writes each chunk's dS and dd, then one parallel-over-chunks kernel
-         computes the rest. state_pass="triton" instead does all of it in one sequential
-         kernel (the fused backward, `pallas_gpu_state.py`).
+         reverse and writes each chunk's dS and dd (a Mosaic GPU kernel under "mosaic_dh",
+         `pallas_mgpu_dh.py`), then one parallel-over-chunks kernel computes the rest.
+         state_pass="triton" instead does all of it in one sequential kernel (the fused
+         backward, `pallas_gpu_state.py`).
     On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 2.23 ms with the
     defaults against 2.51 for fla and 13.45 for XLA's `chunked` at "highest", one run
     (experiments/LOG.md, eighth session; 3.28 with the sixth session's structure, seventh;
@@ -115,7 +117,8 @@ PRECISIONS = ("highest", "default")
 # Where the chunk-local WY transform runs: XLA ops, or Pallas kernels, one each way ("pallas"),
 # three each way ("pallas_split", `pallas_gpu_prep_split.py`), or one forward saving T and three
 # backward ("pallas_splitbwd"); or "mosaic": that forward in Mosaic GPU (`pallas_mgpu_prep.py`,
-# tenth session, untimed) with the same backward. name -> (forward alone, returning the
+# tenth session; the default where it takes the shape since the eleventh) with the same
+# backward. name -> (forward alone, returning the
 # outputs; forward before a backward, returning (outputs, residuals beyond the inputs);
 # backward, taking the inputs, those residuals and the cotangents). A forward alone
 # (evaluation) writes no T it won't read.
@@ -143,7 +146,7 @@ PREPS = ("xla", *_PREP)
 # (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
 # "splitbwd" (the fused forward, the split backward), "mosaic" (pallas_mgpu.py),
 # "mosaic_splitbwd" (its forward, the split backward), "mosaic_dh" (also the split backward's
-# sequential kernel in Mosaic GPU, pallas_mgpu_dh.py; ninth session, not yet timed).
+# sequential kernel in Mosaic GPU, pallas_mgpu_dh.py; ninth session, timed in the eleventh).
 STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd", "mosaic_dh")
 
 # The state passes with the split backward, and which of their kernels run in Mosaic GPU.
@@ -151,18 +154,32 @@ _SPLITBWD_MOSAIC = {"splitbwd": "", "mosaic_splitbwd": "fwd", "mosaic_dh": "fwd_
 
 
 def _auto_state_pass(precision, interpret, C, Kp, V):
-    """What state_pass="auto" runs: the Mosaic forward with the Triton split backward where the
-    Mosaic kernels take the shape (bf16 operands; C = 64, Kp 64 or 128, V a multiple of 64:
-    `pallas_mgpu_common.takes_shape`), else "splitbwd". On an H200 (ninth session, same-call
-    pairs, fwd+bwd ms) mosaic_splitbwd against splitbwd: 7B layer 2.629 / 2.780 and
-    2.818 / 2.911, B4 T4096 H16 2.144 / 2.198 and 2.261 / 2.251, B1 T8192 H32 2.260 / 2.286,
-    B8 T2048 H8 1.159 / 1.133; its forward alone was faster at every shape. Interpret mode
+    """What state_pass="auto" runs: the Mosaic forward with the split backward whose sequential
+    kernel is Mosaic GPU too ("mosaic_dh") where the Mosaic kernels take the shape (bf16
+    operands; C = 64, Kp 64 or 128, V a multiple of 64: `pallas_mgpu_common.takes_shape`), else
+    "splitbwd". On an H200 (eleventh session, one call, fwd+bwd ms, the Triton prep)
+    mosaic_dh against mosaic_splitbwd (the ninth session's choice): B4 T4096 H16 2.012 / 2.174,
+    7B layer 2.188 / 2.582, B1 T8192 H32 2.027 / 2.261 (experiments/LOG.md). Interpret mode
     keeps "splitbwd": the Mosaic GPU interpreter is about 200x slower than Pallas' (CPU tests;
-    the Mosaic pass has its own)."""
+    the Mosaic passes have their own)."""
     if precision != "default" or interpret:
         return "splitbwd"
     from kernels.gated_delta_rule.pallas_mgpu_common import takes_shape  # imports Mosaic GPU
-    return "mosaic_splitbwd" if takes_shape(C, Kp, V) else "splitbwd"
+    return "mosaic_dh" if takes_shape(C, Kp, V) else "splitbwd"
+
+
+def _auto_prep(precision, interpret, decays, C, Kp, Vp):
+    """What prep="auto" runs: the Mosaic GPU prep forward (with the Triton split backward)
+    where it takes the shape (precision "default", the outer-difference decays, C = 64, Kp 64
+    or 128, Vp a multiple of 64 up to 256: `pallas_mgpu_prep.takes_shape`), else
+    "pallas_splitbwd". On an H200 (eleventh session, one call, fwd+bwd ms, the ninth session's
+    state pass) prep="mosaic" against "pallas_splitbwd": B4 T4096 H16 2.024 / 2.174, 7B layer
+    2.436 / 2.582, B1 T8192 H32 2.167 / 2.261; its forward alone 0.315 against 0.416 ms at the
+    first. Interpret mode keeps "pallas_splitbwd", as `_auto_state_pass` does."""
+    if precision != "default" or interpret or decays == "exact":
+        return "pallas_splitbwd"
+    from kernels.gated_delta_rule.pallas_mgpu_prep import takes_shape  # imports Mosaic GPU
+    return "mosaic" if takes_shape(C, Kp, Vp) else "pallas_splitbwd"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +246,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     num_warps_prep: int = 4,
     num_stages: Optional[int] = None,
     block_v: Optional[int] = None,
-    prep: str = "pallas_splitbwd",
+    prep: str = "auto",
     block_d: int = 64,
     state_pass: str = "auto",
     exact_decays: Optional[bool] = None,
@@ -266,9 +283,10 @@ def chunk_gated_delta_rule_pallas_gpu(
     instead of the Triton ones; state_pass="mosaic_splitbwd" runs the Mosaic forward (saving
     delta) with the Triton split backward (same constraints); "mosaic_dh" also runs that
     backward's sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; the parallel one stays
-    Triton; same constraints; not yet timed). state_pass="auto" (the default)
-    picks "mosaic_splitbwd" where those constraints hold and interpret=False, else
-    "splitbwd" (`_auto_state_pass`, with the measurements).
+    Triton; same constraints). state_pass="auto" (the default)
+    picks "mosaic_dh" where those constraints hold and interpret=False, else
+    "splitbwd" (`_auto_state_pass`, with the measurements). prep: see the module docstring;
+    "auto" (the default) picks "mosaic" on the same terms (`_auto_prep`).
     exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
     terms (masked [C, C] scans); False takes differences of one cumulative sum, G_i - G_j, as
     fla does, with an absolute exponent error of ulp(|G|) (see
@@ -281,18 +299,16 @@ def chunk_gated_delta_rule_pallas_gpu(
     (`pallas_gpu_common.PREP_KERNELS`, e.g. {"gdr_prep_bwd_decay": (8, 3)}); the others run
     at num_warps_prep and num_stages (or 1). For launch sweeps and per-kernel tuning.
     """
-    if prep not in PREPS:
-        raise ValueError(f"prep={prep!r}; expected one of {PREPS}")
+    if prep not in PREPS + ("auto",):
+        raise ValueError(f"prep={prep!r}; expected 'auto' or one of {PREPS}")
     if state_pass not in STATE_PASSES + ("auto",):
         raise ValueError(f"state_pass={state_pass!r}; expected 'auto' or one of {STATE_PASSES}")
     if state_pass.startswith("mosaic") and precision != "default":
         raise ValueError(f'state_pass="{state_pass}" has bf16 wgmma operands only: use '
                          'precision="default"')
-    if prep == "mosaic":  # its kernel reads G and logF summed by XLA and has bf16 operands
-        if precision != "default" or exact_decays:
-            raise ValueError('prep="mosaic" needs precision="default" and the outer-difference '
-                             f'decays; got precision={precision!r}, exact_decays={exact_decays}')
-        decays_in_xla = True
+    if prep == "mosaic" and (precision != "default" or exact_decays):  # bf16 wgmma operands
+        raise ValueError('prep="mosaic" needs precision="default" and the outer-difference '
+                         f'decays; got precision={precision!r}, exact_decays={exact_decays}')
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     C = int(chunk_size)
@@ -315,22 +331,27 @@ def chunk_gated_delta_rule_pallas_gpu(
     qc, kc, vc, gc_, bc = (reference._to_chunks(x, Tp, C) for x in (qf, kf, vf, gf, bf))
     BH = B * HV
     flat = lambda x: x.reshape(BH, Tp, x.shape[-1])
-    cfg = kernel_config(precision, interpret, Kp, V, num_warps=num_warps,
-                        num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep,
-                        num_stages=num_stages, block_v=block_v, block_d=block_d, BH=B * HV,
-                        exact_decays=exact_decays, prep_launch=prep_launch,
-                        decays_in_xla=decays_in_xla)
+    make_cfg = functools.partial(
+        kernel_config, precision, interpret, Kp, V, num_warps=num_warps,
+        num_warps_bwd=num_warps_bwd, num_warps_prep=num_warps_prep, num_stages=num_stages,
+        block_v=block_v, block_d=block_d, BH=B * HV, exact_decays=exact_decays,
+        prep_launch=prep_launch)
+    cfg = make_cfg(decays_in_xla=decays_in_xla)
+    Vp = _prep_v(V, dict(cfg)["block_d"])
+    if prep == "auto":
+        prep = _auto_prep(precision, interpret, dict(cfg)["decays"], C, Kp, Vp)
+    if prep == "mosaic":
+        from kernels.gated_delta_rule.pallas_mgpu_prep import takes_shape
+        if not takes_shape(C, Kp, Vp):
+            raise ValueError(f'prep="mosaic" takes chunk_size 64, K padded to 64 or 128 and '
+                             f'V to a multiple of 64 up to 256; got C={C}, Kp={Kp}, Vp={Vp}')
+        if dict(cfg)["decays"] != "xla":  # its kernel reads G and logF summed by XLA
+            cfg = make_cfg(decays_in_xla=True)
     if prep == "xla":
         w, u, kd, qd, aqk, gcn = _chunk_prep(qc, kc, vc, gc_, bc, C=C,
                                              xla_precision=xla_precision)
         w, u, kd, qd, aqk = (flat(x).astype(_operand_dtype(cfg)) for x in (w, u, kd, qd, aqk))
     else:
-        Vp = _prep_v(V, dict(cfg)["block_d"])
-        if prep == "mosaic":
-            from kernels.gated_delta_rule.pallas_mgpu_prep import takes_shape
-            if not takes_shape(C, Kp, Vp):
-                raise ValueError(f'prep="mosaic" takes chunk_size 64, K padded to 64 or 128 and '
-                                 f'V to a multiple of 64 up to 256; got C={C}, Kp={Kp}, Vp={Vp}')
         vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
         # bf16 callers at "default": the prep kernels round q, k and v to bf16 at every dot
         # anyway, and the caller's gradients are bf16; handing q, k, v over in bf16 halves the
