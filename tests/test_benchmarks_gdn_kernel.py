@@ -52,3 +52,21 @@ def test_breakdown_only_takes_prefixes_exact_names_and_underscores_for_spaces():
     assert selects(["prep_bwd"], "prep bwd split, xla decays")
     assert not selects(["prep_bwd"], "prep fwd save")
     assert selects(["state bwd$"], "state bwd") and not selects(["state_bwd$"], "state bwd split")
+
+
+def test_trace_runs_in_interpret_mode_and_names_bad_counts(tmp_path, capsys):
+    """gdn_kernel_trace.py end to end on the CPU (Pallas interpret mode, where the trace holds
+    no GPU kernels: the GPU rows come from the device runs), and its argument check."""
+    import pytest
+    from benchmarks import gdn_kernel_trace
+    rows = gdn_kernel_trace.main(["--interpret", "--shape", "B=1,T=64,H=1,K=16,V=16", "--impl",
+                                  "pallas_gpu_default", "--calls", "1", "--iters", "1",
+                                  "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "gdn_trace.json").read_text())
+    assert [(r["impl"], r["mode"]) for r in written] == [("pallas_gpu_default", "fwd+bwd")]
+    assert rows[0]["median_ms"] > 0 and Path(rows[0]["trace"]).exists()
+    assert "pallas_gpu_default fwd+bwd" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        gdn_kernel_trace.main(["--shape", "B=1,T=64,H=1,K=16,V=16", "--impl",
+                               "pallas_gpu_default", "--calls", "0", "--out", str(tmp_path)])
+    assert "--calls and --iters must be >= 1" in capsys.readouterr().err

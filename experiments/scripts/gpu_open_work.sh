@@ -13,6 +13,9 @@
 #                                                       # the eleventh session's default
 #                                                       # against the ninth's and fla; GPU 0
 #                                                       # then the GPU tests
+#   bash experiments/scripts/gpu_open_work.sh trace     # ~3 min: every kernel and XLA op of
+#                                                       # one call, each shape, from JAX's
+#                                                       # profiler (gdn_kernel_trace.py)
 #   bash experiments/scripts/gpu_open_work.sh confirm   # ~9 min: GPU 1 the 7B layer with its
 #                                                       # kernels alone, the headline again;
 #                                                       # GPU 0 the tests, the 370M step
@@ -120,6 +123,22 @@ case "${1:-}" in
     wait
     grep -E "^B|^  |exit" "$WORK/adopt1.out" | tail -30
     tar czf "$OUT/adopt.tgz" -C "$WORK" adopt0 adopt0t adopt1 adopt1.out ;;
+  trace)
+    # Where a call's time goes, glue included: GPU 0 the headline and B8 (the default and the
+    # ninth session's), GPU 1 the 7B layer and B1 T8192 H32 (the default), fwd and fwd+bwd.
+    tr() {  # tr NAME ARGS...
+      local name=$1; shift
+      timeout 250 $PY benchmarks/gdn_kernel_trace.py --mode fwd fwd+bwd --out "$WORK/$name" \
+        "$@" > "$WORK/$name.out" 2>&1; echo "trace $name: exit $?"
+    }
+    CUDA_VISIBLE_DEVICES=1 bash -c "$(declare -f tr); tr trace1 --shape B=1,T=8192,H=30,K=96,V=192 \
+      --shape B=1,T=8192,H=32,K=128,V=128 --impl pallas_gpu_default" &
+    CUDA_VISIBLE_DEVICES=0 tr trace0 --shape B=4,T=4096,H=16,K=128,V=128 \
+      --shape B=8,T=2048,H=8,K=128,V=128 --impl pallas_gpu_default pallas_gpu_default_v9
+    wait
+    grep -vE "^\s+0\.0[0-9]+ ms" "$WORK/trace0.out" | head -150
+    tar czf "$OUT/trace.tgz" -C "$WORK" trace0.out trace1.out trace0/gdn_trace.json \
+      trace1/gdn_trace.json ;;
   confirm)
     # GPU 1: the 7B layer (V = 192 now three prep tiles of 64, not four) with its prep and
     # state kernels alone, then the headline shape again: the default (outer-difference
