@@ -25,10 +25,10 @@ Why this exists
          `pallas_mgpu_dh.py`), then one parallel-over-chunks kernel computes the rest.
          state_pass="triton" instead does all of it in one sequential kernel (the fused
          backward, `pallas_gpu_state.py`).
-    On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 2.23 ms with the
-    defaults against 2.51 for fla and 13.45 for XLA's `chunked` at "highest", one run
-    (experiments/LOG.md, eighth session; 3.28 with the sixth session's structure, seventh;
-    the ninth session's numbers are in the LOG).
+    On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 1.894 ms with the
+    defaults against fla's 2.744 (triton do_bench, host launches included) and 1.683 (replayed
+    from a CUDA graph: GPU time alone), and 9.965 for XLA's `chunked` at "default", one run
+    (experiments/LOG.md, eleventh session; 2.23 in the eighth, 3.28 in the seventh).
     q/k L2 normalisation, scale, head grouping and padding are XLA glue around them.
 
     Per chunk n (state S_n entering it; shapes per program: C x Kp, C x BV, Kp x BV):
