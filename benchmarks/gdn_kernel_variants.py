@@ -9,6 +9,9 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
                         since the eleventh session prep="auto" and state_pass="auto" are the
                         Mosaic prep forward, state forward and dh kernel where they take the
                         shape: every issue shape)
+    pallas_gpu_default_callerlayout  the default with caller_layout=True: the prep kernels
+                        read q, k, v and write dq, dk, dv in [B, T, HV * K], no XLA transposes
+                        of them (eleventh session, untimed)
     pallas_gpu_default_v9  the ninth and tenth sessions' default: the Triton prep
                         (prep="pallas_splitbwd") and state_pass="mosaic_splitbwd"
     Every variant below that names no prep runs the Triton one, prep="pallas_splitbwd" (the
@@ -59,6 +62,8 @@ JAX_IMPLS = {
     "pallas_gpu": dict(precision="highest"),
     "pallas_gpu_default": dict(precision="default"),
     "pallas_gpu_default_v9": dict(precision="default", state_pass="mosaic_splitbwd"),
+    "pallas_gpu_default_callerlayout": dict(precision="default", prep="auto",
+                                            caller_layout=True),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
     "pallas_gpu_default_xlaprep": dict(precision="default", prep="xla"),
     "pallas_gpu_default_splitprep": dict(precision="default", prep="pallas_split"),

@@ -61,11 +61,31 @@ def test_interpret_no_races():
     assert not ipc.get_races().races_found
 
 
-@pytest.mark.parametrize("Kp,Vp", [(128, 128), (64, 192)])
-def test_lowers_for_cuda(Kp, Vp):
+def _caller_layout(x):  # [BH, Tp, d] as one batch of BH heads: [1, Tp, BH * d]
+    return jnp.moveaxis(x, 0, 1).reshape(1, x.shape[1], -1)
+
+
+def test_caller_layout_reads_the_same_chunks():
+    """heads: q, k, v in the caller's [B, Tp, heads * d] layout (TMA slices of each head's
+    columns) give bitwise the outputs of the [BH, Tp, d] layout."""
+    q, k, v, gs, beta = _operands(64, 192)
+    want = _interpret((q, k, v, gs, beta))
+    fn = functools.partial(prep_fwd_mgpu, C=C, save_inverse=True, heads=BH,
+                           interpret=plgpu.InterpretGPUParams())
+    got = jax.jit(fn)(*map(_caller_layout, (q, k, v)), gs, beta)
+    for name, a, b in zip(NAMES, got, want):
+        assert a.shape == b.shape and bool(jnp.all(a == b)), name
+
+
+@pytest.mark.parametrize("Kp,Vp,heads", [(128, 128, None), (64, 192, None), (128, 128, BH)])
+def test_lowers_for_cuda(Kp, Vp, heads):
     spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-    fn = functools.partial(prep_fwd_mgpu, C=C, save_inverse=True)
-    lowered = jax.jit(fn).trace(*map(spec, _operands(Kp, Vp))).lower(lowering_platforms=("cuda",))
+    q, k, v, gs, beta = _operands(Kp, Vp)
+    if heads:
+        q, k, v = map(_caller_layout, (q, k, v))
+    fn = functools.partial(prep_fwd_mgpu, C=C, save_inverse=True, heads=heads)
+    lowered = jax.jit(fn).trace(*map(spec, (q, k, v, gs, beta))).lower(
+        lowering_platforms=("cuda",))
     assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
 
 
@@ -98,9 +118,11 @@ def test_api_prep_mosaic_matches_float64(case):
 
 
 @pytest.mark.gpu
-def test_gpu_api_prep_mosaic_matches_float64():
-    """Compiled, at the 7B layer's head dims (K = 96 -> 128, V = 192), against float64."""
+@pytest.mark.parametrize("caller_layout", [False, True])
+def test_gpu_api_prep_mosaic_matches_float64(caller_layout):
+    """Compiled, at the 7B layer's head dims (K = 96 -> 128, V = 192), against float64; also
+    with q, k, v read in the caller's layout."""
     errs = _check_against_float64((1, 300, 2, 4, 96, 192, True, "mild", 64, True, None),
                                   interpret=False, prep="mosaic", precision="default",
-                                  tol=3e-2)
-    print("prep=mosaic errors:", errs)
+                                  tol=3e-2, caller_layout=caller_layout)
+    print(f"prep=mosaic caller_layout={caller_layout} errors:", errs)

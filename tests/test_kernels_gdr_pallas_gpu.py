@@ -258,6 +258,27 @@ def test_bad_chunk_size_and_precision_raise():
         chunk_gated_delta_rule_pallas_gpu(*args[:5], chunk_size=24, interpret=True)
     with pytest.raises(ValueError, match="precision"):
         chunk_gated_delta_rule_pallas_gpu(*args[:5], precision="tf32", interpret=True)
+    with pytest.raises(ValueError, match="caller_layout needs prep in"):
+        chunk_gated_delta_rule_pallas_gpu(*args[:5], prep="pallas", caller_layout=True,
+                                          interpret=True)
+
+
+@pytest.mark.parametrize("precision", ["default", "highest"])
+def test_interpret_caller_layout_is_bitwise_the_transposed_one(precision):
+    """caller_layout: the Triton prep kernels read q, k, v and write dq, dk, dv in the caller's
+    [B, Tp, HV * Kp] layout; output and every gradient are bitwise those of the [B*HV, Tp, K]
+    layout (T padded, K padded 24 -> 32, V = 48 in 16-wide tiles, grouped heads, l2norm)."""
+    args = make_inputs(21, 2, 70, 1, 2, 24, 48, decay="mild")
+    do = jnp.asarray(np.random.default_rng(5).normal(size=(2, 70, 2, 48)), jnp.float32)
+    runs = []
+    for caller_layout in (False, True):
+        fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision=precision,
+                               interpret=True, use_qk_l2norm=True, prep="pallas_splitbwd",
+                               caller_layout=caller_layout, chunk_size=16)
+        loss = lambda *a: jnp.sum(fn(*a)[0] * do)
+        runs.append((fn(*args[:5])[0], *jax.grad(loss, argnums=range(5))(*args[:5])))
+    for name, a, b in zip(("o", "dq", "dk", "dv", "dg", "dbeta"), *runs):
+        assert a.shape == b.shape and bool(jnp.all(a == b)), name
 
 
 # Triton calls in forward+backward: prep fwd/bwd when prep="pallas" (kkt, solve, w/u and
@@ -266,7 +287,8 @@ def test_bad_chunk_size_and_precision_raise():
 @pytest.mark.parametrize("prep, precision, state_pass, n_calls", [
     ("pallas", "highest", "triton", 4), ("xla", "default", "triton", 2),
     ("pallas", "default", "split", 6), ("pallas_split", "default", "triton", 8),
-    ("pallas_splitbwd", "default", "triton", 6), ("pallas_splitbwd", "default", "splitbwd", 7)])
+    ("pallas_splitbwd", "default", "triton", 6), ("pallas_splitbwd", "default", "splitbwd", 7),
+    ("pallas_splitbwd+caller_layout", "default", "splitbwd", 7)])
 def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision, state_pass,
                                                   n_calls):
     """Forward and backward lowered for CUDA on this host, through the Triton-IR stage (not
@@ -279,9 +301,12 @@ def test_kernels_lower_to_triton_ir_without_a_gpu(monkeypatch, prep, precision, 
     args = [jax.ShapeDtypeStruct(x, jnp.bfloat16) for x in shapes]
     args.append(jax.ShapeDtypeStruct((B, HV, K, V), jnp.float32))
 
+    prep, _, caller_layout = prep.partition("+")
+
     def loss(q, k, v, g, b, s0):
         o, S = chunk_gated_delta_rule_pallas_gpu(q, k, v, g, b, initial_state=s0, prep=prep,
-                                                 precision=precision, state_pass=state_pass)
+                                                 precision=precision, state_pass=state_pass,
+                                                 caller_layout=bool(caller_layout))
         return jnp.sum(o.astype(jnp.float32)) + jnp.sum(S)
 
     text = jax.jit(jax.grad(loss, argnums=range(6))).trace(*args).lower(

@@ -142,6 +142,9 @@ _PREP = {"pallas": (pallas_gpu_prep.prep_fwd,
          "pallas_splitbwd": (pallas_gpu_prep.prep_fwd, prep_fwd_saving_inverse, prep_bwd_split),
          "mosaic": (_prep_fwd_mosaic, _prep_fwd_mosaic_saving_inverse, prep_bwd_split)}
 PREPS = ("xla", *_PREP)
+# The preps whose kernels can read q, k, v (and write their gradients) in the caller's layout
+# [B, Tp, HV * K] (`pallas_gpu_prep.caller_spec`; caller_layout=True).
+_CALLER_LAYOUT = ("pallas_splitbwd", "mosaic")
 # Which kernels walk the chunks: "triton" (fused both ways, pallas_gpu_state.py), "split"
 # (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
 # "splitbwd" (the fused forward, the split backward), "mosaic" (pallas_mgpu.py),
@@ -185,20 +188,24 @@ def _auto_prep(precision, interpret, decays, C, Kp, Vp):
 # ---------------------------------------------------------------------------------------------
 # Chunk-local WY transform in Pallas (the preps of _PREP), under its own custom_vjp.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _prep_pallas(q, k, v, g, beta, C, cfg, prep):
+def _heads(heads):  # q, k, v in the caller's layout: only the _CALLER_LAYOUT preps take it
+    return {} if heads is None else {"heads": heads}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _prep_pallas(q, k, v, g, beta, C, cfg, prep, heads):
     return _PREP[prep][0](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
-                          **_prep_cfg(cfg))
+                          **_prep_cfg(cfg), **_heads(heads))
 
 
-def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep):
+def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep, heads):
     out, saved = _PREP[prep][1](q, k, v, g, beta, C=C, out_dtype=_operand_dtype(cfg),
-                                **_prep_cfg(cfg))
+                                **_prep_cfg(cfg), **_heads(heads))
     return out, (q, k, v, g, beta, *saved)
 
 
-def _prep_pallas_bwd(C, cfg, prep, res, cts):
-    grads = _PREP[prep][2](*res, *cts, C=C, **_prep_cfg(cfg))  # fp32
+def _prep_pallas_bwd(C, cfg, prep, heads, res, cts):
+    grads = _PREP[prep][2](*res, *cts, C=C, **_prep_cfg(cfg), **_heads(heads))  # fp32
     # bf16 q, k, v take bf16 cotangents; XLA fuses the cast into its layout copy.
     return tuple(d.astype(x.dtype) for d, x in zip(grads, res[:5]))
 
@@ -252,6 +259,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     exact_decays: Optional[bool] = None,
     prep_launch: Optional[dict] = None,
     decays_in_xla: bool = False,
+    caller_layout: bool = False,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -295,6 +303,11 @@ def chunk_gated_delta_rule_pallas_gpu(
     chunk-total complements logF are summed by XLA ops before the prep kernels, which then run
     no scans and return cotangents of G and logF for JAX to map back to g (as fla's
     chunk_local_cumsum does; `pallas_gpu_prep.decay_input`). Tenth session, not yet timed.
+    caller_layout (preps "pallas_splitbwd" and "mosaic"): the prep kernels read q, k, v and
+    write dq, dk, dv in the caller's [B, T, HV, K] layout (seen as [B, Tp, HV * Kp]) instead
+    of XLA transposing each to [B * HV, Tp, K] and back (0.19 ms of 0.69 in the forward at the
+    headline shape, H100 trace, eleventh session; `pallas_gpu_prep.caller_spec`). Eleventh
+    session, untimed.
     prep_launch: {prep kernel name: (num_warps, num_stages)} for single Pallas prep kernels
     (`pallas_gpu_common.PREP_KERNELS`, e.g. {"gdr_prep_bwd_decay": (8, 3)}); the others run
     at num_warps_prep and num_stages (or 1). For launch sweeps and per-kernel tuning.
@@ -340,6 +353,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     Vp = _prep_v(V, dict(cfg)["block_d"])
     if prep == "auto":
         prep = _auto_prep(precision, interpret, dict(cfg)["decays"], C, Kp, Vp)
+    if caller_layout and prep not in _CALLER_LAYOUT:
+        raise ValueError(f"caller_layout needs prep in {_CALLER_LAYOUT}; got prep={prep!r}")
     if prep == "mosaic":
         from kernels.gated_delta_rule.pallas_mgpu_prep import takes_shape
         if not takes_shape(C, Kp, Vp):
@@ -352,16 +367,22 @@ def chunk_gated_delta_rule_pallas_gpu(
                                              xla_precision=xla_precision)
         w, u, kd, qd, aqk = (flat(x).astype(_operand_dtype(cfg)) for x in (w, u, kd, qd, aqk))
     else:
-        vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
         # bf16 callers at "default": the prep kernels round q, k and v to bf16 at every dot
         # anyway, and the caller's gradients are bf16; handing q, k, v over in bf16 halves the
         # bytes of their XLA layout copies, of the kernels' reads and of the backward's
         # residuals. fp32 callers keep fp32 (and fp32 gradients). g and beta stay fp32.
         qkv_dt = (jnp.bfloat16 if precision == "default"
                   and jnp.result_type(q, k, v) == jnp.bfloat16 else jnp.float32)
-        qkv = (flat(x).astype(qkv_dt) for x in (qc, kc, vcp))
+        if caller_layout:  # [B, T, HV, d] -> [B, Tp, HV * d]: a reshape where T = Tp, d = Kp
+            lay = lambda x, d: jnp.pad(x, [(0, 0), (0, Tp - T), (0, 0), (0, d - x.shape[-1])]
+                                       ).reshape(B, Tp, HV * d)
+            qkv, heads = (lay(qf, Kp), lay(kf, Kp), lay(vf, Vp)), HV
+        else:
+            vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
+            qkv, heads = (flat(x) for x in (qc, kc, vcp)), None
+        qkv = (x.astype(qkv_dt) for x in qkv)
         g_in = pallas_gpu_prep.decay_input(gc_.reshape(BH, Tp), C, dict(cfg)["decays"])
-        w, u, kd, qd, aqk = _prep_pallas(*qkv, g_in, bc.reshape(BH, Tp), C, cfg, prep)
+        w, u, kd, qd, aqk = _prep_pallas(*qkv, g_in, bc.reshape(BH, Tp), C, cfg, prep, heads)
         u = u[..., :V]
         gcn = jnp.exp(jnp.sum(gc_, axis=-1))
     gc_vec = jnp.broadcast_to(gcn.reshape(BH, 1, N), (BH, Kp, N))

@@ -53,7 +53,8 @@ from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _deca
                                                       _inverse_grad, _kernel_kw, _kk_qk,
                                                       _log_decays, _masked_decays, _specs,
                                                       _store_dg, _tiles, _unit_lower_inverse,
-                                                      _write_wu, prep_fwd)
+                                                      _write_wu, caller_shape, caller_spec,
+                                                      prep_fwd, qkv_dims)
 
 
 def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv, decays):
@@ -185,44 +186,47 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
 
 
 def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, compiler_params,
-                     decays="exact", grad_dtype=jnp.float32, mid_dtype=jnp.float32):
+                     decays="exact", grad_dtype=jnp.float32, mid_dtype=jnp.float32,
+                     heads=None):
     """The three backward kernels as separate callables (`prep_bwd_split` chains them; the
     benchmark's breakdown times each): inverse(k, v, g, beta, T, dw, du) -> dv, dk0, dA, db0,
     s_bek; decay(q, k, g, beta, dA, daqk, db0) -> dkk, dqk, dgd, dbeta; qk(q, k, g, beta, s_bek,
     dgd, dkk, dqk, dk0, dqd, dkd) -> dq, dk, dg. dq, dk and dv are written in grad_dtype (the
     caller's, so that no XLA pass converts them); d(k k^T) and d(q k^T) in mid_dtype (they only
     feed dots: the chunk operands' dtype loses nothing); the rest in fp32. g and dg are
-    `decay_input`'s array: [BH, Tp], or [BH, 2, Tp] with decays="xla"."""
+    `decay_input`'s array: [BH, Tp], or [BH, 2, Tp] with decays="xla". heads: q, k, v, dq,
+    dk and dv in the caller's layout (`caller_spec`)."""
     tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
+    xk, xv = caller_spec(C, Kp, heads), caller_spec(C, Vp, heads)
+    grad = lambda d: jax.ShapeDtypeStruct(caller_shape(BH, Tp, d, heads), grad_dtype)
     kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)
     sds = lambda d, dt=jnp.float32: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     svec = jax.ShapeDtypeStruct((BH, Tp), jnp.float32)
     call = _prep_call(BH, Tp, C, compiler_params, interpret)
     inverse = call(
         functools.partial(_inverse_bwd_kernel, **kw),
-        in_specs=[tk, tv, gs, vec, tc, tk, tv], out_specs=[tv, tk, tc, vec, vec],
-        out_shape=[sds(Vp, grad_dtype), sds(Kp), sds(C), svec, svec],
+        in_specs=[xk, xv, gs, vec, tc, tk, tv], out_specs=[xv, tk, tc, vec, vec],
+        out_shape=[grad(Vp), sds(Kp), sds(C), svec, svec],
         name="gdr_prep_bwd_inverse")
     decay = call(
         functools.partial(_decay_bwd_kernel, **kw),
-        in_specs=[tk, tk, gs, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
+        in_specs=[xk, xk, gs, vec, tc, tc, vec], out_specs=[tc, tc, vec, vec],
         out_shape=[sds(C, mid_dtype), sds(C, mid_dtype), svec, svec], name="gdr_prep_bwd_decay")
     qk = call(
         functools.partial(_qk_bwd_kernel, **kw),
-        in_specs=[tk, tk, gs, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[tk, tk, gs],
-        out_shape=[sds(Kp, grad_dtype), sds(Kp, grad_dtype),
+        in_specs=[xk, xk, gs, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[xk, xk, gs],
+        out_shape=[grad(Kp), grad(Kp),
                    jax.ShapeDtypeStruct((BH, 2, Tp) if decays == "xla" else (BH, Tp),
                                         jnp.float32)],
         name="gdr_prep_bwd_qk")
     return inverse, decay, qk
 
 
-def prep_bwd_split(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, **kw):
+def prep_bwd_split(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, heads=None, **kw):
     """dq, dk, dv, dg, dbeta, as `pallas_gpu_prep.prep_bwd` returns them (but dq, dk, dv in
-    q's dtype), from three kernels and the forward's T."""
-    BH, Tp, Kp = q.shape
-    inverse, decay, qk = prep_bwd_kernels(BH, Tp, Kp, v.shape[-1], grad_dtype=q.dtype,
-                                          mid_dtype=daqk.dtype, **kw)
+    q's dtype and, with heads, in q's layout), from three kernels and the forward's T."""
+    inverse, decay, qk = prep_bwd_kernels(*qkv_dims(q, v, heads), grad_dtype=q.dtype,
+                                          mid_dtype=daqk.dtype, heads=heads, **kw)
     dv, dk0, dA, db0, s_bek = inverse(k, v, g, beta, T, dw, du)
     dkk, dqk, dgd, dbeta = decay(q, k, g, beta, dA, daqk, db0)
     dq, dk, dg = qk(q, k, g, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd)

@@ -48,6 +48,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.pallas_mgpu_common import (_BF16_TR, _F32_TR, C_SUPPORTED,
                                                        KP_SUPPORTED)
+from kernels.gated_delta_rule.pallas_gpu_prep import qkv_dims
 
 VP_MAX = 256  # u's accumulator is [C, Vp]: the N of a wgmma is at most 256
 
@@ -57,13 +58,21 @@ def takes_shape(C: int, Kp: int, Vp: int) -> bool:
     return C == C_SUPPORTED and Kp in KP_SUPPORTED and Vp % 64 == 0 and Vp <= VP_MAX
 
 
-def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, save_inverse):
+def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, save_inverse,
+            heads):
     t_g, refs = (refs[0], refs[1:]) if save_inverse else (None, refs)
     q_s, k_s, v_s, g_s, lf_s, b_s, x_s, l_s, c_s, bar = refs
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows = pl.ds(n * C, C)
     f32, WG = jnp.float32, plgpu.Layout.WGMMA
-    for src, dst in ((q_g.at[i, rows], q_s), (k_g.at[i, rows], k_s), (v_g.at[i, rows], v_s),
+
+    def chunk(ref, tile_s):  # this chunk's rows of q, k or v ([BH, Tp, d] or the caller's)
+        if heads is None:
+            return ref.at[i, rows]
+        d = tile_s.shape[1]
+        return ref.at[i // heads, rows, pl.ds((i % heads) * d, d)]
+
+    for src, dst in ((chunk(q_g, q_s), q_s), (chunk(k_g, k_s), k_s), (chunk(v_g, v_s), v_s),
                      (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
                      (b_g.at[i, rows], b_s)):
         plgpu.copy_gmem_to_smem(src, dst, bar)
@@ -144,13 +153,13 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     plgpu.wait_smem_to_gmem(0)
 
 
-def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None):
+def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, heads=None):
     """w, u, kd, qd, aqk (and T = (I + A)^-1 if save_inverse), bf16, in the layouts of
-    `pallas_gpu_prep.prep_fwd`: q, k [BH, Tp, Kp], v [BH, Tp, Vp], gs [BH, 2, Tp] (G and logF,
-    `decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile for the GPU, or a
-    `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
-    BH, Tp, Kp = q.shape
-    Vp = v.shape[-1]
+    `pallas_gpu_prep.prep_fwd`: q, k [BH, Tp, Kp], v [BH, Tp, Vp] (or with heads the caller's
+    [B, Tp, heads * Kp] and [B, Tp, heads * Vp]: `pallas_gpu_prep.caller_spec`), gs [BH, 2,
+    Tp] (G and logF, `decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile
+    for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
+    BH, Tp, Kp, Vp = qkv_dims(q, v, heads)
     if not takes_shape(C, Kp, Vp) or Tp % C:
         raise ValueError(f"the Mosaic prep needs C = {C_SUPPORTED}, Kp in {KP_SUPPORTED}, "
                          f"Vp a multiple of 64 up to {VP_MAX} and Tp a multiple of C; got "
@@ -175,7 +184,7 @@ def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None):
     ]
 
     def gdr_prep_fwd_mgpu(*refs):
-        _kernel(*refs, C=C, save_inverse=save_inverse)
+        _kernel(*refs, C=C, save_inverse=save_inverse, heads=heads)
 
     return plgpu.kernel(
         gdr_prep_fwd_mgpu,
@@ -186,12 +195,12 @@ def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None):
 
 
 def prep_fwd_mosaic(q, k, v, g, beta, *, C, interpret, out_dtype, decays, save_inverse=False,
-                    block_d=None, dot=None, dot_inv=None, compiler_params=None):
+                    block_d=None, dot=None, dot_inv=None, compiler_params=None, heads=None):
     """`prep_fwd_mgpu` with `pallas_gpu_prep.prep_fwd`'s signature (the Triton-only launch
     arguments block_d, dot, dot_inv, compiler_params are not used): for pallas_gpu's _PREP."""
     del block_d, dot, dot_inv, compiler_params
     if decays != "xla" or jnp.dtype(out_dtype) != jnp.bfloat16:
         raise ValueError(f'the Mosaic prep reads G and logF from XLA and writes bf16: needs '
                          f'decays="xla" and bf16 outputs, got {decays!r}, {out_dtype}')
-    return prep_fwd_mgpu(q, k, v, g, beta, C=C, save_inverse=save_inverse,
+    return prep_fwd_mgpu(q, k, v, g, beta, C=C, save_inverse=save_inverse, heads=heads,
                          interpret=plgpu.InterpretGPUParams() if interpret else None)
