@@ -9,9 +9,9 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
                         since the eleventh session prep="auto" and state_pass="auto" are the
                         Mosaic prep forward, state forward and dh kernel where they take the
                         shape: every issue shape)
-    pallas_gpu_default_callerlayout  the default with caller_layout=True: the prep kernels
-                        read q, k, v and write dq, dk, dv in [B, T, HV * K], no XLA transposes
-                        of them (eleventh session, untimed)
+    pallas_gpu_default_callerlayout  the default with caller_layout=True: the kernels read
+                        q, k, v, dO and write o, dq, dk, dv in [B, T, HV * d], no XLA
+                        transposes of them (eleventh session, untimed)
     pallas_gpu_default_v9  the ninth and tenth sessions' default: the Triton prep
                         (prep="pallas_splitbwd") and state_pass="mosaic_splitbwd"
     Every variant below that names no prep runs the Triton one, prep="pallas_splitbwd" (the

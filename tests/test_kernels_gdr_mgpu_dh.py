@@ -100,3 +100,61 @@ def test_api_state_pass_mosaic_dh_matches_chunked_reference():
 def test_gpu_api_state_pass_mosaic_dh_matches_chunked_reference():
     errs = _api_errors((2, 300, 2, 4, 96, 192), interpret=False, state_pass="mosaic_dh")
     assert max(errs.values()) < 3e-2, errs
+
+
+def _callers(x):  # [BH, Tp, V] as one batch of BH heads: the caller's layout [1, Tp, BH * V]
+    return jnp.moveaxis(x, 0, 1).reshape(1, x.shape[1], -1)
+
+
+@pytest.mark.parametrize("mosaic_dh", [False, True])
+def test_split_bwd_reads_do_in_the_callers_layout(mosaic_dh):
+    """heads: dO in the caller's layout [BH / heads, Tp, heads * V] (`caller_layout`) gives
+    bitwise split_bwd's outputs from [BH, Tp, V], with the Triton or the Mosaic sequential
+    kernel (the parallel one is Triton either way); a wrong layout is named."""
+    w, kd, gc, qd, aqk, do, dsf = _dh_operands(64, 128)
+    (_, u, *_), states, _, _ = _bwd_inputs(64, 128)
+    bf = jnp.bfloat16
+    args = [x.astype(bf) for x in (w, kd)] + [gc] + [x.astype(bf) for x in (qd, aqk)]
+    args += [states.reshape(BH, -1, 128).astype(bf), u.astype(bf)]
+    run = functools.partial(ps.split_bwd, *args, precision="default", interpret=True,
+                            num_warps=4, num_stages=1, block_v=64, mosaic_dh=mosaic_dh)
+    want = run(do.astype(bf), dsf)
+    got = run(_callers(do.astype(bf)), dsf, heads=BH)
+    for name, a, b in zip(("dw", "du", "dkd", "dgc", "dqd", "daqk", "ds0"), got, want):
+        assert a.shape == b.shape and bool(jnp.all(a == b)), name
+    with pytest.raises(ValueError, match="do: expected"):
+        run(do.astype(bf), dsf, heads=BH)
+
+
+def test_lowers_for_cuda_in_the_callers_layout():
+    """The Mosaic forward writing o, and the dh kernel reading dO, in the caller's layout."""
+    from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
+    from tests.test_kernels_gdr_mgpu import _inputs
+    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+    w, kd, gc, qd, aqk, do, dsf = _dh_operands(128, 128)
+    dh = functools.partial(split_dh_mgpu, heads=BH)
+    fwd = functools.partial(state_pass_fwd_mgpu, heads=BH, save_states=True, save_delta=True,
+                            o_dtype=jnp.bfloat16)
+    for fn, args in ((dh, (w, kd, gc, qd, aqk, _callers(do), dsf)), (fwd, _inputs(128, 128))):
+        text = jax.jit(fn).trace(*map(spec, args)).lower(lowering_platforms=("cuda",)).as_text()
+        assert "stablehlo.custom_call @mosaic_gpu" in text
+
+
+def test_api_caller_layout_is_bitwise_the_transposed_one():
+    """The whole op at "default" with every Mosaic kernel (prep="mosaic", state_pass=
+    "mosaic_dh", in the Mosaic GPU interpreter) and caller_layout: q, k, v, o, dO, dq, dk, dv
+    in the caller's layout. Output and gradients bitwise those of the transposed layout
+    (T padded to the chunk, grouped heads, l2norm)."""
+    from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+    from tests.test_kernels_gdr import make_inputs
+    args = make_inputs(23, 1, 100, 1, 2, 64, 64, decay="mild")[:5]
+    do = jnp.asarray(np.random.default_rng(3).normal(size=(1, 100, 2, 64)), jnp.float32)
+    runs = []
+    for caller_layout in (False, True):
+        fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision="default",
+                               interpret=True, use_qk_l2norm=True, prep="mosaic",
+                               state_pass="mosaic_dh", caller_layout=caller_layout)
+        loss = lambda *a: jnp.sum(fn(*a)[0] * do)
+        runs.append((fn(*args)[0], *jax.grad(loss, argnums=range(5))(*args)))
+    for name, a, b in zip(("o", "dq", "dk", "dv", "dg", "dbeta"), *runs):
+        assert a.shape == b.shape and bool(jnp.all(a == b)), name

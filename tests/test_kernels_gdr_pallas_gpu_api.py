@@ -77,14 +77,14 @@ def test_gpu_api_dispatch_matches_chunked():
 
 
 @pytest.mark.gpu
-def test_gpu_api_default_precision_runs_the_auto_state_pass():
+def test_gpu_api_default_precision_runs_theauto_state_pass():
     """At "default" the API's pallas_gpu resolves prep="auto" and state_pass="auto": at the 7B
     layer's head dims (K=96 -> 128, V=192) the Mosaic prep forward, the Mosaic forward state
     pass and the split backward with its Mosaic sequential kernel. Output, state and gradients
     against XLA's chunked at "highest", to bf16-level error."""
-    from kernels.gated_delta_rule.pallas_gpu import _auto_prep, _auto_state_pass
-    assert _auto_state_pass("default", False, 64, 128, 192) == "mosaic_dh"
-    assert _auto_prep("default", False, "outer", 64, 128, 192) == "mosaic"
+    from kernels.gated_delta_rule.pallas_gpu_auto import auto_prep, auto_state_pass
+    assert auto_state_pass("default", False, 64, 128, 192) == "mosaic_dh"
+    assert auto_prep("default", False, "outer", 64, 128, 192) == "mosaic"
     args = make_inputs(13, 1, 300, 2, 4, 96, 192, decay="mild")
     w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, 96, 192))
     runs = {impl: _forward_and_grads(

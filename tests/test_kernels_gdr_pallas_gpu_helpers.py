@@ -43,8 +43,8 @@ def test_prep_v_pads_to_a_multiple_of_the_tile_not_a_power_of_two():
 
 
 def test_auto_state_pass_is_mosaic_only_where_its_kernels_take_the_shape():
-    from kernels.gated_delta_rule.pallas_gpu import _auto_state_pass
-    auto = lambda C=64, Kp=128, V=128, precision="default", interpret=False: _auto_state_pass(
+    from kernels.gated_delta_rule.pallas_gpu_auto import auto_state_pass
+    auto = lambda C=64, Kp=128, V=128, precision="default", interpret=False: auto_state_pass(
         precision, interpret, C, Kp, V)
     assert auto() == "mosaic_dh"
     assert auto(V=192) == "mosaic_dh"                # the 7B layer
@@ -57,9 +57,9 @@ def test_auto_state_pass_is_mosaic_only_where_its_kernels_take_the_shape():
 
 
 def test_auto_prep_is_mosaic_only_where_its_kernel_takes_the_shape():
-    from kernels.gated_delta_rule.pallas_gpu import _auto_prep
+    from kernels.gated_delta_rule.pallas_gpu_auto import auto_prep
     auto = lambda C=64, Kp=128, Vp=128, precision="default", interpret=False, decays="outer": (
-        _auto_prep(precision, interpret, decays, C, Kp, Vp))
+        auto_prep(precision, interpret, decays, C, Kp, Vp))
     assert auto() == "mosaic"
     assert auto(Vp=192) == auto(decays="xla") == "mosaic"   # the 7B layer; XLA's decays
     assert auto(Vp=256) == auto(Kp=64) == "mosaic"

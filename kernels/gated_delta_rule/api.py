@@ -42,8 +42,8 @@ _PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu"
                    "pallas_tpu": "tpu"}
 # The Pallas GPU implementations: one entry point (pallas_gpu.py), each with its state pass.
 # pallas_gpu's "auto": the Mosaic forward and the Mosaic sequential kernel of the split backward
-# where they take the shape, else the Triton ones (pallas_gpu.`_auto_state_pass`). Each name
-# runs the prep pallas_gpu picks (`_auto_prep`: Mosaic GPU's forward or Triton's).
+# where they take the shape, else the Triton ones (`pallas_gpu_auto.auto_state_pass`). Each name
+# runs the prep pallas_gpu picks (`pallas_gpu_auto.auto_prep`: Mosaic GPU's forward or Triton's).
 _GPU_STATE_PASS = {"pallas_gpu": "auto", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
 # What "auto" runs per (backend, precision); "chunked" where a pair is not listed. On a GPU at
 # "default", pallas_gpu: on an H200 it was 3.5-3.7x faster forward+backward than `chunked` at

@@ -13,7 +13,8 @@ Why this exists
          everything per chunk; prep="xla" batched XLA ops (`_chunk_prep`) differentiated by
          JAX autodiff; prep="mosaic" the forward in Mosaic GPU (`pallas_mgpu_prep.py`,
          "default" only) with the three backward kernels. All are tested. prep="auto" (the
-         default) is "mosaic" where it takes the shape, else "pallas_splitbwd" (`_auto_prep`).
+         default) is "mosaic" where it takes the shape, else "pallas_splitbwd"
+         (`pallas_gpu_auto.auto_prep`).
       2. the state pass: one program per (batch x value head, V tile) walks the chunks with
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state and, for the split backward, delta); by default (state_pass="auto") the Mosaic
@@ -111,6 +112,7 @@ from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep
                                                             prep_fwd_split)
 from kernels.gated_delta_rule.pallas_gpu_common import (_next_pow2, _operand_dtype, _prep_cfg,
                                                          _prep_v, kernel_config)
+from kernels.gated_delta_rule.pallas_gpu_auto import auto_prep, auto_state_pass
 from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
 
 PRECISIONS = ("highest", "default")
@@ -143,7 +145,7 @@ _PREP = {"pallas": (pallas_gpu_prep.prep_fwd,
          "mosaic": (_prep_fwd_mosaic, _prep_fwd_mosaic_saving_inverse, prep_bwd_split)}
 PREPS = ("xla", *_PREP)
 # The preps whose kernels can read q, k, v (and write their gradients) in the caller's layout
-# [B, Tp, HV * K] (`pallas_gpu_prep.caller_spec`; caller_layout=True).
+# [B, Tp, HV * K] (`caller_layout.py`; caller_layout=True).
 _CALLER_LAYOUT = ("pallas_splitbwd", "mosaic")
 # Which kernels walk the chunks: "triton" (fused both ways, pallas_gpu_state.py), "split"
 # (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
@@ -154,35 +156,6 @@ STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd", "mos
 
 # The state passes with the split backward, and which of their kernels run in Mosaic GPU.
 _SPLITBWD_MOSAIC = {"splitbwd": "", "mosaic_splitbwd": "fwd", "mosaic_dh": "fwd_dh"}
-
-
-def _auto_state_pass(precision, interpret, C, Kp, V):
-    """What state_pass="auto" runs: the Mosaic forward with the split backward whose sequential
-    kernel is Mosaic GPU too ("mosaic_dh") where the Mosaic kernels take the shape (bf16
-    operands; C = 64, Kp 64 or 128, V a multiple of 64: `pallas_mgpu_common.takes_shape`), else
-    "splitbwd". On an H200 (eleventh session, one call, fwd+bwd ms, the Triton prep)
-    mosaic_dh against mosaic_splitbwd (the ninth session's choice): B4 T4096 H16 2.012 / 2.174,
-    7B layer 2.188 / 2.582, B1 T8192 H32 2.027 / 2.261 (experiments/LOG.md). Interpret mode
-    keeps "splitbwd": the Mosaic GPU interpreter is about 200x slower than Pallas' (CPU tests;
-    the Mosaic passes have their own)."""
-    if precision != "default" or interpret:
-        return "splitbwd"
-    from kernels.gated_delta_rule.pallas_mgpu_common import takes_shape  # imports Mosaic GPU
-    return "mosaic_dh" if takes_shape(C, Kp, V) else "splitbwd"
-
-
-def _auto_prep(precision, interpret, decays, C, Kp, Vp):
-    """What prep="auto" runs: the Mosaic GPU prep forward (with the Triton split backward)
-    where it takes the shape (precision "default", the outer-difference decays, C = 64, Kp 64
-    or 128, Vp a multiple of 64 up to 256: `pallas_mgpu_prep.takes_shape`), else
-    "pallas_splitbwd". On an H200 (eleventh session, one call, fwd+bwd ms, the ninth session's
-    state pass) prep="mosaic" against "pallas_splitbwd": B4 T4096 H16 2.024 / 2.174, 7B layer
-    2.436 / 2.582, B1 T8192 H32 2.167 / 2.261; its forward alone 0.315 against 0.416 ms at the
-    first. Interpret mode keeps "pallas_splitbwd", as `_auto_state_pass` does."""
-    if precision != "default" or interpret or decays == "exact":
-        return "pallas_splitbwd"
-    from kernels.gated_delta_rule.pallas_mgpu_prep import takes_shape  # imports Mosaic GPU
-    return "mosaic" if takes_shape(C, Kp, Vp) else "pallas_splitbwd"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +266,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     backward's sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; the parallel one stays
     Triton; same constraints). state_pass="auto" (the default)
     picks "mosaic_dh" where those constraints hold and interpret=False, else
-    "splitbwd" (`_auto_state_pass`, with the measurements). prep: see the module docstring;
-    "auto" (the default) picks "mosaic" on the same terms (`_auto_prep`).
+    "splitbwd" (`pallas_gpu_auto.auto_state_pass`, with the measurements). prep: see the
+    module docstring;
+    "auto" (the default) picks "mosaic" on the same terms (`pallas_gpu_auto.auto_prep`).
     exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
     terms (masked [C, C] scans); False takes differences of one cumulative sum, G_i - G_j, as
     fla does, with an absolute exponent error of ulp(|G|) (see
@@ -304,10 +278,11 @@ def chunk_gated_delta_rule_pallas_gpu(
     no scans and return cotangents of G and logF for JAX to map back to g (as fla's
     chunk_local_cumsum does; `pallas_gpu_prep.decay_input`). Tenth session, not yet timed.
     caller_layout (preps "pallas_splitbwd" and "mosaic"): the prep kernels read q, k, v and
-    write dq, dk, dv in the caller's [B, T, HV, K] layout (seen as [B, Tp, HV * Kp]) instead
-    of XLA transposing each to [B * HV, Tp, K] and back (0.19 ms of 0.69 in the forward at the
-    headline shape, H100 trace, eleventh session; `pallas_gpu_prep.caller_spec`). Eleventh
-    session, untimed.
+    write dq, dk, dv in the caller's [B, T, HV, K] layout (seen as [B, Tp, HV * Kp]), and
+    with a Mosaic forward state pass ("mosaic_splitbwd", "mosaic_dh") the state kernels write
+    o and read dO in it, instead of XLA transposing each to [B * HV, Tp, *] and back (0.34 ms
+    of 2.2 forward+backward at the headline shape, H100 trace, eleventh session;
+    `caller_layout.py`). Bitwise the same results. Eleventh session, untimed.
     prep_launch: {prep kernel name: (num_warps, num_stages)} for single Pallas prep kernels
     (`pallas_gpu_common.PREP_KERNELS`, e.g. {"gdr_prep_bwd_decay": (8, 3)}); the others run
     at num_warps_prep and num_stages (or 1). For launch sweeps and per-kernel tuning.
@@ -337,7 +312,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     Tp = N * C
     Kp = max(16, _next_pow2(K))
     if state_pass == "auto":
-        state_pass = _auto_state_pass(precision, interpret, C, Kp, V)
+        state_pass = auto_state_pass(precision, interpret, C, Kp, V)
     if Kp != K:  # zero key columns: no effect on any product
         padk = lambda x: jnp.pad(x, [(0, 0)] * 3 + [(0, Kp - K)])
         qf, kf = padk(qf), padk(kf)
@@ -352,7 +327,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     cfg = make_cfg(decays_in_xla=decays_in_xla)
     Vp = _prep_v(V, dict(cfg)["block_d"])
     if prep == "auto":
-        prep = _auto_prep(precision, interpret, dict(cfg)["decays"], C, Kp, Vp)
+        prep = auto_prep(precision, interpret, dict(cfg)["decays"], C, Kp, Vp)
     if caller_layout and prep not in _CALLER_LAYOUT:
         raise ValueError(f"caller_layout needs prep in {_CALLER_LAYOUT}; got prep={prep!r}")
     if prep == "mosaic":
@@ -392,11 +367,13 @@ def chunk_gated_delta_rule_pallas_gpu(
         s0 = initial_state.astype(jnp.float32).reshape(BH, K, V)
         if Kp != K:
             s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
+    # o and dO in the caller's layout where the Mosaic forward writes o (caller_layout)
+    o_heads = HV if caller_layout and _SPLITBWD_MOSAIC.get(state_pass) else None
     if state_pass == "split":
         o, sf = state_pass_split(w, u, kd, gc_vec, qd, aqk, s0, cfg)
     elif state_pass in _SPLITBWD_MOSAIC:
         o, sf = pallas_gpu_state.state_pass_splitbwd(w, u, kd, gc_vec, qd, aqk, s0, cfg,
-                                                      _SPLITBWD_MOSAIC[state_pass])
+                                                      _SPLITBWD_MOSAIC[state_pass], o_heads)
     elif state_pass == "mosaic":
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_mgpu
@@ -404,6 +381,9 @@ def chunk_gated_delta_rule_pallas_gpu(
                                 plgpu.InterpretGPUParams() if interpret else None)
     else:
         o, sf = pallas_gpu_state.state_pass(w, u, kd, gc_vec, qd, aqk, s0, cfg)
-    o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, V), 1, 2)[:, :T]
+    if o_heads:
+        o_BTHV = o.reshape(B, Tp, HV, V)[:, :T]
+    else:
+        o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, V), 1, 2)[:, :T]
     S_final = sf.reshape(B, HV, Kp, V)[:, :, :K]
     return o_BTHV.astype(v.dtype), S_final

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from kernels.gated_delta_rule import caller_layout as lay
 from kernels.gated_delta_rule.pallas_gpu_common import _NN, _NT, _TN, _params_for
 
 
@@ -70,32 +71,6 @@ def decay_input(g, C, decays):
     BH, Tp = g.shape
     G = jnp.cumsum(g.reshape(BH, Tp // C, C), axis=-1)
     return jnp.stack([G.reshape(BH, Tp), (G[..., -1:] - G).reshape(BH, Tp)], axis=1)
-
-
-def caller_spec(C, d, heads):
-    """BlockSpec over grid (BH, chunks) of a [C, d] block of q, k or v (or of a gradient of
-    one): from [BH, Tp, d] (heads None), or from the caller's layout [B, Tp, heads * d]
-    (program i reads batch i // heads, head i % heads), which spares XLA a transpose of the
-    whole tensor each way (`pallas_gpu.chunk_gated_delta_rule_pallas_gpu`'s caller_layout)."""
-    if heads is None:
-        return pl.BlockSpec((None, C, d), lambda i, n: (i, n, 0))
-    return pl.BlockSpec((None, C, d), lambda i, n: (i // heads, n, i % heads))
-
-
-def caller_shape(BH, Tp, d, heads):
-    """The shape of a q-like array with `caller_spec`'s layout."""
-    return (BH, Tp, d) if heads is None else (BH // heads, Tp, heads * d)
-
-
-def qkv_dims(q, v, heads):
-    """(BH, Tp, Kp, Vp) of q- and v-shaped arrays in `caller_spec`'s layout."""
-    if heads is None:
-        return (*q.shape, v.shape[-1])
-    (B, Tp, HK), HV_ = q.shape, v.shape[-1]
-    if HK % heads or HV_ % heads or v.shape[:2] != (B, Tp):
-        raise ValueError(f"the caller's layout needs q [B, Tp, heads * Kp] and v [B, Tp, "
-                         f"heads * Vp]; got {q.shape}, {v.shape} with heads={heads}")
-    return B * heads, Tp, HK // heads, HV_ // heads
 
 
 def _g_spec(C, decays):
@@ -374,10 +349,10 @@ def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_
     """w, u, kd, qd, aqk; and T = (I + A)^-1 [BH, Tp, C] after them if save_inverse, in
     out_dtype like them: the backward uses T only as an operand of its dots, which round their
     operands to that dtype (bf16 at "default") anyway. g: `decay_input(g, C, decays)`.
-    heads: q, k, v in the caller's layout (`caller_spec`); the outputs are [BH, Tp, *]."""
-    BH, Tp, Kp, Vp = qkv_dims(q, v, heads)
+    heads: q, k, v in the caller's layout (`caller_layout`); the outputs are [BH, Tp, *]."""
+    BH, Tp, Kp, Vp = lay.dims(q, v, heads)
     tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
-    xk, xv = caller_spec(C, Kp, heads), caller_spec(C, Vp, heads)
+    xk, xv = lay.block_spec(C, Kp, heads), lay.block_spec(C, Vp, heads)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     extra = [sds(C)] if save_inverse else []
     return pl.pallas_call(

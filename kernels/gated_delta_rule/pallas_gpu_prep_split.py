@@ -48,13 +48,13 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from kernels.gated_delta_rule import caller_layout as lay
 from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN, _params_for
 from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _decays, _dg_decay,
                                                       _inverse_grad, _kernel_kw, _kk_qk,
                                                       _log_decays, _masked_decays, _specs,
                                                       _store_dg, _tiles, _unit_lower_inverse,
-                                                      _write_wu, caller_shape, caller_spec,
-                                                      prep_fwd, qkv_dims)
+                                                      _write_wu, prep_fwd)
 
 
 def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv, decays):
@@ -195,10 +195,10 @@ def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, com
     caller's, so that no XLA pass converts them); d(k k^T) and d(q k^T) in mid_dtype (they only
     feed dots: the chunk operands' dtype loses nothing); the rest in fp32. g and dg are
     `decay_input`'s array: [BH, Tp], or [BH, 2, Tp] with decays="xla". heads: q, k, v, dq,
-    dk and dv in the caller's layout (`caller_spec`)."""
+    dk and dv in the caller's layout (`caller_layout`)."""
     tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
-    xk, xv = caller_spec(C, Kp, heads), caller_spec(C, Vp, heads)
-    grad = lambda d: jax.ShapeDtypeStruct(caller_shape(BH, Tp, d, heads), grad_dtype)
+    xk, xv = lay.block_spec(C, Kp, heads), lay.block_spec(C, Vp, heads)
+    grad = lambda d: jax.ShapeDtypeStruct(lay.shape(BH, Tp, d, heads), grad_dtype)
     kw = _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)
     sds = lambda d, dt=jnp.float32: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     svec = jax.ShapeDtypeStruct((BH, Tp), jnp.float32)
@@ -225,7 +225,7 @@ def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, com
 def prep_bwd_split(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, heads=None, **kw):
     """dq, dk, dv, dg, dbeta, as `pallas_gpu_prep.prep_bwd` returns them (but dq, dk, dv in
     q's dtype and, with heads, in q's layout), from three kernels and the forward's T."""
-    inverse, decay, qk = prep_bwd_kernels(*qkv_dims(q, v, heads), grad_dtype=q.dtype,
+    inverse, decay, qk = prep_bwd_kernels(*lay.dims(q, v, heads), grad_dtype=q.dtype,
                                           mid_dtype=daqk.dtype, heads=heads, **kw)
     dv, dk0, dA, db0, s_bek = inverse(k, v, g, beta, T, dw, du)
     dkk, dqk, dgd, dbeta = decay(q, k, g, beta, dA, daqk, db0)

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from kernels.gated_delta_rule import caller_layout as lay
 from kernels.gated_delta_rule.pallas_gpu_common import (_NN, _NT, _TN, _call_cfg, _dot_fn,
                                                          _specs, _triton_params, _v_tile)
 
@@ -178,14 +179,23 @@ def split_fwd(w, u, kd, gc, qd, aqk, s0, *, precision, interpret, num_warps, num
 
 
 def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpret, num_warps,
-              num_stages, block_v, mosaic_dh=False):
+              num_stages, block_v, mosaic_dh=False, heads=None):
     """Cotangents (dw, du, dkd, dgc, dqd, daqk, ds0) in the primal dtypes; du in delta's.
     states: the chunk-entry states [BH, N*Kp, V], from `split_fwd` or the fused forward.
     mosaic_dh: the sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; precision="default",
-    the Mosaic state pass's shapes), the parallel one in Triton."""
+    the Mosaic state pass's shapes), the parallel one in Triton. heads: do in the caller's
+    layout [BH / heads, Tp, heads * V] (`caller_layout`)."""
     (BH, Tp, Kp, C, N, BV, NV), dot, run, s, _ = _setup(
         w, aqk, gc, delta.shape[-1], precision, interpret, num_warps, num_stages, block_v)
     V, dt = delta.shape[-1], w.dtype
+    if do.shape != lay.shape(BH, Tp, V, heads):
+        raise ValueError(f"do: expected {lay.shape(BH, Tp, V, heads)} (heads={heads}), got "
+                         f"{do.shape}")
+    c = _chunk_specs_all_v(C, Kp, V)
+    if heads is not None:  # dO's tiles: whole-sequence [Tp, BV] for dh, [C, V] for dqk
+        s = dict(s, do=pl.BlockSpec((None, Tp, BV),
+                                    lambda i, j: (i // heads, 0, (i % heads) * NV + j)))
+        c = dict(c, do=lay.block_spec(C, V, heads))
     # The carried dS stays fp32 inside the sequential kernel; the per-chunk copies it writes
     # for the parallel one are in the operand dtype like the saved states (bf16 at "default",
     # where every dot casts them to bf16 anyway; only dgc's elementwise sum sees the rounding).
@@ -196,20 +206,20 @@ def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpre
             raise ValueError('the Mosaic sequential kernel has bf16 operands only: use '
                              'precision="default"')
         dstates, dd, ds0 = split_dh_mgpu(
-            w, kd, gc, qd, aqk, do, dsf,
+            w, kd, gc, qd, aqk, do, dsf, heads=heads,
             interpret=plgpu.InterpretGPUParams() if interpret else None)
         dstates, dd = dstates.astype(dt), dd.astype(dt)  # bf16 already at "default"
     else:
         dstates, dd, ds0 = run(
             functools.partial(_dh_kernel, C=C, Kp=Kp, n_chunks=N, dot=dot), "gdr_split_dh",
-            (BH, NV), [s["k"], s["k"], s["gc"], s["k"], s["c"], s["v"], s["state"]],
+            (BH, NV), [s["k"], s["k"], s["gc"], s["k"], s["c"], s.get("do", s["v"]),
+                       s["state"]],
             [s["states"], s["v"], s["state"]],
             [jax.ShapeDtypeStruct((BH, N * Kp, V), dt), jax.ShapeDtypeStruct((BH, Tp, V), dt),
              jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, kd, gc, qd, aqk, do, dsf)
-    c = _chunk_specs_all_v(C, Kp, V)
     dw, dkd, dqd, daqk, dgc = run(
         functools.partial(_dqk_kernel, BV=BV, NV=NV, dot=dot), "gdr_split_dqk", (BH, N),
-        [c["state"], c["state"], c["v"], c["v"], c["v"]],
+        [c["state"], c["state"], c["v"], c["v"], c.get("do", c["v"])],
         [c["k"], c["k"], c["k"], c["c"], c["gc"]],
         [jax.ShapeDtypeStruct(w.shape, dt), jax.ShapeDtypeStruct(kd.shape, dt),
          jax.ShapeDtypeStruct(qd.shape, dt), jax.ShapeDtypeStruct(aqk.shape, dt),
@@ -233,12 +243,12 @@ def split_residuals(w, u, kd, gc, qd, aqk, states, delta):
     return (w, jnp.zeros((), u.dtype), kd, gc, qd, aqk, states, delta)
 
 
-def split_bwd_from_residuals(cfg, res, cts, mosaic_dh=False):
+def split_bwd_from_residuals(cfg, res, cts, mosaic_dh=False, heads=None):
     """The custom_vjp backward of a state pass whose forward saved `split_residuals`: the split
     backward (here, and after the fused forward of `pallas_gpu_state`)."""
     w, u_like, kd, gc, qd, aqk, states, delta = res
     dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, *cts,
-                                                 mosaic_dh=mosaic_dh,
+                                                 mosaic_dh=mosaic_dh, heads=heads,
                                                  **_call_cfg(cfg, "bwd_split"))
     return dw, du.astype(u_like.dtype), dkd, dgc, dqd, daqk, ds0
 

@@ -161,19 +161,24 @@ state_pass.defvjp(_vjp_fwd, _vjp_bwd)
 # mosaic="fwd" (state_pass="mosaic_splitbwd"): the same with the Mosaic GPU forward
 # (`pallas_mgpu.py`) instead; "fwd_dh" ("mosaic_dh"): also the backward's sequential kernel in
 # Mosaic GPU (`pallas_mgpu_dh.py`); "" (False): Triton throughout.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic):
-    return _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=False)
+# heads (with a Mosaic forward only): o and dO in the caller's layout (`caller_layout`).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, heads=None):
+    return _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, heads, residuals=False)
 
 
-def _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=True):
+def _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, heads=None, residuals=True):
+    if heads is not None and not mosaic:
+        raise ValueError("o in the caller's layout needs the Mosaic forward (mosaic='fwd' or "
+                         "'fwd_dh')")
     if mosaic:
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
         ip = plgpu.InterpretGPUParams() if dict(cfg)["interpret"] else None
         # o in the operands' dtype (bf16 at "default"), as the Triton forward writes it
         out = state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
-                                  save_delta=residuals, interpret=ip, o_dtype=w.dtype)
+                                  save_delta=residuals, interpret=ip, o_dtype=w.dtype,
+                                  heads=heads)
     else:
         out = state_pass_fwd_call(w, u, kd, gc, qd, aqk, s0, save_states=residuals,
                                    save_delta=residuals, **_call_cfg(cfg, "fwd"))
@@ -183,8 +188,8 @@ def _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, residuals=True):
     return (o, sf), split_residuals(w, u, kd, gc, qd, aqk, states, delta)
 
 
-def _splitbwd_bwd(cfg, mosaic, res, cts):
-    return split_bwd_from_residuals(cfg, res, cts, mosaic_dh=mosaic == "fwd_dh")
+def _splitbwd_bwd(cfg, mosaic, heads, res, cts):
+    return split_bwd_from_residuals(cfg, res, cts, mosaic_dh=mosaic == "fwd_dh", heads=heads)
 
 
 state_pass_splitbwd.defvjp(_splitbwd_fwd, _splitbwd_bwd)

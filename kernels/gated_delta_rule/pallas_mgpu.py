@@ -92,10 +92,11 @@ from kernels.gated_delta_rule.pallas_mgpu_bwd import state_pass_bwd_mgpu
 from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
                                                        copy_chunk_operands, load_state,
                                                        store_state)
+from kernels.gated_delta_rule import caller_layout as lay
 
 
 def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N, save_states,
-            save_delta):
+            save_delta, heads, V):
     states_g, refs = (refs[0], refs[1:]) if save_states else (None, refs)
     delta_g, refs = (refs[0], refs[1:]) if save_delta else (None, refs)
     (w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf, s_smem, d_smem, o_smem, sio_smem,
@@ -162,7 +163,7 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
         plgpu.wait_smem_to_gmem(save_states + save_delta, wait_read_only=True)
         o_smem[...] = o.astype(o_smem.dtype)
         plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(o_smem, o_g.at[i, pl.ds(n * C, C), cols])
+        plgpu.copy_smem_to_gmem(o_smem, lay.tile(o_g, i, pl.ds(n * C, C), heads, V, j * BV, BV))
         plgpu.commit_smem_to_gmem_group()
 
         return lax.broadcast_in_dim(gc, (Kp, BV), [0]) * S + kd_delta
@@ -172,7 +173,7 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
 
 
 def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_delta=False,
-                       interpret=None, o_dtype=jnp.float32):
+                       interpret=None, o_dtype=jnp.float32, heads=None):
     """Forward state pass in Mosaic GPU. Arguments in the layouts of `state_pass_fwd_call`
     (pallas_gpu_state.py): w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc [BH, Kp, N]
     (exp(G_C) repeated over Kp); s0 [BH, Kp, V]. Any float dtypes: w, u, kd, qd, aqk are
@@ -181,7 +182,8 @@ def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_de
     and with save_states also the chunk-entry states, bf16 [BH, N*Kp, V] (S_n in rows
     n*Kp:(n+1)*Kp, the layout of `state_pass_fwd_call(save_states=True)`), and with save_delta
     then delta = u - w S, bf16 [BH, Tp, V] (what `pallas_gpu_split.split_bwd` reads; the bf16
-    tile the kernel stages as a wgmma operand anyway).
+    tile the kernel stages as a wgmma operand anyway). heads: o in the caller's layout
+    [BH / heads, Tp, heads * V] instead (`caller_layout`).
     `interpret`: None to compile for the GPU, or a `plgpu.InterpretGPUParams()` to run in the
     Mosaic GPU interpreter (on CPU)."""
     BH, Tp, Kp, V, C, N = _check_shapes(w, u, kd, gc, qd, aqk, s0=s0)
@@ -211,11 +213,12 @@ def state_pass_fwd_mgpu(w, u, kd, gc, qd, aqk, s0, *, save_states=False, save_de
         plgpu.Barrier(num_arrivals=1),                      # s0 load
     ]
     def gdr_state_pass_fwd_mgpu(*refs):
-        _kernel(*refs, C=C, Kp=Kp, N=N, save_states=save_states, save_delta=save_delta)
+        _kernel(*refs, C=C, Kp=Kp, N=N, save_states=save_states, save_delta=save_delta,
+                heads=heads, V=V)
 
     kernel = plgpu.kernel(
         gdr_state_pass_fwd_mgpu,
-        out_type=(jax.ShapeDtypeStruct((BH, Tp, V), o_dtype),
+        out_type=(jax.ShapeDtypeStruct(lay.shape(BH, Tp, V, heads), o_dtype),
                   jax.ShapeDtypeStruct((BH, Kp, V), f32))
         + (jax.ShapeDtypeStruct((BH, N * Kp, V), bf16),) * save_states
         + (jax.ShapeDtypeStruct((BH, Tp, V), bf16),) * save_delta,

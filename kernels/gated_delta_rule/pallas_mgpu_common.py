@@ -15,7 +15,7 @@ KP_SUPPORTED = (64, 128)
 
 def takes_shape(C: int, Kp: int, V: int) -> bool:
     """Whether these kernels take chunk size C, padded key dim Kp and value dim V (what
-    `_check_shapes` demands; `pallas_gpu._auto_state_pass` asks before choosing them)."""
+    `_check_shapes` demands; `pallas_gpu_auto.auto_state_pass` asks before choosing them)."""
     return C == C_SUPPORTED and Kp in KP_SUPPORTED and V % BV == 0
 
 # SMEM tile transforms for TMA + wgmma operands: 128-byte rows, swizzled. A bf16 row of 64

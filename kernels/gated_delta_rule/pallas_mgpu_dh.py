@@ -41,11 +41,12 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, _F32_TR, _check_shapes,
                                                        copy_chunk_operands, load_state,
                                                        store_state)
+from kernels.gated_delta_rule import caller_layout as lay
 
 
 def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_g,
                w_buf, kd_buf, qd_buf, aqk_buf, gc_buf, do_buf, ds_smem, dd_smem, ndd_smem,
-               sio_smem, bars, sbar, *, C, Kp, N):
+               sio_smem, bars, sbar, *, C, Kp, N, heads, V):
     i = lax.axis_index("i")
     j = lax.axis_index("j")
     cols = pl.ds(j * BV, BV)
@@ -55,8 +56,8 @@ def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_
         copy_chunk_operands((w_g, kd_g, qd_g, None, aqk_g, gct_g),
                             (w_buf, kd_buf, qd_buf, None, aqk_buf, gc_buf),
                             i=i, n=n, C=C, cols=cols, slot=slot, bar=bars.at[slot])
-        plgpu.copy_gmem_to_smem(do_g.at[i, pl.ds(n * C, C), cols], do_buf.at[slot],
-                                bars.at[slot])
+        plgpu.copy_gmem_to_smem(lay.tile(do_g, i, pl.ds(n * C, C), heads, V, j * BV, BV),
+                                do_buf.at[slot], bars.at[slot])
 
     fetch(N - 1, 0)
     ds_init = load_state(dsf_g.at[i, :, cols], sio_smem, sbar)
@@ -104,14 +105,16 @@ def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_
     store_state(ds_fin, sio_smem, ds0_g.at[i, :, cols])
 
 
-def split_dh_mgpu(w, kd, gc, qd, aqk, do, dsf, *, interpret=None):
+def split_dh_mgpu(w, kd, gc, qd, aqk, do, dsf, *, interpret=None, heads=None):
     """(dstates bf16 [BH, N*Kp, V], dd bf16 [BH, Tp, V], ds0 fp32 [BH, Kp, V]): what the Triton
     `pallas_gpu_split._dh_kernel` writes at precision="default", from its arguments in its
     layouts (w, kd, qd [BH, Tp, Kp]; gc [BH, Kp, N]; aqk [BH, Tp, C]; do [BH, Tp, V]; dsf
-    [BH, Kp, V]). Operands are cast to bf16 (gc, dsf to fp32) in XLA. `interpret`: None to
+    [BH, Kp, V]; with heads, do in the caller's layout [BH / heads, Tp, heads * V]:
+    `caller_layout`). Operands are cast to bf16 (gc, dsf to fp32) in XLA. `interpret`: None to
     compile for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
     # do stands in for u, whose [BH, Tp, V] shape it shares, in the shared shape check
-    BH, Tp, Kp, V, C, N = _check_shapes(w, do, kd, gc, qd, aqk, dsf=dsf)
+    BH, Tp, Kp, V, C, N = _check_shapes(w, lay.flat(do, heads, w.shape[0]), kd, gc, qd, aqk,
+                                        dsf=dsf)
     bf16, f32 = jnp.bfloat16, jnp.float32
     ins = [x.astype(bf16) for x in (w, kd)] + [jnp.swapaxes(gc.astype(f32), 1, 2)]
     ins += [x.astype(bf16) for x in (qd, aqk, do)] + [dsf.astype(f32)]
@@ -131,7 +134,7 @@ def split_dh_mgpu(w, kd, gc, qd, aqk, do, dsf, *, interpret=None):
     ]
 
     def gdr_split_dh_mgpu(*refs):
-        _dh_kernel(*refs, C=C, Kp=Kp, N=N)
+        _dh_kernel(*refs, C=C, Kp=Kp, N=N, heads=heads, V=V)
 
     kernel = plgpu.kernel(
         gdr_split_dh_mgpu,

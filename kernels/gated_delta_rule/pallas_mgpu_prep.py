@@ -48,7 +48,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.pallas_mgpu_common import (_BF16_TR, _F32_TR, C_SUPPORTED,
                                                        KP_SUPPORTED)
-from kernels.gated_delta_rule.pallas_gpu_prep import qkv_dims
+from kernels.gated_delta_rule import caller_layout as lay
 
 VP_MAX = 256  # u's accumulator is [C, Vp]: the N of a wgmma is at most 256
 
@@ -66,12 +66,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     rows = pl.ds(n * C, C)
     f32, WG = jnp.float32, plgpu.Layout.WGMMA
 
-    def chunk(ref, tile_s):  # this chunk's rows of q, k or v ([BH, Tp, d] or the caller's)
-        if heads is None:
-            return ref.at[i, rows]
-        d = tile_s.shape[1]
-        return ref.at[i // heads, rows, pl.ds((i % heads) * d, d)]
-
+    chunk = lambda ref, tile_s: lay.tile(ref, i, rows, heads, tile_s.shape[1])
     for src, dst in ((chunk(q_g, q_s), q_s), (chunk(k_g, k_s), k_s), (chunk(v_g, v_s), v_s),
                      (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
                      (b_g.at[i, rows], b_s)):
@@ -156,10 +151,10 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
 def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, heads=None):
     """w, u, kd, qd, aqk (and T = (I + A)^-1 if save_inverse), bf16, in the layouts of
     `pallas_gpu_prep.prep_fwd`: q, k [BH, Tp, Kp], v [BH, Tp, Vp] (or with heads the caller's
-    [B, Tp, heads * Kp] and [B, Tp, heads * Vp]: `pallas_gpu_prep.caller_spec`), gs [BH, 2,
+    [B, Tp, heads * Kp] and [B, Tp, heads * Vp]: `caller_layout`), gs [BH, 2,
     Tp] (G and logF, `decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile
     for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
-    BH, Tp, Kp, Vp = qkv_dims(q, v, heads)
+    BH, Tp, Kp, Vp = lay.dims(q, v, heads)
     if not takes_shape(C, Kp, Vp) or Tp % C:
         raise ValueError(f"the Mosaic prep needs C = {C_SUPPORTED}, Kp in {KP_SUPPORTED}, "
                          f"Vp a multiple of 64 up to {VP_MAX} and Tp a multiple of C; got "
