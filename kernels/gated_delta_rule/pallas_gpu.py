@@ -178,8 +178,9 @@ def _prep_pallas_fwd(q, k, v, g, beta, C, cfg, prep, heads):
 
 
 def _prep_pallas_bwd(C, cfg, prep, heads, res, cts):
-    grads = _PREP[prep][2](*res, *cts, C=C, **_prep_cfg(cfg), **_heads(heads))  # fp32
-    # bf16 q, k, v take bf16 cotangents; XLA fuses the cast into its layout copy.
+    grads = _PREP[prep][2](*res, *cts, C=C, **_prep_cfg(cfg), **_heads(heads))
+    # dq, dk, dv: fp32 from prep="pallas" (XLA fuses the cast to bf16 into its layout copy),
+    # already in q's dtype from prep_bwd_split (the casts below are then no-ops).
     return tuple(d.astype(x.dtype) for d, x in zip(grads, res[:5]))
 
 
