@@ -70,3 +70,17 @@ def test_trace_runs_in_interpret_mode_and_names_bad_counts(tmp_path, capsys):
         gdn_kernel_trace.main(["--shape", "B=1,T=64,H=1,K=16,V=16", "--impl",
                                "pallas_gpu_default", "--calls", "0", "--out", str(tmp_path)])
     assert "--calls and --iters must be >= 1" in capsys.readouterr().err
+
+
+def test_variants_keep_the_prep_they_were_timed_with():
+    """Since the eleventh session the default prep is "auto" (Mosaic GPU where it takes the
+    shape): every other Pallas variant names its prep, so that each keeps the meaning its
+    logged timings had."""
+    from benchmarks.gdn_kernel_variants import JAX_IMPLS, XLA_IMPLS
+    assert JAX_IMPLS["pallas_gpu_default"] == dict(precision="default")
+    assert JAX_IMPLS["pallas_gpu_default_v9"] == dict(
+        precision="default", state_pass="mosaic_splitbwd", prep="pallas_splitbwd")
+    assert JAX_IMPLS["pallas_gpu_mosaic_prep"]["prep"] == "mosaic"
+    unnamed = [n for n, kw in JAX_IMPLS.items()
+               if n not in XLA_IMPLS and n != "pallas_gpu_default" and "prep" not in kw]
+    assert not unnamed
