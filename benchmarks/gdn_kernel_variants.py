@@ -12,6 +12,10 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
     pallas_gpu_default_callerlayout  the default with caller_layout=True: the kernels read
                         q, k, v, dO and write o, dq, dk, dv in [B, T, HV * d], no XLA
                         transposes of them (eleventh session, untimed)
+    pallas_gpu_mosaic_dqk, pallas_gpu_mosaic_dqk_callerlayout  the default's kernels with the
+                        split backward's parallel kernel in Mosaic GPU too (state_pass=
+                        "mosaic_dqk", pallas_mgpu_dqk.py), without and with caller_layout
+                        (eleventh session, untimed)
     pallas_gpu_default_v9  the ninth and tenth sessions' default: the Triton prep
                         (prep="pallas_splitbwd") and state_pass="mosaic_splitbwd"
     Every variant below that names no prep runs the Triton one, prep="pallas_splitbwd" (the
@@ -64,6 +68,9 @@ JAX_IMPLS = {
     "pallas_gpu_default_v9": dict(precision="default", state_pass="mosaic_splitbwd"),
     "pallas_gpu_default_callerlayout": dict(precision="default", prep="auto",
                                             caller_layout=True),
+    "pallas_gpu_mosaic_dqk": dict(precision="default", prep="auto", state_pass="mosaic_dqk"),
+    "pallas_gpu_mosaic_dqk_callerlayout": dict(precision="default", prep="auto",
+                                               state_pass="mosaic_dqk", caller_layout=True),
     "pallas_gpu_xlaprep": dict(precision="highest", prep="xla"),
     "pallas_gpu_default_xlaprep": dict(precision="default", prep="xla"),
     "pallas_gpu_default_splitprep": dict(precision="default", prep="pallas_split"),

@@ -331,9 +331,9 @@ def test_fwd_states_and_bwd_lower_for_cuda(Kp):
         assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
 
 
-def _api_errors(shape, *, interpret, state_pass="mosaic"):
+def _api_errors(shape, *, interpret, state_pass="mosaic", **kw):
     """Relative errors of o, the final state and the q, k, v, g, beta gradients of the whole
-    pallas_gpu path with state_pass="mosaic" against `reference.chunked`."""
+    pallas_gpu path with state_pass="mosaic" (and keywords kw) against `reference.chunked`."""
     from kernels.gated_delta_rule import reference
     from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
     from tests.test_kernels_gdr import make_inputs
@@ -350,7 +350,7 @@ def _api_errors(shape, *, interpret, state_pass="mosaic"):
 
     (o, S), grads = run(functools.partial(
         chunk_gated_delta_rule_pallas_gpu, chunk_size=64, interpret=interpret,
-        precision="default", state_pass=state_pass))
+        precision="default", state_pass=state_pass, **kw))
     (o_r, S_r), grads_r = run(functools.partial(reference.chunked, chunk_size=64))
     errs = {"o": rel_err(o, o_r), "S": rel_err(S, S_r)}
     errs.update({f"d{n}": rel_err(a, b) for n, a, b in zip("qkvgb", grads, grads_r)})

@@ -16,9 +16,10 @@
 #   bash experiments/scripts/gpu_open_work.sh trace     # ~3 min: every kernel and XLA op of
 #                                                       # one call, each shape, from JAX's
 #                                                       # profiler (gdn_kernel_trace.py)
-#   bash experiments/scripts/gpu_open_work.sh layout    # ~8 min: caller_layout against the
-#                                                       # default, every shape, fla, traces;
-#                                                       # GPU 0 first the GPU tests
+#   bash experiments/scripts/gpu_open_work.sh layout    # ~9 min: caller_layout and
+#                                                       # mosaic_dqk against the default,
+#                                                       # every shape, fla at two; GPU 0 the
+#                                                       # GPU tests, then traces
 #   bash experiments/scripts/gpu_open_work.sh confirm   # ~9 min: GPU 1 the 7B layer with its
 #                                                       # kernels alone, the headline again;
 #                                                       # GPU 0 the tests, the 370M step
@@ -127,26 +128,31 @@ case "${1:-}" in
     grep -E "^B|^  |exit" "$WORK/adopt1.out" | tail -30
     tar czf "$OUT/adopt.tgz" -C "$WORK" adopt0 adopt0t adopt1 adopt1.out ;;
   layout)
-    # The eleventh session's caller_layout (q, k, v, dq, dk, dv in the caller's layout: no XLA
-    # transposes of them) against the default. GPU 1: every shape with fla (the headline and
-    # B8 first); GPU 0: the compiled kernel tests (caller_layout's GPU test among them), then
-    # the trace of both at the headline and B8.
-    ours="pallas_gpu_default pallas_gpu_default_callerlayout"
-    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/layout1" MODE=bench BENCH_BUDGET=480 BENCH_TIMEOUT=545 \
-      BENCH_ARGS="--no-breakdown --shape B=4,T=4096,H=16,K=128,V=128
-      --shape B=8,T=2048,H=8,K=128,V=128 --shape B=1,T=8192,H=30,K=96,V=192
-      --shape B=1,T=8192,H=32,K=128,V=128 --impl fla $ours" \
-      bash benchmarks/gdn_kernel_gpu.sh > "$WORK/layout1.out" 2>&1 &
+    # The eleventh session's untimed work against its default: caller_layout (no XLA
+    # transposes of q, k, v, o, dO, dq, dk, dv) and state_pass="mosaic_dqk" (the split
+    # backward's parallel kernel in Mosaic GPU), each alone and together. GPU 1: the headline
+    # and B8 with fla, then the 7B layer and B1 T8192 H32 without (fla's cold autotune costs
+    # ~110 s a shape; fla at those two is in the LOG). GPU 0: the compiled kernel tests (the
+    # caller_layout and mosaic_dqk GPU tests among them), then the traces at the headline.
+    ours="pallas_gpu_default pallas_gpu_default_callerlayout pallas_gpu_mosaic_dqk
+          pallas_gpu_mosaic_dqk_callerlayout"
+    ( export CUDA_VISIBLE_DEVICES=1
+      OUT="$WORK/layout1" MODE=bench BENCH_BUDGET=330 BENCH_TIMEOUT=370 \
+        BENCH_ARGS="--no-breakdown --shape B=4,T=4096,H=16,K=128,V=128
+        --shape B=8,T=2048,H=8,K=128,V=128 --impl fla $ours" bash benchmarks/gdn_kernel_gpu.sh
+      OUT="$WORK/layout1b" MODE=bench BENCH_BUDGET=150 BENCH_TIMEOUT=170 \
+        BENCH_ARGS="--no-breakdown --shape B=1,T=8192,H=30,K=96,V=192
+        --shape B=1,T=8192,H=32,K=128,V=128 --impl $ours" bash benchmarks/gdn_kernel_gpu.sh
+    ) > "$WORK/layout1.out" 2>&1 &
     export CUDA_VISIBLE_DEVICES=0
     OUT="$WORK/layout0" MODE=tests TEST_TIMEOUT=250 bash benchmarks/gdn_kernel_gpu.sh | tail -4
-    timeout 200 $PY benchmarks/gdn_kernel_trace.py --mode fwd fwd+bwd --out "$WORK/layout0" \
-      --shape B=4,T=4096,H=16,K=128,V=128 --shape B=8,T=2048,H=8,K=128,V=128 --impl $ours \
-      > "$WORK/layout0/trace.out" 2>&1; echo "trace: exit $?"
-    grep -E "a call" "$WORK/layout0/trace.out"
+    timeout 200 $PY benchmarks/gdn_kernel_trace.py --mode fwd+bwd --out "$WORK/layout0" \
+      --shape B=4,T=4096,H=16,K=128,V=128 --impl $ours > "$WORK/layout0/trace.out" 2>&1
+    echo "trace: exit $?"; grep -E "a call" "$WORK/layout0/trace.out"
     wait
-    grep -E "^B|^  |exit" "$WORK/layout1.out" | tail -40
+    grep -E "^B|^  |exit" "$WORK/layout1.out" | tail -50
     tar czf "$OUT/layout.tgz" -C "$WORK" layout0/pytest_gpu.log layout0/trace.out \
-      layout0/gdn_trace.json layout1 layout1.out ;;
+      layout0/gdn_trace.json layout1 layout1b layout1.out ;;
   trace)
     # Where a call's time goes, glue included: GPU 0 the headline and B8 (the default and the
     # ninth session's), GPU 1 the 7B layer and B1 T8192 H32 (the default), fwd and fwd+bwd.

@@ -151,11 +151,14 @@ _CALLER_LAYOUT = ("pallas_splitbwd", "mosaic")
 # (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
 # "splitbwd" (the fused forward, the split backward), "mosaic" (pallas_mgpu.py),
 # "mosaic_splitbwd" (its forward, the split backward), "mosaic_dh" (also the split backward's
-# sequential kernel in Mosaic GPU, pallas_mgpu_dh.py; ninth session, timed in the eleventh).
-STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd", "mosaic_dh")
+# sequential kernel in Mosaic GPU, pallas_mgpu_dh.py; ninth session, timed in the eleventh),
+# "mosaic_dqk" (its parallel kernel too, pallas_mgpu_dqk.py; eleventh session, untimed).
+STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd", "mosaic_dh",
+                "mosaic_dqk")
 
 # The state passes with the split backward, and which of their kernels run in Mosaic GPU.
-_SPLITBWD_MOSAIC = {"splitbwd": "", "mosaic_splitbwd": "fwd", "mosaic_dh": "fwd_dh"}
+_SPLITBWD_MOSAIC = {"splitbwd": "", "mosaic_splitbwd": "fwd", "mosaic_dh": "fwd_dh",
+                    "mosaic_dqk": "fwd_dh_dqk"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +268,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     instead of the Triton ones; state_pass="mosaic_splitbwd" runs the Mosaic forward (saving
     delta) with the Triton split backward (same constraints); "mosaic_dh" also runs that
     backward's sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; the parallel one stays
-    Triton; same constraints). state_pass="auto" (the default)
+    Triton; same constraints); "mosaic_dqk" the parallel one too (`pallas_mgpu_dqk.py`; also
+    V <= 192; untimed). state_pass="auto" (the default)
     picks "mosaic_dh" where those constraints hold and interpret=False, else
     "splitbwd" (`pallas_gpu_auto.auto_state_pass`, with the measurements). prep: see the
     module docstring;

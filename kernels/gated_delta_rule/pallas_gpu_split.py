@@ -179,11 +179,12 @@ def split_fwd(w, u, kd, gc, qd, aqk, s0, *, precision, interpret, num_warps, num
 
 
 def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpret, num_warps,
-              num_stages, block_v, mosaic_dh=False, heads=None):
+              num_stages, block_v, mosaic_dh=False, mosaic_dqk=False, heads=None):
     """Cotangents (dw, du, dkd, dgc, dqd, daqk, ds0) in the primal dtypes; du in delta's.
     states: the chunk-entry states [BH, N*Kp, V], from `split_fwd` or the fused forward.
     mosaic_dh: the sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; precision="default",
-    the Mosaic state pass's shapes), the parallel one in Triton. heads: do in the caller's
+    the Mosaic state pass's shapes); mosaic_dqk: the parallel one too (`pallas_mgpu_dqk.py`;
+    V <= 192), else in Triton. heads: do in the caller's
     layout [BH / heads, Tp, heads * V] (`caller_layout`)."""
     (BH, Tp, Kp, C, N, BV, NV), dot, run, s, _ = _setup(
         w, aqk, gc, delta.shape[-1], precision, interpret, num_warps, num_stages, block_v)
@@ -217,14 +218,21 @@ def split_bwd(w, kd, gc, qd, aqk, states, delta, do, dsf, *, precision, interpre
             [s["states"], s["v"], s["state"]],
             [jax.ShapeDtypeStruct((BH, N * Kp, V), dt), jax.ShapeDtypeStruct((BH, Tp, V), dt),
              jax.ShapeDtypeStruct((BH, Kp, V), f32)])(w, kd, gc, qd, aqk, do, dsf)
-    dw, dkd, dqd, daqk, dgc = run(
-        functools.partial(_dqk_kernel, BV=BV, NV=NV, dot=dot), "gdr_split_dqk", (BH, N),
-        [c["state"], c["state"], c["v"], c["v"], c.get("do", c["v"])],
-        [c["k"], c["k"], c["k"], c["c"], c["gc"]],
-        [jax.ShapeDtypeStruct(w.shape, dt), jax.ShapeDtypeStruct(kd.shape, dt),
-         jax.ShapeDtypeStruct(qd.shape, dt), jax.ShapeDtypeStruct(aqk.shape, dt),
-         jax.ShapeDtypeStruct((BH, N, Kp), f32)],
-    )(states, dstates, delta, dd, do)
+    if mosaic_dqk:
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+        from kernels.gated_delta_rule.pallas_mgpu_dqk import split_dqk_mgpu
+        dw, dkd, dqd, daqk, dgc = split_dqk_mgpu(
+            states, dstates, delta, dd, do, C=C, out_dtype=dt, heads=heads,
+            interpret=plgpu.InterpretGPUParams() if interpret else None)
+    else:
+        dw, dkd, dqd, daqk, dgc = run(
+            functools.partial(_dqk_kernel, BV=BV, NV=NV, dot=dot), "gdr_split_dqk", (BH, N),
+            [c["state"], c["state"], c["v"], c["v"], c.get("do", c["v"])],
+            [c["k"], c["k"], c["k"], c["c"], c["gc"]],
+            [jax.ShapeDtypeStruct(w.shape, dt), jax.ShapeDtypeStruct(kd.shape, dt),
+             jax.ShapeDtypeStruct(qd.shape, dt), jax.ShapeDtypeStruct(aqk.shape, dt),
+             jax.ShapeDtypeStruct((BH, N, Kp), f32)],
+        )(states, dstates, delta, dd, do)
     dgc = jnp.swapaxes(dgc, 1, 2)  # [BH, N, Kp] -> gc's [BH, Kp, N]
     return (dw.astype(w.dtype), dd, dkd.astype(kd.dtype), dgc.astype(gc.dtype),
             dqd.astype(qd.dtype), daqk.astype(aqk.dtype), ds0)
@@ -243,12 +251,13 @@ def split_residuals(w, u, kd, gc, qd, aqk, states, delta):
     return (w, jnp.zeros((), u.dtype), kd, gc, qd, aqk, states, delta)
 
 
-def split_bwd_from_residuals(cfg, res, cts, mosaic_dh=False, heads=None):
+def split_bwd_from_residuals(cfg, res, cts, mosaic_dh=False, mosaic_dqk=False, heads=None):
     """The custom_vjp backward of a state pass whose forward saved `split_residuals`: the split
     backward (here, and after the fused forward of `pallas_gpu_state`)."""
     w, u_like, kd, gc, qd, aqk, states, delta = res
     dw, du, dkd, dgc, dqd, daqk, ds0 = split_bwd(w, kd, gc, qd, aqk, states, delta, *cts,
-                                                 mosaic_dh=mosaic_dh, heads=heads,
+                                                 mosaic_dh=mosaic_dh, mosaic_dqk=mosaic_dqk,
+                                                 heads=heads,
                                                  **_call_cfg(cfg, "bwd_split"))
     return dw, du.astype(u_like.dtype), dkd, dgc, dqd, daqk, ds0
 

@@ -160,7 +160,8 @@ state_pass.defvjp(_vjp_fwd, _vjp_bwd)
 # dots a step, then one parallel-over-chunks kernel summing the key-side cotangents over V).
 # mosaic="fwd" (state_pass="mosaic_splitbwd"): the same with the Mosaic GPU forward
 # (`pallas_mgpu.py`) instead; "fwd_dh" ("mosaic_dh"): also the backward's sequential kernel in
-# Mosaic GPU (`pallas_mgpu_dh.py`); "" (False): Triton throughout.
+# Mosaic GPU (`pallas_mgpu_dh.py`); "fwd_dh_dqk" ("mosaic_dqk"): also its parallel kernel
+# (`pallas_mgpu_dqk.py`); "" (False): Triton throughout.
 # heads (with a Mosaic forward only): o and dO in the caller's layout (`caller_layout`).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
 def state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, heads=None):
@@ -189,7 +190,8 @@ def _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, heads=None, residuals=
 
 
 def _splitbwd_bwd(cfg, mosaic, heads, res, cts):
-    return split_bwd_from_residuals(cfg, res, cts, mosaic_dh=mosaic == "fwd_dh", heads=heads)
+    return split_bwd_from_residuals(cfg, res, cts, mosaic_dh=mosaic.startswith("fwd_dh"),
+                                    mosaic_dqk=mosaic == "fwd_dh_dqk", heads=heads)
 
 
 state_pass_splitbwd.defvjp(_splitbwd_fwd, _splitbwd_bwd)
