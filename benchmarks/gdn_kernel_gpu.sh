@@ -40,7 +40,7 @@ if [ "$MODE" != bench ]; then
     --durations=0 ${TEST_FILES:-tests/test_kernels_gdr_pallas_gpu.py
     tests/test_kernels_gdr_pallas_gpu_api.py tests/test_kernels_gdr_mgpu.py
     tests/test_kernels_gdr_mgpu_dh.py tests/test_kernels_gdr_mgpu_prep.py
-    tests/test_kernels_gdr_split.py} 2>&1 \
+    tests/test_kernels_gdr_mgpu_dqk.py tests/test_kernels_gdr_split.py} 2>&1 \
     | tee "$OUT/pytest_gpu.log" \
     | grep -E "passed|failed|PASSED|FAILED|ERROR|Error|error|errors:|s call" | tail -30
   echo "tests: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"

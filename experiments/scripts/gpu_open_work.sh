@@ -145,8 +145,8 @@ case "${1:-}" in
         --shape B=1,T=8192,H=32,K=128,V=128 --impl $ours" bash benchmarks/gdn_kernel_gpu.sh
     ) > "$WORK/layout1.out" 2>&1 &
     export CUDA_VISIBLE_DEVICES=0
-    OUT="$WORK/layout0" MODE=tests TEST_TIMEOUT=250 bash benchmarks/gdn_kernel_gpu.sh | tail -4
-    timeout 200 $PY benchmarks/gdn_kernel_trace.py --mode fwd+bwd --out "$WORK/layout0" \
+    OUT="$WORK/layout0" MODE=tests TEST_TIMEOUT=290 bash benchmarks/gdn_kernel_gpu.sh | tail -4
+    timeout 180 $PY benchmarks/gdn_kernel_trace.py --mode fwd+bwd --out "$WORK/layout0" \
       --shape B=4,T=4096,H=16,K=128,V=128 --impl $ours > "$WORK/layout0/trace.out" 2>&1
     echo "trace: exit $?"; grep -E "a call" "$WORK/layout0/trace.out"
     wait
