@@ -199,7 +199,9 @@ def main(argv=None):
     p.add_argument("--block-d", type=int, default=None, help="prep K/V tile (kernel default 64)")
     p.add_argument("--state-pass", choices=("triton", "split", "splitbwd"), default=None,
                    help="the state pass: fused, split, or the fused forward and the split "
-                        "backward (the kernel default)")
+                        "backward (default: the kernel's auto, whose Mosaic GPU kernels this "
+                        "tool does not see: at 'default' with K <= 128 and V a multiple of 64 "
+                        "only the split backward's parallel kernel is Triton)")
     p.add_argument("--exact-decays", choices=("true", "false"), default=None,
                    help="the prep's in-chunk decays (kernel default: true only at highest)")
     p.add_argument("--decays-in-xla", action="store_true",

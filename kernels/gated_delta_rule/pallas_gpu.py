@@ -272,8 +272,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     V <= 192; untimed). state_pass="auto" (the default)
     picks "mosaic_dh" where those constraints hold and interpret=False, else
     "splitbwd" (`pallas_gpu_auto.auto_state_pass`, with the measurements). prep: see the
-    module docstring;
-    "auto" (the default) picks "mosaic" on the same terms (`pallas_gpu_auto.auto_prep`).
+    module docstring; "auto" (the default) picks "mosaic" on the same terms
+    (`pallas_gpu_auto.auto_prep`).
     exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
     terms (masked [C, C] scans); False takes differences of one cumulative sum, G_i - G_j, as
     fla does, with an absolute exponent error of ulp(|G|) (see
@@ -281,7 +281,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     decays_in_xla (with exact_decays False): the chunks' cumulative log-decays G and the
     chunk-total complements logF are summed by XLA ops before the prep kernels, which then run
     no scans and return cotangents of G and logF for JAX to map back to g (as fla's
-    chunk_local_cumsum does; `pallas_gpu_prep.decay_input`). Tenth session, not yet timed.
+    chunk_local_cumsum does; `pallas_gpu_prep.decay_input`). prep="mosaic" always does. With
+    the Triton prep on an H200 (eleventh session): 3-4% off forward+backward.
     caller_layout (preps "pallas_splitbwd" and "mosaic"): the prep kernels read q, k, v and
     write dq, dk, dv in the caller's [B, T, HV, K] layout (seen as [B, Tp, HV * Kp]), and
     with a Mosaic forward state pass ("mosaic_splitbwd", "mosaic_dh") the state kernels write
@@ -354,9 +355,9 @@ def chunk_gated_delta_rule_pallas_gpu(
         qkv_dt = (jnp.bfloat16 if precision == "default"
                   and jnp.result_type(q, k, v) == jnp.bfloat16 else jnp.float32)
         if caller_layout:  # [B, T, HV, d] -> [B, Tp, HV * d]: a reshape where T = Tp, d = Kp
-            lay = lambda x, d: jnp.pad(x, [(0, 0), (0, Tp - T), (0, 0), (0, d - x.shape[-1])]
-                                       ).reshape(B, Tp, HV * d)
-            qkv, heads = (lay(qf, Kp), lay(kf, Kp), lay(vf, Vp)), HV
+            to_caller = lambda x, d: jnp.pad(
+                x, [(0, 0), (0, Tp - T), (0, 0), (0, d - x.shape[-1])]).reshape(B, Tp, HV * d)
+            qkv, heads = (to_caller(qf, Kp), to_caller(kf, Kp), to_caller(vf, Vp)), HV
         else:
             vcp = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
             qkv, heads = (flat(x) for x in (qc, kc, vcp)), None

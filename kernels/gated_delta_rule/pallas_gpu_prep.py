@@ -73,6 +73,11 @@ def decay_input(g, C, decays):
     return jnp.stack([G.reshape(BH, Tp), (G[..., -1:] - G).reshape(BH, Tp)], axis=1)
 
 
+def _g_shape(BH, Tp, decays):
+    """The shape of `decay_input`'s array (and of its cotangent)."""
+    return (BH, 2, Tp) if decays == "xla" else (BH, Tp)
+
+
 def _g_spec(C, decays):
     """The BlockSpec of `decay_input`'s array (and of its cotangent) over grid (BH, chunks)."""
     if decays == "xla":
@@ -335,6 +340,14 @@ def _specs(C, Kp, Vp, decays):
     return tile(Kp), tile(Vp), tile(C), vec, _g_spec(C, decays)
 
 
+def _prep_call(BH, Tp, C, compiler_params, interpret):
+    """pl.pallas_call over (BH, chunks) with each kernel's own launch parameters (by name)."""
+    def call(kernel, *, name, **kw):
+        return pl.pallas_call(kernel, grid=(BH, Tp // C), interpret=interpret, name=name,
+                              compiler_params=_params_for(compiler_params, name), **kw)
+    return call
+
+
 def _kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays):
     if block_d < 16 or block_d & (block_d - 1):
         raise ValueError(f"block_d must be a power of two >= 16, got {block_d}")
@@ -355,14 +368,12 @@ def prep_fwd(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_
     xk, xv = lay.block_spec(C, Kp, heads), lay.block_spec(C, Vp, heads)
     sds = lambda d, dt=out_dtype: jax.ShapeDtypeStruct((BH, Tp, d), dt)
     extra = [sds(C)] if save_inverse else []
-    return pl.pallas_call(
+    return _prep_call(BH, Tp, C, compiler_params, interpret)(
         functools.partial(_prep_fwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)),
-        grid=(BH, Tp // C),
         in_specs=[xk, xk, xv, gs, vec],
         out_specs=[tk, tv, tk, tk, tc] + [tc] * len(extra),
         out_shape=[sds(Kp), sds(Vp), sds(Kp), sds(Kp), sds(C)] + extra,
-        compiler_params=_params_for(compiler_params, "gdr_prep_fwd"), interpret=interpret,
         name="gdr_prep_fwd",
     )(q, k, v, g, beta)
 
@@ -375,14 +386,12 @@ def prep_bwd(q, k, v, g, beta, dw, du, dkd, dqd, daqk, *, C, block_d, dot, dot_i
     tk, tv, tc, vec, gs = _specs(C, Kp, Vp, decays)
     f32 = jnp.float32
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), f32)
-    return pl.pallas_call(
+    return _prep_call(BH, Tp, C, compiler_params, interpret)(
         functools.partial(_prep_bwd_kernel,
                           **_kernel_kw(C, Kp, Vp, block_d, dot, dot_inv, decays)),
-        grid=(BH, Tp // C),
         in_specs=[tk, tk, tv, gs, vec, tk, tv, tk, tk, tc],
         out_specs=[tk, tk, tv, gs, vec],
-        out_shape=[sds(Kp), sds(Kp), sds(Vp), jax.ShapeDtypeStruct(g.shape, f32),
+        out_shape=[sds(Kp), sds(Kp), sds(Vp), jax.ShapeDtypeStruct(_g_shape(BH, Tp, decays), f32),
                    jax.ShapeDtypeStruct((BH, Tp), f32)],
-        compiler_params=_params_for(compiler_params, "gdr_prep_bwd"), interpret=interpret,
         name="gdr_prep_bwd",
     )(q, k, v, g, beta, dw, du, dkd, dqd, daqk)  # dq, dk, dv, dg, dbeta

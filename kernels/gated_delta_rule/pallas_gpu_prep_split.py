@@ -46,15 +46,14 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import pallas as pl
 
 from kernels.gated_delta_rule import caller_layout as lay
-from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN, _params_for
+from kernels.gated_delta_rule.pallas_gpu_common import _NN, _TN
 from kernels.gated_delta_rule.pallas_gpu_prep import (_cols, _decay_grads, _decays, _dg_decay,
-                                                      _inverse_grad, _kernel_kw, _kk_qk,
-                                                      _log_decays, _masked_decays, _specs,
-                                                      _store_dg, _tiles, _unit_lower_inverse,
-                                                      _write_wu, prep_fwd)
+                                                      _g_shape, _inverse_grad, _kernel_kw,
+                                                      _kk_qk, _log_decays, _masked_decays,
+                                                      _prep_call, _specs, _store_dg, _tiles,
+                                                      _unit_lower_inverse, _write_wu, prep_fwd)
 
 
 def _kkt_kernel(q_ref, k_ref, g_ref, b_ref, a_ref, aqk_ref, *, C, BK, BV, dot, dot_inv, decays):
@@ -87,14 +86,6 @@ def _wu_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, t_ref, w_ref, u_ref, qd_ref, k
     E, F = _row_decays(g_ref, C, decays)
     _write_wu(q_ref, k_ref, v_ref, w_ref, u_ref, qd_ref, kd_ref, T, beta, E, F, BK=BK, BV=BV,
               dot=dot)
-
-
-def _prep_call(BH, Tp, C, compiler_params, interpret):
-    """pl.pallas_call over (BH, chunks) with each kernel's own launch parameters (by name)."""
-    def call(kernel, *, name, **kw):
-        return pl.pallas_call(kernel, grid=(BH, Tp // C), interpret=interpret, name=name,
-                              compiler_params=_params_for(compiler_params, name), **kw)
-    return call
 
 
 def prep_fwd_split(q, k, v, g, beta, *, C, block_d, dot, dot_inv, interpret, compiler_params,
@@ -215,9 +206,7 @@ def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, com
     qk = call(
         functools.partial(_qk_bwd_kernel, **kw),
         in_specs=[xk, xk, gs, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[xk, xk, gs],
-        out_shape=[grad(Kp), grad(Kp),
-                   jax.ShapeDtypeStruct((BH, 2, Tp) if decays == "xla" else (BH, Tp),
-                                        jnp.float32)],
+        out_shape=[grad(Kp), grad(Kp), jax.ShapeDtypeStruct(_g_shape(BH, Tp, decays), jnp.float32)],
         name="gdr_prep_bwd_qk")
     return inverse, decay, qk
 

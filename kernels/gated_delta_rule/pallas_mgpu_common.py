@@ -1,10 +1,12 @@
 """Shared by the Mosaic GPU state pass kernels (`pallas_mgpu.py` forward and custom_vjp,
 `pallas_mgpu_bwd.py` backward, `pallas_mgpu_dh.py` the split backward's sequential kernel):
-tile sizes, SMEM transforms, the layout check, the TMA loads of a chunk's operands, and the
-carried state tile's way in and out."""
+tile sizes, SMEM transforms, the layout check, the TMA loads of a chunk's operands, the carried
+state tile's way in and out, and the wgmma products (also for `pallas_mgpu_prep.py` and
+`pallas_mgpu_dqk.py`)."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
@@ -58,6 +60,17 @@ def copy_chunk_operands(g_refs, bufs, *, i, n, C, cols, slot, bar):
         plgpu.copy_gmem_to_smem(u_g.at[i, rows, cols], u_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(aqk_g.at[i, rows], aqk_buf.at[slot], bar)
     plgpu.copy_gmem_to_smem(gct_g.at[i, n], gc_buf.at[slot], bar)
+
+
+def wgmma_products(pairs, shapes):
+    """lhs @ rhs for each (lhs, rhs) pair of SMEM refs (or transposed views), each into a fresh
+    fp32 accumulator of its shape, issued together and waited for; returns the values."""
+    def run(*accs):
+        for acc, (lhs, rhs) in zip(accs, pairs):
+            plgpu.wgmma(acc, lhs, rhs)
+        plgpu.wgmma_wait(0)
+        return tuple(acc[...] for acc in accs)
+    return pl.run_scoped(run, *(plgpu.ACC(s, jnp.float32) for s in shapes))
 
 
 def load_state(src_g, staging, bar):

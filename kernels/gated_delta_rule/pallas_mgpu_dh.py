@@ -9,7 +9,9 @@ Why this exists
     20-25% alone (0.367 against 0.476 ms there). This is `_dh_kernel`'s math in the Mosaic
     forward's structure; state_pass="mosaic_dh" runs it (`pallas_gpu_state.state_pass_splitbwd`).
     Status: checked on a CPU host (Mosaic GPU interpreter with its race detector, against the
-    Triton kernel in Pallas interpret mode; CUDA lowering); not yet compiled or timed on a GPU.
+    Triton kernel in Pallas interpret mode; CUDA lowering); on an H200 (eleventh session) the
+    split backward took 0.522 ms with it against 0.700 with the Triton one at B4 T4096 H16
+    K=V=128, and state_pass="auto" has run it since.
 
 What it computes. One program (one warpgroup) per (batch x value head i, V tile j of BV = 64)
 walks the N chunks of C = 64 rows from the last, with dS = dL/dS_{n+1} [Kp, BV] fp32 in

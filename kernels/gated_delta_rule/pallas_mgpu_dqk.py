@@ -33,7 +33,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule import caller_layout as lay
 from kernels.gated_delta_rule.pallas_mgpu_common import (BV, _BF16_TR, C_SUPPORTED,
-                                                       KP_SUPPORTED)
+                                                       KP_SUPPORTED, wgmma_products)
 
 V_MAX = 192  # S, dS, delta, dd and dO of the whole V in shared memory
 
@@ -54,14 +54,6 @@ def _dqk_kernel(st_g, dst_g, delta_g, dd_g, do_g, dw_g, dkd_g, dqd_g, daqk_g, dg
         plgpu.copy_gmem_to_smem(src, dst, bar)
     plgpu.barrier_wait(bar)
 
-    def products(pairs, shapes):  # lhs @ rhs for each pair, into fresh fp32 accumulators
-        def run(*accs):
-            for acc, (lhs, rhs) in zip(accs, pairs):
-                plgpu.wgmma(acc, lhs, rhs)
-            plgpu.wgmma_wait(0)
-            return tuple(acc[...] for acc in accs)
-        return pl.run_scoped(run, *(plgpu.ACC(s, f32) for s in shapes))
-
     def store(tile_s, x, dst_g):  # x -> SMEM tile -> GMEM (TMA), once the tile's last store
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # has read it
         tile_s[...] = x.astype(tile_s.dtype)
@@ -69,10 +61,10 @@ def _dqk_kernel(st_g, dst_g, delta_g, dd_g, do_g, dw_g, dkd_g, dqd_g, daqk_g, dg
         plgpu.copy_smem_to_gmem(tile_s, dst_g)
         plgpu.commit_smem_to_gmem_group()
 
-    dw, dqd = products(((dd_s, st_s.T), (do_s, st_s.T)), ((C, Kp), (C, Kp)))
+    dw, dqd = wgmma_products(((dd_s, st_s.T), (do_s, st_s.T)), ((C, Kp), (C, Kp)))
     store(ck_s, -dw, dw_g.at[i, rows])
     store(ck_s, dqd, dqd_g.at[i, rows])
-    dkd, daqk = products(((delta_s, dst_s.T), (do_s, delta_s.T)), ((C, Kp), (C, C)))
+    dkd, daqk = wgmma_products(((delta_s, dst_s.T), (do_s, delta_s.T)), ((C, Kp), (C, C)))
     store(ck_s, dkd, dkd_g.at[i, rows])
     store(cc_s, daqk, daqk_g.at[i, rows])
     dgc = jnp.zeros((Kp,), f32)
