@@ -6,16 +6,20 @@ seventh, prep="pallas_splitbwd"; earlier result files name earlier defaults):
     pallas_gpu          kernels/gated_delta_rule/pallas_gpu.py as the API runs it (its
                         defaults), precision="highest" (TF32x3 kernel dots)
     pallas_gpu_default  the same at precision="default" (bf16 dot operands, fp32 accumulation;
-                        since the eleventh session prep="auto" and state_pass="auto" are the
-                        Mosaic prep forward, state forward and dh kernel where they take the
-                        shape: every issue shape)
-    pallas_gpu_default_callerlayout  the default with caller_layout=True: the kernels read
-                        q, k, v, dO and write o, dq, dk, dv in [B, T, HV * d], no XLA
-                        transposes of them (eleventh session, untimed)
-    pallas_gpu_mosaic_dqk, pallas_gpu_mosaic_dqk_callerlayout  the default's kernels with the
+                        since the twelfth session prep="auto", state_pass="auto" and
+                        caller_layout=None are the Mosaic prep forward, state forward, dh and
+                        dqk kernels, with q, k, v, o and their gradients in the caller's
+                        layout, where they take the shape: every issue shape)
+    pallas_gpu_default_v11  the eleventh session's default: the Mosaic prep forward, state
+                        forward and dh kernel (state_pass="mosaic_dh"), XLA transposes
+    pallas_gpu_default_callerlayout  pallas_gpu_default_v11 with caller_layout=True: the
+                        kernels read q, k, v, dO and write o, dq, dk, dv in [B, T, HV * d],
+                        no XLA transposes of them (eleventh session; timed in the twelfth)
+    pallas_gpu_mosaic_dqk, pallas_gpu_mosaic_dqk_callerlayout  the eleventh's default with the
                         split backward's parallel kernel in Mosaic GPU too (state_pass=
-                        "mosaic_dqk", pallas_mgpu_dqk.py), without and with caller_layout
-                        (eleventh session, untimed)
+                        "mosaic_dqk", pallas_mgpu_dqk.py), without and with caller_layout;
+                        the second is the twelfth session's default
+    Every variant but pallas_gpu_default that does not name caller_layout runs without it.
     pallas_gpu_default_v9  the ninth and tenth sessions' default: the Triton prep
                         (prep="pallas_splitbwd") and state_pass="mosaic_splitbwd"
     Every variant below that names no prep runs the Triton one, prep="pallas_splitbwd" (the
@@ -66,8 +70,9 @@ JAX_IMPLS = {
     "pallas_gpu": dict(precision="highest"),
     "pallas_gpu_default": dict(precision="default"),
     "pallas_gpu_default_v9": dict(precision="default", state_pass="mosaic_splitbwd"),
+    "pallas_gpu_default_v11": dict(precision="default", prep="auto", state_pass="mosaic_dh"),
     "pallas_gpu_default_callerlayout": dict(precision="default", prep="auto",
-                                            caller_layout=True),
+                                            state_pass="mosaic_dh", caller_layout=True),
     "pallas_gpu_mosaic_dqk": dict(precision="default", prep="auto", state_pass="mosaic_dqk"),
     "pallas_gpu_mosaic_dqk_callerlayout": dict(precision="default", prep="auto",
                                                state_pass="mosaic_dqk", caller_layout=True),
@@ -102,13 +107,14 @@ JAX_IMPLS = {
     # session handed them to the prep kernels in bf16 (the baseline of that change)
     "pallas_gpu_default_f32qkv": dict(precision="default", qkv_dtype="float32"),
 }
-for _name, _kw in JAX_IMPLS.items():  # the Triton prep wherever a variant names none (above)
-    if _name not in XLA_IMPLS and _name != "pallas_gpu_default":
+for _name, _kw in JAX_IMPLS.items():  # the Triton prep and the transposed layout wherever a
+    if _name not in XLA_IMPLS and _name != "pallas_gpu_default":  # variant names neither
         _kw.setdefault("prep", "pallas_splitbwd")
+        _kw.setdefault("caller_layout", False)
 # In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
 # cut short by --budget-s loses the least telling variants.
 DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
-                 "pallas_gpu_default_v9",
+                 "pallas_gpu_default_v11", "pallas_gpu_default_v9",
                  "pallas_gpu_default_fused", "pallas_gpu_default_splitprep",
                  "pallas_gpu_default_fusedprep", "pallas_gpu_split", "pallas_gpu_mosaic_splitbwd",
                  "pallas_gpu_mosaic", "pallas_gpu_default_xlaprep", "pallas_gpu",

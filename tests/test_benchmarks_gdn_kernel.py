@@ -79,8 +79,12 @@ def test_variants_keep_the_prep_they_were_timed_with():
     from benchmarks.gdn_kernel_variants import JAX_IMPLS, XLA_IMPLS
     assert JAX_IMPLS["pallas_gpu_default"] == dict(precision="default")
     assert JAX_IMPLS["pallas_gpu_default_v9"] == dict(
-        precision="default", state_pass="mosaic_splitbwd", prep="pallas_splitbwd")
+        precision="default", state_pass="mosaic_splitbwd", prep="pallas_splitbwd",
+        caller_layout=False)
+    assert JAX_IMPLS["pallas_gpu_default_v11"] == dict(
+        precision="default", prep="auto", state_pass="mosaic_dh", caller_layout=False)
     assert JAX_IMPLS["pallas_gpu_mosaic_prep"]["prep"] == "mosaic"
     unnamed = [n for n, kw in JAX_IMPLS.items()
-               if n not in XLA_IMPLS and n != "pallas_gpu_default" and "prep" not in kw]
+               if n not in XLA_IMPLS and n != "pallas_gpu_default"
+               and not {"prep", "caller_layout"} <= set(kw)]
     assert not unnamed

@@ -76,17 +76,35 @@ def test_gpu_api_dispatch_matches_chunked():
     assert rel_err(o, o_ref) < FP32_TOL and rel_err(S, S_ref) < FP32_TOL
 
 
-@pytest.mark.gpu
-def test_gpu_api_default_precision_runs_theauto_state_pass():
-    """At "default" the API's pallas_gpu resolves prep="auto" and state_pass="auto": at the 7B
-    layer's head dims (K=96 -> 128, V=192) the Mosaic prep forward, the Mosaic forward state
-    pass and the split backward with its Mosaic sequential kernel. Output, state and gradients
-    against XLA's chunked at "highest", to bf16-level error."""
-    from kernels.gated_delta_rule.pallas_gpu_auto import auto_prep, auto_state_pass
-    assert auto_state_pass("default", False, 64, 128, 192) == "mosaic_dh"
+def test_auto_choices_follow_the_shapes_the_kernels_take():
+    """What "auto" resolves to: the Mosaic state kernels (the dqk one only up to V = 192), the
+    Mosaic prep, and the caller's layout with it; Triton at "highest" and in interpret mode."""
+    from kernels.gated_delta_rule.pallas_gpu_auto import (auto_caller_layout, auto_prep,
+                                                          auto_state_pass)
+    assert auto_state_pass("default", False, 64, 128, 192) == "mosaic_dqk"
+    assert auto_state_pass("default", False, 64, 64, 128) == "mosaic_dqk"
+    assert auto_state_pass("default", False, 64, 128, 256) == "mosaic_dh"
+    assert auto_state_pass("default", False, 64, 64, 96) == "splitbwd"  # V not a multiple of 64
+    assert auto_state_pass("default", False, 32, 128, 128) == "splitbwd"
+    assert auto_state_pass("highest", False, 64, 128, 128) == "splitbwd"
+    assert auto_state_pass("default", True, 64, 128, 128) == "splitbwd"
     assert auto_prep("default", False, "outer", 64, 128, 192) == "mosaic"
-    args = make_inputs(13, 1, 300, 2, 4, 96, 192, decay="mild")
-    w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, 96, 192))
+    assert auto_prep("default", False, "exact", 64, 128, 192) == "pallas_splitbwd"
+    assert auto_prep("highest", False, "exact", 64, 128, 128) == "pallas_splitbwd"
+    assert auto_caller_layout("mosaic") and not auto_caller_layout("pallas_splitbwd")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,V", [(96, 192), (48, 96)])
+def test_gpu_api_default_precision_runs_theauto_state_pass(K, V):
+    """At "default" the API's pallas_gpu resolves prep="auto", state_pass="auto" and
+    caller_layout=None: at the 7B layer's head dims (K=96 -> 128, V=192) the Mosaic prep
+    forward, the Mosaic forward state pass and the split backward with both kernels in Mosaic
+    GPU, all in the caller's layout; at the 370M model's (K=48 -> 64, V=96 -> 128 for the
+    prep) the Mosaic prep in the caller's layout with the Triton state pass. Output, state and
+    gradients against XLA's chunked at "highest", to bf16-level error."""
+    args = make_inputs(13, 1, 300, 2, 4, K, V, decay="mild")
+    w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, K, V))
     runs = {impl: _forward_and_grads(
         functools.partial(chunk_gated_delta_rule, implementation=impl, precision=p,
                           output_final_state=True), w32, args)

@@ -10,9 +10,11 @@
 #                                                       # shape; GPU 1 the 7B layer, B1
 #                                                       # T8192 H32 and B8 T2048 H8
 #   bash experiments/scripts/gpu_open_work.sh adopt     # ~9 min: every shape (two a GPU),
-#                                                       # the eleventh session's default
-#                                                       # against the ninth's and fla; GPU 0
-#                                                       # then the GPU tests
+#                                                       # the default against the one before
+#                                                       # and fla; GPU 0 then the API's GPU
+#                                                       # tests
+#   bash experiments/scripts/gpu_open_work.sh check     # ~8 min: GPU 1 every GPU test; GPU 0
+#                                                       # the 370M step, Pallas against XLA
 #   bash experiments/scripts/gpu_open_work.sh trace     # ~3 min: every kernel and XLA op of
 #                                                       # one call, each shape, from JAX's
 #                                                       # profiler (gdn_kernel_trace.py)
@@ -107,13 +109,12 @@ case "${1:-}" in
     tail -40 "$WORK/kernel1.out"
     tar czf "$OUT/kernel.tgz" -C "$WORK" kernel0 kernel1 kernel1.out ;;
   adopt)
-    # The eleventh session's default (the Mosaic prep forward, state forward and dh kernel)
-    # against the ninth's (pallas_gpu_default_v9: Triton prep, mosaic_splitbwd) and fla, every
-    # shape. fla's cold autotune costs ~110 s a shape, so two shapes a GPU: GPU 1 the headline
-    # and B8 (which the kernel phase's budget never reached), with XLA; GPU 0 the 7B layer and
-    # B1 T8192 H32, then the compiled kernel tests (the API's auto path now runs all three
-    # Mosaic kernels). The 370M training step is the `train` phase.
-    ours="pallas_gpu_default pallas_gpu_default_v9"
+    # The default against the one before it (the twelfth session's, mosaic_dqk with caller
+    # layout, against the eleventh's, pallas_gpu_default_v11) and fla, every shape. fla's cold
+    # autotune costs ~110 s a shape, so two shapes a GPU: GPU 1 the headline and B8 with XLA;
+    # GPU 0 the 7B layer and B1 T8192 H32, then the API's GPU tests (its auto path runs every
+    # default kernel). The whole GPU test set and the 370M step are the `check` phase.
+    ours="pallas_gpu_default pallas_gpu_default_v11"
     CUDA_VISIBLE_DEVICES=1 OUT="$WORK/adopt1" MODE=bench BENCH_BUDGET=470 BENCH_TIMEOUT=545 \
       BENCH_ARGS="--no-breakdown --shape B=4,T=4096,H=16,K=128,V=128
       --shape B=8,T=2048,H=8,K=128,V=128 --impl fla xla_chunked_default $ours" \
@@ -122,11 +123,22 @@ case "${1:-}" in
       BENCH_ARGS="--no-breakdown --shape B=1,T=8192,H=30,K=96,V=192
       --shape B=1,T=8192,H=32,K=128,V=128 --impl fla $ours" \
       bash benchmarks/gdn_kernel_gpu.sh 2>&1 | grep -E "^B|^  |exit" | tail -20
-    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/adopt0t" MODE=tests TEST_TIMEOUT=240 \
-      bash benchmarks/gdn_kernel_gpu.sh | tail -4
+    CUDA_VISIBLE_DEVICES=0 OUT="$WORK/adopt0t" MODE=tests TEST_TIMEOUT=230 \
+      TEST_FILES=tests/test_kernels_gdr_pallas_gpu_api.py bash benchmarks/gdn_kernel_gpu.sh \
+      | tail -4
     wait
     grep -E "^B|^  |exit" "$WORK/adopt1.out" | tail -30
     tar czf "$OUT/adopt.tgz" -C "$WORK" adopt0 adopt0t adopt1 adopt1.out ;;
+  check)
+    # After `adopt`: GPU 1 every compiled kernel test; GPU 0 the hybrid's 370M training step,
+    # the Pallas kernel (its defaults) against XLA's chunked path, at "default".
+    CUDA_VISIBLE_DEVICES=1 OUT="$WORK/check1" MODE=tests TEST_TIMEOUT=500 \
+      bash benchmarks/gdn_kernel_gpu.sh > "$WORK/check1.out" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 timeout 500 bash -c "$(declare -f train_rows); train_rows default"
+    wait
+    tail -8 "$WORK/check1.out"
+    tar czf "$OUT/check.tgz" -C "$WORK" check1 check1.out \
+      $(cd "$WORK" && ls train_*_default.json) ;;
   layout)
     # The eleventh session's untimed work against its default: caller_layout (no XLA
     # transposes of q, k, v, o, dO, dq, dk, dv) and state_pass="mosaic_dqk" (the split

@@ -112,7 +112,8 @@ from kernels.gated_delta_rule.pallas_gpu_prep_split import (prep_bwd_split, prep
                                                             prep_fwd_split)
 from kernels.gated_delta_rule.pallas_gpu_common import (_next_pow2, _operand_dtype, _prep_cfg,
                                                          _prep_v, kernel_config)
-from kernels.gated_delta_rule.pallas_gpu_auto import auto_prep, auto_state_pass
+from kernels.gated_delta_rule.pallas_gpu_auto import (auto_caller_layout, auto_prep,
+                                                      auto_state_pass)
 from kernels.gated_delta_rule.pallas_gpu_split import state_pass_split
 
 PRECISIONS = ("highest", "default")
@@ -152,7 +153,8 @@ _CALLER_LAYOUT = ("pallas_splitbwd", "mosaic")
 # "splitbwd" (the fused forward, the split backward), "mosaic" (pallas_mgpu.py),
 # "mosaic_splitbwd" (its forward, the split backward), "mosaic_dh" (also the split backward's
 # sequential kernel in Mosaic GPU, pallas_mgpu_dh.py; ninth session, timed in the eleventh),
-# "mosaic_dqk" (its parallel kernel too, pallas_mgpu_dqk.py; eleventh session, untimed).
+# "mosaic_dqk" (its parallel kernel too, pallas_mgpu_dqk.py; eleventh session, timed and the
+# default in the twelfth).
 STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd", "mosaic_dh",
                 "mosaic_dqk")
 
@@ -236,7 +238,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     exact_decays: Optional[bool] = None,
     prep_launch: Optional[dict] = None,
     decays_in_xla: bool = False,
-    caller_layout: bool = False,
+    caller_layout: Optional[bool] = None,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
 
@@ -269,9 +271,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     delta) with the Triton split backward (same constraints); "mosaic_dh" also runs that
     backward's sequential kernel in Mosaic GPU (`pallas_mgpu_dh.py`; the parallel one stays
     Triton; same constraints); "mosaic_dqk" the parallel one too (`pallas_mgpu_dqk.py`; also
-    V <= 192; untimed). state_pass="auto" (the default)
-    picks "mosaic_dh" where those constraints hold and interpret=False, else
-    "splitbwd" (`pallas_gpu_auto.auto_state_pass`, with the measurements). prep: see the
+    V <= 192). state_pass="auto" (the default) picks "mosaic_dqk" where those constraints
+    hold and interpret=False, "mosaic_dh" where only V > 192 fails, else "splitbwd"
+    (`pallas_gpu_auto.auto_state_pass`, with the measurements). prep: see the
     module docstring; "auto" (the default) picks "mosaic" on the same terms
     (`pallas_gpu_auto.auto_prep`).
     exact_decays (Pallas preps only): True sums each in-chunk log-decay difference over its own
@@ -288,7 +290,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     with a Mosaic forward state pass ("mosaic_splitbwd", "mosaic_dh") the state kernels write
     o and read dO in it, instead of XLA transposing each to [B * HV, Tp, *] and back (0.34 ms
     of 2.2 forward+backward at the headline shape, H100 trace, eleventh session;
-    `caller_layout.py`). Bitwise the same results. Eleventh session, untimed.
+    `caller_layout.py`). Bitwise the same results. None (the default): True with the Mosaic
+    prep, where it was timed (`pallas_gpu_auto.auto_caller_layout`), else False.
     prep_launch: {prep kernel name: (num_warps, num_stages)} for single Pallas prep kernels
     (`pallas_gpu_common.PREP_KERNELS`, e.g. {"gdr_prep_bwd_decay": (8, 3)}); the others run
     at num_warps_prep and num_stages (or 1). For launch sweeps and per-kernel tuning.
@@ -334,6 +337,8 @@ def chunk_gated_delta_rule_pallas_gpu(
     Vp = _prep_v(V, dict(cfg)["block_d"])
     if prep == "auto":
         prep = auto_prep(precision, interpret, dict(cfg)["decays"], C, Kp, Vp)
+    if caller_layout is None:
+        caller_layout = auto_caller_layout(prep)
     if caller_layout and prep not in _CALLER_LAYOUT:
         raise ValueError(f"caller_layout needs prep in {_CALLER_LAYOUT}; got prep={prep!r}")
     if prep == "mosaic":
