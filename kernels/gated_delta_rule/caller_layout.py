@@ -6,7 +6,8 @@ dq, dk, dv to and fro: seven tensor-sized copies, 0.34 ms of a 2.2 ms forward+ba
 B4 T4096 H16 K=V=128 (H100 trace, experiments/LOG.md). With heads = HV the kernels index the
 caller's arrays seen as [B, Tp, HV * d] (a free reshape when T is a multiple of the chunk):
 program i reads batch i // heads, columns from (i % heads) * d. heads=None keeps
-[B * HV, Tp, d]. (pallas_gpu's caller_layout=True.)
+[B * HV, Tp, d]. (pallas_gpu's caller_layout=True, the default with the Mosaic prep since the
+twelfth session: 0.155 ms off forward+backward at that shape on an H200.)
 """
 
 from __future__ import annotations

@@ -19,17 +19,18 @@ Why this exists
          the state [K, BV] in registers, writing o (and, for the backward, each chunk's entry
          state and, for the split backward, delta); by default (state_pass="auto") the Mosaic
          GPU kernel of `pallas_mgpu.py` where it takes the shape, else the Triton one;
-      3. its backward: by default ("auto" resolves to "mosaic_dh" or "splitbwd") split
-         as fla splits it
-         (`pallas_gpu_split.split_bwd`): a sequential kernel carries dS over the chunks in
-         reverse and writes each chunk's dS and dd (a Mosaic GPU kernel under "mosaic_dh",
-         `pallas_mgpu_dh.py`), then one parallel-over-chunks kernel computes the rest.
-         state_pass="triton" instead does all of it in one sequential kernel (the fused
-         backward, `pallas_gpu_state.py`).
-    On an H200 at B4 T4096 H16 K=V=128, "default", forward+backward took 1.894 ms with the
-    defaults against fla's 2.744 (triton do_bench, host launches included) and 1.683 (replayed
-    from a CUDA graph: GPU time alone), and 9.965 for XLA's `chunked` at "default", one run
-    (experiments/LOG.md, eleventh session; 2.23 in the eighth, 3.28 in the seventh).
+      3. its backward: by default ("auto" resolves to "mosaic_dqk", "mosaic_dh" or
+         "splitbwd") split as fla splits it (`pallas_gpu_split.split_bwd`): a sequential
+         kernel carries dS over the chunks in reverse and writes each chunk's dS and dd (a
+         Mosaic GPU kernel under "mosaic_dh" and "mosaic_dqk", `pallas_mgpu_dh.py`), then one
+         parallel-over-chunks kernel computes the rest (Mosaic GPU under "mosaic_dqk",
+         `pallas_mgpu_dqk.py`). state_pass="triton" instead does all of it in one sequential
+         kernel (the fused backward, `pallas_gpu_state.py`).
+    With the Mosaic prep the kernels read q, k, v, dO and write o, dq, dk, dv in the caller's
+    layout (caller_layout, `caller_layout.py`), so XLA transposes none of them.
+    H200, B4 T4096 H16 K=V=128, "default", forward+backward: 1.569 ms against fla's 2.742
+    (do_bench, host launches included) or 1.687 (its GPU time alone, a CUDA graph) and XLA's
+    `chunked` 9.997, one run (twelfth session; every version in experiments/LOG.md).
     q/k L2 normalisation, scale, head grouping and padding are XLA glue around them.
 
     Per chunk n (state S_n entering it; shapes per program: C x Kp, C x BV, Kp x BV):
@@ -152,9 +153,8 @@ _CALLER_LAYOUT = ("pallas_splitbwd", "mosaic")
 # (Triton, sequential state kernels plus parallel ones for the rest: pallas_gpu_split.py),
 # "splitbwd" (the fused forward, the split backward), "mosaic" (pallas_mgpu.py),
 # "mosaic_splitbwd" (its forward, the split backward), "mosaic_dh" (also the split backward's
-# sequential kernel in Mosaic GPU, pallas_mgpu_dh.py; ninth session, timed in the eleventh),
-# "mosaic_dqk" (its parallel kernel too, pallas_mgpu_dqk.py; eleventh session, timed and the
-# default in the twelfth).
+# sequential kernel in Mosaic GPU, pallas_mgpu_dh.py), "mosaic_dqk" (its parallel kernel too,
+# pallas_mgpu_dqk.py; the default since the twelfth session).
 STATE_PASSES = ("triton", "split", "splitbwd", "mosaic", "mosaic_splitbwd", "mosaic_dh",
                 "mosaic_dqk")
 

@@ -8,7 +8,9 @@ Why this exists
     moves about 0.69 GB: half of the card's bandwidth. This is its math as one warpgroup per
     chunk with TMA loads and wgmma products; state_pass="mosaic_dqk" runs it.
     Status: checked on a CPU host (Mosaic GPU interpreter with its race detector, against the
-    Triton kernel in Pallas interpret mode; CUDA lowering); not yet compiled or timed on a GPU.
+    Triton kernel in Pallas interpret mode; CUDA lowering); on an H200 (twelfth session) its
+    compiled tests pass and it took 0.189 ms against the Triton kernel's 0.283 at that shape
+    (a trace); state_pass="auto" has run it since, up to V = 192.
 
 What it computes. One program per (batch x value head i, chunk n), all of V at once (V <= 192,
 a multiple of 64: shared memory), from the forward's chunk-entry state S_n and the backward's
