@@ -287,7 +287,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     the Triton prep on an H200 (eleventh session): 3-4% off forward+backward.
     caller_layout (preps "pallas_splitbwd" and "mosaic"): the prep kernels read q, k, v and
     write dq, dk, dv in the caller's [B, T, HV, K] layout (seen as [B, Tp, HV * Kp]), and
-    with a Mosaic forward state pass ("mosaic_splitbwd", "mosaic_dh") the state kernels write
+    with a split-backward Mosaic state pass (each "mosaic_*") the state kernels write
     o and read dO in it, instead of XLA transposing each to [B * HV, Tp, *] and back (0.34 ms
     of 2.2 forward+backward at the headline shape, H100 trace, eleventh session;
     `caller_layout.py`). Bitwise the same results. None (the default): True with the Mosaic
