@@ -76,24 +76,6 @@ def test_gpu_api_dispatch_matches_chunked():
     assert rel_err(o, o_ref) < FP32_TOL and rel_err(S, S_ref) < FP32_TOL
 
 
-def test_auto_choices_follow_the_shapes_the_kernels_take():
-    """What "auto" resolves to: the Mosaic state kernels (the dqk one only up to V = 192), the
-    Mosaic prep, and the caller's layout with it; Triton at "highest" and in interpret mode."""
-    from kernels.gated_delta_rule.pallas_gpu_auto import (auto_caller_layout, auto_prep,
-                                                          auto_state_pass)
-    assert auto_state_pass("default", False, 64, 128, 192) == "mosaic_dqk"
-    assert auto_state_pass("default", False, 64, 64, 128) == "mosaic_dqk"
-    assert auto_state_pass("default", False, 64, 128, 256) == "mosaic_dh"
-    assert auto_state_pass("default", False, 64, 64, 96) == "splitbwd"  # V not a multiple of 64
-    assert auto_state_pass("default", False, 32, 128, 128) == "splitbwd"
-    assert auto_state_pass("highest", False, 64, 128, 128) == "splitbwd"
-    assert auto_state_pass("default", True, 64, 128, 128) == "splitbwd"
-    assert auto_prep("default", False, "outer", 64, 128, 192) == "mosaic"
-    assert auto_prep("default", False, "exact", 64, 128, 192) == "pallas_splitbwd"
-    assert auto_prep("highest", False, "exact", 64, 128, 128) == "pallas_splitbwd"
-    assert auto_caller_layout("mosaic") and not auto_caller_layout("pallas_splitbwd")
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("K,V", [(96, 192), (48, 96)])
 def test_gpu_api_default_precision_runs_theauto_state_pass(K, V):

@@ -46,14 +46,21 @@ def test_auto_state_pass_is_mosaic_only_where_its_kernels_take_the_shape():
     from kernels.gated_delta_rule.pallas_gpu_auto import auto_state_pass
     auto = lambda C=64, Kp=128, V=128, precision="default", interpret=False: auto_state_pass(
         precision, interpret, C, Kp, V)
-    assert auto() == "mosaic_dh"
-    assert auto(V=192) == "mosaic_dh"                # the 7B layer
+    assert auto() == auto(Kp=64) == "mosaic_dqk"
+    assert auto(V=192) == "mosaic_dqk"               # the 7B layer
+    assert auto(V=256) == "mosaic_dh"                # the dqk kernel's V in SMEM: <= 192
     assert auto(Kp=256) == "splitbwd"                # K > 128
     assert auto(Kp=32) == "splitbwd"                 # K <= 32: Mosaic takes Kp 64 or 128
     assert auto(C=32) == "splitbwd"                  # its wgmmas are 64 rows
     assert auto(V=96) == "splitbwd"                  # V not in 64-wide tiles
     assert auto(precision="highest") == "splitbwd"   # bf16 wgmma only
     assert auto(interpret=True) == "splitbwd"        # interpret mode
+
+
+def test_auto_caller_layout_goes_with_the_mosaic_prep():
+    from kernels.gated_delta_rule.pallas_gpu_auto import auto_caller_layout
+    assert auto_caller_layout("mosaic")
+    assert not any(map(auto_caller_layout, ("pallas_splitbwd", "pallas_split", "pallas", "xla")))
 
 
 def test_auto_prep_is_mosaic_only_where_its_kernel_takes_the_shape():
