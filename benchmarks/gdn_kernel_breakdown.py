@@ -137,11 +137,17 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         cells["state bwd mosaic"] = (functools.partial(state_pass_bwd_mgpu, **mg),
                                      (w, u, kd, gc, qd, aqk, states, do, s0))
         # the split backward with its sequential kernel in Mosaic GPU (state_pass="mosaic_dh"),
-        # and that kernel alone (pallas_mgpu_dh.py)
+        # with its parallel one too where that takes V ("mosaic_dqk", the default), and the
+        # sequential kernel alone (pallas_mgpu_dh.py)
         from kernels.gated_delta_rule.pallas_mgpu_dh import split_dh_mgpu
+        from kernels.gated_delta_rule.pallas_mgpu_dqk import takes_shape as dqk_takes
         cells["state bwd split, mosaic dh"] = (
             functools.partial(ps.split_bwd, mosaic_dh=True, **sc),
             (w, kd, gc, qd, aqk, states, delta, do, s0))
+        if dqk_takes(C, Kp, V):
+            cells["state bwd split, mosaic dh+dqk"] = (
+                functools.partial(ps.split_bwd, mosaic_dh=True, mosaic_dqk=True, **sc),
+                (w, kd, gc, qd, aqk, states, delta, do, s0))
         cells["state dh mosaic"] = (functools.partial(split_dh_mgpu, **mg),
                                     (w, kd, gc, qd, aqk, do, s0))
     cells = {name: cell for name, cell in cells.items() if chosen(name)}

@@ -4,9 +4,10 @@ that walk the chunks with the state in registers, forward (`_fwd_kernel`) and ba
     state_pass           fused both ways (state_pass="triton")
     state_pass_splitbwd  the fused forward, also saving delta (or the Mosaic GPU forward of
                          `pallas_mgpu.py`), then the split backward of `pallas_gpu_split.py`
-                         (state_pass="splitbwd", "mosaic_splitbwd", and "mosaic_dh" with
-                         that backward's sequential kernel from `pallas_mgpu_dh.py`; "auto",
-                         the default, picks one of the first two)
+                         (state_pass="splitbwd", "mosaic_splitbwd", "mosaic_dh" with
+                         that backward's sequential kernel from `pallas_mgpu_dh.py`, and
+                         "mosaic_dqk" with its parallel one from `pallas_mgpu_dqk.py` too;
+                         "auto", the default, picks "mosaic_dqk", "mosaic_dh" or "splitbwd")
 The math per chunk, the numerics and the launch defaults are in `pallas_gpu.py`'s docstring,
 which also holds the public function; split out of it in the seventh session."""
 
