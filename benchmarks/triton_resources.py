@@ -201,7 +201,8 @@ def main(argv=None):
                    help="the state pass: fused, split, or the fused forward and the split "
                         "backward (default: the kernel's auto, whose Mosaic GPU kernels this "
                         "tool does not see: at 'default' with K <= 128 and V a multiple of 64 "
-                        "only the split backward's parallel kernel is Triton)")
+                        "no state-pass kernel is Triton up to V = 192, above it only the split "
+                        "backward's parallel one)")
     p.add_argument("--exact-decays", choices=("true", "false"), default=None,
                    help="the prep's in-chunk decays (kernel default: true only at highest)")
     p.add_argument("--decays-in-xla", action="store_true",

@@ -145,16 +145,9 @@ def test_api_caller_layout_is_bitwise_the_transposed_one():
     "mosaic_dh", in the Mosaic GPU interpreter) and caller_layout: q, k, v, o, dO, dq, dk, dv
     in the caller's layout. Output and gradients bitwise those of the transposed layout
     (T padded to the chunk, grouped heads, l2norm)."""
-    from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
     from tests.test_kernels_gdr import make_inputs
+    from tests.test_kernels_gdr_pallas_gpu import assert_caller_layout_is_bitwise
     args = make_inputs(23, 1, 100, 1, 2, 64, 64, decay="mild")[:5]
     do = jnp.asarray(np.random.default_rng(3).normal(size=(1, 100, 2, 64)), jnp.float32)
-    runs = []
-    for caller_layout in (False, True):
-        fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision="default",
-                               interpret=True, use_qk_l2norm=True, prep="mosaic",
-                               state_pass="mosaic_dh", caller_layout=caller_layout)
-        loss = lambda *a: jnp.sum(fn(*a)[0] * do)
-        runs.append((fn(*args)[0], *jax.grad(loss, argnums=range(5))(*args)))
-    for name, a, b in zip(("o", "dq", "dk", "dv", "dg", "dbeta"), *runs):
-        assert a.shape == b.shape and bool(jnp.all(a == b)), name
+    assert_caller_layout_is_bitwise(args, do, precision="default", prep="mosaic",
+                                    state_pass="mosaic_dh")

@@ -263,6 +263,19 @@ def test_bad_chunk_size_and_precision_raise():
                                           interpret=True)
 
 
+def assert_caller_layout_is_bitwise(args, do, **kw):
+    """pallas_gpu(**kw) in interpret mode, with l2norm, with and without caller_layout: the
+    output and the gradients of q, k, v, g and beta (of sum(o * do)) are bitwise equal."""
+    runs = []
+    for caller_layout in (False, True):
+        fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=True,
+                               use_qk_l2norm=True, caller_layout=caller_layout, **kw)
+        loss = lambda *a: jnp.sum(fn(*a)[0] * do)
+        runs.append((fn(*args)[0], *jax.grad(loss, argnums=range(5))(*args)))
+    for name, a, b in zip(("o", "dq", "dk", "dv", "dg", "dbeta"), *runs):
+        assert a.shape == b.shape and bool(jnp.all(a == b)), name
+
+
 @pytest.mark.parametrize("precision", ["default", "highest"])
 def test_interpret_caller_layout_is_bitwise_the_transposed_one(precision):
     """caller_layout: the Triton prep kernels read q, k, v and write dq, dk, dv in the caller's
@@ -270,15 +283,8 @@ def test_interpret_caller_layout_is_bitwise_the_transposed_one(precision):
     layout (T padded, K padded 24 -> 32, V = 48 in 16-wide tiles, grouped heads, l2norm)."""
     args = make_inputs(21, 2, 70, 1, 2, 24, 48, decay="mild")
     do = jnp.asarray(np.random.default_rng(5).normal(size=(2, 70, 2, 48)), jnp.float32)
-    runs = []
-    for caller_layout in (False, True):
-        fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision=precision,
-                               interpret=True, use_qk_l2norm=True, prep="pallas_splitbwd",
-                               caller_layout=caller_layout, chunk_size=16)
-        loss = lambda *a: jnp.sum(fn(*a)[0] * do)
-        runs.append((fn(*args[:5])[0], *jax.grad(loss, argnums=range(5))(*args[:5])))
-    for name, a, b in zip(("o", "dq", "dk", "dv", "dg", "dbeta"), *runs):
-        assert a.shape == b.shape and bool(jnp.all(a == b)), name
+    assert_caller_layout_is_bitwise(args[:5], do, precision=precision, prep="pallas_splitbwd",
+                                    chunk_size=16)
 
 
 # Triton calls in forward+backward: prep fwd/bwd when prep="pallas" (kkt, solve, w/u and

@@ -171,8 +171,8 @@ def state_pass_splitbwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, heads=None):
 
 def _splitbwd_fwd(w, u, kd, gc, qd, aqk, s0, cfg, mosaic, heads=None, residuals=True):
     if heads is not None and not mosaic:
-        raise ValueError("o in the caller's layout needs the Mosaic forward (mosaic='fwd' or "
-                         "'fwd_dh')")
+        raise ValueError("o in the caller's layout needs the Mosaic forward (mosaic='fwd', "
+                         "'fwd_dh' or 'fwd_dh_dqk')")
     if mosaic:
         from jax.experimental.pallas import mosaic_gpu as plgpu
         from kernels.gated_delta_rule.pallas_mgpu import state_pass_fwd_mgpu
