@@ -60,7 +60,7 @@ demo: install $(DEMO_STORE)/manifest.json
 	$(HJ) sweep plan cpu-demo
 	$(HJ) sweep run cpu-demo --root $(DEMO_ROOT)
 	$(MAKE) --no-print-directory fit-laws RESULTS=$(DEMO_ROOT)/results.jsonl FIT_OUT=$(FIT_OUT)
-	cp $(DEMO_ROOT)/results.jsonl $(FIT_OUT)/results.jsonl  # committed: CI runs the notebook on it
+	cp $(DEMO_ROOT)/results.jsonl $(FIT_OUT)/results.jsonl  # refresh the tracked input beside the report: CI runs the notebook on it
 
 fit-laws: install
 	$(HJ) fit $(RESULTS) --val-set mean --out $(FIT_OUT)

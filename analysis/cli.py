@@ -2,7 +2,9 @@
 
 Also runs as `python -m analysis.cli RESULTS ...`. Exit codes: 0 on success, 2 on bad
 input (missing or empty file, invalid rows, a family too small to fit, a bad option);
-on failure nothing is written (see `analysis.report.publish`).
+on failure nothing is written. DIR may hold other files (RESULTS itself, notes): fit replaces
+only its own outputs, each atomically, and deletes nothing it did not write (see
+`analysis.report.publish`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "over runs, compare families; writes fits.json, REPORT.md, figures.")
     p.add_argument("results", metavar="RESULTS", help="JSONL file of scaling points")
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="report directory (default: fit_report/ beside RESULTS); replaced whole")
+                   help="report directory (default: fit_report/ beside RESULTS); fit's earlier "
+                        "outputs there are replaced, other files are left alone")
     p.add_argument("--bootstrap", metavar="N", type=int, default=100,
                    help="bootstrap replicates over runs (default 100; 0 disables intervals)")
     p.add_argument("--target-loss", metavar="X", type=float, default=None,

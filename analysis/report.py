@@ -1,8 +1,11 @@
-"""Write an Analysis as fits.json + REPORT.md + figures, all or nothing.
+"""Write an Analysis as fits.json + REPORT.md + figures into a report directory.
 
-Why all or nothing: a half-written report directory (fits.json from this run, figures
-from the last) is worse than none, so everything is written into a fresh temporary
-directory beside the target and swapped in with renames only when complete.
+The directory may hold other files (the results the report was fitted from, notes), so only
+fit's own outputs are touched: each is rendered into a staging directory inside the target,
+then moved over its old copy with os.replace, so a reader sees either the old file or the
+whole new one, and a failure while rendering leaves the old report as it was. A file an
+earlier report wrote that this one does not (a figure since dropped) is removed only if it is
+listed in .fit-outputs.json, the record of what fit wrote there; nothing else is ever deleted.
 
 fits.json is strict JSON: inf and NaN (a family that never reaches the target loss,
 an interval with no usable replicates) are written as null, and the matching "note"
@@ -11,11 +14,14 @@ field says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -23,30 +29,82 @@ from analysis.plots import FIGURES, save_all
 
 FITS_JSON = "fits.json"
 REPORT_MD = "REPORT.md"
+OUTPUTS_JSON = ".fit-outputs.json"  # the files fit wrote in this directory
 
 
 def publish(an, out_dir) -> Path:
-    """Write the whole report into out_dir, replacing any previous one atomically-ish."""
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        figures = save_all(an, tmp)
+    """Write the report into out_dir, replacing fit's earlier outputs file by file."""
+    def write(staging: Path) -> list[str]:
+        figures = save_all(an, staging)
         an.summary["figures"] = figures
-        (tmp / FITS_JSON).write_text(json.dumps(to_jsonable(an.summary), indent=2,
-                                                allow_nan=False) + "\n")
-        (tmp / REPORT_MD).write_text(render_markdown(an.summary))
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            out_dir.rename(old / out_dir.name)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (staging / FITS_JSON).write_text(json.dumps(to_jsonable(an.summary), indent=2,
+                                                    allow_nan=False) + "\n")
+        (staging / REPORT_MD).write_text(render_markdown(an.summary))
+        return [*figures, REPORT_MD, FITS_JSON]  # fits.json last: it names the figures
+
+    return publish_files(out_dir, write)
+
+
+def publish_files(out_dir, write: Callable[[Path], list[str]]) -> Path:
+    """Move the files write(staging) renders into out_dir; returns out_dir.
+
+    write gets an empty directory on out_dir's filesystem and returns the names it wrote
+    there, in the order they should replace their old copies. If it raises, out_dir is left
+    as it was (and removed again if this call created it)."""
+    out_dir = Path(out_dir).resolve()
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)  # mode from the umask, unlike mkdtemp's 0700
+    staging = Path(tempfile.mkdtemp(prefix=".fit-staging-", dir=out_dir))
+    try:
+        try:
+            names = list(write(staging))
+            for name in names:
+                if not _plain_name(name) or not (staging / name).is_file():
+                    raise ValueError(f"publish: {name!r} is not a file written into staging")
+        except BaseException:
+            if created:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        earlier = _read_outputs(out_dir)
+        # Listed before the moves, so a crash part-way still leaves every file we own listed.
+        _write_outputs(out_dir, sorted(set(earlier) | set(names)))
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+        for name in sorted(set(earlier) - set(names)):
+            stale = out_dir / name
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+        _write_outputs(out_dir, sorted(names))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def _plain_name(name) -> bool:
+    """A file name directly inside the report directory, never a path out of it."""
+    return (isinstance(name, str) and name not in ("", ".", "..", OUTPUTS_JSON)
+            and "/" not in name and os.sep not in name and "\0" not in name)
+
+
+def _read_outputs(out_dir: Path) -> list[str]:
+    """Names listed in out_dir's .fit-outputs.json; none if it is missing or unreadable."""
+    try:
+        data = json.loads((out_dir / OUTPUTS_JSON).read_text())
+    except (OSError, ValueError):
+        return []
+    files = data.get("files") if isinstance(data, dict) else None
+    return [n for n in files if _plain_name(n)] if isinstance(files, list) else []
+
+
+def _write_outputs(out_dir: Path, names: list[str]) -> None:
+    tmp = out_dir / f".{OUTPUTS_JSON}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps({"written_by": "hybrid-jax fit", "files": names},
+                                  indent=1) + "\n")
+        os.replace(tmp, out_dir / OUTPUTS_JSON)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def to_jsonable(obj):
