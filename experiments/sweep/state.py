@@ -28,12 +28,12 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-HOST = socket.gethostname()
+from hybrid_jax.procs import HOST, alive, process_start  # noqa: F401 (re-exported)
+
 DEFAULT_STALE_AFTER = 600.0
 
 
@@ -90,35 +90,6 @@ def flocked(path: Path):
 
 
 # ---- processes ------------------------------------------------------------------------------
-def process_start(pid: int) -> str | None:
-    """A token for the process's start time (Linux /proc), or None where unavailable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, starttime in clock ticks
-
-
-def alive(pid: int | None, start: str | None = None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if start is not None:
-        now = process_start(pid)
-        if now is not None and now != start:
-            return False  # the pid was reused by another process
-    try:  # a zombie is dead for our purposes
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except OSError:
-        return True
-
-
 def me() -> dict:
     return {"host": HOST, "runner_pid": os.getpid(), "runner_start": process_start(os.getpid())}
 
