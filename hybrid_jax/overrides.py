@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
@@ -158,8 +159,40 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise OverrideError(f"override {key}: cannot parse {raw!r}: {e}") from None
+        raise OverrideError(f"override {key}: cannot parse {raw!r}: {yaml_problem(e)}") from None
     return key, value
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML parse error on one line: what is wrong and where (1-based line and column)."""
+    problem = getattr(err, "problem", None) or (str(err).splitlines() or ["invalid YAML"])[0]
+    context = getattr(err, "context", None)
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{context + ': ' if context else ''}{problem}{where}"
+
+
+_KIND = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def load_yaml_mapping(path: str | Path, error: type[Exception]) -> dict:
+    """A YAML file's top-level mapping ({} for an empty file); `error`, naming the file, when it
+    cannot be read, is not valid YAML, or holds something other than a mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise error(f"{path}: invalid YAML: {yaml_problem(e)}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read it ({e.strerror})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = _KIND.get(type(data), type(data).__name__)
+        raise error(f"{path}: the top level must be a mapping of sections, got a {kind}")
+    return data
 
 
 def apply_overrides(obj: Any, overrides: Iterable[str] | dict[str, Any]) -> Any:

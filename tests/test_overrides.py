@@ -60,6 +60,9 @@ def test_type_errors_name_the_key(text, key):
 def test_malformed_override():
     with pytest.raises(OverrideError, match="key.sub=value"):
         parse_override("inner.lr")
+    with pytest.raises(OverrideError) as err:
+        parse_override("inner.lr=[1,")
+    assert "\n" not in str(err.value) and "at line 1, column 4" in str(err.value)
 
 
 def test_overrides_apply_together_before_validation():

@@ -97,6 +97,22 @@ def test_malformed_ladders_are_refused_with_the_key(tmp_path):
         load_ladder("cpu-dmo")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("families: [transformer\nsizes: {}\n", "l.yaml: invalid YAML: .* at line 2, column 6$"),
+    ("- families\n- sizes\n", "l.yaml: the top level must be a mapping of sections, got a list$"),
+])
+def test_malformed_ladder_file_is_one_line_naming_it(tmp_path, capsys, text, message):
+    (tmp_path / "l.yaml").write_text(text)
+    with pytest.raises(LadderError, match=message):
+        load_ladder(tmp_path / "l.yaml")
+    assert cli.main(["plan", str(tmp_path / "l.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "l.yaml: " in err and "Traceback" not in err
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(LadderError, match="is a directory, not a ladder file"):
+        load_ladder(tmp_path / "d.yaml")
+
+
 @pytest.mark.parametrize("name", ["cpu-demo", "gpu-small", "paper"])
 def test_plan_prints_every_run_of_the_shipped_ladders(name, capsys, tmp_path):
     assert name in shipped_ladders()

@@ -113,6 +113,34 @@ def test_yaml_model_preset_with_fields(tmp_path):
     assert (cfg.model.family, cfg.model.d_model, cfg.model.n_layers) == ("gdn", 128, 2)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  tokens: [1, 2\nmodel: x\n",
+     "c.yaml: invalid YAML: .*expected ',' or ']', but got ':' at line 3, column 6$"),
+    ("model: {d_model: 1\n", "c.yaml: invalid YAML: .* at line 2, column 1$"),
+    ("- train\n- model\n", "c.yaml: the top level must be a mapping of sections, got a list$"),
+    ("hybrid_tiny\n", "c.yaml: the top level must be a mapping of sections, got a string$"),
+])
+def test_malformed_config_file_is_one_line_naming_it(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(tmp_path / "c.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_config_directory_is_refused_as_one(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
+
+
+def test_train_cli_refuses_a_malformed_config_in_one_line(tmp_path, capsys):
+    from hybrid_jax.train.cli import main
+
+    (tmp_path / "c.yaml").write_text("train: [1,\n")
+    assert main(["--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "c.yaml: invalid YAML" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("overrides, devices, message", [
     (["mesh.data=4"], 8, "has 4 devices, but 8 are available"),
     (["mesh.data=3", "mesh.fsdp=-1"], 8, "do not divide the 8 devices"),

@@ -38,12 +38,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from experiments.recipe import Hyper, Recipe, resolve
 from hybrid_jax.config import FAMILIES, ConfigError, ModelConfig
 from hybrid_jax.flops import param_count
-from hybrid_jax.overrides import OverrideError, from_dict, parse_override, unknown_key_error
+from hybrid_jax.overrides import (OverrideError, from_dict, load_yaml_mapping, parse_override,
+                                  unknown_key_error)
 
 LADDER_DIR = Path(__file__).resolve().parents[1] / "ladders"
 LADDER_KEYS = ("name", "description", "families", "sizes", "decay_ratios", "seq_len", "model",
@@ -208,6 +207,8 @@ def shipped_ladders() -> list[str]:
 def ladder_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
+        if path.is_dir():
+            raise LadderError(f"{path} is a directory, not a ladder file")
         if not path.is_file():
             raise FileNotFoundError(f"ladder file {path} does not exist")
         return path
@@ -224,9 +225,7 @@ def ladder_path(name_or_path: str | Path) -> Path:
 
 def load_ladder(name_or_path: str | Path) -> Ladder:
     path = ladder_path(name_or_path)
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise LadderError(f"{path}: expected a mapping at the top level")
+    data = load_yaml_mapping(path, LadderError)
     for key in data:
         if key not in LADDER_KEYS:
             raise unknown_key_error(key, LADDER_KEYS, "ladder")

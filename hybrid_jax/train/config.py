@@ -20,10 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hybrid_jax.config import ConfigError, ModelConfig
-from hybrid_jax.overrides import from_dict, to_dict
+from hybrid_jax.overrides import from_dict, load_yaml_mapping, to_dict
 
 SCHEDULES = ("cosine", "wsd", "wsds", "constant")
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -306,9 +304,11 @@ def load_config(config: str | os.PathLike | dict | None, overrides: list[str] | 
         data = {"model": get_preset(str(config))}
     elif str(config).endswith((".yaml", ".yml", ".json")) or os.path.exists(config):
         path = Path(config)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory, not a config file")
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml_mapping(path, ConfigError)
     else:
         get_preset(str(config))  # raises KeyError with the nearest preset names
         raise AssertionError("unreachable")
