@@ -80,9 +80,24 @@ def test_pycode_rebuild_warns_on_version_drift(tmp_path):
       "--tokenizer", "byte"], "matches no file"),
     (["build", "--source", "pycode", "--distributions", "no-such-dist", "--out", "x",
       "--tokenizer", "byte"], "not installed: no-such-dist"),
-    (["info", "/nonexistent/store"], "not a complete token store"),
 ])
 def test_errors_are_one_line_messages(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(args) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("manifest, message", [
+    (None, "not a complete token store"),
+    ('{"format": "hybrid-jax-tokens", "files": {', "manifest.json: not valid JSON (truncated, "),
+    ('{"format": nope}', "manifest.json: not valid JSON (Expecting value at line 1, column 12)"),
+    ("[1, 2]", "manifest.json: not a store manifest (a JSON object), got list"),
+])
+def test_bad_store_is_one_line_naming_the_file_exit_2(tmp_path, capsys, manifest, message):
+    store = tmp_path / "store"
+    store.mkdir()
+    if manifest is not None:
+        (store / "manifest.json").write_text(manifest)
+    assert main(["info", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -212,6 +212,27 @@ def test_missing_shard_and_manifest_are_named(text_store, tmp_path):
         open_store(store)
 
 
+def test_malformed_manifest_is_a_store_error_naming_it(text_store, tmp_path):
+    store = _copy(text_store, tmp_path)
+    manifest_path = store / "manifest.json"
+    text = manifest_path.read_text()
+    manifest_path.write_text(text[:len(text) // 2])  # a write cut short
+    with pytest.raises(StoreError, match=r"manifest.json: not valid JSON \(truncated, "):
+        open_store(store)
+    manifest = json.loads(text)
+    del manifest["tokenizer"]["vocab_size"]
+    manifest_path.write_text(json.dumps(manifest))
+    for verify in (True, False):
+        with pytest.raises(StoreError, match="manifest.json: malformed manifest, missing key "
+                                             "'vocab_size'"):
+            open_store(store, verify=verify)
+    manifest = json.loads(text)
+    manifest["files"] = []
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="manifest.json: malformed manifest"):
+        open_store(store)
+
+
 def test_replaced_tokenizer_is_detected(text_store, tmp_path):
     store = _copy(text_store, tmp_path)
     (store / "tokenizer.model").write_bytes(b"not a model")

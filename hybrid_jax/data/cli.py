@@ -7,6 +7,9 @@
     hybrid-jax data build --source tfds:my_text/plain --data-dir ~/tfds --tokenizer M --out D
     hybrid-jax data build --source seqio:my_task --input 'corpus/*.txt' --tokenizer M --out D
     hybrid-jax data info data_cache/pycode --tokens 2e9
+
+Exit status: 0 success; 2 a missing or damaged store (StoreError) or bad arguments; 1 any
+other error (a token budget past --max-epochs, an unknown source, ...), on one line.
 """
 
 from __future__ import annotations
@@ -185,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (StoreError, EpochLimitError, ValueError, FileNotFoundError, FileExistsError,
-            ImportError) as e:
+    except StoreError as e:  # a missing or damaged store: bad input, like a bad argument
+        print(f"hybrid-jax data {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (EpochLimitError, ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"hybrid-jax data {args.command}: error: {e}", file=sys.stderr)
         return 1
 

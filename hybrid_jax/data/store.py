@@ -139,7 +139,16 @@ def read_manifest(path: str | Path) -> dict:
         if list(path.parent.glob(f"{path.name}.tmp-*")):
             hint = " (an unfinished build left a .tmp-<pid> directory; run the build again)"
         raise StoreError(f"{path}: not a complete token store, {file} missing{hint}")
-    manifest = json.loads(file.read_text())
+    text = file.read_text(errors="replace")
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as e:
+        cut = "truncated, " if not text.strip() or e.pos >= len(text.rstrip()) else ""
+        raise StoreError(f"{file}: not valid JSON ({cut}{e.msg} at line {e.lineno}, column "
+                         f"{e.colno}); build the store again") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{file}: not a store manifest (a JSON object), got "
+                         f"{type(manifest).__name__}")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"{file}: format {manifest.get('format')!r} "
                          f"v{manifest.get('format_version')}, expected {FORMAT!r} v{FORMAT_VERSION}")
@@ -150,6 +159,13 @@ def open_store(path: str | Path, *, verify: bool = True) -> TokenStore:
     """Open a store; with verify=True (the default) every file's sha256 is checked first."""
     path = Path(path)
     manifest = read_manifest(path)
-    if verify:
-        verify_files(path, manifest)
-    return TokenStore(path, manifest)
+    try:
+        if verify:
+            verify_files(path, manifest)
+        return TokenStore(path, manifest)
+    except KeyError as e:  # a manifest of the right format that lost a field
+        raise StoreError(f"{path / 'manifest.json'}: malformed manifest, missing key "
+                         f"{e.args[0]!r}; build the store again") from None
+    except (TypeError, AttributeError) as e:  # a field of the wrong type
+        raise StoreError(f"{path / 'manifest.json'}: malformed manifest ({e}); build the "
+                         "store again") from None
