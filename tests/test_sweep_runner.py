@@ -1,6 +1,7 @@
 """The sweep runner end to end, in real child processes, on micro ladders (seconds per run):
 rows complete and unique, SIGKILL of the runner then restart resumes, two runners never train
-the same run, a failing run is retried then marked failed while the others complete."""
+the same run, a failing run is retried then marked failed while the others complete; numeric
+flags out of range are refused before anything starts."""
 
 import json
 import os
@@ -171,3 +172,31 @@ def _alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--parallel", "-2"], "--parallel must be a positive integer, got -2"),
+    (["run", "--parallel", "0"], "--parallel must be a positive integer, got 0"),
+    (["run", "--max-retries", "-1"], "--max-retries must be an integer >= 0, got -1"),
+    (["run", "--poll", "0"], "--poll must be a positive number of seconds, got 0.0"),
+    (["run", "--stale-after", "-5"], "--stale-after must be a positive number of seconds"),
+    (["lr-check", "--size", "a", "--parallel", "-1"], "--parallel must be a positive integer"),
+    (["lr-check", "--size", "a", "--poll", "nan"], "--poll must be a positive number"),
+    (["plan", "--parallel", "0"], "--parallel must be a positive integer, got 0"),
+])
+def test_out_of_range_numbers_are_refused_in_one_line(tmp_path, capsys, args, message):
+    from experiments.sweep import cli
+
+    ladder = micro_ladder(tmp_path / "l.yaml", tmp_path / "store")
+    command, *flags = args
+    assert cli.main([command, str(ladder), "--root", str(tmp_path / "root"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "root").exists()
+
+
+def test_runner_refuses_no_slots():
+    from experiments.sweep.runner import Runner
+
+    with pytest.raises(ValueError, match="parallel must be a positive integer, got -2"):
+        Runner(None, parallel=-2)

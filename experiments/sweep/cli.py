@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 EXIT_BAD = 2
@@ -85,8 +86,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# (flag, attribute, check, what it must be): numbers the runner would misread (a --parallel of
+# -2 gives no slot, so the runner waits forever; 0 silently means the default).
+_NUMBER_FLAGS = (
+    ("--parallel", "parallel", lambda v: v is None or v >= 1, "a positive integer"),
+    ("--max-retries", "max_retries", lambda v: v >= 0, "an integer >= 0"),
+    ("--poll", "poll", lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    ("--stale-after", "stale_after", lambda v: v > 0, "a positive number of seconds"),
+    ("--calibrate-batch", "calibrate_batch", lambda v: v >= 1, "a positive integer"),
+)
+
+
+def bad_number(args: argparse.Namespace) -> str | None:
+    """The first numeric flag out of its range, as a message naming the flag and value."""
+    for flag, attr, ok, what in _NUMBER_FLAGS:
+        if hasattr(args, attr) and not ok(getattr(args, attr)):
+            return f"{flag} must be {what}, got {getattr(args, attr)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    problem = bad_number(args)
+    if problem:
+        print(f"hybrid-jax sweep {args.command}: {problem}", file=sys.stderr)
+        return EXIT_BAD
     from hybrid_jax.config import ConfigError
     from hybrid_jax.overrides import OverrideError
 

@@ -123,6 +123,12 @@ def device_slots(parallel: int | None) -> list[dict[str, str]]:
 class Runner:
     def __init__(self, sweep: Sweep, *, max_retries: int = 2, parallel: int | None = None,
                  poll_s: float = 1.0, retry_failed: bool = False, say=print):
+        # No slot (parallel < 1) would leave the loop waiting forever for nothing.
+        if parallel is not None and parallel < 1:
+            raise ValueError(f"parallel must be a positive integer, got {parallel}")
+        if max_retries < 0 or not poll_s > 0:
+            raise ValueError(f"max_retries must be >= 0 and poll_s > 0, got {max_retries}, "
+                             f"{poll_s}")
         self.sweep, self.max_retries, self.poll_s = sweep, max_retries, poll_s
         self.slots = device_slots(parallel)
         self.retry_failed = retry_failed
