@@ -98,7 +98,7 @@ for name, (sharding, scalar) in targets.items():
     abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=scalar),
                 "params": {"blocks": {0: {"w": jax.ShapeDtypeStruct((16, 24), jnp.float32,
                                                                     sharding=sharding)}}}}
-    step, restored, meta = Checkpointer(run_dir, max_to_keep=2).restore_latest(abstract)
+    step, restored, meta = Checkpointer(run_dir, max_to_keep=2).restore(abstract)
     w = restored["params"]["blocks"][0]["w"]
     assert step == 7 and meta["step"] == 7 and int(restored["step"]) == 7
     assert w.sharding == sharding, (name, w.sharding)

@@ -6,9 +6,13 @@ which gives a run with every other section at its defaults; `data.store=PATH` an
 YAML syntax: `optim.lr=1e-3 schedule.decay_tokens=[1e6,2e6] model.d_model=128`.
 
 A run lives in runs/<name>-<hash8> (train.run_dir to choose); starting the same command again
-resumes it from its latest checkpoint. Exit status: 0 finished; 75 stopped by SIGTERM/SIGINT
-after saving a checkpoint (rerun to resume); 1 the run failed (e.g. a non-finite loss);
-2 the configuration was refused.
+resumes it from its latest checkpoint that passes its checksums. Exit status:
+  0   finished;
+  75  stopped by SIGTERM/SIGINT after saving a checkpoint (rerun to resume);
+  74  a checkpoint could not be saved (e.g. the disk is full; free space, rerun to resume);
+  1   the run failed (a non-finite loss, a checkpoint that does not restore);
+  2   refused before training: the configuration, the data, or a run directory in use by
+      another training process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import sys
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again
+EXIT_SAVE_FAILED = 74  # EX_IOERR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     from hybrid_jax.overrides import OverrideError
     from hybrid_jax.sharding import MeshError
     from hybrid_jax.train.config import load_config
+    from hybrid_jax.train.checkpoint import CheckpointRestoreError, CheckpointSaveError
     from hybrid_jax.train.loop import ConfigMismatchError, NonFiniteError, check_fits, train
+    from hybrid_jax.train.run_lock import RunLockedError
     from hybrid_jax.train.schedule import build_schedule
 
     overrides = list(args.overrides)
@@ -67,17 +74,27 @@ def main(argv: list[str] | None = None) -> int:
                   f"mesh (data, fsdp, tensor): {shape}")
             return 0
         summary = train(cfg, verbose=not args.quiet)
-    except (ConfigError, MeshError, EpochLimitError, ConfigMismatchError, FileNotFoundError) as e:
+    except (ConfigError, MeshError, EpochLimitError, ConfigMismatchError) as e:
         return _refused(e)
-    except (NonFiniteError, StoreError) as e:
-        print(f"hybrid-jax train: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except StoreError as e:
+        return _refused(e, "data refused")
+    except RunLockedError as e:
+        return _refused(e, "refused")
+    except CheckpointSaveError as e:
+        return _failed(e, EXIT_SAVE_FAILED)
+    except (NonFiniteError, CheckpointRestoreError) as e:
+        return _failed(e, 1)
     return EXIT_INTERRUPTED if summary["status"] == "interrupted" else 0
 
 
-def _refused(e: BaseException) -> int:
-    print(f"hybrid-jax train: configuration refused: {_message(e)}", file=sys.stderr)
+def _refused(e: BaseException, what: str = "configuration refused") -> int:
+    print(f"hybrid-jax train: {what}: {_message(e)}", file=sys.stderr)
     return 2
+
+
+def _failed(e: BaseException, code: int) -> int:
+    print(f"hybrid-jax train: {type(e).__name__}: {e}", file=sys.stderr)
+    return code
 
 
 def _message(e: BaseException) -> str:

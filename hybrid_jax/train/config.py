@@ -161,9 +161,14 @@ class CheckpointConfig:
     interval_steps: int = 1000
     max_to_keep: int = 3              # latest N; scaling-point checkpoints are kept as well
     async_save: bool = True
+    # Resume from this step instead of the newest checkpoint, e.g. when the newest one leads to
+    # NaN; checkpoints after it are moved to superseded_checkpoints/. A one-off: drop it after.
+    resume_step: int | None = None
 
     def __post_init__(self):
         _positive("checkpoint", self, "interval_steps", "max_to_keep")
+        if self.resume_step is not None:
+            _positive("checkpoint", self, "resume_step")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,9 +12,11 @@ n * tokens_per_step tokens; metrics logged at step n describe the update that pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,17 +30,23 @@ from hybrid_jax.config import ConfigError
 from hybrid_jax.flops import param_count, train_flops_per_token
 from hybrid_jax.sharding import MeshError, NamedSharding
 from hybrid_jax.train import runinfo
-from hybrid_jax.train.checkpoint import Checkpointer
+from hybrid_jax.train.checkpoint import CheckpointSaveError, Checkpointer
 from hybrid_jax.train.config import RunConfig
 from hybrid_jax.train.evaluate import Evaluator
 from hybrid_jax.train.metrics import MetricsLog, Progress, mfu
 from hybrid_jax.train.program import build_program
+from hybrid_jax.train.run_lock import RunLock, RunLockedError
 from hybrid_jax.train.schedule import Schedule, build_schedule
 from hybrid_jax.train.source import BatchSource, StoreSource
 
 
 class NonFiniteError(FloatingPointError):
     """A step produced a NaN or Inf loss or gradient norm; the run stops, nothing is saved."""
+
+
+# A non-finite step this soon after a resume may come from the checkpoint itself: the message
+# then names it and says how to go back one.
+RECENT_RESUME_STEPS = 10
 
 
 class ConfigMismatchError(ValueError):
@@ -126,14 +134,45 @@ def _prepare_run_dir(cfg: RunConfig, run_dir: Path, is_main: bool) -> None:
 def train(cfg: RunConfig, *, source: BatchSource | None = None, verbose: bool = True) -> dict:
     """Train (or resume) the run `cfg` describes; returns its summary (also summary.json)."""
     dist_info = distributed.initialize(cfg.distributed)
-    is_main = jax.process_index() == 0
     t_start = time.perf_counter()
-    say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
-
     # ---- everything that can be refused, before anything compiles -------------------------
     mesh_shape = check_fits(cfg, jax.device_count())
     build_schedule(cfg)  # refuses inconsistent schedule points
     impls = runinfo.implementations(cfg.model)
+    run_dir = cfg.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"train.run_dir={run_dir} is a file, not a directory")
+    lock = RunLock(run_dir, enabled=jax.process_index() == 0)
+    _acquire(lock, run_dir)  # before the data is verified, which can take minutes
+    try:
+        return _train(cfg, source, verbose, dist_info, mesh_shape, impls, t_start)
+    finally:
+        lock.release()
+
+
+def _acquire(lock: RunLock, run_dir: Path) -> None:
+    """Process 0 takes the run directory's lock; every process learns whether it did, so that a
+    refused multi-process run stops everywhere instead of hanging in a collective."""
+    error = None
+    try:
+        lock.acquire()
+    except RunLockedError as e:
+        error = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        refused = np.any(multihost_utils.process_allgather(np.array(error is not None)))
+        if refused and error is None:
+            raise RunLockedError(f"{run_dir} is in use by another training process (process 0 "
+                                 "was refused the lock)")
+    if error is not None:
+        raise error
+
+
+def _train(cfg: RunConfig, source: BatchSource | None, verbose: bool, dist_info: dict,
+           mesh_shape: tuple[int, int, int], impls: dict, t_start: float) -> dict:
+    is_main = jax.process_index() == 0
+    say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
     if source is None:
         source = StoreSource(cfg.data.store, seed=cfg.data.seed, global_batch=cfg.train.global_batch,
                              seq_len=cfg.train.seq_len, verify=cfg.data.verify)
@@ -148,9 +187,7 @@ def train(cfg: RunConfig, *, source: BatchSource | None = None, verbose: bool = 
                          f"{list(source.validation_set_names)}")
 
     prog = build_program(cfg, mesh_shape)
-    schedule, plan = prog.schedule, prog.plan
-
-    run_dir = cfg.run_dir
+    schedule, plan, run_dir = prog.schedule, prog.plan, cfg.run_dir
     _prepare_run_dir(cfg, run_dir, is_main)
     say(f"run {run_dir}  config {cfg.config_hash()[:8]}")
     say(json.dumps(cfg.to_dict(), indent=1))
@@ -166,10 +203,15 @@ def train(cfg: RunConfig, *, source: BatchSource | None = None, verbose: bool = 
                         async_save=cfg.checkpoint.async_save)
     loop = None
     try:
-        with _StopFlag() as stop:  # installed early: a signal during compilation stops at step 1
-            restored = ckpt.restore_latest(prog.abstract_state)
+        # installed early: a signal during compilation stops at step 1
+        with _StopFlag() as stop:
+            had_checkpoints = bool(ckpt.all_steps())
+            restored = ckpt.restore(prog.abstract_state, cfg.checkpoint.resume_step)
             if restored is None:
                 state, start, scaling_results = prog.init(), 0, []
+                if had_checkpoints and is_main:
+                    print(f"no usable checkpoint in {ckpt.directory}; starting from step 0",
+                          file=sys.stderr, flush=True)
             else:
                 start, state, meta = restored
                 scaling_results = list(meta.get("scaling_points", []))
@@ -188,8 +230,15 @@ def train(cfg: RunConfig, *, source: BatchSource | None = None, verbose: bool = 
                                            log_every=cfg.log.log_every_steps,
                                            enabled=verbose and is_main))
             state, status = loop.run(prog.step, state, start, stop)
+    except BaseException:
+        # In-flight saves are of good states: let them finish. The error already on its way
+        # is the one to report.
+        with contextlib.suppress(CheckpointSaveError):
+            ckpt.wait()
+        raise
+    else:
+        ckpt.wait()
     finally:
-        ckpt.wait()  # in-flight saves are of good states: let them finish
         ckpt.close()
         if loop is not None:
             loop.close()
@@ -251,6 +300,7 @@ class _Loop:
         while self.step < total:
             state, metrics = step_fn(state, self.batch(self.step))
             self.step += 1
+            self.ckpt.poll()  # a failed async save stops the run at once, naming its step
             if pending is not None:
                 self.finish(*pending)
             pending = (self.step, metrics)
@@ -282,11 +332,7 @@ class _Loop:
         now = time.perf_counter()
         if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
             self.ckpt.wait()  # saves in flight are of earlier, finite steps
-            raise NonFiniteError(
-                f"non-finite {'loss' if not math.isfinite(m['loss']) else 'gradient norm'} at "
-                f"step {step} (loss {m['loss']}, grad norm {m['grad_norm']}, lr {m['lr']:.3g}); "
-                f"the run stops, and the last checkpoint (step "
-                f"{max([s for s in self.ckpt.all_steps() if s < step], default='none')}) is kept")
+            raise NonFiniteError(self.non_finite_message(step, m))
         dt, self.t_last = now - self.t_last, now
         tps = self.cfg.train.tokens_per_step
         record = {"kind": "train", "step": step, "tokens": step * tps, "loss": m["loss"],
@@ -298,6 +344,24 @@ class _Loop:
         self.last_loss = m["loss"]
         self.log.write(record, tb_prefix="train")
         self.progress.update(step, record)
+
+    def non_finite_message(self, step: int, m: dict) -> str:
+        what = "loss" if not math.isfinite(m["loss"]) else "gradient norm"
+        text = (f"non-finite {what} at step {step} (loss {m['loss']}, grad norm "
+                f"{m['grad_norm']}, lr {m['lr']:.3g}); the run stops")
+        steps = self.ckpt.all_steps()
+        last = max((s for s in steps if s < step), default=None)
+        text += (f", and the last checkpoint (step {last}) is kept" if last is not None
+                 else "; no checkpoint was saved before it")
+        if self.start and step - self.start <= RECENT_RESUME_STEPS:
+            earlier = max((s for s in steps if s < self.start), default=None)
+            text += (f". It resumed from the checkpoint at step {self.start} "
+                     f"({self.ckpt.step_dir(self.start)}) {step - self.start} step(s) earlier; if "
+                     "that checkpoint is bad, " +
+                     (f"go back one: rerun once with checkpoint.resume_step={earlier}"
+                      if earlier is not None else
+                      "there is no earlier one: start over in another train.run_dir"))
+        return text
 
     def evaluate(self, state, step: int, scaling: bool) -> dict:
         t0 = time.perf_counter()
