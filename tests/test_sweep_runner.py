@@ -93,8 +93,12 @@ def test_sigkill_the_runner_then_restart_resumes(store, env, tmp_path):
     assert not (run_dir / "done.json").exists()
     run_sweep(env, "run", ladder, "--root", root)
     assert_complete(root, 1, 3)
-    trains = [r for r in lines(run_dir / "attempts.jsonl") if r["event"] == "train"]
+    history = lines(run_dir / "attempts.jsonl")
+    trains = [r for r in history if r["event"] == "train"]
     assert trains[0]["status"] == "interrupted" and trains[-1]["status"] == "completed"
+    # the killed runner wrote no "exit" event; its attempt still counts
+    assert [r["attempt"] for r in history if r["event"] == "start"] == [1, 2]
+    assert [r["attempt"] for r in trains] == ["1", "2"]
     assert trains[-1]["resumed_from_step"] > 0  # resumed, not restarted from scratch
     assert trains[-1]["resumed_from_step"] >= trains[0]["steps"] - 1
 
@@ -140,8 +144,10 @@ def test_a_failing_run_is_retried_then_marked_failed_and_the_rest_completes(stor
     assert not (by_size["greedy"] / "worker.log").exists()
     failed = json.loads((by_size["nan"] / "failed.json").read_text())
     assert failed["failures"] == 2 and "NonFiniteError" in failed["traceback"]
-    exits = [r for r in lines(by_size["nan"] / "attempts.jsonl") if r["event"] == "exit"]
+    history = lines(by_size["nan"] / "attempts.jsonl")
+    exits = [r for r in history if r["event"] == "exit"]
     assert [e["outcome"] for e in exits] == ["failed", "failed"]
+    assert [r["attempt"] for r in history if r["event"] == "start"] == [1, 2]
     assert {r["run_id"] for r in rows(root)} == {by_size["ok"].name}
     status = run_sweep(env, "status", ladder, "--root", root).stdout
     assert "failed" in status and "invalid" in status and " done " in status
@@ -149,7 +155,7 @@ def test_a_failing_run_is_retried_then_marked_failed_and_the_rest_completes(stor
     # checks the refused one again (the store may have grown): refused again, nothing trained
     again = run_sweep(env, "run", ladder, "--root", root, check=False).stdout
     assert "1 to do" in again and f"refused {by_size['greedy'].name}" in again
-    assert lines(by_size["nan"] / "attempts.jsonl") == exits  # no new attempt
+    assert lines(by_size["nan"] / "attempts.jsonl") == history  # no new attempt
 
 
 def lines_safe(path):
@@ -200,3 +206,36 @@ def test_runner_refuses_no_slots():
 
     with pytest.raises(ValueError, match="parallel must be a positive integer, got -2"):
         Runner(None, parallel=-2)
+
+
+def test_attempts_are_numbered_by_start_events_killed_runners_included(tmp_path, monkeypatch):
+    """A runner killed with SIGKILL leaves a start event and no exit: the next attempt is 2."""
+    from experiments.sweep import runner as R
+    from experiments.sweep.ladder import load_ladder
+
+    sweep = R.Sweep(load_ladder(micro_ladder(tmp_path / "l.yaml", tmp_path / "store")),
+                    tmp_path / "root", ["transformer/a"])
+    sweep.prepare()
+    (spec,) = sweep.runs
+    history = spec.run_dir / "attempts.jsonl"
+
+    class FakeWorker:
+        pid = os.getpid()
+
+    runner = R.Runner(sweep, parallel=1, say=lambda *a: None)
+    monkeypatch.setattr(R.subprocess, "Popen", lambda *a, **k: FakeWorker())
+    lock = sweep.lock(spec)
+    assert lock.try_acquire()
+    runner._start(spec, lock, 0)  # then the runner is "killed": no exit event follows
+    assert [r["event"] for r in lines(history)] == ["start"]
+    runner.active.clear()
+    runner._start(spec, lock, 0)
+    assert runner.active[0].attempt == 2
+    assert [r["attempt"] for r in lines(history)] == [1, 2]
+    # histories from runners that wrote only exit events keep counting from their last number
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "attempts.jsonl").write_text(
+        '{"event": "exit", "attempt": 1}\n{"event": "train", "attempt": "2"}\n'
+        '{"event": "exit", "attempt": 2}\n{"event": "reset"}\n{"event": "start", "att')
+    assert R.attempts_started(legacy) == 2

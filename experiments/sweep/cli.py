@@ -192,10 +192,16 @@ def cmd_lr_check(sweep, args) -> int:
 
 
 def cmd_status(sweep, args) -> int:
-    from experiments.sweep.status import format_status, status_rows
+    from experiments.sweep.status import format_status, repair_hint, status_rows
 
     rows = status_rows(sweep)
-    print(json.dumps(rows, indent=1, default=str) if args.json else format_status(sweep, rows))
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        hint = repair_hint(sweep, rows)
+        if hint:  # stdout stays pure JSON
+            print(hint, file=sys.stderr)
+    else:
+        print(format_status(sweep, rows))
     return 0
 
 

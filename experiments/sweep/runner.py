@@ -227,8 +227,12 @@ class Runner:
         return error is None
 
     def _start(self, spec: RunSpec, lock: Lock, slot: int) -> None:
-        attempt = 1 + sum(1 for r in read_lines(spec.run_dir / "attempts.jsonl")
-                          if r.get("event") == "exit")
+        attempt = attempts_started(spec.run_dir) + 1
+        # Recorded before the worker exists: a runner killed with SIGKILL writes no "exit"
+        # event, and the next runner must still count this attempt.
+        append_line(spec.run_dir / "attempts.jsonl", {
+            "event": "start", "attempt": attempt, "host": HOST, "runner_pid": os.getpid(),
+            "slot": slot, "time": time.time()})
         env = {**os.environ, **self.slots[slot], W.RUNNER_PID_ENV: str(os.getpid()),
                W.ATTEMPT_ENV: str(attempt), "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
@@ -335,6 +339,17 @@ class Runner:
         return 0 if states.count("done") == len(states) and not sw.invalid else 1
 
 
+def attempts_started(run_dir: Path) -> int:
+    """How many attempts at the run were started, by any runner, killed ones included.
+
+    Every attempt writes a "start" event and, unless its runner was killed, an "exit" event,
+    each with its number; the highest number of either kind also covers histories written
+    before start events were recorded."""
+    numbers = [r.get("attempt") for r in read_lines(run_dir / "attempts.jsonl")
+               if r.get("event") in ("start", "exit")]
+    return max((n for n in numbers if isinstance(n, int) and not isinstance(n, bool)), default=0)
+
+
 def _exit_message(rc: int) -> str:
     if rc < 0:
         try:
@@ -355,4 +370,4 @@ def _log_tail(path: Path, n: int = 4000) -> str:
         return ""
 
 
-__all__ = ["InvalidRun", "Runner", "Sweep", "device_slots", "local_gpus"]
+__all__ = ["InvalidRun", "Runner", "Sweep", "attempts_started", "device_slots", "local_gpus"]

@@ -1,15 +1,22 @@
-"""`sweep status`: each run's state, progress (from its metrics.jsonl) and ETA; `sweep merge`."""
+"""`sweep status`: each run's state, progress (from its metrics.jsonl) and ETA; `sweep merge`.
+
+Rows are counted as `sweep run` will keep them: a last line of results.jsonl without its
+newline (a write cut by a kill) is dropped at the next append, so it is not counted, and a done
+run whose rows the file lacks shows them missing, with the command that restores them.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import statistics
 from pathlib import Path
 
-from experiments.sweep.runner import Sweep
-from experiments.sweep.state import append_rows, read_json, read_lines, read_rows
+from experiments.sweep.ladder import LADDER_DIR
+from experiments.sweep.runner import Sweep, attempts_started
+from experiments.sweep.state import append_rows, read_json, read_rows, row_key
 
 
 def tail_records(path: Path, nbytes: int = 32_768) -> list[dict]:
@@ -40,9 +47,28 @@ def progress(run_dir: Path) -> tuple[int, float | None]:
     return int(train[-1]["tokens"]), (statistics.median(rates) if rates else None)
 
 
+def read_results(path: Path) -> tuple[list[dict], int]:
+    """(the complete rows of results.jsonl, bytes in a torn last line, 0 if none)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    torn = len(data) - (data.rfind(b"\n") + 1)
+    rows = []
+    for line in data[:len(data) - torn].decode(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "run_id" in row and "tokens" in row:
+            rows.append(row)
+    return rows, torn
+
+
 def status_rows(sweep: Sweep) -> list[dict]:
-    results = {}
-    for r in read_rows(sweep.results):
+    complete, _ = read_results(sweep.results)
+    results, keys = {}, {row_key(r) for r in complete}
+    for r in complete:
         results[r["run_id"]] = results.get(r["run_id"], 0) + 1
     rows = []
     for spec in sweep.runs:
@@ -53,14 +79,14 @@ def status_rows(sweep: Sweep) -> list[dict]:
             done_tokens = total
         eta = (total - done_tokens) / rate if state == "running" and rate else None
         holder = sweep.lock(spec).holder() if state == "running" else None
-        attempts = [r for r in read_lines(spec.run_dir / "attempts.jsonl")
-                    if r.get("event") == "exit"]
+        done = read_json(spec.run_dir / "done.json") if state == "done" else None
+        missing = sum(1 for r in (done or {}).get("rows", []) if row_key(r) not in keys)
         failed = read_json(spec.run_dir / "failed.json") if state in ("failed", "refused") else None
         rows.append({"run_id": spec.run_id, "family": spec.family, "size": spec.size,
                      "n_params": spec.n_params, "state": state, "tokens": done_tokens,
                      "total_tokens": total, "rows": results.get(spec.run_id, 0),
-                     "points": len(spec.hyper.decay_tokens), "attempts": len(attempts),
-                     "eta_s": eta, "holder": holder,
+                     "rows_missing": missing, "points": len(spec.hyper.decay_tokens),
+                     "attempts": attempts_started(spec.run_dir), "eta_s": eta, "holder": holder,
                      "error": (failed or {}).get("message") or (failed or {}).get("error")})
     for bad in sweep.invalid:
         rows.append({"run_id": f"{bad.family}-{bad.size}", "family": bad.family,
@@ -93,6 +119,8 @@ def format_status(sweep: Sweep, rows: list[dict]) -> str:
             note = f"{h.get('host')} pid {h.get('worker_pid') or h.get('runner_pid')}"
         if r["error"]:
             note = r["error"].splitlines()[0][:120] if r["error"].strip() else ""
+        if r["rows_missing"]:
+            note = f"{r['rows_missing']} row(s) missing from results.jsonl"
         lines.append(f"{r['run_id']:<34}{r['state']:<9}{r['n_params']:>10,}"
                      f"{r['tokens']:>14,} / {r['total_tokens']:<11,}{pct:>5.0f}%"
                      f"{str(r['rows']) + '/' + str(r['points']):>7}{r['attempts']:>6}"
@@ -104,7 +132,26 @@ def format_status(sweep: Sweep, rows: list[dict]) -> str:
     n_rows = sum(r.get("rows", 0) for r in rows)
     n_points = sum(r.get("points", 0) for r in rows)
     lines.append(f"{len(rows)} runs: {counts}; {n_rows}/{n_points} result rows in {sweep.results}")
-    return "\n".join(lines)
+    hint = repair_hint(sweep, rows)
+    return "\n".join(lines + ([hint] if hint else []))
+
+
+def repair_hint(sweep: Sweep, rows: list[dict]) -> str | None:
+    """One line when results.jsonl has a torn last line or lacks rows of done runs, naming the
+    command that repairs it (`sweep run` drops the torn line and re-appends rows from each
+    done run's done.json, training nothing that is done)."""
+    _, torn = read_results(sweep.results)
+    missing = sum(r.get("rows_missing", 0) for r in rows)
+    if not torn and not missing:
+        return None
+    problems = [f"a torn last line ({torn} bytes)"] if torn else []
+    if missing:
+        problems.append(f"{missing} row(s) of done runs missing")
+    shipped = sweep.ladder.path.resolve() == (LADDER_DIR / f"{sweep.ladder.name}.yaml").resolve()
+    ladder = sweep.ladder.name if shipped else str(sweep.ladder.path)
+    command = f"hybrid-jax sweep run {shlex.quote(ladder)} --root {shlex.quote(str(sweep.root))}"
+    return (f"{sweep.results.name} has {' and '.join(problems)}: `{command}` repairs it "
+            "(rows are restored from done.json)")
 
 
 def merge(sweep: Sweep, others: list[str | Path], say=print) -> int:
