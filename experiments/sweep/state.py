@@ -4,7 +4,8 @@
     {root}/runs/{run_id}/         the training run directory (hybrid_jax.train) plus:
         spec.json                 the run's ladder entry and resolved config
         lock                      the claim: JSON {host, runner_pid, worker_pid, *_start, time}
-        attempts.jsonl            one line per attempt: runner, worker, exit code, error
+        attempts.jsonl            events: an attempt's start and exit (runner, worker, exit code,
+                                  error), its training summary, and resets of its failures
         done.json                 the run completed and its rows are in results.jsonl
         failed.json               retries exhausted or refused; the last traceback
         last_error.json           written by a worker that raised (the runner collects it)

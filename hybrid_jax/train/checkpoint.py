@@ -82,7 +82,7 @@ class _OrbaxErrorsToFile(logging.Filter):
                 if record.exc_info:
                     f.write("".join(traceback.format_exception(*record.exc_info)))
         except OSError:
-            return True  # the disk may be full: better on the terminal than nowhere
+            pass  # a full disk: our own one-line error still says what happened
         return False
 
 
