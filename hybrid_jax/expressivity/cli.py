@@ -1,7 +1,9 @@
 """`hybrid-jax expressivity run SUITE --out DIR [--seeds N] [--tasks T ...]` and `... list`.
 
-`run` trains every missing (task, model) cell of the suite, then writes DIR/results.json,
-DIR/results.md and DIR/heatmap.png from all finished cells. Rerunning resumes.
+`run` trains every missing positive control and (task, model) cell of the suite, then writes
+DIR/results.json, DIR/results.md and DIR/heatmap.png from all finished ones. Rerunning resumes.
+`--only controls` / `--only cells` splits the work (e.g. over processes sharing one GPU, each
+with its own DIR); the outputs then cover only what that DIR holds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the suite's)")
     r.add_argument("--tasks", nargs="+", default=None, help="run only these tasks of the suite")
     r.add_argument("--log-every", type=int, default=0, help="print losses every N steps")
+    r.add_argument("--only", choices=("controls", "cells"), default=None,
+                   help="run only the positive controls, or only the suite's cells")
     sub.add_parser("list", help="list suites and tasks")
     return p
 
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "list":
         return _list()
     from hybrid_jax.expressivity.report import write_outputs
-    from hybrid_jax.expressivity.suite import get_suite, run_suite
+    from hybrid_jax.expressivity.suite import get_suite, run_controls, run_suite
 
     try:
         suite = get_suite(args.suite).select(tasks=args.tasks, n_seeds=args.seeds)
@@ -58,9 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hybrid-jax expressivity: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    results = run_suite(suite, args.out, log_every=args.log_every)
+    controls = ([] if args.only == "cells" else
+                run_controls(suite, args.out, log_every=args.log_every))
+    results = [] if args.only == "controls" else run_suite(suite, args.out,
+                                                          log_every=args.log_every)
     wall = time.perf_counter() - t0
-    write_outputs(suite, results, args.out, wall_seconds=wall)
+    if not results:
+        print(f"ran the controls only; no tables written ({wall:.0f} s)")
+        return 0
+    write_outputs(suite, results, args.out, controls=controls, wall_seconds=wall)
     print(f"wrote {args.out}/results.json, results.md, heatmap.png ({wall:.0f} s)")
     return 0
 

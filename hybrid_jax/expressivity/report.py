@@ -1,7 +1,10 @@
-"""Suite outputs: results.json (config, environment, every cell), results.md and heatmap.png.
+"""Suite outputs: results.json (config, environment, every cell and control), results.md and
+heatmap.png.
 
 Reads cell results only and trains nothing; the constant-guess baseline regenerates the (fixed)
-test sets with the task generators.
+test sets with the task generators. A task whose positive control did not pass (or did not run)
+is "pipeline unverified": results.md and the heatmap show that label instead of its numbers,
+which stay in results.json as data.
 """
 
 from __future__ import annotations
@@ -30,21 +33,49 @@ def _cells_by(results):
     return {(r["cell"]["task"], r["cell"]["model"]): r for r in results}
 
 
+UNVERIFIED = "pipeline unverified"
+
+
+def unverified_tasks(suite, controls: list[dict]) -> set[str]:
+    passed = {c["task"] for c in controls if c["passed"]}
+    return {t.name for t in suite.tasks} - passed
+
+
+def controls_markdown(controls: list[dict]) -> list[str]:
+    lines = ["## Positive controls", "",
+             "Per task, a model and setting that theory says can solve it, trained by this "
+             "pipeline; it passes when its best seed reaches the threshold (sequence accuracy at "
+             "its L, chosen lr). A task whose control fails is *" + UNVERIFIED + "* below.", "",
+             "| task | control | L | best seed | mean | threshold | verdict | why it must work |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in controls:
+        shape = c["cell"]["cell"]["model_config"]
+        what = (f"{c['model']} ({shape['n_layers']} layers, d_model {shape['d_model']})"
+                + ("" if c["control_task"] == c["task"] else f" on {c['control_task']}"))
+        lines.append(f"| {c['task']} | {what} | {c['train_length']} | {c['best_seed_acc']:.2f} | "
+                     f"{c['mean_acc']:.2f} | {c['threshold']:.2f} | "
+                     f"{'verified' if c['passed'] else UNVERIFIED} | {c['reason']} |")
+    return lines + [""]
+
+
 def token_accuracy(cell: dict, length: int) -> float:
     runs = [r for r in cell["runs"] if r["lr"] == cell["chosen_lr"]]
     return float(np.mean([r["test"][str(length)]["token_acc"] for r in runs]))
 
 
 def markdown(suite, results: list[dict], wall_seconds: float | None = None,
-             baselines: dict | None = None) -> str:
+             baselines: dict | None = None, controls: list[dict] | None = None) -> str:
+    controls = controls or []
+    bad = unverified_tasks(suite, controls)
     mult = suite.eval_multipliers
     head = ["task", "model", "params", "lr"] + [f"{m}L" for m in mult]
     lines = [f"# Expressivity suite `{suite.name}`", "",
              "Sequence accuracy on held-out test sets (every scored position right), mean ± std "
              f"over {suite.n_seeds} seeds at the learning rate chosen by in-distribution "
              "validation accuracy; [min–max] over seeds. L is the longest training size "
-             "(bits, permutations, pairs, items or statements).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             "(bits, permutations, pairs, items or statements).", ""]
+    lines += controls_markdown(controls) + ["## Results", "",
+                                            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     baselines = baselines or {}
     for i, r in enumerate(results):
         c = r["cell"]
@@ -52,7 +83,8 @@ def markdown(suite, results: list[dict], wall_seconds: float | None = None,
                f"{r['chosen_lr']:g}"]
         for L in c["eval_lengths"]:
             s = r["summary"][str(L)]
-            row.append(f"{s['mean']:.2f} ± {s['std']:.2f} [{s['min']:.2f}–{s['max']:.2f}]")
+            row.append(f"*{UNVERIFIED}*" if c["task"] in bad else
+                       f"{s['mean']:.2f} ± {s['std']:.2f} [{s['min']:.2f}–{s['max']:.2f}]")
         lines.append("| " + " | ".join(row) + " |")
         last_of_task = i + 1 == len(results) or results[i + 1]["cell"]["task"] != c["task"]
         if last_of_task and c["task"] in baselines:
@@ -66,7 +98,7 @@ def markdown(suite, results: list[dict], wall_seconds: float | None = None,
         c = r["cell"]
         row = [f"{c['task']} (L={c['train_length']})", c["model"]]
         for L in c["eval_lengths"]:
-            row.append(f"{token_accuracy(r, L):.3f}")
+            row.append(f"*{UNVERIFIED}*" if c["task"] in bad else f"{token_accuracy(r, L):.3f}")
         lines.append("| " + " | ".join(row) + " |")
         last_of_task = i + 1 == len(results) or results[i + 1]["cell"]["task"] != c["task"]
         if last_of_task and c["task"] in baselines:
@@ -81,13 +113,14 @@ def markdown(suite, results: list[dict], wall_seconds: float | None = None,
     return "\n".join(lines) + "\n"
 
 
-def heatmap(suite, results: list[dict], path: Path) -> None:
+def heatmap(suite, results: list[dict], path: Path, controls: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells = _cells_by(results)
+    bad = unverified_tasks(suite, controls or [])
     tasks = [t.name for t in suite.tasks]
     models = list(suite.models)
     mult = suite.eval_multipliers
@@ -95,13 +128,18 @@ def heatmap(suite, results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(mult), figsize=(2.2 + 1.1 * len(models) * len(mult), height),
                              squeeze=False, layout="constrained")
     lengths = {t.name: t.train_length for t in suite.tasks}
-    labels = [f"{t} (L={lengths[t]})" for t in tasks]
+    labels = [f"{t} (L={lengths[t]})" + ("\n" + UNVERIFIED if t in bad else "") for t in tasks]
     for ax, m in zip(axes[0], mult):
         grid = np.full((len(tasks), len(models)), np.nan)
         for i, t in enumerate(tasks):
             for j, mo in enumerate(models):
                 r = cells.get((t, mo))
                 if r is None:
+                    continue
+                if t in bad:  # grey, no number: not a result
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.8", zorder=2))
+                    ax.text(j, i, "unverified", ha="center", va="center", fontsize=7,
+                            color="0.3", zorder=3)
                     continue
                 s = r["summary"][str(m * r["cell"]["train_length"])]
                 grid[i, j] = s["mean"]
@@ -113,22 +151,24 @@ def heatmap(suite, results: list[dict], path: Path) -> None:
         ax.set_title(f"eval at {m}L", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="sequence accuracy")
     fig.suptitle(f"expressivity suite '{suite.name}': sequence accuracy, mean ± std over "
-                 f"{suite.n_seeds} seeds", fontsize=10)
+                 f"{suite.n_seeds} seeds" + (f"; grey: positive control failed ({UNVERIFIED})"
+                                             if bad else ""), fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def write_outputs(suite, results: list[dict], out: Path, *, wall_seconds: float | None = None,
-                  extra: dict | None = None) -> dict:
+def write_outputs(suite, results: list[dict], out: Path, *, controls: list[dict],
+                  wall_seconds: float | None = None, extra: dict | None = None) -> dict:
     from hybrid_jax.expressivity.suite import constant_guess
 
     out = Path(out)
     done = {r["cell"]["task"] for r in results}
     baselines = {t.name: constant_guess(suite, t) for t in suite.tasks if t.name in done}
     doc = {"suite": suite.to_dict(), "environment": environment(suite), "wall_seconds": wall_seconds,
-           "positional_note": RUNINFO_NOTE, "baselines": baselines, "cells": results,
-           **(extra or {})}
+           "positional_note": RUNINFO_NOTE, "baselines": baselines,
+           "unverified_tasks": sorted(unverified_tasks(suite, controls)), "controls": controls,
+           "cells": results, **(extra or {})}
     (out / "results.json").write_text(json.dumps(doc, indent=1))
-    (out / "results.md").write_text(markdown(suite, results, wall_seconds, baselines))
-    heatmap(suite, results, out / "heatmap.png")
+    (out / "results.md").write_text(markdown(suite, results, wall_seconds, baselines, controls))
+    heatmap(suite, results, out / "heatmap.png", controls)
     return doc

@@ -13,6 +13,9 @@ evaluation run in batches of 128 (or n_val/n_test if smaller). Training batches 
 to the suite's longest training T and evaluation batches to its longest evaluation T, so each
 model compiles one training and one evaluation program for the whole suite (padding cannot
 change a causal model's outputs; tests check this). The padded T is not part of a cell's config.
+
+Each suite lists positive controls (controls.py), one per task; `run_controls` trains each as a
+one-cell suite of its own, through the same `run_cell`, into OUT/controls/.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid_jax.expressivity.controls import Control, ci_controls, full_controls, verdict
 from hybrid_jax.expressivity.models import MODELS, ModelShape, model_config
 from hybrid_jax.expressivity.tasks import TASKS, Batch, get_task
 from hybrid_jax.expressivity.train import (TrainConfig, eval_batches, evaluate, make_train_data,
@@ -69,6 +73,7 @@ class Suite:
     # training steps amplify into visibly different runs.
     train_tokens: int | None = None
     eval_tokens: int | None = None
+    controls: tuple[Control, ...] = ()
 
     def __post_init__(self) -> None:
         for m in self.models:
@@ -79,6 +84,11 @@ class Suite:
             raise ValueError("need at least one learning rate")
         if not self.tasks:
             raise ValueError("need at least one task")
+        names = [t.name for t in self.tasks]
+        stray = [c.task for c in self.controls if c.task not in names]
+        if stray or len({c.task for c in self.controls}) != len(self.controls):
+            raise ValueError(f"suite {self.name!r}: controls must name distinct tasks of the "
+                             f"suite; got {[c.task for c in self.controls]} for tasks {names}")
         need_train = max(get_task(t.name).token_length(t.train_length) for t in self.tasks)
         need_eval = max(get_task(t.name).token_length(m * t.train_length)
                         for t in self.tasks for m in self.eval_multipliers)
@@ -99,7 +109,8 @@ class Suite:
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     raise ValueError(f"task {t!r} is not in suite {self.name!r}{hint}; "
                                      f"it has {list(known)}")
-            out = dataclasses.replace(out, tasks=tuple(known[t] for t in tasks))
+            out = dataclasses.replace(out, tasks=tuple(known[t] for t in tasks),
+                                      controls=tuple(c for c in out.controls if c.task in tasks))
         if n_seeds is not None:
             out = dataclasses.replace(out, n_seeds=n_seeds)
         return out
@@ -117,6 +128,7 @@ SUITES: dict[str, Suite] = {
         shape=ModelShape(d_model=32, n_heads=2, n_layers=2, hybrid_pattern="GA"),
         train=TrainConfig(steps=150, batch_size=16),
         lrs=(3e-3, 1e-2), n_seeds=3, n_val=128, n_test=256,
+        controls=ci_controls(ModelShape(d_model=32, n_heads=2, n_layers=2, hybrid_pattern="GA")),
         estimate="about 8-15 min on 2 shared CPU cores (measured in LOG)"),
     # Every task, 4 layers, d_model 128: one H100/H200. See LOG for the estimate.
     "full": Suite(
@@ -126,7 +138,7 @@ SUITES: dict[str, Suite] = {
                TaskSpec("state_recall", 32), TaskSpec("code", 12)),
         shape=ModelShape(d_model=128, n_heads=4, n_layers=4, hybrid_pattern="GGGA"),
         train=TrainConfig(steps=2000, batch_size=64),
-        lrs=(1e-3, 3e-3, 1e-2), n_seeds=3, n_val=512, n_test=1024,
+        lrs=(1e-3, 3e-3, 1e-2), n_seeds=3, n_val=512, n_test=1024, controls=full_controls(),
         estimate="about 17-19 min on one H200 (from cells run alone; see LOG)"),
     # Test-sized: what tests/test_expressivity_suite.py runs through the CLI in seconds.
     "smoke": Suite(
@@ -134,6 +146,9 @@ SUITES: dict[str, Suite] = {
         shape=ModelShape(d_model=16, n_heads=1, n_layers=2, hybrid_pattern="GA"),
         train=TrainConfig(steps=3, batch_size=4), lrs=(1e-2,), n_seeds=1,
         models=("transformer", "gdn02"), eval_multipliers=(1, 2), n_val=16, n_test=16,
+        controls=(Control("parity", "gdn02", 4, ModelShape(d_model=16, n_heads=1, n_layers=2,
+                                                           hybrid_pattern="GA"),
+                          TrainConfig(steps=3, batch_size=4), (1e-2,), 1, "a test of the path"),),
         estimate="seconds plus compilation; for tests only"),
 }
 assert all(t.name in TASKS for s in SUITES.values() for t in s.tasks)
@@ -152,6 +167,7 @@ def cell_config(suite: Suite, spec: TaskSpec, model: str) -> dict:
     train = dataclasses.replace(suite.train, steps=spec.steps or suite.train.steps)
     return {"task": spec.name, "task_params": dataclasses.asdict(get_task(spec.name)),
             "train_length": spec.train_length, "model": model, "model_config": cfg.to_dict(),
+            "embed_std": suite.shape.embed_std,
             "train": dataclasses.asdict(train), "lrs": list(suite.lrs),
             "seeds": list(range(suite.n_seeds)),
             "eval_lengths": [m * spec.train_length for m in suite.eval_multipliers],
@@ -181,7 +197,8 @@ def run_cell(suite: Suite, spec: TaskSpec, model: str, *, data: Batch | None = N
         data = make_train_data(task, spec.train_length, train_cfg, tuple(cell["seeds"]),
                                pad_to=suite.train_tokens)
     group = train_group(cfg, task, spec.train_length, train_cfg, lrs=suite.lrs,
-                        seeds=tuple(cell["seeds"]), data=data, log_every=log_every)
+                        seeds=tuple(cell["seeds"]), embed_std=suite.shape.embed_std, data=data,
+                        log_every=log_every)
     t0 = time.perf_counter()
     T = suite.eval_tokens
     val = evaluate(group, eval_batches(task, spec.train_length, suite.n_val, seed=VAL_SEED,
@@ -222,42 +239,77 @@ def cell_path(out: Path, spec: TaskSpec, model: str) -> Path:
     return Path(out) / "cells" / f"{spec.name}__{model}.json"
 
 
+def control_suite(suite: Suite, control: Control) -> Suite:
+    """The one-cell suite that trains `control` (its own shape, budget and lengths)."""
+    return Suite(name=f"{suite.name}:control:{control.task}",
+                 tasks=(TaskSpec(control.trained_task, control.train_length),),
+                 shape=control.shape, train=control.train, lrs=control.lrs,
+                 n_seeds=control.n_seeds, models=(control.model,), eval_multipliers=(1,),
+                 n_val=suite.n_val, n_test=suite.n_test)
+
+
+def _cell(suite: Suite, spec: TaskSpec, model: str, path: Path, data: list, log,
+          log_every: int) -> dict:
+    """The cell's result: read from `path` when it holds this config, else trained and written.
+    `data` is a one-slot cache of the task's training batches, shared by a task's models."""
+    want = config_hash(cell_config(suite, spec, model))
+    if path.exists():
+        done = json.loads(path.read_text())
+        if done.get("cell_hash") != want:
+            raise RuntimeError(
+                f"{path} was written under a different cell config "
+                f"(hash {done.get('cell_hash')} != {want}); use a fresh --out directory "
+                f"or delete that file")
+        log(f"[skip] {spec.name} x {model}: done")
+        return done
+    log(f"[run ] {spec.name} x {model} (L={spec.train_length}, "
+        f"{len(suite.lrs)} lrs x {suite.n_seeds} seeds)")
+    if not data:
+        t0 = time.perf_counter()
+        cell = cell_config(suite, spec, model)
+        data.append(make_train_data(get_task(spec.name), spec.train_length,
+                                    TrainConfig(**cell["train"]), tuple(cell["seeds"]),
+                                    pad_to=suite.train_tokens))
+        log(f"       training data {data[0].inputs.shape} built in "
+            f"{time.perf_counter() - t0:.1f}s")
+    res = run_cell(suite, spec, model, data=data[0], log_every=log_every)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, path)
+    accs = "  ".join(f"{L}: {s['mean']:.2f}±{s['std']:.2f}" for L, s in res["summary"].items())
+    log(f"       lr={res['chosen_lr']:g}  {accs}  ({res['train_seconds']:.0f}s train, "
+        f"{res['eval_seconds']:.0f}s eval)")
+    return res
+
+
 def run_suite(suite: Suite, out: Path, *, log=print, log_every: int = 0) -> list[dict]:
     """Run every missing cell of `suite` under `out`; return all cell results in suite order."""
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     results = []
     for spec in suite.tasks:
-        data = None  # built at the task's first missing cell, shared by its models
+        data: list = []  # built at the task's first missing cell, shared by its models
         for model in suite.models:
-            path = cell_path(out, spec, model)
-            want = config_hash(cell_config(suite, spec, model))
-            if path.exists():
-                done = json.loads(path.read_text())
-                if done.get("cell_hash") != want:
-                    raise RuntimeError(
-                        f"{path} was written under a different cell config "
-                        f"(hash {done.get('cell_hash')} != {want}); use a fresh --out directory "
-                        f"or delete that file")
-                log(f"[skip] {spec.name} x {model}: done")
-                results.append(done)
-                continue
-            log(f"[run ] {spec.name} x {model} (L={spec.train_length}, "
-                f"{len(suite.lrs)} lrs x {suite.n_seeds} seeds)")
-            if data is None:
-                t0 = time.perf_counter()
-                cell = cell_config(suite, spec, model)
-                data = make_train_data(get_task(spec.name), spec.train_length,
-                                       TrainConfig(**cell["train"]), tuple(cell["seeds"]),
-                                       pad_to=suite.train_tokens)
-                log(f"       training data {data.inputs.shape} built in "
-                    f"{time.perf_counter() - t0:.1f}s")
-            res = run_cell(suite, spec, model, data=data, log_every=log_every)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(res, indent=1))
-            os.replace(tmp, path)
-            accs = "  ".join(f"{L}: {s['mean']:.2f}±{s['std']:.2f}" for L, s in res["summary"].items())
-            log(f"       lr={res['chosen_lr']:g}  {accs}  ({res['train_seconds']:.0f}s train, "
-                f"{res['eval_seconds']:.0f}s eval)")
-            results.append(res)
+            results.append(_cell(suite, spec, model, cell_path(out, spec, model), data, log,
+                                 log_every))
     return results
+
+
+def run_controls(suite: Suite, out: Path, *, log=print, log_every: int = 0) -> list[dict]:
+    """Run every missing positive control of `suite` under OUT/controls/; return each one's
+    verdict (controls.verdict) with its cell, in suite order."""
+    out = Path(out)
+    verdicts = []
+    for control in suite.controls:
+        csuite = control_suite(suite, control)
+        spec = csuite.tasks[0]
+        path = out / "controls" / f"{control.task}__{control.model}.json"
+        log(f"[ctrl] {control.task}: {control.model} on {control.trained_task} "
+            f"(L={control.train_length})")
+        cell = _cell(csuite, spec, control.model, path, [], log, log_every)
+        v = verdict(control, cell)
+        log(f"       best seed {v['best_seed_acc']:.2f} -> "
+            f"{'verified' if v['passed'] else 'PIPELINE UNVERIFIED'}")
+        verdicts.append({**v, "cell": cell})
+    return verdicts

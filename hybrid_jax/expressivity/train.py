@@ -27,7 +27,7 @@ from flax import nnx
 
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.expressivity.tasks import Batch, sample
-from hybrid_jax.models.lm import build_model
+from hybrid_jax.expressivity.models import init_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +144,11 @@ def make_train_data(task, length: int, cfg: TrainConfig, seeds: tuple[int, ...],
 
 
 def train_group(model_cfg: ModelConfig, task, length: int, cfg: TrainConfig, *,
-                lrs: tuple[float, ...], seeds: tuple[int, ...], data: Batch | None = None,
-                log_every: int = 0) -> TrainedGroup:
+                lrs: tuple[float, ...], seeds: tuple[int, ...], embed_std: float,
+                data: Batch | None = None, log_every: int = 0) -> TrainedGroup:
     """Train len(lrs) x len(seeds) runs of one model on batches of sizes <= length; `data` is
-    make_train_data(task, length, cfg, seeds), built here when not given."""
+    make_train_data(task, length, cfg, seeds), built here when not given. Token embeddings are
+    drawn with std `embed_std` (models.init_model)."""
     if not lrs or not seeds or any(not lr > 0 for lr in lrs):
         raise ValueError(f"need >= 1 positive learning rate and >= 1 seed, got {lrs}, {seeds}")
     if data is None:
@@ -157,8 +158,8 @@ def train_group(model_cfg: ModelConfig, task, length: int, cfg: TrainConfig, *,
                          f"{len(seeds)} seeds, batch {cfg.batch_size}")
     t0 = time.perf_counter()
     runs = [(lr, s) for lr in lrs for s in range(len(seeds))]
-    graphdef, _ = nnx.split(build_model(model_cfg, seed=0))
-    per_seed = [nnx.split(build_model(model_cfg, seed=s))[1] for s in seeds]
+    graphdef, _ = nnx.split(init_model(model_cfg, embed_std, seed=0))
+    per_seed = [nnx.split(init_model(model_cfg, embed_std, seed=s))[1] for s in seeds]
     params_R = jax.tree.map(lambda *xs: jnp.stack(xs), *[per_seed[s] for _, s in runs])
     tx = _tx(cfg)
     opt_state_R = jax.vmap(tx.init)(params_R)

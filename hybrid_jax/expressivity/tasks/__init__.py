@@ -20,6 +20,9 @@ TASKS = {
     "mqar": MQAR(),
     "state_recall": StateRecall(),
     "code": CodeExec(),
+    # Positive-control variants (see suite.py's controls); not tasks of any suite.
+    "s3_swaps": WordProblem(3, swaps_only=True),
+    "s5_swaps": WordProblem(5, swaps_only=True),
 }
 assert all(t.vocab_size <= VOCAB_SIZE and t.name == n for n, t in TASKS.items())
 

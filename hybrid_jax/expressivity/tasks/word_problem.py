@@ -9,6 +9,11 @@ it at arbitrary length unless TC0 = NC1 (Merrill, Petty & Sabharwal 2024). S_3 i
 its word problem is in TC0. A GDN layer with beta in (0, 2) realises one reflection per token;
 a general permutation of S_5 is a product of up to 4 transpositions, so exact tracking with
 arbitrary generators needs several layers (or several Householder factors per token).
+
+`swaps_only=True` draws every input from the transpositions alone (tasks "s3_swaps",
+"s5_swaps"): each input then acts on R^k as one reflection I - 2 u u^T, so a single GDN layer
+with beta in (0, 2) can track the running product exactly at any length (beta -> 2, decay -> 1).
+The suite uses these as positive controls of the word-problem pipeline, not as results.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import math
 import numpy as np
 
 from hybrid_jax.expressivity.tasks.base import check_length
-from hybrid_jax.expressivity.tasks.groups import running_products, symmetric_group
+from hybrid_jax.expressivity.tasks.groups import running_products, symmetric_group, transpositions
 
 
 @dataclasses.dataclass(frozen=True)
 class WordProblem:
     degree: int = 5
+    swaps_only: bool = False
 
     def __post_init__(self) -> None:
         if not 2 <= self.degree <= 5:
@@ -32,7 +38,7 @@ class WordProblem:
 
     @property
     def name(self) -> str:
-        return f"s{self.degree}"
+        return f"s{self.degree}" + ("_swaps" if self.swaps_only else "")
 
     @property
     def vocab_size(self) -> int:
@@ -43,5 +49,9 @@ class WordProblem:
 
     def example(self, rng: np.random.Generator, n: int):
         _, table = symmetric_group(self.degree)
-        elems = rng.integers(0, len(table), size=n)
+        if self.swaps_only:
+            swaps = transpositions(self.degree)
+            elems = swaps[rng.integers(0, len(swaps), size=n)]
+        else:
+            elems = rng.integers(0, len(table), size=n)
         return elems + 1, running_products(table, elems) + 1, np.ones(n, bool)
