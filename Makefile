@@ -66,13 +66,14 @@ fit-laws: install
 	$(HJ) fit $(RESULTS) --val-set mean --out $(FIT_OUT)
 	@echo "report: $(FIT_OUT)/REPORT.md"
 
-# Issue 8's evidence: corpus from every permissive distribution installed here, lr check, the
-# gpu-small ladder, fits into results/gpu-small. Resumable; see experiments/scripts/ladder.sh.
+# The gpu-small ladder end to end: corpus from every permissive distribution installed here, lr
+# check, the ladder, fits into results/gpu-small. Resumable; see experiments/scripts/ladder.sh.
 PARALLEL ?= 4
 ladder-gpu: install
 	PY=$(PY) PARALLEL=$(PARALLEL) bash experiments/scripts/ladder.sh
 
-# Issue 7: trained models on synthetic tasks that separate the families (resumable per cell).
+# The expressivity suite: trained models on synthetic tasks that separate the families
+# (resumable per cell).
 expressivity: install
 	$(HJ) expressivity run ci --out results/expressivity-ci
 

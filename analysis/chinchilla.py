@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 # Epoch AI's fit with a summed Huber (delta = 1e-3) objective and the 4,500-start grid,
-# with their bootstrap 95% intervals (DESIGN.md, "Chinchilla reference data").
+# with their bootstrap 95% intervals (docs/scaling-recipe.md).
 EPOCH_FIT = {"A": 477.8, "B": 2143.0, "E": 1.8172, "alpha": 0.3473, "beta": 0.3672}
 EPOCH_CI = {"E": (1.77, 1.87), "alpha": (0.32, 0.37), "beta": (0.33, 0.42)}
 N_DROPPED = 5

@@ -67,7 +67,7 @@ class PaperReference:
 
 
 # Merrill, Svete, Sabharwal et al. 2026, "Olmo Hybrid: From Theory to Practice and Back",
-# arXiv 2604.03444, as transcribed in DESIGN.md: exponents read off its scaling-law
+# arXiv 2604.03444, as summarised in docs/paper.md: exponents read off its scaling-law
 # figure; savings factor 1.5 from "about 35% fewer tokens" on Common Crawl loss at 7B;
 # ladder 60M-1B parameters.
 PAPER = PaperReference(

@@ -25,7 +25,7 @@ Per token, per layer (D = d_model, F = MLP hidden, T = sequence length):
           v' = u - w S,  o_inter = (q exp(G)) S   4KV
           q k^T and (masked) x v' intra-chunk     2CK + 2CV
           S += (k decay)^T v'                     2KV
-      (K = V = 128, C = 64 gives about 183k FLOPs per token-head, the figure DESIGN.md uses.)
+      (K = V = 128, C = 64 gives about 183k FLOPs per token-head, the figure in docs/environment.md.)
   SwiGLU MLP:  6*D*F
   unembedding: 2*D*vocab
 """

@@ -54,7 +54,7 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
     return PRESETS[name](**overrides)
 
 
-# Olmo 3 7B and Olmo Hybrid 7B (DESIGN.md, "Architecture facts").
+# Olmo 3 7B and Olmo Hybrid 7B (docs/architectures.md).
 _register("olmo3_7b", dict(family="transformer", vocab_size=100_352, d_model=4096, n_layers=32,
                            n_heads=32, mlp_hidden=11008, sliding_window=4096))
 _register("olmo_hybrid_7b", dict(family="hybrid", vocab_size=100_352, d_model=3840, n_layers=32,

@@ -103,7 +103,7 @@ def make_mesh(shape: tuple[int, ...], devices: list | None = None) -> Mesh:
     devices = jax.devices() if devices is None else devices
     shape = resolve_mesh_shape(shape, len(devices))
     # Auto axes: with jax.make_mesh's Explicit default a plain x @ w over a sharded contracting
-    # dimension raises ShardingTypeError (DESIGN.md, Known gotchas).
+    # dimension raises ShardingTypeError (docs/environment.md).
     if len(devices) == len(jax.devices()) and devices == jax.devices():
         return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES,

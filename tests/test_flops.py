@@ -53,7 +53,7 @@ def test_window_caps_attention_length():
 
 
 def test_gdn_chunk_flops_match_design_anchor():
-    # DESIGN.md: about 183k FLOPs per token-head for K = V = 128 at chunk 64.
+    # docs/environment.md: about 183k FLOPs per token-head for K = V = 128 at chunk 64.
     cfg = ModelConfig(family="gdn", vocab_size=10, d_model=128, n_layers=1, n_heads=1,
                       mlp_hidden=16, gdn_head_k_dim=128, gdn_v_expand=1.0, gdn_chunk_size=64)
     proj_and_conv = 2 * 128 * (2 * 128 + 3 * 128 + 2) + 2 * 4 * (3 * 128)

@@ -65,7 +65,7 @@ def unembed_logits(x_BTD: jax.Array, w_DV: jax.Array) -> jax.Array:
 
     Why: with plain autodiff the fp32 logits make an fp32 cotangent, so both backward GEMMs
     (dx, dw) promote their bf16 operand to fp32, which a GPU runs as TF32 at half the bf16 rate:
-    23% of a 370M transformer's step on an H200 (experiments/LOG.md, fourth session). Here the
+    23% of a 370M transformer's step on an H200 (profiled; experiments/LOG.md). Here the
     cotangent is rounded to x's dtype once, as mixed-precision frameworks compute logits; dw
     accumulates in fp32 and stays fp32 (plain autodiff rounds it to bf16 at the weight cast)."""
     return jnp.dot(x_BTD, w_DV.astype(x_BTD.dtype), preferred_element_type=jnp.float32)
