@@ -14,7 +14,7 @@ SUBCOMMANDS = {
     "models": ("hybrid_jax.presets_cli", "list presets with parameter and FLOP counts"),
     "data": ("hybrid_jax.data.cli", "build/inspect token stores and tokenizers"),
     "train": ("hybrid_jax.train.cli", "train one run from a YAML config or preset, with key.sub=value overrides"),
-    "sweep": ("experiments.sweep.cli", "plan, run, inspect and merge ladders of runs"),
+    "sweep": ("hybrid_jax.sweep.cli", "plan, run, inspect and merge ladders of runs"),
     "fit": ("analysis.cli", "fit scaling laws to sweep results, write fits.json, REPORT.md, figures"),
     "compile": ("hybrid_jax.compile.cli",
                 "compile the sharded train step for a TPU topology ahead of time: memory, FLOPs"),

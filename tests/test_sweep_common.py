@@ -53,7 +53,7 @@ def sweep_env(cache: Path) -> dict[str, str]:
 
 
 def sweep_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "experiments.sweep.cli", *map(str, args)]
+    return [sys.executable, "-m", "hybrid_jax.sweep.cli", *map(str, args)]
 
 
 def run_sweep(env, *args, timeout=240, check=True) -> subprocess.CompletedProcess:

@@ -4,8 +4,8 @@ three shipped ladders (no training)."""
 import pytest
 import yaml
 
-from experiments.sweep import cli
-from experiments.sweep.ladder import LadderError, load_ladder, shipped_ladders
+from hybrid_jax.sweep import cli
+from hybrid_jax.sweep.ladder import LadderError, load_ladder, shipped_ladders
 from hybrid_jax.overrides import OverrideError
 from test_sweep_common import micro_ladder
 
@@ -146,7 +146,7 @@ def test_plan_prints_every_run_of_the_shipped_ladders(name, capsys, tmp_path):
 
 
 def test_plan_mfu_is_validated_and_used_by_the_plan(tmp_path):
-    from experiments.sweep.plan import assumed_speed
+    from hybrid_jax.sweep.plan import assumed_speed
 
     lad = load_ladder(micro_ladder(tmp_path / "l.yaml", "s", plan_mfu={"transformer": 0.05}))
     assert lad.plan_mfu == {"transformer": 0.05}

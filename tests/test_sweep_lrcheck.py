@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from experiments.sweep.ladder import LadderError, load_ladder
-from experiments.sweep.lrcheck import Choice, check_ladder, choose, tuned_ladder_yaml
+from hybrid_jax.sweep.ladder import LadderError, load_ladder
+from hybrid_jax.sweep.lrcheck import Choice, check_ladder, choose, tuned_ladder_yaml
 from test_sweep_common import build_micro_store, cache_dir, micro_ladder, run_sweep, sweep_env
 
 

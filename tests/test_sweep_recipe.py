@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.recipe import Recipe, batch_sequences, resolve
+from hybrid_jax.sweep.recipe import Recipe, batch_sequences, resolve
 from hybrid_jax.config import ConfigError
 
 

@@ -52,7 +52,7 @@ def test_end_to_end_rows_complete_unique_and_status_done(store, env, tmp_path):
         assert key in row, key
     assert row["ladder"] == "micro" and row["seq_len"] == 32 and row["batch_tokens"] == 256
     from hybrid_jax.flops import train_flops
-    from experiments.sweep.ladder import load_ladder
+    from hybrid_jax.sweep.ladder import load_ladder
 
     spec = {r.run_id: r for r in load_ladder(ladder).expand(root)[0]}[row["run_id"]]
     assert row["flops"] == train_flops(spec.config.model, 32, row["tokens"])
@@ -191,7 +191,7 @@ def _alive(pid):
     (["plan", "--parallel", "0"], "--parallel must be a positive integer, got 0"),
 ])
 def test_out_of_range_numbers_are_refused_in_one_line(tmp_path, capsys, args, message):
-    from experiments.sweep import cli
+    from hybrid_jax.sweep import cli
 
     ladder = micro_ladder(tmp_path / "l.yaml", tmp_path / "store")
     command, *flags = args
@@ -202,7 +202,7 @@ def test_out_of_range_numbers_are_refused_in_one_line(tmp_path, capsys, args, me
 
 
 def test_runner_refuses_no_slots():
-    from experiments.sweep.runner import Runner
+    from hybrid_jax.sweep.runner import Runner
 
     with pytest.raises(ValueError, match="parallel must be a positive integer, got -2"):
         Runner(None, parallel=-2)
@@ -210,8 +210,8 @@ def test_runner_refuses_no_slots():
 
 def test_attempts_are_numbered_by_start_events_killed_runners_included(tmp_path, monkeypatch):
     """A runner killed with SIGKILL leaves a start event and no exit: the next attempt is 2."""
-    from experiments.sweep import runner as R
-    from experiments.sweep.ladder import load_ladder
+    from hybrid_jax.sweep import runner as R
+    from hybrid_jax.sweep.ladder import load_ladder
 
     sweep = R.Sweep(load_ladder(micro_ladder(tmp_path / "l.yaml", tmp_path / "store")),
                     tmp_path / "root", ["transformer/a"])

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import time
 
-from experiments.sweep import cli
-from experiments.sweep.ladder import load_ladder
-from experiments.sweep.runner import Sweep
-from experiments.sweep.state import HOST, Lock, append_rows, read_rows, write_json
+from hybrid_jax.sweep import cli
+from hybrid_jax.sweep.ladder import load_ladder
+from hybrid_jax.sweep.runner import Sweep
+from hybrid_jax.sweep.state import HOST, Lock, append_rows, read_rows, write_json
 from test_sweep_common import micro_ladder
 
 

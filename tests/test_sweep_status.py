@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from experiments.sweep import cli
-from experiments.sweep.ladder import load_ladder
-from experiments.sweep.runner import Sweep
-from experiments.sweep.state import append_line, write_json
+from hybrid_jax.sweep import cli
+from hybrid_jax.sweep.ladder import load_ladder
+from hybrid_jax.sweep.runner import Sweep
+from hybrid_jax.sweep.state import append_line, write_json
 from test_sweep_common import micro_ladder
 
 

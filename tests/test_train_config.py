@@ -86,7 +86,7 @@ def test_committed_results_keep_their_run_ids(ladder):
     field must not silently orphan published results (see LATE_FIELDS)."""
     import json
 
-    from experiments.sweep.ladder import load_ladder
+    from hybrid_jax.sweep.ladder import load_ladder
 
     rows = [json.loads(line) for line in (REPO / f"results/{ladder}/results.jsonl").open()]
     runs, _ = load_ladder(ladder).expand(f"sweeps/{ladder}")

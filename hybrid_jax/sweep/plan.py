@@ -32,8 +32,8 @@ from typing import Iterator
 
 import numpy as np
 
-from experiments.sweep.runner import Sweep
-from experiments.sweep.status import duration
+from hybrid_jax.sweep.runner import Sweep
+from hybrid_jax.sweep.status import duration
 from hybrid_jax.flops import train_flops
 
 DEFAULT_MFU = 0.2

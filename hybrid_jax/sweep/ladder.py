@@ -11,7 +11,7 @@ A ladder file (experiments/ladders/*.yaml) has these top-level keys:
     decay_ratios: [2.5, 5, 10, 20]  # D/N at the bottom of each WSD-S decay
     seq_len: 128
     model: {vocab_size: 264, ...}   # ModelConfig fields shared by every run
-    recipe: {...}                   # experiments.recipe.Recipe fields
+    recipe: {...}                   # hybrid_jax.sweep.recipe.Recipe fields
     run: {data: {...}, eval: {...}, checkpoint: {...}, log: {...}}   # RunConfig sections
     overrides: [key.sub=value, ...] # applied last to every run (a list, or a mapping)
     plan_mfu: {transformer: 0.2}    # measured MFU per family, for `sweep plan` estimates only
@@ -33,18 +33,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from experiments.recipe import Hyper, Recipe, resolve
 from hybrid_jax.config import FAMILIES, ConfigError, ModelConfig
 from hybrid_jax.flops import param_count
 from hybrid_jax.overrides import (OverrideError, from_dict, load_yaml_mapping, parse_override,
                                   unknown_key_error)
+from hybrid_jax.sweep.recipe import Hyper, Recipe, resolve
 
-LADDER_DIR = Path(__file__).resolve().parents[1] / "ladders"
+# The shipped ladders are package data of `experiments` (setup.cfg), which holds no code: they
+# are the lab's, found here so that `hybrid-jax sweep run cpu-demo` works from any directory.
+LADDER_DIR = Path(str(importlib.resources.files("experiments") / "ladders"))
 LADDER_KEYS = ("name", "description", "families", "sizes", "decay_ratios", "seq_len", "model",
                "recipe", "run", "overrides", "plan_mfu")
 RECIPE_OWNED = ("train.global_batch", "train.seq_len", "optim.lr", "optim.b1", "optim.b2",

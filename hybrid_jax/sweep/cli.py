@@ -1,4 +1,4 @@
-"""`hybrid-jax sweep {run,status,plan,merge,list}` (also `python -m experiments.sweep.cli`).
+"""`hybrid-jax sweep {run,status,plan,merge,list}` (also `python -m hybrid_jax.sweep.cli`).
 
     hybrid-jax sweep plan cpu-demo                      # N, D, FLOPs, steps, lr, epochs, time
     hybrid-jax sweep plan gpu-small --device-kind "NVIDIA H100 80GB HBM3"
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from hybrid_jax.config import ConfigError
     from hybrid_jax.overrides import OverrideError
 
-    from experiments.sweep.ladder import LadderError, load_ladder, shipped_ladders
+    from hybrid_jax.sweep.ladder import LadderError, load_ladder, shipped_ladders
 
     if args.command == "list":
         for name in shipped_ladders():
@@ -122,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<12}{lad.description.splitlines()[0] if lad.description else ''}")
         return 0
     try:
-        from experiments.sweep.runner import Sweep
+        from hybrid_jax.sweep.runner import Sweep
 
         ladder = load_ladder(args.ladder)
         if args.command == "lr-check":
-            from experiments.sweep.lrcheck import check_ladder
+            from hybrid_jax.sweep.lrcheck import check_ladder
 
             args.base_ladder = ladder
             ladder = check_ladder(ladder, args.size, args.multipliers, args.ratio)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(sweep, args) -> int:
-    from experiments.sweep.runner import Runner
+    from hybrid_jax.sweep.runner import Runner
 
     try:
         runner = Runner(sweep, max_retries=args.max_retries, parallel=args.parallel,
@@ -151,7 +151,7 @@ def cmd_run(sweep, args) -> int:
     except ValueError as e:
         print(f"hybrid-jax sweep run: {e}", file=sys.stderr)
         return EXIT_BAD
-    from experiments.sweep.plan import store_info
+    from hybrid_jax.sweep.plan import store_info
 
     for path in sorted({s.config.data.store for s in sweep.runs}):
         store, note = store_info(path)
@@ -163,8 +163,8 @@ def cmd_run(sweep, args) -> int:
 
 
 def cmd_lr_check(sweep, args) -> int:
-    from experiments.sweep.ladder import LadderError
-    from experiments.sweep.lrcheck import format_table, summarize, tuned_ladder_yaml
+    from hybrid_jax.sweep.ladder import LadderError
+    from hybrid_jax.sweep.lrcheck import format_table, summarize, tuned_ladder_yaml
 
     code = cmd_run(sweep, args)
     if code == EXIT_BAD:
@@ -192,7 +192,7 @@ def cmd_lr_check(sweep, args) -> int:
 
 
 def cmd_status(sweep, args) -> int:
-    from experiments.sweep.status import format_status, repair_hint, status_rows
+    from hybrid_jax.sweep.status import format_status, repair_hint, status_rows
 
     rows = status_rows(sweep)
     if args.json:
@@ -206,9 +206,9 @@ def cmd_status(sweep, args) -> int:
 
 
 def cmd_plan(sweep, args) -> int:
-    from experiments.sweep.plan import (assumed_speed, calibrate, format_plan, local_device_kind,
+    from hybrid_jax.sweep.plan import (assumed_speed, calibrate, format_plan, local_device_kind,
                                         plan_rows, store_info)
-    from experiments.sweep.runner import device_slots
+    from hybrid_jax.sweep.runner import device_slots
 
     if args.calibrate and args.device_kind:
         print("hybrid-jax sweep plan: --calibrate measures this device; drop --device-kind",
@@ -246,7 +246,7 @@ def cmd_plan(sweep, args) -> int:
 
 
 def cmd_merge(sweep, args) -> int:
-    from experiments.sweep.status import merge
+    from hybrid_jax.sweep.status import merge
 
     try:
         merge(sweep, args.others)

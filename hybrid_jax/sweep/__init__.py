@@ -3,12 +3,14 @@ per scaling point.
 
     ladder.py   ladder YAML -> RunSpecs (RunConfig + recipe numbers), ids from config hashes
     state.py    on-disk state: lock files (claims), markers, the results file (atomic appends)
-    worker.py   one attempt at one run, in its own process (`python -m experiments.sweep.worker`)
+    worker.py   one attempt at one run, in its own process (`python -m hybrid_jax.sweep.worker`)
     runner.py   the loop: claim, start workers per device slot, retry, mark failed, go on
     status.py   `sweep status` (progress, ETA) and `sweep merge`
     plan.py     `sweep plan`: N, D, FLOPs, steps, batch, lr, epochs, time estimate
-    cli.py      `hybrid-jax sweep ...` / `python -m experiments.sweep.cli ...`
+    cli.py      `hybrid-jax sweep ...` / `python -m hybrid_jax.sweep.cli ...`
 
-The recipe (batch, lr, beta2, warmup, decay points from N) is experiments/recipe.py; the
-shipped ladders are experiments/ladders/*.yaml. Results feed `hybrid-jax fit`.
+    recipe.py   the recipe: batch, lr, beta2, warmup and decay points from N
+
+The shipped ladders are experiments/ladders/*.yaml (package data of `experiments`, which holds
+the lab's ladders, configs, scripts and LOG; no code). Results feed `hybrid-jax fit`.
 """

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from experiments.recipe import Recipe
-from experiments.sweep.ladder import Ladder, LadderError
-from experiments.sweep.state import read_lines, write_json
+from hybrid_jax.sweep.ladder import Ladder, LadderError
+from hybrid_jax.sweep.recipe import Recipe
+from hybrid_jax.sweep.state import read_lines, write_json
 
 
 def _mult_name(size: str, m: float) -> str:

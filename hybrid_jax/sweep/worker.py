@@ -1,4 +1,4 @@
-"""One attempt at one run, in its own process: `python -m experiments.sweep.worker SPEC RESULTS`.
+"""One attempt at one run, in its own process: `python -m hybrid_jax.sweep.worker SPEC RESULTS`.
 
 Why a process per attempt: a crash, an OOM kill or a hung compile takes down only this attempt;
 the runner retries it, and JAX state never leaks from one run into the next. The runner starts
@@ -26,7 +26,7 @@ import time
 import traceback
 from pathlib import Path
 
-from experiments.sweep.state import (HOST, append_line, append_rows, read_json, read_lines,
+from hybrid_jax.sweep.state import (HOST, append_line, append_rows, read_json, read_lines,
                                      write_json)
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 75
@@ -143,7 +143,7 @@ def _fail(run_dir: Path, kind: str, error: BaseException, t0: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 2:
-        print("usage: python -m experiments.sweep.worker SPEC_JSON RESULTS_JSONL", file=sys.stderr)
+        print("usage: python -m hybrid_jax.sweep.worker SPEC_JSON RESULTS_JSONL", file=sys.stderr)
         return 2
     _die_with_runner()
     return run(Path(argv[0]), Path(argv[1]))

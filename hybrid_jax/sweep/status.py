@@ -14,9 +14,9 @@ import shutil
 import statistics
 from pathlib import Path
 
-from experiments.sweep.ladder import LADDER_DIR
-from experiments.sweep.runner import Sweep, attempts_started
-from experiments.sweep.state import append_rows, read_json, read_rows, row_key
+from hybrid_jax.sweep.ladder import LADDER_DIR
+from hybrid_jax.sweep.runner import Sweep, attempts_started
+from hybrid_jax.sweep.state import append_rows, read_json, read_rows, row_key
 
 
 def tail_records(path: Path, nbytes: int = 32_768) -> list[dict]:

@@ -1,7 +1,7 @@
 """The sweep runner: claim runs, train each in a worker process, retry, record, go on.
 
 One runner is one single-threaded loop over "slots" (a GPU or group of GPUs each, or N CPU
-workers): it starts a worker (experiments/sweep/worker.py) in each free slot for the next run
+workers): it starts a worker (hybrid_jax/sweep/worker.py) in each free slot for the next run
 it can claim (longest first: with several slots the last to finish is then a short run), and
 polls. Runs already done or failed are skipped; a run whose lock another live runner holds is
 waited for (and taken over if that runner dies), so any number of runners may work on one root
@@ -27,9 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.sweep import worker as W
-from experiments.sweep.ladder import InvalidRun, Ladder, RunSpec
-from experiments.sweep.state import (HOST, Lock, append_line, append_rows, read_json, read_lines,
+from hybrid_jax.sweep import worker as W
+from hybrid_jax.sweep.ladder import InvalidRun, Ladder, RunSpec
+from hybrid_jax.sweep.state import (HOST, Lock, append_line, append_rows, read_json, read_lines,
                                      write_json)
 from hybrid_jax.flops import train_flops
 
@@ -243,7 +243,7 @@ class Runner:
         env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
         with open(spec.run_dir / "worker.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "experiments.sweep.worker",
+                [sys.executable, "-m", "hybrid_jax.sweep.worker",
                  str(self.sweep.spec_path(spec).absolute()), str(self.sweep.results.absolute())],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         lock.set_worker(proc.pid)

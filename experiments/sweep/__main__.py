@@ -1,5 +1,0 @@
-import sys
-
-from experiments.sweep.cli import main
-
-sys.exit(main())

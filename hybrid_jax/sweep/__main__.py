@@ -1,0 +1,5 @@
+import sys
+
+from hybrid_jax.sweep.cli import main
+
+sys.exit(main())
