@@ -15,9 +15,10 @@ import pytest
 
 from hybrid_jax.data import StoreError, build_store, open_store
 from hybrid_jax.data.build import split_threshold, token_dtype
+from hybrid_jax.data.document import split_documents
 from hybrid_jax.data.pycode import (DEFAULT_DISTRIBUTIONS, LicenseError, PycodeSource,
                                     VersionDriftWarning, license_of, warn_version_drift)
-from hybrid_jax.data.sources import TextSource, split_documents
+from hybrid_jax.data.sources import TextSource
 from hybrid_jax.data.tokenizer import load_tokenizer, train_sentencepiece
 
 # one or two distributions per family, a few hundred kB of source in all

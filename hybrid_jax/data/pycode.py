@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from hybrid_jax.data.sources import Document
+from hybrid_jax.data.document import Document
 
 # family -> distributions. All are in the core install's dependency closure (or the [test]
 # extra: pytest, pluggy, iniconfig), and all are permissively licensed (checked at build time).

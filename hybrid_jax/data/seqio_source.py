@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from hybrid_jax.data.sources import DEFAULT_GROUP, Document, expand_inputs, file_records
+from hybrid_jax.data.document import DEFAULT_GROUP, Document, expand_inputs, file_records
 from hybrid_jax.data.tfds_source import EXTRA_HINT, import_modules, import_tensorflow
 from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, load_tokenizer
 

@@ -1,65 +1,24 @@
 """Document sources: what a token store is built from.
 
-A source yields `Document`s (text, group) and describes itself for the manifest (`describe()`,
-complete once `documents()` is exhausted). `group` names the validation set a held-out document
-goes to. Sources whose text arrives already tokenized (seqio) also carry `tokens`.
+A source yields `Document`s (document.py: text, group, and tokens where the text arrives
+already tokenized) and describes itself for the manifest (`describe()`, complete once
+`documents()` is exhausted). `group` names the validation set a held-out document goes to.
 
-`make_source("pycode" | "text" | "tfds:NAME[/CONFIG]" | "seqio:TASK", ...)` picks one; the
-tfds and seqio modules import TensorFlow only when such a source is made.
+`make_source("pycode" | "text" | "tfds:NAME[/CONFIG]" | "seqio:TASK", ...)` picks one. The
+source modules import document.py, never this module; the tfds and seqio sources import
+TensorFlow only when such a source is made.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from dataclasses import dataclass
 
-import numpy as np
-
-DEFAULT_GROUP = "val"
-DOC_SEPARATORS = {
-    "file": None,
-    # one or more empty (or whitespace-only) lines; the next paragraph keeps its indentation
-    "blank-lines": r"\n(?:[ \t\r\f\v]*\n)+",
-}
-
-
-@dataclass
-class Document:
-    text: str
-    group: str = DEFAULT_GROUP
-    tokens: np.ndarray | None = None
-
-
-def split_documents(text: str, separator: str) -> list[str]:
-    """`file`: the text is one document; `blank-lines`; else `separator` is a regex."""
-    pattern = DOC_SEPARATORS.get(separator, separator)
-    return [text] if pattern is None else re.split(pattern, text)
-
-
-def expand_inputs(patterns: list[str]) -> list[str]:
-    """Globs (recursive `**` allowed) expanded, sorted, de-duplicated; each must match a file."""
-    paths: list[str] = []
-    for pattern in patterns:
-        matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
-                         if os.path.isfile(p))
-        if not matches:
-            raise FileNotFoundError(f"--input {pattern!r} matches no file")
-        paths += matches
-    return sorted(set(os.path.abspath(p) for p in paths))
-
-
-def file_records(paths: list[str]) -> list[dict]:
-    """{path, sha256, bytes} of each file, for a manifest."""
-    records = []
-    for path in paths:
-        raw = Path(path).read_bytes()
-        records.append({"path": path, "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)})
-    return records
+from hybrid_jax.data.document import DEFAULT_GROUP, Document, expand_inputs, split_documents
+from hybrid_jax.data.pycode import DEFAULT_DISTRIBUTIONS, PycodeSource
+from hybrid_jax.data.seqio_source import SeqioSource
+from hybrid_jax.data.tfds_source import TfdsSource
 
 
 class TextSource:
@@ -99,8 +58,6 @@ def make_source(spec: str, *, inputs: list[str] | None = None, doc_separator: st
     """The source named by `spec`; options that the source does not use must be left unset."""
     kind, _, name = spec.partition(":")
     if kind == "pycode":
-        from hybrid_jax.data.pycode import DEFAULT_DISTRIBUTIONS, PycodeSource
-
         _reject_unused(kind, inputs=inputs, text_key=text_key, data_dir=data_dir, split=split,
                        imports=imports)
         return PycodeSource(tuple(distributions) if distributions else DEFAULT_DISTRIBUTIONS)
@@ -109,14 +66,10 @@ def make_source(spec: str, *, inputs: list[str] | None = None, doc_separator: st
                        split=split, imports=imports)
         return TextSource(inputs or [], doc_separator)
     if kind == "tfds" and name:
-        from hybrid_jax.data.tfds_source import TfdsSource
-
         _reject_unused(kind, inputs=inputs, distributions=distributions)
         return TfdsSource(name, split=split or "train", text_key=text_key or "text", data_dir=data_dir,
                           imports=imports or [])
     if kind == "seqio" and name:
-        from hybrid_jax.data.seqio_source import SeqioSource
-
         _reject_unused(kind, distributions=distributions, data_dir=data_dir)
         return SeqioSource(name, split=split or "train", feature=text_key or "targets",
                            inputs=inputs, tokenizer_path=tokenizer_path, imports=imports or [])

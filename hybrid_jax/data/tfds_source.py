@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 
-from hybrid_jax.data.sources import DEFAULT_GROUP, Document
+from hybrid_jax.data.document import DEFAULT_GROUP, Document
 
 EXTRA_HINT = "needs the [seqio] extra: pip install .[seqio]"
 
