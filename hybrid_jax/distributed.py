@@ -17,11 +17,33 @@ the CPU client). It must happen before any backend is created.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 
 import jax
 
-from hybrid_jax.train.config import DistributedConfig
+from hybrid_jax.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """The `distributed` section of a run config; empty/None fields are taken from the
+    environment (SLURM, TPU pods) or mean a single process."""
+
+    coordinator: str = ""             # host:port of process 0
+    num_processes: int | None = None
+    process_id: int | None = None
+    cpu_collectives: str = "gloo"     # for multi-process runs on CPU devices
+
+    def __post_init__(self):
+        n = self.num_processes
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float))
+                              or not 0 < n < math.inf):
+            raise ConfigError(f"distributed.num_processes: must be a positive finite number, "
+                              f"got {n!r}")
+        if self.process_id is not None and self.process_id < 0:
+            raise ConfigError(f"distributed.process_id: must be >= 0, got {self.process_id}")
 
 
 def detect(cfg: DistributedConfig, environ: dict[str, str] | None = None) -> str | None:

@@ -2,9 +2,8 @@
 
 import pytest
 
-from hybrid_jax.distributed import detect
+from hybrid_jax.distributed import DistributedConfig, detect
 from hybrid_jax.train.cli import main
-from hybrid_jax.train.config import DistributedConfig
 
 
 def test_dry_run_prints_the_resolved_config(capsys):

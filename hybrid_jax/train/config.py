@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_jax.config import ConfigError, ModelConfig
+from hybrid_jax.distributed import DistributedConfig
 from hybrid_jax.overrides import from_dict, load_yaml_mapping, to_dict
 
 SCHEDULES = ("cosine", "wsd", "wsds", "constant")
@@ -197,23 +198,6 @@ class LogConfig:
         if self.progress not in ("auto", "bar", "lines"):
             _fail("log", "progress", f"{self.progress!r} not in ('auto', 'bar', 'lines')")
         _positive("log", self, "log_every_steps")
-
-
-@dataclasses.dataclass(frozen=True)
-class DistributedConfig:
-    """Multi-process setup; empty/None fields are taken from the environment (SLURM, TPU pods)
-    or mean a single process. See hybrid_jax.distributed."""
-
-    coordinator: str = ""             # host:port of process 0
-    num_processes: int | None = None
-    process_id: int | None = None
-    cpu_collectives: str = "gloo"     # for multi-process runs on CPU devices
-
-    def __post_init__(self):
-        if self.num_processes is not None:
-            _positive("distributed", self, "num_processes")
-        if self.process_id is not None and self.process_id < 0:
-            _fail("distributed", "process_id", f"must be >= 0, got {self.process_id}")
 
 
 OPERATIONAL_SECTIONS = ("mesh", "checkpoint", "log", "distributed")
