@@ -3,20 +3,21 @@
 
 1. Numerics in the Mosaic GPU interpreter (`plgpu.InterpretGPUParams`, which simulates SMEM,
    TMA, barriers and wgmma) against plain-jnp loops of the same recurrence: one with the bf16
-   casts at the kernel's places (tight: the interpreter's wgmma and this loop sum the fp32
-   products alike, so the bf16 roundings agree), one all-fp32 (bf16-level tolerance), and the
+   casts at the kernel's places (much closer than the casts' own effect, see
+   `assert_follows_casts`), one all-fp32 (bf16-level tolerance), and the
    Triton kernel of pallas_gpu.py in Pallas interpret mode at precision="default" (bf16-level
    tolerance, see there). Plus the interpreter's race detector on one case.
 2. Lowering for CUDA (`lowering_platforms=("cuda",)`, no GPU needed): the module must hold the
    Mosaic GPU custom call. This catches primitives, layouts and transfers the interpreter
    accepts but the Mosaic GPU compiler does not.
-3. The backward against a hand-written jnp reverse loop with the kernel's bf16 casts (tight). It
+3. The backward against a hand-written jnp reverse loop with the kernel's bf16 casts (as in 1). It
    is not `jax.vjp` of the cast forward loop: the kernel also rounds cotangents (dS, dd) where
    they become wgmma operands, which no forward cast describes, and `jax.vjp` of a bf16 cast
    rounds the cotangent where the kernel does not. So the hand loop is checked, without casts,
    against `jax.vjp` of the fp32 forward loop (tight), and the kernel against that vjp and the
    Triton backward at bf16-level tolerance.
-Errors are relative: max|a - b| / max|b| (`rel_err` of tests/test_kernels_gdr.py).
+Errors are relative: max|a - b| / max|b| (`rel_err` of tests/test_kernels_gdr.py), or
+||a - b|| / ||b|| in the Frobenius norm (`rms_err`) where said.
 """
 
 import functools
@@ -84,6 +85,38 @@ def _reference(w, u, kd, gc, qd, aqk, s0, *, bf16_casts, states=None):
     return jnp.concatenate(outs, axis=1), S
 
 
+def rms_err(a, b):
+    """Relative error in the Frobenius norm: ||a - b|| / ||b||."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+# The kernel against the loop with its casts is not held to a fixed tight tolerance: the
+# interpreter's wgmma and XLA's dot (whose CPU code differs by host) sum the fp32 products in
+# different orders, so a value next to a bf16 rounding boundary where it becomes a wgmma operand
+# (S, delta, dS, dd) can round the other way, and the flip propagates through the chunk
+# recurrence. The recurrence never mixes V columns, so the cascade stays in the flip's column:
+# its max error reached half the casts' own effect (ds0 at (Kp, V) = (128, 128): 1.1e-3 against
+# 2.1e-3) while its RMS error over the output stayed at most 0.06 of theirs. A missing, extra or
+# misplaced cast moves every column: the loop with one of its casts dropped, or with the fp32
+# state accumulator or fp32 output rounded to bf16, differed from it by 0.6 to 1.2 of the casts'
+# effect (RMS) on the output it shows most on, and by 0.36 or more on any output it reaches.
+# Hence per output: RMS err(kernel, cast loop) < CAST_RATIO * RMS err(cast loop, no-cast loop).
+# An output that no cast reaches (dqd) must match to 1e-5 (max): only summation order differs.
+CAST_RATIO = 0.25
+
+
+def assert_follows_casts(names, got, cast, nocast):
+    for name, a, c, f in zip(names, got, cast, nocast):
+        a, c, f = (np.asarray(x) for x in (a, c, f))
+        assert a.shape == c.shape, (name, a.shape, c.shape)
+        effect = rms_err(c, f)
+        if effect == 0:
+            assert rel_err(a, c) < 1e-5, (name, rel_err(a, c))
+        else:
+            assert rms_err(a, c) < CAST_RATIO * effect, (name, rms_err(a, c), effect)
+
+
 @functools.lru_cache(maxsize=None)
 def _mgpu_interpret(Kp, V):
     fn = jax.jit(functools.partial(state_pass_fwd_mgpu, interpret=plgpu.InterpretGPUParams()))
@@ -98,12 +131,12 @@ def test_interpret_matches_reference(Kp, V):
     assert o.shape == (BH, N * C, V) and o.dtype == np.float32
     assert s.shape == (BH, Kp, V) and s.dtype == np.float32
     assert np.all(np.isfinite(o)) and np.all(np.isfinite(s))
-    o_c, s_c = _reference(*args, bf16_casts=True)   # same casts: only summation order differs
-    assert rel_err(o, o_c) < 1e-5 and rel_err(s, s_c) < 1e-5, (rel_err(o, o_c), rel_err(s, s_c))
+    o_c, s_c = _reference(*args, bf16_casts=True)   # same casts
     o_f, s_f = _reference(*args, bf16_casts=False)  # all fp32: bf16 rounding of S and delta
     assert rel_err(o, o_f) < 1e-2 and rel_err(s, s_f) < 1e-2, (rel_err(o, o_f), rel_err(s, s_f))
-    # and the casts matter (the comparison above is not vacuous)
-    assert rel_err(o_c, o_f) > 1e-5
+    # the casts matter (the comparison below is not vacuous), and the kernel has them
+    assert rel_err(o_c, o_f) > 1e-5 and rel_err(s_c, s_f) > 1e-5
+    assert_follows_casts(("o", "s"), (o, s), (o_c, s_c), (o_f, s_f))
 
 
 @pytest.mark.parametrize("Kp,V", CASES)
@@ -263,7 +296,6 @@ def test_bwd_interpret_matches_reference(Kp, V):
     got = _mgpu_bwd_interpret(Kp, V)
     assert all(np.all(np.isfinite(x)) for x in got)
     want = _reference_bwd(*args, states, do, dsf, bf16_casts=True)
-    _assert_close(got, want, 1e-5)  # same casts: only summation order differs
     # The hand loop without casts is the exact vjp of the fp32 forward loop ...
     s0, states32 = states[:, 0], []
     _reference(*args, s0, bf16_casts=False, states=states32)
@@ -274,6 +306,7 @@ def test_bwd_interpret_matches_reference(Kp, V):
     want32 = _reference_bwd(*args, states, do, dsf, bf16_casts=False)
     _assert_close(got, want32, 1e-2)  # bf16 rounding of dS, delta, dd
     assert rel_err(want[0], want32[0]) > 1e-5  # and the casts matter (dw)
+    assert_follows_casts(_NAMES, got, want, want32)  # the kernel's casts, at the kernel's places
 
 
 @pytest.mark.parametrize("Kp,V", [(64, 64), (128, 128)])
