@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_train_common import (REPO, build_tiny_store, cache_dir, final_params, jax_cache_env,
-                               tiny_config, tiny_overrides, train_losses)
+from test_train_common import (REPO, NanAtStep, build_tiny_store, cache_dir, final_params,
+                               jax_cache_env, tiny_config, tiny_overrides, train_losses)
 
 EIGHT_STEPS = {"train.tokens": 8 * 256, "checkpoint.interval_steps": 4}
 
@@ -304,15 +304,19 @@ def test_nan_soon_after_a_resume_names_the_checkpoint_and_going_back_one_works(s
     from hybrid_jax.train import NonFiniteError, train
 
     run_dir = tmp_path / "run"
-    cfg = dict(EIGHT_STEPS, **{"checkpoint.interval_steps": 2, "train.debug_nan_step": 7})
+    cfg = dict(EIGHT_STEPS, **{"checkpoint.interval_steps": 2})
+
+    def train_nan_at_7(cfg):
+        return train(cfg, source=NanAtStep(cfg, 7), verbose=False)
+
     with pytest.raises(NonFiniteError, match=r"at step 7 .*last checkpoint \(step 6\) is kept$"):
-        train(tiny_config(store, run_dir, **cfg), verbose=False)
+        train_nan_at_7(tiny_config(store, run_dir, **cfg))
     with pytest.raises(NonFiniteError, match=r"resumed from the checkpoint at step 6 .* 1 step\(s\) "
                                              r"earlier; .*checkpoint.resume_step=4"):
-        train(tiny_config(store, run_dir, **cfg), verbose=False)
+        train_nan_at_7(tiny_config(store, run_dir, **cfg))
     with pytest.raises(NonFiniteError, match=r"resumed from the checkpoint at step 4 .*"
                                              r"checkpoint.resume_step=2"):
-        train(tiny_config(store, run_dir, **cfg, **{"checkpoint.resume_step": 4}), verbose=False)
+        train_nan_at_7(tiny_config(store, run_dir, **cfg, **{"checkpoint.resume_step": 4}))
     # the old step 6 was moved aside; the new history saved its own step 6 before the NaN
     assert ckpt_steps(run_dir) == [2, 4, 6]
     assert ckpt_steps(run_dir, "superseded_checkpoints") == [6]
@@ -322,9 +326,9 @@ def test_nan_soon_after_a_resume_names_the_checkpoint_and_going_back_one_works(s
 def test_nan_before_any_checkpoint_says_so(store, tmp_path):
     from hybrid_jax.train import NonFiniteError, train
 
-    cfg = tiny_config(store, tmp_path / "run", **{**EIGHT_STEPS, "train.debug_nan_step": 1})
+    cfg = tiny_config(store, tmp_path / "run", **EIGHT_STEPS)
     with pytest.raises(NonFiniteError, match="no checkpoint was saved before it"):
-        train(cfg, verbose=False)
+        train(cfg, source=NanAtStep(cfg, 1), verbose=False)
 
 
 # ---- a corrupt token store -------------------------------------------------------------------

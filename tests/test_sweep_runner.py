@@ -127,7 +127,7 @@ def test_two_runners_at_once_never_train_the_same_run(store, env, tmp_path):
 def test_a_failing_run_is_retried_then_marked_failed_and_the_rest_completes(store, env, tmp_path):
     sizes = {"ok": {"d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_hidden": 32},
              "nan": {"d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_hidden": 32,
-                     "overrides": ["train.debug_nan_step=3"]},
+                     "overrides": ["optim.lr=1e30"]},  # diverges: NaN at step 2
              "invalid": {"d_model": 16, "n_layers": 2, "n_heads": 3, "mlp_hidden": 32},
              "greedy": {"d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_hidden": 32,
                         "overrides": ["data.max_epochs=0.001"]}}

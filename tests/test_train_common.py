@@ -51,6 +51,27 @@ def tiny_config(store: Path, run_dir: Path, family: str = "transformer", **extra
     return load_config(f"{family}_tiny", tiny_overrides(store, run_dir, family, **extra))
 
 
+class NanAtStep:
+    """The run's token store, with the loss mask of the batch that produces step `step` (1-based,
+    as logged) all NaN: that step's loss and gradients are NaN, as in a diverging run."""
+
+    def __init__(self, cfg, step: int):
+        from hybrid_jax.train.source import StoreSource
+
+        self.store = StoreSource(cfg.data.store, seed=cfg.data.seed,
+                                 global_batch=cfg.train.global_batch, seq_len=cfg.train.seq_len)
+        self.step = step
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def batch(self, step: int, dp_rank: int, dp_size: int) -> dict[str, np.ndarray]:
+        batch = self.store.batch(step, dp_rank, dp_size)
+        if step + 1 == self.step:
+            batch = {**batch, "loss_mask": np.full_like(batch["loss_mask"], np.nan)}
+        return batch
+
+
 def run_python(code: str, *args: str, devices: int = 1, timeout: float = 300,
                env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run `code` (with sys.argv[1:] = args) in a fresh interpreter with `devices` fake CPU

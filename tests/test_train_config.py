@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_jax.config import ConfigError
+from hybrid_jax.overrides import OverrideError
 from hybrid_jax.sharding import MeshError
 from hybrid_jax.train.config import load_config
 from hybrid_jax.train.loop import check_fits
@@ -28,7 +29,6 @@ def cfg_with(*overrides):
     ("mesh.fsdp=0", "mesh.fsdp"),
     ("eval.interval_tokens=-5", "eval.interval_tokens"),
     ("log.progress=fancy", "log.progress"),
-    ("train.debug_nan_step=0", "train.debug_nan_step"),
 ])
 def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
@@ -67,6 +67,19 @@ def test_late_fields_keep_old_run_ids_at_their_default():
     assert LATE_FIELDS == {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32"}
 
 
+def test_removed_fields_keep_old_run_ids_and_are_unknown_keys():
+    """A field taken out of the config stays in the identity at the value every published run
+    had, so no run id changes; setting it is an error like any unknown key."""
+    from hybrid_jax.train.config import REMOVED_FIELDS
+
+    assert REMOVED_FIELDS == {"train.debug_nan_step": None}
+    a = cfg_with()
+    assert a.identity()["train"]["debug_nan_step"] is None
+    assert "debug_nan_step" not in a.to_dict()["train"]
+    with pytest.raises(OverrideError, match=r"unknown override key .train\.debug_nan_step"):
+        cfg_with("train.debug_nan_step=3")
+
+
 def test_unembed_grad_dtype_is_in_the_identity_only_where_it_changes_the_run():
     """bf16 models trained before the field existed used plain autodiff ("float32"): that value
     keeps their ids, and the new default ("compute") changes them. fp32 models are unaffected
@@ -82,15 +95,17 @@ def test_unembed_grad_dtype_is_in_the_identity_only_where_it_changes_the_run():
 
 @pytest.mark.parametrize("ladder", ["cpu-demo", "gpu-small"])
 def test_committed_results_keep_their_run_ids(ladder):
-    """The run ids in results/LADDER/results.jsonl are the ladder's today: adding a config
-    field must not silently orphan published results (see LATE_FIELDS)."""
+    """The run ids and config hashes in results/LADDER/results.jsonl are the ladder's today:
+    adding or removing a config field must not silently orphan published results (see
+    LATE_FIELDS and REMOVED_FIELDS)."""
     import json
 
     from hybrid_jax.sweep.ladder import load_ladder
 
     rows = [json.loads(line) for line in (REPO / f"results/{ladder}/results.jsonl").open()]
     runs, _ = load_ladder(ladder).expand(f"sweeps/{ladder}")
-    assert {r["run_id"] for r in rows} == {r.run_id for r in runs}
+    assert ({(r["run_id"], r["config_hash"]) for r in rows}
+            == {(r.run_id, r.config.config_hash()) for r in runs})
 
 
 def test_run_dir_defaults_to_name_and_hash():

@@ -8,7 +8,7 @@ import pytest
 
 from hybrid_jax.train import NonFiniteError, train
 from hybrid_jax.train.metrics import read_metrics
-from test_train_common import (build_tiny_store, cache_dir, child_train, final_params,
+from test_train_common import (NanAtStep, build_tiny_store, cache_dir, child_train, final_params,
                                jax_cache_env, tiny_config, tiny_overrides, train_losses)
 
 
@@ -47,10 +47,9 @@ def test_each_family_learns_in_30_steps(store, tmp_path, family):
 
 def test_nan_stops_the_run_and_nothing_after_is_saved(store, tmp_path):
     cfg = tiny_config(store, tmp_path / "run", **{"train.tokens": 8 * 256,
-                                                  "train.debug_nan_step": 5,
                                                   "checkpoint.interval_steps": 2})
     with pytest.raises(NonFiniteError, match=r"non-finite loss at step 5 .*step 4\) is kept"):
-        train(cfg, verbose=False)
+        train(cfg, source=NanAtStep(cfg, 5), verbose=False)
     steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert steps == [2, 4]
     assert max(r["step"] for r in read_metrics(tmp_path / "run")) == 4

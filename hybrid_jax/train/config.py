@@ -51,8 +51,6 @@ class TrainConfig:
     z_loss: float = 1e-5
     runs_root: str = "runs"
     run_dir: str | None = None        # None: {runs_root}/{name}-{hash8}
-    # Debugging hook: make the update that produces step n (1-based, as logged) NaN.
-    debug_nan_step: int | None = None
 
     def __post_init__(self):
         _positive("train", self, "global_batch", "seq_len", "micro_batches")
@@ -206,6 +204,10 @@ OPERATIONAL_FIELDS = ("train.run_dir", "train.runs_root", "train.micro_batches")
 # before the field existed. At that default they are left out of a run's identity, so existing
 # run ids (and the committed results keyed by them) stay valid; any other value changes the id.
 LATE_FIELDS = {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32"}
+# Fields removed after results were published, with the one value every published run had. The
+# identity puts them back at that value, so removing a field orphans no run id. train.debug_nan_step
+# was a NaN-injection hook for tests; tests now inject NaN through the batch source.
+REMOVED_FIELDS = {"train.debug_nan_step": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,8 +234,6 @@ class RunConfig:
         if self.total_steps < 1:
             _fail("train", "tokens", f"{self.total_tokens} tokens are less than one step of "
                   f"{t.tokens_per_step} tokens")
-        if t.debug_nan_step is not None and not 1 <= t.debug_nan_step <= self.total_steps:
-            _fail("train", "debug_nan_step", f"must be a step in [1, {self.total_steps}]")
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -264,6 +264,9 @@ class RunConfig:
                 d[section].pop(name)
         if d["model"]["compute_dtype"] == "float32":  # it changes nothing there (models/lm.py)
             d["model"].pop("unembed_grad_dtype", None)
+        for key, value in REMOVED_FIELDS.items():
+            section, name = key.split(".")
+            d[section][name] = value
         return d
 
     def config_hash(self) -> str:

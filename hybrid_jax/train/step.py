@@ -72,7 +72,6 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
     """step(state, batch) -> (new_state, metrics); batch arrays are [global_batch, seq_len]."""
     M = cfg.train.micro_batches
     z_coef = cfg.train.z_loss
-    nan_step = cfg.train.debug_nan_step
 
     def objective(params, mb: Batch, denom):
         model = nnx.merge(graphdef, params)
@@ -105,10 +104,6 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         (grads, ce_sum, z_sum), _ = jax.lax.scan(accumulate, (zeros, 0.0, 0.0), micro)
-        if nan_step is not None:  # debugging hook (train.debug_nan_step): poison one update
-            poison = jnp.where(state["step"] + 1 == nan_step, jnp.nan, 1.0)
-            grads = jax.tree.map(lambda g: g * poison, grads)
-            ce_sum = ce_sum * poison
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
