@@ -74,7 +74,11 @@ def markdown(suite, results: list[dict], wall_seconds: float | None = None,
              f"over {suite.n_seeds} seeds at the learning rate chosen by in-distribution "
              "validation accuracy; [min–max] over seeds. L is the longest training size "
              "(bits, permutations, pairs, items or statements).", ""]
-    lines += controls_markdown(controls) + ["## Results", "",
+    lines += controls_markdown(controls)
+    missing = [t.name for t in suite.tasks if t.name not in {c["task"] for c in controls}]
+    if missing:
+        lines += [f"No control ran for: {', '.join(missing)} (*{UNVERIFIED}*).", ""]
+    lines += ["## Results", "",
                                             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     baselines = baselines or {}
     for i, r in enumerate(results):
@@ -151,8 +155,9 @@ def heatmap(suite, results: list[dict], path: Path, controls: list[dict] | None 
         ax.set_title(f"eval at {m}L", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="sequence accuracy")
     fig.suptitle(f"expressivity suite '{suite.name}': sequence accuracy, mean ± std over "
-                 f"{suite.n_seeds} seeds" + (f"; grey: positive control failed ({UNVERIFIED})"
-                                             if bad else ""), fontsize=10)
+                 f"{suite.n_seeds} seeds; " + (f"grey: positive control failed ({UNVERIFIED})"
+                                               if bad else "every task's positive control passed"),
+                 fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
