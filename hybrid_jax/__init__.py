@@ -2,16 +2,20 @@
 
 Dimension letters used in tensor-name suffixes throughout the project (`x_BTD`, `q_BTHK`):
 
-    B  batch                     T  sequence length (time)
-    D  d_model                   F  MLP hidden size
-    V  vocabulary (in logits)    L  layers
-    N  attention query heads     G  attention key/value heads (GQA groups)
-    H  head dimension of attention, or GDN key heads in kernel signatures
-    K  GDN key dim per head      E  GDN value dim per head ("V" in fla's kernel notation)
-    C  chunk length              W  conv width / sliding window
+    B  batch                      T  sequence length (time)
+    D  d_model                    F  MLP hidden size
+    Y  vocabulary (`logits_BTY`)  L  layers
+    N  attention query heads      G  attention key/value heads (GQA groups)
+    A  attention head dim
+    H  GDN query/key heads        HV GDN value heads
+    K  GDN key dim per head       V  GDN value dim per head
+    C  chunk length               W  conv width / sliding window
 
-In the gated-delta-rule kernels (kernels/gated_delta_rule) we keep fla's notation:
-q, k are [B, T, H, K]; v is [B, T, HV, V]; g, beta are [B, T, HV]; the state is [B, HV, K, V].
+H, HV, K and V are fla's notation, which the gated-delta-rule kernels (kernels/gated_delta_rule)
+use too: q, k are [B, T, H, K]; v is [B, T, HV, V]; g, beta are [B, T, HV]; the state is
+[B, HV, K, V]. A suffix has one letter per dimension, so it writes value heads as H too (the
+tensor says which heads): `v_BTHV` is [B, T, HV, V] and `g_BTH` is [B, T, HV]. Other kernels
+(kernels/attention) define their letters in their own docstrings.
 """
 
 __version__ = "0.1.0"

@@ -12,9 +12,9 @@ Conventions (the same ones every scaling-law paper needs stated):
 
 Per token, per layer (D = d_model, F = MLP hidden, T = sequence length):
 
-  attention, N query heads, G kv heads, head dim H, window W (None for full attention):
-      projections  2*D*H*(2N + 2G)               q, k, v, o
-      scores       2*N*H*L  and  values 2*N*H*L,  L = min(T/2, W)   (causal average length)
+  attention, N query heads, G kv heads, head dim A, window W (None for full attention):
+      projections  2*D*A*(2N + 2G)               q, k, v, o
+      scores       2*N*A*L  and  values 2*N*A*L,  L = min(T/2, W)   (causal average length)
   Gated DeltaNet, H key heads of dim K, HV value heads of dim V, conv width W, chunk C:
       projections  2*D*(2*H*K + 3*HV*V + 2*HV)   q, k, v, g, o, a, b
       conv         2*W*(2*H*K + HV*V)
@@ -48,9 +48,9 @@ class ParamCount:
 
 
 def _attention_block_params(cfg: ModelConfig) -> int:
-    D, N, G, H = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
-    proj = D * N * H * 2 + D * G * H * 2
-    qk_norm = (N * H + G * H) if cfg.qk_norm else 0
+    D, N, G, A = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
+    proj = D * N * A * 2 + D * G * A * 2
+    qk_norm = (N * A + G * A) if cfg.qk_norm else 0
     return proj + qk_norm + 3 * D * cfg.mlp_hidden + 2 * D
 
 
@@ -72,9 +72,9 @@ def param_count(cfg: ModelConfig) -> ParamCount:
 
 
 def attention_flops_per_token(cfg: ModelConfig, seq_len: int, window: int | None) -> float:
-    D, N, G, H = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
+    D, N, G, A = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
     L = seq_len / 2 if window is None else min(seq_len / 2, window)
-    return 2 * D * H * (2 * N + 2 * G) + 4 * N * H * L
+    return 2 * D * A * (2 * N + 2 * G) + 4 * N * A * L
 
 
 def gdn_flops_per_token(cfg: ModelConfig) -> float:

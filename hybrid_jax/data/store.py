@@ -59,16 +59,16 @@ class TokenArray:
     def gather(self, starts_B: np.ndarray, length: int) -> np.ndarray:
         """[B, length] windows starting at starts_B: one memmap slice per row, none per token."""
         starts_B = np.asarray(starts_B, np.int64)
-        out_BL = np.empty((starts_B.size, length), self.shards[0].dtype)
+        out_BT = np.empty((starts_B.size, length), self.shards[0].dtype)
         shard_B = np.searchsorted(self.shard_starts, starts_B, "right") - 1
         local_B = starts_B - self.shard_starts[shard_B]
         for row, (s, local) in enumerate(zip(shard_B.tolist(), local_B.tolist())):
             shard = self.shards[s]
             if local + length <= len(shard):
-                out_BL[row] = shard[local:local + length]
+                out_BT[row] = shard[local:local + length]
             else:
-                out_BL[row] = self.read(int(starts_B[row]), length)
-        return out_BL
+                out_BT[row] = self.read(int(starts_B[row]), length)
+        return out_BT
 
 
 class TokenStore:

@@ -63,9 +63,9 @@ class ByteTokenizer:
         return [np.frombuffer(t.encode("utf-8"), np.uint8).astype(np.uint16) + 3 for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids_N = np.asarray(list(ids), np.int64)
-        ids_N = ids_N[ids_N >= 3]
-        return (ids_N - 3).astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+        ids_T = np.asarray(list(ids), np.int64)
+        ids_T = ids_T[ids_T >= 3]
+        return (ids_T - 3).astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
     @property
     def token_nbytes(self) -> np.ndarray:

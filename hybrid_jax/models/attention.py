@@ -1,6 +1,6 @@
 """Olmo 3 attention: q/k/v/o projections, QK-norm, RoPE, optional GQA and a sliding window.
 
-QK-norm follows Olmo 2/3: RMSNorm over the *whole* flattened q (N*H) and k (G*H) projections,
+QK-norm follows Olmo 2/3: RMSNorm over the *whole* flattened q (N*A) and k (G*A) projections,
 before the head split and before RoPE. The kernel itself is chosen by `kernels.attention`.
 """
 
@@ -17,19 +17,19 @@ from kernels.attention import attention
 
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, window: int | None, rngs: nnx.Rngs):
-        D, N, G, H = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
+        D, N, G, A = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
         dtype = jnp.dtype(cfg.compute_dtype)
         std = cfg.init_std
-        self.q = Linear(D, N * H, ("embed", "q_heads"), std=std, dtype=dtype, rngs=rngs)
-        self.k = Linear(D, G * H, ("embed", "kv_heads"), std=std, dtype=dtype, rngs=rngs)
-        self.v = Linear(D, G * H, ("embed", "kv_heads"), std=std, dtype=dtype, rngs=rngs)
-        self.o = Linear(N * H, D, ("q_heads", "embed"), std=std, dtype=dtype, rngs=rngs)
+        self.q = Linear(D, N * A, ("embed", "q_heads"), std=std, dtype=dtype, rngs=rngs)
+        self.k = Linear(D, G * A, ("embed", "kv_heads"), std=std, dtype=dtype, rngs=rngs)
+        self.v = Linear(D, G * A, ("embed", "kv_heads"), std=std, dtype=dtype, rngs=rngs)
+        self.o = Linear(N * A, D, ("q_heads", "embed"), std=std, dtype=dtype, rngs=rngs)
         if cfg.qk_norm:
-            self.q_norm = RMSNorm(N * H, eps=cfg.norm_eps, rngs=rngs)
-            self.k_norm = RMSNorm(G * H, eps=cfg.norm_eps, rngs=rngs)
+            self.q_norm = RMSNorm(N * A, eps=cfg.norm_eps, rngs=rngs)
+            self.k_norm = RMSNorm(G * A, eps=cfg.norm_eps, rngs=rngs)
         else:
             self.q_norm = self.k_norm = None
-        self.n_heads, self.kv_heads, self.head_dim = N, G, H
+        self.n_heads, self.kv_heads, self.head_dim = N, G, A
         self.window = window
         self.rope_theta = cfg.rope_theta
         self.implementation = cfg.attention_implementation
@@ -39,11 +39,11 @@ class Attention(nnx.Module):
         q, k, v = self.q(x_BTD), self.k(x_BTD), self.v(x_BTD)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q_BTNH = q.reshape(B, T, self.n_heads, self.head_dim)
-        k_BTGH = k.reshape(B, T, self.kv_heads, self.head_dim)
-        v_BTGH = v.reshape(B, T, self.kv_heads, self.head_dim)
+        q_BTNA = q.reshape(B, T, self.n_heads, self.head_dim)
+        k_BTGA = k.reshape(B, T, self.kv_heads, self.head_dim)
+        v_BTGA = v.reshape(B, T, self.kv_heads, self.head_dim)
         cos, sin = rope_tables(T, self.head_dim, self.rope_theta)
-        q_BTNH, k_BTGH = apply_rope(q_BTNH, cos, sin), apply_rope(k_BTGH, cos, sin)
-        o_BTNH = attention(q_BTNH, k_BTGH, v_BTGH, causal=True, local_window_size=self.window,
+        q_BTNA, k_BTGA = apply_rope(q_BTNA, cos, sin), apply_rope(k_BTGA, cos, sin)
+        o_BTNA = attention(q_BTNA, k_BTGA, v_BTGA, causal=True, local_window_size=self.window,
                            implementation=self.implementation)
-        return self.o(o_BTNH.reshape(B, T, self.n_heads * self.head_dim))
+        return self.o(o_BTNA.reshape(B, T, self.n_heads * self.head_dim))

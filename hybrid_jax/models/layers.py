@@ -77,15 +77,15 @@ def rope_tables(T: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Arr
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles_TH = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq[None, :]
-    return jnp.cos(angles_TH), jnp.sin(angles_TH)
+    angles_TA = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    return jnp.cos(angles_TA), jnp.sin(angles_TA)
 
 
-def apply_rope(x_BTNH: jax.Array, cos_TH: jax.Array, sin_TH: jax.Array) -> jax.Array:
+def apply_rope(x_BTNA: jax.Array, cos_TA: jax.Array, sin_TA: jax.Array) -> jax.Array:
     """Rotate-half RoPE (the Llama/OLMo convention), in fp32."""
-    x = x_BTNH.astype(jnp.float32)
+    x = x_BTNA.astype(jnp.float32)
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos_TH[None, :, None, :], sin_TH[None, :, None, :]
+    cos, sin = cos_TA[None, :, None, :], sin_TA[None, :, None, :]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x_BTNH.dtype)
+    return out.astype(x_BTNA.dtype)

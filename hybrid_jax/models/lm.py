@@ -59,8 +59,8 @@ def make_block(cfg: ModelConfig, letter: str, *, rngs: nnx.Rngs) -> nnx.Module:
 
 
 @jax.custom_vjp
-def unembed_logits(x_BTD: jax.Array, w_DV: jax.Array) -> jax.Array:
-    """fp32 logits of x [B, T, D] (compute dtype) against fp32 weights w [D, V], in x's dtype
+def unembed_logits(x_BTD: jax.Array, w_DY: jax.Array) -> jax.Array:
+    """fp32 logits of x [B, T, D] (compute dtype) against fp32 weights w [D, Y], in x's dtype
     with fp32 accumulation, and a backward that stays in x's dtype too.
 
     Why: with plain autodiff the fp32 logits make an fp32 cotangent, so both backward GEMMs
@@ -68,19 +68,19 @@ def unembed_logits(x_BTD: jax.Array, w_DV: jax.Array) -> jax.Array:
     23% of a 370M transformer's step on an H200 (profiled; experiments/LOG.md). Here the
     cotangent is rounded to x's dtype once, as mixed-precision frameworks compute logits; dw
     accumulates in fp32 and stays fp32 (plain autodiff rounds it to bf16 at the weight cast)."""
-    return jnp.dot(x_BTD, w_DV.astype(x_BTD.dtype), preferred_element_type=jnp.float32)
+    return jnp.dot(x_BTD, w_DY.astype(x_BTD.dtype), preferred_element_type=jnp.float32)
 
 
-def _unembed_fwd(x_BTD, w_DV):
-    return unembed_logits(x_BTD, w_DV), (x_BTD, w_DV)
+def _unembed_fwd(x_BTD, w_DY):
+    return unembed_logits(x_BTD, w_DY), (x_BTD, w_DY)
 
 
-def _unembed_bwd(res, g_BTV):
-    x_BTD, w_DV = res
-    g_BTV = g_BTV.astype(x_BTD.dtype)
-    dx_BTD = jnp.dot(g_BTV, w_DV.astype(x_BTD.dtype).T, preferred_element_type=jnp.float32)
-    dw_DV = jnp.einsum("btd,btv->dv", x_BTD, g_BTV, preferred_element_type=jnp.float32)
-    return dx_BTD.astype(x_BTD.dtype), dw_DV.astype(w_DV.dtype)
+def _unembed_bwd(res, g_BTY):
+    x_BTD, w_DY = res
+    g_BTY = g_BTY.astype(x_BTD.dtype)
+    dx_BTD = jnp.dot(g_BTY, w_DY.astype(x_BTD.dtype).T, preferred_element_type=jnp.float32)
+    dw_DY = jnp.einsum("btd,bty->dy", x_BTD, g_BTY, preferred_element_type=jnp.float32)
+    return dx_BTD.astype(x_BTD.dtype), dw_DY.astype(w_DY.dtype)
 
 
 unembed_logits.defvjp(_unembed_fwd, _unembed_bwd)
@@ -118,11 +118,11 @@ class LM(nnx.Module):
         for block in self.blocks:
             x_BTD = constrain(block(x_BTD), _RESIDUAL)
         x_BTD = self.final_norm(x_BTD)
-        w_DV = self.embed[...].T if self.unembed is None else self.unembed[...]
+        w_DY = self.embed[...].T if self.unembed is None else self.unembed[...]
         if dtype == jnp.float32 or self.cfg.unembed_grad_dtype == "float32":  # plain autodiff
-            logits = jnp.dot(x_BTD, w_DV.astype(dtype), preferred_element_type=jnp.float32)
+            logits = jnp.dot(x_BTD, w_DY.astype(dtype), preferred_element_type=jnp.float32)
         else:
-            logits = unembed_logits(x_BTD, w_DV)
+            logits = unembed_logits(x_BTD, w_DY)
         return constrain(logits, ("batch", None, "vocab"))
 
 

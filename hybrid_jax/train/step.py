@@ -59,11 +59,11 @@ def make_optimizer(cfg: RunConfig, schedule: Callable, mask: dict) -> optax.Grad
     return adamw
 
 
-def token_losses(logits_BTV: jax.Array, targets_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+def token_losses(logits_BTY: jax.Array, targets_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(nll_BT, logsumexp_BT) in fp32."""
-    logits_BTV = logits_BTV.astype(jnp.float32)
-    lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-    target_logit_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+    logits_BTY = logits_BTY.astype(jnp.float32)
+    lse_BT = jax.nn.logsumexp(logits_BTY, axis=-1)
+    target_logit_BT = jnp.take_along_axis(logits_BTY, targets_BT[..., None], axis=-1)[..., 0]
     return lse_BT - target_logit_BT, lse_BT
 
 
