@@ -1,6 +1,7 @@
 """Sweeps: ladders of model sizes x token budgets per family, trained resumably, one result row
 per scaling point.
 
+    recipe.py   the recipe: batch, lr, beta2, warmup and decay points from N
     ladder.py   ladder YAML -> RunSpecs (RunConfig + recipe numbers), ids from config hashes
     state.py    on-disk state: lock files (claims), markers, the results file (atomic appends)
     worker.py   one attempt at one run, in its own process (`python -m hybrid_jax.sweep.worker`)
@@ -8,8 +9,6 @@ per scaling point.
     status.py   `sweep status` (progress, ETA) and `sweep merge`
     plan.py     `sweep plan`: N, D, FLOPs, steps, batch, lr, epochs, time estimate
     cli.py      `hybrid-jax sweep ...` / `python -m hybrid_jax.sweep.cli ...`
-
-    recipe.py   the recipe: batch, lr, beta2, warmup and decay points from N
 
 The shipped ladders are experiments/ladders/*.yaml (package data of `experiments`, which holds
 the lab's ladders, configs, scripts and LOG; no code). Results feed `hybrid-jax fit`.
