@@ -1,4 +1,5 @@
-"""The ladder recipe the paper used: OLMo-core's WSD-S Chinchilla configurator (DESIGN.md).
+"""The ladder recipe the paper used: OLMo-core's WSD-S Chinchilla configurator
+(docs/scaling-recipe.md).
 
 For a model of N non-embedding parameters (hybrid_jax.flops.param_count(cfg).non_embedding):
 
