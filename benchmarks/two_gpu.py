@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
-from experiments.sweep.state import read_lines  # noqa: E402
+from hybrid_jax.sweep.state import read_lines  # noqa: E402
 
 
 def gpu_env(gpus: str) -> dict[str, str]:
