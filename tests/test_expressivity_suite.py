@@ -1,5 +1,5 @@
 """Expressivity suite: model matching, schedule, suite selection errors, and the `smoke` suite
-run end to end through the CLI (results JSON, Markdown table, heatmap), then resumed."""
+run end to end through the CLI (controls, results JSON, Markdown table, heatmap), then resumed."""
 
 import json
 
@@ -77,9 +77,11 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "smoke"
     compiled = (train._train_step._cache_size(), train._eval_step._cache_size())
     assert cli.main(["run", "smoke", "--out", str(out)]) == 0
-    # One training and one evaluation program per model, shared by both tasks (padding).
+    # One training and one evaluation program per model, shared by both tasks (padding); the
+    # parity control (gdn02 at the suite's shape) reuses gdn02's training program and adds one
+    # evaluation program (it is evaluated at L only).
     assert train._train_step._cache_size() - compiled[0] == 2
-    assert train._eval_step._cache_size() - compiled[1] == 2
+    assert train._eval_step._cache_size() - compiled[1] == 3
     doc = json.loads((out / "results.json").read_text())
     assert doc["environment"]["git"].get("sha") is not None or "error" in doc["environment"]["git"]
     assert doc["environment"]["devices"]["backend"] == "cpu"
@@ -90,14 +92,20 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
         L = c["cell"]["train_length"]
         assert set(c["summary"]) == {str(L), str(2 * L)} and c["chosen_lr"] == 1e-2
         assert all(0.0 <= s["min"] <= s["mean"] <= s["max"] <= 1.0 for s in c["summary"].values())
+    # Three steps teach nothing: the control fails, and s3 has none, so neither task's numbers
+    # are reported as results.
+    assert [(c["task"], c["passed"]) for c in doc["controls"]] == [("parity", False)]
+    assert doc["unverified_tasks"] == ["parity", "s3"]
     table = (out / "results.md").read_text()
     assert "| parity (L=4) | gdn02 |" in table and "1L" in table and "2L" in table
+    assert "| parity | gdn02 (2 layers, d_model 16) | 4 |" in table
+    assert "pipeline unverified" in table.split("| s3 (L=3) | gdn02 |")[1].splitlines()[0]
     assert "| s3 (L=3) | *constant guess* |" in table and set(doc["baselines"]) == {"parity", "s3"}
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     # Rerun: every cell is skipped, the outputs are rewritten identically.
     assert cli.main(["run", "smoke", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("[skip]") == 4
+    assert capsys.readouterr().out.count("[skip]") == 5
     assert json.loads((out / "results.json").read_text())["cells"] == doc["cells"]
     # A cell written under another config is refused, not mixed in.
     cell = out / "cells" / "parity__gdn02.json"

@@ -187,7 +187,7 @@ def test_labels_match_independent_implementation(name):
         if name in ("parity", "mod3", "mod5"):
             mod = {"parity": 2, "mod3": 3, "mod5": 5}[name]
             want = [1 + sum(int(t == 2) for t in x[:i + 1]) % mod for i in range(len(x))]
-        elif name in ("s3", "s5"):
+        elif name in ("s3", "s5", "s3_swaps", "s5_swaps"):
             want = _sn_labels(x, int(name[1]))
         elif name == "mqar":
             n = len(x) // 3

@@ -129,7 +129,7 @@ SUITES: dict[str, Suite] = {
         train=TrainConfig(steps=150, batch_size=16),
         lrs=(3e-3, 1e-2), n_seeds=3, n_val=128, n_test=256,
         controls=ci_controls(ModelShape(d_model=32, n_heads=2, n_layers=2, hybrid_pattern="GA")),
-        estimate="about 8-15 min on 2 shared CPU cores (measured in LOG)"),
+        estimate="about 6-8 min on 2 shared CPU cores, controls included (measured in LOG)"),
     # Every task, 4 layers, d_model 128: one H100/H200. See LOG for the estimate.
     "full": Suite(
         name="full",
@@ -139,7 +139,8 @@ SUITES: dict[str, Suite] = {
         shape=ModelShape(d_model=128, n_heads=4, n_layers=4, hybrid_pattern="GGGA"),
         train=TrainConfig(steps=2000, batch_size=64),
         lrs=(1e-3, 3e-3, 1e-2), n_seeds=3, n_val=512, n_test=1024, controls=full_controls(),
-        estimate="about 17-19 min on one H200 (from cells run alone; see LOG)"),
+        estimate="about 21-25 min on one H200 in one process, controls included (estimated "
+                 "from cells and controls run beside others; see LOG)"),
     # Test-sized: what tests/test_expressivity_suite.py runs through the CLI in seconds.
     "smoke": Suite(
         name="smoke", tasks=(TaskSpec("parity", 4), TaskSpec("s3", 3)),
