@@ -13,12 +13,14 @@ gets the width that brings its total closest to the transformer's (a GDN block h
 Token embeddings are drawn with std `ModelShape.embed_std` (1.0), not the ladder's init_std
 (0.02, OLMo-core's "normal" init). Why: the attention block is Olmo 3's reordered post-norm,
 h = x + Norm(Attn(x)), so every attention layer adds an RMS-1 output to the residual stream from
-the first step; an RMS-0.02 embedding is then about 5% of the stream after one layer (measured:
-|e| / |x_1| = 0.06 at init and 0.05 after 2000 steps; the embedding only grew to RMS 0.07). The
-current token is nearly lost, and the transformer never formed the induction circuit that copy
-and MQAR need (0.00 at 1e-3, 3e-3 and 1e-2, up to 3000 steps; 1.00 with std 1; LOG). At std 1
-the token enters at the scale of a normalised block output, as in OLMo-core's "llama" init. The
-same rule holds for all four models; GDN blocks are pre-norm and see only Norm(x).
+the first step; an RMS-0.02 embedding is then about 5% of the stream after one layer (measured
+on a 2-layer d_model-64 transformer on MQAR: |e| / |x_1| = 0.06 at init, 0.05 after 2000 steps,
+in which the embedding grew only to RMS 0.07). The current token is nearly lost, and the
+transformer never formed the induction circuit that copy and MQAR need: the `full` transformer
+scored 0.00 on MQAR at each of 3 learning rates after 2000 and after 6000 steps, and 1.00 with
+std 1 (LOG). At std 1 the token enters at the scale of a normalised block output, as in
+OLMo-core's "llama" init. The same rule holds for all four models; GDN blocks are pre-norm and
+see only Norm(x).
 """
 
 from __future__ import annotations
