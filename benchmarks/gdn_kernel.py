@@ -21,7 +21,7 @@ x3 for fwd+bwd).
 "x floor" = time / max(FLOPs / 790 TFLOP/s, bytes / 3.0 TB/s), the H100 ceilings measured here.
 GB/s counts the fewest bytes: fwd reads q, k, v, g, beta and writes o; fwd+bwd reads them twice,
 reads o and dO, and writes o and the five gradients. Peak memory: JAX = XLA's compiled
-argument (dO included since the sixth session) + output + temp bytes; fla =
+argument (dO included) + output + temp bytes; fla =
 torch.cuda.max_memory_allocated over the call.
 A cell that fails is recorded with its error and the run goes on.
 """
@@ -46,7 +46,8 @@ from benchmarks.gdn_kernel_variants import (ALL_IMPLS, DEFAULT_IMPLS, FLA_IMPLS,
                                             JAX_IMPLS, SHAPES, XLA_IMPLS)
 
 MODES = ("fwd", "fwd+bwd")
-LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v")
+LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v",
+               "block_d")  # KernelConfig's fields
 T_START = time.perf_counter()
 
 
@@ -115,19 +116,21 @@ def jax_inputs(s, seed=0):
 def jax_fn(impl, mode, interpret=False):
     """Jitted fwd(q, k, v, g, beta) -> o, or fwd+bwd(q, k, v, g, beta, dO) -> the five
     gradients. dO is an argument, not a closed-over constant: as a constant, XLA spent seconds
-    of every cell's compile folding it (slow_operation_alarm on an H200, sixth session)."""
+    of every cell's compile folding it (slow_operation_alarm on an H200)."""
     import functools
     import jax
     import jax.numpy as jnp
     from kernels.gated_delta_rule import chunk_gated_delta_rule
-    from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+    from kernels.gated_delta_rule.gpu.chunk import chunk_gated_delta_rule_pallas_gpu
+    from kernels.gated_delta_rule.gpu.config import KernelConfig
 
     if impl in XLA_IMPLS:
         fwd = functools.partial(chunk_gated_delta_rule, **JAX_IMPLS[impl])
     else:
         kw = dict(JAX_IMPLS[impl])
         qkv_dtype = kw.pop("qkv_dtype", None)
-        fwd = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret, **kw)
+        fwd = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
+                                config=KernelConfig(**kw.pop("config", {})), **kw)
         if qkv_dtype:
             call = fwd
             fwd = lambda q, k, v, g, b: call(*(x.astype(qkv_dtype) for x in (q, k, v)), g, b)
@@ -289,7 +292,7 @@ def main(argv=None):
     p.add_argument("--fla-graph-rep-ms", type=int, default=100)
     p.add_argument("--fla-timeout", type=int, default=240,
                    help="seconds for one shape's fla cells (Triton compiles and autotunes; "
-                        "150 cut the headline's cold fwd+bwd in the ninth session)")
+                        "150 cut the headline's cold fwd+bwd short)")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks/results/gdn_kernel.json"))
     p.add_argument("--interpret", action="store_true",
                    help="Pallas interpret mode (a CPU smoke test of this script, not a timing)")
@@ -304,9 +307,9 @@ def main(argv=None):
                         "prep; a trailing $ asks for that exact name ('state bwd$'); _ stands "
                         "for a space (prep_bwd_split)")
     p.add_argument("--breakdown-launch", nargs="+", default=[""], metavar="K=V,...",
-                   help="run the breakdown once per launch configuration, e.g. "
-                        "num_warps_bwd=4,num_stages=2,block_v=32 (kernel_config's keywords; "
-                        "'' is the default configuration)")
+                   help="run the breakdown once per launch configuration of the Triton "
+                        "kernels, e.g. num_warps_bwd=4,num_stages=2,block_v=32 (KernelConfig's "
+                        "fields; '' is the default configuration)")
     args = p.parse_args(argv)
     shapes = [parse_shape(x) for x in (args.shape or SHAPES)]
 
@@ -330,8 +333,7 @@ def main(argv=None):
     # The per-kernel breakdown first (our kernels only, no autotuning: the cheapest and most
     # telling cells), then shape by shape, each shape's every implementation before the next:
     # a run cut short by --budget-s keeps the breakdown and a complete comparison on the issue's
-    # headline shape. (The first GPU run spent its budget on fla for all shapes; the second on
-    # fla, XLA and four variants of ours at the first shape, and skipped the breakdown.)
+    # headline shape.
     if jax_impls or not args.no_breakdown:
         import jax
         dev = jax.devices()[0]

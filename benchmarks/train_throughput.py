@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab", type=int, default=None, help="override the presets' vocab size")
     p.add_argument("--dtype", default=None, help="compute dtype (default: the preset's, bf16)")
     p.add_argument("--gdn-implementation", default=None,
-                   help="e.g. chunked, pallas_gpu, pallas_gpu_split, pallas_mgpu (needs "
-                        "--gdn-precision default)")
+                   help="auto, recurrent, chunked, pallas_gpu or pallas_tpu")
     p.add_argument("--gdn-precision", default=None, choices=("highest", "default"))
     p.add_argument("--unembed-grad-dtype", default=None, choices=("compute", "float32"),
                    help="float32: the unembedding's backward as plain autodiff (the baseline "

@@ -12,7 +12,7 @@ What it measures, and how far to trust it
     `shared` is Triton's shared-memory allocation (metadata.shared), the number XLA compares with
     232448 (227 KiB, the sm_90 per-block opt-in limit). XLA runs its own copy of the same pass
     pipeline on its own pinned Triton commit, so a pip Triton release is only a stand-in, and it
-    UNDER-counts: against jax 0.11.2's XLA on an H200 (2026-11-27) pip triton 3.6.0 gave
+    UNDER-counts: against jax 0.11.2's XLA on an H200 pip triton 3.6.0 gave
     262144 / 196608 / 229376 / 196608 bytes for the largest kernel of four shapes where XLA
     asked for 360448 / 262144 / 262144 / 311296 (triton 3.9.0: no closer). So a kernel that
     fits here may not fit on the GPU: use it to compare variants of one kernel, not as a gate.
@@ -24,7 +24,9 @@ Setup (once; the Triton venv stays out of git through .git/info/exclude):
 
 Usage (project venv):
     .venv/bin/python benchmarks/triton_resources.py --shape B=1,T=300,H=2,HV=4,K=96,V=192 \
-        --precision highest --prep pallas --chunk-size 64 --out /tmp/res.json
+        --precision highest --chunk-size 64 --out /tmp/res.json
+The op's Mosaic GPU kernels (precision "default" where they take the shape, `gpu/config.py`)
+are not Triton and are not listed; at "highest" or a chunk size other than 64 every kernel is.
 """
 
 from __future__ import annotations
@@ -104,13 +106,15 @@ def _capture_triton_modules():
          mlir.custom_call) = saved
 
 
-def capture_kernels(shape: dict, *, precision: str, prep: str, chunk_size: int,
-                    backward: bool = True, **kernel_kwargs) -> list[dict]:
-    """Lower forward (+ backward under jax.grad) for CUDA; one dict per pallas_call, in order."""
+def capture_kernels(shape: dict, *, precision: str, chunk_size: int, backward: bool = True,
+                    **config) -> list[dict]:
+    """Lower forward (+ backward under jax.grad) for CUDA; one dict per Triton pallas_call, in
+    order. config: KernelConfig's fields."""
     import jax
     import jax.numpy as jnp
 
-    from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
+    from kernels.gated_delta_rule.gpu.chunk import chunk_gated_delta_rule_pallas_gpu
+    from kernels.gated_delta_rule.gpu.config import KernelConfig
 
     B, T, H, HV, K, V = (shape[k] for k in SHAPE_KEYS)
     sds = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
@@ -120,14 +124,15 @@ def capture_kernels(shape: dict, *, precision: str, prep: str, chunk_size: int,
     def loss(q, k, v, g, beta, s0):
         o, S = chunk_gated_delta_rule_pallas_gpu(
             q, k, v, g, beta, initial_state=s0, chunk_size=chunk_size, precision=precision,
-            prep=prep, **kernel_kwargs)
+            config=KernelConfig(**config))
         return jnp.sum(o) + jnp.sum(S)
 
     fn = jax.grad(loss, argnums=tuple(range(6))) if backward else loss
     with _capture_triton_modules() as kernels:
         jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
     if not kernels:
-        raise RuntimeError("no Triton kernel was lowered; is this the Pallas GPU path?")
+        raise RuntimeError("no Triton kernel was lowered; at precision 'default' with chunk "
+                           "size 64 most kernels are Mosaic GPU")
     return kernels
 
 
@@ -185,50 +190,27 @@ def main(argv=None):
     p.add_argument("--shape", action="append", required=True, type=parse_shape,
                    help="B=..,T=..,H=..,HV=..,K=..,V=.. (repeat for several)")
     p.add_argument("--precision", choices=("highest", "default"), default="highest")
-    p.add_argument("--prep", choices=("pallas", "pallas_split", "pallas_splitbwd", "xla"),
-                   default="pallas")
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--forward-only", action="store_true", help="no jax.grad: forward kernels")
-    p.add_argument("--num-warps", type=int, default=None, help="state-pass forward warps")
-    p.add_argument("--num-warps-bwd", type=int, default=None,
-                   help="state-pass backward warps (kernel default 8)")
-    p.add_argument("--num-warps-prep", type=int, default=None,
-                   help="prep kernels' warps (kernel default 4)")
+    p.add_argument("--num-warps", type=int, default=None, help="state forward's warps")
+    p.add_argument("--num-warps-bwd", type=int, default=None, help="dh and dqk warps (4)")
+    p.add_argument("--num-warps-prep", type=int, default=None, help="prep kernels' warps (4)")
     p.add_argument("--num-stages", type=int, default=None)
-    p.add_argument("--block-v", type=int, default=None, help="state-pass V tile (kernel default 64)")
-    p.add_argument("--block-d", type=int, default=None, help="prep K/V tile (kernel default 64)")
-    p.add_argument("--state-pass", choices=("triton", "split", "splitbwd"), default=None,
-                   help="the state pass: fused, split, or the fused forward and the split "
-                        "backward (default: the kernel's auto, whose Mosaic GPU kernels this "
-                        "tool does not see: at 'default' with K <= 128 and V a multiple of 64 "
-                        "no state-pass kernel is Triton up to V = 192, above it only the split "
-                        "backward's parallel one)")
-    p.add_argument("--exact-decays", choices=("true", "false"), default=None,
-                   help="the prep's in-chunk decays (kernel default: true only at highest)")
-    p.add_argument("--decays-in-xla", action="store_true",
-                   help="G and logF summed by XLA before the prep kernels (needs outer decays)")
-    p.add_argument("--prep-launch", action="append", default=[], metavar="KERNEL=WARPS,STAGES",
-                   help="one prep kernel's launch, e.g. gdr_prep_bwd_decay=8,3 (repeatable)")
+    p.add_argument("--block-v", type=int, default=None, help="the state pass's V tile")
+    p.add_argument("--block-d", type=int, default=None, help="the prep's K/V tile (64)")
     p.add_argument("--triton-python", default=DEFAULT_TRITON_PYTHON)
     p.add_argument("--out", help="write every row (and the Triton/ptxas versions) as JSON")
     p.add_argument("--dump-ttgir", metavar="DIR", help="write each kernel's TTGIR there")
     a = p.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     kw = {k: v for k, v in dict(num_warps=a.num_warps, num_warps_bwd=a.num_warps_bwd,
-                                 num_warps_prep=a.num_warps_prep,
-                                 num_stages=a.num_stages, block_v=a.block_v,
-                                 block_d=a.block_d, state_pass=a.state_pass,
-                                 exact_decays=a.exact_decays and a.exact_decays == "true").items()
+                                 num_warps_prep=a.num_warps_prep, num_stages=a.num_stages,
+                                 block_v=a.block_v, block_d=a.block_d).items()
           if v is not None}
-    if a.decays_in_xla:
-        kw["decays_in_xla"] = True
-    if a.prep_launch:
-        kw["prep_launch"] = {n: tuple(int(x) for x in ws.split(","))
-                             for n, _, ws in (t.partition("=") for t in a.prep_launch)}
     rows, versions = [], {}
     for shape in a.shape:
-        kernels = capture_kernels(shape, precision=a.precision, prep=a.prep,
-                                  chunk_size=a.chunk_size, backward=not a.forward_only, **kw)
+        kernels = capture_kernels(shape, precision=a.precision, chunk_size=a.chunk_size,
+                                  backward=not a.forward_only, **kw)
         if a.dump_ttgir:
             os.makedirs(a.dump_ttgir, exist_ok=True)
         result = compile_kernels(kernels, a.triton_python, dump_dir=a.dump_ttgir)
@@ -236,14 +218,14 @@ def main(argv=None):
         for k, r in zip(kernels, result["kernels"]):
             rows.append(dict(r, case=shape_label(shape), grid=k["grid"]))
     print(f"sm_90, triton {versions['triton']}, ptxas {versions['ptxas']}, precision="
-          f"{a.precision}, prep={a.prep}, C={a.chunk_size}, "
+          f"{a.precision}, C={a.chunk_size}, "
           f"{'forward' if a.forward_only else 'forward+backward'}")
     print(format_table(rows))
     if a.out:
         with open(a.out, "w") as f:
-            json.dump(dict(versions, precision=a.precision, prep=a.prep,
-                           chunk_size=a.chunk_size, forward_only=a.forward_only,
-                           limit=SMEM_LIMIT_SM90, kernels=rows), f, indent=1)
+            json.dump(dict(versions, precision=a.precision, chunk_size=a.chunk_size,
+                           forward_only=a.forward_only, limit=SMEM_LIMIT_SM90, kernels=rows),
+                      f, indent=1)
     return 1 if any(r.get("error") or r["shared"] > SMEM_LIMIT_SM90 for r in rows) else 0
 
 

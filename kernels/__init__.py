@@ -1,4 +1,5 @@
-"""hybrid-jax kernels: the gated delta rule (references now, Pallas later) and attention dispatch.
+"""hybrid-jax kernels: the gated delta rule (plain-jnp references and Pallas GPU and TPU kernels,
+behind one function) and attention dispatch (XLA, cuDNN, splash).
 
 Not the unrelated PyPI package that is also called `kernels`; tests/test_kernels_package.py
 checks which one is imported.

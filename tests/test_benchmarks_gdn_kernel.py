@@ -72,19 +72,23 @@ def test_trace_runs_in_interpret_mode_and_names_bad_counts(tmp_path, capsys):
     assert "--calls and --iters must be >= 1" in capsys.readouterr().err
 
 
-def test_variants_keep_the_prep_they_were_timed_with():
-    """Since the eleventh session the default prep is "auto" (Mosaic GPU where it takes the
-    shape): every other Pallas variant names its prep, so that each keeps the meaning its
-    logged timings had."""
-    from benchmarks.gdn_kernel_variants import JAX_IMPLS, XLA_IMPLS
-    assert JAX_IMPLS["pallas_gpu_default"] == dict(precision="default")
-    assert JAX_IMPLS["pallas_gpu_default_v9"] == dict(
-        precision="default", state_pass="mosaic_splitbwd", prep="pallas_splitbwd",
-        caller_layout=False)
-    assert JAX_IMPLS["pallas_gpu_default_v11"] == dict(
-        precision="default", prep="auto", state_pass="mosaic_dh", caller_layout=False)
-    assert JAX_IMPLS["pallas_gpu_mosaic_prep"]["prep"] == "mosaic"
-    unnamed = [n for n, kw in JAX_IMPLS.items()
-               if n not in XLA_IMPLS and n != "pallas_gpu_default"
-               and not {"prep", "caller_layout"} <= set(kw)]
-    assert not unnamed
+def test_every_variant_builds_and_the_breakdown_runs_in_interpret_mode(tmp_path):
+    """Each variant's keywords reach the op (KernelConfig validates them), and the per-kernel
+    breakdown runs every cell on the CPU (Triton and Mosaic GPU interpreters; chunk 64 and
+    K = V = 64 take the Mosaic kernels too)."""
+    import jax
+    from benchmarks.gdn_kernel import jax_fn, jax_inputs
+    from benchmarks.gdn_kernel_breakdown import run_breakdown
+    from benchmarks.gdn_kernel_variants import JAX_IMPLS
+    for impl in JAX_IMPLS:
+        jax.eval_shape(jax_fn(impl, "fwd+bwd", interpret=True), *jax_inputs(SHAPE)[0],
+                       jax_inputs(SHAPE)[1])
+    args = SimpleNamespace(interpret=True, warmup=0, iters=1, inner=1, breakdown_only=None)
+    shape = dict(B=1, T=64, H=1, HV=1, K=64, V=64)
+    rows = run_breakdown(shape, "default", args, skip_reason=lambda: None,
+                         time_fn=lambda fn, a, *_: (jax.block_until_ready(fn(*a)), (1.0, 1.0))[1])
+    assert [r for r in rows if "error" in r] == []
+    assert {r["impl"].split(":")[1] for r in rows} == {
+        "prep fwd save", "prep fwd save mosaic", "prep bwd", "prep bwd inverse",
+        "prep bwd decay", "prep bwd qk", "state fwd", "state fwd+save", "state dh", "state dqk",
+        "state fwd mosaic", "state fwd+save mosaic", "state dh mosaic", "state dqk mosaic"}

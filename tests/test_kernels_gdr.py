@@ -215,8 +215,75 @@ def test_auto_on_a_gpu_picks_the_kernel_at_default_precision_where_it_fits(monke
     assert resolve_implementation("auto", "default", (64, 64), 48) == "chunked"  # chunk size
     with pytest.raises(ValueError, match="precision"):
         resolve_implementation("auto", "tf32")
+    assert resolve_implementation("auto", "default", (64, 64), 64, jnp.float64) == "chunked"
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert resolve_implementation("auto", "default", (96, 192)) == "chunked"
+
+
+@pytest.mark.parametrize("platform, name, call, match", [
+    ("gpu", "pallas_gpu", dict(dims=(64, 40)), "pallas_gpu' takes K <= 256 and V <= 256 a "
+                                               "multiple of 16; got K=64, V=40"),
+    ("gpu", "pallas_gpu", dict(dims=(64, 64), chunk_size=48), "power of two >= 16; got 48"),
+    ("gpu", "pallas_gpu", dict(dtype=jnp.float64), "computes in float32 only"),
+    ("tpu", "pallas_tpu", dict(precision="default"), "has precision='highest' only"),
+    ("tpu", "pallas_tpu", dict(chunk_size=12), "multiple of 8"),
+])
+def test_a_named_pallas_implementation_that_cannot_take_the_call_raises(monkeypatch, platform,
+                                                                         name, call, match):
+    """On its platform (faked), before anything is traced: one line naming the limit."""
+    monkeypatch.setattr(jax, "default_backend", lambda: platform)
+    call = dict(dict(precision="highest", dims=(64, 64), chunk_size=64, dtype=None), **call)
+    with pytest.raises(ValueError, match=match):
+        resolve_implementation(name, call["precision"], call["dims"], call["chunk_size"],
+                               call["dtype"])
+    assert resolve_implementation(name, "default" if platform == "gpu" else "highest",
+                                  (64, 64)) == name
+
+
+def test_precision_choice():
+    args = make_inputs(9, 1, 20, 1, 2, 16, 16)
+    hi = chunk_gated_delta_rule(*args[:5], implementation="chunked")[0]
+    lo = chunk_gated_delta_rule(*args[:5], implementation="chunked", precision="default")[0]
+    assert rel_err(lo, hi) < 1e-2  # on CPU DEFAULT is fp32 too; on GPU it is TF32
+    with pytest.raises(ValueError, match="precision"):
+        chunk_gated_delta_rule(*args[:5], precision="bf16")
+
+
+_SHARD_SCRIPT = """
+import functools, jax, numpy as np
+from hybrid_jax.sharding import make_mesh
+from kernels.gated_delta_rule import api, reference
+from tests.test_kernels_gdr import make_inputs
+q, k, v, g, b, S0 = make_inputs(0, 2, 20, 2, 4, 16, 16)
+fn = lambda q, k, v, g, b, S0: reference.chunked(q, k, v, g, b, initial_state=S0, chunk_size=16,
+                                                use_qk_l2norm=True)
+for S0_, final in ((None, False), (S0, True)):
+    ref = api.per_shard(fn, q, k, v, g, b, S0_, final)
+    with jax.set_mesh(make_mesh((1, 2, 2), jax.devices())):
+        o, S = jax.jit(lambda *a: api.per_shard(fn, *a, final))(q, k, v, g, b, S0_)
+    assert float(np.abs(o - ref[0]).max()) < 1e-6, np.abs(o - ref[0]).max()
+    assert "fsdp" in str(o.sharding.spec) and "tensor" in str(o.sharding.spec), o.sharding
+    assert (S is None) == (not final)
+    if final:
+        assert float(np.abs(S - ref[1]).max()) < 1e-6 and "tensor" in str(S.sharding.spec)
+print("ok")
+"""
+
+
+def test_pallas_calls_run_per_shard_of_batch_and_heads():
+    """The API's shard_map around a Pallas call (`api.per_shard`), exercised with the XLA
+    reference on 4 host devices (mesh data=1, fsdp=2, tensor=2), with and without an initial
+    and a final state: same values, sharded outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name, platform", [("pallas_gpu", "gpu"), ("pallas_tpu", "tpu")])

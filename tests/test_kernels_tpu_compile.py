@@ -1,5 +1,6 @@
 """The Pallas TPU kernels compile with Mosaic for a real TPU target (ahead of time, no TPU),
-sharded over a v5e:2x2 mesh through the mesh in context. Needs libtpu (marked `tpu`)."""
+sharded over a v5e:2x2 mesh through the mesh in context (the gated delta rule through its API,
+which runs the kernel per shard). Needs libtpu (marked `tpu`)."""
 
 import importlib.util
 import os
@@ -11,7 +12,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kernels.attention.splash import splash_attention
-from kernels.gated_delta_rule.pallas_tpu import chunk_gated_delta_rule_pallas_tpu
+from kernels.gated_delta_rule import chunk_gated_delta_rule
 
 pytestmark = [pytest.mark.tpu,
               pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
@@ -44,8 +45,8 @@ def test_gated_delta_rule_forward_and_backward_compile_sharded(mesh):
             _arg(mesh, (B, T, HV, V), heads), _arg(mesh, (B, T, HV), gates, jnp.float32),
             _arg(mesh, (B, T, HV), gates, jnp.float32))
     def loss(q, k, v, g, b):
-        o, S = chunk_gated_delta_rule_pallas_tpu(q, k, v, g, b, use_qk_l2norm=True,
-                                                 interpret=False)
+        o, S = chunk_gated_delta_rule(q, k, v, g, b, use_qk_l2norm=True, output_final_state=True,
+                                      implementation="pallas_tpu")
         return jnp.sum(o.astype(jnp.float32)) + jnp.sum(S)
 
     compiled = _compile(mesh, jax.grad(loss, argnums=range(5)), *args)

@@ -65,29 +65,32 @@ def test_table_flags_kernels_over_the_limit_and_errors():
 
 
 def test_capture_pairs_each_triton_module_with_its_launch_parameters():
-    """Lowered for CUDA on this host (jax 0.11.2 internals patched, then restored)."""
+    """Lowered for CUDA on this host (jax 0.11.2 internals patched, then restored). At
+    "highest" every kernel is Triton: the prep forward, the state forward, dh, dqk and the
+    prep backward's three."""
     from jax._src.pallas.triton import pallas_call_registration as pcr
     before = pcr.gpu_info_lib.get_gpu_info
     shape = parse_shape("B=1,T=40,H=1,HV=2,K=24,V=48")
-    kernels = capture_kernels(shape, precision="highest", prep="pallas", chunk_size=16,
-                              state_pass="triton")
+    kernels = capture_kernels(shape, precision="highest", chunk_size=16)
     assert pcr.gpu_info_lib.get_gpu_info is before
     names = [k["name"] for k in kernels]
-    assert sorted(names) == sorted(["gdr_prep_fwd", "gdr_state_pass_fwd",
-                                    "gdr_state_pass_bwd", "gdr_prep_bwd"])
+    assert sorted(names) == sorted(["gdr_prep_fwd", "gdr_state_pass_fwd", "gdr_split_dh",
+                                    "gdr_split_dqk", "gdr_prep_bwd_inverse",
+                                    "gdr_prep_bwd_decay", "gdr_prep_bwd_qk"])
     for k in kernels:
         assert k["ttir"].startswith(f"module @{k['name']}") and "tt.func" in k["ttir"]
         assert k["num_stages"] == 1 and k["num_warps"] in (4, 8)
-    fwd = capture_kernels(shape, precision="default", prep="xla", chunk_size=16, backward=False)
-    assert [k["name"] for k in fwd] == ["gdr_state_pass_fwd"] and fwd[0]["num_stages"] == 3
+    fwd = capture_kernels(shape, precision="default", chunk_size=16, backward=False)
+    launch = {k["name"]: (k["num_warps"], k["num_stages"]) for k in fwd}
+    assert launch == {"gdr_prep_fwd": (4, 1), "gdr_state_pass_fwd": (4, 3)}
 
 
-def test_prep_launch_reaches_only_the_kernel_it_names():
-    """The API's prep_launch, lowered for CUDA: the decay kernel at 8 warps, 3 stages, the other
-    prep kernels at the defaults (4, 1)."""
+def test_kernel_config_reaches_the_kernels_it_names():
+    """KernelConfig through the op, lowered for CUDA: the prep kernels at 8 warps, every kernel
+    at 2 stages, the state kernels at their default warps."""
     shape = parse_shape("B=1,T=40,H=1,HV=1,K=32,V=32")
-    kernels = capture_kernels(shape, precision="default", prep="pallas_splitbwd", chunk_size=16,
-                              state_pass="splitbwd", prep_launch={"gdr_prep_bwd_decay": (8, 3)})
+    kernels = capture_kernels(shape, precision="default", chunk_size=16, num_warps_prep=8,
+                              num_stages=2)
     launch = {k["name"]: (k["num_warps"], k["num_stages"]) for k in kernels}
-    assert launch["gdr_prep_bwd_decay"] == (8, 3)
-    assert launch["gdr_prep_fwd"] == launch["gdr_prep_bwd_qk"] == (4, 1)
+    assert launch["gdr_prep_fwd"] == launch["gdr_prep_bwd_decay"] == (8, 2)
+    assert launch["gdr_state_pass_fwd"] == launch["gdr_split_dh"] == (4, 2)

@@ -32,8 +32,7 @@ from flax import nnx
 
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.models.layers import Linear, make_param, normal
-from kernels.gated_delta_rule import chunk_gated_delta_rule, resolve_implementation
-from kernels.mesh_context import shard_batch_and_heads
+from kernels.gated_delta_rule import chunk_gated_delta_rule
 
 _DT_MIN, _DT_MAX, _DT_FLOOR = 1e-3, 0.1, 1e-4
 _A_MAX = 16.0
@@ -50,19 +49,6 @@ def _dt_bias_init(key, shape, dtype):
     dt = jnp.exp(u * (math.log(_DT_MAX) - math.log(_DT_MIN)) + math.log(_DT_MIN))
     dt = jnp.maximum(dt, _DT_FLOOR)
     return dt + jnp.log(-jnp.expm1(-dt))  # inverse softplus
-
-
-def _sharded_pallas_gdr(q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, *, impl: str,
-                        chunk_size: int, precision: str):
-    """A Pallas kernel is opaque to XLA's partitioner (a Mosaic call cannot be partitioned; a
-    Triton call would be gathered), so it runs per shard through `jax.shard_map` over batch and
-    heads of the mesh in context (`kernels.mesh_context`); without a mesh it is called
-    directly. Contiguous head blocks keep value head j with key head j // (HV / H)."""
-    call = lambda q, k, v, g, b: chunk_gated_delta_rule(
-        q, k, v, g, b, use_qk_l2norm=True, chunk_size=chunk_size, implementation=impl,
-        precision=precision)[:1]
-    return shard_batch_and_heads(call, (q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH),
-                                 head_dims=(2, 2, 2, 2, 2), n_outputs_dims=((4, 2),))[0]
 
 
 class CausalConv(nnx.Module):
@@ -120,15 +106,12 @@ class GatedDeltaNet(nnx.Module):
         beta_BTH = jax.nn.sigmoid(self.b(x_BTD).astype(jnp.float32))
         if self.allow_neg_eigval:
             beta_BTH = 2.0 * beta_BTH
-        impl = resolve_implementation(self.implementation, self.precision, (K, V),
-                                      self.chunk_size)
-        if impl.startswith("pallas"):
-            o_BTHV = _sharded_pallas_gdr(q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, impl=impl,
-                                         chunk_size=self.chunk_size, precision=self.precision)
-        else:
-            o_BTHV, _ = chunk_gated_delta_rule(
-                q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, use_qk_l2norm=True,
-                chunk_size=self.chunk_size, implementation=impl, precision=self.precision)
+        # The kernel resolves the implementation and, for a Pallas one, runs per shard of
+        # batch and heads of the mesh in context.
+        o_BTHV, _ = chunk_gated_delta_rule(
+            q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, use_qk_l2norm=True,
+            chunk_size=self.chunk_size, implementation=self.implementation,
+            precision=self.precision)
         o32 = o_BTHV.astype(jnp.float32)
         o32 = o32 * jax.lax.rsqrt(jnp.mean(o32 * o32, axis=-1, keepdims=True) + self.eps)
         gate_BTHV = jax.nn.silu(self.g(x_BTD).astype(jnp.float32)).reshape(B, T, HV, V)

@@ -1,20 +1,35 @@
-"""Public entry point for the chunked gated delta rule, with implementation dispatch.
+"""Public entry point for the chunked gated delta rule: one function, the implementation chosen
+by name, in one place.
 
 Why this exists
     Model code calls one function with flash-linear-attention's signature and picks the
     implementation by name; the name actually used is observable through
     `resolve_implementation`, so runs can record it. An explicitly requested implementation
-    that cannot run raises; nothing falls back silently.
+    that cannot run raises at once; nothing falls back silently. A Pallas kernel is opaque to
+    XLA's partitioner (a Mosaic call cannot be partitioned; a Triton call would be gathered),
+    so it runs per shard through `jax.shard_map` over the batch and heads of the mesh in
+    context, as `kernels.attention` runs cuDNN and splash attention.
+
+Implementations (`IMPLEMENTATIONS`)
+    "recurrent"   `reference.recurrent`: the token-by-token definition (a `lax.scan`).
+    "chunked"     `reference.chunked`: the WY chunk algorithm in XLA ops, any platform.
+    "pallas_gpu"  `gpu/chunk.py`: Pallas kernels, Mosaic GPU where they take the shape, else
+                  Triton. K <= 256, V <= 256 a multiple of 16, chunk_size a power of two >= 16.
+    "pallas_tpu"  `tpu/chunk.py`: Pallas Mosaic TPU kernels; precision "highest" only,
+                  chunk_size a multiple of 8.
+    "auto"        `AUTO[(platform, precision)]` where it takes the call, else "chunked".
 
 Numerics
     See `reference.py`: fp32 math inside for any input dtype, o returned in v's dtype, the
-    state in float32 (float64 only when every input is float64).
+    state in float32 (float64 only when every input is float64). The Pallas implementations
+    compute in float32 only.
 
 Constraints
     q, k: [B, T, H, K]; v: [B, T, HV, V] with HV a multiple of H (value head j reads key head
     j // (HV // H)); g, beta: [B, T, HV]; initial_state: [B, HV, K, V] float32.
     chunk_size is a static Python int > 0; T need not be a multiple of it.
-    The Pallas implementations compute in float32 only (no float64 inputs).
+    The platform is `mesh_context.target_platform()`: jax.default_backend(), or the device of
+    an abstract mesh in context (an ahead-of-time compile for a TPU topology says "tpu").
 """
 
 import functools
@@ -25,95 +40,105 @@ import jax
 import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
+from kernels.mesh_context import shard_batch_and_heads, target_platform
 
-IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_gpu_split", "pallas_mgpu",
-                   "pallas_tpu")
-# Jitted so that eager callers get one compiled program; inside a caller's jit this inlines.
-_RUN = {
-    "recurrent": jax.jit(reference.recurrent, static_argnames=("use_qk_l2norm", "precision")),
-    "chunked": jax.jit(reference.chunked,
-                       static_argnames=("use_qk_l2norm", "chunk_size", "precision")),
-}
+IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_tpu")
 PRECISIONS = ("highest", "default")
-_XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
-# The platform each Pallas implementation compiles for. Interpret mode (CPU tests) is reached
-# through the kernel modules' own functions with interpret=True, never through this API.
-_PALLAS_BACKEND = {"pallas_gpu": "gpu", "pallas_gpu_split": "gpu", "pallas_mgpu": "gpu",
-                   "pallas_tpu": "tpu"}
-# The Pallas GPU implementations: one entry point (pallas_gpu.py), each with its state pass.
-# pallas_gpu's "auto": the Mosaic forward and the Mosaic sequential kernel of the split backward
-# where they take the shape, else the Triton ones (`pallas_gpu_auto.auto_state_pass`). Each name
-# runs the prep pallas_gpu picks (`pallas_gpu_auto.auto_prep`: Mosaic GPU's forward or Triton's).
-_GPU_STATE_PASS = {"pallas_gpu": "auto", "pallas_gpu_split": "split", "pallas_mgpu": "mosaic"}
-# What "auto" runs per (backend, precision); "chunked" where a pair is not listed. On a GPU at
-# "default", pallas_gpu: on an H200 it was 3.5-3.7x faster forward+backward than `chunked` at
-# "default" on the issue's four shapes and made the 370M hybrid's training step 21% faster
-# (experiments/LOG.md, seventh session). At "highest" it trained 2.5% slower, so `chunked`
-# stays; pallas_tpu has not run on a TPU.
+_PLATFORM = {"pallas_gpu": "gpu", "pallas_tpu": "tpu"}  # where each Pallas kernel compiles
+# What "auto" runs per (platform, precision); "chunked" where a pair is not listed. On a GPU at
+# "default", pallas_gpu: on an H200 forward+backward was 5-6x faster than `chunked` at
+# "default" on the four benchmark shapes, and the 370M hybrid's training step 23% faster
+# (experiments/LOG.md). At "highest" it trained 3.6% slower, so `chunked` stays; pallas_tpu
+# has not run on a TPU.
 AUTO: dict[tuple[str, str], str] = {("gpu", "default"): "pallas_gpu"}
-# The head dims pallas_gpu is tested on: K padded to a power of two <= 256, V in 16-wide tiles.
-_PALLAS_GPU_MAX_K, _PALLAS_GPU_MAX_V = 256, 256
+_XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 
 
-def pallas_gpu_supports(K: int, V: int, chunk_size: int = 64) -> bool:
-    """Whether pallas_gpu takes key dim K, value dim V and chunk_size (what `auto` checks
-    before picking it)."""
-    return (K <= _PALLAS_GPU_MAX_K and V <= _PALLAS_GPU_MAX_V and V % 16 == 0
-            and chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0)
+def _platform() -> str:
+    platform = target_platform()
+    return "gpu" if platform in ("cuda", "rocm") else platform
 
 
-def _pallas_fn(name: str):
-    """The Pallas entry point, imported lazily so that api.py imports without it."""
-    if name in _GPU_STATE_PASS:  # the automatic prep, then the named state pass
-        from kernels.gated_delta_rule.pallas_gpu import chunk_gated_delta_rule_pallas_gpu
-        return functools.partial(chunk_gated_delta_rule_pallas_gpu,
-                                 state_pass=_GPU_STATE_PASS[name])
-    try:
-        from kernels.gated_delta_rule.pallas_tpu import chunk_gated_delta_rule_pallas_tpu
-    except ImportError as e:
-        raise NotImplementedError(
-            f"implementation='pallas_tpu' is not available: {e}; use one of "
-            f"{('recurrent', 'chunked')} or 'auto'") from e
-    return chunk_gated_delta_rule_pallas_tpu
-
-
-@functools.lru_cache(maxsize=None)
-def _jitted_pallas(name: str):
-    static = ("use_qk_l2norm", "chunk_size") + (("precision",) if name != "pallas_tpu" else ())
-    return jax.jit(_pallas_fn(name), static_argnames=static)
+def _cannot_run(name: str, precision: str, dims, chunk_size: int, dtype) -> Optional[str]:
+    """Why implementation `name` cannot take this call, or None (what is not given passes)."""
+    if dtype is not None and jnp.dtype(dtype) == jnp.float64:
+        return "computes in float32 only; got float64 inputs"
+    if name == "pallas_gpu":
+        from kernels.gated_delta_rule.gpu.chunk import supports
+        return supports(dims, chunk_size)
+    if precision != "highest":
+        return f"has precision='highest' only; got precision={precision!r}"
+    if chunk_size % 8:
+        return f"takes chunk_size a multiple of 8 (the f32 sublane tile); got {chunk_size}"
+    return None
 
 
 def resolve_implementation(name: str, precision: str = "highest",
-                           dims: Optional[tuple[int, int]] = None, chunk_size: int = 64) -> str:
-    """Map a requested implementation name to the one that will run.
+                           dims: Optional[tuple[int, int]] = None, chunk_size: int = 64,
+                           dtype=None) -> str:
+    """The implementation that will run for requested `name`, at `precision`, head dims
+    dims = (K, V), chunk_size and the state's dtype (each optional: not checked if not given).
 
-    "auto" is `AUTO[(backend, precision)]` where listed and, when the head dims `dims` = (K, V)
-    are given, able to take them and chunk_size; "chunked" elsewhere. A Pallas implementation
-    requested on a backend it does not compile for raises.
+    "auto" is `AUTO[(platform, precision)]` where listed and able to take the call, else
+    "chunked". A Pallas implementation named explicitly raises on a platform it does not
+    compile for (RuntimeError) or for a call it cannot take (ValueError), in one line.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
-    from kernels.mesh_context import target_platform  # the AOT target if a mesh says so
-
-    backend = target_platform()
-    backend = "gpu" if backend in ("cuda", "rocm") else backend
+    platform = _platform()
     if name == "auto":
-        pick = AUTO.get((backend, precision), "chunked")
-        if pick == "pallas_gpu" and dims is not None \
-                and not pallas_gpu_supports(*dims, chunk_size):
+        pick = AUTO.get((platform, precision), "chunked")
+        if pick != "chunked" and _cannot_run(pick, precision, dims, chunk_size, dtype):
             return "chunked"
         return pick
-    if name in _PALLAS_BACKEND:
-        if backend != _PALLAS_BACKEND[name]:
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation={name!r} is unknown; expected 'auto' or one of {IMPLEMENTATIONS}")
+    if name in _PLATFORM:
+        if platform != _PLATFORM[name]:
             raise RuntimeError(
-                f"implementation={name!r} compiles only for a {_PALLAS_BACKEND[name]} backend; "
-                f"this process runs on {backend!r}. Use 'chunked', or call the kernel module "
+                f"implementation={name!r} compiles only for a {_PLATFORM[name]} backend; "
+                f"this process runs on {platform!r}. Use 'chunked', or call the kernel module "
                 f"directly with interpret=True for a slow interpreted run.")
-        return name
-    if name in IMPLEMENTATIONS:
-        return name
-    raise ValueError(
-        f"implementation={name!r} is unknown; expected 'auto' or one of {IMPLEMENTATIONS}")
+        reason = _cannot_run(name, precision, dims, chunk_size, dtype)
+        if reason:
+            raise ValueError(f"implementation={name!r} {reason}")
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name: str, precision: str):
+    """The implementation as one jitted function of (q, k, v, g, beta, initial_state, scale):
+    eager callers get one compiled program; inside a caller's jit it inlines."""
+    if name == "recurrent":
+        fn = functools.partial(reference.recurrent, precision=_XLA_PRECISION[precision])
+    elif name == "chunked":
+        fn = functools.partial(reference.chunked, precision=_XLA_PRECISION[precision])
+    elif name == "pallas_gpu":
+        from kernels.gated_delta_rule.gpu.chunk import chunk_gated_delta_rule_pallas_gpu
+        fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision=precision)
+    else:
+        from kernels.gated_delta_rule.tpu.chunk import chunk_gated_delta_rule_pallas_tpu
+        fn = chunk_gated_delta_rule_pallas_tpu
+    static = ("use_qk_l2norm",) + (("chunk_size",) if name != "recurrent" else ())
+    return jax.jit(fn, static_argnames=static)
+
+
+def per_shard(fn, q, k, v, g, beta, initial_state, output_final_state: bool):
+    """fn(q, k, v, g, beta, initial_state) -> (o, S), run per shard of batch and heads of the
+    mesh in context (`mesh_context.shard_batch_and_heads`; directly without one). Contiguous
+    head blocks keep value head j with key head j // (HV / H). Returns (o, S or None)."""
+    args, head_dims = (q, k, v, g, beta), (2, 2, 2, 2, 2)
+    if initial_state is not None:
+        args, head_dims = args + (initial_state,), head_dims + (1,)
+
+    def run(q, k, v, g, beta, S0=None):
+        o, S = fn(q, k, v, g, beta, S0)
+        return (o, S) if output_final_state else (o,)
+
+    out = shard_batch_and_heads(run, args, head_dims=head_dims,
+                                n_outputs_dims=((4, 2), (4, 1))[:1 + output_final_state])
+    return out[0], (out[1] if output_final_state else None)
 
 
 def _check_float(name, x):
@@ -177,31 +202,25 @@ def chunk_gated_delta_rule(
     S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T;  o_t = scale S_t^T q_t,
     scale = K ** -0.5 by default. With use_qk_l2norm, q and k are L2-normalised over K
     (eps 1e-6, in fp32) first. chunk_size does not affect "recurrent"; the Pallas kernels
-    may restrict it (pallas_gpu: a power of two >= 16).
+    restrict it (see the module docstring).
     precision: "highest" (fp32 matmuls: Precision.HIGHEST in XLA, TF32x3 in pallas_gpu) or
     "default" (XLA's default, TF32 on GPU; bf16 matmul operands with fp32 accumulation and
     bf16 intermediates in pallas_gpu, like flash-linear-attention: a few 1e-3 relative error,
     faster).
     """
-    impl = resolve_implementation(implementation, precision)  # bad names fail first
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
             or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     chunk_size = int(chunk_size)
     validate(q, k, v, g, beta, initial_state, token_axis=True)
-    if implementation == "auto":  # the head dims, now known to be sane, may rule a kernel out
-        impl = resolve_implementation("auto", precision, (q.shape[-1], v.shape[-1]), chunk_size)
-        if impl.startswith("pallas") and _state_dtype(q, k, v, g, beta) == jnp.float64:
-            impl = "chunked"  # the Pallas kernels compute in float32 only
-    kwargs = dict(scale=scale, initial_state=initial_state, use_qk_l2norm=use_qk_l2norm)
+    impl = resolve_implementation(implementation, precision, (q.shape[-1], v.shape[-1]),
+                                  chunk_size, _state_dtype(q, k, v, g, beta))
+    fn = _jitted(impl, precision)
+    kw = dict(scale=scale, use_qk_l2norm=use_qk_l2norm)
     if impl != "recurrent":
-        kwargs["chunk_size"] = chunk_size
-    if impl in _RUN:
-        kwargs["precision"] = _XLA_PRECISION[precision]
-    elif impl in _GPU_STATE_PASS:  # pallas_mgpu: precision="default" only
-        kwargs["precision"] = precision
-    elif precision != "highest":
-        raise NotImplementedError(f"implementation={impl!r} has no precision={precision!r}")
-    fn = _RUN[impl] if impl in _RUN else _jitted_pallas(impl)
-    o, S = fn(q, k, v, g, beta, **kwargs)
+        kw["chunk_size"] = chunk_size
+    call = lambda q, k, v, g, beta, S0: fn(q, k, v, g, beta, initial_state=S0, **kw)
+    if impl in _PLATFORM:
+        return per_shard(call, q, k, v, g, beta, initial_state, output_final_state)
+    o, S = call(q, k, v, g, beta, initial_state)
     return o, (S if output_final_state else None)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from jax.experimental.pallas import tpu as pltpu
 
-from kernels.gated_delta_rule import pallas_tpu, reference
+from kernels.gated_delta_rule import reference
+from kernels.gated_delta_rule.tpu import chunk as pallas_tpu
 from test_kernels_gdr import make_inputs, np_gated_delta_rule, rel_err
 
 TOL = 1e-4

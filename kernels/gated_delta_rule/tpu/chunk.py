@@ -5,7 +5,7 @@ Why this exists
     `lax.scan` of small HBM-resident products, and XLA compiles its backward slowly. These
     kernels keep the [K, V] state (forward) and its gradient (backward) of one (batch, value
     head) in VMEM for the whole sequence and do every chunk's work in one grid step, so every
-    chunk product is a full-tile MXU matmul (the kernels are in `pallas_tpu_chunk.py`).
+    chunk product is a full-tile MXU matmul (the kernels are in `kernels.py`).
 
 Numerics
     Same algorithm and contract as `reference.chunked` (read its docstring). Inputs are
@@ -27,10 +27,10 @@ Constraints
     T is zero-padded to a multiple of chunk_size (g = beta = 0 there: the state passes
     through unchanged), K and V to multiples of 128 (lanes; zero rows/columns of the state
     stay zero). Grid (B, HV, chunks), chunks sequential ("arbitrary"): one TensorCore walks
-    a head's sequence. Mosaic kernels cannot be partitioned by XLA: under a mesh in context
-    the call runs per shard of batch and heads (`kernels.mesh_context`); the sequence is
-    never split. The backward residual is T/C states of [Kp, Vp] fp32 per (batch, value
-    head): 8 MiB at T = 8192, C = 64, K = V = 128.
+    a head's sequence. Mosaic kernels cannot be partitioned by XLA: under a sharded jit the
+    call must run per shard of batch and heads (the API's `shard_map`); the sequence is never
+    split. The backward residual is T/C states of [Kp, Vp] fp32 per (batch, value head):
+    8 MiB at T = 8192, C = 64, K = V = 128.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ import jax.numpy as jnp
 from jax.experimental.pallas import tpu as pltpu
 
 from kernels.gated_delta_rule import reference
-from kernels.gated_delta_rule.pallas_tpu_chunk import backward_call, forward_call
-from kernels.mesh_context import shard_batch_and_heads, target_platform
+from kernels.gated_delta_rule.tpu.kernels import backward_call, forward_call
+from kernels.mesh_context import target_platform
 
 LANES, SUBLANES = 128, 8
 
@@ -136,7 +136,8 @@ def chunk_gated_delta_rule_pallas_tpu(q, k, v, g, beta, *, scale: Optional[float
     """Returns (o [B, T, HV, V] in v.dtype, final state [B, HV, K, V] float32).
 
     Inputs are assumed validated by `api.validate`. interpret: None (compile on TPU, TPU
-    interpret mode elsewhere), True/False, or a `pltpu.InterpretParams`.
+    interpret mode elsewhere), True/False, or a `pltpu.InterpretParams`. Under a sharded jit
+    call it per shard (the API does).
     """
     C = int(chunk_size)
     if C % SUBLANES:
@@ -146,11 +147,6 @@ def chunk_gated_delta_rule_pallas_tpu(q, k, v, g, beta, *, scale: Optional[float
     HV, V = v.shape[2], v.shape[3]
     if initial_state is None:
         initial_state = jnp.zeros((B, HV, K, V), jnp.float32)
-    interpret = resolve_interpret(interpret)
-
-    def run(q, k, v, g, beta, S0):
-        return _forward(q, k, v, g, beta, S0, scale, bool(use_qk_l2norm), C, interpret)
-
-    return shard_batch_and_heads(run, (q, k, v, g, beta, initial_state.astype(jnp.float32)),
-                                 head_dims=(2, 2, 2, 2, 2, 1),
-                                 n_outputs_dims=((4, 2), (4, 1)))
+    S0 = initial_state.astype(jnp.float32)
+    return _forward(q, k, v, g, beta, S0, scale, bool(use_qk_l2norm), C,
+                    resolve_interpret(interpret))

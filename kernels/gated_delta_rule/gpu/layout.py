@@ -1,13 +1,12 @@
 """The caller's layout of q, k, v, o and their gradients, as the GPU kernels read and write it.
 
-pallas_gpu's kernels run one program per (batch x value head i, chunk or V tile). Until the
-eleventh session XLA transposed q, k, v [B, T, HV, d] to [B * HV, Tp, d] for them, and o, dO,
-dq, dk, dv to and fro: seven tensor-sized copies, 0.34 ms of a 2.2 ms forward+backward at
-B4 T4096 H16 K=V=128 (H100 trace, experiments/LOG.md). With heads = HV the kernels index the
-caller's arrays seen as [B, Tp, HV * d] (a free reshape when T is a multiple of the chunk):
-program i reads batch i // heads, columns from (i % heads) * d. heads=None keeps
-[B * HV, Tp, d]. (pallas_gpu's caller_layout=True, the default with the Mosaic prep since the
-twelfth session: 0.155 ms off forward+backward at that shape on an H200.)
+The kernels run one program per (batch x value head i, chunk or V tile). With heads = HV they
+index the caller's arrays [B, T, HV, d], seen as [B, Tp, HV * d] (a free reshape when T is a
+multiple of the chunk): program i reads batch i // heads, columns from (i % heads) * d. That
+spares XLA a transpose to [B * HV, Tp, d] and back for each of q, k, v, o, dO, dq, dk, dv
+(on an H200 at B4 T4096 H16 K=V=128, forward+backward 1.693 ms against 1.848 with them,
+experiments/LOG.md).
+heads=None is the [B * HV, Tp, d] layout.
 """
 
 from __future__ import annotations

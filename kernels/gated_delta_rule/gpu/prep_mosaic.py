@@ -1,15 +1,14 @@
-"""Pallas Mosaic GPU (TMA + wgmma) chunk prep forward of the gated delta rule: step 3 of the
-"Mosaic GPU plan" in `pallas_gpu.py` (the Triton lowering is deprecated in jax 0.11).
+"""Pallas Mosaic GPU (TMA + wgmma) kernel of the chunk prep's forward.
 
-Status: written in the tenth session and checked on a CPU host (Mosaic GPU interpreter against
-the Triton prep in Pallas interpret mode, the interpreter's race detector, lowering for CUDA,
-the whole op against float64); compiled and timed on an H200 in the eleventh (0.315 ms against
-the Triton forward's 0.416 at B4 T4096 H16 K=V=128), since then the default where it takes the
-shape (prep="auto"). Reached through `chunk_gated_delta_rule_pallas_gpu(prep="mosaic")`: this
-forward (saving T) with the Triton split backward (`pallas_gpu_prep_split.prep_bwd_split`).
+Why this exists
+    The chunk-local WY transform is parallel over chunks; in Triton (`prep_triton.prep_fwd`)
+    its programs hold many [C, C] fp32 tiles and spill. Here the products are wgmmas from SMEM:
+    0.315 ms against the Triton forward's 0.416 at B4 T4096 H16 K=V=128 on an H200
+    (experiments/LOG.md). It runs wherever it takes the shape (`takes_shape`); its backward is
+    always Triton's (`prep_triton.prep_bwd`, from the T this kernel saves).
 
-What it computes: `pallas_gpu_prep.prep_fwd` at precision "default" with decays="xla" (G and
-logF summed by XLA, `pallas_gpu_prep.decay_input`): per chunk of C = 64 rows,
+What it computes: `prep_triton.prep_fwd` at precision "default" with decays="xla" (G and
+logF summed by XLA, `prep_triton.decay_input`): per chunk of C = 64 rows,
     A = tril_strict(beta_i (k_i.k_j) exp(G_i - G_j)),   T = (I + A)^-1,
     u = T (beta v),  w = T (beta E k),  aqk = (q k^T) tril(exp(G_i - G_j)),  qd = q E,  kd = k F
 with E = exp(G), F = exp(logF); the same bf16 roundings as the Triton kernel's "default" dots
@@ -24,7 +23,7 @@ One program (one warpgroup, 128 threads) per (batch x value head i, chunk n):
      along its rows it does not (jax 0.11.2: layout inference finds no solution); so R_ij = G_i
      is stored to SMEM and read back through the transposed view (R^T_ij = G_j).
   4. A and aqk in registers; aqk (bf16) TMA-stored.
-  5. T by `pallas_gpu_prep._unit_lower_inverse`'s recursion, X <- X - (X L) X, as TF32 wgmmas
+  5. T by `prep_triton.unit_lower_inverse`'s recursion, X <- X - (X L) X, as TF32 wgmmas
      on fp32 SMEM operands: 32-bit wgmma takes its B operand only K-major, so L enters as
      L^T (a mask of A^T, read once through a transposed view: the masks are symmetric in
      row ^ col) and X as X^T (stored, read back transposed, stored again).
@@ -45,15 +44,15 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernels.gated_delta_rule import caller_layout as lay
-from kernels.gated_delta_rule.pallas_mgpu_common import (_BF16_TR, _F32_TR, C_SUPPORTED,
-                                                       KP_SUPPORTED, wgmma_products)
+from kernels.gated_delta_rule.gpu import layout as lay
+from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
+                                                        KP_SUPPORTED, wgmma_products)
 
 VP_MAX = 256  # u's accumulator is [C, Vp]: the N of a wgmma is at most 256
 
 
 def takes_shape(C: int, Kp: int, Vp: int) -> bool:
-    """Whether `prep_fwd_mgpu` takes chunk size C, key dim Kp and (prep-padded) value dim Vp."""
+    """Whether `prep_fwd` takes chunk size C, key dim Kp and (prep-padded) value dim Vp."""
     return C == C_SUPPORTED and Kp in KP_SUPPORTED and Vp % 64 == 0 and Vp <= VP_MAX
 
 
@@ -143,11 +142,11 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     plgpu.wait_smem_to_gmem(0)
 
 
-def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, heads=None):
+def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, heads=None):
     """w, u, kd, qd, aqk (and T = (I + A)^-1 if save_inverse), bf16, in the layouts of
-    `pallas_gpu_prep.prep_fwd`: q, k [BH, Tp, Kp], v [BH, Tp, Vp] (or with heads the caller's
-    [B, Tp, heads * Kp] and [B, Tp, heads * Vp]: `caller_layout`), gs [BH, 2,
-    Tp] (G and logF, `decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile
+    `prep_triton.prep_fwd`, from q, k [BH, Tp, Kp], v [BH, Tp, Vp] (or with heads the caller's
+    [B, Tp, heads * Kp] and [B, Tp, heads * Vp]: `layout.py`), gs [BH, 2, Tp] (G and logF,
+    `prep_triton.decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile
     for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
     BH, Tp, Kp, Vp = lay.dims(q, v, heads)
     if not takes_shape(C, Kp, Vp) or Tp % C:
@@ -161,15 +160,15 @@ def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, h
     q, k, v = (x.astype(bf16) for x in (q, k, v))
     sds = lambda d: jax.ShapeDtypeStruct((BH, Tp, d), bf16)
     scratch = [
-        plgpu.SMEM((C, Kp), bf16, transforms=_BF16_TR),  # q, then qd, then kd
-        plgpu.SMEM((C, Kp), bf16, transforms=_BF16_TR),  # k, then beta E k, then w
-        plgpu.SMEM((C, Vp), bf16, transforms=_BF16_TR),  # v, then beta v, then u
+        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # q, then qd, then kd
+        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # k, then beta E k, then w
+        plgpu.SMEM((C, Vp), bf16, transforms=BF16_TR),  # v, then beta v, then u
         plgpu.SMEM((C,), f32),                           # G
         plgpu.SMEM((C,), f32),                           # logF
         plgpu.SMEM((C,), f32),                           # beta
-        plgpu.SMEM((C, C), f32, transforms=_F32_TR),     # X (and transposes)
-        plgpu.SMEM((C, C), f32, transforms=_F32_TR),     # L^T, X^T
-        plgpu.SMEM((C, C), bf16, transforms=_BF16_TR),   # aqk, then bf16(T)
+        plgpu.SMEM((C, C), f32, transforms=F32_TR),     # X (and transposes)
+        plgpu.SMEM((C, C), f32, transforms=F32_TR),     # L^T, X^T
+        plgpu.SMEM((C, C), bf16, transforms=BF16_TR),   # aqk, then bf16(T)
         plgpu.Barrier(num_arrivals=6),
     ]
 
@@ -182,15 +181,3 @@ def prep_fwd_mgpu(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, h
         grid=(BH, Tp // C), grid_names=("i", "n"), scratch_types=scratch,
         interpret=interpret,
     )(q, k, v, gs.astype(f32), beta.astype(f32))
-
-
-def prep_fwd_mosaic(q, k, v, g, beta, *, C, interpret, out_dtype, decays, save_inverse=False,
-                    block_d=None, dot=None, dot_inv=None, compiler_params=None, heads=None):
-    """`prep_fwd_mgpu` with `pallas_gpu_prep.prep_fwd`'s signature (the Triton-only launch
-    arguments block_d, dot, dot_inv, compiler_params are not used): for pallas_gpu's _PREP."""
-    del block_d, dot, dot_inv, compiler_params
-    if decays != "xla" or jnp.dtype(out_dtype) != jnp.bfloat16:
-        raise ValueError(f'the Mosaic prep reads G and logF from XLA and writes bf16: needs '
-                         f'decays="xla" and bf16 outputs, got {decays!r}, {out_dtype}')
-    return prep_fwd_mgpu(q, k, v, g, beta, C=C, save_inverse=save_inverse, heads=heads,
-                         interpret=plgpu.InterpretGPUParams() if interpret else None)

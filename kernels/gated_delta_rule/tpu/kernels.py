@@ -1,4 +1,4 @@
-"""The Mosaic kernels behind `pallas_tpu.py`: one chunk of the gated delta rule, forward and
+"""The Mosaic kernels behind `chunk.py`: one chunk of the gated delta rule, forward and
 backward, on prepared (fp32, scaled, head-major, padded) blocks.
 
 Per chunk (C tokens; q, k [C, K]; v [C, V]; g, beta rows [1, C]; S the entering state [K, V]):

@@ -1,8 +1,6 @@
-"""Shared by the Mosaic GPU state pass kernels (`pallas_mgpu.py` forward and custom_vjp,
-`pallas_mgpu_bwd.py` backward, `pallas_mgpu_dh.py` the split backward's sequential kernel):
-tile sizes, SMEM transforms, the layout check, the TMA loads of a chunk's operands, the carried
-state tile's way in and out, and the wgmma products (also for `pallas_mgpu_prep.py` and
-`pallas_mgpu_dqk.py`)."""
+"""What the Mosaic GPU (TMA + wgmma) kernels share: tile sizes and the shapes they take, SMEM
+tile transforms, the state-pass layout check, the TMA loads of a chunk's operands, the carried
+state tile's way in and out, and issuing wgmma products."""
 
 from __future__ import annotations
 
@@ -16,18 +14,20 @@ KP_SUPPORTED = (64, 128)
 
 
 def takes_shape(C: int, Kp: int, V: int) -> bool:
-    """Whether these kernels take chunk size C, padded key dim Kp and value dim V (what
-    `_check_shapes` demands; `pallas_gpu_auto.auto_state_pass` asks before choosing them)."""
+    """Whether the state-pass kernels (`state_mosaic.state_fwd`, `state_mosaic_bwd.dh`) take
+    chunk size C, padded key dim Kp and value dim V (what `check_shapes` demands)."""
     return C == C_SUPPORTED and Kp in KP_SUPPORTED and V % BV == 0
+
 
 # SMEM tile transforms for TMA + wgmma operands: 128-byte rows, swizzled. A bf16 row of 64
 # elements and an fp32 row of 32 elements are 128 bytes.
-_BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
-_F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
+BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
+F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
 
 
-def _check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
-    """Validates the `state_pass_fwd_call` layouts; returns (BH, Tp, Kp, V, C, N)."""
+def check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
+    """Validates the state-pass layouts (`state_mosaic.state_fwd`); returns
+    (BH, Tp, Kp, V, C, N)."""
     BH, Tp, Kp = w.shape
     V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[-1]
     if C != C_SUPPORTED or Tp != N * C:
