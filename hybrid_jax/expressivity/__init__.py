@@ -1,5 +1,5 @@
 """Expressivity suite: synthetic formal-language tasks that separate transformers, linear RNNs
-(Gated DeltaNet with beta in (0, 1) or (0, 2)) and GDN/attention hybrids (issue 7).
+(Gated DeltaNet with beta in (0, 1) or (0, 2)) and GDN/attention hybrids.
 
     tasks/       numpy generators: (inputs, targets, loss mask) from (seed, length)
     models.py    the four small models, built with the ladder's ModelConfig/build_model, params

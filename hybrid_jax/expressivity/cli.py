@@ -17,7 +17,7 @@ from hybrid_jax.expressivity.models import param_counts
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybrid-jax expressivity",
-                                description="expressivity task suite (issue 7)")
+                                description="expressivity task suite")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a suite (resumable) and write results")
     r.add_argument("suite", help="suite name (see `list`)")

@@ -50,7 +50,7 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         if not 2 <= self.n_layers <= 4:
-            raise ValueError(f"n_layers must be in [2, 4] (issue 7), got {self.n_layers}")
+            raise ValueError(f"n_layers must be in [2, 4], got {self.n_layers}")
         if len(self.hybrid_pattern) != self.n_layers or set(self.hybrid_pattern) != {"G", "A"}:
             raise ValueError(f"hybrid_pattern must spell all {self.n_layers} layers with both G "
                              f"and A, got {self.hybrid_pattern!r}")

@@ -18,7 +18,7 @@ Why both abilities are needed: the answer to Q_s depends on which write position
 which is the S_3 word problem on the prefix (state tracking), and on retrieving the value at
 the last such position among up to n items (associative recall keyed by a computed state).
 
-Relation to the paper. arXiv 2604.03444 states (DESIGN.md, issue 7) that one GDN layer with
+Relation to the paper. arXiv 2604.03444 states (docs/paper.md) that one GDN layer with
 negative eigenvalues followed by one attention layer solves state-based recall, which neither
 pure family can. We could not read the theorem's text on this machine (no network), so the
 definition above is ours, built to match that summary: the generators are transpositions, which
