@@ -1,6 +1,6 @@
 """Gated delta rule kernels on one GPU: ours (Pallas), flash-linear-attention 0.6, our XLA path.
 
-    python benchmarks/gdn_kernel.py --out results.json           # the issue's four shapes
+    python benchmarks/gdn_kernel.py --out results.json           # the four benchmark shapes
     python benchmarks/gdn_kernel.py --shape B=1,T=512,H=2,K=64,V=64 --impl pallas_gpu xla_chunked
 
 Implementations: `gdn_kernel_variants.py` (ours, by name, with what each changes), plus
@@ -332,7 +332,7 @@ def main(argv=None):
         jax_impls = ["xla_chunked"] + [i for i in jax_impls if i != "xla_chunked"]
     # The per-kernel breakdown first (our kernels only, no autotuning: the cheapest and most
     # telling cells), then shape by shape, each shape's every implementation before the next:
-    # a run cut short by --budget-s keeps the breakdown and a complete comparison on the issue's
+    # a run cut short by --budget-s keeps the breakdown and a complete comparison on the
     # headline shape.
     if jax_impls or not args.no_breakdown:
         import jax

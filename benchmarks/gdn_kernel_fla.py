@@ -83,8 +83,8 @@ def _graph_row(fn, s, mode, args):
     captured a few dozen times, unrolled, into one graph): the GPU's time without the host's.
     The "fla" row (do_bench) launches fla's ~30 Triton kernels from Python on every call, so a
     slow or busy host leaves the GPU idle between them, and it flushes L2 before each call; our
-    JAX rows dispatch one compiled program per call. Added in the ninth session, when fla's
-    forward+backward moved between 2.2 and 3.1 ms from call to call at one shape."""
+    JAX rows dispatch one compiled program per call. fla's do_bench forward+backward moved
+    between 2.2 and 3.1 ms from call to call at one shape."""
     import triton
     row = {"shape": s, "impl": "fla_cudagraph", "mode": mode}
     try:

@@ -1,7 +1,7 @@
 """Where one gated delta rule call's device time goes: trace a few calls, list every kernel.
 
     python benchmarks/gdn_kernel_trace.py --shape B=4,T=4096,H=16,K=128,V=128 \
-        --impl pallas_gpu_default pallas_gpu_default_v9 --out /tmp/gdn_trace
+        --impl pallas_gpu_default pallas_gpu_default_c32 --out /tmp/gdn_trace
 
 `gdn_kernel.py`'s breakdown times each Pallas kernel alone; this traces the whole jitted call
 (`gdn_kernel.jax_fn`, the same inputs) under JAX's profiler and groups the device events by

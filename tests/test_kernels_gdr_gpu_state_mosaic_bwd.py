@@ -46,8 +46,8 @@ def _dh_operands(Kp, V):
 
 
 def _reference_dh(w, kd, gc, qd, aqk, do, dsf, *, bf16_casts=True):
-    """The reverse loop of `state_triton._dh_kernel` with the kernel's casts (dS and dd rounded to bf16 where
-    they become wgmma operands), or all fp32 without bf16_casts:
+    """The reverse loop of `state_triton._dh_kernel` with the kernel's casts (dS and dd rounded
+    to bf16 where they become wgmma operands), or all fp32 without bf16_casts:
     (dstates [BH, N*Kp, V] fp32, dd [BH, Tp, V] fp32, ds0)."""
     cast = _bf if bf16_casts else (lambda x: x)
     w, kd, qd, aqk, do = map(_chunks, (w, kd, qd, aqk, do))

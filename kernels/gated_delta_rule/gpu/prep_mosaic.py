@@ -163,9 +163,9 @@ def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, heads=
         plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # q, then qd, then kd
         plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # k, then beta E k, then w
         plgpu.SMEM((C, Vp), bf16, transforms=BF16_TR),  # v, then beta v, then u
-        plgpu.SMEM((C,), f32),                           # G
-        plgpu.SMEM((C,), f32),                           # logF
-        plgpu.SMEM((C,), f32),                           # beta
+        plgpu.SMEM((C,), f32),                          # G
+        plgpu.SMEM((C,), f32),                          # logF
+        plgpu.SMEM((C,), f32),                          # beta
         plgpu.SMEM((C, C), f32, transforms=F32_TR),     # X (and transposes)
         plgpu.SMEM((C, C), f32, transforms=F32_TR),     # L^T, X^T
         plgpu.SMEM((C, C), bf16, transforms=BF16_TR),   # aqk, then bf16(T)

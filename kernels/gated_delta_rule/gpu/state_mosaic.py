@@ -173,13 +173,13 @@ def state_fwd(w, u, kd, gc, qd, aqk, s0, *, residuals=False, interpret=None,
         plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # qd
         plgpu.SMEM((2, C, BV), bf16, transforms=BF16_TR),  # u tile
         plgpu.SMEM((2, C, C), bf16, transforms=BF16_TR),   # aqk
-        plgpu.SMEM((2, Kp), f32),                            # gc
+        plgpu.SMEM((2, Kp), f32),                          # gc
         plgpu.SMEM((Kp, BV), bf16, transforms=BF16_TR),    # bf16(S): wgmma B operand
         plgpu.SMEM((C, BV), bf16, transforms=BF16_TR),     # bf16(delta): wgmma B operand
         plgpu.SMEM((C, BV), o_dtype, transforms=F32_TR if o_dtype == f32 else BF16_TR),  # o
         plgpu.SMEM((Kp, BV), f32, transforms=F32_TR),      # S in/out staging
-        plgpu.Barrier(num_arrivals=6, num_barriers=2),      # one per slot, six TMA copies
-        plgpu.Barrier(num_arrivals=1),                      # s0 load
+        plgpu.Barrier(num_arrivals=6, num_barriers=2),     # one per slot, six TMA copies
+        plgpu.Barrier(num_arrivals=1),                     # s0 load
     ]
 
     def gdr_state_pass_fwd_mgpu(*refs):

@@ -3,7 +3,7 @@
 
 Why this exists
     The backward walks the chunks in reverse with dS in registers, one program per (batch x
-    value head, V tile); at the two B = 1 issue shapes that sequential kernel was the largest
+    value head, V tile); at the two B = 1 benchmark shapes that sequential kernel was the largest
     of the backward in Triton (1.02 ms of 2.6 at the 7B layer on an H200). On an H200 the
     backward took 0.522 ms with this `dh` against 0.700 with the Triton one at B4 T4096 H16
     K=V=128, and this `dqk` 0.189 ms against the Triton kernel's 0.283 there
@@ -138,14 +138,14 @@ def dh(w, kd, gc, qd, aqk, do, dsf, *, interpret=None, heads=None):
         plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # kd
         plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # qd
         plgpu.SMEM((2, C, C), bf16, transforms=BF16_TR),   # aqk
-        plgpu.SMEM((2, Kp), f32),                            # gc
+        plgpu.SMEM((2, Kp), f32),                          # gc
         plgpu.SMEM((2, C, BV), bf16, transforms=BF16_TR),  # dO tile
         plgpu.SMEM((Kp, BV), bf16, transforms=BF16_TR),    # bf16(dS): wgmma B operand
         plgpu.SMEM((C, BV), bf16, transforms=BF16_TR),     # bf16(dd): its store
         plgpu.SMEM((C, BV), bf16, transforms=BF16_TR),     # bf16(-dd): wgmma B operand
         plgpu.SMEM((Kp, BV), f32, transforms=F32_TR),      # dS in/out staging
-        plgpu.Barrier(num_arrivals=6, num_barriers=2),      # one per slot, six TMA copies
-        plgpu.Barrier(num_arrivals=1),                      # dsf load
+        plgpu.Barrier(num_arrivals=6, num_barriers=2),     # one per slot, six TMA copies
+        plgpu.Barrier(num_arrivals=1),                     # dsf load
     ]
 
     def gdr_split_dh_mgpu(*refs):
@@ -227,14 +227,14 @@ def dqk(states, dstates, delta, dd, do, *, C, out_dtype, interpret=None, heads=N
         raise ValueError(f"the Mosaic dqk kernel writes bf16; got out_dtype={out_dtype}")
     ins = [x.astype(bf16) for x in (states, dstates, delta, dd, do)]
     scratch = [
-        plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),   # S_n
-        plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),   # dS_n
-        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),    # delta
-        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),    # dd
-        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),    # dO
-        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),   # dw, dqd, dkd staging
-        plgpu.SMEM((C, C), bf16, transforms=BF16_TR),    # daqk staging
-        plgpu.SMEM((Kp,), f32),                            # dgc staging
+        plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),  # S_n
+        plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),  # dS_n
+        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # delta
+        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # dd
+        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # dO
+        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dw, dqd, dkd staging
+        plgpu.SMEM((C, C), bf16, transforms=BF16_TR),   # daqk staging
+        plgpu.SMEM((Kp,), f32),                         # dgc staging
         plgpu.Barrier(num_arrivals=5),
     ]
 
