@@ -46,10 +46,10 @@ IMPLEMENTATIONS = ("recurrent", "chunked", "pallas_gpu", "pallas_tpu")
 PRECISIONS = ("highest", "default")
 _PLATFORM = {"pallas_gpu": "gpu", "pallas_tpu": "tpu"}  # where each Pallas kernel compiles
 # What "auto" runs per (platform, precision); "chunked" where a pair is not listed. On a GPU at
-# "default", pallas_gpu: on an H200 forward+backward was 5-6x faster than `chunked` at
-# "default" on the four benchmark shapes, and the 370M hybrid's training step 23% faster
-# (experiments/LOG.md). At "highest" it trained 3.6% slower, so `chunked` stays; pallas_tpu
-# has not run on a TPU.
+# "default", pallas_gpu: on an H200 its forward+backward was 5.8-6.4x faster than `chunked` at
+# "default" (B4 T4096 H16, B8 T2048 H8) and the 370M hybrid's training step 23% faster
+# (experiments/LOG.md). At "highest" the two trained within a few percent of each other, so
+# `chunked` stays; pallas_tpu has not run on a TPU.
 AUTO: dict[tuple[str, str], str] = {("gpu", "default"): "pallas_gpu"}
 _XLA_PRECISION = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 
