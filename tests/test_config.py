@@ -64,3 +64,10 @@ def test_preset_overrides_and_unknown_name():
     assert get_preset("hybrid_tiny", sliding_window=8).sliding_window == 8
     with pytest.raises(KeyError, match="hybrid_tiny"):
         get_preset("hybrid_tyni")
+
+
+def test_gdn_implementation_names_are_the_kernels():
+    from hybrid_jax.config import GDN_IMPLEMENTATIONS
+    from kernels.gated_delta_rule import IMPLEMENTATIONS
+
+    assert set(GDN_IMPLEMENTATIONS) == {"auto", *IMPLEMENTATIONS}
