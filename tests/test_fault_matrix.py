@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_train_common import (REPO, NanAtStep, build_tiny_store, cache_dir, final_params,
-                               jax_cache_env, tiny_config, tiny_overrides, train_losses)
+from test_train_common import (REPO, NanAtStep, build_tiny_store, child_env, final_params,
+                               tiny_config, tiny_overrides, train_losses)
 
 EIGHT_STEPS = {"train.tokens": 8 * 256, "checkpoint.interval_steps": 4}
 
@@ -55,9 +55,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-            **jax_cache_env(cache_dir(tmp_path_factory))}
+    return child_env(tmp_path_factory)
 
 
 def command(store, run_dir, **extra) -> list[str]:

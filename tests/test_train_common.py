@@ -157,3 +157,11 @@ def cache_dir(tmp_path_factory) -> Path:
     """One compilation cache for all xdist workers of a session."""
     base = tmp_path_factory.getbasetemp()
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
+
+
+def child_env(tmp_path_factory) -> dict[str, str]:
+    """The environment of a training child process: one fake CPU device, this checkout on the
+    path, the session's shared compilation cache."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            **jax_cache_env(cache_dir(tmp_path_factory))}

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from test_train_common import (REPO, build_tiny_store, cache_dir, final_params, jax_cache_env,
-                               tiny_overrides, train_losses)
+from test_train_common import (REPO, build_tiny_store, child_env, final_params, tiny_overrides,
+                               train_losses)
 
 STEPS = 60
 EXTRA = {"train.tokens": STEPS * 256, "checkpoint.interval_steps": 7, "log.tensorboard": True}
@@ -27,9 +27,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-            **jax_cache_env(cache_dir(tmp_path_factory))}
+    return child_env(tmp_path_factory)
 
 
 def command(store, run_dir):
