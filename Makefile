@@ -59,8 +59,8 @@ $(DEMO_STORE)/manifest.json: | install
 demo: install $(DEMO_STORE)/manifest.json
 	$(HJ) sweep plan cpu-demo
 	$(HJ) sweep run cpu-demo --root $(DEMO_ROOT)
-	$(MAKE) --no-print-directory fit-laws RESULTS=$(DEMO_ROOT)/results.jsonl FIT_OUT=$(FIT_OUT)
-	cp $(DEMO_ROOT)/results.jsonl $(FIT_OUT)/results.jsonl  # refresh the tracked input beside the report: CI runs the notebook on it
+	mkdir -p $(FIT_OUT) && cp $(DEMO_ROOT)/results.jsonl $(FIT_OUT)/results.jsonl  # tracked: CI runs the notebook on it
+	$(MAKE) --no-print-directory fit-laws RESULTS=$(FIT_OUT)/results.jsonl FIT_OUT=$(FIT_OUT)  # the report beside its input
 
 fit-laws: install
 	$(HJ) fit $(RESULTS) --val-set mean --out $(FIT_OUT)
