@@ -14,8 +14,8 @@ Dimension letters used in tensor-name suffixes throughout the project (`x_BTD`, 
 H, HV, K and V are fla's notation, which the gated-delta-rule kernels (kernels/gated_delta_rule)
 use too: q, k are [B, T, H, K]; v is [B, T, HV, V]; g, beta are [B, T, HV]; the state is
 [B, HV, K, V]. A suffix has one letter per dimension, so it writes value heads as H too (the
-tensor says which heads): `v_BTHV` is [B, T, HV, V] and `g_BTH` is [B, T, HV]. Other kernels
-(kernels/attention) define their letters in their own docstrings.
+tensor says which heads): `v_BTHV` is [B, T, HV, V] and `g_BTH` is [B, T, HV]. The attention
+kernels (kernels/attention) use N, G and A as above, and S for the key length.
 """
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ Numerics
     `splash.py` (the same mask as a LocalMask with window (W - 1, 0)).
 
 Constraints
-    q: [B, T, N, H]; k, v: [B, S, G, H], N a multiple of G. local_window_size W (int >= 1)
+    q: [B, T, N, A]; k, v: [B, S, G, A], N a multiple of G. local_window_size W (int >= 1)
     needs causal=True and S == T: query i sees keys j with i - W < j <= i.
     The platform is jax.default_backend(), unless an abstract mesh in context names a device
     (`jax.sharding.use_abstract_mesh(mesh.abstract_mesh)` over TPU topology devices, as the
@@ -63,7 +63,7 @@ def resolve_attention_implementation(name: str, *, dtype=None, head_dim=None) ->
 def _validate(q, k, v, causal, local_window_size):
     for nm, x in (("q", q), ("k", k), ("v", v)):
         if x.ndim != 4:
-            raise ValueError(f"{nm} must have 4 dims [B, T, heads, H], got shape {x.shape}")
+            raise ValueError(f"{nm} must have 4 dims [B, T, heads, A], got shape {x.shape}")
     if k.shape != v.shape:
         raise ValueError(f"k and v must have the same shape, got k {k.shape} and v {v.shape}")
     if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
@@ -84,18 +84,18 @@ def _validate(q, k, v, causal, local_window_size):
                          f"and S={k.shape[1]}")
 
 
-def attention(q_BTNH, k_BTGH, v_BTGH, *, causal: bool = True,
+def attention(q_BTNA, k_BTGA, v_BTGA, *, causal: bool = True,
               local_window_size: Optional[int] = None, implementation: str = "auto",
               scale: Optional[float] = None):
-    """Softmax attention. Returns [B, T, N, H] in q's dtype; scale defaults to H ** -0.5."""
-    _validate(q_BTNH, k_BTGH, v_BTGH, causal, local_window_size)
-    impl = resolve_attention_implementation(implementation, dtype=q_BTNH.dtype,
-                                            head_dim=q_BTNH.shape[-1])
+    """Softmax attention. Returns [B, T, N, A] in q's dtype; scale defaults to A ** -0.5."""
+    _validate(q_BTNA, k_BTGA, v_BTGA, causal, local_window_size)
+    impl = resolve_attention_implementation(implementation, dtype=q_BTNA.dtype,
+                                            head_dim=q_BTNA.shape[-1])
     if impl == "xla":
-        return xla_attention(q_BTNH, k_BTGH, v_BTGH, causal=causal,
+        return xla_attention(q_BTNA, k_BTGA, v_BTGA, causal=causal,
                              local_window_size=local_window_size, scale=scale)
     if impl == "splash":
-        return splash_attention(q_BTNH, k_BTGH, v_BTGH, causal=causal,
+        return splash_attention(q_BTNA, k_BTGA, v_BTGA, causal=causal,
                                 local_window_size=local_window_size, scale=scale,
                                 interpret=False)
     window = None if local_window_size is None else (local_window_size - 1, 0)
@@ -107,6 +107,6 @@ def attention(q_BTNH, k_BTGH, v_BTGH, *, causal: bool = True,
     # Per shard of batch and heads, as splash: cuDNN's own partitioner needs q, k and v sharded
     # alike, which the fsdp step does not guarantee (2 x H200, mesh (1, 2, 1), 370M: "Query,
     # key and value should have same sharding"); attention never mixes batch rows or heads.
-    (o,) = shard_batch_and_heads(run, (q_BTNH, k_BTGH, v_BTGH), head_dims=(2, 2, 2),
+    (o,) = shard_batch_and_heads(run, (q_BTNA, k_BTGA, v_BTGA), head_dims=(2, 2, 2),
                                  n_outputs_dims=((4, 2),))
     return o

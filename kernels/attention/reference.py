@@ -12,7 +12,7 @@ Numerics
     masking a row always sees its own key, so that case cannot arise through this API.
 
 Constraints
-    q: [B, T, N, H]; k, v: [B, S, G, H] with N a multiple of G (query head n reads kv head
+    q: [B, T, N, A]; k, v: [B, S, G, A] with N a multiple of G (query head n reads kv head
     n // (N // G)). A window needs causal=True and S == T; query i then sees keys j with
     i - W < j <= i.
 """
@@ -35,19 +35,19 @@ def attention_mask(T: int, S: int, causal: bool, local_window_size: Optional[int
     return mask
 
 
-def xla_attention(q_BTNH, k_BSGH, v_BSGH, *, causal: bool = True,
+def xla_attention(q_BTNA, k_BSGA, v_BSGA, *, causal: bool = True,
                   local_window_size: Optional[int] = None, scale: Optional[float] = None):
-    B, T, N, H = q_BTNH.shape
-    S, G = k_BSGH.shape[1], k_BSGH.shape[2]
+    B, T, N, A = q_BTNA.shape
+    S, G = k_BSGA.shape[1], k_BSGA.shape[2]
     if scale is None:
-        scale = H ** -0.5
-    q_BTGRH = q_BTNH.astype(jnp.float32).reshape(B, T, G, N // G, H)
-    logits_BGRTS = jnp.einsum("btgrh,bsgh->bgrts", q_BTGRH, k_BSGH.astype(jnp.float32),
+        scale = A ** -0.5
+    q_BTGRA = q_BTNA.astype(jnp.float32).reshape(B, T, G, N // G, A)
+    logits_BGRTS = jnp.einsum("btgrh,bsgh->bgrts", q_BTGRA, k_BSGA.astype(jnp.float32),
                               precision=jax.lax.Precision.HIGHEST) * scale
     mask_TS = attention_mask(T, S, causal, local_window_size)
     if mask_TS is not None:
         logits_BGRTS = jnp.where(mask_TS, logits_BGRTS, jnp.finfo(jnp.float32).min)
     p_BGRTS = jax.nn.softmax(logits_BGRTS, axis=-1)
-    out_BTGRH = jnp.einsum("bgrts,bsgh->btgrh", p_BGRTS, v_BSGH.astype(jnp.float32),
+    out_BTGRA = jnp.einsum("bgrts,bsgh->btgrh", p_BGRTS, v_BSGA.astype(jnp.float32),
                            precision=jax.lax.Precision.HIGHEST)
-    return out_BTGRH.reshape(B, T, N, H).astype(q_BTNH.dtype)
+    return out_BTGRA.reshape(B, T, N, A).astype(q_BTNA.dtype)

@@ -12,7 +12,7 @@ Numerics
     j > i - W (window W), i.e. splash's LocalMask with window (W - 1, 0).
 
 Constraints
-    q [B, T, N, H], k/v [B, T, G, H], N a multiple of G (GQA is native: splash's MHA kernel
+    q [B, T, N, A], k/v [B, T, G, A], N a multiple of G (GQA is native: splash's MHA kernel
     maps query head n to kv head n // (N // G)). T is zero-padded to a multiple of the block
     size (128 lanes): with a causal mask a real query never sees a padded key; without one,
     segment ids keep real and padded tokens apart. Padded rows are sliced off.
@@ -49,34 +49,34 @@ def _block_sizes() -> sa.BlockSizes:
                          block_kv_dkv=b, block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b)
 
 
-def _local(q_BTNH, k_BTGH, v_BTGH, *, causal, window, scale, interpret):
+def _local(q_BTNA, k_BTGA, v_BTGA, *, causal, window, scale, interpret):
     """Unsharded splash call on (per-shard) arrays."""
-    B, T, N, H = q_BTNH.shape
+    B, T, N, A = q_BTNA.shape
     T_pad = -(-T // BLOCK) * BLOCK
     pad = ((0, 0), (0, T_pad - T), (0, 0), (0, 0))
-    q = (q_BTNH.astype(jnp.float32) * scale).astype(q_BTNH.dtype)
-    q_BNTH, k_BGTH, v_BGTH = (jnp.moveaxis(jnp.pad(x, pad), 2, 1)
-                              for x in (q, k_BTGH, v_BTGH))
+    q = (q_BTNA.astype(jnp.float32) * scale).astype(q_BTNA.dtype)
+    q_BNTA, k_BGTA, v_BGTA = (jnp.moveaxis(jnp.pad(x, pad), 2, 1)
+                              for x in (q, k_BTGA, v_BTGA))
     mask = sa.MultiHeadMask([_mask(T_pad, causal, window)] * N)
     kernel = sa.make_splash_mha(mask, block_sizes=_block_sizes(), head_shards=1,
                                 q_seq_shards=1, interpret=interpret)
     if T_pad != T and not causal:
         seg = (jnp.arange(T_pad) >= T).astype(jnp.int32)
         ids = sa.SegmentIds(q=seg, kv=seg)
-        o_BNTH = jax.vmap(lambda q, k, v: kernel(q, k, v, segment_ids=ids))(
-            q_BNTH, k_BGTH, v_BGTH)
+        o_BNTA = jax.vmap(lambda q, k, v: kernel(q, k, v, segment_ids=ids))(
+            q_BNTA, k_BGTA, v_BGTA)
     else:
-        o_BNTH = jax.vmap(kernel)(q_BNTH, k_BGTH, v_BGTH)
-    return jnp.moveaxis(o_BNTH, 1, 2)[:, :T].astype(q_BTNH.dtype)
+        o_BNTA = jax.vmap(kernel)(q_BNTA, k_BGTA, v_BGTA)
+    return jnp.moveaxis(o_BNTA, 1, 2)[:, :T].astype(q_BTNA.dtype)
 
 
-def splash_attention(q_BTNH, k_BTGH, v_BTGH, *, causal: bool = True,
+def splash_attention(q_BTNA, k_BTGA, v_BTGA, *, causal: bool = True,
                      local_window_size: Optional[int] = None, scale: Optional[float] = None,
                      interpret=False):
     """Softmax attention through splash. interpret: False (compile with Mosaic) or True /
     `pltpu.InterpretParams` (run on the host). Inputs are assumed validated by `api`."""
     if scale is None:
-        scale = q_BTNH.shape[-1] ** -0.5
+        scale = q_BTNA.shape[-1] ** -0.5
     if interpret is True:
         interpret = pltpu.InterpretParams()
 
@@ -84,6 +84,6 @@ def splash_attention(q_BTNH, k_BTGH, v_BTGH, *, causal: bool = True,
         return _local(q, k, v, causal=causal, window=local_window_size, scale=scale,
                       interpret=interpret)
 
-    (o,) = shard_batch_and_heads(lambda q, k, v: (run(q, k, v),), (q_BTNH, k_BTGH, v_BTGH),
+    (o,) = shard_batch_and_heads(lambda q, k, v: (run(q, k, v),), (q_BTNA, k_BTGA, v_BTGA),
                                  head_dims=(2, 2, 2), n_outputs_dims=((4, 2),))
     return o
