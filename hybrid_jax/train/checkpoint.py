@@ -186,10 +186,6 @@ class Checkpointer:
         return f"fix the cause and rerun the same command to resume from {where}"
 
     # ---- restoring ----------------------------------------------------------------------------
-    def read_meta(self, step: int) -> dict:
-        args = ocp.args.Composite(meta=ocp.args.JsonRestore())
-        return self.manager.restore(step, args=args)["meta"]
-
     def restore(self, abstract_state: Any, step: int | None = None
                 ) -> tuple[int, Any, dict] | None:
         """(step, state, meta) of the newest checkpoint that passes its checksums (or of
