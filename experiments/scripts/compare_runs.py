@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in runs:
         cells = [str(r["config"].get(k)) for k in differ] + [
-            str(r["implementations"].get("gdn")), str(r["steps"]), f"{r['last_loss']:.4f}",
+            f"{r['implementations'].get('gdn')} at {r['implementations'].get('gdn_precision')}",
+            str(r["steps"]), f"{r['last_loss']:.4f}",
             f"{r['tail_loss']:.4f}"] + [f"{r['val'].get(s, float('nan')):.4f}" for s in sets]
         print("| " + " | ".join(cells) + " |")
     groups: dict[str, list[dict]] = {}

@@ -55,6 +55,7 @@ def implementations(cfg: ModelConfig) -> dict:
 
         out["gdn"] = resolve_implementation(cfg.gdn_implementation, cfg.gdn_precision,
                                             (cfg.gdn_k_dim, cfg.gdn_v_dim), cfg.gdn_chunk_size)
+        out["gdn_precision"] = cfg.gdn_precision
     if types & {"A", "S"}:
         from kernels.attention import resolve_attention_implementation
 
