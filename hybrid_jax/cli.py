@@ -18,6 +18,10 @@ SUBCOMMANDS = {
     "fit": ("analysis.cli", "fit scaling laws to sweep results, write fits.json, REPORT.md, figures"),
     "compile": ("hybrid_jax.compile.cli",
                 "compile the sharded train step for a TPU topology ahead of time: memory, FLOPs"),
+    "export": ("hybrid_jax.hf.export_cli",
+               "write a run's checkpoint as a Hugging Face olmo3 / olmo_hybrid checkpoint"),
+    "import": ("hybrid_jax.hf.import_cli",
+               "read a Hugging Face olmo3 / olmo_hybrid checkpoint into a model directory"),
     "expressivity": ("hybrid_jax.expressivity.cli",
                      "synthetic tasks (parity, S5, MQAR, state recall, code): run SUITE --out DIR; list"),
 }

@@ -7,8 +7,13 @@ Layer patterns use one letter per layer:
     G  Gated DeltaNet
 
 A pattern shorter than `n_layers` is tiled ("GGGA" over 32 layers gives 24 G and 8 A).
-`final_full_attention` forces the last layer to "A" (Olmo 3 and Olmo Hybrid both end on
-full attention; the pure-GDN control does not).
+`final_full_attention` forces the last layer to "A" (OLMo-core's Olmo 3 and Olmo Hybrid both
+end on full attention; the pure-GDN control does not). `layers` gives every layer's letter
+explicitly instead, as Hugging Face's `layer_types` does; then neither applies.
+
+Positions: RoPE (rotate-half, theta `rope_theta`) in the attention layers whose letters are in
+`rope_layers`; "" is no positional encoding at all (the released Olmo Hybrid checkpoint). GDN
+layers never take a positional encoding.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ class ModelConfig:
     # Empty means the family's default pattern (DEFAULT_PATTERNS).
     layer_pattern: str = ""
     final_full_attention: bool | None = None  # None: True for transformer/hybrid, False for gdn
+    layers: str = ""  # one letter per layer, exactly n_layers; overrides the two fields above
     sliding_window: int = 4096
     rope_theta: float = 500_000.0
+    rope_layers: str = "AS"  # the attention letters whose layers apply RoPE; "" for none
     qk_norm: bool = True
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
@@ -71,6 +78,10 @@ class ModelConfig:
     gdn_conv_width: int = 4
     gdn_allow_neg_eigval: bool = True
     gdn_chunk_size: int = 64
+    # The epsilon of the GDN output's gated RMSNorm. FLA's FusedRMSNormGated, which the paper's
+    # training code and Hugging Face's olmo_hybrid both use, fixes it at 1e-5, apart from the
+    # model's norm_eps (docs/architectures.md).
+    gdn_norm_eps: float = 1e-5
     gdn_implementation: str = "auto"
     # Matmul precision inside the gated delta rule: "highest" (fp32 products) or "default"
     # (XLA's default, TF32 on GPU; bf16 operands with fp32 accumulation in pallas_gpu).
@@ -85,8 +96,9 @@ class ModelConfig:
     unembed_grad_dtype: str = "compute"
 
     def __post_init__(self) -> None:
-        if isinstance(self.layer_pattern, (list, tuple)):
-            object.__setattr__(self, "layer_pattern", "".join(self.layer_pattern))
+        for name in ("layer_pattern", "layers", "rope_layers"):
+            if isinstance(getattr(self, name), (list, tuple)):
+                object.__setattr__(self, name, "".join(getattr(self, name)))
         if self.family not in FAMILIES:
             _fail("family", f"unknown family {self.family!r}; expected one of {FAMILIES}"
                   + _suggest(self.family, FAMILIES))
@@ -102,19 +114,32 @@ class ModelConfig:
             _fail("head_dim", f"must be > 0, got {self.head_dim}")
         if self.kv_heads <= 0 or self.n_heads % self.kv_heads:
             _fail("n_kv_heads", f"{self.kv_heads} kv heads must divide n_heads={self.n_heads}")
-        bad = sorted(set(self.layer_pattern) - set(LAYER_LETTERS))
+        for name in ("layer_pattern", "layers"):
+            bad = sorted(set(getattr(self, name)) - set(LAYER_LETTERS))
+            if bad:
+                _fail(name, f"unknown layer letter(s) {bad} in {getattr(self, name)!r}; "
+                      f"known: {LAYER_LETTERS}")
+        if self.layers:
+            if len(self.layers) != self.n_layers:
+                _fail("layers", f"{len(self.layers)} letters for n_layers={self.n_layers}; give "
+                      f"one per layer (or use layer_pattern, which is tiled)")
+            if self.layer_pattern or self.final_full_attention is not None:
+                _fail("layers", "gives every layer explicitly; leave layer_pattern and "
+                      "final_full_attention unset")
+        bad = sorted(set(self.rope_layers) - {"A", "S"})
         if bad:
-            _fail("layer_pattern", f"unknown layer letter(s) {bad} in {self.layer_pattern!r}; "
-                  f"known: {LAYER_LETTERS}")
-        letters = set(self.pattern)
-        if self.family == "transformer" and "G" in letters:
-            _fail("layer_pattern", f"family 'transformer' has no GDN layers, got {self.pattern!r}")
-        if self.family == "gdn" and letters != {"G"}:
-            _fail("layer_pattern", f"family 'gdn' is GDN-only, got {self.pattern!r}")
-        if self.family == "hybrid" and not ("G" in letters and letters & {"A", "S"}):
-            _fail("layer_pattern", f"family 'hybrid' needs both G and A/S letters, got {self.pattern!r}")
+            _fail("rope_layers", f"{self.rope_layers!r} has {bad}; RoPE applies only to "
+                  f"attention layers: a subset of 'AS', or '' for none")
         if self.family == "gdn" and self.final_full_attention:
             _fail("final_full_attention", "family 'gdn' is GDN-only; it cannot end on attention")
+        letters, shown = set(self.layer_types), "".join(self.layer_types)
+        field = "layers" if self.layers else "layer_pattern"
+        if self.family == "transformer" and "G" in letters:
+            _fail(field, f"family 'transformer' has no GDN layers, got {shown!r}")
+        if self.family == "gdn" and letters != {"G"}:
+            _fail(field, f"family 'gdn' is GDN-only, got {shown!r}")
+        if self.family == "hybrid" and not ("G" in letters and letters & {"A", "S"}):
+            _fail(field, f"family 'hybrid' needs both G and A/S letters, got {shown!r}")
         if self.gdn_k_heads <= 0 or self.gdn_v_heads % self.gdn_k_heads:
             _fail("gdn_n_v_heads", f"{self.gdn_v_heads} value heads must be a positive multiple "
                   f"of gdn_n_heads={self.gdn_k_heads}")
@@ -137,6 +162,9 @@ class ModelConfig:
                   + _suggest(self.unembed_grad_dtype, UNEMBED_GRAD_DTYPES))
         if self.rope_theta <= 0:
             _fail("rope_theta", f"must be > 0, got {self.rope_theta}")
+        for name in ("norm_eps", "gdn_norm_eps"):
+            if not getattr(self, name) > 0:
+                _fail(name, f"must be > 0, got {getattr(self, name)!r}")
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -171,7 +199,9 @@ class ModelConfig:
 
     @property
     def layer_types(self) -> tuple[str, ...]:
-        """One letter per layer, after tiling the pattern and forcing the final layer."""
+        """One letter per layer: `layers`, or the pattern tiled with the final layer forced."""
+        if self.layers:
+            return tuple(self.layers)
         p = self.pattern
         types = [p[i % len(p)] for i in range(self.n_layers)]
         final_full = self.final_full_attention

@@ -54,12 +54,16 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
     return PRESETS[name](**overrides)
 
 
-# Olmo 3 7B and Olmo Hybrid 7B (docs/architectures.md).
+# Olmo 3 7B and Olmo Hybrid 7B (docs/architectures.md). olmo_hybrid_7b is the released
+# checkpoint, whose attention layers take no positional encoding; olmo_hybrid_7b_rope is the
+# same model with RoPE in its attention layers, as in Olmo 3 (docs/hf.md says when each applies).
 _register("olmo3_7b", dict(family="transformer", vocab_size=100_352, d_model=4096, n_layers=32,
                            n_heads=32, mlp_hidden=11008, sliding_window=4096))
-_register("olmo_hybrid_7b", dict(family="hybrid", vocab_size=100_352, d_model=3840, n_layers=32,
-                                 n_heads=30, head_dim=128, mlp_hidden=11008, gdn_n_heads=30,
-                                 gdn_head_k_dim=96, gdn_v_expand=2.0))
+_OLMO_HYBRID_7B = dict(family="hybrid", vocab_size=100_352, d_model=3840, n_layers=32,
+                       n_heads=30, head_dim=128, mlp_hidden=11008, gdn_n_heads=30,
+                       gdn_head_k_dim=96, gdn_v_expand=2.0)
+_register("olmo_hybrid_7b", dict(_OLMO_HYBRID_7B, rope_layers=""))
+_register("olmo_hybrid_7b_rope", dict(_OLMO_HYBRID_7B))
 
 for _size, (_d, _layers, _hd) in LADDER.items():
     _common = dict(vocab_size=100_352, d_model=_d, n_layers=_layers, n_heads=_d // _hd,

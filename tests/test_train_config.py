@@ -64,7 +64,20 @@ def test_late_fields_keep_old_run_ids_at_their_default():
     assert a.config_hash() == cfg_with("model.gdn_precision=highest").config_hash()
     assert "gdn_precision" not in a.identity()["model"]
     assert a.config_hash() != cfg_with("model.gdn_precision=default").config_hash()
-    assert LATE_FIELDS == {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32"}
+    assert LATE_FIELDS == {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32",
+                           "model.gdn_norm_eps": 1e-6, "model.rope_layers": "AS",
+                           "model.layers": ""}
+    # The GDN norm eps was the model's norm_eps (1e-6) before it had its own field: runs at that
+    # value keep their ids, the new default (1e-5) is a new model, and a model without GDN
+    # layers is not changed by it at all.
+    hybrid = load_config("hybrid_tiny", BASE)
+    old_eps = load_config("hybrid_tiny", BASE + ["model.gdn_norm_eps=1e-6"])
+    assert "gdn_norm_eps" not in old_eps.identity()["model"]
+    assert hybrid.identity()["model"]["gdn_norm_eps"] == 1e-5
+    assert hybrid.config_hash() != old_eps.config_hash()
+    transformer = cfg_with()
+    assert "gdn_norm_eps" not in transformer.identity()["model"]
+    assert not {"rope_layers", "layers"} & set(transformer.identity()["model"])
 
 
 def test_removed_fields_keep_old_run_ids_and_are_unknown_keys():

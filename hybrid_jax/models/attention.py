@@ -1,4 +1,5 @@
-"""Olmo 3 attention: q/k/v/o projections, QK-norm, RoPE, optional GQA and a sliding window.
+"""Olmo 3 attention: q/k/v/o projections, QK-norm, RoPE (or none), optional GQA and a sliding
+window.
 
 QK-norm follows Olmo 2/3: RMSNorm over the *whole* flattened q (N*A) and k (G*A) projections,
 before the head split and before RoPE. The kernel itself is chosen by `kernels.attention`.
@@ -16,7 +17,7 @@ from kernels.attention import attention
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: ModelConfig, *, window: int | None, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, window: int | None, rope: bool, rngs: nnx.Rngs):
         D, N, G, A = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.attn_head_dim
         dtype = jnp.dtype(cfg.compute_dtype)
         std = cfg.init_std
@@ -31,7 +32,7 @@ class Attention(nnx.Module):
             self.q_norm = self.k_norm = None
         self.n_heads, self.kv_heads, self.head_dim = N, G, A
         self.window = window
-        self.rope_theta = cfg.rope_theta
+        self.rope_theta = cfg.rope_theta if rope else None
         self.implementation = cfg.attention_implementation
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
@@ -42,8 +43,9 @@ class Attention(nnx.Module):
         q_BTNA = q.reshape(B, T, self.n_heads, self.head_dim)
         k_BTGA = k.reshape(B, T, self.kv_heads, self.head_dim)
         v_BTGA = v.reshape(B, T, self.kv_heads, self.head_dim)
-        cos, sin = rope_tables(T, self.head_dim, self.rope_theta)
-        q_BTNA, k_BTGA = apply_rope(q_BTNA, cos, sin), apply_rope(k_BTGA, cos, sin)
+        if self.rope_theta is not None:
+            cos, sin = rope_tables(T, self.head_dim, self.rope_theta)
+            q_BTNA, k_BTGA = apply_rope(q_BTNA, cos, sin), apply_rope(k_BTGA, cos, sin)
         o_BTNA = attention(q_BTNA, k_BTGA, v_BTGA, causal=True, local_window_size=self.window,
                            implementation=self.implementation)
         return self.o(o_BTNA.reshape(B, T, self.n_heads * self.head_dim))

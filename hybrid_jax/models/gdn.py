@@ -9,7 +9,7 @@ Per token t and value head h (key head h // (HV/H)):
     beta_t  = 2 * sigmoid(x W_b)   if allow_neg_eigval else sigmoid(x W_b)
     S_t     = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T
     o_t     = K^-1/2 S_t^T q_t
-    y       = (RMSNorm_head(o) * SiLU(x W_g)) W_o
+    y       = (RMSNorm_head(o) * SiLU(x W_g)) W_o             (RMSNorm eps: gdn_norm_eps)
 
 beta in (0, 2) gives the transition I - beta k k^T an eigenvalue 1 - beta in (-1, 1): negative
 eigenvalues, which is what lets the layer track parity-like state (Grazzi et al., ICLR 2025).
@@ -89,7 +89,7 @@ class GatedDeltaNet(nnx.Module):
         self.dt_bias = make_param(rngs, _dt_bias_init, (HV,), ("gdn_heads",))
         self.o_norm_scale = make_param(rngs, jax.nn.initializers.ones, (V,), ("norm",))
         self.dims = (H, HV, K, V)
-        self.eps = cfg.norm_eps
+        self.eps = cfg.gdn_norm_eps
         self.allow_neg_eigval = cfg.gdn_allow_neg_eigval
         self.chunk_size = cfg.gdn_chunk_size
         self.implementation = cfg.gdn_implementation

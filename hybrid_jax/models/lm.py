@@ -49,10 +49,10 @@ class GDNBlock(_Block):
 
 
 def make_block(cfg: ModelConfig, letter: str, *, rngs: nnx.Rngs) -> nnx.Module:
-    if letter == "A":
-        return AttentionBlock(cfg, Attention(cfg, window=None, rngs=rngs), rngs=rngs)
-    if letter == "S":
-        return AttentionBlock(cfg, Attention(cfg, window=cfg.sliding_window, rngs=rngs), rngs=rngs)
+    if letter in ("A", "S"):
+        window = cfg.sliding_window if letter == "S" else None
+        mixer = Attention(cfg, window=window, rope=letter in cfg.rope_layers, rngs=rngs)
+        return AttentionBlock(cfg, mixer, rngs=rngs)
     if letter == "G":
         return GDNBlock(cfg, GatedDeltaNet(cfg, rngs=rngs), rngs=rngs)
     raise ValueError(f"unknown layer letter {letter!r}")  # config validation makes this unreachable

@@ -203,7 +203,8 @@ OPERATIONAL_FIELDS = ("train.run_dir", "train.runs_root", "train.micro_batches")
 # Fields added after results were published, with the default that reproduces what runs did
 # before the field existed. At that default they are left out of a run's identity, so existing
 # run ids (and the committed results keyed by them) stay valid; any other value changes the id.
-LATE_FIELDS = {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32"}
+LATE_FIELDS = {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32",
+               "model.gdn_norm_eps": 1e-6, "model.rope_layers": "AS", "model.layers": ""}
 # Fields removed after results were published, with the one value every published run had. The
 # identity puts them back at that value, so removing a field orphans no run id. train.debug_nan_step
 # was a NaN-injection hook for tests; tests now inject NaN through the batch source.
@@ -264,6 +265,8 @@ class RunConfig:
                 d[section].pop(name)
         if d["model"]["compute_dtype"] == "float32":  # it changes nothing there (models/lm.py)
             d["model"].pop("unembed_grad_dtype", None)
+        if "G" not in self.model.layer_types:  # nor does a GDN field in a model without GDN
+            d["model"].pop("gdn_norm_eps", None)
         for key, value in REMOVED_FIELDS.items():
             section, name = key.split(".")
             d[section][name] = value
