@@ -211,6 +211,32 @@ class ModelConfig:
             types[-1] = "A"
         return tuple(types)
 
+    def architecture(self) -> dict[str, Any]:
+        """What the weights mean: every field that changes the function a set of parameters
+        computes, with derived values written out (so two spellings of one model compare
+        equal). Leaves out how it is computed: dtypes, kernels, chunk size, init scale."""
+        d = self.to_dict()
+        for name in ("compute_dtype", "gdn_implementation", "gdn_precision",
+                     "attention_implementation", "unembed_grad_dtype", "init_std",
+                     "gdn_chunk_size", "layer_pattern", "final_full_attention"):
+            d.pop(name)
+        d.update(head_dim=self.attn_head_dim, n_kv_heads=self.kv_heads,
+                 gdn_n_heads=self.gdn_k_heads, gdn_n_v_heads=self.gdn_v_heads,
+                 gdn_head_k_dim=self.gdn_k_dim, layers="".join(self.layer_types))
+        types = set(self.layer_types)
+        d["rope_layers"] = "".join(t for t in "AS" if t in self.rope_layers and t in types)
+        if not d["rope_layers"]:
+            d.pop("rope_theta")
+        if "S" not in types:
+            d.pop("sliding_window")
+        if not types & {"A", "S"}:
+            for name in ("n_heads", "n_kv_heads", "head_dim", "qk_norm", "rope_theta",
+                         "rope_layers"):
+                d.pop(name, None)
+        if "G" not in types:
+            d = {k: v for k, v in d.items() if not k.startswith("gdn_")}
+        return d
+
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 

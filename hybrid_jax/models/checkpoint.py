@@ -99,14 +99,31 @@ def _with_late_fields(model: dict) -> dict:
     return {**late, **model}
 
 
-def load_params(path: Path, sharding: Any = None) -> tuple[ModelConfig, dict, dict]:
-    """(config, parameters as a pure dict of jax arrays, provenance) of the model at `path`."""
+def check_architecture(path: Path, found: ModelConfig | None, expect: ModelConfig) -> None:
+    """Refuse (ModelCheckpointError) unless the model at `path` (of config `found`, located if
+    None) has `expect`'s architecture (ModelConfig.architecture)."""
+    found = locate(path)[0] if found is None else found
+    mine, theirs = expect.architecture(), found.architecture()
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ModelCheckpointError(
+            f"{path}: weights of another architecture; differs in " + ", ".join(
+                f"{k} ({theirs.get(k)!r} there, {mine.get(k)!r} here)" for k in diff[:4]))
+
+
+def load_params(path: Path, sharding: Any = None, *, target: dict | None = None,
+                expect: ModelConfig | None = None) -> tuple[ModelConfig, dict, dict]:
+    """(config, parameters as a pure dict of jax arrays, provenance) of the model at `path`,
+    placed as `sharding` says (see abstract_params) or as the ShapeDtypeStructs of `target`.
+    With `expect`, weights of another architecture (ModelConfig.architecture) are refused."""
     cfg, directory, source = locate(path)
+    if expect is not None:
+        check_architecture(path, cfg, expect)
     if (directory / MODEL_JSON).is_file():
         problem = verify_checksums(directory / "state")
         if problem:
             raise ModelCheckpointError(f"{directory}: {problem}")
-    target = {"params": abstract_params(cfg, sharding)}
+    target = {"params": target if target is not None else abstract_params(cfg, sharding)}
     try:
         restored = ocp.PyTreeCheckpointer().restore(
             (directory / "state").absolute(),

@@ -51,6 +51,10 @@ class TrainConfig:
     z_loss: float = 1e-5
     runs_root: str = "runs"
     run_dir: str | None = None        # None: {runs_root}/{name}-{hash8}
+    # Start from these weights (a model directory, run directory or RUN/checkpoints/STEP;
+    # models/checkpoint.py) with a fresh optimizer, instead of a random init. Part of the run's
+    # identity: the path names the weights.
+    init_from: str | None = None
 
     def __post_init__(self):
         _positive("train", self, "global_batch", "seq_len", "micro_batches")
@@ -204,7 +208,8 @@ OPERATIONAL_FIELDS = ("train.run_dir", "train.runs_root", "train.micro_batches")
 # before the field existed. At that default they are left out of a run's identity, so existing
 # run ids (and the committed results keyed by them) stay valid; any other value changes the id.
 LATE_FIELDS = {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32",
-               "model.gdn_norm_eps": 1e-6, "model.rope_layers": "AS", "model.layers": ""}
+               "model.gdn_norm_eps": 1e-6, "model.rope_layers": "AS", "model.layers": "",
+               "train.init_from": None}
 # Fields removed after results were published, with the one value every published run had. The
 # identity puts them back at that value, so removing a field orphans no run id. train.debug_nan_step
 # was a NaN-injection hook for tests; tests now inject NaN through the batch source.

@@ -186,6 +186,10 @@ def _train(cfg: RunConfig, source: BatchSource | None, verbose: bool, dist_info:
         raise ConfigError(f"eval.sets: {unknown} not in the data's validation sets "
                          f"{list(source.validation_set_names)}")
 
+    if cfg.train.init_from:  # refused before anything is written
+        from hybrid_jax.models.checkpoint import check_architecture
+        check_architecture(cfg.train.init_from, None, cfg.model)
+
     prog = build_program(cfg, mesh_shape)
     schedule, plan, run_dir = prog.schedule, prog.plan, cfg.run_dir
     _prepare_run_dir(cfg, run_dir, is_main)
@@ -208,7 +212,8 @@ def _train(cfg: RunConfig, source: BatchSource | None, verbose: bool, dist_info:
             had_checkpoints = bool(ckpt.all_steps())
             restored = ckpt.restore(prog.abstract_state, cfg.checkpoint.resume_step)
             if restored is None:
-                state, start, scaling_results = prog.init(), 0, []
+                state = _initial_state(cfg, prog, say)
+                start, scaling_results = 0, []
                 if had_checkpoints and is_main:
                     print(f"no usable checkpoint in {ckpt.directory}; starting from step 0",
                           file=sys.stderr, flush=True)
@@ -256,6 +261,19 @@ def _train(cfg: RunConfig, source: BatchSource | None, verbose: bool, dist_info:
         _write_json(run_dir / "summary.json", summary)
     say(f"{status} at step {loop.step}: {run_dir}")
     return summary
+
+
+def _initial_state(cfg: RunConfig, prog, say) -> dict:
+    """The step-0 state: a random init, or train.init_from's weights with a fresh optimizer
+    (refused unless they are weights of this run's architecture)."""
+    if not cfg.train.init_from:
+        return prog.init()
+    from hybrid_jax.models.checkpoint import load_params
+
+    _, params, source = load_params(cfg.train.init_from, target=prog.abstract_state["params"],
+                                 expect=cfg.model)
+    say(f"initialised from {source}")
+    return prog.init_with(params)
 
 
 def _run_meta(cfg, dist_info, mesh_shape, impls, plan, source, epochs, schedule, start) -> dict:

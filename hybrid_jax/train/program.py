@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -34,6 +35,7 @@ class Program:
     batch_sharding: NamedSharding
     abstract_state: Any           # ShapeDtypeStructs carrying the target shardings (for restore)
     init: Callable[[], dict]      # the step-0 state, created sharded by a jitted function
+    init_with: Callable[[dict], dict]  # the step-0 state around given (placed) parameters
     step: Callable                # jitted: (state, batch) -> (state, metrics); state donated
     eval_step: Callable           # pure (params, batch) -> sums; Evaluator jits it
 
@@ -57,13 +59,16 @@ def build_program(cfg: RunConfig, mesh_shape: tuple[int, int, int],
     abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                   jax.eval_shape(init_fn, key_data), state_sh)
     init_jit = jax.jit(init_fn, in_shardings=rep, out_shardings=state_sh)
+    init_with = jax.jit(lambda params: {"step": jnp.zeros((), jnp.int32), "params": params,
+                                        "opt_state": tx.init(params)},
+                        in_shardings=(plan.shardings,), out_shardings=state_sh)
     step = jax.jit(_under_mesh(mesh, make_train_step(graphdef, tx, schedule, cfg, batch_sh)),
                    in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
                    donate_argnums=(0,))
     return Program(mesh=mesh, schedule=schedule, plan=plan, graphdef=graphdef, tx=tx,
                    state_shardings=state_sh, batch_sharding=batch_sh,
                    abstract_state=abstract_state,
-                   init=lambda: init_jit(key_data), step=step,
+                   init=lambda: init_jit(key_data), init_with=init_with, step=step,
                    eval_step=_under_mesh(mesh, make_eval_step(graphdef)))
 
 
