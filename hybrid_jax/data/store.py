@@ -143,7 +143,9 @@ def read_manifest(path: str | Path) -> dict:
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as e:
-        cut = "truncated, " if not text.strip() or e.pos >= len(text.rstrip()) else ""
+        # A cut inside a string is reported at the string's start, not at the end of the text.
+        cut = ("truncated, " if not text.strip() or e.pos >= len(text.rstrip())
+               or e.msg.startswith("Unterminated string") else "")
         raise StoreError(f"{file}: not valid JSON ({cut}{e.msg} at line {e.lineno}, column "
                          f"{e.colno}); build the store again") from None
     if not isinstance(manifest, dict):
