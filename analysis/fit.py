@@ -5,7 +5,7 @@ on log residuals from a grid of L-BFGS starts. Epoch AI (Besiroglu et al. 2024) 
 that the published numbers came from a *mean*-reduced objective that scipy's default
 tolerances stop early on; with a *sum* and their 4,500-start grid the 240 extracted
 points give alpha = 0.3473, beta = 0.3672, E = 1.8172, A = 478, B = 2143. We reproduce
-that (tests/test_analysis_fit.py) and use the same estimator for our ladders, with the
+that (tests/analysis/test_fit.py) and use the same estimator for our ladders, with the
 OLMo recipe's options (bounds, E <= min L, FLOP weights) exposed as arguments.
 
 Speed (measured on the 2-core CI box, shared with other jobs). A plain scipy loop over

@@ -4,7 +4,7 @@
 # precision "default" through the API's "auto", on the four benchmark shapes, timed
 # interleaved in one process (benchmarks/gdn_kernel_compare.py: table and JSON, with the
 # largest difference of o and of every gradient); then every compiled GPU kernel test
-# (`-m gpu` over tests/test_kernels_*.py).
+# (`-m gpu` over tests/kernels/).
 #
 #   bash benchmarks/export_kernels.sh 5a705db build/gdr_before   # where git is; build/ is
 #                                                                # git-ignored: carry it
@@ -35,6 +35,6 @@ echo "compare: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
 echo "=== GPU tests (compiled kernels) ==="
 t0=$(date +%s)
 timeout "${TEST_TIMEOUT:-320}" $PY -m pytest -p no:xdist -p no:cacheprovider -q -m gpu -rA \
-  --durations=0 tests/test_kernels_*.py 2>&1 | tee "$OUT/pytest_gpu.log" \
+  --durations=0 tests/kernels 2>&1 | tee "$OUT/pytest_gpu.log" \
   | grep -E "passed|failed|PASSED|FAILED|ERROR|errors:|s call" | tail -40
 echo "tests: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"

@@ -12,7 +12,8 @@
 # Writes under $OUT (default /tmp/gdn_out): pytest log, gdn_kernel.json/.log, the fla child's JSON.
 # Time limits (seconds, each under `timeout` so one hang cannot eat the other):
 #   TEST_TIMEOUT=220  the gpu-marked kernel tests (mostly compiles of new shapes); TEST_FILES
-#                     picks test files (default: the GPU kernel test files)
+#                     picks test files or folders (default: the GPU kernel tests,
+#                     tests/kernels/gated_delta_rule/gpu)
 #   BENCH_BUDGET=260  no benchmark cell starts after this; shapes go one at a time (fla, XLA,
 #                     ours; the per-kernel breakdown after the first), so a cut-short run still
 #                     compares everything on the first shape; cells not run are listed as skipped
@@ -37,9 +38,7 @@ if [ "$MODE" != bench ]; then
   echo "=== GPU tests (compiled Pallas kernels) ==="
   t0=$(date +%s)
   timeout "${TEST_TIMEOUT:-220}" $PY -m pytest -p no:xdist -p no:cacheprovider -q -m gpu -rA \
-    --durations=0 ${TEST_FILES:-tests/test_kernels_gdr_gpu.py tests/test_kernels_gdr_gpu_triton.py
-    tests/test_kernels_gdr_gpu_prep_mosaic.py tests/test_kernels_gdr_gpu_state_mosaic.py
-    tests/test_kernels_gdr_gpu_state_mosaic_bwd.py} 2>&1 \
+    --durations=0 ${TEST_FILES:-tests/kernels/gated_delta_rule/gpu} 2>&1 \
     | tee "$OUT/pytest_gpu.log" \
     | grep -E "passed|failed|PASSED|FAILED|ERROR|Error|error|errors:|s call" | tail -30
   echo "tests: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"

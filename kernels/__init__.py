@@ -1,7 +1,7 @@
 """hybrid-jax kernels: the gated delta rule (plain-jnp references and Pallas GPU and TPU kernels,
 behind one function) and attention dispatch (XLA, cuDNN, splash).
 
-Not the unrelated PyPI package that is also called `kernels`; tests/test_kernels_package.py
+Not the unrelated PyPI package that is also called `kernels`; tests/kernels/test_package.py
 checks which one is imported.
 """
 

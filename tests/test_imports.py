@@ -8,7 +8,7 @@ edges as well; a module naming its own parent package is not.
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def _modules(top: str) -> dict[str, Path]:

@@ -215,7 +215,7 @@ def train_sentencepiece(docs: Iterable[str], out: str | Path, *, vocab_size: int
     Determinism: the sample is chosen by document hash (`sample_documents`), fed in hash order,
     with input_sentence_size=0 (use every sentence) and shuffle_input_sentence=False, so the
     trainer never samples; BPE merges are then a function of the sample alone. Running twice
-    gives byte-identical model files, for any num_threads (tests/test_data_tokenizer.py).
+    gives byte-identical model files, for any num_threads (tests/data/test_tokenizer.py).
     """
     import sentencepiece as spm
 

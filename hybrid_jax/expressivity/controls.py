@@ -96,7 +96,7 @@ def full_controls() -> tuple[Control, ...]:
 
 def ci_controls(shape: ModelShape) -> tuple[Control, ...]:
     # MQAR: a budget in which the 2-layer d_model-32 transformer learns recall on 2 CPU cores in
-    # about 15 s; it is also tests/test_expressivity_controls.py's control (its seeds: there).
+    # about 15 s; it is also tests/expressivity/test_controls.py's control (its seeds: there).
     return (
         # 150 steps at lrs 3e-3 and 1e-2 missed (best seed 0.88); 400 at 1e-2 gave 0.97-1.00.
         Control("parity", "gdn02", 8, shape, TrainConfig(steps=400, batch_size=16), (1e-2,), 2,

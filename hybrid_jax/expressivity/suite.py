@@ -141,7 +141,7 @@ SUITES: dict[str, Suite] = {
         lrs=(1e-3, 3e-3, 1e-2), n_seeds=3, n_val=512, n_test=1024, controls=full_controls(),
         estimate="about 21-25 min on one H200 in one process, controls included (estimated "
                  "from cells and controls run beside others; see LOG)"),
-    # Test-sized: what tests/test_expressivity_suite.py runs through the CLI in seconds.
+    # Test-sized: what tests/expressivity/test_suite.py runs through the CLI in seconds.
     "smoke": Suite(
         name="smoke", tasks=(TaskSpec("parity", 4), TaskSpec("s3", 3)),
         shape=ModelShape(d_model=16, n_heads=1, n_layers=2, hybrid_pattern="GA"),

@@ -1,0 +1,403 @@
+"""The gated delta rule on a GPU (kernels/gated_delta_rule/gpu/chunk.py and config.py) against
+float64 oracles: forward, final state and all gradients; the choice table and the launch
+knobs; lowering for CUDA without a GPU.
+
+Unmarked tests run the kernels in interpret mode on CPU (tiny shapes: interpretation is slow;
+chunk sizes below 64 run every kernel in Triton, the plan at 64 runs the Mosaic GPU kernels in
+their interpreter, see test_*mosaic*.py beside this file). Tests marked gpu compile them on a
+CUDA GPU, including the 7B hybrid head shape (K=96, V=192), each fallback of the table and a
+T=65536 finiteness check. Errors are relative: max|a - b| / max|b| (`rel_err` of
+tests/helpers/gdr.py).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kernels import chunk_gated_delta_rule
+from kernels.gated_delta_rule import reference
+from kernels.gated_delta_rule.gpu import config as cf
+from kernels.gated_delta_rule.gpu.chunk import chunk_gated_delta_rule_pallas_gpu, supports
+from kernels.gated_delta_rule.gpu.config import KernelConfig
+
+from tests.helpers.gdr import make_inputs, np_gated_delta_rule, rel_err
+
+FP32_TOL = 1e-4
+NAMES = ("q", "k", "v", "g", "beta", "initial_state")
+
+
+def _loss(fn, weights, q, k, v, g, beta, S0, **kw):
+    o, S = fn(q, k, v, g, beta, initial_state=S0, **kw)
+    w_o, w_S = weights
+    return jnp.sum(o.astype(jnp.float32) * w_o) + jnp.sum(S * w_S), (o, S)
+
+
+def _forward_and_grads(fn, weights, args, **kw):
+    argnums = tuple(i for i, a in enumerate(args) if a is not None)
+    loss = functools.partial(_loss, fn, weights, **kw)
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))(*args)
+    names = [n for n, a in zip(NAMES, args) if a is not None]
+    return out, dict(zip(names, grads))
+
+
+def _weights(seed, B, T, HV, K, V):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(B, T, HV, V)), rng.normal(size=(B, HV, K, V)))
+
+
+def _oracle(args, weights, scale, l2):
+    """float64 forward (NumPy loop) and gradients (jax.grad of `recurrent` in float64)."""
+    o_np, S_np = np_gated_delta_rule(*args[:5], scale=scale, initial_state=args[5],
+                                     use_qk_l2norm=l2)
+    with jax.enable_x64(True):
+        a64 = tuple(None if a is None else jnp.asarray(a, jnp.float64) for a in args)
+        w64 = tuple(jnp.asarray(w, jnp.float64) for w in weights)
+        (o64, S64), g64 = _forward_and_grads(reference.recurrent, w64, a64, scale=scale,
+                                             use_qk_l2norm=l2)
+        assert rel_err(o64, o_np) < 1e-12 and rel_err(S64, S_np) < 1e-12
+        g64 = {n: np.asarray(x) for n, x in g64.items()}
+    return o_np, S_np, g64
+
+
+@functools.lru_cache(maxsize=None)
+def _case_data(case):
+    B, T, H, HV, K, V, init, decay, C, l2, scale = case
+    args = make_inputs(T * 7 + K, B, T, H, HV, K, V, decay=decay, init=init, unit_k=not l2)
+    weights = _weights(1, B, T, HV, K, V)
+    return args, weights, _oracle(args, weights, scale, l2)
+
+
+def check_against_float64(case, *, interpret, precision="highest", tol=FP32_TOL, **kw):
+    """The whole op (chunk_gated_delta_rule_pallas_gpu, keywords kw) on `case` against the
+    float64 oracles: o, the final state and every gradient within tol. Returns the errors."""
+    B, T, H, HV, K, V, init, decay, C, l2, scale = case
+    args, weights, (o_np, S_np, g64) = _case_data(case)
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
+                           precision=precision, **kw)
+    w32 = tuple(jnp.asarray(w, jnp.float32) for w in weights)
+    (o, S), grads = _forward_and_grads(fn, w32, args, scale=scale, use_qk_l2norm=l2,
+                                       chunk_size=C)
+    assert o.dtype == jnp.float32 and S.dtype == jnp.float32
+    errs = {"o": rel_err(o, o_np), "state": rel_err(S, S_np)}
+    errs.update({f"d{n}": rel_err(grads[n], g64[n]) for n in grads})
+    assert all(np.isfinite(e) for e in errs.values()), errs
+    assert max(errs.values()) < tol, errs
+    return errs
+
+
+# (B, T, H, HV, K, V, initial state, decay, chunk_size, use_qk_l2norm, scale). T never a
+# multiple of the chunk; K=24 and 96 exercise key padding; V=48 gives three 16-wide V tiles.
+CPU_CASES = {
+    "T70-K24-V48-gqa-mild-init-c16": (1, 70, 1, 2, 24, 48, True, "mild", 16, False, None),
+    "T37-K32-V32-strong-l2-scale-c16": (2, 37, 1, 1, 32, 32, False, "strong", 16, True, 0.4),
+}
+
+
+def test_interpret_matches_float64():
+    _check = functools.partial(check_against_float64, interpret=True)
+    _check(CPU_CASES["T37-K32-V32-strong-l2-scale-c16"])
+    # block_d=16: the prep kernels walk 2 key tiles (K=24 -> 32) and 3 value tiles (V=48)
+    _check(CPU_CASES["T70-K24-V48-gqa-mild-init-c16"], config=KernelConfig(block_d=16))
+
+
+def test_interpret_default_precision_is_bf16_accurate():
+    """precision="default": bf16 dot operands and bf16 storage of the chunk operands; the
+    in-chunk decays as differences of one cumulative sum ("outer"), here under strong decay,
+    where those differences cancel most."""
+    check_against_float64((1, 40, 1, 2, 96, 64, True, "mild", 32, True, None), interpret=True,
+                          precision="default", tol=2e-2)
+    check_against_float64(CPU_CASES["T37-K32-V32-strong-l2-scale-c16"], interpret=True,
+                          precision="default", tol=2e-2)
+
+
+def test_interpret_forward_alone_equals_the_forward_before_a_backward():
+    """A forward without a backward takes the custom_vjp's primal (no residuals written):
+    bitwise the o and final state of the forward that saves them."""
+    args = make_inputs(5, 1, 40, 1, 2, 16, 32, decay="mild")
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, chunk_size=16, interpret=True,
+                           precision="default")
+    alone = jax.jit(lambda *a: fn(*a[:5], initial_state=a[5]))(*args)
+    with_residuals, _ = _forward_and_grads(fn, _weights(0, 1, 40, 2, 16, 32), args)
+    for a, b in zip(alone, with_residuals):
+        assert bool(jnp.all(a == b))
+
+
+def _bf16_errors(interpret, shape, precision="highest"):
+    B, T, H, HV, K, V = shape
+    q, k, v, g, beta, S0 = make_inputs(4, B, T, H, HV, K, V, decay="mild", unit_k=False)
+    o_np, S_np = np_gated_delta_rule(q, k, v, g, beta, initial_state=S0, use_qk_l2norm=True)
+    bf = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v, g, beta)]
+    ref = reference.recurrent(*bf, initial_state=jnp.asarray(S0), use_qk_l2norm=True)
+    ours = chunk_gated_delta_rule_pallas_gpu(*bf, initial_state=jnp.asarray(S0),
+                                             use_qk_l2norm=True, chunk_size=16,
+                                             interpret=interpret, precision=precision)
+    assert ours[0].dtype == jnp.bfloat16 and ours[1].dtype == jnp.float32
+    return ([rel_err(x, y) for x, y in zip(ours, (o_np, S_np))],
+            [rel_err(x, y) for x, y in zip(ref, (o_np, S_np))])
+
+
+def test_interpret_bf16_within_twice_the_recurrent_error():
+    ours, ref = _bf16_errors(True, (1, 40, 1, 2, 32, 32))
+    for what, e, r in zip(("o", "state"), ours, ref):
+        assert e <= 2 * r + 1e-3, (what, ours, ref)
+
+
+def test_interpret_bf16_inputs_at_default_precision():
+    """bf16 q, k, v at "default" reach the prep kernels in bf16 (fp32 inputs in fp32): output
+    and gradients in bf16, within bf16 rounding of the same inputs run in fp32."""
+    B, T, H, HV, K, V = 1, 40, 1, 2, 32, 32
+    args = make_inputs(5, B, T, H, HV, K, V, decay="mild")
+    bf = tuple(jnp.asarray(x, jnp.bfloat16) for x in args[:5]) + (jnp.asarray(args[5]),)
+    f32 = tuple(x.astype(jnp.float32) for x in bf)
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision="default", chunk_size=16,
+                           interpret=True, use_qk_l2norm=True)
+    w = tuple(jnp.asarray(x, jnp.float32) for x in _weights(6, B, T, HV, K, V))
+    (o, S), grads = _forward_and_grads(fn, w, bf)
+    (o32, S32), grads32 = _forward_and_grads(fn, w, f32)
+    assert o.dtype == jnp.bfloat16 and S.dtype == jnp.float32
+    errs = {"o": rel_err(o, o32), "state": rel_err(S, S32)}
+    for n in grads:
+        assert grads[n].dtype == bf[NAMES.index(n)].dtype, n
+        errs[f"d{n}"] = rel_err(grads[n], grads32[n])
+    assert max(errs.values()) < 2e-2, errs
+    # and the bf16 path was taken: q and k, rounded to bf16 after the fp32 l2norm, change o
+    # (fed fp32 copies of the same values, the kernels would compute exactly the fp32 run)
+    assert np.any(np.asarray(o) != np.asarray(o32.astype(jnp.bfloat16)))
+
+
+def test_interpret_strong_decay_stays_finite():
+    """g = -20 per token: in-chunk exponents reach -20*C before masking; nothing may overflow."""
+    q, k, v, _, beta, S0 = make_inputs(6, 1, 100, 1, 1, 16, 16)
+    g = np.full(beta.shape, -20.0, np.float32)
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, chunk_size=32, interpret=True)
+    (o, S), grads = _forward_and_grads(fn, _weights(2, 1, 100, 1, 16, 16),
+                                       (q, k, v, g, beta, S0))
+    assert np.all(np.isfinite(o)) and np.all(np.isfinite(S))
+    for n, gr in grads.items():
+        assert np.all(np.isfinite(gr)), n
+    last = beta[:, -1, :, None, None] * k[:, -1, :, :, None] * v[:, -1, :, None, :]
+    np.testing.assert_allclose(o[:, -1], np.einsum("bhkv,bhk->bhv", last, q[:, -1]) * 0.25,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_chunk_size_precision_and_config_raise():
+    args = make_inputs(8, 1, 4, 1, 1, 16, 16)
+    with pytest.raises(ValueError, match="power of two"):
+        chunk_gated_delta_rule_pallas_gpu(*args[:5], chunk_size=24, interpret=True)
+    with pytest.raises(ValueError, match="precision"):
+        chunk_gated_delta_rule_pallas_gpu(*args[:5], precision="tf32", interpret=True)
+    for bad, match in ((dict(block_v=24), "block_v must be a power of two"),
+                       (dict(block_d=8), "block_d must be a power of two"),
+                       (dict(num_warps=6), "num_warps must be one of"),
+                       (dict(num_warps_prep=3), "num_warps_prep"),
+                       (dict(num_stages=0), "num_stages must be >= 1")):
+        with pytest.raises(ValueError, match=match):
+            KernelConfig(**bad)
+    assert hash(KernelConfig(block_v=32)) == hash(KernelConfig(block_v=32))  # a static arg
+
+
+# ------------------------------------------------------------------------------------------
+# The plan with Mosaic GPU kernels (chunk 64, Kp 64 or 128), in their interpreter.
+
+def _errors_against_chunked(shape):
+    """Relative errors of o, the final state and the q, k, v, g, beta gradients of the op at
+    "default" against `reference.chunked` (fp32)."""
+    B, T, H, HV, K, V = shape
+    q, k, v, g, beta, S0 = make_inputs(21, B, T, H, HV, K, V, decay="mild", unit_k=False)
+
+    def run(fn):
+        def loss(*a):
+            o, S = fn(*a, initial_state=S0, use_qk_l2norm=True, chunk_size=64)
+            return jnp.sum(o * jnp.cos(o)) + jnp.sum(S), (o, S)
+        return jax.jit(jax.value_and_grad(loss, argnums=range(5), has_aux=True))(
+            q, k, v, g, beta)
+
+    (_, (o, S)), grads = run(functools.partial(chunk_gated_delta_rule_pallas_gpu,
+                                               interpret=True, precision="default"))
+    (_, (o_r, S_r)), grads_r = run(reference.chunked)
+    errs = {"o": rel_err(o, o_r), "S": rel_err(S, S_r)}
+    errs.update({f"d{n}": rel_err(a, b) for n, a, b in zip("qkvgb", grads, grads_r)})
+    return errs
+
+
+def test_interpret_mosaic_plan_matches_chunked_reference():
+    """Every kernel but the prep backward in Mosaic GPU, q, k, v, o and their gradients in the
+    caller's layout. Four chunks and 1e-2: with a dh kernel missing the -w^T dd term of the
+    dS update, dk was off by 1.9e-2 here, while at two chunks no error passed 3.5e-3."""
+    errs = _errors_against_chunked((1, 256, 1, 2, 64, 64))
+    assert max(errs.values()) < 1e-2, errs
+
+
+@pytest.mark.parametrize("case", [
+    # the 370M model's head dims: the Mosaic prep (V padded to 128; q, k, v in the caller's
+    # layout) with the Triton state pass; T padded, HV = 2H, l2norm
+    (1, 100, 1, 2, 48, 96, True, "mild", 64, True, None),
+    (1, 70, 1, 1, 128, 128, False, "strong", 64, False, 0.3)])  # g down to -20 a token
+def test_interpret_mosaic_plan_matches_float64(case):
+    check_against_float64(case, interpret=True, precision="default", tol=2e-2)
+
+
+# ------------------------------------------------------------------------------------------
+# The table (`config.plan`) and the launch defaults.
+
+def _plan(precision="default", C=64, Kp=128, V=128, B=4, HV=16, interpret=False, **cfg):
+    return cf.plan(precision, interpret, KernelConfig(**cfg), C=C, Kp=Kp, V=V, B=B, HV=HV)
+
+
+def test_plan_runs_mosaic_where_each_kernel_takes_the_shape():
+    kernels = lambda p: (p.prep_fwd, p.state, p.dqk, p.caller_layout, p.o_caller_layout,
+                         p.decays)
+    mosaic = ("mosaic", "mosaic", "mosaic", True, True, "xla")
+    assert kernels(_plan()) == kernels(_plan(Kp=64)) == mosaic   # B4 T4096 H16 and the like
+    assert kernels(_plan(V=192)) == mosaic                       # the 7B layer (K 96 -> 128)
+    assert kernels(_plan(interpret=True)) == mosaic              # the interpreters run it too
+    # V = 256: the dqk kernel holds all of V in shared memory (<= 192); dO in the caller's
+    # layout for the Triton dqk
+    assert kernels(_plan(V=256)) == ("mosaic", "mosaic", "triton", True, True, "xla")
+    # the 370M model (K 48 -> 64, V 96 -> 128 for the prep): the Mosaic prep, Triton state
+    assert kernels(_plan(Kp=64, V=96)) == ("mosaic", "triton", "triton", True, False, "xla")
+    triton = ("triton", "triton", "triton", False, False, "outer")
+    assert kernels(_plan(Kp=256)) == kernels(_plan(Kp=32)) == triton   # K > 128, K <= 32
+    assert kernels(_plan(C=32)) == triton                                # 64-row wgmmas
+    assert kernels(_plan(V=320)) == ("triton", "mosaic", "triton", False, False, "outer")
+    exact = triton[:-1] + ("exact",)
+    assert kernels(_plan(precision="highest")) == exact                  # bf16 wgmma only
+
+
+def test_plan_launch_defaults(monkeypatch):
+    """At "default", V tiles of 32 where B*HV x V/32 sequential programs fit the SMs, else 64
+    (132 SMs: an H100's or H200's); 32 at "highest"; 64 where the SM count is unknown
+    (interpret mode). 8 warps for a state tile above 128 x 64; 3 stages at Kp <= 128."""
+    monkeypatch.setattr(cf, "_sm_count", lambda interpret: None if interpret else 132)
+    assert _plan(B=1, HV=32).block_v == 32             # B1 T8192 H32: 128 programs
+    assert _plan(B=1, HV=30, V=192).block_v == 64      # the 7B layer: 180 at 32
+    assert _plan(B=4, HV=16).block_v == 64             # B4 T4096 H16 and B8 T2048 H8
+    assert _plan(B=1, HV=32, interpret=True).block_v == 64
+    assert _plan(precision="highest").block_v == 32
+    assert _plan(block_v=16).block_v == 16
+    p = _plan(Kp=256, V=128, B=4, HV=16)  # a [256, 64] state tile
+    assert (p.warps_fwd, p.stages_fwd, p.stages_bwd, p.stages_prep) == (8, 2, 1, 1)
+    p = _plan(B=4, HV=16)
+    assert (p.warps_fwd, p.warps_bwd, p.warps_prep, p.stages_fwd, p.stages_prep) == (
+        4, 4, 4, 3, 1)
+    assert _plan(precision="highest").stages_fwd == 1
+    assert _plan(num_stages=2).stages_prep == 2 and _plan(num_warps=8).warps_fwd == 8
+
+
+def test_prep_v_pads_to_a_multiple_of_the_tile_not_a_power_of_two():
+    assert [cf.prep_v(V, 64) for V in (24, 48, 64, 96, 128, 192, 256)] == [32, 64, 64, 128, 128,
+                                                                            192, 256]
+    assert cf.prep_v(48, 16) == 48 and cf.prep_v(40, 16) == 48
+
+
+def test_supports_names_what_it_does_not_take():
+    assert supports((96, 192), 64) is None and supports(None, 16) is None
+    assert "K <= 256" in supports((512, 64), 64) and "multiple of 16" in supports((64, 40), 64)
+    assert "power of two" in supports((64, 64), 48)
+
+
+# Pallas calls in forward+backward for B1 T100 H1 HV2 K96 V192 (Kp 128): the prep forward,
+# state forward, dh, dqk and the prep backward's three kernels; in Mosaic GPU at "default"
+# where they take the shape (chunk 64: all but the prep backward), else in Triton.
+@pytest.mark.parametrize("precision, C, n_triton, n_mosaic", [
+    ("highest", 64, 7, 0), ("default", 64, 3, 4), ("default", 32, 7, 0)])
+def test_kernels_lower_for_cuda_without_a_gpu(monkeypatch, precision, C, n_triton, n_mosaic):
+    """Forward and backward lowered for CUDA on this host, the Triton kernels through the
+    Triton-IR stage (not PTX), the Mosaic ones to their custom call: catches unsupported ops
+    and shapes in CI. Uses jax 0.11.2 internals (gpu_info)."""
+    from jax._src.pallas.triton import gpu_info, pallas_call_registration
+    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
+    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
+    B, T, H, HV, K, V = 1, 100, 1, 2, 96, 192
+    shapes = [(B, T, H, K), (B, T, H, K), (B, T, HV, V), (B, T, HV), (B, T, HV)]
+    args = [jax.ShapeDtypeStruct(x, jnp.bfloat16) for x in shapes]
+    args.append(jax.ShapeDtypeStruct((B, HV, K, V), jnp.float32))
+
+    def loss(q, k, v, g, b, s0):
+        o, S = chunk_gated_delta_rule_pallas_gpu(q, k, v, g, b, initial_state=s0,
+                                                 precision=precision, chunk_size=C)
+        return jnp.sum(o.astype(jnp.float32)) + jnp.sum(S)
+
+    text = jax.jit(jax.grad(loss, argnums=range(6))).trace(*args).lower(
+        lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == n_triton
+    assert text.count("stablehlo.custom_call @mosaic_gpu") == n_mosaic
+
+
+# ------------------------------------------------------------------------------------------
+# Compiled on a GPU.
+
+GPU_CASES = {  # with the table's choice at "default"
+    "T300-K96-V192-gqa-mild-init-l2": (1, 300, 2, 4, 96, 192, True, "mild", 64, True, None),
+    "T257-K128-V128-strong-init": (2, 257, 2, 2, 128, 128, True, "strong", 64, False, None),
+    # Mosaic prep and state, Triton dqk (V > 192)
+    "T130-K64-V256-gqa-zero": (1, 130, 1, 2, 64, 256, False, "zero", 64, False, None),
+    # Triton throughout (K > 128)
+    "T100-K256-V64-mild-c32": (1, 100, 1, 1, 256, 64, True, "mild", 32, False, 0.2),
+    # Mosaic prep (V padded to 128), Triton state pass (V % 64)
+    "T200-K128-V96-mild-init": (1, 200, 1, 1, 128, 96, True, "mild", 64, False, None),
+}
+
+
+@pytest.mark.gpu
+def test_gpu_long_sequence_strong_decay_stays_finite():
+    """T = 65536 with g in (-20, 0) and beta in (0, 2): forward and gradients finite."""
+    B, T, H, K, V = 1, 65536, 1, 64, 64
+    q, k, v, g, beta, S0 = make_inputs(13, B, T, H, H, K, V, decay="strong")
+    for precision in ("highest", "default"):
+        fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, use_qk_l2norm=True,
+                               precision=precision)
+        (o, S), grads = _forward_and_grads(fn, _weights(3, B, T, H, K, V),
+                                           (q, k, v, g, beta, S0))
+        assert np.all(np.isfinite(np.asarray(o))) and np.all(np.isfinite(np.asarray(S)))
+        for n, gr in grads.items():
+            assert np.all(np.isfinite(np.asarray(gr))), (precision, n)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(GPU_CASES))
+@pytest.mark.parametrize("precision, tol", [("highest", FP32_TOL), ("default", 3e-2)])
+def test_gpu_matches_float64(case, precision, tol):
+    errs = check_against_float64(GPU_CASES[case], interpret=False, precision=precision,
+                                 tol=tol)
+    print(f"{case} precision={precision} errors:", errs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["highest", "default"])
+def test_gpu_bf16_within_twice_the_recurrent_error(precision):
+    ours, ref = _bf16_errors(False, (2, 300, 2, 4, 96, 192), precision)
+    for what, e, r in zip(("o", "state"), ours, ref):
+        assert e <= 2 * r + 1e-3, (what, ours, ref)
+
+
+@pytest.mark.gpu
+def test_gpu_api_matches_chunked():
+    args = make_inputs(12, 2, 150, 2, 4, 96, 192, decay="mild")
+    o, S = chunk_gated_delta_rule(*args[:5], initial_state=args[5], output_final_state=True,
+                                  implementation="pallas_gpu")
+    o_ref, S_ref = chunk_gated_delta_rule(*args[:5], initial_state=args[5],
+                                          output_final_state=True, implementation="chunked")
+    assert rel_err(o, o_ref) < FP32_TOL and rel_err(S, S_ref) < FP32_TOL
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("K,V", [(96, 192), (48, 96)])
+def test_gpu_api_auto_at_default_precision_matches_chunked(K, V):
+    """What "auto" runs at "default": at the 7B layer's head dims every Mosaic kernel in the
+    caller's layout, at the 370M model's the Mosaic prep with the Triton state pass. Output,
+    state and gradients against XLA's chunked at "highest", to bf16-level error."""
+    args = make_inputs(13, 1, 300, 2, 4, K, V, decay="mild")
+    w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, K, V))
+    runs = {impl: _forward_and_grads(
+        functools.partial(chunk_gated_delta_rule, implementation=impl, precision=p,
+                          output_final_state=True), w32, args)
+        for impl, p in (("auto", "default"), ("chunked", "highest"))}
+    (o, S), grads = runs["auto"]
+    (o_ref, S_ref), grads_ref = runs["chunked"]
+    errs = {"o": rel_err(o, o_ref), "state": rel_err(S, S_ref)}
+    errs.update({f"d{n}": rel_err(grads[n], grads_ref[n]) for n in grads})
+    assert max(errs.values()) < 2e-2, errs

@@ -1,0 +1,108 @@
+"""Exact resume: a training *process* killed at a random step and restarted ends bitwise equal to
+an uninterrupted run; SIGTERM saves a checkpoint and exits cleanly. Runs the real command line
+(`python -m hybrid_jax.train`) in child processes."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO
+from tests.helpers.training import (build_tiny_store, child_env, final_params, tiny_overrides,
+                                    train_losses)
+
+STEPS = 60
+EXTRA = {"train.tokens": STEPS * 256, "checkpoint.interval_steps": 7, "log.tensorboard": True}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_tiny_store(tmp_path_factory.mktemp("data") / "store")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return child_env(tmp_path_factory)
+
+
+def command(store, run_dir):
+    return [sys.executable, "-m", "hybrid_jax.train", "--config", "transformer_tiny", "--quiet",
+            *tiny_overrides(store, run_dir, **EXTRA)]
+
+
+def run_to_end(store, run_dir, env):
+    proc = subprocess.run(command(store, run_dir), env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def reference(store, env, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    run_to_end(store, run_dir, env)
+    return train_losses(run_dir), final_params(run_dir)
+
+
+def start_and_wait_for_step(store, run_dir, env, step):
+    proc = subprocess.Popen(command(store, run_dir), env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and any(json.loads(line).get("step", 0) >= step
+                                    for line in metrics.read_text().splitlines()[-3:]
+                                    if line.endswith("}")):
+            return proc
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError(f"the run never reached step {step}: {proc.communicate()[1][-3000:]}")
+
+
+def assert_same_as(reference, run_dir):
+    ref_losses, ref_params = reference
+    assert train_losses(run_dir) == ref_losses  # exact float equality, every step
+    params = final_params(run_dir)
+    assert params.keys() == ref_params.keys()
+    for key in ref_params:
+        assert np.array_equal(params[key], ref_params[key]), key
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(store, env, reference, tmp_path):
+    seed = int(os.environ.get("HYBRID_JAX_TEST_SEED", time.time_ns() % 10**6))
+    kill_after = random.Random(seed).randint(3, STEPS - 15)
+    run_dir = tmp_path / "run"
+    proc = start_and_wait_for_step(store, run_dir, env, kill_after)
+    proc.kill()  # SIGKILL: no handler, no cleanup
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"seed {seed}: the run ended before the kill"
+    killed_at = max(json.loads(line)["step"] for line in
+                    (run_dir / "metrics.jsonl").read_text().splitlines() if line.endswith("}"))
+    assert killed_at < STEPS, f"seed {seed}"
+    run_to_end(store, run_dir, env)
+    resumed = json.loads((run_dir / "run_meta.json").read_text())["resumed_from_step"]
+    assert resumed % 7 == 0 and resumed <= killed_at, (seed, killed_at, resumed)
+    assert_same_as(reference, run_dir)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(store, env, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_and_wait_for_step(store, run_dir, env, 9)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, stderr[-3000:]  # EX_TEMPFAIL: stopped, rerun to resume
+    assert "Traceback" not in stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 9 <= summary["steps"] < STEPS
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == summary["steps"]  # saved at the step it stopped, not a regular interval
+    run_to_end(store, run_dir, env)
+    assert_same_as(reference, run_dir)
