@@ -5,11 +5,58 @@ a skip there means a required feature was not exercised.
 
 Marks are read with `iter_markers`, not from `item.keywords`: keywords also hold the names of
 the test's folders, and tests/kernels/gated_delta_rule/gpu/ and .../tpu/ are folders.
+
+Where jax has no GPU plugin (CI, laptops) XLA compiles for the CPU with LLVM at -O0
+(`--xla_backend_optimization_level=0`, in XLA_FLAGS before jax is imported, so child processes
+inherit it; tests/helpers `xla_flags` keeps it when it sets the device count). The suite's
+programs are tiny and run a few steps, so compiling dominates: -O0 compiles them 2-3x faster
+and computes the same thing (XLA's HLO passes, sharding and collectives are unchanged; only
+the machine code is less optimised). TPU ahead-of-time compiles ignore the flag. To compile as
+the CLI does, put any xla_backend_optimization_level in XLA_FLAGS yourself.
+
+The session also has one persistent compilation cache (JAX_COMPILATION_CACHE_DIR, a temporary
+directory removed at the end, unless already set): tests that build the same program again (a
+run trained, then resumed in the same process; a suite run twice) compile it once. Training
+child processes get their own cache from tests/helpers/training.py.
 """
 
+import importlib.metadata
 import os
+import shutil
+import tempfile
 
 import pytest
+
+FAST_CPU_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def _has_gpu_plugin() -> bool:
+    return any((d.metadata["Name"] or "").lower().replace("_", "-").startswith("jax-cuda")
+               for d in importlib.metadata.distributions())
+
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "") and \
+        not _has_gpu_plugin():
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_CPU_COMPILE}".strip()
+
+
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_own_cache: str | None = None
+
+
+def pytest_configure(config):
+    """Before any test imports jax, and before xdist starts its workers (which inherit it)."""
+    global _own_cache
+    if os.environ.get(_CACHE_ENV):
+        return
+    _own_cache = tempfile.mkdtemp(prefix="hybrid-jax-tests-jax-cache-")
+    os.environ.update({_CACHE_ENV: _own_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+
+
+def pytest_unconfigure(config):
+    if _own_cache:
+        shutil.rmtree(_own_cache, ignore_errors=True)
 
 
 def _has_gpu() -> bool:

@@ -8,6 +8,8 @@ from hybrid_jax.presets import get_preset
 from hybrid_jax.sharding import MeshError, default_rules, no_sharding, resolve_mesh_shape
 from hybrid_jax.train.step import abstract_model
 
+from tests.helpers import xla_flags
+
 MESH_222 = {"data": 2, "fsdp": 2, "tensor": 2}
 
 
@@ -101,7 +103,7 @@ print(a.sharding.is_equivalent_to(want_a, 3), b.sharding.is_equivalent_to(want_b
       x.sharding.is_equivalent_to(want_a, 3))
 """
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+               XLA_FLAGS=xla_flags(8))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, xla_flags
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from collectives import collectives, summarize  # noqa: E402
@@ -46,8 +46,8 @@ def test_fsdp_step_moves_weights_not_activations(tmp_path):
     from hybrid_jax.presets import get_preset
 
     out = tmp_path / "coll.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("XLA_FLAGS", None)
+    # collectives.py adds the device count to the session's flags
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XLA_FLAGS": xla_flags(None)}
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "collectives.py"), "--size", "tiny",
          "--mesh", "1,2,1", "--batch", "8", "--seq-len", "256", "--out", str(out)],

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, xla_flags
 from tests.helpers.training import build_tiny_store
 
 
 def _two_gpu(out, *args):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+           "XLA_FLAGS": xla_flags(2)}
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "two_gpu.py"), "--out", str(out),
          "--size", "tiny", "--families", "transformer", "--scaling-families", "transformer",

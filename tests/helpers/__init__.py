@@ -9,6 +9,18 @@ gdr_gpu_state  the GPU state pass's operands and plain-jnp references
 attention      attention inputs
 """
 
+import os
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def xla_flags(devices: int | None) -> str:
+    """XLA_FLAGS for a child process with `devices` fake CPU devices (None: no device count),
+    keeping the session's other flags (conftest.py's fast CPU compile)."""
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                   os.environ.get("XLA_FLAGS", "")).split()
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)

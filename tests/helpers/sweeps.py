@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, xla_flags
 from tests.helpers.training import cache_dir, jax_cache_env  # noqa: F401  (cache_dir re-exported)
 
 # Real prose that every Python has: a few tens of KB, split into documents on blank lines.
@@ -48,7 +48,7 @@ def micro_ladder(path: Path, store: Path, *, sizes: dict | None = None, ratios=(
 
 def sweep_env(cache: Path) -> dict[str, str]:
     return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "XLA_FLAGS": xla_flags(1),
             "CUDA_VISIBLE_DEVICES": "", **jax_cache_env(cache)}
 
 

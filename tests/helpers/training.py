@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.helpers import REPO
+from tests.helpers import REPO, xla_flags
 
 
 # Real English prose shipped with CPython: stable text, no network.
@@ -78,7 +78,7 @@ def run_python(code: str, *args: str, devices: int = 1, timeout: float = 300,
     """Run `code` (with sys.argv[1:] = args) in a fresh interpreter with `devices` fake CPU
     devices."""
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+                "XLA_FLAGS": xla_flags(devices),
                 "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=REPO)
@@ -142,7 +142,7 @@ def child_train(runs: list[tuple[str, list[str], int | None]], *, devices: int =
     """Train `runs` (family, overrides, sigterm_at_batch) in one child process with `devices`
     fake CPU devices; returns their summaries (and the child's stderr if with_stderr)."""
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+                "XLA_FLAGS": xla_flags(devices),
                 "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.run([sys.executable, "-c", CHILD_TRAIN, json.dumps(runs)],
                           capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO)
@@ -164,5 +164,5 @@ def child_env(tmp_path_factory) -> dict[str, str]:
     """The environment of a training child process: one fake CPU device, this checkout on the
     path, the session's shared compilation cache."""
     return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "XLA_FLAGS": xla_flags(1),
             **jax_cache_env(cache_dir(tmp_path_factory))}

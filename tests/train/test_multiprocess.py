@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, xla_flags
 from tests.helpers.training import (CHILD_TRAIN, build_tiny_store, cache_dir, child_train,
                                     jax_cache_env, tiny_overrides, train_losses)
 
@@ -37,7 +37,7 @@ def test_two_processes_match_one(tmp_path_factory, tmp_path):
             f"distributed.coordinator=127.0.0.1:{port}", "distributed.num_processes=2",
             f"distributed.process_id={rank}"]
         env = {**os.environ, **cache, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-               "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+               "XLA_FLAGS": xla_flags(1)}
         procs.append(subprocess.Popen(
             [sys.executable, "-c", CHILD_TRAIN, json.dumps([["transformer", overrides, None]])],
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

@@ -235,9 +235,9 @@ def test_pallas_calls_run_per_shard_of_batch_and_heads():
     import os
     import subprocess
     import sys
-    from tests.helpers import REPO as root
+    from tests.helpers import REPO as root, xla_flags
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(4),
                JAX_PLATFORMS="cpu", PYTHONPATH=str(root))
     out = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], cwd=root, env=env,
                          capture_output=True, text=True, timeout=120)
