@@ -1,5 +1,5 @@
 """benchmarks/two_gpu.py end to end on 2 fake CPU devices: the loss match (1 device vs data=2
-vs fsdp=2, which on CPU agree to fp32 rounding) and the scaling table split over three calls,
+vs fsdp=2, which on CPU agree to fp32 rounding) and the scaling table split over two calls,
 as a GPU lent in short calls runs it."""
 
 import json
@@ -38,14 +38,14 @@ def test_two_gpu_match_and_split_scaling(tmp_path):
         "checkpoint: {interval_steps: 1000}\nlog: {tensorboard: false, log_every_steps: 1}\n")
     out = tmp_path / "out"
 
-    _two_gpu(out, "--match-config", str(cfg), "--skip", "scaling")
+    # The first call: the match and the one-GPU part of the scaling table.
+    _two_gpu(out, "--match-config", str(cfg), "--scaling-runs", "1gpu")
     match = json.loads((out / "match.json").read_text())
     assert match["steps"] == 6 and match["last_loss"] < match["first_loss"]
     for mesh in ("data2", "fsdp2"):
         assert match[mesh]["max_rel_diff"] < 1e-5, match  # reduction order only, in fp32
-
-    _two_gpu(out, "--skip", "match", "--scaling-runs", "1gpu")
     assert not (out / "scaling_data2.json").exists()
+
     log = _two_gpu(out, "--skip", "match", "--scaling-runs", "data2", "fsdp2")
     assert f"reusing {out / 'scaling_1gpu.json'}" in log
     summary = json.loads((out / "summary.json").read_text())

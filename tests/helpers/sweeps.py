@@ -39,8 +39,9 @@ def micro_ladder(path: Path, store: Path, *, sizes: dict | None = None, ratios=(
         "decay_ratios": list(ratios), "seq_len": 32,
         "model": {"vocab_size": 264, "sliding_window": 8, "compute_dtype": "float32"},
         "recipe": {"lr": 0.003, "batch_tokens": 256},
+        # a checkpoint every 50 steps: a few per run (at 5, saving took most of a run's time)
         "run": {"data": {"store": str(store)}, "eval": {"max_tokens": 256},
-                "checkpoint": {"interval_steps": 5}, "log": {"tensorboard": False}},
+                "checkpoint": {"interval_steps": 50}, "log": {"tensorboard": False}},
         **top}
     path.write_text(yaml.safe_dump(ladder, sort_keys=False))
     return path
