@@ -6,7 +6,7 @@ a skip there means a required feature was not exercised.
 Marks are read with `iter_markers`, not from `item.keywords`: keywords also hold the names of
 the test's folders, and tests/kernels/gated_delta_rule/gpu/ and .../tpu/ are folders.
 
-Where jax has no GPU plugin (CI, laptops) XLA compiles for the CPU with LLVM at -O0
+Where jax has no GPU plugin (jax-cuda*, jax-rocm*: CI, laptops) XLA compiles for the CPU with LLVM at -O0
 (`--xla_backend_optimization_level=0`, in XLA_FLAGS before jax is imported, so child processes
 inherit it; tests/helpers `xla_flags` keeps it when it sets the device count). The suite's
 programs are tiny and run a few steps, so compiling dominates: -O0 compiles them 2-3x faster
@@ -31,7 +31,8 @@ FAST_CPU_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _has_gpu_plugin() -> bool:
-    return any((d.metadata["Name"] or "").lower().replace("_", "-").startswith("jax-cuda")
+    return any((d.metadata["Name"] or "").lower().replace("_", "-").startswith(("jax-cuda",
+                                                                                "jax-rocm"))
                for d in importlib.metadata.distributions())
 
 

@@ -155,7 +155,10 @@ def child_train(runs: list[tuple[str, list[str], int | None]], *, devices: int =
 
 
 def cache_dir(tmp_path_factory) -> Path:
-    """One compilation cache for all xdist workers of a session."""
+    """One compilation cache for all xdist workers of a session: conftest.py's, which in-process
+    compiles use too, where it set one."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
     base = tmp_path_factory.getbasetemp()
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
 

@@ -32,23 +32,6 @@ def run(store, run_dir, family, mesh, **extra):
         "mesh.tensor": tensor, **FAMILY_EXTRA[family], **extra}), None)
 
 
-@pytest.fixture(scope="module")
-def reference(store, env, tmp_path_factory):
-    """reference(family, dtype): the losses of the one-device run, trained once per module; the
-    transformer's is shared by the two tests below."""
-    losses = {}
-
-    def get(family, dtype):
-        if (family, dtype) not in losses:
-            run_dir = tmp_path_factory.mktemp("reference") / "111"
-            child_train([run(store, run_dir, family, "111", **{"model.compute_dtype": dtype})],
-                        devices=1, env=env)
-            losses[family, dtype] = train_losses(run_dir)
-        return losses[family, dtype]
-
-    return get
-
-
 # (2,2,2) also accumulates gradients over 2 micro-batches
 MICRO = {"222": {"train.micro_batches": 2}}
 
@@ -59,24 +42,26 @@ MICRO = {"222": {"train.micro_batches": 2}}
     # bf16: the unembedding's custom_vjp backward (models/lm.py) under a sharded step; bf16
     # rounding of differently ordered sums sets the tolerance (measured 4.9e-4 over 4 steps)
     pytest.param("transformer", ("222",), "bfloat16", 3e-3, marks=pytest.mark.slow)])
-def test_same_loss_on_every_mesh(store, env, reference, tmp_path, family, meshes, dtype, rtol):
+def test_same_loss_on_every_mesh(store, env, tmp_path, family, meshes, dtype, rtol):
     extra = {"model.compute_dtype": dtype}
+    child_train([run(store, tmp_path / "111", family, "111", **extra)], devices=1, env=env)
     summaries = child_train([run(store, tmp_path / m, family, m, **extra, **MICRO.get(m, {}))
                              for m in meshes], devices=8, env=env)
-    ref = reference(family, dtype)
-    assert sorted(ref) == list(range(1, STEPS + 1))
+    reference = train_losses(tmp_path / "111")
+    assert sorted(reference) == list(range(1, STEPS + 1))
     for mesh in meshes:
         losses = train_losses(tmp_path / mesh)
         np.testing.assert_allclose([losses[s] for s in sorted(losses)],
-                                   [ref[s] for s in sorted(ref)], rtol=rtol,
+                                   [reference[s] for s in sorted(reference)], rtol=rtol,
                                    err_msg=f"mesh {MESHES[mesh]}")
     assert len({s["config_hash"] for s in summaries}) == 1  # the mesh is not part of the identity
 
 
-def test_training_moves_between_meshes_and_device_counts(store, env, reference, tmp_path):
+def test_training_moves_between_meshes_and_device_counts(store, env, tmp_path):
     """(8,1,1) stops at step 2, (2,2,2) with 2 micro-batches resumes it and stops at step 3, 1
-    device finishes step 4: the run of the test above, moved, with the same losses. Its programs
-    are that test's, so they come from the session's compilation cache."""
+    device finishes step 4, with the losses of the one-device run. These are the programs of
+    the test above, so the session's compilation cache has them when that test ran first; the
+    one-device reference trains in the process that finishes the moved run."""
     shared, extra = tmp_path / "moved", {"model.compute_dtype": "float32"}
     first, second = child_train(
         [(*run(store, shared, "transformer", "811", **extra)[:2], 1),
@@ -84,12 +69,13 @@ def test_training_moves_between_meshes_and_device_counts(store, env, reference, 
         devices=8, env=env)
     assert (first["status"], first["steps"]) == ("interrupted", 2)
     assert (second["status"], second["steps"]) == ("interrupted", 3)
-    (third,) = child_train([run(store, shared, "transformer", "111", **extra)], devices=1, env=env)
+    _, third = child_train([run(store, tmp_path / "reference", "transformer", "111", **extra),
+                            run(store, shared, "transformer", "111", **extra)], devices=1, env=env)
     assert (third["status"], third["steps"]) == ("completed", STEPS)
-    ref, moved = reference("transformer", "float32"), train_losses(shared)
+    reference, moved = train_losses(tmp_path / "reference"), train_losses(shared)
     assert sorted(moved) == list(range(1, STEPS + 1))
     np.testing.assert_allclose([moved[s] for s in sorted(moved)],
-                               [ref[s] for s in sorted(ref)], rtol=2e-5)
+                               [reference[s] for s in sorted(reference)], rtol=2e-5)
 
 
 CHECKPOINT_ACROSS_MESHES = """
