@@ -57,7 +57,7 @@ def export_main(argv: list[str]) -> int:
     args = _export_parser().parse_args(argv)
     from hybrid_jax.hf.config_map import HFConfigError
     from hybrid_jax.hf.export import ExportError, export_params
-    from hybrid_jax.models.checkpoint import ModelCheckpointError, load_params
+    from hybrid_jax.train.weights import ModelCheckpointError, load_params
 
     t0 = time.perf_counter()
     try:
@@ -86,7 +86,7 @@ def import_main(argv: list[str]) -> int:
     args = _import_parser().parse_args(argv)
     from hybrid_jax.hf.importer import HFImportError, import_params
     from hybrid_jax.hf.safetensors_io import SafetensorsError
-    from hybrid_jax.models.checkpoint import ModelCheckpointError, save_model_dir
+    from hybrid_jax.train.weights import ModelCheckpointError, save_model_dir
 
     t0 = time.perf_counter()
     if args.out.exists() and any(args.out.iterdir()):

@@ -24,7 +24,7 @@ import numpy as np
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.hf import config_map, weights_map
 from hybrid_jax.hf.safetensors_io import SafetensorsFile
-from hybrid_jax.models.checkpoint import abstract_params
+from hybrid_jax.train.weights import abstract_params
 
 
 class HFImportError(ValueError):

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hybrid_jax.config import ConfigError
     from hybrid_jax.data import EpochLimitError, StoreError
-    from hybrid_jax.models.checkpoint import ModelCheckpointError
+    from hybrid_jax.train.weights import ModelCheckpointError
     from hybrid_jax.overrides import OverrideError
     from hybrid_jax.sharding import MeshError
     from hybrid_jax.train.config import load_config

@@ -52,7 +52,7 @@ class TrainConfig:
     runs_root: str = "runs"
     run_dir: str | None = None        # None: {runs_root}/{name}-{hash8}
     # Start from these weights (a model directory, run directory or RUN/checkpoints/STEP;
-    # models/checkpoint.py) with a fresh optimizer, instead of a random init. Part of the run's
+    # train/weights.py) with a fresh optimizer, instead of a random init. Part of the run's
     # identity: the path names the weights.
     init_from: str | None = None
 

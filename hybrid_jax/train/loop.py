@@ -187,7 +187,7 @@ def _train(cfg: RunConfig, source: BatchSource | None, verbose: bool, dist_info:
                          f"{list(source.validation_set_names)}")
 
     if cfg.train.init_from:  # refused before anything is written
-        from hybrid_jax.models.checkpoint import check_architecture
+        from hybrid_jax.train.weights import check_architecture
         check_architecture(cfg.train.init_from, None, cfg.model)
 
     prog = build_program(cfg, mesh_shape)
@@ -268,7 +268,7 @@ def _initial_state(cfg: RunConfig, prog, say) -> dict:
     (refused unless they are weights of this run's architecture)."""
     if not cfg.train.init_from:
         return prog.init()
-    from hybrid_jax.models.checkpoint import load_params
+    from hybrid_jax.train.weights import load_params
 
     _, params, source = load_params(cfg.train.init_from, target=prog.abstract_state["params"],
                                  expect=cfg.model)

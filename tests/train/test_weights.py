@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train_common import build_tiny_store, tiny_config
+from tests.helpers.training import build_tiny_store, tiny_config
 
 from hybrid_jax.hf.cli import export_main, import_main
-from hybrid_jax.models.checkpoint import ModelCheckpointError, load_model, load_params
+from hybrid_jax.train.weights import ModelCheckpointError, load_model, load_params
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,6 @@ def test_init_from_starts_from_those_weights_with_a_fresh_optimizer(run, tmp_pat
     assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(state["opt_state"])
                if x.ndim > 0)  # Adam moments start at zero
     other = new.replace(model=new.model.replace(gdn_norm_eps=1e-6))
-    from hybrid_jax.models.checkpoint import check_architecture
+    from hybrid_jax.train.weights import check_architecture
     with pytest.raises(ModelCheckpointError, match="gdn_norm_eps"):
         check_architecture(tmp_path / "src", None, other.model)
