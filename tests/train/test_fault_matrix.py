@@ -43,20 +43,10 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO
-from tests.helpers.training import (NanAtStep, build_tiny_store, child_env, final_params,
-                                    tiny_config, tiny_overrides, train_losses)
+from tests.helpers.training import (NanAtStep, final_params, tiny_config, tiny_overrides,
+                                    train_losses)
 
 EIGHT_STEPS = {"train.tokens": 8 * 256, "checkpoint.interval_steps": 4}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return build_tiny_store(tmp_path_factory.mktemp("data") / "store")
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return child_env(tmp_path_factory)
 
 
 def command(store, run_dir, **extra) -> list[str]:

@@ -14,21 +14,10 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO
-from tests.helpers.training import (build_tiny_store, child_env, final_params, tiny_overrides,
-                                    train_losses)
+from tests.helpers.training import final_params, tiny_overrides, train_losses
 
 STEPS = 60
 EXTRA = {"train.tokens": STEPS * 256, "checkpoint.interval_steps": 7, "log.tensorboard": True}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return build_tiny_store(tmp_path_factory.mktemp("data") / "store")
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return child_env(tmp_path_factory)
 
 
 def command(store, run_dir):
