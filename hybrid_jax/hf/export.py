@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import jax
 import ml_dtypes
@@ -31,13 +30,6 @@ class ExportError(ValueError):
     """An export cannot be written; the message names the reason."""
 
 
-def _leaf(params: dict, path: tuple) -> Any:
-    node = params
-    for key in path:
-        node = node[key]
-    return node
-
-
 def export_params(cfg: ModelConfig, params: dict, out_dir: Path, *, dtype: str = "float32",
                   special_ids: dict[str, int | None] | None = None,
                   max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[Path]:
@@ -53,7 +45,7 @@ def export_params(cfg: ModelConfig, params: dict, out_dir: Path, *, dtype: str =
     groups, size, total = [[]], 0, 0
     by_name = {}
     for t in weights_map.tensors(cfg):
-        shape = weights_map.hf_shape(t, tuple(_leaf(params, t.part).shape))
+        shape = weights_map.hf_shape(t, tuple(weights_map.leaf(params, t.part).shape))
         n = int(np.prod(shape)) * np_dtype.itemsize
         if groups[-1] and size + n > max_shard_bytes:
             groups.append([])
@@ -65,7 +57,7 @@ def export_params(cfg: ModelConfig, params: dict, out_dir: Path, *, dtype: str =
 
     def produce(name: str) -> np.ndarray:
         t = by_name[name]
-        array = np.asarray(jax.device_get(_leaf(params, t.part)), np.float32)
+        array = np.asarray(jax.device_get(weights_map.leaf(params, t.part)), np.float32)
         return weights_map.to_hf(t, array).astype(np_dtype)
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -67,14 +67,8 @@ def _open(hf_dir: Path) -> dict[str, SafetensorsFile]:
                         f"(PyTorch .bin checkpoints are not read; save with safetensors)")
 
 
-def _leaf(tree: dict, path: tuple) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
 def _set(tree: dict, path: tuple, value: Any) -> None:
-    _leaf(tree, path[:-1])[path[-1]] = value
+    weights_map.leaf(tree, path[:-1])[path[-1]] = value
 
 
 def _arrays(cfg: ModelConfig, files: dict[str, SafetensorsFile], target: dict, hf_dir: Path):
@@ -107,7 +101,7 @@ def _arrays(cfg: ModelConfig, files: dict[str, SafetensorsFile], target: dict, h
         else:
             raise HFImportError(f"{hf_dir}: {gdn}'s convs are missing (neither q/k/v_conv1d "
                                 f"nor conv1d)")
-        sizes = [_leaf(target, t.part).shape[1] for t in ts]
+        sizes = [weights_map.leaf(target, t.part).shape[1] for t in ts]
         if whole.shape[0] != sum(sizes) or whole.ndim != 3:
             raise HFImportError(f"{hf_dir}: {gdn}'s convs hold {whole.shape[0]} channels, the "
                                 f"config says {sum(sizes)} (q, k, v: {sizes})")
@@ -130,7 +124,7 @@ def import_params(hf_dir: Path, *, compute_dtype: str | None = None, sharding: A
     files = _open(hf_dir)
     params = jax.tree.map(lambda x: None, target)
     for t, array in _arrays(cfg, files, target, hf_dir):
-        abstract = _leaf(target, t.part)
+        abstract = weights_map.leaf(target, t.part)
         want = weights_map.hf_shape(t, tuple(abstract.shape))
         if tuple(array.shape) != want:
             raise HFImportError(f"{hf_dir}: {t.name} has shape {list(array.shape)}, the config "

@@ -76,6 +76,13 @@ def tensors(cfg: ModelConfig) -> list[Tensor]:
     return out
 
 
+def leaf(params: dict, path: tuple) -> Any:
+    """Our parameter at `path` (a Tensor's `part`) in a pure dict of parameters."""
+    for key in path:
+        params = params[key]
+    return params
+
+
 def hf_shape(t: Tensor, shape: tuple[int, ...]) -> tuple[int, ...]:
     """HF's shape of `t`, from our shape."""
     if t.layout == "same":
