@@ -29,12 +29,15 @@ def export_hf(model: Any, cfg: ModelConfig, out_dir: str | Path, *, dtype: str =
     return export_params(cfg, params, Path(out_dir), dtype=dtype, special_ids=special_ids)
 
 
-def import_hf(hf_dir: str | Path, *, compute_dtype: str | None = None) -> tuple[ModelConfig, Any]:
+def import_hf(hf_dir: str | Path, *, compute_dtype: str | None = None, mesh: Any = None
+              ) -> tuple[ModelConfig, Any]:
     """(config, our LM with the weights) of the transformers checkpoint in `hf_dir`. The model
-    computes in the checkpoint's dtype unless `compute_dtype` says otherwise."""
+    computes in the checkpoint's dtype unless `compute_dtype` says otherwise. With a jax Mesh
+    the weights are placed split over it as training places them (the default logical rules),
+    one tensor at a time, so the host never holds more than one whole tensor."""
     from hybrid_jax.hf.importer import import_params
     from hybrid_jax.models.lm import build_model
 
-    cfg, params, _ = import_params(Path(hf_dir), compute_dtype=compute_dtype)
+    cfg, params, _ = import_params(Path(hf_dir), compute_dtype=compute_dtype, sharding=mesh)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(cfg)))
     return cfg, nnx.merge(graphdef, params)

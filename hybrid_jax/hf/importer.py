@@ -117,7 +117,7 @@ def _arrays(cfg: ModelConfig, files: dict[str, SafetensorsFile], target: dict, h
 def import_params(hf_dir: Path, *, compute_dtype: str | None = None, sharding: Any = None
                   ) -> tuple[ModelConfig, dict, dict]:
     """(config, our parameters as a pure dict of fp32 jax arrays, HF config dict) of the HF
-    checkpoint in `hf_dir`; `sharding` as in models.checkpoint.abstract_params."""
+    checkpoint in `hf_dir`; `sharding` as in train.weights.abstract_params."""
     hf_dir = Path(hf_dir)
     cfg, hf = read_hf_config(hf_dir, compute_dtype)
     target = abstract_params(cfg, sharding)

@@ -23,6 +23,7 @@ from flax import nnx
 
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.models.lm import LM, build_model
+from hybrid_jax.sharding import param_plan
 from hybrid_jax.train.checksums import verify_checksums, write_checksums
 
 MODEL_JSON = "model.json"
@@ -35,12 +36,17 @@ class ModelCheckpointError(ValueError):
 
 def abstract_params(cfg: ModelConfig, sharding: Any = None) -> dict:
     """ShapeDtypeStructs of `cfg`'s parameters (a pure dict), each placed as `sharding` says: a
-    jax Sharding for all, a function of the logical axes (tuple of names) to a Sharding, or None
+    jax Mesh (each parameter split by the default logical rules, as training places it), a jax
+    Sharding for all, a function of the logical axes (tuple of names) to a Sharding, or None
     for the first local device."""
     state = nnx.state(nnx.eval_shape(lambda: build_model(cfg)), nnx.Param)
+    shapes = nnx.to_pure_dict(state)
+    if isinstance(sharding, jax.sharding.Mesh):
+        shardings = param_plan(state, sharding).shardings
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            shapes, shardings)
     axes = nnx.to_pure_dict(jax.tree.map(lambda v: v.get_metadata().get("out_sharding"), state,
                                          is_leaf=lambda x: isinstance(x, nnx.Variable)))
-    shapes = nnx.to_pure_dict(state)
     if sharding is None:
         sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
