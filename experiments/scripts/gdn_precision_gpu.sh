@@ -6,6 +6,8 @@
 # experiments/scripts/compare_runs.py tabulates them. About 7 minutes on an H200.
 #
 #   OUT=/tmp/out bash experiments/scripts/gdn_precision_gpu.sh
+#   PRECISIONS=highest SEEDS="0 1" OUT=/tmp/out bash experiments/scripts/gdn_precision_gpu.sh
+#                                    # half of it, where one call has too little time for all
 #
 # Needs no network: the byte-level pycode store is built from the installed Python packages.
 # Writes OUT/precision.md, OUT/precision.json and each run's log; run directories stay in WORK.
@@ -21,8 +23,8 @@ command -v nvidia-smi > /dev/null && nvidia-smi -L
 $PY -m hybrid_jax.cli data build --source pycode --tokenizer byte --out "$WORK/pycode-byte" \
   2>&1 | tail -1
 dirs=()
-for precision in highest default; do
-  for seed in 0 1; do
+for precision in ${PRECISIONS:-highest default}; do
+  for seed in ${SEEDS:-0 1}; do
     name="$precision-s$seed"
     dirs+=("$WORK/runs/$name")
     XLA_PYTHON_CLIENT_MEM_FRACTION=${MEM_FRACTION:-0.22} timeout "${RUN_TIMEOUT:-540}" \
@@ -34,7 +36,9 @@ for precision in highest default; do
 done
 t0=$(date +%s)
 wait
-echo "4 runs: $(( $(date +%s) - t0 )) s"
+echo "${#dirs[@]} runs: $(( $(date +%s) - t0 )) s"
 tail -n 2 "$OUT"/train_*.log
 $PY experiments/scripts/compare_runs.py "${dirs[@]}" --json "$OUT/precision.json" \
   | tee "$OUT/precision.md"
+# the runs' records (not their checkpoints), for compare_runs.py elsewhere
+tar -C "$WORK" -czf "$OUT/runs.tgz" --exclude=checkpoints runs
