@@ -21,7 +21,8 @@ The training loop consumes only this interface:
     check_epochs(store, tokens_needed, max_epochs=4) -> float
         Epochs a run consumes; EpochLimitError (a ValueError) says how many tokens are missing.
 
-    load_tokenizer(path_or_"byte") -> .encode(str), .decode(ids), .vocab_size, .eos_id, .hash
+    load_tokenizer("byte" | "hf:PATH" | SentencePiece model path) -> .encode(str), .decode(ids),
+        .vocab_size, .eos_id, .hash; hf:PATH is a Hugging Face tokenizer.json or its directory.
 
 This package never imports TensorFlow; tfds_source.py and seqio_source.py do, when used.
 """

@@ -3,7 +3,8 @@
 Layout of a store directory (all token files little-endian uint16, or uint32 for vocab > 65536):
 
     manifest.json                    written last; lists every other file with size and sha256
-    tokenizer.model                  copy of the SentencePiece model (absent for the byte vocab)
+    tokenizer.model                  copy of the SentencePiece model (absent for the byte vocab),
+    or tokenizer.json                or of a Hugging Face tokenizer (its eos/pad in the manifest)
     train/tokens-00000.bin ...       the training stream, in shards of `shard_tokens` tokens
     train/doc_offsets.npy            int64 [n_docs + 1]: doc i is stream[off[i]:off[i+1]], EOS last
     train/doc_bytes.npy              int64 [n_docs]: UTF-8 bytes of each document's text
@@ -132,7 +133,7 @@ def _versions() -> dict:
 
     versions = {"python": platform.python_version(), "numpy": np.__version__,
                 "hybrid_jax": hybrid_jax.__version__, "platform": platform.platform()}
-    for mod in ("sentencepiece", "tensorflow", "tensorflow_datasets", "seqio"):
+    for mod in ("sentencepiece", "tokenizers", "tensorflow", "tensorflow_datasets", "seqio"):
         if mod in sys.modules:
             versions[mod] = getattr(sys.modules[mod], "__version__", "unknown")
     return versions
@@ -272,18 +273,20 @@ def _build(source, tokenizer: Tokenizer, stage: Path, threshold: int, val_fracti
                                 shard_tokens) for g, table in val.items() if table}
     del raw
     os.remove(stage / "raw.bin")
-    if tokenizer.model_bytes is not None:
-        (stage / "tokenizer.model").write_bytes(tokenizer.model_bytes)
+    if tokenizer.store_file is not None:
+        (stage / tokenizer.store_file).write_bytes(tokenizer.model_bytes)
     progress("validation written", len(validation))
+    tokenizer_record = {"kind": tokenizer.kind, "hash": tokenizer.hash,
+                        "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
+                        "pad_id": tokenizer.pad_id, "file": tokenizer.store_file,
+                        "token_bytes_exact": exact}
+    if tokenizer.kind == "hf":  # what export names in tokenizer_config.json
+        tokenizer_record.update(eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token)
 
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "source": source.describe(),
-        "tokenizer": {"kind": tokenizer.kind, "hash": tokenizer.hash,
-                      "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
-                      "pad_id": tokenizer.pad_id,
-                      "file": "tokenizer.model" if tokenizer.model_bytes is not None else None,
-                      "token_bytes_exact": exact},
+        "tokenizer": tokenizer_record,
         "dtype": dtype.str,
         "shard_tokens": shard_tokens,
         "split": {"val_fraction": val_fraction, "rule": "validation iff int(sha256(utf8)[:8]) "

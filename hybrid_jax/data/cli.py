@@ -2,6 +2,11 @@
 
     hybrid-jax data tokenizer --source pycode --vocab-size 8192 --out data_cache/pycode-8k.model
     hybrid-jax data build --source pycode --tokenizer data_cache/pycode-8k.model --out data_cache/pycode
+    hybrid-jax data tokenizer --kind hf-bpe --source pycode --vocab-size 8192 \\
+        --out data_cache/pycode-bpe8k/tokenizer.json
+    hybrid-jax data build --source pycode --tokenizer hf:data_cache/pycode-bpe8k --out D
+    hybrid-jax data build --source text --input 'c/*.txt' --tokenizer hf:llama3/tokenizer.json \\
+        --out D
     hybrid-jax data build --source text --input 'notes/**/*.txt' --doc-separator blank-lines \\
         --tokenizer byte --out data_cache/notes
     hybrid-jax data build --source tfds:my_text/plain --data-dir ~/tfds --tokenizer M --out D
@@ -23,6 +28,7 @@ import time
 from pathlib import Path
 
 from hybrid_jax.data.build import DEFAULT_SHARD_TOKENS, build_store, is_validation, split_threshold
+from hybrid_jax.data.hf_tokenizer import train_hf_bpe
 from hybrid_jax.data.tokenizer import DEFAULT_SAMPLE_BYTES, load_tokenizer, train_sentencepiece
 
 
@@ -78,7 +84,7 @@ def cmd_build(args) -> int:
     tokenizer = getattr(source, "tokenizer", None)
     if tokenizer is None:
         if not args.tokenizer:
-            raise ValueError("--tokenizer FILE|byte is required for this source")
+            raise ValueError("--tokenizer FILE|hf:PATH|byte is required for this source")
         tokenizer = load_tokenizer(args.tokenizer)
     out = Path(args.out)
     references = []
@@ -106,9 +112,14 @@ def cmd_tokenizer(args) -> int:
     threshold = split_threshold(args.val_fraction)
     docs = (d.text for d in source.documents()
             if not is_validation(hashlib.sha256(d.text.encode("utf-8")).digest(), threshold))
-    result = train_sentencepiece(docs, args.out, vocab_size=args.vocab_size,
-                                 sample_bytes=args.sample_bytes, num_threads=args.threads,
-                                 source={"spec": args.source, "val_fraction": args.val_fraction})
+    source_record = {"spec": args.source, "val_fraction": args.val_fraction}
+    if args.kind == "hf-bpe":  # --threads: `tokenizers` sizes its own thread pool
+        result = train_hf_bpe(docs, args.out, vocab_size=args.vocab_size,
+                              sample_bytes=args.sample_bytes, source=source_record)
+    else:
+        result = train_sentencepiece(docs, args.out, vocab_size=args.vocab_size,
+                                     sample_bytes=args.sample_bytes, num_threads=args.threads,
+                                     source=source_record)
     print(f"wrote {result.path} ({result.hash}): vocab {args.vocab_size}, trained on "
           f"{result.sample_documents:,} documents / {result.sample_bytes / 1e6:.1f} MB in "
           f"{result.seconds:.1f} s")
@@ -128,7 +139,10 @@ def cmd_info(args) -> int:
           f" in {verify_s:.2f} s)")
     print(f"source       {src['kind']}" + (f": {len(src['distributions'])} distributions"
                                           if src["kind"] == "pycode" else ""))
-    print(f"tokenizer    {m['tokenizer']['kind']} vocab {store.vocab_size}, eos {store.eos_id}, "
+    tok = m["tokenizer"]
+    names = (f" {tok['eos_token']!r}, pad {store.pad_id} {tok['pad_token']!r}"
+             if "eos_token" in tok else "")  # hf stores record the tokens' text
+    print(f"tokenizer    {tok['kind']} vocab {store.vocab_size}, eos {store.eos_id}{names}, "
           f"{store.tokenizer_hash}")
     print(f"train        {store.n_train_tokens:,} tokens, {store.n_train_documents:,} documents, "
           f"{store.train.n_bytes:,} bytes, {store.train.n_bytes / store.n_train_tokens:.3f} "
@@ -158,16 +172,24 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="tokenize a source into a token store")
     _add_source_args(b)
     b.add_argument("--out", required=True, help="store directory (replaced atomically)")
-    b.add_argument("--tokenizer", help="SentencePiece .model file, or 'byte'")
+    b.add_argument("--tokenizer", help="SentencePiece .model file; hf:PATH, a Hugging Face "
+                   "tokenizer.json or a directory holding one (and its tokenizer_config.json); "
+                   "or 'byte'")
     b.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
     b.add_argument("--reference-manifest", help="warn where distribution versions differ from "
                    "this manifest.json (or store directory)")
     b.set_defaults(func=cmd_build)
 
-    t = sub.add_parser("tokenizer", help="train a SentencePiece BPE model (byte fallback)")
+    t = sub.add_parser("tokenizer", help="train a SentencePiece BPE model (byte fallback) or a "
+                       "Hugging Face byte-level BPE")
     _add_source_args(t)
+    t.add_argument("--kind", choices=["sentencepiece", "hf-bpe"], default="sentencepiece",
+                   help="sentencepiece: OUT.model (plus OUT.model.json); hf-bpe: "
+                        "DIR/tokenizer.json, plus tokenizer_config.json and "
+                        "tokenizer_training.json beside it (load with hf:DIR)")
     t.add_argument("--vocab-size", type=int, default=8192)
-    t.add_argument("--out", required=True, help="model file to write (plus OUT.json)")
+    t.add_argument("--out", required=True, help="file to write: the .model file, or "
+                   "DIR/tokenizer.json for --kind hf-bpe")
     t.add_argument("--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES,
                    help="train on at most this much text, chosen by document hash")
     t.set_defaults(func=cmd_tokenizer)

@@ -33,6 +33,9 @@ def _import_seqio():
 
 
 def seqio_vocabulary(vocab_path: str):
+    if str(vocab_path).startswith("hf:"):
+        raise ValueError(f"--tokenizer {vocab_path}: a seqio text task takes a SentencePiece "
+                         "model or 'byte' (seqio has no vocabulary over a tokenizer.json)")
     seqio = _import_seqio()
     if vocab_path == "byte":
         return seqio.ByteVocabulary()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax.data.build import FORMAT, FORMAT_VERSION
+from hybrid_jax.data.hf_tokenizer import HFTokenizer, hf_tokenizer_hash
 from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, Tokenizer
 
 
@@ -96,10 +97,22 @@ class TokenStore:
         return self._validation[name]
 
     def tokenizer(self) -> Tokenizer:
+        """The tokenizer the store was built with, from the store's own copy of its file."""
         tok = self.manifest["tokenizer"]
         if tok["kind"] == "byte":
-            return ByteTokenizer()
-        return SentencePieceTokenizer((self.path / tok["file"]).read_bytes())
+            tokenizer = ByteTokenizer()
+        elif tok["kind"] == "sentencepiece":
+            tokenizer = SentencePieceTokenizer((self.path / tok["file"]).read_bytes())
+        elif tok["kind"] == "hf":  # eos/pad came from a config file the store does not keep
+            tokenizer = HFTokenizer((self.path / tok["file"]).read_bytes(), eos_id=tok["eos_id"],
+                                    pad_id=tok["pad_id"], origin=str(self.path / tok["file"]))
+        else:
+            raise StoreError(f"{self.path / 'manifest.json'}: unknown tokenizer kind "
+                             f"{tok['kind']!r}")
+        if tokenizer.hash != tok["hash"]:  # reachable where the store was opened unverified
+            raise StoreError(f"{self.path}: the tokenizer's hash {tokenizer.hash} is not the "
+                             f"hash {tok['hash']} the store was built with")
+        return tokenizer
 
     @functools.cached_property
     def token_nbytes(self) -> np.ndarray:
@@ -125,7 +138,13 @@ def verify_files(path: Path, manifest: dict) -> None:
                              f"({entry['sha256']}); the file was modified or corrupted")
     tok = manifest["tokenizer"]
     if tok["file"] is not None:
-        model_hash = "sha256:" + manifest["files"][tok["file"]]["sha256"]
+        # The file is the listed one (checked above); is it the tokenizer the store was built
+        # with? A SentencePiece hash is the file's sha256; an hf hash also covers eos and pad.
+        if tok["kind"] == "hf":
+            model_hash = hf_tokenizer_hash((path / tok["file"]).read_bytes(), tok["eos_id"],
+                                           tok["pad_id"])
+        else:
+            model_hash = "sha256:" + manifest["files"][tok["file"]]["sha256"]
         if model_hash != tok["hash"]:
             raise StoreError(f"{path / tok['file']}: hash {model_hash} is not the tokenizer "
                              f"hash {tok['hash']} the store was built with")

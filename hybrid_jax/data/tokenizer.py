@@ -1,4 +1,5 @@
 """Tokenizers: SentencePiece BPE with byte fallback, and a zero-setup byte vocabulary.
+(Hugging Face tokenizer.json files, `hf:PATH`, are in hf_tokenizer.py.)
 
 Both follow the T5/seqio id convention (pad 0, eos 1, unk 2), so a trained model file loads as
 `seqio.SentencePieceVocabulary(path)` unchanged, and the byte vocabulary has the same layout as
@@ -32,8 +33,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hybrid_jax.data.hf_tokenizer import HFTokenizer
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 _META = "\u2581"  # SentencePiece's whitespace marker
@@ -54,6 +59,7 @@ class ByteTokenizer:
     pad_id, eos_id = PAD_ID, EOS_ID
     hash = BYTE_TOKENIZER_HASH
     model_bytes = None
+    store_file = None  # nothing to copy into a store
 
     def encode(self, text: str) -> list[int]:
         return (np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 3).tolist()
@@ -77,6 +83,7 @@ class SentencePieceTokenizer:
     """A SentencePiece model file; `hash` is the sha256 of the file's bytes."""
 
     kind = "sentencepiece"
+    store_file = "tokenizer.model"  # the copy of the model in a store
 
     def __init__(self, model_bytes: bytes):
         import sentencepiece as spm
@@ -138,16 +145,25 @@ class SentencePieceTokenizer:
         return out
 
 
-Tokenizer = ByteTokenizer | SentencePieceTokenizer
+Tokenizer = Union[ByteTokenizer, SentencePieceTokenizer, "HFTokenizer"]
 
 
 def load_tokenizer(path_or_byte: str | Path) -> Tokenizer:
-    """`"byte"` gives the byte vocabulary; anything else is a SentencePiece model file."""
+    """`"byte"` gives the byte vocabulary, `"hf:PATH"` a Hugging Face tokenizer.json (or a
+    directory holding one); anything else is a SentencePiece model file."""
     if str(path_or_byte) == "byte":
         return ByteTokenizer()
+    if str(path_or_byte).startswith("hf:"):
+        from hybrid_jax.data.hf_tokenizer import load_hf_tokenizer
+
+        return load_hf_tokenizer(str(path_or_byte)[3:])
     path = Path(path_or_byte)
     if not path.is_file():
-        raise FileNotFoundError(f"tokenizer model {path} not found (pass a .model file or 'byte')")
+        raise FileNotFoundError(f"tokenizer model {path} not found (pass a .model file, "
+                                "hf:PATH or 'byte')")
+    if path.suffix == ".json":  # SentencePiece would fail on it with a parse error
+        raise ValueError(f"{path} is not a SentencePiece model; for a Hugging Face "
+                         f"tokenizer.json pass hf:{path}")
     return SentencePieceTokenizer(path.read_bytes())
 
 

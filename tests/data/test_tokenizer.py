@@ -11,25 +11,7 @@ import pytest
 from hybrid_jax.data.tokenizer import (BYTE_TOKENIZER_HASH, ByteTokenizer, load_tokenizer,
                                        sample_documents, train_sentencepiece)
 
-AWKWARD = [
-    "",
-    " ",
-    "  leading and trailing spaces  ",
-    "tabs\t\tand\r\nCRLF\rCR\n\n\nnewlines\n",
-    "control \x00\x01\x07\x1b[31mred\x1b[0m\x7f\x85 chars",
-    "zero width \u200b\u200c\u200d, BOM \ufeff, RTL \u202e marks",
-    "compatibility forms NFKC would fold: \ufb01 \u2460 \uff21\uff22 \u00bd \u2126",
-    "combining e\u0301 vs \u00e9, hangul \u1100\u1161 vs \uac00",
-    "astral \U0001d518\U0001d52b \U0001f469\u200d\U0001f469\u200d\U0001f467 \U0010ffff",
-    "sentencepiece's own marker \u2581 and \u2581\u2581 next to spaces \u2581 ",
-    "pieces that look special: <unk> </s> <pad> <0x41> <s>",
-    "日本語のテキスト、中文文本, русский текст, ελληνικά, עברית, العربية",
-]
-
-
-def _random_text(rng: random.Random, n: int) -> str:
-    ranges = [(0, 0x80), (0x80, 0x800), (0x800, 0xD800), (0xE000, 0x10000), (0x10000, 0x110000)]
-    return "".join(chr(rng.randrange(*rng.choice(ranges))) for _ in range(n))
+from tests.helpers.data import AWKWARD, random_text
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +33,7 @@ def test_byte_roundtrip_and_layout():
     assert (tok.vocab_size, tok.pad_id, tok.eos_id, tok.hash) == (259, 0, 1, BYTE_TOKENIZER_HASH)
     assert tok.encode("A") == [ord("A") + 3]
     rng = random.Random(0)
-    for text in AWKWARD + [_random_text(rng, 50) for _ in range(200)]:
+    for text in AWKWARD + [random_text(rng, 50) for _ in range(200)]:
         ids = tok.encode(text)
         assert tok.decode(ids) == text
         assert np.array_equal(tok.encode_batch([text])[0], ids)
@@ -61,7 +43,7 @@ def test_byte_roundtrip_and_layout():
 def test_sentencepiece_roundtrip_is_exact(sp_model):
     tok = load_tokenizer(sp_model)
     rng = random.Random(1)
-    texts = AWKWARD + [_random_text(rng, rng.randrange(0, 60)) for _ in range(500)]
+    texts = AWKWARD + [random_text(rng, rng.randrange(0, 60)) for _ in range(500)]
     texts.append("".join(AWKWARD))
     batch = tok.encode_batch(texts, num_threads=2)
     for text, ids_batch in zip(texts, batch):

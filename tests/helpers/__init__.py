@@ -2,7 +2,8 @@
 
 training       a tiny real token store, tiny run configs, training in child processes
 sweeps         micro ladders and the sweep command line in child processes
-data           a text corpus from stdlib sources, fake distribution metadata
+data           a text corpus from stdlib sources, awkward and random text, fake
+               distribution metadata
 gdr            the gated delta rule's float64 oracle, inputs and the relative error
 gdr_gpu_prep   the Triton prep kernels' keyword arguments in interpret mode
 gdr_gpu_state  the GPU state pass's operands and plain-jnp references
