@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,7 +55,7 @@ def _store_tokenizer(source: dict) -> tuple[dict | None, Path | None]:
 def export_main(argv: list[str]) -> int:
     args = _export_parser().parse_args(argv)
     from hybrid_jax.hf.config_map import HFConfigError
-    from hybrid_jax.hf.export import ExportError, export_params
+    from hybrid_jax.hf.export import ExportError, export_params, export_tokenizer
     from hybrid_jax.train.weights import ModelCheckpointError, load_params
 
     t0 = time.perf_counter()
@@ -71,14 +70,21 @@ def export_main(argv: list[str]) -> int:
         return 2
     print(f"exported {source} -> {args.out} ({len(files)} files, {args.dtype}, "
           f"{time.perf_counter() - t0:.1f} s)")
-    tok_file = Path(tok["file"]) if tok and tok.get("file") else None
-    if tok_file is not None and tok_file.suffix == ".json" and tok_file.is_file():
-        shutil.copyfile(tok_file, args.out / "tokenizer.json")
-        print(f"tokenizer: {tok_file} -> {args.out / 'tokenizer.json'}")
+    try:
+        tok_files = export_tokenizer(tok, store, args.out)
+    except ExportError as e:  # the weights are written; the tokenizer is not
+        print(f"hybrid-jax export: failed: tokenizer not written: {e}", file=sys.stderr)
+        return 1
+    if tok_files:
+        print(f"tokenizer: {store / tok['file']} -> {', '.join(str(f) for f in tok_files)} "
+              f"(eos {tok['eos_token']!r}, pad {tok['pad_token']!r})")
     else:
         kind = tok.get("kind") if tok else "unknown (the run names no readable store)"
-        print(f"tokenizer: not written; the run's tokenizer ({kind}) has no Hugging Face "
-              f"tokenizer.json. Its eos/pad ids are in config.json where known.")
+        model = (f" (its SentencePiece model: {store / tok['file']})"
+                 if tok and tok.get("kind") == "sentencepiece" else "")
+        print(f"tokenizer: not written (no tokenizer.json, tokenizer_config.json); the run's "
+              f"tokenizer ({kind}) has no Hugging Face tokenizer.json{model}. Its eos/pad ids "
+              f"are in config.json where known.")
     return 0
 
 

@@ -82,6 +82,33 @@ def export_params(cfg: ModelConfig, params: dict, out_dir: Path, *, dtype: str =
     return files
 
 
+def export_tokenizer(record: dict | None, store: Path | None, out_dir: Path) -> list[Path]:
+    """Copy a run's Hugging Face tokenizer out of its token store (`record` is the manifest's
+    tokenizer entry) into `out_dir`: tokenizer.json, and tokenizer_config.json naming the eos and
+    pad the store used (they may have come from a config file the store does not keep). Returns
+    [] where the store's tokenizer is not an hf one: byte and SentencePiece stores have no
+    tokenizer.json. A missing or altered copy in the store is an ExportError."""
+    from hybrid_jax.data.hf_tokenizer import CONFIG_FILE, hf_tokenizer_hash, tokenizer_config
+
+    if not record or record.get("kind") != "hf":
+        return []
+    source = Path(store) / record["file"]
+    try:
+        data = source.read_bytes()
+    except OSError as e:
+        raise ExportError(f"{source}: the store's tokenizer cannot be read "
+                          f"({e.strerror})") from None
+    if hf_tokenizer_hash(data, record["eos_id"], record["pad_id"]) != record["hash"]:
+        raise ExportError(f"{source}: not the tokenizer the store was built with (its hash is "
+                          f"not {record['hash']})")
+    out_dir = Path(out_dir)
+    tmp = out_dir / "tokenizer.json.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, out_dir / "tokenizer.json")
+    _write_json(out_dir / CONFIG_FILE, tokenizer_config(record["eos_token"], record["pad_token"]))
+    return [out_dir / "tokenizer.json", out_dir / CONFIG_FILE]
+
+
 def _write_json(path: Path, doc: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")

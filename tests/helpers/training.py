@@ -20,15 +20,19 @@ _STDLIB_TEXT = ("textwrap.py", "difflib.py", "argparse.py", "pathlib/__init__.py
                 "typing.py", "dataclasses.py")
 
 
-def build_tiny_store(out: Path) -> Path:
-    """A byte-vocabulary store (vocab 259) from a few stdlib modules, split on blank lines."""
+def tiny_store_inputs() -> list[str]:
+    lib = Path(os.__file__).parent
+    return [str(lib / name) for name in _STDLIB_TEXT if (lib / name).is_file()]
+
+
+def build_tiny_store(out: Path, tokenizer=None) -> Path:
+    """A store from a few stdlib modules, split on blank lines; byte vocabulary (259) unless
+    `tokenizer` is given."""
     from hybrid_jax.data import build_store, load_tokenizer
     from hybrid_jax.data.sources import TextSource
 
-    lib = Path(os.__file__).parent
-    inputs = [str(lib / name) for name in _STDLIB_TEXT if (lib / name).is_file()]
-    build_store(TextSource(inputs, doc_separator="blank-lines"), load_tokenizer("byte"), out,
-                val_fraction=0.05, num_threads=1)
+    build_store(TextSource(tiny_store_inputs(), doc_separator="blank-lines"),
+                tokenizer or load_tokenizer("byte"), out, val_fraction=0.05, num_threads=1)
     return out
 
 
