@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from hybrid_jax.sweep import worker as W
 from hybrid_jax.sweep.ladder import InvalidRun, Ladder, RunSpec
+from hybrid_jax.sweep.local import LocalExecutor, device_slots, local_gpus
 from hybrid_jax.sweep.state import (HOST, Lock, append_line, append_rows, read_json, read_lines,
                                      write_json)
 from hybrid_jax.flops import train_flops
@@ -79,58 +78,24 @@ class Sweep:
 @dataclasses.dataclass
 class _Active:
     spec: RunSpec
-    proc: subprocess.Popen
+    proc: Any  # subprocess.Popen, or the Ray executor's attempt: pid, poll, terminate, wait
     lock: Lock
     attempt: int
     slot: int
     t0: float
 
 
-def local_gpus() -> list[str]:
-    """Local CUDA device ids: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
-
-
-def device_slots(parallel: int | None) -> list[dict[str, str]]:
-    """Environment additions per worker slot.
-
-    GPUs: by default one worker per GPU. Fewer workers get disjoint groups of GPUs (data
-    parallel inside each run); more workers share GPUs round-robin, each limited to its share
-    of GPU memory (XLA_PYTHON_CLIENT_MEM_FRACTION): small models leave a GPU idle during their
-    compilation and evaluations, which another worker's training fills. No GPU: `parallel`
-    workers (default 1) sharing the host (TPU hosts: keep 1; a run uses every local chip)."""
-    gpus = local_gpus()
-    if not gpus:
-        return [{} for _ in range(parallel or 1)]
-    n = parallel or len(gpus)
-    if n > len(gpus):
-        share = 0.9 / -(-n // len(gpus))
-        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)],
-                 "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{share:.2f}"} for i in range(n)]
-    per = len(gpus) // n
-    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])} for i in range(n)]
-
-
 class Runner:
+    """`executor`: where attempts run (local.LocalExecutor, the default with `parallel` slots,
+    or ray_executor.RayExecutor)."""
+
     def __init__(self, sweep: Sweep, *, max_retries: int = 2, parallel: int | None = None,
-                 poll_s: float = 1.0, retry_failed: bool = False, say=print):
-        # No slot (parallel < 1) would leave the loop waiting forever for nothing.
-        if parallel is not None and parallel < 1:
-            raise ValueError(f"parallel must be a positive integer, got {parallel}")
+                 poll_s: float = 1.0, retry_failed: bool = False, say=print, executor=None):
         if max_retries < 0 or not poll_s > 0:
             raise ValueError(f"max_retries must be >= 0 and poll_s > 0, got {max_retries}, "
                              f"{poll_s}")
         self.sweep, self.max_retries, self.poll_s = sweep, max_retries, poll_s
-        self.slots = device_slots(parallel)
+        self.executor = executor if executor is not None else LocalExecutor(parallel)
         self.retry_failed = retry_failed
         self.say = say
         self.stopping: int | None = None
@@ -150,7 +115,7 @@ class Runner:
                        key=lambda s: -train_flops(s.config.model, s.config.train.seq_len,
                                                   s.config.total_tokens))
         self.say(f"[sweep] {sw.ladder.name}: {len(sw.runs)} runs, {len(queue)} to do, "
-                 f"{len(self.slots)} slot(s), root {sw.root}")
+                 f"{self.executor.slots} slot(s), root {sw.root}")
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         waiting_said = False
@@ -171,6 +136,7 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.executor.close()
         return self._summary()
 
     def _on_signal(self, signum, frame) -> None:
@@ -178,7 +144,7 @@ class Runner:
 
     def _fill(self, queue: list[RunSpec]) -> bool:
         started = False
-        for slot in range(len(self.slots)):
+        for slot in range(self.executor.slots):
             if slot in self.active:
                 continue
             for spec in list(queue):
@@ -233,23 +199,24 @@ class Runner:
         append_line(spec.run_dir / "attempts.jsonl", {
             "event": "start", "attempt": attempt, "host": HOST, "runner_pid": os.getpid(),
             "slot": slot, "time": time.time()})
-        env = {**os.environ, **self.slots[slot], W.RUNNER_PID_ENV: str(os.getpid()),
-               W.ATTEMPT_ENV: str(attempt), "PYTHONUNBUFFERED": "1",
+        env = {W.ATTEMPT_ENV: str(attempt), "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
                                              if p)}
-        cache = (self.sweep.root / "jax_cache").absolute()
-        env.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
-        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-        env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-        with open(spec.run_dir / "worker.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "hybrid_jax.sweep.worker",
-                 str(self.sweep.spec_path(spec).absolute()), str(self.sweep.results.absolute())],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
-        lock.set_worker(proc.pid)
-        where = self.slots[slot].get("CUDA_VISIBLE_DEVICES")
-        self.say(f"[sweep] start {spec.run_id} (attempt {attempt}, pid {proc.pid}"
-                 f"{', GPU ' + where if where else ''})")
+        for key, value in (("JAX_COMPILATION_CACHE_DIR", str((self.sweep.root / "jax_cache")
+                                                              .absolute())),
+                           ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+                           ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
+            if key not in os.environ:
+                env[key] = value
+        args = ["-m", "hybrid_jax.sweep.worker", str(self.sweep.spec_path(spec).absolute()),
+                str(self.sweep.results.absolute())]
+        proc = self.executor.start(args, env, slot, spec.run_dir / "worker.log")
+        if proc.pid is not None:  # a process on this host: the lock names it (staleness)
+            lock.set_worker(proc.pid)
+        where = self.executor.where(slot)
+        self.say(f"[sweep] start {spec.run_id} (attempt {attempt}"
+                 f"{f', pid {proc.pid}' if proc.pid is not None else ''}"
+                 f"{', ' + where if where else ''})")
         self.active[slot] = _Active(spec, proc, lock, attempt, slot, time.time())
 
     def _reap(self, queue: list[RunSpec]) -> None:
@@ -321,7 +288,7 @@ class Runner:
                  "save a checkpoint first")
         for a in self.active.values():
             if a.proc.poll() is None:
-                a.proc.send_signal(signal.SIGTERM)
+                a.proc.terminate()
         for slot, a in list(self.active.items()):
             rc = a.proc.wait()
             del self.active[slot]

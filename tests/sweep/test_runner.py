@@ -225,7 +225,7 @@ def test_attempts_are_numbered_by_start_events_killed_runners_included(tmp_path,
         pid = os.getpid()
 
     runner = R.Runner(sweep, parallel=1, say=lambda *a: None)
-    monkeypatch.setattr(R.subprocess, "Popen", lambda *a, **k: FakeWorker())
+    monkeypatch.setattr(runner.executor, "start", lambda *a, **k: FakeWorker())
     lock = sweep.lock(spec)
     assert lock.try_acquire()
     runner._start(spec, lock, 0)  # then the runner is "killed": no exit event follows
