@@ -31,7 +31,7 @@ from hybrid_jax.data.batches import (EpochLimitError, check_epochs, get_batch, v
                                      validation_bytes)
 from hybrid_jax.data.build import build_store
 from hybrid_jax.data.store import StoreError, TokenStore, open_store
-from hybrid_jax.data.tokenizer import load_tokenizer
+from hybrid_jax.data.vocab import load_tokenizer
 
 __all__ = [
     "EpochLimitError", "StoreError", "TokenStore", "build_store", "check_epochs", "get_batch",

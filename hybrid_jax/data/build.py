@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_jax.data.tokenizer import Tokenizer
+from hybrid_jax.data.vocab import Tokenizer
 
 FORMAT = "hybrid-jax-token-store"
 FORMAT_VERSION = 1

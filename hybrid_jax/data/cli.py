@@ -29,7 +29,8 @@ from pathlib import Path
 
 from hybrid_jax.data.build import DEFAULT_SHARD_TOKENS, build_store, is_validation, split_threshold
 from hybrid_jax.data.hf_tokenizer import train_hf_bpe
-from hybrid_jax.data.tokenizer import DEFAULT_SAMPLE_BYTES, load_tokenizer, train_sentencepiece
+from hybrid_jax.data.tokenizer import DEFAULT_SAMPLE_BYTES, train_sentencepiece
+from hybrid_jax.data.vocab import load_tokenizer
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:

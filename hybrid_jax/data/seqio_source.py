@@ -20,7 +20,8 @@ import numpy as np
 
 from hybrid_jax.data.document import DEFAULT_GROUP, Document, expand_inputs, file_records
 from hybrid_jax.data.tfds_source import EXTRA_HINT, import_modules, import_tensorflow
-from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, load_tokenizer
+from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
+from hybrid_jax.data.vocab import load_tokenizer
 
 
 def _import_seqio():

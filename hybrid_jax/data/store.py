@@ -11,7 +11,8 @@ import numpy as np
 
 from hybrid_jax.data.build import FORMAT, FORMAT_VERSION
 from hybrid_jax.data.hf_tokenizer import HFTokenizer, hf_tokenizer_hash
-from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, Tokenizer
+from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
+from hybrid_jax.data.vocab import Tokenizer
 
 
 class StoreError(ValueError):

@@ -33,12 +33,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from hybrid_jax.data.hf_tokenizer import HFTokenizer
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 _META = "\u2581"  # SentencePiece's whitespace marker
@@ -143,28 +139,6 @@ class SentencePieceTokenizer:
             elif not (sp.is_control(i) or sp.is_unknown(i)):
                 out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
         return out
-
-
-Tokenizer = Union[ByteTokenizer, SentencePieceTokenizer, "HFTokenizer"]
-
-
-def load_tokenizer(path_or_byte: str | Path) -> Tokenizer:
-    """`"byte"` gives the byte vocabulary, `"hf:PATH"` a Hugging Face tokenizer.json (or a
-    directory holding one); anything else is a SentencePiece model file."""
-    if str(path_or_byte) == "byte":
-        return ByteTokenizer()
-    if str(path_or_byte).startswith("hf:"):
-        from hybrid_jax.data.hf_tokenizer import load_hf_tokenizer
-
-        return load_hf_tokenizer(str(path_or_byte)[3:])
-    path = Path(path_or_byte)
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer model {path} not found (pass a .model file, "
-                                "hf:PATH or 'byte')")
-    if path.suffix == ".json":  # SentencePiece would fail on it with a parse error
-        raise ValueError(f"{path} is not a SentencePiece model; for a Hugging Face "
-                         f"tokenizer.json pass hf:{path}")
-    return SentencePieceTokenizer(path.read_bytes())
 
 
 def chunk_text(text: str, max_chars: int = CHUNK_CHARS) -> list[str]:

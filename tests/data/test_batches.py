@@ -12,7 +12,7 @@ from hybrid_jax.data import (EpochLimitError, build_store, check_epochs, get_bat
                              validation_batches, validation_bytes)
 from hybrid_jax.data.batches import batch_windows, n_sequences, permute
 from hybrid_jax.data.sources import TextSource
-from hybrid_jax.data.tokenizer import load_tokenizer
+from hybrid_jax.data.vocab import load_tokenizer
 
 from tests.helpers.data import write_text_corpus
 

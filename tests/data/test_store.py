@@ -18,7 +18,8 @@ from hybrid_jax.data.document import split_documents
 from hybrid_jax.data.pycode import (DEFAULT_DISTRIBUTIONS, LicenseError, PycodeSource,
                                     VersionDriftWarning, license_of, warn_version_drift)
 from hybrid_jax.data.sources import TextSource
-from hybrid_jax.data.tokenizer import load_tokenizer, train_sentencepiece
+from hybrid_jax.data.tokenizer import train_sentencepiece
+from hybrid_jax.data.vocab import load_tokenizer
 
 from tests.helpers.data import FakeDist, write_text_corpus
 
@@ -219,7 +220,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from hybrid_jax.data.build import build_store
     from hybrid_jax.data.sources import TextSource
-    from hybrid_jax.data.tokenizer import load_tokenizer
+    from hybrid_jax.data.vocab import load_tokenizer
 
     def progress(stage, n):
         if stage == sys.argv[3]:

@@ -8,8 +8,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from hybrid_jax.data.tokenizer import (BYTE_TOKENIZER_HASH, ByteTokenizer, load_tokenizer,
-                                       sample_documents, train_sentencepiece)
+from hybrid_jax.data.tokenizer import (BYTE_TOKENIZER_HASH, ByteTokenizer, sample_documents,
+                                       train_sentencepiece)
+from hybrid_jax.data.vocab import load_tokenizer
 
 from tests.helpers.data import AWKWARD, random_text
 
