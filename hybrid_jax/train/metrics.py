@@ -3,13 +3,16 @@ and MFU against a small table of device peaks.
 
 Only process 0 writes. metrics.jsonl has one record per step (`"kind": "train"`) and one per
 evaluation (`"kind": "eval"`); on resume, records past the restored step are dropped so the file
-reads as one uninterrupted run.
+reads as one uninterrupted run. TensorBoard gets the same numbers (tensorboardX event files in
+`run_dir/tensorboard`, one file per attempt); a resumed attempt's file starts with a purge marker
+that hides the earlier attempt's steps past the restored one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,9 +72,10 @@ class MetricsLog:
         self._truncate(resume_step)
         self._file = open(self.path, "a")
         if tensorboard:
-            from hybrid_jax.train.tb import EventFileWriter
-
-            self.tb = EventFileWriter(Path(run_dir) / "tensorboard")
+            # As in _truncate: the earlier attempt logged this step (train and eval) before
+            # saving its checkpoint, and this attempt starts at the next one.
+            self.tb = TensorBoardEvents(str(Path(run_dir) / "tensorboard"),
+                                        purge_step=resume_step + 1)
 
     def _truncate(self, resume_step: int) -> None:
         if not self.path.exists():
@@ -104,6 +108,54 @@ class MetricsLog:
             self._file.close()
             if self.tb is not None:
                 self.tb.close()
+
+
+class TensorBoardEvents:
+    """Scalars to a new event file in `logdir`, one event per record, flushed on every write.
+
+    The writer is tensorboardX's synchronous EventsWriter. Its SummaryWriter, FileWriter and
+    EventFileWriter hand events to a thread that flushes every flush_secs (120 s by default),
+    and their flush() leaves events still queued unwritten, so a killed run would lose its last
+    steps, including steps up to the checkpoint it resumes from, which are never logged again.
+    Flushing each record (tensorboardX also fsyncs) costs about 0.2 ms on a local disk.
+
+    `logdir` stays a string handed to tensorboardX, which picks its gs:// or s3:// writer by
+    prefix when that support is installed.
+    """
+
+    def __init__(self, logdir: str, *, purge_step: int):
+        # Imported here: only process 0 of a run with TensorBoard on needs it, and importing
+        # tensorboardX imports torch wherever torch is installed.
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.record_writer import directory_check
+
+        self._event, self._summary = Event, Summary
+        directory_check(logdir)
+        # The file is events.out.tfevents.<unix seconds>.<host><suffix>, opened with "wb".
+        # TensorBoard reads a run's files in name order, which the purge below relies on; the
+        # nanoseconds keep two writers started in the same second (a resume inside one test
+        # process) from sharing a file, and in order.
+        self._writer = EventsWriter(os.path.join(logdir, "events"), f".{time.time_ns()}")
+        # TensorBoard's Python loader drops every event it has read with step >= purge_step
+        # when it reads this START. Its Rust data server ignores START but drops a tag's points
+        # at steps >= a new point's step, which hides the same ones as this attempt logs again.
+        self._write(Event(wall_time=time.time(), step=purge_step,
+                          session_log=SessionLog(status=SessionLog.START)))
+
+    def _write(self, event) -> None:
+        self._writer.write_event(event)
+        self._writer.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if values:
+            summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(v))
+                                           for tag, v in values.items()])
+            self._write(self._event(wall_time=time.time(), step=step, summary=summary))
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,7 @@ gdr            the gated delta rule's float64 oracle, inputs and the relative er
 gdr_gpu_prep   the Triton prep kernels' keyword arguments in interpret mode
 gdr_gpu_state  the GPU state pass's operands and plain-jnp references
 attention      attention inputs
+tfevents       TensorBoard event files read back, with TensorBoard's purge on resume
 """
 
 import os

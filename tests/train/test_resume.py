@@ -1,6 +1,6 @@
 """Exact resume: a training *process* killed at a random step and restarted ends bitwise equal to
-an uninterrupted run; SIGTERM saves a checkpoint and exits cleanly. Runs the real command line
-(`python -m hybrid_jax.train`) in child processes."""
+an uninterrupted run, and TensorBoard shows each step once; SIGTERM saves a checkpoint and exits
+cleanly. Runs the real command line (`python -m hybrid_jax.train`) in child processes."""
 
 import json
 import os
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers.tfevents import shown_scalars
 from tests.helpers.training import final_params, tiny_overrides, train_losses
 
 STEPS = 60
@@ -63,6 +64,13 @@ def assert_same_as(reference, run_dir):
         assert np.array_equal(params[key], ref_params[key]), key
 
 
+def assert_tensorboard_shows_each_step_once(run_dir):
+    """The earlier attempt's steps past the checkpoint are purged; TensorBoard keeps float32."""
+    losses = train_losses(run_dir)
+    assert shown_scalars(run_dir / "tensorboard")["train/loss"] == [
+        (step, float(np.float32(losses[step]))) for step in sorted(losses)]
+
+
 @pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(store, env, reference, tmp_path):
     seed = int(os.environ.get("HYBRID_JAX_TEST_SEED", time.time_ns() % 10**6))
@@ -79,6 +87,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(store, env, refer
     resumed = json.loads((run_dir / "run_meta.json").read_text())["resumed_from_step"]
     assert resumed % 7 == 0 and resumed <= killed_at, (seed, killed_at, resumed)
     assert_same_as(reference, run_dir)
+    assert_tensorboard_shows_each_step_once(run_dir)
 
 
 @pytest.mark.slow
@@ -95,3 +104,4 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(store, env, reference, tmp
     assert steps[-1] == summary["steps"]  # saved at the step it stopped, not a regular interval
     run_to_end(store, run_dir, env)
     assert_same_as(reference, run_dir)
+    assert_tensorboard_shows_each_step_once(run_dir)
