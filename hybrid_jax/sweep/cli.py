@@ -44,6 +44,17 @@ def _runner_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--poll", type=float, default=1.0, help="seconds between checks (default 1)")
     r.add_argument("--stale-after", type=float, default=600.0,
                    help="seconds without heartbeat after which another host's lock is stale")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this host (default); ray: one unit of a "
+                        "Ray cluster's resources per run (sweep/ray_executor.py)")
+    r.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else a "
+                   "local instance)")
+    r.add_argument("--gpus-per-run", type=int, default=None,
+                   help="ray: GPUs per host of a run (default 1 where the cluster has GPUs)")
+    r.add_argument("--hosts-per-run", type=int, default=1,
+                   help="ray: nodes per run, joined by jax.distributed (default 1)")
+    r.add_argument("--tpu", metavar="VERSION:TOPOLOGY",
+                   help="ray: each run takes one whole TPU slice, e.g. v5p:2x2x2")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,7 +105,28 @@ _NUMBER_FLAGS = (
     ("--poll", "poll", lambda v: 0 < v < math.inf, "a positive number of seconds"),
     ("--stale-after", "stale_after", lambda v: v > 0, "a positive number of seconds"),
     ("--calibrate-batch", "calibrate_batch", lambda v: v >= 1, "a positive integer"),
+    ("--gpus-per-run", "gpus_per_run", lambda v: v is None or v >= 1, "a positive integer"),
+    ("--hosts-per-run", "hosts_per_run", lambda v: v >= 1, "a positive integer"),
 )
+
+
+def make_executor(args: argparse.Namespace):
+    """None for the local executor (the runner's default), else a RayExecutor."""
+    ray_only = [f for f, given in (("--ray-address", args.ray_address),
+                                   ("--gpus-per-run", args.gpus_per_run is not None),
+                                   ("--hosts-per-run", args.hosts_per_run != 1),
+                                   ("--tpu", args.tpu)) if given]
+    if args.executor == "local":
+        if ray_only:
+            raise ValueError(f"{', '.join(ray_only)} need --executor ray")
+        return None
+    from hybrid_jax.sweep.ray_executor import RayExecutor, Unit, parse_tpu
+
+    if args.tpu and (args.gpus_per_run is not None or args.hosts_per_run != 1):
+        raise ValueError("--tpu takes a whole slice: drop --gpus-per-run and --hosts-per-run")
+    unit = Unit(gpus=args.gpus_per_run or 0, hosts=args.hosts_per_run,
+                tpu=parse_tpu(args.tpu) if args.tpu else None)
+    return RayExecutor(unit, address=args.ray_address, parallel=args.parallel)
 
 
 def bad_number(args: argparse.Namespace) -> str | None:
@@ -142,16 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(sweep, args) -> int:
-    from hybrid_jax.sweep.runner import Runner
-
-    try:
-        runner = Runner(sweep, max_retries=args.max_retries, parallel=args.parallel,
-                        poll_s=args.poll, retry_failed=args.retry_failed,
-                        say=lambda *a: print(*a, flush=True))
-    except ValueError as e:
-        print(f"hybrid-jax sweep run: {e}", file=sys.stderr)
-        return EXIT_BAD
     from hybrid_jax.sweep.plan import store_info
+    from hybrid_jax.sweep.runner import Runner
 
     for path in sorted({s.config.data.store for s in sweep.runs}):
         store, note = store_info(path)
@@ -159,6 +183,13 @@ def cmd_run(sweep, args) -> int:
             print(f"hybrid-jax sweep run: {note}; build it first (`hybrid-jax data build ... "
                   f"--out {path}`)", file=sys.stderr)
             return EXIT_BAD
+    try:
+        runner = Runner(sweep, max_retries=args.max_retries, parallel=args.parallel,
+                        poll_s=args.poll, retry_failed=args.retry_failed,
+                        say=lambda *a: print(*a, flush=True), executor=make_executor(args))
+    except ValueError as e:
+        print(f"hybrid-jax sweep run: {e}", file=sys.stderr)
+        return EXIT_BAD
     return runner.run()
 
 

@@ -2,8 +2,8 @@
 
 A slot is a set of environment additions (which GPUs, what share of their memory); the runner
 keeps at most one worker per slot. The Ray executor (ray_executor.py) has the same interface:
-`slots`, `start(args, env, slot)` returning an attempt with `pid`, `poll()`, `terminate()`
-and `wait()`, `where(slot)` and `close()`.
+`slots`, `start(args, env, slot, log)` returning an attempt with `pid`, `poll()`,
+`terminate()` and `wait()` (or raising ExecutorBusy), `where(slot)` and `close()`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 from hybrid_jax.sweep import worker as W
+
+
+class ExecutorBusy(RuntimeError):
+    """An executor has no room for an attempt right now; nothing was started."""
 
 
 def local_gpus() -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from hybrid_jax.sweep import worker as W
 from hybrid_jax.sweep.ladder import InvalidRun, Ladder, RunSpec
-from hybrid_jax.sweep.local import LocalExecutor, device_slots, local_gpus
+from hybrid_jax.sweep.local import ExecutorBusy, LocalExecutor, device_slots, local_gpus
 from hybrid_jax.sweep.state import (HOST, Lock, append_line, append_rows, read_json, read_lines,
                                      write_json)
 from hybrid_jax.flops import train_flops
@@ -166,8 +166,9 @@ class Runner:
                     lock.release()
                     queue.remove(spec)
                     continue
+                if not self._start(spec, lock, slot):  # no room on the cluster now: later
+                    return started
                 queue.remove(spec)
-                self._start(spec, lock, slot)
                 started = True
                 break
         return started
@@ -192,7 +193,7 @@ class Runner:
                                                       "error": error, "time": time.time()})
         return error is None
 
-    def _start(self, spec: RunSpec, lock: Lock, slot: int) -> None:
+    def _start(self, spec: RunSpec, lock: Lock, slot: int) -> bool:
         attempt = attempts_started(spec.run_dir) + 1
         # Recorded before the worker exists: a runner killed with SIGKILL writes no "exit"
         # event, and the next runner must still count this attempt.
@@ -210,7 +211,15 @@ class Runner:
                 env[key] = value
         args = ["-m", "hybrid_jax.sweep.worker", str(self.sweep.spec_path(spec).absolute()),
                 str(self.sweep.results.absolute())]
-        proc = self.executor.start(args, env, slot, spec.run_dir / "worker.log")
+        try:
+            proc = self.executor.start(args, env, slot, spec.run_dir / "worker.log")
+        except ExecutorBusy as e:  # nothing started: not a failure of the run
+            append_line(spec.run_dir / "attempts.jsonl", {
+                "event": "exit", "attempt": attempt, "outcome": "unplaced", "host": HOST,
+                "runner_pid": os.getpid(), "error": str(e)})
+            lock.release()
+            self.say(f"[sweep] {spec.run_id} waits for resources: {e}")
+            return False
         if proc.pid is not None:  # a process on this host: the lock names it (staleness)
             lock.set_worker(proc.pid)
         where = self.executor.where(slot)
@@ -218,6 +227,7 @@ class Runner:
                  f"{f', pid {proc.pid}' if proc.pid is not None else ''}"
                  f"{', ' + where if where else ''})")
         self.active[slot] = _Active(spec, proc, lock, attempt, slot, time.time())
+        return True
 
     def _reap(self, queue: list[RunSpec]) -> None:
         for slot, a in list(self.active.items()):
@@ -238,8 +248,9 @@ class Runner:
             outcome = "interrupted"
         else:
             outcome = "failed"
-            if error is None:
-                error = {"kind": "error", "message": _exit_message(rc),
+            if error is None:  # no traceback: killed, or (Ray) its node or task process was lost
+                error = {"kind": "error",
+                         "message": getattr(a.proc, "error", None) or _exit_message(rc),
                          "traceback": _log_tail(run_dir / "worker.log")}
         append_line(run_dir / "attempts.jsonl", {
             "event": "exit", "attempt": a.attempt, "outcome": outcome, "rc": rc,

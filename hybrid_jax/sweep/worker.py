@@ -1,4 +1,7 @@
-"""One attempt at one run, in its own process: `python -m hybrid_jax.sweep.worker SPEC RESULTS`.
+"""One attempt at one run, in its own process:
+
+    python -m hybrid_jax.sweep.worker SPEC RESULTS [--coordinator HOST:PORT --num-processes N
+                                                    --process-id I]
 
 Why a process per attempt: a crash, an OOM kill or a hung compile takes down only this attempt;
 the runner retries it, and JAX state never leaks from one run into the next. The runner starts
@@ -11,13 +14,19 @@ a completed run gets done.json, written last. On Linux the worker asks for SIGTE
 runner dies (PR_SET_PDEATHSIG), so a killed runner leaves no orphan training: the worker saves
 a checkpoint and exits, and the next runner resumes it.
 
+With the distributed flags (the Ray executor's multi-host runs) the run spans N processes
+joined by jax.distributed (`distributed` settings are not part of a run's identity); process 0
+writes the rows and done.json, the others only train.
+
 Exit status: 0 completed; 75 interrupted (checkpoint saved); 2 refused (configuration, data
 epochs, store: retrying cannot help); 1 any other failure (last_error.json has the traceback).
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
+import dataclasses
 import json
 import os
 import signal
@@ -84,7 +93,7 @@ def _wall_by_step(run_dir: Path):
     return wall
 
 
-def run(spec_path: Path, results: Path) -> int:
+def run(spec_path: Path, results: Path, distributed: dict | None = None) -> int:
     from hybrid_jax.config import ConfigError
     from hybrid_jax.data import EpochLimitError, StoreError
     from hybrid_jax.overrides import OverrideError
@@ -103,12 +112,16 @@ def run(spec_path: Path, results: Path) -> int:
         if cfg.config_hash() != spec["config_hash"]:
             raise ConfigError(f"{spec_path}: the config hashes to {cfg.config_hash()[:8]}, the "
                               f"spec says {spec['config_hash'][:8]} (edited by hand?)")
+        if distributed:
+            cfg = cfg.replace(distributed=dataclasses.replace(cfg.distributed, **distributed))
         summary = train(cfg, verbose=True)
     except (ConfigError, OverrideError, MeshError, EpochLimitError, StoreError,
             ConfigMismatchError) as e:
         return _fail(run_dir, "refused", e, t0)
     except Exception as e:  # noqa: BLE001 - any failure is recorded and retried by the runner
         return _fail(run_dir, "error", e, t0)
+    if distributed and distributed["process_id"] != 0:  # process 0 records the run
+        return EXIT_OK if summary["status"] == "completed" else EXIT_INTERRUPTED
     rows = rows_for(spec, cfg, summary, run_dir)
     added = append_rows(results, rows)
     append_line(run_dir / "attempts.jsonl", {
@@ -141,12 +154,22 @@ def _fail(run_dir: Path, kind: str, error: BaseException, t0: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 2:
-        print("usage: python -m hybrid_jax.sweep.worker SPEC_JSON RESULTS_JSONL", file=sys.stderr)
-        return 2
+    p = argparse.ArgumentParser(prog="python -m hybrid_jax.sweep.worker")
+    p.add_argument("spec", type=Path)
+    p.add_argument("results", type=Path)
+    p.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-process runs)")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+    args = p.parse_args(argv)
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in given) and any(v is None for v in given):
+        p.error("--coordinator, --num-processes and --process-id go together")
+    distributed = None
+    if args.coordinator is not None:
+        distributed = {"coordinator": args.coordinator, "num_processes": args.num_processes,
+                       "process_id": args.process_id}
     _die_with_runner()
-    return run(Path(argv[0]), Path(argv[1]))
+    return run(args.spec, args.results, distributed)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""The Ray executor on real Ray clusters on loopback (the [cluster] extra):
+
+* a local Ray instance started by the driver gives the local executor's rows, bit for bit;
+* a cluster of two fake TPU v4 "slices" of two hosts each (Ray nodes whose environment says
+  TPU_NAME / TPU_WORKER_ID, with the TPU and slice-head resources a TPU VM registers): every
+  run takes a whole slice through Ray's SlicePlacementGroup and is two processes joined by
+  jax.distributed on CPU; one host's process is killed mid-run, the attempt fails as a whole,
+  is retried and resumes from its checkpoint; the driver is killed and rerun; the rows are
+  complete, unique, and those of one two-device process (to float rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.helpers import REPO, xla_flags
+from tests.helpers.sweeps import rows, run_sweep, sweep_cmd, sweep_env
+from tests.helpers.training import build_tiny_store, cache_dir
+
+ray = pytest.importorskip("ray", reason="needs the [cluster] extra: pip install -e .[cluster]")
+
+pytestmark = pytest.mark.slow
+
+
+def smoke_ladder(path: Path, store: Path) -> Path:
+    """The shipped smoke ladder on the tiny test store."""
+    ladder = yaml.safe_load((REPO / "experiments/ladders/smoke.yaml").read_text())
+    ladder["run"]["data"]["store"] = str(store)
+    path.write_text(yaml.safe_dump(ladder, sort_keys=False))
+    return path
+
+
+def by_key(root: Path) -> dict:
+    return {(r["run_id"], r["tokens"]): r for r in rows(root)}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_tiny_store(tmp_path_factory.mktemp("data") / "store")
+
+
+def test_local_ray_instance_gives_the_local_executors_rows(tmp_path, tmp_path_factory, store):
+    ladder = smoke_ladder(tmp_path / "smoke.yaml", store)
+    env = sweep_env(cache_dir(tmp_path_factory))
+    run_sweep(env, "run", ladder, "--root", tmp_path / "local", "--only", "transformer")
+    out = run_sweep(env, "run", ladder, "--root", tmp_path / "ray", "--only", "transformer",
+                    "--executor", "ray")
+    assert "ray: 1 CPU" in out.stdout
+    local, remote = by_key(tmp_path / "local"), by_key(tmp_path / "ray")
+    assert len(local) == 2 and local.keys() == remote.keys()
+    for key in local:
+        assert local[key]["val"] == remote[key]["val"]
+
+
+def _fake_tpu_cluster(env: dict):
+    """Head (no TPU) plus 2 slices x 2 hosts, each host a Ray node with TPU: 4."""
+    from ray.cluster_utils import Cluster
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        cluster = Cluster(initialize_head=True, connect=False,
+                          head_node_args={"num_cpus": 1, "include_dashboard": False})
+        for name in ("slice-a", "slice-b"):
+            for worker in range(2):
+                os.environ.update(TPU_NAME=name, TPU_WORKER_ID=str(worker))
+                resources = {"TPU": 4, **({"TPU-v4-16-head": 1} if worker == 0 else {})}
+                labels = {"ray.io/tpu-slice-name": name, "ray.io/tpu-worker-id": str(worker),
+                          "ray.io/tpu-pod-type": "v4-16"}
+                cluster.add_node(num_cpus=1, resources=resources, labels=labels)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return cluster
+
+
+def _process(run_dir: Path, rank: int) -> int | None:
+    """pid of the worker process `rank` of the run in `run_dir`, if it is running."""
+    out = subprocess.run(["pgrep", "-f", f"{run_dir}/spec.json.*--process-id {rank}"],
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def _wait(predicate, timeout: float, what: str):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_tpu_slices_run_two_processes_and_survive_a_lost_host_and_driver(
+        tmp_path, tmp_path_factory, store):
+    ladder = smoke_ladder(tmp_path / "smoke.yaml", store)
+    only = ["--only", "transformer", "hybrid"]
+    env = sweep_env(cache_dir(tmp_path_factory))
+    # reference: each run as one process of two CPU devices (data parallel 2, like 2 x 1)
+    run_sweep({**env, "XLA_FLAGS": xla_flags(2)}, "run", ladder, "--root", tmp_path / "ref",
+              *only)
+
+    node_env = {k: env[k] for k in ("JAX_PLATFORMS", "PYTHONPATH", "XLA_FLAGS",
+                                    "CUDA_VISIBLE_DEVICES") if k in env}
+    node_env.update({k: v for k, v in env.items() if k.startswith("JAX_")},
+                    HYBRID_JAX_SWEEP_STOP_GRACE_S="5")
+    cluster = _fake_tpu_cluster(node_env)
+    root = tmp_path / "ray"
+    args = sweep_cmd("run", ladder, "--root", root, *only, "--executor", "ray",
+                     "--ray-address", cluster.address, "--tpu", "v4:2x2x2")
+    try:
+        driver = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        # Kill host 1 of the hybrid run once it has a checkpoint to resume from.
+        hybrid = _wait(lambda: next((root / "runs").glob("hybrid-*"), None)
+                       if (root / "runs").exists() else None, 60, "the hybrid run directory")
+        _wait(lambda: list(hybrid.glob("checkpoints/*/checksums.json")), 180,
+              "a finished hybrid checkpoint")
+        os.kill(_wait(lambda: _process(hybrid, 1), 30, "hybrid host 1"), signal.SIGKILL)
+        # Then kill the driver while the retry is under way, and run it again.
+        _wait(lambda: '"attempt": 2' in (hybrid / "attempts.jsonl").read_text(), 120,
+              "the hybrid run's second attempt")
+        driver.send_signal(signal.SIGKILL)
+        first_out = driver.communicate(timeout=60)[0]
+        again = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True,
+                               timeout=400)
+        assert again.returncode == 0, first_out[-3000:] + again.stdout[-3000:] + again.stderr[
+            -3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        cluster.shutdown()
+
+    ref, got = by_key(tmp_path / "ref"), by_key(root)
+    lines = (root / "results.jsonl").read_text().splitlines()
+    assert len(lines) == len(got) == len(ref) == 4  # complete and unique
+    for key in ref:
+        for name, val in ref[key]["val"].items():
+            np.testing.assert_allclose(got[key]["val"][name]["loss"], val["loss"], rtol=1e-4)
+    events = [json.loads(x) for x in (hybrid / "attempts.jsonl").read_text().splitlines()]
+    outcomes = [e["outcome"] for e in events if e["event"] == "exit"]
+    assert outcomes[0] == "failed", events
+    trained = [e for e in events if e["event"] == "train"]
+    assert trained and trained[-1]["resumed_from_step"], events  # resumed, not restarted
+    meta = json.loads((hybrid / "run_meta.json").read_text())
+    assert meta["devices"]["process_count"] == 2
