@@ -184,8 +184,14 @@ class RayExecutor:
         self.unit = unit
         self._own = not ray.is_initialized()
         if self._own:
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
-                     include_dashboard=False, log_to_driver=False)
+            address = address or os.environ.get("RAY_ADDRESS") or None
+            _check_reachable(address)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise RayExecutorError(f"cannot start or join {where}: "
+                                       f"{str(e).splitlines()[0]}") from None
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         if unit.tpu is None and unit.gpus == 0 and gpus:
@@ -283,6 +289,18 @@ class RayExecutor:
 
         if self._own and ray.is_initialized():
             ray.shutdown()
+
+
+def _check_reachable(address: str | None) -> None:
+    """A HOST:PORT that nothing answers on is refused at once: ray.init retries it for minutes."""
+    m = re.fullmatch(r"([^:/]+):(\d+)", address or "")
+    if not m:
+        return  # a local instance, "auto" or a ray:// client address: Ray checks those itself
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=10).close()
+    except OSError as e:
+        raise RayExecutorError(f"cannot start or join the Ray cluster at {address}: "
+                               f"{e.strerror or e}") from None
 
 
 def _summary(resources: dict) -> str:

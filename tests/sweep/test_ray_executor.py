@@ -28,7 +28,21 @@ from tests.helpers.training import build_tiny_store, cache_dir
 
 ray = pytest.importorskip("ray", reason="needs the [cluster] extra: pip install -e .[cluster]")
 
-pytestmark = pytest.mark.slow
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tpu", "v4:2x2x2"], "--tpu need --executor ray"),
+    (["--executor", "ray", "--tpu", "v4-16"], "expected VERSION:TOPOLOGY"),
+    (["--executor", "ray", "--tpu", "v4:2x2x2", "--gpus-per-run", "2"], "takes a whole slice"),
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot start or join the Ray"),
+    (["--executor", "ray", "--gpus-per-run", "0"], "--gpus-per-run must be a positive"),
+])
+def test_bad_executor_arguments_are_refused_in_one_line(tmp_path, store, argv, message):
+    ladder = smoke_ladder(tmp_path / "smoke.yaml", store)
+    proc = run_sweep({**os.environ, "JAX_PLATFORMS": "cpu", "RAY_ADDRESS": ""}, "run", ladder,
+                     "--root", tmp_path / "root", *argv, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "root").exists()  # refused before anything was written
 
 
 def smoke_ladder(path: Path, store: Path) -> Path:
@@ -48,6 +62,7 @@ def store(tmp_path_factory):
     return build_tiny_store(tmp_path_factory.mktemp("data") / "store")
 
 
+@pytest.mark.slow
 def test_local_ray_instance_gives_the_local_executors_rows(tmp_path, tmp_path_factory, store):
     ladder = smoke_ladder(tmp_path / "smoke.yaml", store)
     env = sweep_env(cache_dir(tmp_path_factory))
@@ -100,6 +115,7 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.slow
 def test_tpu_slices_run_two_processes_and_survive_a_lost_host_and_driver(
         tmp_path, tmp_path_factory, store):
     ladder = smoke_ladder(tmp_path / "smoke.yaml", store)
