@@ -9,6 +9,8 @@ gdr_gpu_prep   the Triton prep kernels' keyword arguments in interpret mode
 gdr_gpu_state  the GPU state pass's operands and plain-jnp references
 attention      attention inputs
 tfevents       TensorBoard event files read back, with TensorBoard's purge on resume
+gcs            a GCS emulator (fake-gcs-server) as session fixtures: gcs_emulator, gcs_bucket
+threads        `race`: one function in several threads released together
 """
 
 import os

@@ -1,0 +1,74 @@
+"""Conditional object operations on either kind of path: gs:// (gcs.py) or local (local.py).
+
+Every state change the sweep makes to shared state is one of these; none is a read followed by
+an unconditional write, so no state change is lost to a concurrent one:
+
+    create(path, data) -> version | None       None: an object exists
+    read(path) -> Seen | None                  bytes, age since the last write, version
+    replace(path, data, version) -> version | None   None: it changed since `version`
+    delete(path, version) -> bool              False: it changed since `version`, or is gone
+
+A version is opaque: a GCS generation, or local.py's (device, inode, mtime, bytes).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hybrid_jax.storage import gcs, local
+from hybrid_jax.storage.local import Seen
+
+is_object_store = gcs.is_gcs_path
+
+__all__ = ["Seen", "create", "delete", "list_names", "read", "read_bytes", "replace",
+           "write_atomic"]
+
+
+def create(path: str | os.PathLike, data: bytes) -> Any | None:
+    return (gcs if is_object_store(path) else local).create(path, data)
+
+
+def read(path: str | os.PathLike) -> Seen | None:
+    if not is_object_store(path):
+        return local.read(path)
+    seen = gcs.read(path)
+    return None if seen is None else Seen(seen[0], seen[1].age, seen[1].generation)
+
+
+def replace(path: str | os.PathLike, data: bytes, version: Any) -> Any | None:
+    return (gcs if is_object_store(path) else local).replace(path, data, version)
+
+
+def delete(path: str | os.PathLike, version: Any | None = None) -> bool:
+    return (gcs if is_object_store(path) else local).delete(path, version)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes | None:
+    if is_object_store(path):
+        return gcs.read_bytes(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """A reader sees the old content or the whole new one (one upload on GCS)."""
+    if is_object_store(path):
+        gcs.write(path, data)
+    else:
+        local.write_atomic(path, data)
+
+
+def list_names(directory: str | os.PathLike) -> list[str]:
+    """Names of the objects (files) directly in `directory`, sorted, without names starting
+    with '.' (a local crash's temporary files); [] if there are none."""
+    if not is_object_store(directory):
+        return local.list_names(directory)
+    bucket, prefix = gcs.split(directory)
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    names, _ = gcs.list_names(bucket, prefix, delimiter="/")
+    return sorted(n[len(prefix):] for n in names
+                  if n != prefix and not n[len(prefix):].startswith("."))
