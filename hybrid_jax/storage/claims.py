@@ -149,7 +149,10 @@ class Claim:
         return seen.version if seen is not None and seen.data == data else None
 
     def _live(self, info: dict | None, age: float) -> bool:
-        if info is not None and info.get("host") == HOST and info.get("pid_ns") == PID_NAMESPACE:
+        # A record without pid_ns (a sweep runner's lock before claims recorded it) is taken
+        # as this namespace, as that runner judged it.
+        if (info is not None and info.get("host") == HOST
+                and info.get("pid_ns", PID_NAMESPACE) == PID_NAMESPACE):
             return (alive(info.get("runner_pid"), info.get("runner_start"))
                     or alive(info.get("worker_pid"), info.get("worker_start")))
         return age <= self.stale_after

@@ -28,7 +28,8 @@ from typing import Any
 from hybrid_jax.sweep import worker as W
 from hybrid_jax.sweep.ladder import InvalidRun, Ladder, RunSpec
 from hybrid_jax.sweep.local import ExecutorBusy, LocalExecutor, device_slots, local_gpus
-from hybrid_jax.sweep.state import (HOST, Lock, append_line, append_rows, read_json, read_lines,
+from hybrid_jax.storage.claims import Claim
+from hybrid_jax.sweep.state import (HOST, append_line, append_rows, read_json, read_lines,
                                      write_json)
 from hybrid_jax.flops import train_flops
 
@@ -44,11 +45,10 @@ class Sweep:
         self.root = Path(root if root is not None else Path("sweeps") / ladder.name)
         self.runs, self.invalid = ladder.expand(self.root, only)
         self.results = self.root / "results.jsonl"
-        self.claims = self.root / "claims.lock"
         self.stale_after = stale_after
 
-    def lock(self, spec: RunSpec) -> Lock:
-        return Lock(spec.run_dir, self.claims, self.stale_after)
+    def lock(self, spec: RunSpec) -> Claim:
+        return Claim(spec.run_dir, stale_after=self.stale_after)
 
     def spec_path(self, spec: RunSpec) -> Path:
         return spec.run_dir / "spec.json"
@@ -79,10 +79,11 @@ class Sweep:
 class _Active:
     spec: RunSpec
     proc: Any  # subprocess.Popen, or the Ray executor's attempt: pid, poll, terminate, wait
-    lock: Lock
+    lock: Claim
     attempt: int
     slot: int
     t0: float
+    lost: bool = False  # the claim was taken by another runner
 
 
 class Runner:
@@ -126,7 +127,11 @@ class Runner:
                     return self._stop()
                 started = self._fill(queue)
                 for a in self.active.values():
-                    a.lock.heartbeat()
+                    if not a.lock.heartbeat() and not a.lost:
+                        # judged stale and taken by another runner (heartbeats were late):
+                        # say so once; this attempt's outcome is still recorded
+                        a.lost = True
+                        self.say(f"[sweep] lost the claim on {a.spec.run_id} to another runner")
                 if not self.active and not queue:
                     break
                 if not self.active and not started and not waiting_said:
@@ -193,7 +198,7 @@ class Runner:
                                                       "error": error, "time": time.time()})
         return error is None
 
-    def _start(self, spec: RunSpec, lock: Lock, slot: int) -> bool:
+    def _start(self, spec: RunSpec, lock: Claim, slot: int) -> bool:
         attempt = attempts_started(spec.run_dir) + 1
         # Recorded before the worker exists: a runner killed with SIGKILL writes no "exit"
         # event, and the next runner must still count this attempt.

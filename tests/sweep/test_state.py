@@ -1,5 +1,6 @@
-"""Sweep state without training: lock claims and stale reclaims, atomic deduplicated result
-appends, and `sweep merge`."""
+"""Sweep state without training: run claims as the runner uses them (records written by a
+runner before claims recorded a pid namespace included), atomic deduplicated result appends,
+and `sweep merge`."""
 
 import json
 import os
@@ -10,7 +11,8 @@ import time
 from hybrid_jax.sweep import cli
 from hybrid_jax.sweep.ladder import load_ladder
 from hybrid_jax.sweep.runner import Sweep
-from hybrid_jax.sweep.state import HOST, Lock, append_rows, read_rows, write_json
+from hybrid_jax.storage.claims import Claim
+from hybrid_jax.sweep.state import HOST, append_rows, read_rows, write_json
 
 from tests.helpers.sweeps import micro_ladder
 
@@ -22,7 +24,7 @@ def dead_pid() -> int:
 
 
 def test_lock_is_exclusive_and_released(tmp_path):
-    a, b = Lock(tmp_path, tmp_path / "claims"), Lock(tmp_path, tmp_path / "claims")
+    a, b = Claim(tmp_path), Claim(tmp_path)
     assert a.try_acquire()
     assert not b.try_acquire()  # this process is alive: the lock is held
     assert a.holder()["runner_pid"] == os.getpid()
@@ -31,7 +33,7 @@ def test_lock_is_exclusive_and_released(tmp_path):
 
 
 def test_stale_lock_of_a_dead_process_is_reclaimed(tmp_path):
-    lock = Lock(tmp_path, tmp_path / "claims")
+    lock = Claim(tmp_path)
     pid = dead_pid()
     (tmp_path / "lock").write_text(json.dumps({"host": HOST, "runner_pid": pid,
                                                "worker_pid": pid, "time": time.time()}))
@@ -41,14 +43,14 @@ def test_stale_lock_of_a_dead_process_is_reclaimed(tmp_path):
 
 
 def test_live_worker_keeps_the_lock_after_its_runner_died(tmp_path):
-    lock = Lock(tmp_path, tmp_path / "claims")
+    lock = Claim(tmp_path)
     (tmp_path / "lock").write_text(json.dumps({"host": HOST, "runner_pid": dead_pid(),
                                                "worker_pid": os.getpid(), "time": time.time()}))
     assert lock.holder() is not None and not lock.try_acquire()
 
 
 def test_other_hosts_lock_goes_stale_without_heartbeat(tmp_path):
-    lock = Lock(tmp_path, tmp_path / "claims", stale_after=60)
+    lock = Claim(tmp_path, stale_after=60)
     (tmp_path / "lock").write_text(json.dumps({"host": "elsewhere", "runner_pid": 1}))
     assert lock.holder() is not None
     old = time.time() - 120
