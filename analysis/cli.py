@@ -71,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except SystemExit as done:  # --help
         return int(done.code or 0)
-    results_path = Path(args.results)
-    out_dir = Path(args.out) if args.out else results_path.resolve().parent / "fit_report"
+    from hybrid_jax.storage.paths import is_object_store
+
+    results_path = args.results
+    if args.out:
+        out_dir = args.out
+    elif is_object_store(results_path):
+        out_dir = f"{results_path.rsplit('/', 1)[0]}/fit_report"
+    else:
+        out_dir = Path(results_path).resolve().parent / "fit_report"
     t0 = time.perf_counter()
     try:
         results = load_results(results_path, val_set=args.val_set)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hybrid-jax fit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     written = publish(an, out_dir)
-    print(f"wrote {written / REPORT_MD} (and fits.json, figures) in "
+    print(f"wrote {written}/{REPORT_MD} (and fits.json, figures) in "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -51,6 +51,10 @@ def publish_files(out_dir, write: Callable[[Path], list[str]]) -> Path:
     write gets an empty directory on out_dir's filesystem and returns the names it wrote
     there, in the order they should replace their old copies. If it raises, out_dir is left
     as it was (and removed again if this call created it)."""
+    from hybrid_jax.storage.paths import is_object_store
+
+    if is_object_store(out_dir):
+        return _publish_to_object_store(str(out_dir).rstrip("/"), write)
     out_dir = Path(out_dir).resolve()
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)  # mode from the umask, unlike mkdtemp's 0700
@@ -80,6 +84,34 @@ def publish_files(out_dir, write: Callable[[Path], list[str]]) -> Path:
     return out_dir
 
 
+def _publish_to_object_store(out_dir: str, write: Callable[[Path], list[str]]) -> str:
+    """publish_files for gs://: rendered in a local temporary directory, then uploaded one
+    object at a time in `write`'s order. Each object appears whole; a crash part-way leaves a
+    mix of new and earlier files, every one of them listed in .fit-outputs.json."""
+    from hybrid_jax.storage.paths import as_path, read_text_or_none, write_text_atomic
+
+    out = as_path(out_dir)
+    with tempfile.TemporaryDirectory(prefix=".fit-staging-") as tmp:
+        staging = Path(tmp)
+        names = list(write(staging))
+        for name in names:
+            if not _plain_name(name) or not (staging / name).is_file():
+                raise ValueError(f"publish: {name!r} is not a file written into staging")
+        earlier = _parse_outputs(read_text_or_none(out / OUTPUTS_JSON))
+        write_text_atomic(out / OUTPUTS_JSON, _listing(sorted(set(earlier) | set(names))))
+        for name in names:
+            (out / name).write_bytes((staging / name).read_bytes())
+    for name in sorted(set(earlier) - set(names)):
+        if (out / name).exists():
+            (out / name).unlink()
+    write_text_atomic(out / OUTPUTS_JSON, _listing(sorted(names)))
+    return out_dir
+
+
+def _listing(names: list[str]) -> str:
+    return json.dumps({"written_by": "hybrid-jax fit", "files": names}, indent=1) + "\n"
+
+
 def _plain_name(name) -> bool:
     """A file name directly inside the report directory, never a path out of it."""
     return (isinstance(name, str) and name not in ("", ".", "..", OUTPUTS_JSON)
@@ -89,8 +121,15 @@ def _plain_name(name) -> bool:
 def _read_outputs(out_dir: Path) -> list[str]:
     """Names listed in out_dir's .fit-outputs.json; none if it is missing or unreadable."""
     try:
-        data = json.loads((out_dir / OUTPUTS_JSON).read_text())
-    except (OSError, ValueError):
+        return _parse_outputs((out_dir / OUTPUTS_JSON).read_text())
+    except OSError:
+        return []
+
+
+def _parse_outputs(text: str | None) -> list[str]:
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError:
         return []
     files = data.get("files") if isinstance(data, dict) else None
     return [n for n in files if _plain_name(n)] if isinstance(files, list) else []
@@ -99,8 +138,7 @@ def _read_outputs(out_dir: Path) -> list[str]:
 def _write_outputs(out_dir: Path, names: list[str]) -> None:
     tmp = out_dir / f".{OUTPUTS_JSON}.{os.getpid()}.tmp"
     try:
-        tmp.write_text(json.dumps({"written_by": "hybrid-jax fit", "files": names},
-                                  indent=1) + "\n")
+        tmp.write_text(_listing(names))
         os.replace(tmp, out_dir / OUTPUTS_JSON)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -94,8 +93,14 @@ class ResultSet:
 
 
 def load_results(path, val_set: str | None = None) -> ResultSet:
-    """Read a JSONL results file; raise ResultsError naming the first problem."""
-    path = Path(path)
+    """Read a JSONL results file (local or gs://); raise ResultsError naming the first
+    problem."""
+    from hybrid_jax.storage.paths import as_path
+
+    try:
+        path = as_path(path)
+    except (TypeError, ValueError) as err:
+        raise ResultsError(f"results path: {err}") from None
     if not path.is_file():
         raise ResultsError(f"results file not found: {path}")
     rows = []
