@@ -94,12 +94,10 @@ def test_after_a_resume_each_step_is_shown_once(tmp_path):
     assert shown_scalars(tmp_path / "tensorboard") == EXPECTED
 
 
-@pytest.mark.seqio
 def test_tensorboard_itself_shows_each_step_once(tmp_path):
-    try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    except ImportError:
-        pytest.skip("needs the tensorboard package, which the [seqio] extra's tensorflow brings")
+    pytest.importorskip("tensorboard", reason="needs the [test] extra's tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     log_attempt(tmp_path, 0, 10, 100.0)
     log_attempt(tmp_path, 6, 12, 200.0)
     acc = EventAccumulator(str(tmp_path / "tensorboard"), purge_orphaned_data=True).Reload()
