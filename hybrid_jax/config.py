@@ -28,7 +28,7 @@ DEFAULT_PATTERNS = {"transformer": "SSSA", "hybrid": "GGGA", "gdn": "G"}
 # "auto" plus kernels.gated_delta_rule.IMPLEMENTATIONS (a test keeps the two equal; importing
 # the kernels here would pull jax into the config).
 GDN_IMPLEMENTATIONS = ("auto", "recurrent", "chunked", "pallas_gpu", "pallas_tpu")
-GDN_PRECISIONS = ("highest", "default")
+GDN_PRECISIONS = ("auto", "highest", "default")
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 DTYPES = ("float32", "bfloat16", "float16")
 UNEMBED_GRAD_DTYPES = ("compute", "float32")
@@ -83,9 +83,10 @@ class ModelConfig:
     # model's norm_eps (docs/architectures.md).
     gdn_norm_eps: float = 1e-5
     gdn_implementation: str = "auto"
-    # Matmul precision inside the gated delta rule: "highest" (fp32 products) or "default"
-    # (XLA's default, TF32 on GPU; bf16 operands with fp32 accumulation in pallas_gpu).
-    gdn_precision: str = "highest"
+    # Matmul precision inside the gated delta rule: "highest" (fp32 products), "default" (XLA's
+    # default, TF32 on GPU; bf16 operands with fp32 accumulation in pallas_gpu), or "auto":
+    # "default" on a GPU, "highest" elsewhere (kernels/gated_delta_rule/api.py: AUTO_PRECISION).
+    gdn_precision: str = "auto"
     attention_implementation: str = "auto"
     # Parameters are stored in fp32; activations and matmuls run in compute_dtype.
     compute_dtype: str = "bfloat16"

@@ -272,6 +272,7 @@ class RunConfig:
             d["model"].pop("unembed_grad_dtype", None)
         if "G" not in self.model.layer_types:  # nor does a GDN field in a model without GDN
             d["model"].pop("gdn_norm_eps", None)
+            d["model"].pop("gdn_precision", None)
         for key, value in REMOVED_FIELDS.items():
             section, name = key.split(".")
             d[section][name] = value

@@ -51,11 +51,11 @@ def implementations(cfg: ModelConfig) -> dict:
     out = {}
     types = set(cfg.layer_types)
     if "G" in types:
-        from kernels.gated_delta_rule.api import resolve_implementation
+        from kernels.gated_delta_rule.api import resolve_implementation, resolve_precision
 
         out["gdn"] = resolve_implementation(cfg.gdn_implementation, cfg.gdn_precision,
                                             (cfg.gdn_k_dim, cfg.gdn_v_dim), cfg.gdn_chunk_size)
-        out["gdn_precision"] = cfg.gdn_precision
+        out["gdn_precision"] = resolve_precision(cfg.gdn_precision)
     if types & {"A", "S"}:
         from kernels.attention import resolve_attention_implementation
 

@@ -178,6 +178,21 @@ def test_auto_on_a_gpu_picks_the_kernel_at_default_precision_where_it_fits(monke
     assert resolve_implementation("auto", "default", (96, 192)) == "chunked"
 
 
+def test_auto_precision_is_default_on_a_gpu_and_highest_elsewhere(monkeypatch):
+    """The models' default: precision "auto" with implementation "auto" runs the Pallas
+    kernel at "default" on a GPU, XLA chunked at "highest" on CPU and TPU."""
+    from kernels.gated_delta_rule.api import resolve_precision
+
+    for backend, precision, impl in (("gpu", "default", "pallas_gpu"), ("cpu", "highest", "chunked"),
+                                     ("tpu", "highest", "chunked")):
+        monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+        assert resolve_precision("auto") == precision
+        assert resolve_implementation("auto", "auto", (128, 128)) == impl
+    assert resolve_precision("highest") == "highest"
+    with pytest.raises(ValueError, match="expected 'auto' or one of"):
+        resolve_precision("tf32")
+
+
 @pytest.mark.parametrize("platform, name, call, match", [
     ("gpu", "pallas_gpu", dict(dims=(64, 40)), "pallas_gpu' takes K <= 256 and V <= 256 a "
                                                "multiple of 16; got K=64, V=40"),
