@@ -3,11 +3,12 @@
 # experiments/configs/hybrid_100m_precision.yaml (2,000 steps) at gdn_precision "highest" and
 # "default", two seeds each, the four runs side by side on the one GPU (each its own process
 # with a quarter of the memory; their step times say nothing, their losses are the point). Then
-# experiments/scripts/compare_runs.py tabulates them. About 7 minutes on an H200.
+# experiments/scripts/compare_runs.py tabulates them. All four side by side on an H200: the
+# "default" runs finish 2,000 steps in about 6 min (0.16 s a step), the "highest" ones need
+# about 10 (0.28 s), more than one 10-minute call; so run each precision in its own call:
 #
-#   OUT=/tmp/out bash experiments/scripts/gdn_precision_gpu.sh
-#   PRECISIONS=highest SEEDS="0 1" OUT=/tmp/out bash experiments/scripts/gdn_precision_gpu.sh
-#                                    # half of it, where one call has too little time for all
+#   PRECISIONS=highest OUT=/tmp/out bash experiments/scripts/gdn_precision_gpu.sh
+#   PRECISIONS=default OUT=/tmp/out bash experiments/scripts/gdn_precision_gpu.sh
 #
 # Needs no network: the byte-level pycode store is built from the installed Python packages.
 # Writes OUT/precision.md, OUT/precision.json and each run's log; run directories stay in WORK.
