@@ -13,6 +13,7 @@ has pids that mean nothing here: compare `PID_NAMESPACE` before trusting `alive`
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -58,3 +59,12 @@ def alive(pid: int | None, start: str | None = None) -> bool:
         return state != "Z"
     except OSError:
         return True
+
+
+def parse_record(data: bytes) -> dict | None:
+    """A lock file's JSON object, or None where it is not one (cut by a crash, or foreign)."""
+    try:
+        info = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None

@@ -40,21 +40,13 @@ import secrets
 import time
 from typing import Any
 
-from hybrid_jax.procs import HOST, PID_NAMESPACE, alive, process_start
+from hybrid_jax.procs import HOST, PID_NAMESPACE, alive, parse_record, process_start
 from hybrid_jax.storage import objects
 from hybrid_jax.storage.paths import as_path
 
 LOCK_NAME = "lock"
 DEFAULT_STALE_AFTER = 600.0
 _IDENTITY = {"host", "runner_pid", "runner_start", "pid_ns", "token", "time"}
-
-
-def _parse(data: bytes) -> dict | None:
-    try:
-        info = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def _encode(record: dict) -> bytes:
@@ -95,11 +87,11 @@ class Claim:
             if seen.data == data:  # our create (or reclaim) did happen: see _ours
                 version = seen.version
                 break
-            if self._live(_parse(seen.data), seen.age):
+            if self._live(parse_record(seen.data), seen.age):
                 return False
             version = objects.replace(self.path, data, seen.version) or self._ours(data)
             if version is not None:
-                reclaimed = _parse(seen.data) or {"unreadable": True}
+                reclaimed = parse_record(seen.data) or {"unreadable": True}
                 break
         self._record, self._version, self.reclaimed = record, version, reclaimed
         return True
@@ -137,7 +129,7 @@ class Claim:
         seen = objects.read(self.path)
         if seen is None:
             return None
-        info = _parse(seen.data)
+        info = parse_record(seen.data)
         if not self._live(info, seen.age):
             return None
         return info if info is not None else {"host": "?", "unreadable": True}

@@ -52,7 +52,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from hybrid_jax.procs import HOST, PID_NAMESPACE, alive, process_start
+from hybrid_jax.procs import HOST, PID_NAMESPACE, alive, parse_record, process_start
 
 LOCK_NAME = "train.lock"
 DEFAULT_STALE_AFTER = 600.0
@@ -216,7 +216,7 @@ class RunLock:
             seen = self.store.read()
             if seen is None:
                 continue  # released between our create and our read
-            info = _parse(seen.data)
+            info = parse_record(seen.data)
             if not self._stale(info, seen.age):
                 raise RunLockedError(self._held_message(info, seen.age), info)
             if self.store.replace(seen.version, data):
@@ -279,14 +279,6 @@ class RunLock:
         when = (time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))
                 if isinstance(started, (int, float)) else "?")
         return f"host {info.get('host', '?')}, pid {info.get('pid', '?')}, started {when}"
-
-
-def _parse(data: bytes) -> dict | None:
-    try:
-        info = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def _local(info: dict) -> bool:
