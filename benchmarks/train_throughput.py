@@ -92,7 +92,7 @@ def bench_one(cfg: RunConfig, args) -> dict:
             "params_non_embedding": pc.non_embedding, "seq_len": T, "global_batch": B,
             "micro_batches": cfg.train.micro_batches, "compute_dtype": cfg.model.compute_dtype,
             "unembed_grad_dtype": cfg.model.unembed_grad_dtype,
-            "gdn_precision": cfg.model.gdn_precision,
+            "gdn_precision": runinfo.implementations(cfg.model).get("gdn_precision"),
             "step_time_s": elapsed / args.steps, "tokens_per_s": tokens_per_s,
             "train_flops_per_token": fpt,
             "mfu": mfu(fpt, tokens_per_s, device_kind, jax.device_count()),
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default=None, help="compute dtype (default: the preset's, bf16)")
     p.add_argument("--gdn-implementation", default=None,
                    help="auto, recurrent, chunked, pallas_gpu or pallas_tpu")
-    p.add_argument("--gdn-precision", default=None, choices=("highest", "default"))
+    p.add_argument("--gdn-precision", default=None, choices=("auto", "highest", "default"))
     p.add_argument("--unembed-grad-dtype", default=None, choices=("compute", "float32"),
                    help="float32: the unembedding's backward as plain autodiff (the baseline "
                         "for the bf16 backward; models/lm.py)")
