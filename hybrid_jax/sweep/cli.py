@@ -78,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
                     "'NVIDIA H100 80GB HBM3', 'cpu'); default: this machine's")
     pl.add_argument("--parallel", type=int, default=None,
                     help="workers assumed (default: as `run` would use here)")
+    pl.add_argument("--devices-per-run", type=int, default=1,
+                    help="devices of each worker's own (a TPU slice's chips, a node's GPUs), "
+                         "with --device-kind: e.g. --parallel 4 --devices-per-run 32 for four "
+                         "v5p-64 slices")
     pl.add_argument("--json", action="store_true")
     m = sub.add_parser("merge", help="merge result rows and completed runs from other roots")
     _common(m)
@@ -107,6 +111,7 @@ _NUMBER_FLAGS = (
     ("--calibrate-batch", "calibrate_batch", lambda v: v >= 1, "a positive integer"),
     ("--gpus-per-run", "gpus_per_run", lambda v: v is None or v >= 1, "a positive integer"),
     ("--hosts-per-run", "hosts_per_run", lambda v: v >= 1, "a positive integer"),
+    ("--devices-per-run", "devices_per_run", lambda v: v >= 1, "a positive integer"),
 )
 
 
@@ -256,8 +261,14 @@ def cmd_plan(sweep, args) -> int:
                   file=sys.stderr, flush=True)
         else:
             speeds[key] = assumed_speed(kind, sweep.ladder.plan_mfu.get(spec.family))
-    rows = plan_rows(sweep, speeds)
-    if args.device_kind:  # another machine: assume one accelerator, or CPU workers
+    if args.devices_per_run > 1 and not args.device_kind:
+        print("hybrid-jax sweep plan: --devices-per-run needs --device-kind (the device each "
+              "run holds several of)", file=sys.stderr)
+        return EXIT_BAD
+    rows = plan_rows(sweep, speeds, args.devices_per_run)
+    if args.devices_per_run > 1:  # each worker a unit of its own devices
+        workers = devices = args.parallel or 1
+    elif args.device_kind:  # another machine: assume one accelerator, or CPU workers
         from hybrid_jax.train.metrics import peak_flops
 
         workers = args.parallel or 1
@@ -269,10 +280,12 @@ def cmd_plan(sweep, args) -> int:
     notes = {store_info(s.config.data.store)[1] for s in sweep.runs} - {""}
     if args.json:
         print(json.dumps({"device_kind": kind, "workers": workers, "devices": devices,
+                          "devices_per_run": args.devices_per_run,
                           "runs": rows, "invalid": [vars(b) for b in sweep.invalid]}, indent=1))
     else:
         print(f"device: {kind}")
-        print(format_plan(sweep, rows, workers, devices, "; ".join(sorted(notes))))
+        print(format_plan(sweep, rows, workers, devices, "; ".join(sorted(notes)),
+                          args.devices_per_run))
     return 0
 
 

@@ -18,6 +18,10 @@ The sweep's wall time is estimated as max(longest run, sum of training times / d
 overheads / workers): workers on one accelerator share its FLOP/s but overlap their start-up
 and compilation; on CPU each worker is assumed to get its own share (DEFAULT_CPU_FLOPS is per
 worker). Workers default to what `sweep run` would start here (--parallel to change).
+With --devices-per-run D (a TPU slice or a GPU node per run, as the Ray executor schedules),
+each worker is a unit of D devices of its own: a run's FLOP/s are D times one device's at the
+same MFU (linear scaling: optimistic for the small sizes), and the wall time is the longest
+run or the total over the workers, whichever is larger.
 """
 
 from __future__ import annotations
@@ -145,7 +149,8 @@ def store_info(path: str) -> tuple[object | None, str]:
         return None, f"store {path} is not built ({type(e).__name__}: {str(e)[:160]})"
 
 
-def plan_rows(sweep: Sweep, speeds: dict[tuple[str, str], Speed]) -> list[dict]:
+def plan_rows(sweep: Sweep, speeds: dict[tuple[str, str], Speed], devices_per_run: int = 1
+              ) -> list[dict]:
     from hybrid_jax.data import EpochLimitError, check_epochs
 
     stores: dict[str, tuple] = {}
@@ -163,6 +168,9 @@ def plan_rows(sweep: Sweep, speeds: dict[tuple[str, str], Speed]) -> list[dict]:
             except EpochLimitError as e:
                 refused = str(e)
         speed = speeds[(spec.family, spec.size)]
+        if devices_per_run > 1:
+            speed = dataclasses.replace(speed, flops_per_s=speed.flops_per_s * devices_per_run,
+                                        source=f"{speed.source}, x {devices_per_run} devices a run")
         flops = train_flops(cfg.model, cfg.train.seq_len, cfg.total_tokens)
         points = [{"ratio": r, "tokens": d, "steps": d // h.batch_tokens,
                    "flops": train_flops(cfg.model, cfg.train.seq_len, d),
@@ -190,8 +198,8 @@ def _si(x: float) -> str:
     return f"{x / 10 ** (3 * exp):.3g}{' kMGTPEZY'[exp].strip()}"
 
 
-def format_plan(sweep: Sweep, rows: list[dict], workers: int, devices: int, store_note: str
-                ) -> str:
+def format_plan(sweep: Sweep, rows: list[dict], workers: int, devices: int, store_note: str,
+                devices_per_run: int = 1) -> str:
     head = (f"{'run':<34}{'N':>9}{'N tot':>9}{'D/N':>6}{'D tokens':>10}{'steps':>8}{'FLOPs':>9}"
             f"{'batch':>11}{'lr':>9}{'b2':>5}{'epochs':>7}{'est':>10}")
     out = [f"ladder {sweep.ladder.name} ({sweep.ladder.path})  root {sweep.root}", head,
@@ -225,7 +233,9 @@ def format_plan(sweep: Sweep, rows: list[dict], workers: int, devices: int, stor
         speeds = [f"calibrated per run on this device, {_si(min(fps))}-{_si(max(fps))} FLOP/s "
                   f"achieved, {min(r['overhead_s'] for r in rows):.0f}-"
                   f"{max(r['overhead_s'] for r in rows):.0f} s overhead per run (--json: each)"]
+    where = (f"{workers} worker(s) of {devices_per_run} devices each" if devices_per_run > 1
+             else f"{workers} worker(s) on {devices} device(s)")
     out.append(f"estimated time: {duration(total_s)} of run time, {duration(wall)} wall with "
-               f"{workers} worker(s) on {devices} device(s); speed: " + "; ".join(speeds))
+               f"{where}; speed: " + "; ".join(speeds))
     out.append(f"epochs: {store_note or 'of the training tokens in ' + sweep.ladder.store}")
     return "\n".join(out)

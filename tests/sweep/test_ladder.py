@@ -1,6 +1,8 @@
 """Ladder expansion: run ids from config hashes, overrides, invalid sizes, and `plan` on the
 three shipped ladders (no training)."""
 
+import json
+
 import pytest
 import yaml
 
@@ -144,6 +146,22 @@ def test_plan_prints_every_run_of_the_shipped_ladders(name, capsys, tmp_path):
     if name == "gpu-small":
         assert load_ladder(name).decay_ratios == (2.5, 5, 10, 20)
         assert all(2e6 <= r.n_params <= 25e6 for r in runs)
+
+
+def test_plan_for_slices_gives_each_worker_its_own_devices(capsys, tmp_path):
+    """Four v5p slices of 32 chips: each run 32x one chip's FLOP/s; the wall is the larger of
+    the longest run and the total over the four."""
+    root = str(tmp_path / "root")
+    base = ["plan", "paper", "--root", root, "--device-kind", "TPU v5p", "--json"]
+    assert cli.main(base + ["--parallel", "4", "--devices-per-run", "32"]) == 0
+    sliced = json.loads(capsys.readouterr().out)
+    assert cli.main(base + ["--parallel", "1"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert (sliced["workers"], sliced["devices_per_run"]) == (4, 32)
+    for a, b in zip(sliced["runs"], one["runs"]):
+        assert a["flops_per_s"] == pytest.approx(32 * b["flops_per_s"])
+    assert cli.main(["plan", "paper", "--root", root, "--devices-per-run", "8"]) == 2
+    assert "--devices-per-run needs --device-kind" in capsys.readouterr().err
 
 
 def test_plan_mfu_is_validated_and_used_by_the_plan(tmp_path):
