@@ -61,10 +61,7 @@ def publish_files(out_dir, write: Callable[[Path], list[str]]) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".fit-staging-", dir=out_dir))
     try:
         try:
-            names = list(write(staging))
-            for name in names:
-                if not _plain_name(name) or not (staging / name).is_file():
-                    raise ValueError(f"publish: {name!r} is not a file written into staging")
+            names = _rendered(write, staging)
         except BaseException:
             if created:
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -93,10 +90,7 @@ def _publish_to_object_store(out_dir: str, write: Callable[[Path], list[str]]) -
     out = as_path(out_dir)
     with tempfile.TemporaryDirectory(prefix=".fit-staging-") as tmp:
         staging = Path(tmp)
-        names = list(write(staging))
-        for name in names:
-            if not _plain_name(name) or not (staging / name).is_file():
-                raise ValueError(f"publish: {name!r} is not a file written into staging")
+        names = _rendered(write, staging)
         earlier = _parse_outputs(read_text_or_none(out / OUTPUTS_JSON))
         write_text_atomic(out / OUTPUTS_JSON, _listing(sorted(set(earlier) | set(names))))
         for name in names:
@@ -110,6 +104,15 @@ def _publish_to_object_store(out_dir: str, write: Callable[[Path], list[str]]) -
 
 def _listing(names: list[str]) -> str:
     return json.dumps({"written_by": "hybrid-jax fit", "files": names}, indent=1) + "\n"
+
+
+def _rendered(write: Callable[[Path], list[str]], staging: Path) -> list[str]:
+    """write(staging)'s names, each checked to be a plain file it wrote there."""
+    names = list(write(staging))
+    for name in names:
+        if not _plain_name(name) or not (staging / name).is_file():
+            raise ValueError(f"publish: {name!r} is not a file written into staging")
+    return names
 
 
 def _plain_name(name) -> bool:

@@ -55,6 +55,15 @@ def device_slots(parallel: int | None) -> list[dict[str, str]]:
     return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])} for i in range(n)]
 
 
+def spawn_worker(args: list[str], env: dict[str, str], log: str | Path) -> subprocess.Popen:
+    """The worker `python ARGS` with `env` over this process's environment, its output appended
+    to `log`; it gets SIGTERM if this process dies (worker.py: RUNNER_PID_ENV)."""
+    env = {**os.environ, **env, W.RUNNER_PID_ENV: str(os.getpid())}
+    with open(log, "ab") as f:
+        return subprocess.Popen([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT,
+                                env=env)
+
+
 class LocalExecutor:
     def __init__(self, parallel: int | None = None):
         # No slot (parallel < 1) would leave the loop waiting forever for nothing.
@@ -65,12 +74,7 @@ class LocalExecutor:
 
     def start(self, args: list[str], env: dict[str, str], slot: int, log: Path
               ) -> subprocess.Popen:
-        """The worker `python ARGS` with `env` over this process's environment; it gets
-        SIGTERM if this process dies (worker.py: RUNNER_PID_ENV)."""
-        env = {**os.environ, **self.slot_envs[slot], **env, W.RUNNER_PID_ENV: str(os.getpid())}
-        with open(log, "ab") as f:
-            return subprocess.Popen([sys.executable, *args], stdout=f,
-                                    stderr=subprocess.STDOUT, env=env)
+        return spawn_worker(args, {**self.slot_envs[slot], **env}, log)
 
     def where(self, slot: int) -> str:
         gpus = self.slot_envs[slot].get("CUDA_VISIBLE_DEVICES")

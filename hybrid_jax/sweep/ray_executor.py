@@ -34,13 +34,12 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from hybrid_jax.sweep import worker as W
-from hybrid_jax.sweep.local import ExecutorBusy
+from hybrid_jax.sweep.local import ExecutorBusy, spawn_worker
 
 
 class RayExecutorError(ValueError):
@@ -84,11 +83,9 @@ RESERVE_TIMEOUT_S = 60.0
 def _worker_task(args: list[str], env: dict[str, str], log: str) -> int:
     """Runs on a cluster node: the worker process, as the local executor starts it; its exit
     status is the task's result."""
-    env = {**os.environ, **env, W.RUNNER_PID_ENV: str(os.getpid())}
-    grace = float(env.get(STOP_GRACE_ENV, DEFAULT_STOP_GRACE_S))
-    with open(log, "ab") as f:
-        proc = subprocess.Popen([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT,
-                                env=env)
+    grace = float(env.get(STOP_GRACE_ENV, os.environ.get(STOP_GRACE_ENV,
+                                                         DEFAULT_STOP_GRACE_S)))
+    proc = spawn_worker(args, env, log)
     try:
         # Polled, not proc.wait(): ray.cancel interrupts this thread only between bytecodes,
         # which a blocking wait never reaches.
@@ -181,6 +178,8 @@ class RayExecutor:
         except ImportError:
             raise RayExecutorError("the Ray executor needs Ray: pip install -e '.[cluster]'"
                                    ) from None
+        if parallel is not None and parallel < 1:
+            raise RayExecutorError(f"parallel must be a positive integer, got {parallel}")
         self.unit = unit
         self._own = not ray.is_initialized()
         if self._own:
@@ -200,8 +199,6 @@ class RayExecutor:
         if capacity < 1:
             raise RayExecutorError(f"the cluster ({_summary(resources)}) has no room for one "
                                    f"run of {unit.describe()}")
-        if parallel is not None and parallel < 1:
-            raise RayExecutorError(f"parallel must be a positive integer, got {parallel}")
         # CPU-only clusters default to one run at a time, as the local executor does: a run
         # uses every core of its host.
         self.slots = parallel or (capacity if unit.gpus or unit.tpu or unit.hosts > 1 else 1)

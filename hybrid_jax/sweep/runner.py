@@ -84,6 +84,7 @@ class _Active:
     slot: int
     t0: float
     lost: bool = False  # the claim was taken by another runner
+    beat: float = 0.0   # when the claim was last rewritten
 
 
 class Runner:
@@ -126,12 +127,7 @@ class Runner:
                 if self.stopping is not None:
                     return self._stop()
                 started = self._fill(queue)
-                for a in self.active.values():
-                    if not a.lock.heartbeat() and not a.lost:
-                        # judged stale and taken by another runner (heartbeats were late):
-                        # say so once; this attempt's outcome is still recorded
-                        a.lost = True
-                        self.say(f"[sweep] lost the claim on {a.spec.run_id} to another runner")
+                self._heartbeats()
                 if not self.active and not queue:
                     break
                 if not self.active and not started and not waiting_said:
@@ -143,6 +139,21 @@ class Runner:
                 signal.signal(sig, handler)
             self.executor.close()
         return self._summary()
+
+    def _heartbeats(self) -> None:
+        """Rewrite each held claim every stale_after / 20 seconds (at most every 10 s), not every
+        poll: a heartbeat is a durable write, and on GCS an object takes about one a second."""
+        every = min(10.0, self.sweep.stale_after / 20)
+        now = time.time()
+        for a in self.active.values():
+            if a.lost or now - a.beat < every:
+                continue
+            a.beat = now
+            if not a.lock.heartbeat():
+                # judged stale and taken by another runner (heartbeats were late): say so
+                # once; this attempt's outcome is still recorded
+                a.lost = True
+                self.say(f"[sweep] lost the claim on {a.spec.run_id} to another runner")
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = signum
