@@ -112,6 +112,16 @@ def delete(path: str | os.PathLike, version: Any | None = None) -> bool:
         return True
 
 
+def append(path: str | os.PathLike, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def list_names(directory: str | os.PathLike) -> list[str]:
     """File names in `directory` (not starting with '.'); [] if it does not exist."""
     try:

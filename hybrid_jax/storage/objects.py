@@ -7,6 +7,8 @@ an unconditional write, so no state change is lost to a concurrent one:
     read(path) -> Seen | None                  bytes, age since the last write, version
     replace(path, data, version) -> version | None   None: it changed since `version`
     delete(path, version) -> bool              False: it changed since `version`, or is gone
+    append(path, data)                         data added at the end, never lost to a
+                                               concurrent append
 
 A version is opaque: a GCS generation, or local.py's (device, inode, mtime, bytes).
 """
@@ -21,7 +23,7 @@ from hybrid_jax.storage.local import Seen
 
 is_object_store = gcs.is_gcs_path
 
-__all__ = ["Seen", "create", "delete", "list_names", "read", "read_bytes", "replace",
+__all__ = ["Seen", "append", "create", "delete", "list_names", "read", "read_bytes", "replace",
            "write_atomic"]
 
 
@@ -60,6 +62,27 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         gcs.write(path, data)
     else:
         local.write_atomic(path, data)
+
+
+def append(path: str | os.PathLike, data: bytes) -> None:
+    """Add `data` at the end of the file or object (created if missing).
+
+    Local: one write on an O_APPEND descriptor, then fsync; concurrent appenders' writes do not
+    interleave within one write. gs://: an object cannot be appended to, so this rewrites it on
+    the condition that it is unchanged since read, and reads again on conflict. Each append
+    costs the whole object, so it suits small or rarely flushed logs (an attempt log, metrics
+    flushed every few tens of seconds), not a per-step stream.
+    """
+    if not is_object_store(path):
+        local.append(path, data)
+        return
+    while True:
+        seen = read(path)
+        if seen is None:
+            if create(path, data) is not None:
+                return
+        elif replace(path, seen.data + data, seen.version) is not None:
+            return
 
 
 def list_names(directory: str | os.PathLike) -> list[str]:

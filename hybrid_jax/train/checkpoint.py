@@ -24,6 +24,10 @@ Faults, and what each does:
   `poll()` as soon as orbax's background thread gives up (the loop polls after every step).
   The half-written directory is removed. orbax's own tracebacks of the failure go to
   `{run_dir}/checkpoint_errors.log`, not the terminal.
+
+A run directory on gs:// works the same way, with two differences: orbax commits a step there
+by writing `commit_success.txt` into it (no rename), and there is no free-space check. Setting
+a checkpoint aside is a copy and a delete there, not a rename.
 """
 
 from __future__ import annotations
@@ -33,15 +37,18 @@ import logging
 import shutil
 import time
 import traceback
+import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
+from hybrid_jax.storage import objects
+from hybrid_jax.storage.paths import as_path, is_object_store
 from hybrid_jax.train.checksums import verify_checksums, write_checksums
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12's name for a step directory being written
@@ -68,28 +75,29 @@ class _OrbaxErrorsToFile(logging.Filter):
     """Sends orbax's error records (each a full traceback, several per failure) to a file; our
     own exception says what happened in one line and names the file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: epath.Path):
         super().__init__()
         self.path = path
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or "orbax" not in record.pathname:
             return True
+        text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {record.getMessage()}\n"
+        if record.exc_info:
+            text += "".join(traceback.format_exception(*record.exc_info))
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {record.getMessage()}\n")
-                if record.exc_info:
-                    f.write("".join(traceback.format_exception(*record.exc_info)))
+            if not is_object_store(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            objects.append(self.path, text.encode())
         except OSError:
             pass  # a full disk: our own one-line error still says what happened
         return False
 
 
 class Checkpointer:
-    def __init__(self, run_dir: Path, *, max_to_keep: int, keep_steps: tuple[int, ...] = (),
-                 async_save: bool = True):
-        run_dir = Path(run_dir).absolute()
+    def __init__(self, run_dir: str | os.PathLike, *, max_to_keep: int,
+                 keep_steps: tuple[int, ...] = (), async_save: bool = True):
+        run_dir = as_path(run_dir if is_object_store(run_dir) else os.path.abspath(run_dir))
         self.directory = run_dir / "checkpoints"
         self.quarantine = run_dir / "corrupt_checkpoints"
         self.superseded = run_dir / "superseded_checkpoints"
@@ -113,7 +121,7 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def step_dir(self, step: int) -> Path:
+    def step_dir(self, step: int) -> epath.Path:
         return self.directory / str(step)
 
     # ---- saving -------------------------------------------------------------------------------
@@ -160,25 +168,26 @@ class Checkpointer:
         need = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) + _MB
         self.directory.mkdir(parents=True, exist_ok=True)
         free = _free_bytes(self.directory)
-        if free < need:
+        if free is not None and free < need:
             raise DiskFullError(
                 f"checkpoint at step {step} not saved: {self.directory} has {free / _MB:.1f} MB "
                 f"free and the state needs about {need / _MB:.1f} MB; {self._resume_hint()}")
 
     def _save_failed(self, error: Exception) -> CheckpointSaveError:
         step, self._saving = self._saving, None
-        if jax.process_index() == 0 and step is not None:
-            shutil.rmtree(self.directory / f"{step}{TMP_SUFFIX}", ignore_errors=True)
+        tmp = self.directory / f"{step}{TMP_SUFFIX}"
+        if jax.process_index() == 0 and step is not None and tmp.exists():
+            tmp.rmtree()
         free = _free_bytes(self.directory)
+        space = "" if free is None else f"{free / _MB:.1f} MB free in {self.directory}; "
         cause = _first_line(error)
         if _is_disk_full(error):
             return DiskFullError(
                 f"checkpoint at step {step} not saved: no space left in {self.directory} "
-                f"({free / _MB:.1f} MB free); {self._resume_hint()} (orbax's report: "
-                f"{self.error_log})")
+                f"({space}orbax's report: {self.error_log}); {self._resume_hint()}")
         return CheckpointSaveError(
-            f"checkpoint at step {step} not saved: {cause} ({free / _MB:.1f} MB free in "
-            f"{self.directory}; orbax's report: {self.error_log}); {self._resume_hint()}")
+            f"checkpoint at step {step} not saved: {cause} ({space}orbax's report: "
+            f"{self.error_log}); {self._resume_hint()}")
 
     def _resume_hint(self) -> str:
         last = max(self.manager.all_steps(), default=None)
@@ -255,10 +264,10 @@ class Checkpointer:
                           f"{target}", CheckpointWarning, stacklevel=3)
             self._move(step, target, f"checkpoint-supersede-{step}")
 
-    def _move(self, step: int, target: Path, barrier: str) -> None:
+    def _move(self, step: int, target: epath.Path, barrier: str) -> None:
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(self.step_dir(step)), str(target))
+            self.step_dir(step).rename(target)  # on gs:// a copy, then a delete
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -266,8 +275,9 @@ class Checkpointer:
         self.manager.reload()
 
 
-def _free_bytes(path: Path) -> int:
-    return shutil.disk_usage(path).free
+def _free_bytes(path: epath.Path) -> int | None:
+    """Free bytes on the local filesystem holding `path`; None on gs:// (no such limit)."""
+    return None if is_object_store(path) else shutil.disk_usage(path).free
 
 
 def _first_line(error: BaseException) -> str:

@@ -18,7 +18,10 @@ import concurrent.futures
 import hashlib
 import json
 import os
-from pathlib import Path
+
+from etils import epath
+
+from hybrid_jax.storage.paths import as_path, read_text_or_none, write_text_atomic
 
 CHECKSUMS = "checksums.json"
 # Written or rewritten by orbax when it commits a checkpoint, after our manifest exists.
@@ -26,58 +29,55 @@ VOLATILE = frozenset({CHECKSUMS, "_CHECKPOINT_METADATA", "commit_success.txt"})
 _CHUNK = 8 << 20
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: epath.Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         while block := f.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _files(directory: Path) -> list[str]:
+def _files(directory: epath.Path) -> list[str]:
     out = []
-    for root, _, names in os.walk(directory):
+    for root, _, names in directory.walk():
         for name in names:
-            rel = os.path.relpath(os.path.join(root, name), directory)
+            rel = os.path.relpath(os.fspath(epath.Path(root) / name), os.fspath(directory))
             if rel not in VOLATILE:
                 out.append(rel)
     return sorted(out)
 
 
-def _digests(directory: Path, rels: list[str]) -> dict[str, str]:
+def _digests(directory: epath.Path, rels: list[str]) -> dict[str, str]:
     workers = min(8, os.cpu_count() or 1, max(1, len(rels)))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         return dict(zip(rels, pool.map(lambda r: _sha256(directory / r), rels)))
 
 
-def write_checksums(directory: Path) -> None:
-    """Write `directory/CHECKSUMS` (atomically) for the files now in `directory`."""
-    directory = Path(directory)
+def write_checksums(directory: str | os.PathLike) -> None:
+    """Write `directory/CHECKSUMS` (atomically) for the files now in `directory` (a local
+    directory or a gs:// prefix)."""
+    directory = as_path(directory)
     rels = _files(directory)
     digests = _digests(directory, rels)
-    files = {r: {"size": (directory / r).stat().st_size, "sha256": digests[r]} for r in rels}
-    tmp = directory / f".{CHECKSUMS}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"algorithm": "sha256", "files": files}, f, indent=0, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / CHECKSUMS)
+    files = {r: {"size": (directory / r).stat().length, "sha256": digests[r]} for r in rels}
+    write_text_atomic(directory / CHECKSUMS, json.dumps(
+        {"algorithm": "sha256", "files": files}, indent=0, sort_keys=True))
 
 
-def verify_checksums(directory: Path) -> str | None:
+def verify_checksums(directory: str | os.PathLike) -> str | None:
     """None if every file in the manifest is present with its size and sha256; else the first
     problem, in words."""
-    directory = Path(directory)
-    try:
-        manifest = json.loads((directory / CHECKSUMS).read_text())
-        files = manifest["files"]
-    except FileNotFoundError:
+    directory = as_path(directory)
+    text = read_text_or_none(directory / CHECKSUMS)
+    if text is None:
         return f"no {CHECKSUMS} (the save did not complete)"
+    try:
+        files = json.loads(text)["files"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         return f"{CHECKSUMS} is unreadable ({type(e).__name__})"
     for rel, want in sorted(files.items()):
         try:
-            size = (directory / rel).stat().st_size
+            size = (directory / rel).stat().length
         except FileNotFoundError:
             return f"{rel} is missing"
         if size != want["size"]:

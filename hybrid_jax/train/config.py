@@ -20,9 +20,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from hybrid_jax.config import ConfigError, ModelConfig
 from hybrid_jax.distributed import DistributedConfig
 from hybrid_jax.overrides import from_dict, load_yaml_mapping, to_dict
+from hybrid_jax.storage.paths import as_path
 
 SCHEDULES = ("cosine", "wsd", "wsds", "constant")
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -283,10 +286,11 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     @property
-    def run_dir(self) -> Path:
+    def run_dir(self) -> epath.Path:
+        """A local path or gs://bucket/... (storage.paths.as_path)."""
         if self.train.run_dir:
-            return Path(self.train.run_dir)
-        return Path(self.train.runs_root) / f"{self.train.name}-{self.config_hash()[:8]}"
+            return as_path(self.train.run_dir)
+        return as_path(self.train.runs_root) / f"{self.train.name}-{self.config_hash()[:8]}"
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -19,16 +19,17 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from hybrid_jax import distributed, sharding
 from hybrid_jax.config import ConfigError
 from hybrid_jax.flops import param_count, train_flops_per_token
 from hybrid_jax.sharding import MeshError, NamedSharding
+from hybrid_jax.storage.paths import read_text_or_none, write_text_atomic
 from hybrid_jax.train import runinfo
 from hybrid_jax.train.checkpoint import CheckpointSaveError, Checkpointer
 from hybrid_jax.train.config import RunConfig
@@ -112,16 +113,15 @@ class _StopFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(local))))
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+def _write_json(path: epath.Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def _prepare_run_dir(cfg: RunConfig, run_dir: Path, is_main: bool) -> None:
+def _prepare_run_dir(cfg: RunConfig, run_dir: epath.Path, is_main: bool) -> None:
     config_path = run_dir / "config.json"
-    if config_path.exists():
-        old = json.loads(config_path.read_text())
+    text = read_text_or_none(config_path)
+    if text is not None:
+        old = json.loads(text)
         if old.get("config_hash") != cfg.config_hash():
             raise ConfigMismatchError(
                 f"{run_dir} holds a run with config hash {old.get('config_hash', '?')[:8]}, this "
@@ -150,7 +150,7 @@ def train(cfg: RunConfig, *, source: BatchSource | None = None, verbose: bool = 
         lock.release()
 
 
-def _acquire(lock: RunLock, run_dir: Path) -> None:
+def _acquire(lock: RunLock, run_dir: epath.Path) -> None:
     """Process 0 takes the run directory's lock; every process learns whether it did, so that a
     refused multi-process run stops everywhere instead of hanging in a collective."""
     error = None
@@ -401,6 +401,7 @@ class _Loop:
         meta = {"step": step, "tokens": step * self.cfg.train.tokens_per_step,
                 "scaling_point": scaling, "eval": results, "config_hash": self.cfg.config_hash(),
                 "scaling_points": self.scaling_results}
+        self.log.flush()  # every record up to this step is stored before the checkpoint is
         self.ckpt.save(step, state, meta)
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Metrics out of the loop: metrics.jsonl, TensorBoard scalars, a progress bar or log lines,
 and MFU against a small table of device peaks.
 
-Only process 0 writes. metrics.jsonl has one record per step (`"kind": "train"`) and one per
+Only process 0 writes, to a local or gs:// run directory. metrics.jsonl has one record per step (`"kind": "train"`) and one per
 evaluation (`"kind": "eval"`); on resume, records past the restored step are dropped so the file
 reads as one uninterrupted run. TensorBoard gets the same numbers (tensorboardX event files in
 `run_dir/tensorboard`, one file per attempt); a resumed attempt's file starts with a purge marker
@@ -14,9 +14,12 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from hybrid_jax.storage import objects
+from hybrid_jax.storage.paths import as_path, is_object_store, read_text_or_none, write_text_atomic
 
 # Dense bf16 peak FLOP/s per device, matched by substring of jax's device_kind (lower case,
 # first match wins, so the more specific names come first).
@@ -61,101 +64,140 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsLog:
-    """metrics.jsonl (+ TensorBoard) writer; a no-op on processes other than 0."""
+    """metrics.jsonl (+ TensorBoard) writer; a no-op on processes other than 0.
 
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, resume_step: int):
+    Records are flushed to the run directory every `flush_every` seconds, at every `flush()`
+    (the loop flushes before each checkpoint save, so every record up to a checkpoint's step is
+    stored before the checkpoint is) and at close. A local run directory is flushed at every
+    record (flush_every 0), so `tail -f` follows the run. On gs:// an append rewrites the whole
+    object (storage.objects.append), so records are flushed every REMOTE_FLUSH_EVERY seconds;
+    a run killed between flushes loses only records past its last checkpoint, which the resumed
+    attempt writes again.
+    """
+
+    REMOTE_FLUSH_EVERY = 30.0
+
+    def __init__(self, run_dir: str | os.PathLike, *, enabled: bool, tensorboard: bool,
+                 resume_step: int):
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = as_path(run_dir) / "metrics.jsonl"
         self.tb = None
         if not enabled:
             return
+        self.flush_every = self.REMOTE_FLUSH_EVERY if is_object_store(run_dir) else 0.0
+        self._pending: list[str] = []
+        self._flushed_at = time.monotonic()
         self._truncate(resume_step)
-        self._file = open(self.path, "a")
         if tensorboard:
             # As in _truncate: the earlier attempt logged this step (train and eval) before
             # saving its checkpoint, and this attempt starts at the next one.
-            self.tb = TensorBoardEvents(str(Path(run_dir) / "tensorboard"),
+            self.tb = TensorBoardEvents(as_path(run_dir) / "tensorboard",
                                         purge_step=resume_step + 1)
 
     def _truncate(self, resume_step: int) -> None:
-        if not self.path.exists():
+        text = read_text_or_none(self.path)
+        if text is None:
             return
         keep = []
-        for line in self.path.read_text().splitlines():
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
             if record.get("step", 0) <= resume_step:
                 keep.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any], *, tb_prefix: str) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps(_clean(record)) + "\n")
-        self._file.flush()
+        self._pending.append(json.dumps(_clean(record)) + "\n")
         if self.tb is not None:
             scalars = {f"{tb_prefix}/{k}": v for k, v in _flatten(record).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)
                        and k not in ("step", "tokens")}
             self.tb.scalars(int(record["step"]), scalars)
+        if time.monotonic() - self._flushed_at >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled:
+            return
+        if self._pending:
+            objects.append(self.path, "".join(self._pending).encode())
+            self._pending = []
+        if self.tb is not None:
+            self.tb.flush()
+        self._flushed_at = time.monotonic()
 
     def close(self) -> None:
         if self.enabled:
-            self._file.close()
+            self.flush()
             if self.tb is not None:
                 self.tb.close()
 
 
 class TensorBoardEvents:
-    """Scalars to a new event file in `logdir`, one event per record, flushed on every write.
+    """Scalars to a new event file in `logdir`, one event per record, written at every flush().
 
-    The writer is tensorboardX's synchronous EventsWriter. Its SummaryWriter, FileWriter and
-    EventFileWriter hand events to a thread that flushes every flush_secs (120 s by default),
-    and their flush() leaves events still queued unwritten, so a killed run would lose its last
-    steps, including steps up to the checkpoint it resumes from, which are never logged again.
-    Flushing each record (tensorboardX also fsyncs) costs about 0.2 ms on a local disk.
+    The writer is tensorboardX's synchronous EventsWriter on a local file. Its SummaryWriter,
+    FileWriter and EventFileWriter hand events to a thread that flushes every flush_secs (120 s
+    by default), and their flush() leaves events still queued unwritten, so a killed run would
+    lose its last steps, including steps up to the checkpoint it resumes from, which are never
+    logged again. Flushing (tensorboardX also fsyncs) costs about 0.2 ms on a local disk.
 
-    `logdir` stays a string handed to tensorboardX, which picks its gs:// or s3:// writer by
-    prefix when that support is installed.
+    A gs:// logdir: the events go to a local temporary file, uploaded whole at every flush()
+    (GCS objects cannot be appended to). tensorboardX's own gs:// writer would do the same on
+    a client of its own, ignoring the suite's credentials and emulator settings.
     """
 
-    def __init__(self, logdir: str, *, purge_step: int):
+    def __init__(self, logdir: str | os.PathLike, *, purge_step: int):
         # Imported here: only process 0 of a run with TensorBoard on needs it, and importing
         # tensorboardX imports torch wherever torch is installed.
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
         from tensorboardX.proto.summary_pb2 import Summary
-        from tensorboardX.record_writer import directory_check
 
         self._event, self._summary = Event, Summary
-        directory_check(logdir)
+        self.logdir = as_path(logdir)
+        self._staging = None
+        if is_object_store(self.logdir):
+            self._staging = tempfile.TemporaryDirectory(prefix="hybrid-jax-tb-")
+            local_dir = self._staging.name
+        else:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            local_dir = os.fspath(self.logdir)
         # The file is events.out.tfevents.<unix seconds>.<host><suffix>, opened with "wb".
         # TensorBoard reads a run's files in name order, which the purge below relies on; the
         # nanoseconds keep two writers started in the same second (a resume inside one test
         # process) from sharing a file, and in order.
-        self._writer = EventsWriter(os.path.join(logdir, "events"), f".{time.time_ns()}")
+        self._writer = EventsWriter(os.path.join(local_dir, "events"), f".{time.time_ns()}")
         # TensorBoard's Python loader drops every event it has read with step >= purge_step
         # when it reads this START. Its Rust data server ignores START but drops a tag's points
         # at steps >= a new point's step, which hides the same ones as this attempt logs again.
-        self._write(Event(wall_time=time.time(), step=purge_step,
-                          session_log=SessionLog(status=SessionLog.START)))
-
-    def _write(self, event) -> None:
-        self._writer.write_event(event)
-        self._writer.flush()
+        self._writer.write_event(Event(wall_time=time.time(), step=purge_step,
+                                       session_log=SessionLog(status=SessionLog.START)))
+        self.flush()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if values:
             summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(v))
                                            for tag, v in values.items()])
-            self._write(self._event(wall_time=time.time(), step=step, summary=summary))
+            self._writer.write_event(self._event(wall_time=time.time(), step=step,
+                                                 summary=summary))
+
+    def flush(self) -> None:
+        self._writer.flush()
+        if self._staging is not None:
+            local = self._writer._file_name
+            with open(local, "rb") as f:
+                objects.write_atomic(self.logdir / os.path.basename(local), f.read())
 
     def close(self) -> None:
+        self.flush()
         self._writer.close()
+        if self._staging is not None:
+            self._staging.cleanup()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -168,9 +210,11 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def read_metrics(run_dir: str | Path, kind: str = "train") -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_metrics(run_dir: str | os.PathLike, kind: str = "train") -> list[dict]:
+    text = read_text_or_none(as_path(run_dir) / "metrics.jsonl")
+    if text is None:
+        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [r for r in records if r.get("kind") == kind]
 
 

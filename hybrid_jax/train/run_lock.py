@@ -22,37 +22,32 @@ Multi-process runs (jax.distributed, one run directory on a shared filesystem): 
 takes the lock; the others pass enabled=False. Refusing process 0 alone leaves its peers waiting
 in their first collective, so the caller must bring them down too (or lock before initialising).
 
-The seam: RunLock's logic talks only to a LockStore (create-if-absent, read with a version,
-compare-and-swap replace, heartbeat and delete if the content is still ours). LocalStore does
-that with O_CREAT|O_EXCL and, for replace/touch/delete, an flock on `train.lock.reclaim` with
-the version being (device, inode, mtime, content). An object store (gs://) needs none of the
-flock: create = write with if_generation_match=0, version = the object's generation, replace =
-write with if_generation_match=version, delete = delete with if_generation_match=our
-generation, and the heartbeat = a metadata patch with if_generation_match=our generation, its
-age read from the object's `updated` time against the store's clock (not ours). Such a store is
-not implemented; a URL run_dir raises NotImplementedError.
+Storage: the lock is one file or object written only through storage.objects' conditional
+operations (create-if-absent; replace and delete if unchanged since read, by a version: a local
+file's identity and content compared under an flock, or a GCS generation checked by the
+server). A heartbeat rewrites the lock, so its age is the time since the last write: this
+host's clock against the file's mtime, or on gs:// the server's clock against the object's
+update time. So the same code holds a local and a gs:// run directory.
 
-Limits: a foreign holder's age is our clock minus the file's mtime, so clock skew between hosts
-(or with an NFS server) eats into `stale_after`. A Python heartbeat thread runs only while the
+Limits: on a shared filesystem a foreign holder's age is our clock minus the file's mtime, so
+clock skew between hosts (or with an NFS server) eats into `stale_after`. A Python heartbeat thread runs only while the
 main thread releases the GIL, which jax's compilation and device waits do. A holder stopped
 (SIGSTOP) on this host keeps its lock; one on another host loses it after `stale_after`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from hybrid_jax.procs import HOST, PID_NAMESPACE, alive, parse_record, process_start
+from hybrid_jax.storage import objects
+from hybrid_jax.storage.paths import as_path, is_object_store
 
 LOCK_NAME = "train.lock"
 DEFAULT_STALE_AFTER = 600.0
@@ -67,116 +62,52 @@ class RunLockedError(RuntimeError):
         self.holder = holder
 
 
-@dataclass(frozen=True)
-class Seen:
-    """A lock as read: its bytes, seconds since its last heartbeat, and a version for CAS."""
-    data: bytes
-    age: float
-    version: Any
+class LockFile:
+    """`{run_dir}/train.lock` through storage.objects: every write is conditional (a local
+    version is compared under an flock, a GCS generation by the server), so RunLock needs no
+    other locking, on a filesystem or on gs:// alike."""
 
-
-class LockStore(Protocol):
-    """Where the lock lives. Every write is conditional, so RunLock needs no other locking."""
-
-    where: str
-
-    def create(self, data: bytes) -> bool: ...  # False if a lock exists
-    def read(self) -> Seen | None: ...  # None if no lock exists
-    def replace(self, version: Any, data: bytes) -> bool: ...  # False if changed since read
-    def touch(self, data: bytes) -> bool: ...  # refresh the heartbeat iff it still holds data
-    def delete(self, data: bytes) -> bool: ...  # remove iff it still holds data
-
-
-class LocalStore:
-    """A lock file on a local or shared POSIX filesystem."""
-
-    def __init__(self, run_dir: Path):
-        if run_dir.exists() and not run_dir.is_dir():
-            raise NotADirectoryError(f"run_dir {run_dir} exists and is not a directory")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / LOCK_NAME
-        self.guard = run_dir / (LOCK_NAME + ".reclaim")
+    def __init__(self, run_dir: str | os.PathLike):
+        directory = as_path(run_dir)
+        if not is_object_store(directory):
+            if directory.exists() and not directory.is_dir():
+                raise NotADirectoryError(f"run_dir {directory} exists and is not a directory")
+            directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / LOCK_NAME
         self.where = str(self.path)
 
-    def create(self, data: bytes) -> bool:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError(f"short write to {self.path}")
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            self.path.unlink(missing_ok=True)  # an empty lock would block others for stale_after
-            raise
-        os.close(fd)
-        return True
+    def create(self, data: bytes) -> bool:  # False if a lock exists
+        return objects.create(self.path, data) is not None
 
-    def read(self) -> Seen | None:
-        try:
-            with open(self.path, "rb") as f:
-                st = os.fstat(f.fileno())
-                data = f.read()
-        except FileNotFoundError:
-            return None
-        version = (st.st_dev, st.st_ino, st.st_mtime_ns, data)
-        return Seen(data, time.time() - st.st_mtime, version)
+    def read(self) -> objects.Seen | None:  # None if no lock exists
+        return objects.read(self.path)
 
-    def replace(self, version: Any, data: bytes) -> bool:
-        with self._guarded():
-            seen = self.read()
-            if seen is None or seen.version != version:
-                return False
-            self.path.unlink()
-            return self.create(data)  # False if a fresh acquirer slipped in after the unlink
+    def replace(self, version: Any, data: bytes) -> bool:  # False if changed since read
+        return objects.replace(self.path, data, version) is not None
 
     def touch(self, data: bytes) -> bool:
-        with self._guarded():
-            seen = self.read()
-            if seen is None or seen.data != data:
-                return False
-            os.utime(self.path)
-            return True
+        """Refresh the heartbeat (a rewrite: the write time is the heartbeat) iff still ours."""
+        seen = self.read()
+        return (seen is not None and seen.data == data
+                and objects.replace(self.path, data, seen.version) is not None)
 
-    def delete(self, data: bytes) -> bool:
-        with self._guarded():
-            seen = self.read()
-            if seen is None or seen.data != data:
-                return False
-            self.path.unlink()
-            return True
-
-    @contextlib.contextmanager
-    def _guarded(self):
-        fd = os.open(self.guard, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing drops the flock
-
-
-def store_for(run_dir: str | os.PathLike) -> LockStore:
-    if "://" in str(run_dir):
-        raise NotImplementedError(f"run lock for {run_dir}: object-store run directories are "
-                                  f"not supported yet (no LockStore for them)")
-    return LocalStore(Path(run_dir))
+    def delete(self, data: bytes) -> bool:  # remove iff it still holds data
+        seen = self.read()
+        return seen is not None and seen.data == data and objects.delete(self.path, seen.version)
 
 
 class RunLock:
     """`with RunLock(run_dir):` holds `{run_dir}/train.lock` for this process.
 
     Raises RunLockedError (a RuntimeError) if a live process holds it, NotADirectoryError if
-    run_dir is a file, NotImplementedError for a URL run_dir. A missing run_dir is created.
+    a local run_dir is a file. A missing local run_dir is created.
     enabled=False (processes other than 0 of a multi-process run) makes it do nothing.
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, enabled: bool = True,
                  stale_after: float = DEFAULT_STALE_AFTER,
                  heartbeat_every: float | None = DEFAULT_HEARTBEAT_EVERY,
-                 argv: list[str] | None = None, store: LockStore | None = None):
+                 argv: list[str] | None = None, store: LockFile | None = None):
         if heartbeat_every is not None and not 0 < heartbeat_every < stale_after:
             raise ValueError(f"heartbeat_every={heartbeat_every} must be in (0, stale_after="
                              f"{stale_after})")
@@ -185,7 +116,7 @@ class RunLock:
         self.stale_after = stale_after
         self.heartbeat_every = heartbeat_every
         self.argv = list(sys.argv if argv is None else argv)
-        self.store = store
+        self.store = store  # None: LockFile(run_dir) at acquire; tests pass a slower one
         self.reclaimed: dict | None = None  # the stale holder replaced on acquire, if any
         self._data: bytes | None = None
         self._stop = threading.Event()
@@ -204,7 +135,7 @@ class RunLock:
         if self._data is not None:
             raise RuntimeError(f"run lock on {self.run_dir} is already held by this RunLock")
         if self.store is None:
-            self.store = store_for(self.run_dir)
+            self.store = LockFile(self.run_dir)
         started = time.time()
         data = json.dumps({
             "host": HOST, "pid": os.getpid(), "pid_start": process_start(os.getpid()),

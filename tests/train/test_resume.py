@@ -13,7 +13,10 @@ import time
 import numpy as np
 import pytest
 
+from hybrid_jax.storage import objects
+from hybrid_jax.storage.paths import as_path
 from tests.helpers import REPO
+from tests.helpers.gcs import EMULATOR_ENV, gcs_emulator, gs_prefix  # noqa: F401 (fixture)
 from tests.helpers.tfevents import shown_scalars
 from tests.helpers.training import final_params, tiny_overrides, train_losses
 
@@ -65,9 +68,13 @@ def assert_same_as(reference, run_dir):
 
 
 def assert_tensorboard_shows_each_step_once(run_dir):
+    assert_tensorboard_shows_each_step_once_in(run_dir, run_dir / "tensorboard")
+
+
+def assert_tensorboard_shows_each_step_once_in(run_dir, logdir):
     """The earlier attempt's steps past the checkpoint are purged; TensorBoard keeps float32."""
     losses = train_losses(run_dir)
-    assert shown_scalars(run_dir / "tensorboard")["train/loss"] == [
+    assert shown_scalars(logdir)["train/loss"] == [
         (step, float(np.float32(losses[step]))) for step in sorted(losses)]
 
 
@@ -105,3 +112,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(store, env, reference, tmp
     run_to_end(store, run_dir, env)
     assert_same_as(reference, run_dir)
     assert_tensorboard_shows_each_step_once(run_dir)
+
+
+@pytest.mark.slow
+def test_a_gs_run_dir_is_preempted_and_resumes_bitwise(store, env, reference, gcs_emulator,
+                                                      tmp_path):
+    """The same run with train.run_dir on gs:// (the emulator): SIGTERM once a checkpoint is
+    in the bucket, rerun, and the losses, final params and TensorBoard match the local run."""
+    run = gs_prefix(gcs_emulator.bucket, "resume-run")
+    gs_env = {**env, **{k: os.environ[k] for k in EMULATOR_ENV}}
+    proc = subprocess.Popen(command(store, run), env=gs_env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while objects.read_bytes(f"{run}/checkpoints/7/commit_success.txt") is None:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 75, stderr[-3000:]
+    stopped = json.loads(objects.read_bytes(f"{run}/summary.json"))["steps"]
+    assert 7 <= stopped < STEPS
+    run_to_end(store, run, gs_env)
+    assert json.loads(objects.read_bytes(f"{run}/run_meta.json"))["resumed_from_step"] == stopped
+    assert_same_as(reference, as_path(run))
+    tb = tmp_path / "tensorboard"  # TensorBoard reads gs:// itself; the test helper reads files
+    tb.mkdir()
+    for name in objects.list_names(f"{run}/tensorboard"):
+        (tb / name).write_bytes(objects.read_bytes(f"{run}/tensorboard/{name}"))
+    assert len(list(tb.iterdir())) == 2
+    assert_tensorboard_shows_each_step_once_in(run, tb)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from hybrid_jax.procs import HOST, PID_NAMESPACE
+from hybrid_jax.storage import objects
 from hybrid_jax.train import run_lock
+from tests.helpers.gcs import gcs_bucket, gcs_emulator, gs_prefix  # noqa: F401 (fixtures)
 from hybrid_jax.train.run_lock import RunLock, RunLockedError
 
 MODULE = Path(run_lock.__file__)
@@ -29,7 +31,7 @@ HOLD = LOAD + ("with m.RunLock(sys.argv[2]):\n"
                "    sys.stdin.read()\n")  # until the parent closes our stdin
 # Each racer sleeps after its first read, so that all of them judge the stale lock before any
 # replaces it: an unconditional replace (unlink, create) would then let two of them win.
-RACE = LOAD + ("class Slow(m.LocalStore):\n"
+RACE = LOAD + ("class Slow(m.LockFile):\n"
                "    slept = False\n"
                "    def read(self):\n"
                "        seen = super().read()\n"
@@ -38,7 +40,7 @@ RACE = LOAD + ("class Slow(m.LocalStore):\n"
                "            time.sleep(0.3)\n"
                "        return seen\n"
                "time.sleep(max(0.0, float(sys.argv[3]) - time.time()))\n"
-               "store = Slow(Path(sys.argv[2]))\n"
+               "store = Slow(sys.argv[2])\n"
                "try:\n"
                "    with m.RunLock(sys.argv[2], heartbeat_every=None, store=store):\n"
                "        print('won', flush=True)\n"
@@ -181,7 +183,16 @@ def test_run_dir_is_created_refused_if_a_file_and_untouched_when_disabled(tmp_pa
     with RunLock(tmp_path / "c", enabled=False) as lock:
         assert lock.heartbeat()
     assert not (tmp_path / "c").exists()
-    with pytest.raises(NotImplementedError, match="object-store"), RunLock("gs://b/run"):
-        pass
     with pytest.raises(ValueError, match="heartbeat_every"):
         RunLock(tmp_path, stale_after=10, heartbeat_every=10)
+
+
+def test_a_gs_run_dir_is_locked_in_the_bucket(gcs_bucket):
+    run = gs_prefix(gcs_bucket, "lock-run")
+    with RunLock(run, heartbeat_every=None) as first:
+        with pytest.raises(RunLockedError, match="is in use by another training process"):
+            RunLock(run, heartbeat_every=None, argv=["second"]).acquire()
+        assert first.heartbeat()
+        info = json.loads(objects.read_bytes(f"{run}/train.lock"))
+        assert (info["host"], info["pid"]) == (HOST, os.getpid())
+    assert objects.read(f"{run}/train.lock") is None
