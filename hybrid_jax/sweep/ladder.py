@@ -35,14 +35,18 @@ import dataclasses
 import hashlib
 import importlib.resources
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from hybrid_jax.config import FAMILIES, ConfigError, ModelConfig
 from hybrid_jax.flops import param_count
 from hybrid_jax.overrides import (OverrideError, from_dict, load_yaml_mapping, parse_override,
                                   unknown_key_error)
+from hybrid_jax.storage.paths import as_path
 from hybrid_jax.sweep.recipe import Hyper, Recipe, resolve
 
 # The shipped ladders are package data of `experiments` (setup.cfg), which holds no code: they
@@ -71,7 +75,7 @@ class RunSpec:
     n_params_total: int
 
     @property
-    def run_dir(self) -> Path:
+    def run_dir(self) -> epath.Path:
         return self.config.run_dir
 
     def to_json(self) -> dict:
@@ -109,7 +113,7 @@ class Ladder:
     def store(self) -> str:
         return str(self.run.get("data", {}).get("store", ""))
 
-    def expand(self, root: str | Path, only: list[str] | None = None
+    def expand(self, root: str | os.PathLike, only: list[str] | None = None
                ) -> tuple[list[RunSpec], list[InvalidRun]]:
         """Every (family, size) run, in ladder order, filtered by `only` patterns
         ("family/size", "family", "*/size"; shell wildcards)."""
@@ -126,7 +130,7 @@ class Ladder:
                     invalid.append(InvalidRun(family, size, _message(e)))
         return runs, invalid
 
-    def build(self, family: str, size: str, root: str | Path) -> RunSpec:
+    def build(self, family: str, size: str, root: str | os.PathLike) -> RunSpec:
         from hybrid_jax.train.config import load_config
 
         fam, sz = self.families[family], dict(self.sizes[size])
@@ -148,7 +152,7 @@ class Ladder:
         data = _deep_merge(copy.deepcopy(self.run), hyper.run_sections())
         data["model"] = model_cfg
         data["train"] = {**data["train"], "name": f"{family}-{size}",
-                         "runs_root": str(Path(root) / "runs")}
+                         "runs_root": str(as_path(root) / "runs")}
         rest = [o for o, (k, _) in zip(overrides, parsed) if not k.startswith("model.")]
         seeded = "seed" in self.run.get("train", {}) or any(k == "train.seed" for k, _ in parsed)
         if not seeded:

@@ -59,9 +59,24 @@ def spawn_worker(args: list[str], env: dict[str, str], log: str | Path) -> subpr
     """The worker `python ARGS` with `env` over this process's environment, its output appended
     to `log`; it gets SIGTERM if this process dies (worker.py: RUNNER_PID_ENV)."""
     env = {**os.environ, **env, W.RUNNER_PID_ENV: str(os.getpid())}
+    Path(log).parent.mkdir(parents=True, exist_ok=True)  # on a Ray node too
     with open(log, "ab") as f:
         return subprocess.Popen([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT,
                                 env=env)
+
+
+def move_log(log: Path, target: str) -> None:
+    """Append the local `log` to the object `target` (a gs:// run directory's log), then empty
+    it, so that moving it again adds nothing."""
+    from hybrid_jax.storage import objects
+
+    try:
+        data = log.read_bytes()
+    except FileNotFoundError:
+        return
+    if data:
+        objects.append(target, data)
+        log.write_bytes(b"")
 
 
 class LocalExecutor:
@@ -72,8 +87,10 @@ class LocalExecutor:
         self.slot_envs = device_slots(parallel)
         self.slots = len(self.slot_envs)
 
-    def start(self, args: list[str], env: dict[str, str], slot: int, log: Path
-              ) -> subprocess.Popen:
+    def start(self, args: list[str], env: dict[str, str], slot: int, log: Path,
+              upload_dir: str | None = None) -> subprocess.Popen:
+        """`upload_dir` is for executors whose workers run elsewhere; here the runner, on this
+        host, moves the log when the attempt ends (move_log)."""
         return spawn_worker(args, {**self.slot_envs[slot], **env}, log)
 
     def where(self, slot: int) -> str:

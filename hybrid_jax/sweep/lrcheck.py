@@ -21,13 +21,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from pathlib import Path
+import os
 
 import yaml
 
+from hybrid_jax.storage.paths import write_text_atomic
+from hybrid_jax.storage.results import read_rows
 from hybrid_jax.sweep.ladder import Ladder, LadderError
 from hybrid_jax.sweep.recipe import Recipe
-from hybrid_jax.sweep.state import read_lines, write_json
+from hybrid_jax.sweep.state import write_json
 
 
 def _mult_name(size: str, m: float) -> str:
@@ -165,12 +167,12 @@ def tuned_ladder_yaml(ladder: Ladder, choices: list[Choice]) -> str:
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
-def summarize(root: Path, ladder: Ladder, families: list[str], size: str,
+def summarize(root: os.PathLike, ladder: Ladder, families: list[str], size: str,
               multipliers: list[float], ratio: float) -> list[Choice]:
-    rows = read_lines(root / "results.jsonl")
+    rows = read_rows(root)
     choices = choose(rows, size, multipliers, families)
     write_json(root / "lr_check.json",
                {"ladder": ladder.name, "size": size, "ratio": ratio, "multipliers": multipliers,
                 "families": [c.to_json() for c in choices]})
-    (root / "lr_check.md").write_text(format_table(choices, size, ratio))
+    write_text_atomic(root / "lr_check.md", format_table(choices, size, ratio))
     return choices

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_jax.sweep import worker as W
-from hybrid_jax.sweep.local import ExecutorBusy, spawn_worker
+from hybrid_jax.sweep.local import ExecutorBusy, move_log, spawn_worker
 
 
 class RayExecutorError(ValueError):
@@ -80,9 +80,10 @@ DEFAULT_STOP_GRACE_S = 300.0
 RESERVE_TIMEOUT_S = 60.0
 
 
-def _worker_task(args: list[str], env: dict[str, str], log: str) -> int:
+def _worker_task(args: list[str], env: dict[str, str], log: str, upload_to: str | None) -> int:
     """Runs on a cluster node: the worker process, as the local executor starts it; its exit
-    status is the task's result."""
+    status is the task's result. With `upload_to` (a gs:// run directory's log object) the log,
+    written on this node, is appended there when the worker ends."""
     grace = float(env.get(STOP_GRACE_ENV, os.environ.get(STOP_GRACE_ENV,
                                                          DEFAULT_STOP_GRACE_S)))
     proc = spawn_worker(args, env, log)
@@ -97,7 +98,10 @@ def _worker_task(args: list[str], env: dict[str, str], log: str) -> int:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return proc.wait()
+    rc = proc.wait()
+    if upload_to is not None:
+        move_log(Path(log), upload_to)
+    return rc
 
 
 def _probe_task() -> tuple[str, int | None, int]:
@@ -222,12 +226,17 @@ class RayExecutor:
     def where(self, slot: int) -> str:
         return f"ray: {self.unit.describe()}"
 
-    def start(self, args: list[str], env: dict[str, str], slot: int, log: Path) -> RayAttempt:
+    def start(self, args: list[str], env: dict[str, str], slot: int, log: Path,
+              upload_dir: str | None = None) -> RayAttempt:
         u = self.unit
+
+        def upload(path: Path) -> str | None:
+            return None if upload_dir is None else f"{upload_dir}/{path.name}"
+
         if u.tpu is None and u.hosts == 1:
             opts = {"num_gpus": u.gpus} if u.gpus else {"num_cpus": 1}
             return RayAttempt([self._task.options(max_retries=0, **opts)
-                               .remote(args, env, str(log))])
+                               .remote(args, env, str(log), upload(log))])
         bundles, pg, release = self._reserve()
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -252,7 +261,7 @@ class RayExecutor:
             refs.append(self._task.options(
                 max_retries=0, num_cpus=cpus, num_gpus=bundles[i].get("GPU", 0),
                 resources=resources, scheduling_strategy=on(i))
-                .remote(args + dist, env, str(host_log)))
+                .remote(args + dist, env, str(host_log), upload(host_log)))
         return RayAttempt(refs, release)
 
     def _reserve(self):

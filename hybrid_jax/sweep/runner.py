@@ -19,19 +19,24 @@ the same; their locks go stale once both processes are gone, and the next runner
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
+from hybrid_jax.flops import train_flops
+from hybrid_jax.storage import objects, results
+from hybrid_jax.storage.claims import Claim
+from hybrid_jax.storage.paths import as_path, is_object_store
 from hybrid_jax.sweep import worker as W
 from hybrid_jax.sweep.ladder import InvalidRun, Ladder, RunSpec
-from hybrid_jax.sweep.local import ExecutorBusy, LocalExecutor, device_slots, local_gpus
-from hybrid_jax.storage.claims import Claim
-from hybrid_jax.sweep.state import (HOST, append_line, append_rows, read_json, read_lines,
-                                     write_json)
-from hybrid_jax.flops import train_flops
+from hybrid_jax.sweep.local import (ExecutorBusy, LocalExecutor, device_slots, local_gpus,
+                                    move_log)
+from hybrid_jax.sweep.state import HOST, append_line, read_json, read_lines, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,10 +44,12 @@ REPO = Path(__file__).resolve().parents[2]
 class Sweep:
     """A ladder expanded under one root directory."""
 
-    def __init__(self, ladder: Ladder, root: str | Path | None = None,
+    def __init__(self, ladder: Ladder, root: str | os.PathLike | None = None,
                  only: list[str] | None = None, stale_after: float = 600.0):
         self.ladder = ladder
-        self.root = Path(root if root is not None else Path("sweeps") / ladder.name)
+        root = root if root is not None else Path("sweeps") / ladder.name
+        self.remote = is_object_store(root)
+        self.root = as_path(root)
         self.runs, self.invalid = ladder.expand(self.root, only)
         self.results = self.root / "results.jsonl"
         self.stale_after = stale_after
@@ -50,18 +57,37 @@ class Sweep:
     def lock(self, spec: RunSpec) -> Claim:
         return Claim(spec.run_dir, stale_after=self.stale_after)
 
-    def spec_path(self, spec: RunSpec) -> Path:
+    def spec_path(self, spec: RunSpec) -> epath.Path:
         return spec.run_dir / "spec.json"
 
+    @property
+    def local_dir(self) -> Path:
+        """Where this host keeps what cannot live on the root: for a gs:// root, workers' logs
+        while they run and the JAX compilation cache, in ~/.cache/hybrid-jax/sweeps/; for a
+        local root, the root itself."""
+        if not self.remote:
+            return Path(self.root)
+        key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path.home() / ".cache" / "hybrid-jax" / "sweeps" / f"{self.ladder.name}-{key}"
+
+    def log_path(self, spec: RunSpec) -> Path:
+        return self.local_dir / "runs" / spec.run_id / "worker.log"
+
     def prepare(self) -> None:
-        """Run directories with spec.json; rows of done runs restored if the file lost them."""
+        """Run directories with spec.json; rows of done runs restored if results.d lost them."""
         for spec in self.runs:
-            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.remote:
+                spec.run_dir.mkdir(parents=True, exist_ok=True)
             if read_json(self.spec_path(spec)) != spec.to_json():
                 write_json(self.spec_path(spec), spec.to_json())
             done = read_json(spec.run_dir / "done.json")
             if done:
-                append_rows(self.results, done["rows"])
+                results.append_rows(self.root, done["rows"])
+        self.export_results()
+
+    def export_results(self) -> int:
+        """Rewrite results.jsonl from results.d; returns the number of rows."""
+        return results.export_jsonl(self.root, self.results)
 
     def state(self, spec: RunSpec) -> str:
         """done | failed | refused | running | pending."""
@@ -107,7 +133,8 @@ class Runner:
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
         sw = self.sweep
-        sw.root.mkdir(parents=True, exist_ok=True)
+        if not sw.remote:
+            sw.root.mkdir(parents=True, exist_ok=True)
         sw.prepare()
         for bad in sw.invalid:
             self.say(f"[sweep] invalid run {bad.family}/{bad.size}: {bad.error}")
@@ -219,16 +246,19 @@ class Runner:
         env = {W.ATTEMPT_ENV: str(attempt), "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
                                              if p)}
-        for key, value in (("JAX_COMPILATION_CACHE_DIR", str((self.sweep.root / "jax_cache")
-                                                              .absolute())),
+        for key, value in (("JAX_COMPILATION_CACHE_DIR", _absolute(self.sweep.local_dir
+                                                                   / "jax_cache")),
                            ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
                            ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
             if key not in os.environ:
                 env[key] = value
-        args = ["-m", "hybrid_jax.sweep.worker", str(self.sweep.spec_path(spec).absolute()),
-                str(self.sweep.results.absolute())]
+        args = ["-m", "hybrid_jax.sweep.worker", _absolute(self.sweep.spec_path(spec)),
+                _absolute(self.sweep.root)]
+        log = self.sweep.log_path(spec)
+        log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            proc = self.executor.start(args, env, slot, spec.run_dir / "worker.log")
+            proc = self.executor.start(args, env, slot, log,
+                                       str(spec.run_dir) if self.sweep.remote else None)
         except ExecutorBusy as e:  # nothing started: not a failure of the run
             append_line(spec.run_dir / "attempts.jsonl", {
                 "event": "exit", "attempt": attempt, "outcome": "unplaced", "host": HOST,
@@ -267,13 +297,16 @@ class Runner:
             if error is None:  # no traceback: killed, or (Ray) its node or task process was lost
                 error = {"kind": "error",
                          "message": getattr(a.proc, "error", None) or _exit_message(rc),
-                         "traceback": _log_tail(run_dir / "worker.log")}
+                         "traceback": _log_tail(self.sweep.log_path(a.spec))}
+        if self.sweep.remote:
+            self._upload_log(a.spec)
         append_line(run_dir / "attempts.jsonl", {
             "event": "exit", "attempt": a.attempt, "outcome": outcome, "rc": rc,
             "host": HOST, "runner_pid": os.getpid(), "worker_pid": a.proc.pid,
             "wall_s": round(wall, 3), "error": error and error.get("message")})
         failures = self._failures(a.spec)
         if outcome == "completed":
+            self.sweep.export_results()
             self.say(f"[sweep] done {a.spec.run_id} in {wall:.0f} s")
         elif outcome == "interrupted":
             queue.insert(0, a.spec)
@@ -289,6 +322,13 @@ class Runner:
                      f"({failures}/{self.max_retries})")
             queue.append(a.spec)
         a.lock.release()
+
+    def _upload_log(self, spec: RunSpec) -> None:
+        """Append this attempt's logs written on this host to the run's worker.log objects (a
+        Ray task on another node moves its own)."""
+        log = self.sweep.log_path(spec)
+        for local in sorted(log.parent.glob(f"{log.stem}*{log.suffix}")):
+            move_log(local, str(spec.run_dir / local.name))
 
     def _failures(self, spec: RunSpec) -> int:
         """Failed attempts since the last reset (--retry-failed), over all runners."""
@@ -308,7 +348,7 @@ class Runner:
             if failed and (failed.get("kind") == "refused" or self.retry_failed):
                 append_line(spec.run_dir / "attempts.jsonl",
                             {"event": "reset", "time": time.time()})
-                (spec.run_dir / "failed.json").unlink(missing_ok=True)
+                objects.delete(spec.run_dir / "failed.json")
 
     def _stop(self) -> int:
         self.say(f"[sweep] signal {self.stopping}: stopping {len(self.active)} worker(s), which "
@@ -326,14 +366,15 @@ class Runner:
         sw = self.sweep
         states = [sw.state(s) for s in sw.runs]
         ids = {s.run_id for s in sw.runs}
-        rows = sum(1 for r in read_lines(sw.results) if r.get("run_id") in ids)
+        sw.export_results()
+        rows = sum(1 for r in results.read_rows(sw.root) if r["run_id"] in ids)
         self.say(f"[sweep] {sw.ladder.name}: {states.count('done')}/{len(states)} done, "
                  f"{states.count('failed') + states.count('refused')} failed, "
                  f"{len(sw.invalid)} invalid; {rows} result rows in {sw.results}")
         return 0 if states.count("done") == len(states) and not sw.invalid else 1
 
 
-def attempts_started(run_dir: Path) -> int:
+def attempts_started(run_dir: epath.Path) -> int:
     """How many attempts at the run were started, by any runner, killed ones included.
 
     Every attempt writes a "start" event and, unless its runner was killed, an "exit" event,
@@ -342,6 +383,11 @@ def attempts_started(run_dir: Path) -> int:
     numbers = [r.get("attempt") for r in read_lines(run_dir / "attempts.jsonl")
                if r.get("event") in ("start", "exit")]
     return max((n for n in numbers if isinstance(n, int) and not isinstance(n, bool)), default=0)
+
+
+def _absolute(path: os.PathLike) -> str:
+    """For a worker, which may run in another directory (or on another host)."""
+    return str(path) if is_object_store(path) else os.path.abspath(path)
 
 
 def _exit_message(rc: int) -> str:

@@ -1,8 +1,8 @@
 """`sweep status`: each run's state, progress (from its metrics.jsonl) and ETA; `sweep merge`.
 
-Rows are counted as `sweep run` will keep them: a last line of results.jsonl without its
-newline (a write cut by a kill) is dropped at the next append, so it is not counted, and a done
-run whose rows the file lacks shows them missing, with the command that restores them.
+Rows are counted from results.d (storage/results.py), as `sweep run` keeps them. A done run
+whose rows results.d lacks shows them missing, with the command that restores them, as does a
+results.jsonl that lacks rows of results.d (an export that another runner's overtook).
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import statistics
-from pathlib import Path
 
+from hybrid_jax.storage import objects, results
+from hybrid_jax.storage.paths import as_path, read_text_or_none
 from hybrid_jax.sweep.ladder import LADDER_DIR
 from hybrid_jax.sweep.runner import Sweep, attempts_started
-from hybrid_jax.sweep.state import append_rows, read_json, read_rows, row_key
+from hybrid_jax.sweep.state import read_json
 
 
-def tail_records(path: Path, nbytes: int = 32_768) -> list[dict]:
+def tail_records(path: os.PathLike, nbytes: int = 32_768) -> list[dict]:
     """The last complete JSON lines of a (possibly large, possibly growing) JSONL file."""
     try:
-        with open(path, "rb") as f:
+        with as_path(path).open("rb") as f:
             end = f.seek(0, os.SEEK_END)
             f.seek(max(0, end - nbytes))
             lines = f.read().decode(errors="replace").splitlines()[1 if end > nbytes else 0:]
@@ -37,9 +37,10 @@ def tail_records(path: Path, nbytes: int = 32_768) -> list[dict]:
     return out
 
 
-def progress(run_dir: Path) -> tuple[int, float | None]:
+def progress(run_dir: os.PathLike) -> tuple[int, float | None]:
     """(tokens done, tokens/s over the recent steps) from metrics.jsonl."""
-    train = [r for r in tail_records(run_dir / "metrics.jsonl") if r.get("kind") == "train"]
+    train = [r for r in tail_records(as_path(run_dir) / "metrics.jsonl")
+             if r.get("kind") == "train"]
     if not train:
         return 0, None
     rates = [r["tokens_per_s"] for r in train[-50:] if r.get("step", 0) > 1
@@ -47,29 +48,16 @@ def progress(run_dir: Path) -> tuple[int, float | None]:
     return int(train[-1]["tokens"]), (statistics.median(rates) if rates else None)
 
 
-def read_results(path: Path) -> tuple[list[dict], int]:
-    """(the complete rows of results.jsonl, bytes in a torn last line, 0 if none)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    torn = len(data) - (data.rfind(b"\n") + 1)
-    rows = []
-    for line in data[:len(data) - torn].decode(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "run_id" in row and "tokens" in row:
-            rows.append(row)
-    return rows, torn
+def _exported(sweep: Sweep) -> int:
+    """How many rows results.jsonl holds."""
+    return len((read_text_or_none(sweep.results) or "").splitlines())
 
 
 def status_rows(sweep: Sweep) -> list[dict]:
-    complete, _ = read_results(sweep.results)
-    results, keys = {}, {row_key(r) for r in complete}
+    complete = results.read_rows(sweep.root)
+    counts, keys = {}, {results.row_key(r) for r in complete}
     for r in complete:
-        results[r["run_id"]] = results.get(r["run_id"], 0) + 1
+        counts[r["run_id"]] = counts.get(r["run_id"], 0) + 1
     rows = []
     for spec in sweep.runs:
         state = sweep.state(spec)
@@ -80,11 +68,11 @@ def status_rows(sweep: Sweep) -> list[dict]:
         eta = (total - done_tokens) / rate if state == "running" and rate else None
         holder = sweep.lock(spec).holder() if state == "running" else None
         done = read_json(spec.run_dir / "done.json") if state == "done" else None
-        missing = sum(1 for r in (done or {}).get("rows", []) if row_key(r) not in keys)
+        missing = sum(1 for r in (done or {}).get("rows", []) if results.row_key(r) not in keys)
         failed = read_json(spec.run_dir / "failed.json") if state in ("failed", "refused") else None
         rows.append({"run_id": spec.run_id, "family": spec.family, "size": spec.size,
                      "n_params": spec.n_params, "state": state, "tokens": done_tokens,
-                     "total_tokens": total, "rows": results.get(spec.run_id, 0),
+                     "total_tokens": total, "rows": counts.get(spec.run_id, 0),
                      "rows_missing": missing, "points": len(spec.hyper.decay_tokens),
                      "attempts": attempts_started(spec.run_dir), "eta_s": eta, "holder": holder,
                      "error": (failed or {}).get("message") or (failed or {}).get("error")})
@@ -120,7 +108,7 @@ def format_status(sweep: Sweep, rows: list[dict]) -> str:
         if r["error"]:
             note = r["error"].splitlines()[0][:120] if r["error"].strip() else ""
         if r["rows_missing"]:
-            note = f"{r['rows_missing']} row(s) missing from results.jsonl"
+            note = f"{r['rows_missing']} row(s) missing from results.d"
         lines.append(f"{r['run_id']:<34}{r['state']:<9}{r['n_params']:>10,}"
                      f"{r['tokens']:>14,} / {r['total_tokens']:<11,}{pct:>5.0f}%"
                      f"{str(r['rows']) + '/' + str(r['points']):>7}{r['attempts']:>6}"
@@ -131,54 +119,60 @@ def format_status(sweep: Sweep, rows: list[dict]) -> str:
                        if states.count(s))
     n_rows = sum(r.get("rows", 0) for r in rows)
     n_points = sum(r.get("points", 0) for r in rows)
-    lines.append(f"{len(rows)} runs: {counts}; {n_rows}/{n_points} result rows in {sweep.results}")
+    lines.append(f"{len(rows)} runs: {counts}; {n_rows}/{n_points} result rows in "
+                 f"{sweep.root / results.ROWS_DIR}")
     hint = repair_hint(sweep, rows)
     return "\n".join(lines + ([hint] if hint else []))
 
 
 def repair_hint(sweep: Sweep, rows: list[dict]) -> str | None:
-    """One line when results.jsonl has a torn last line or lacks rows of done runs, naming the
-    command that repairs it (`sweep run` drops the torn line and re-appends rows from each
-    done run's done.json, training nothing that is done)."""
-    _, torn = read_results(sweep.results)
+    """One line when results.d lacks rows of done runs, or results.jsonl lacks rows of
+    results.d, naming the command that repairs it (`sweep run` re-adds rows from each done
+    run's done.json and exports results.jsonl, training nothing that is done)."""
     missing = sum(r.get("rows_missing", 0) for r in rows)
-    if not torn and not missing:
+    stale = len(results.read_rows(sweep.root)) - _exported(sweep)
+    if not missing and stale <= 0:
         return None
-    problems = [f"a torn last line ({torn} bytes)"] if torn else []
-    if missing:
-        problems.append(f"{missing} row(s) of done runs missing")
-    shipped = sweep.ladder.path.resolve() == (LADDER_DIR / f"{sweep.ladder.name}.yaml").resolve()
+    problems = [f"{missing} row(s) of done runs missing from results.d"] if missing else []
+    if stale > 0:
+        problems.append(f"results.jsonl lacks {stale} row(s) of results.d")
+    shipped = (sweep.ladder.path.resolve()
+               == (LADDER_DIR / f"{sweep.ladder.name}.yaml").resolve())
     ladder = sweep.ladder.name if shipped else str(sweep.ladder.path)
     command = f"hybrid-jax sweep run {shlex.quote(ladder)} --root {shlex.quote(str(sweep.root))}"
-    return (f"{sweep.results.name} has {' and '.join(problems)}: `{command}` repairs it "
-            "(rows are restored from done.json)")
+    return (f"{' and '.join(problems)}: `{command}` repairs it (rows are restored from "
+            f"done.json)")
 
 
-def merge(sweep: Sweep, others: list[str | Path], say=print) -> int:
-    """Copy rows and completed-run markers of this ladder's runs from other roots into
-    sweep.root, so a later `sweep run` trains none of them again. Returns rows added."""
+def merge(sweep: Sweep, others: list[str | os.PathLike], say=print) -> int:
+    """Copy rows and completed-run markers of this ladder's runs from other roots (local or
+    gs://) into sweep.root, so a later `sweep run` trains none of them again. Returns rows
+    added."""
     ids = {s.run_id: s for s in sweep.runs}
-    sweep.root.mkdir(parents=True, exist_ok=True)
+    if not sweep.remote:
+        sweep.root.mkdir(parents=True, exist_ok=True)
     added = 0
-    for other in map(Path, others):
+    for other in map(as_path, others):
         if not other.is_dir():
             raise FileNotFoundError(f"sweep root {other} does not exist")
-        rows = [r for r in read_rows(other / "results.jsonl") if r["run_id"] in ids]
-        skipped = len(read_rows(other / "results.jsonl")) - len(rows)
-        n = append_rows(sweep.results, rows)
+        theirs = results.read_rows(other)
+        rows = [r for r in theirs if r["run_id"] in ids]
+        n = results.append_rows(sweep.root, rows)
         markers = 0
         for run_id, spec in ids.items():
             done = other / "runs" / run_id / "done.json"
-            if done.is_file() and not (spec.run_dir / "done.json").exists():
-                spec.run_dir.mkdir(parents=True, exist_ok=True)
+            if done.exists() and not (spec.run_dir / "done.json").exists():
                 for name in ("config.json", "run_meta.json", "summary.json", "metrics.jsonl",
                              "attempts.jsonl"):
-                    if (done.parent / name).is_file():
-                        shutil.copy2(done.parent / name, spec.run_dir / name)
-                append_rows(sweep.results, read_json(done)["rows"])
-                shutil.copy2(done, spec.run_dir / "done.json")  # last: the marker
-                markers += 1
+                    data = objects.read_bytes(done.parent / name)
+                    if data is not None:
+                        objects.write_atomic(spec.run_dir / name, data)
+                results.append_rows(sweep.root, read_json(done)["rows"])
+                objects.write_atomic(spec.run_dir / "done.json", objects.read_bytes(done))
+                markers += 1  # the marker last
         added += n
         say(f"merged {other}: {n} new row(s) of {len(rows)}, {markers} completed run(s)"
-            + (f"; {skipped} row(s) of runs not in this ladder skipped" if skipped else ""))
+            + (f"; {len(theirs) - len(rows)} row(s) of runs not in this ladder skipped"
+               if len(theirs) > len(rows) else ""))
+    sweep.export_results()
     return added

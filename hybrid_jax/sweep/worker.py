@@ -33,10 +33,10 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 
-from hybrid_jax.sweep.state import (HOST, append_line, append_rows, read_json, read_lines,
-                                     write_json)
+from hybrid_jax.storage import objects, results
+from hybrid_jax.storage.paths import as_path, read_text_or_none
+from hybrid_jax.sweep.state import HOST, append_line, read_json, read_lines, write_json
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 75
 RUNNER_PID_ENV = "HYBRID_JAX_SWEEP_RUNNER_PID"
@@ -53,7 +53,7 @@ def _die_with_runner() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def rows_for(spec: dict, cfg, summary: dict, run_dir: Path) -> list[dict]:
+def rows_for(spec: dict, cfg, summary: dict, run_dir: os.PathLike) -> list[dict]:
     """One result row per scaling point in the summary (schema: analysis/results.py)."""
     from hybrid_jax.flops import train_flops
 
@@ -80,7 +80,7 @@ def rows_for(spec: dict, cfg, summary: dict, run_dir: Path) -> list[dict]:
     return rows
 
 
-def _wall_by_step(run_dir: Path):
+def _wall_by_step(run_dir: os.PathLike):
     """wall_s at a step: the step and evaluation times in metrics.jsonl up to it (compilation
     included, process start-up not)."""
     records = read_lines(run_dir / "metrics.jsonl")
@@ -93,19 +93,23 @@ def _wall_by_step(run_dir: Path):
     return wall
 
 
-def run(spec_path: Path, results: Path, distributed: dict | None = None) -> int:
+def run(spec_path: str | os.PathLike, root: str | os.PathLike,
+        distributed: dict | None = None) -> int:
     from hybrid_jax.config import ConfigError
     from hybrid_jax.data import EpochLimitError, StoreError
     from hybrid_jax.overrides import OverrideError
     from hybrid_jax.sharding import MeshError
     from hybrid_jax.train import ConfigMismatchError, load_config, train
 
-    spec = json.loads(spec_path.read_text())
+    spec_path = as_path(spec_path)
+    spec = json.loads(read_text_or_none(spec_path) or "null")
+    if not isinstance(spec, dict):
+        raise SystemExit(f"no run spec at {spec_path}")
     run_dir = spec_path.parent
     attempt = os.environ.get(ATTEMPT_ENV, "?")
     print(f"[sweep] run {spec['run_id']} attempt {attempt}: worker pid {os.getpid()} of runner "
           f"pid {os.getppid()} on {HOST} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
-    (run_dir / "last_error.json").unlink(missing_ok=True)
+    objects.delete(run_dir / "last_error.json")
     t0 = time.time()
     try:
         cfg = load_config(spec["config"])
@@ -123,14 +127,14 @@ def run(spec_path: Path, results: Path, distributed: dict | None = None) -> int:
     if distributed and distributed["process_id"] != 0:  # process 0 records the run
         return EXIT_OK if summary["status"] == "completed" else EXIT_INTERRUPTED
     rows = rows_for(spec, cfg, summary, run_dir)
-    added = append_rows(results, rows)
+    added = results.append_rows(root, rows)
     append_line(run_dir / "attempts.jsonl", {
         "event": "train", "attempt": attempt, "worker_pid": os.getpid(), "host": HOST,
         "status": summary["status"],
         "resumed_from_step": (read_json(run_dir / "run_meta.json") or {}).get("resumed_from_step"),
         "steps": summary["steps"], "train_wall_s": summary["wall_s"], "rows_added": added})
     print(f"[sweep] {summary['status']} at step {summary['steps']}/{summary['total_steps']}; "
-          f"{len(rows)} scaling point(s), {added} new row(s) in {results}", flush=True)
+          f"{len(rows)} scaling point(s), {added} new row(s) in {root}", flush=True)
     if summary["status"] != "completed":
         return EXIT_INTERRUPTED
     if len(rows) != len(spec["ratios"]):
@@ -144,7 +148,7 @@ def run(spec_path: Path, results: Path, distributed: dict | None = None) -> int:
     return EXIT_OK
 
 
-def _fail(run_dir: Path, kind: str, error: BaseException, t0: float) -> int:
+def _fail(run_dir: os.PathLike, kind: str, error: BaseException, t0: float) -> int:
     tb = "".join(traceback.format_exception(error))
     print(tb, file=sys.stderr, flush=True)
     write_json(run_dir / "last_error.json", {"kind": kind, "type": type(error).__name__,
@@ -155,8 +159,8 @@ def _fail(run_dir: Path, kind: str, error: BaseException, t0: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hybrid_jax.sweep.worker")
-    p.add_argument("spec", type=Path)
-    p.add_argument("results", type=Path)
+    p.add_argument("spec", help="the run's spec.json (a local path or gs://)")
+    p.add_argument("root", help="the sweep's root, whose results.d gets the run's rows")
     p.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-process runs)")
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed = {"coordinator": args.coordinator, "num_processes": args.num_processes,
                        "process_id": args.process_id}
     _die_with_runner()
-    return run(args.spec, args.results, distributed)
+    return run(args.spec, args.root, distributed)
 
 
 if __name__ == "__main__":

@@ -66,17 +66,23 @@ def run_sweep(env, *args, timeout=240, check=True) -> subprocess.CompletedProces
     return proc
 
 
-def rows(root: Path) -> list[dict]:
-    path = root / "results.jsonl"
-    return lines(path) if path.exists() else []
+def rows(root) -> list[dict]:
+    """The sweep's rows (results.d), on a local or gs:// root."""
+    from hybrid_jax.storage.results import read_rows
+
+    return read_rows(root)
 
 
-def run_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "runs").iterdir() if p.is_dir())
+def run_dirs(root) -> list:
+    from hybrid_jax.storage.paths import as_path
+
+    return sorted(p for p in (as_path(root) / "runs").iterdir() if p.is_dir())
 
 
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def lines(path) -> list[dict]:
+    from hybrid_jax.storage.paths import read_text_or_none
+
+    return [json.loads(line) for line in read_text_or_none(path).splitlines() if line.strip()]
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):

@@ -1,6 +1,5 @@
 """Sweep state without training: run claims as the runner uses them (records written by a
-runner before claims recorded a pid namespace included), atomic deduplicated result appends,
-and `sweep merge`."""
+runner before claims recorded a pid namespace included), and `sweep merge`."""
 
 import json
 import os
@@ -12,7 +11,8 @@ from hybrid_jax.sweep import cli
 from hybrid_jax.sweep.ladder import load_ladder
 from hybrid_jax.sweep.runner import Sweep
 from hybrid_jax.storage.claims import Claim
-from hybrid_jax.sweep.state import HOST, append_rows, read_rows, write_json
+from hybrid_jax.storage.results import append_rows, read_rows
+from hybrid_jax.sweep.state import HOST, write_json
 
 from tests.helpers.sweeps import micro_ladder
 
@@ -62,33 +62,21 @@ def row(run_id, tokens, loss=2.0):
     return {"run_id": run_id, "tokens": tokens, "val": {"val": {"loss": loss, "bpb": 3.0}}}
 
 
-def test_append_rows_dedupes_and_repairs_a_cut_line(tmp_path):
-    path = tmp_path / "results.jsonl"
-    assert append_rows(path, [row("a", 1), row("a", 2), row("a", 1)]) == 2
-    assert append_rows(path, [row("a", 2), row("b", 1)]) == 1
-    with open(path, "a") as f:
-        f.write('{"run_id": "c", "tok')  # a write cut by a kill
-    assert append_rows(path, [row("c", 1)]) == 1
-    got = [(r["run_id"], r["tokens"]) for r in read_rows(path)]
-    assert got == [("a", 1), ("a", 2), ("b", 1), ("c", 1)]
-    assert path.read_text().endswith("\n") and len(path.read_text().splitlines()) == 4
-
-
 def test_merge_dedupes_rows_and_copies_done_markers(tmp_path):
     ladder = micro_ladder(tmp_path / "l.yaml", tmp_path / "store")
     mine = Sweep(load_ladder(ladder), tmp_path / "mine")
     theirs = Sweep(load_ladder(ladder), tmp_path / "theirs")
     a, b = (s.run_id for s in mine.runs)
     # mine has run a's first point; theirs finished both runs (b completely: done.json)
-    append_rows(mine.results, [row(a, 10)])
-    append_rows(theirs.results, [row(a, 10), row(a, 20), row(b, 10), row(b, 20),
+    append_rows(mine.root, [row(a, 10)])
+    append_rows(theirs.root, [row(a, 10), row(a, 20), row(b, 10), row(b, 20),
                                  row("not-in-this-ladder", 5)])
     theirs_b = theirs.root / "runs" / b
     theirs_b.mkdir(parents=True)
     write_json(theirs_b / "done.json", {"run_id": b, "rows": [row(b, 10), row(b, 20)]})
     assert cli.main(["merge", str(ladder), "--root", str(mine.root), str(theirs.root)]) == 0
     assert cli.main(["merge", str(ladder), "--root", str(mine.root), str(theirs.root)]) == 0
-    got = sorted((r["run_id"], r["tokens"]) for r in read_rows(mine.results))
+    got = sorted((r["run_id"], r["tokens"]) for r in read_rows(mine.root))
     assert got == [(a, 10), (a, 20), (b, 10), (b, 20)]
     states = {s.run_id: mine.state(s) for s in mine.runs}
     assert states == {a: "pending", b: "done"}  # b will not be trained again here
