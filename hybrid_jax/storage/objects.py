@@ -78,10 +78,16 @@ def append(path: str | os.PathLike, data: bytes) -> None:
         return
     while True:
         seen = read(path)
-        if seen is None:
-            if create(path, data) is not None:
-                return
-        elif replace(path, seen.data + data, seen.version) is not None:
+        old = b"" if seen is None else seen.data
+        written = (create(path, data) if seen is None
+                   else replace(path, old + data, seen.version))
+        if written is not None:
+            return
+        # Refused: another writer came first, or our write landed and only its response was
+        # lost (the client's retry then fails its own condition). Appending again would then
+        # add the data twice.
+        now = read(path)
+        if now is not None and now.data == old + data:
             return
 
 

@@ -74,3 +74,11 @@ def test_local_crash_leftovers_are_not_listed(tmp_path):
     (tmp_path / ".row.json.123.abcd.tmp").write_bytes(b"half a ro")
     objects.create(tmp_path / "row.json", b"{}")
     assert objects.list_names(tmp_path) == ["row.json"]
+
+
+def test_concurrent_appends_lose_nothing(root):
+    path = root / "log.jsonl"
+    race(6, lambda i: objects.append(path, f"{i}\n".encode()))
+    objects.append(path, b"last\n")
+    lines = objects.read_bytes(path).decode().splitlines()
+    assert sorted(lines[:-1]) == [str(i) for i in range(6)] and lines[-1] == "last"
