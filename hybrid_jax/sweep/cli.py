@@ -42,6 +42,8 @@ def _runner_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--retry-failed", action="store_true",
                    help="give runs marked failed by an earlier runner another max-retries")
     r.add_argument("--poll", type=float, default=1.0, help="seconds between checks (default 1)")
+    r.add_argument("--report-every", type=float, default=60.0, metavar="S",
+                   help="print runs by state and the sweep's ETA every S seconds (default 60)")
     r.add_argument("--stale-after", type=float, default=600.0,
                    help="seconds without heartbeat after which another host's lock is stale")
     r.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -82,6 +84,17 @@ def parser() -> argparse.ArgumentParser:
                     help="devices of each worker's own (a TPU slice's chips, a node's GPUs), "
                          "with --device-kind: e.g. --parallel 4 --devices-per-run 32 for four "
                          "v5p-64 slices")
+    pl.add_argument("--slices", type=int, metavar="N",
+                    help="with --slice: N TPU slices, each run on one whole slice")
+    pl.add_argument("--slice", metavar="VERSION:TOPOLOGY",
+                    help="the slice type, e.g. v5p:2x2x2 (8 chips); sets --device-kind, "
+                         "--devices-per-run and --parallel")
+    pl.add_argument("--gpus", type=int, metavar="N",
+                    help="with --device-kind: N GPUs in all, --gpus-per-run G each (default 1)")
+    pl.add_argument("--gpus-per-run", type=int, default=None, metavar="G")
+    pl.add_argument("--mfu", type=float,
+                    help="assume this MFU (0-1] for every family, instead of the ladder's "
+                         "measured plan_mfu or the default 20%%")
     pl.add_argument("--json", action="store_true")
     m = sub.add_parser("merge", help="merge result rows and completed runs from other roots")
     _common(m)
@@ -107,11 +120,16 @@ _NUMBER_FLAGS = (
     ("--parallel", "parallel", lambda v: v is None or v >= 1, "a positive integer"),
     ("--max-retries", "max_retries", lambda v: v >= 0, "an integer >= 0"),
     ("--poll", "poll", lambda v: 0 < v < math.inf, "a positive number of seconds"),
+    ("--report-every", "report_every", lambda v: 0 < v < math.inf,
+     "a positive number of seconds"),
     ("--stale-after", "stale_after", lambda v: v > 0, "a positive number of seconds"),
     ("--calibrate-batch", "calibrate_batch", lambda v: v >= 1, "a positive integer"),
     ("--gpus-per-run", "gpus_per_run", lambda v: v is None or v >= 1, "a positive integer"),
     ("--hosts-per-run", "hosts_per_run", lambda v: v >= 1, "a positive integer"),
     ("--devices-per-run", "devices_per_run", lambda v: v >= 1, "a positive integer"),
+    ("--slices", "slices", lambda v: v is None or v >= 1, "a positive integer"),
+    ("--gpus", "gpus", lambda v: v is None or v >= 1, "a positive integer"),
+    ("--mfu", "mfu", lambda v: v is None or 0 < v <= 1, "a fraction in (0, 1]"),
 )
 
 
@@ -181,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(sweep, args) -> int:
     from hybrid_jax.sweep.plan import store_info
     from hybrid_jax.sweep.runner import Runner
+    from hybrid_jax.sweep.status import overview
 
     for path in sorted({s.config.data.store for s in sweep.runs}):
         store, note = store_info(path)
@@ -191,7 +210,8 @@ def cmd_run(sweep, args) -> int:
     try:
         runner = Runner(sweep, max_retries=args.max_retries, parallel=args.parallel,
                         poll_s=args.poll, retry_failed=args.retry_failed,
-                        say=lambda *a: print(*a, flush=True), executor=make_executor(args))
+                        say=lambda *a: print(*a, flush=True), executor=make_executor(args),
+                        report=lambda: overview(sweep), report_every=args.report_every)
     except ValueError as e:
         print(f"hybrid-jax sweep run: {e}", file=sys.stderr)
         return EXIT_BAD
@@ -242,13 +262,17 @@ def cmd_status(sweep, args) -> int:
 
 
 def cmd_plan(sweep, args) -> int:
-    from hybrid_jax.sweep.plan import (assumed_speed, calibrate, format_plan, local_device_kind,
-                                        plan_rows, store_info)
+    from hybrid_jax.sweep.plan import (assumed_speed, calibrate, device_hours, format_plan,
+                                        local_device_kind, plan_rows, store_info)
     from hybrid_jax.sweep.runner import device_slots
 
-    if args.calibrate and args.device_kind:
-        print("hybrid-jax sweep plan: --calibrate measures this device; drop --device-kind",
-              file=sys.stderr)
+    problem = _plan_cluster(args)
+    if problem:
+        print(f"hybrid-jax sweep plan: {problem}", file=sys.stderr)
+        return EXIT_BAD
+    if args.calibrate and (args.device_kind or args.mfu):
+        print("hybrid-jax sweep plan: --calibrate measures this device; drop --device-kind and "
+              "--mfu", file=sys.stderr)
         return EXIT_BAD
     kind = args.device_kind or local_device_kind()
     speeds = {}
@@ -260,7 +284,8 @@ def cmd_plan(sweep, args) -> int:
             print(f"  {speeds[key].flops_per_s / 1e12:.3g} TFLOP/s; {speeds[key].source}",
                   file=sys.stderr, flush=True)
         else:
-            speeds[key] = assumed_speed(kind, sweep.ladder.plan_mfu.get(spec.family))
+            speeds[key] = (assumed_speed(kind, args.mfu, "given") if args.mfu else
+                           assumed_speed(kind, sweep.ladder.plan_mfu.get(spec.family)))
     if args.devices_per_run > 1 and not args.device_kind:
         print("hybrid-jax sweep plan: --devices-per-run needs --device-kind (the device each "
               "run holds several of)", file=sys.stderr)
@@ -281,12 +306,44 @@ def cmd_plan(sweep, args) -> int:
     if args.json:
         print(json.dumps({"device_kind": kind, "workers": workers, "devices": devices,
                           "devices_per_run": args.devices_per_run,
+                          "device_hours": device_hours(rows, args.devices_per_run),
                           "runs": rows, "invalid": [vars(b) for b in sweep.invalid]}, indent=1))
     else:
         print(f"device: {kind}")
         print(format_plan(sweep, rows, workers, devices, "; ".join(sorted(notes)),
                           args.devices_per_run))
     return 0
+
+
+TPU_DEVICE_KINDS = {"v4": "TPU v4", "v5e": "TPU v5 lite", "v5p": "TPU v5p", "v6e": "TPU v6 lite"}
+
+
+def _plan_cluster(args: argparse.Namespace) -> str | None:
+    """Turn --slices/--slice or --gpus into --parallel, --devices-per-run (and the device
+    kind of a slice); the problem in words if the flags do not go together."""
+    if (args.slices is None) != (args.slice is None):
+        return "--slices and --slice go together (e.g. --slices 4 --slice v5p:2x2x2)"
+    if args.slice is not None and args.gpus is not None:
+        return "--slice and --gpus are two kinds of cluster: give one"
+    if args.gpus_per_run is not None and args.gpus is None:
+        return "--gpus-per-run needs --gpus"
+    if args.slice is not None:
+        from hybrid_jax.compile.aot import TopologyError, parse_topology
+
+        try:
+            version, dims = parse_topology(args.slice)
+        except TopologyError as e:
+            return str(e)
+        args.device_kind = args.device_kind or TPU_DEVICE_KINDS[version]
+        args.devices_per_run, args.parallel = math.prod(dims), args.slices
+    if args.gpus is not None:
+        if not args.device_kind:
+            return "--gpus needs --device-kind (e.g. 'NVIDIA H100 80GB HBM3')"
+        per = args.gpus_per_run or 1
+        if args.gpus % per:
+            return f"--gpus {args.gpus} is not a multiple of --gpus-per-run {per}"
+        args.devices_per_run, args.parallel = per, args.gpus // per
+    return None
 
 
 def cmd_merge(sweep, args) -> int:

@@ -52,8 +52,10 @@ class Speed:
     source: str                 # how it was obtained, printed with the plan
 
 
-def assumed_speed(device_kind: str, mfu: float | None = None) -> Speed:
-    """`mfu`: the ladder's measured MFU for the family (ladder key `plan_mfu`), else DEFAULT_MFU."""
+def assumed_speed(device_kind: str, mfu: float | None = None,
+                  how: str = "the ladder's measured") -> Speed:
+    """`mfu`: the ladder's measured MFU for the family (ladder key `plan_mfu`) or the user's
+    (say which in `how`), else DEFAULT_MFU."""
     from hybrid_jax.train.metrics import peak_flops
 
     peak = peak_flops(device_kind)
@@ -61,7 +63,7 @@ def assumed_speed(device_kind: str, mfu: float | None = None) -> Speed:
         return Speed(DEFAULT_CPU_FLOPS, DEFAULT_OVERHEAD_S["cpu"],
                      f"assumed {DEFAULT_CPU_FLOPS / 1e9:.0f} GFLOP/s per worker on "
                      f"{device_kind!r} (no known peak) + {DEFAULT_OVERHEAD_S['cpu']:.0f} s/run")
-    how = "assumed" if mfu is None else "the ladder's measured"
+    how = "assumed" if mfu is None else how
     mfu = DEFAULT_MFU if mfu is None else mfu
     return Speed(mfu * peak, DEFAULT_OVERHEAD_S["accelerator"],
                  f"{how} MFU {mfu:.1%} of {peak / 1e12:.0f} TFLOP/s peak on "
@@ -198,6 +200,11 @@ def _si(x: float) -> str:
     return f"{x / 10 ** (3 * exp):.3g}{' kMGTPEZY'[exp].strip()}"
 
 
+def device_hours(rows: list[dict], devices_per_run: int) -> float:
+    """Chip-hours (GPU-hours) the ladder holds: each run's time times the devices it holds."""
+    return sum(r["est_s"] for r in rows) * max(devices_per_run, 1) / 3600
+
+
 def format_plan(sweep: Sweep, rows: list[dict], workers: int, devices: int, store_note: str,
                 devices_per_run: int = 1) -> str:
     head = (f"{'run':<34}{'N':>9}{'N tot':>9}{'D/N':>6}{'D tokens':>10}{'steps':>8}{'FLOPs':>9}"
@@ -236,6 +243,7 @@ def format_plan(sweep: Sweep, rows: list[dict], workers: int, devices: int, stor
     where = (f"{workers} worker(s) of {devices_per_run} devices each" if devices_per_run > 1
              else f"{workers} worker(s) on {devices} device(s)")
     out.append(f"estimated time: {duration(total_s)} of run time, {duration(wall)} wall with "
-               f"{where}; speed: " + "; ".join(speeds))
+               f"{where}; {device_hours(rows, devices_per_run):,.0f} device-hours; speed: "
+               + "; ".join(speeds))
     out.append(f"epochs: {store_note or 'of the training tokens in ' + sweep.ladder.store}")
     return "\n".join(out)

@@ -118,7 +118,8 @@ class Runner:
     or ray_executor.RayExecutor)."""
 
     def __init__(self, sweep: Sweep, *, max_retries: int = 2, parallel: int | None = None,
-                 poll_s: float = 1.0, retry_failed: bool = False, say=print, executor=None):
+                 poll_s: float = 1.0, retry_failed: bool = False, say=print, executor=None,
+                 report=None, report_every: float = 60.0):
         if max_retries < 0 or not poll_s > 0:
             raise ValueError(f"max_retries must be >= 0 and poll_s > 0, got {max_retries}, "
                              f"{poll_s}")
@@ -126,6 +127,8 @@ class Runner:
         self.executor = executor if executor is not None else LocalExecutor(parallel)
         self.retry_failed = retry_failed
         self.say = say
+        # `report()`: a line on the whole sweep (status.overview), said every report_every s
+        self.report, self.report_every, self._reported = report, report_every, time.time()
         self.stopping: int | None = None
         self.active: dict[int, _Active] = {}
         self._epochs_cache: dict = {}
@@ -155,6 +158,9 @@ class Runner:
                     return self._stop()
                 started = self._fill(queue)
                 self._heartbeats()
+                if self.report is not None and time.time() - self._reported >= self.report_every:
+                    self._reported = time.time()
+                    self.say(self.report())
                 if not self.active and not queue:
                     break
                 if not self.active and not started and not waiting_said:

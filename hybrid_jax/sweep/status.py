@@ -74,7 +74,8 @@ def status_rows(sweep: Sweep) -> list[dict]:
                      "n_params": spec.n_params, "state": state, "tokens": done_tokens,
                      "total_tokens": total, "rows": counts.get(spec.run_id, 0),
                      "rows_missing": missing, "points": len(spec.hyper.decay_tokens),
-                     "attempts": attempts_started(spec.run_dir), "eta_s": eta, "holder": holder,
+                     "attempts": attempts_started(spec.run_dir), "eta_s": eta,
+                     "tokens_per_s": rate if state == "running" else None, "holder": holder,
                      "error": (failed or {}).get("message") or (failed or {}).get("error")})
     for bad in sweep.invalid:
         rows.append({"run_id": f"{bad.family}-{bad.size}", "family": bad.family,
@@ -123,6 +124,28 @@ def format_status(sweep: Sweep, rows: list[dict]) -> str:
                  f"{sweep.root / results.ROWS_DIR}")
     hint = repair_hint(sweep, rows)
     return "\n".join(lines + ([hint] if hint else []))
+
+
+def overview(sweep: Sweep) -> str:
+    """One line for a driver to print as it goes: runs by state and the ladder's ETA, the
+    training FLOPs left over the FLOP/s of the runs training now (their recent tokens/s), so
+    it assumes the slots stay as busy as they are."""
+    from hybrid_jax.flops import train_flops
+
+    rows = status_rows(sweep)
+    left = rate = 0.0
+    for spec, r in zip(sweep.runs, rows):
+        if r["state"] in ("done", "failed", "refused"):
+            continue
+        total = r["total_tokens"]
+        per_token = train_flops(spec.config.model, spec.config.train.seq_len, total) / total
+        left += per_token * (total - r["tokens"])
+        rate += per_token * (r["tokens_per_s"] or 0.0)
+    states = [r["state"] for r in rows]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in
+                       ("done", "running", "pending", "failed", "refused", "invalid"))
+    eta = duration(left / rate) if rate else ("0:00" if not left else "?")
+    return f"[sweep] {counts}; eta {eta}"
 
 
 def repair_hint(sweep: Sweep, rows: list[dict]) -> str | None:

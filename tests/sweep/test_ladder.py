@@ -162,6 +162,32 @@ def test_plan_for_slices_gives_each_worker_its_own_devices(capsys, tmp_path):
         assert a["flops_per_s"] == pytest.approx(32 * b["flops_per_s"])
     assert cli.main(["plan", "paper", "--root", root, "--devices-per-run", "8"]) == 2
     assert "--devices-per-run needs --device-kind" in capsys.readouterr().err
+    # the same cluster named as slices: v5p:4x4x2 is 32 chips; device-hours = run time x 32
+    assert cli.main(["plan", "paper", "--root", root, "--slices", "4", "--slice", "v5p:4x4x2",
+                     "--json"]) == 0
+    named = json.loads(capsys.readouterr().out)
+    assert named["runs"] == sliced["runs"] and named["device_kind"] == "TPU v5p"
+    assert named["device_hours"] == pytest.approx(
+        sum(r["est_s"] for r in sliced["runs"]) * 32 / 3600)
+    # GPUs: 16 in all, 8 a run, at a given MFU; bad combinations are one line each
+    gpus = ["plan", "paper", "--root", root, "--gpus", "16", "--gpus-per-run", "8",
+            "--device-kind", "NVIDIA H100 80GB HBM3", "--json"]
+    assert cli.main(gpus + ["--mfu", "0.4"]) == 0
+    at40 = json.loads(capsys.readouterr().out)
+    assert cli.main(gpus + ["--mfu", "0.2"]) == 0
+    at20 = json.loads(capsys.readouterr().out)
+    assert (at40["workers"], at40["devices_per_run"]) == (2, 8)
+    for a, b in zip(at40["runs"], at20["runs"]):
+        assert a["flops_per_s"] == pytest.approx(2 * b["flops_per_s"])
+    for args, message in ((["--slices", "4"], "--slices and --slice go together"),
+                          (["--slices", "2", "--slice", "v9:2x2"], "unknown TPU topology"),
+                          (["--gpus", "6", "--gpus-per-run", "4", "--device-kind", "h100"],
+                           "not a multiple of --gpus-per-run"),
+                          (["--gpus", "8"], "--gpus needs --device-kind"),
+                          (["--mfu", "1.5"], "--mfu must be a fraction in (0, 1]")):
+        assert cli.main(["plan", "paper", "--root", root, *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_plan_mfu_is_validated_and_used_by_the_plan(tmp_path):

@@ -5,6 +5,7 @@ flags out of range are refused before anything starts."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -46,8 +47,12 @@ def assert_complete(root, n_runs, n_points):
 
 def test_end_to_end_rows_complete_unique_and_status_done(store, env, tmp_path):
     ladder, root = micro_ladder(tmp_path / "l.yaml", store), tmp_path / "root"
-    run_sweep(env, "run", ladder, "--root", root, "--parallel", "2")
+    out = run_sweep(env, "run", ladder, "--root", root, "--parallel", "2",
+                    "--report-every", "0.5").stdout
     assert_complete(root, 2, 2)
+    # the driver's running overview: runs by state and the sweep's ETA
+    assert re.search(r"^\[sweep\] \d done, \d running, \d pending, 0 failed, 0 refused, "
+                     r"0 invalid; eta (\d+:\d\d|\?)$", out, re.M), out
     results = load_results(root / "results.jsonl", val_set="val")  # the analysis' own checks
     assert len(results.points) == 4 and results.points.families == ["transformer"]
     row = rows(root)[0]
