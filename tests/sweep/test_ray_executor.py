@@ -1,6 +1,7 @@
 """The Ray executor on real Ray clusters on loopback (the [cluster] extra):
 
-* a local Ray instance started by the driver gives the local executor's rows, bit for bit;
+* a local Ray instance started by the driver, with the sweep's root on gs:// (the emulator),
+  gives the local executor's rows, bit for bit;
 * a cluster of two fake TPU v4 "slices" of two hosts each (Ray nodes whose environment says
   TPU_NAME / TPU_WORKER_ID, with the TPU and slice-head resources a TPU VM registers): every
   run takes a whole slice through Ray's SlicePlacementGroup and is two processes joined by
@@ -22,8 +23,10 @@ import numpy as np
 import pytest
 import yaml
 
+from hybrid_jax.storage.paths import read_text_or_none
 from tests.helpers import REPO, xla_flags
-from tests.helpers.sweeps import rows, run_sweep, sweep_cmd, sweep_env
+from tests.helpers.gcs import EMULATOR_ENV, gcs_emulator, gs_prefix  # noqa: F401 (fixture)
+from tests.helpers.sweeps import rows, run_dirs, run_sweep, sweep_cmd, sweep_env
 from tests.helpers.training import build_tiny_store, cache_dir
 
 ray = pytest.importorskip("ray", reason="needs the [cluster] extra: pip install -e .[cluster]")
@@ -53,7 +56,7 @@ def smoke_ladder(path: Path, store: Path) -> Path:
     return path
 
 
-def by_key(root: Path) -> dict:
+def by_key(root) -> dict:
     return {(r["run_id"], r["tokens"]): r for r in rows(root)}
 
 
@@ -63,17 +66,31 @@ def store(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_local_ray_instance_gives_the_local_executors_rows(tmp_path, tmp_path_factory, store):
+def test_local_ray_instance_on_a_gs_root_gives_the_local_executors_rows(
+        tmp_path, tmp_path_factory, store, gcs_emulator):
+    """The Ray run keeps its whole sweep in a bucket (the emulator): rows, markers, run
+    directories with checkpoints and metrics, the workers' logs; status and a second runner
+    (the local executor) read it there."""
     ladder = smoke_ladder(tmp_path / "smoke.yaml", store)
-    env = sweep_env(cache_dir(tmp_path_factory))
-    run_sweep(env, "run", ladder, "--root", tmp_path / "local", "--only", "transformer")
-    out = run_sweep(env, "run", ladder, "--root", tmp_path / "ray", "--only", "transformer",
-                    "--executor", "ray")
+    env = {**sweep_env(cache_dir(tmp_path_factory)),
+           **{k: os.environ[k] for k in EMULATOR_ENV}}
+    only = ["--only", "transformer"]
+    run_sweep(env, "run", ladder, "--root", tmp_path / "local", *only)
+    root = gs_prefix(gcs_emulator.bucket, "ray-sweep")
+    out = run_sweep(env, "run", ladder, "--root", root, *only, "--executor", "ray")
     assert "ray: 1 CPU" in out.stdout
-    local, remote = by_key(tmp_path / "local"), by_key(tmp_path / "ray")
+    local, remote = by_key(tmp_path / "local"), by_key(root)
     assert len(local) == 2 and local.keys() == remote.keys()
     for key in local:
         assert local[key]["val"] == remote[key]["val"]
+    exported = read_text_or_none(f"{root}/results.jsonl").splitlines()
+    assert sorted(json.loads(x)["tokens"] for x in exported) == sorted(t for _, t in local)
+    (run,) = run_dirs(root)
+    assert "[sweep] run" in read_text_or_none(run / "worker.log")  # moved by the Ray task
+    assert read_text_or_none(run / "done.json") and list((run / "checkpoints").iterdir())
+    status = run_sweep(env, "status", ladder, "--root", root, *only).stdout
+    assert "1 runs: 1 done; 2/2 result rows" in status
+    assert "0 to do" in run_sweep(env, "run", ladder, "--root", root, *only).stdout
 
 
 def _fake_tpu_cluster(env: dict):

@@ -13,9 +13,7 @@ import pytest
 
 from analysis.results import load_results
 
-from hybrid_jax.storage.paths import read_text_or_none
 from tests.helpers import REPO
-from tests.helpers.gcs import EMULATOR_ENV, gcs_emulator, gs_prefix  # noqa: F401 (fixture)
 from tests.helpers.sweeps import (build_micro_store, cache_dir, lines, micro_ladder, rows,
                                   run_dirs, run_sweep, sweep_cmd, sweep_env, wait_for)
 
@@ -74,25 +72,6 @@ def test_end_to_end_rows_complete_unique_and_status_done(store, env, tmp_path):
     before = (root / "results.jsonl").read_text()
     assert "0 to do" in run_sweep(env, "run", ladder, "--root", root).stdout
     assert (root / "results.jsonl").read_text() == before
-
-
-def test_a_gs_root_sweeps_end_to_end_and_status_reads_it(store, env, gcs_emulator):
-    """The whole sweep state in a bucket (the emulator): rows, markers, run directories with
-    their checkpoints and metrics, the workers' logs; status and a second runner read it there."""
-    ladder, root = micro_ladder(store.parent / "gs.yaml", store), gs_prefix(gcs_emulator.bucket,
-                                                                             "sweep")
-    gs_env = {**env, **{k: os.environ[k] for k in EMULATOR_ENV}}
-    run_sweep(gs_env, "run", ladder, "--root", root, "--parallel", "2")
-    assert_complete(root, 2, 2)
-    exported = read_text_or_none(f"{root}/results.jsonl").splitlines()
-    assert sorted(json.loads(line)["tokens"] for line in exported) == sorted(
-        r["tokens"] for r in rows(root))
-    for d in run_dirs(root):
-        assert "[sweep] run" in read_text_or_none(d / "worker.log")
-        assert (d / "checkpoints").is_dir()
-    status = run_sweep(gs_env, "status", ladder, "--root", root).stdout
-    assert "2 runs: 2 done; 4/4 result rows" in status
-    assert "0 to do" in run_sweep(gs_env, "run", ladder, "--root", root).stdout
 
 
 def test_sigkill_the_runner_then_restart_resumes(store, env, tmp_path):
