@@ -98,27 +98,11 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(store, env, refer
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(store, env, reference, tmp_path):
-    run_dir = tmp_path / "run"
-    proc = start_and_wait_for_step(store, run_dir, env, 9)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 75, stderr[-3000:]  # EX_TEMPFAIL: stopped, rerun to resume
-    assert "Traceback" not in stderr
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and 9 <= summary["steps"] < STEPS
-    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps[-1] == summary["steps"]  # saved at the step it stopped, not a regular interval
-    run_to_end(store, run_dir, env)
-    assert_same_as(reference, run_dir)
-    assert_tensorboard_shows_each_step_once(run_dir)
-
-
-@pytest.mark.slow
-def test_a_gs_run_dir_is_preempted_and_resumes_bitwise(store, env, reference, gcs_emulator,
-                                                      tmp_path):
+def test_sigterm_saves_a_checkpoint_and_a_gs_run_dir_resumes_bitwise(store, env, reference,
+                                                                     gcs_emulator, tmp_path):
     """The same run with train.run_dir on gs:// (the emulator): SIGTERM once a checkpoint is
-    in the bucket, rerun, and the losses, final params and TensorBoard match the local run."""
+    in the bucket saves one at the step it stopped and exits 75; the rerun's losses, final
+    params and TensorBoard match the local run's."""
     run = gs_prefix(gcs_emulator.bucket, "resume-run")
     gs_env = {**env, **{k: os.environ[k] for k in EMULATOR_ENV}}
     proc = subprocess.Popen(command(store, run), env=gs_env, cwd=REPO, stdout=subprocess.PIPE,
@@ -129,9 +113,14 @@ def test_a_gs_run_dir_is_preempted_and_resumes_bitwise(store, env, reference, gc
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 75, stderr[-3000:]
-    stopped = json.loads(objects.read_bytes(f"{run}/summary.json"))["steps"]
-    assert 7 <= stopped < STEPS
+    assert proc.returncode == 75, stderr[-3000:]  # EX_TEMPFAIL: stopped, rerun to resume
+    assert "Traceback" not in stderr
+    summary = json.loads(objects.read_bytes(f"{run}/summary.json"))
+    stopped = summary["steps"]
+    assert summary["status"] == "interrupted" and 7 <= stopped < STEPS
+    steps = sorted(int(p.name) for p in (as_path(run) / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    assert steps[-1] == stopped  # saved at the step it stopped, not a regular interval
     run_to_end(store, run, gs_env)
     assert json.loads(objects.read_bytes(f"{run}/run_meta.json"))["resumed_from_step"] == stopped
     assert_same_as(reference, as_path(run))
