@@ -1,6 +1,6 @@
 """Exact resume: a training *process* killed at a random step and restarted ends bitwise equal to
 an uninterrupted run, and TensorBoard shows each step once; SIGTERM saves a checkpoint and exits
-cleanly. Runs the real command line (`python -m hybrid_jax.train`) in child processes."""
+cleanly, and a run directory on gs:// resumes the same way. Runs the real command line (`python -m hybrid_jax.train`) in child processes."""
 
 import json
 import os
