@@ -101,16 +101,23 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(store, env, refer
 def test_sigterm_saves_a_checkpoint_and_a_gs_run_dir_resumes_bitwise(store, env, reference,
                                                                      gcs_emulator, tmp_path):
     """The same run with train.run_dir on gs:// (the emulator): SIGTERM once a checkpoint is
-    in the bucket saves one at the step it stopped and exits 75; the rerun's losses, final
-    params and TensorBoard match the local run's."""
+    in the bucket saves one at the step it stopped and exits 75; the rerun is SIGKILLed after
+    its next checkpoint; the third attempt's losses, final params and TensorBoard match the
+    uninterrupted local run's."""
     run = gs_prefix(gcs_emulator.bucket, "resume-run")
     gs_env = {**env, **{k: os.environ[k] for k in EMULATOR_ENV}}
-    proc = subprocess.Popen(command(store, run), env=gs_env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while objects.read_bytes(f"{run}/checkpoints/7/commit_success.txt") is None:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.05)
+
+    def start_and_wait_for_checkpoint(step):
+        proc = subprocess.Popen(command(store, run), env=gs_env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while objects.read_bytes(f"{run}/checkpoints/{step}/commit_success.txt") is None:
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        return proc
+
+    proc = start_and_wait_for_checkpoint(7)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 75, stderr[-3000:]  # EX_TEMPFAIL: stopped, rerun to resume
@@ -121,12 +128,18 @@ def test_sigterm_saves_a_checkpoint_and_a_gs_run_dir_resumes_bitwise(store, env,
     steps = sorted(int(p.name) for p in (as_path(run) / "checkpoints").iterdir()
                    if p.name.isdigit())
     assert steps[-1] == stopped  # saved at the step it stopped, not a regular interval
+    # the second attempt is SIGKILLed once it has saved a checkpoint of its own
+    proc = start_and_wait_for_checkpoint(stopped + 7 - stopped % 7)
+    proc.kill()
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
     run_to_end(store, run, gs_env)
-    assert json.loads(objects.read_bytes(f"{run}/run_meta.json"))["resumed_from_step"] == stopped
+    resumed = json.loads(objects.read_bytes(f"{run}/run_meta.json"))["resumed_from_step"]
+    assert resumed > stopped and resumed % 7 == 0
     assert_same_as(reference, as_path(run))
     tb = tmp_path / "tensorboard"  # TensorBoard reads gs:// itself; the test helper reads files
     tb.mkdir()
     for name in objects.list_names(f"{run}/tensorboard"):
         (tb / name).write_bytes(objects.read_bytes(f"{run}/tensorboard/{name}"))
-    assert len(list(tb.iterdir())) == 2
+    assert len(list(tb.iterdir())) == 3  # one event file per attempt
     assert_tensorboard_shows_each_step_once_in(run, tb)
