@@ -1,7 +1,7 @@
 """The sweep runner end to end, in real child processes, on micro ladders (seconds per run):
-rows complete and unique, SIGKILL of the runner then restart resumes, two runners never train
-the same run, a failing run is retried then marked failed while the others complete; numeric
-flags out of range are refused before anything starts."""
+rows complete and unique, SIGKILL of the runner then restart resumes, two runners on a gs://
+root never train the same run, a failing run is retried then marked failed while the others
+complete; numeric flags out of range are refused before anything starts."""
 
 import json
 import os
@@ -13,7 +13,9 @@ import pytest
 
 from analysis.results import load_results
 
+from hybrid_jax.storage.paths import read_text_or_none
 from tests.helpers import REPO
+from tests.helpers.gcs import EMULATOR_ENV, gcs_emulator, gs_prefix  # noqa: F401 (fixture)
 from tests.helpers.sweeps import (build_micro_store, cache_dir, lines, micro_ladder, rows,
                                   run_dirs, run_sweep, sweep_cmd, sweep_env, wait_for)
 
@@ -110,10 +112,15 @@ def test_sigkill_the_runner_then_restart_resumes(store, env, tmp_path):
     assert trains[-1]["resumed_from_step"] >= trains[0]["steps"] - 1
 
 
-def test_two_runners_at_once_never_train_the_same_run(store, env, tmp_path):
+def test_two_runners_at_once_on_a_gs_root_never_train_the_same_run(store, env, tmp_path,
+                                                                   gcs_emulator):
+    """Both drivers keep the sweep in a bucket (the emulator): claims are GCS objects created
+    if absent, so each run has one owner, ever."""
     sizes = {f"s{i}": {"d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_hidden": 16 * (i + 1)}
              for i in range(4)}
-    ladder, root = micro_ladder(tmp_path / "l.yaml", store, sizes=sizes), tmp_path / "root"
+    ladder = micro_ladder(tmp_path / "l.yaml", store, sizes=sizes)
+    root = gs_prefix(gcs_emulator.bucket, "two-runners")
+    env = {**env, **{k: os.environ[k] for k in EMULATOR_ENV}}
     cmd = sweep_cmd("run", ladder, "--root", root, "--poll", "0.2")
     procs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
@@ -124,7 +131,7 @@ def test_two_runners_at_once_never_train_the_same_run(store, env, tmp_path):
     for d in run_dirs(root):
         exits = [r for r in lines(d / "attempts.jsonl") if r["event"] == "exit"]
         assert len(exits) == 1 and exits[0]["outcome"] == "completed", (d, exits)
-        starts = [line for line in (d / "worker.log").read_text().splitlines()
+        starts = [line for line in read_text_or_none(d / "worker.log").splitlines()
                   if line.startswith("[sweep] run ")]
         assert len(starts) == 1, starts  # one worker, one owner, ever
         owners.add(exits[0]["runner_pid"])
