@@ -36,16 +36,26 @@ class Attention(nnx.Module):
         self.implementation = cfg.attention_implementation
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        return self.forward(x_BTD)[0]
+
+    def heads(self, x_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """q [B,T,N,A], k and v [B,T,G,A]: projected and QK-normed, before RoPE."""
         B, T, _ = x_BTD.shape
         q, k, v = self.q(x_BTD), self.k(x_BTD), self.v(x_BTD)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q_BTNA = q.reshape(B, T, self.n_heads, self.head_dim)
-        k_BTGA = k.reshape(B, T, self.kv_heads, self.head_dim)
-        v_BTGA = v.reshape(B, T, self.kv_heads, self.head_dim)
+        return (q.reshape(B, T, self.n_heads, self.head_dim),
+                k.reshape(B, T, self.kv_heads, self.head_dim),
+                v.reshape(B, T, self.kv_heads, self.head_dim))
+
+    def forward(self, x_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(output [B,T,D], k [B,T,G,A] after RoPE, v [B,T,G,A]): the keys and values are what a
+        decoding cache holds (hybrid_jax.generate.caches); training drops them."""
+        B, T, _ = x_BTD.shape
+        q_BTNA, k_BTGA, v_BTGA = self.heads(x_BTD)
         if self.rope_theta is not None:
             cos, sin = rope_tables(T, self.head_dim, self.rope_theta)
             q_BTNA, k_BTGA = apply_rope(q_BTNA, cos, sin), apply_rope(k_BTGA, cos, sin)
         o_BTNA = attention(q_BTNA, k_BTGA, v_BTGA, causal=True, local_window_size=self.window,
                            implementation=self.implementation)
-        return self.o(o_BTNA.reshape(B, T, self.n_heads * self.head_dim))
+        return self.o(o_BTNA.reshape(B, T, self.n_heads * self.head_dim)), k_BTGA, v_BTGA

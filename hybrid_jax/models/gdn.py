@@ -59,11 +59,15 @@ class CausalConv(nnx.Module):
         self.kernel = make_param(rngs, normal(std), (width, channels), ("conv", axis_name))
         self.width = width
 
-    def __call__(self, x_BTC: jax.Array) -> jax.Array:
+    def __call__(self, x_BTC: jax.Array, history_BWC: jax.Array | None = None) -> jax.Array:
+        """`history_BWC`: the W - 1 inputs before x (decoding's conv cache); None is zeros."""
         W = self.width
         w_WC = self.kernel[...].astype(x_BTC.dtype)
         T = x_BTC.shape[1]
-        x_pad = jnp.pad(x_BTC, ((0, 0), (W - 1, 0), (0, 0)))
+        if history_BWC is None:
+            x_pad = jnp.pad(x_BTC, ((0, 0), (W - 1, 0), (0, 0)))
+        else:
+            x_pad = jnp.concatenate([history_BWC.astype(x_BTC.dtype), x_BTC], axis=1)
         # y_t = sum_j w_j x_{t-W+1+j}: W shifted slices; W = 4, so this beats a general conv.
         y = sum(x_pad[:, j:j + T, :] * w_WC[j] for j in range(W))
         return jax.nn.silu(y)
@@ -96,22 +100,44 @@ class GatedDeltaNet(nnx.Module):
         self.precision = cfg.gdn_precision
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
-        B, T, _ = x_BTD.shape
-        H, HV, K, V = self.dims
-        q_BTHK = self.q_conv(self.q(x_BTD)).reshape(B, T, H, K)
-        k_BTHK = self.k_conv(self.k(x_BTD)).reshape(B, T, H, K)
-        v_BTHV = self.v_conv(self.v(x_BTD)).reshape(B, T, HV, V)
+        return self.forward(x_BTD)[0]
+
+    def gates(self, x_BTD: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(log-decay g [B,T,HV], write strength beta [B,T,HV]), both fp32."""
         a_BTH = self.a(x_BTD).astype(jnp.float32)
         g_BTH = -jnp.exp(self.A_log[...]) * jax.nn.softplus(a_BTH + self.dt_bias[...])
         beta_BTH = jax.nn.sigmoid(self.b(x_BTD).astype(jnp.float32))
         if self.allow_neg_eigval:
             beta_BTH = 2.0 * beta_BTH
+        return g_BTH, beta_BTH
+
+    def forward(self, x_BTD: jax.Array, valid_BT: jax.Array | None = None):
+        """(output [B,T,D], conv inputs (q, k, v projections [B,T,C] before the conv), final
+        state [B,HV,K,V] or None). Training calls it with valid_BT None and drops all but the
+        output. Prefill for decoding passes valid_BT (False on right padding): g = beta = 0
+        there, so the padding leaves the state untouched and the final state is each row's
+        state after its last valid token; earlier outputs do not change (causality)."""
+        B, T, _ = x_BTD.shape
+        H, HV, K, V = self.dims
+        conv_in = (self.q(x_BTD), self.k(x_BTD), self.v(x_BTD))
+        q_BTHK = self.q_conv(conv_in[0]).reshape(B, T, H, K)
+        k_BTHK = self.k_conv(conv_in[1]).reshape(B, T, H, K)
+        v_BTHV = self.v_conv(conv_in[2]).reshape(B, T, HV, V)
+        g_BTH, beta_BTH = self.gates(x_BTD)
+        if valid_BT is not None:
+            g_BTH = jnp.where(valid_BT[..., None], g_BTH, 0.0)
+            beta_BTH = jnp.where(valid_BT[..., None], beta_BTH, 0.0)
         # The kernel resolves the implementation and, for a Pallas one, runs per shard of
         # batch and heads of the mesh in context.
-        o_BTHV, _ = chunk_gated_delta_rule(
+        o_BTHV, state_BHKV = chunk_gated_delta_rule(
             q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, use_qk_l2norm=True,
             chunk_size=self.chunk_size, implementation=self.implementation,
-            precision=self.precision)
+            precision=self.precision, output_final_state=valid_BT is not None)
+        return self.output(o_BTHV, x_BTD), conv_in, state_BHKV
+
+    def output(self, o_BTHV: jax.Array, x_BTD: jax.Array) -> jax.Array:
+        """Per-head RMSNorm of the delta rule's output, gated by SiLU(x W_g), projected to D."""
+        B, T, HV, V = o_BTHV.shape
         o32 = o_BTHV.astype(jnp.float32)
         o32 = o32 * jax.lax.rsqrt(jnp.mean(o32 * o32, axis=-1, keepdims=True) + self.eps)
         gate_BTHV = jax.nn.silu(self.g(x_BTD).astype(jnp.float32)).reshape(B, T, HV, V)

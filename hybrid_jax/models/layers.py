@@ -74,18 +74,26 @@ class SwiGLU(nnx.Module):
 
 def rope_tables(T: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
     """cos/sin tables [T, head_dim/2] in fp32 for rotate-half RoPE."""
+    return rope_tables_at(jnp.arange(T, dtype=jnp.int32), head_dim, theta)
+
+
+def rope_tables_at(positions_P: jax.Array, head_dim: int, theta: float
+                   ) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables [..., head_dim/2] at integer positions of any shape (decoding passes one
+    position per batch row)."""
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles_TA = jnp.arange(T, dtype=jnp.float32)[:, None] * inv_freq[None, :]
-    return jnp.cos(angles_TA), jnp.sin(angles_TA)
+    angles = positions_P.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rope(x_BTNA: jax.Array, cos_TA: jax.Array, sin_TA: jax.Array) -> jax.Array:
-    """Rotate-half RoPE (the Llama/OLMo convention), in fp32."""
+    """Rotate-half RoPE (the Llama/OLMo convention), in fp32. The tables are [T, A/2], shared
+    by every row, or [B, T, A/2], per row (decoding)."""
     x = x_BTNA.astype(jnp.float32)
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos_TA[None, :, None, :], sin_TA[None, :, None, :]
+    cos, sin = cos_TA[..., :, None, :], sin_TA[..., :, None, :]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTNA.dtype)

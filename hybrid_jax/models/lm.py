@@ -36,16 +36,27 @@ class AttentionBlock(_Block):
     """Olmo 3's reordered post-norm."""
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
-        h = x_BTD + self.mixer_norm(self.mixer(x_BTD))
-        return h + self.mlp_norm(self.mlp(h))
+        return self.apply(x_BTD, lambda x: (self.mixer(x), None))[0]
+
+    def apply(self, x_BTD: jax.Array, mix):
+        """The block around `mix(x) -> (y, extra)` (decoding passes the mixer with its cache);
+        returns (output, extra)."""
+        y, extra = mix(x_BTD)
+        h = x_BTD + self.mixer_norm(y)
+        return h + self.mlp_norm(self.mlp(h)), extra
 
 
 class GDNBlock(_Block):
     """Pre-norm, as in the trained Olmo Hybrid 7B."""
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
-        h = x_BTD + self.mixer(self.mixer_norm(x_BTD))
-        return h + self.mlp(self.mlp_norm(h))
+        return self.apply(x_BTD, lambda x: (self.mixer(x), None))[0]
+
+    def apply(self, x_BTD: jax.Array, mix):
+        """As AttentionBlock.apply."""
+        y, extra = mix(self.mixer_norm(x_BTD))
+        h = x_BTD + y
+        return h + self.mlp(self.mlp_norm(h)), extra
 
 
 def make_block(cfg: ModelConfig, letter: str, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -87,7 +98,7 @@ unembed_logits.defvjp(_unembed_fwd, _unembed_bwd)
 
 
 # The residual stream between blocks: split over the batch axes only (see `constrain`).
-_RESIDUAL = ("batch", None, None)
+RESIDUAL = ("batch", None, None)
 
 
 class LM(nnx.Module):
@@ -110,13 +121,17 @@ class LM(nnx.Module):
 
     def embed_tokens(self, tokens_BT: jax.Array) -> jax.Array:
         x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0).astype(self.cfg.compute_dtype)
-        return constrain(x_BTD, _RESIDUAL)
+        return constrain(x_BTD, RESIDUAL)
 
     def from_embeddings(self, x_BTD: jax.Array) -> jax.Array:
         """Logits from input embeddings; split out so tests can differentiate through inputs."""
-        dtype = jnp.dtype(self.cfg.compute_dtype)
         for block in self.blocks:
-            x_BTD = constrain(block(x_BTD), _RESIDUAL)
+            x_BTD = constrain(block(x_BTD), RESIDUAL)
+        return self.head(x_BTD)
+
+    def head(self, x_BTD: jax.Array) -> jax.Array:
+        """fp32 logits [B, T, vocab] of the last block's output: final norm, unembedding."""
+        dtype = jnp.dtype(self.cfg.compute_dtype)
         x_BTD = self.final_norm(x_BTD)
         w_DY = self.embed[...].T if self.unembed is None else self.unembed[...]
         if dtype == jnp.float32 or self.cfg.unembed_grad_dtype == "float32":  # plain autodiff
