@@ -22,6 +22,10 @@ SUBCOMMANDS = {
                "write a run's checkpoint as a Hugging Face olmo3 / olmo_hybrid checkpoint"),
     "import": ("hybrid_jax.hf.import_cli",
                "read a Hugging Face olmo3 / olmo_hybrid checkpoint into a model directory"),
+    "generate": ("hybrid_jax.generate.cli",
+                 "complete prompts with a checkpoint (cached decoding; greedy or sampled)"),
+    "eval": ("hybrid_jax.evaluate.cli",
+             "evaluate a checkpoint: ppl (loss, bits-per-byte), long-context (synthetic RULER-style)"),
     "expressivity": ("hybrid_jax.expressivity.cli",
                      "synthetic tasks (parity, S5, MQAR, state recall, code): run SUITE --out DIR; list"),
 }
