@@ -53,10 +53,11 @@ def checkpoint_tokenizer(source: dict, spec: str | None) -> Tokenizer:
                     f"byte|hf:PATH|MODEL_FILE")
 
 
-def load_checkpoint(path: str | Path, tokenizer: str | None = None, *, mesh=None
-                    ) -> tuple[LM, Tokenizer, dict]:
+def load_checkpoint(path: str | Path, tokenizer: str | None = None, *, mesh=None,
+                    need_tokenizer: bool = True) -> tuple[LM, Tokenizer | None, dict]:
     """(model with its weights, tokenizer, provenance) of the checkpoint at `path`. With a mesh
-    the parameters are placed as training places them."""
+    the parameters are placed as training places them. With need_tokenizer False a checkpoint
+    whose tokenizer cannot be found gives None instead of an error."""
     from flax import nnx
 
     from hybrid_jax.models.lm import build_model
@@ -70,8 +71,13 @@ def load_checkpoint(path: str | Path, tokenizer: str | None = None, *, mesh=None
         cfg, params, source = load_params(path, mesh)
     except ModelCheckpointError as e:
         raise LoadError(str(e)) from None
-    tok = checkpoint_tokenizer(source, tokenizer)
-    if int(tok.vocab_size) > cfg.vocab_size:
+    try:
+        tok = checkpoint_tokenizer(source, tokenizer)
+    except LoadError:
+        if need_tokenizer or tokenizer is not None:
+            raise
+        tok = None
+    if tok is not None and int(tok.vocab_size) > cfg.vocab_size:
         raise LoadError(f"the tokenizer has {tok.vocab_size} ids, the model {cfg.vocab_size}: "
                         f"they do not belong together")
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(cfg)))

@@ -12,3 +12,17 @@ CONFIGS = {
     "hybrid": ModelConfig(family="hybrid", n_layers=3, layers="GSA", **_BASE),
     "gdn": ModelConfig(family="gdn", n_layers=2, **_BASE),
 }
+
+
+def save_tiny_model(out, family: str = "hybrid", seed: int = 0):
+    """A model directory (as `hybrid-jax import` writes) of CONFIGS[family] with the byte
+    tokenizer's 259 ids in a vocabulary of 264; returns (model, out)."""
+    from flax import nnx
+
+    from hybrid_jax.models.lm import build_model
+    from hybrid_jax.train.weights import save_model_dir
+
+    cfg = CONFIGS[family].replace(vocab_size=264)
+    model = build_model(cfg, seed=seed)
+    save_model_dir(out, cfg, nnx.to_pure_dict(nnx.state(model, nnx.Param)), {"test": family})
+    return model, out

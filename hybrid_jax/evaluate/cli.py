@@ -1,0 +1,106 @@
+"""`hybrid-jax eval ppl|long-context CHECKPOINT ...`: evaluate a checkpoint.
+
+    hybrid-jax eval ppl RUN_DIR --data STORE_DIR [--sets NAME,...] [--seq-len 1024]
+    hybrid-jax eval ppl MODEL_DIR --data notes.txt --tokenizer hf:tok/
+    hybrid-jax eval long-context RUN_DIR --lengths 1k,2k,4k [--samples 20] [--out results.json]
+
+ppl prints loss (nats/token), perplexity and bits-per-byte per validation set (a text file is
+one set, "text"). long-context prints accuracy per task x length. --out writes the results as
+JSON. Exit codes: 0 done, 2 refused (bad input: nothing evaluated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hybrid_jax.generate.cli import parse_mesh
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="run dir, RUN/checkpoints/STEP or model dir")
+    p.add_argument("--tokenizer", help="byte | hf:PATH | MODEL_FILE (default: the run's own)")
+    p.add_argument("--mesh", help="DATA,FSDP,TENSOR sizes over the local devices (one may be "
+                   "-1); default: one device")
+    p.add_argument("--out", type=Path, help="write the results here as JSON")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybrid-jax eval", description="Evaluate a checkpoint.")
+    sub = p.add_subparsers(dest="what", required=True)
+    ppl = sub.add_parser("ppl", help="loss and bits-per-byte on a token store or a text file")
+    _common(ppl)
+    ppl.add_argument("--data", required=True, type=Path, help="token store dir or text file")
+    ppl.add_argument("--sets", help="comma-separated validation sets (default: all)")
+    ppl.add_argument("--seq-len", type=int, default=1024)
+    ppl.add_argument("--batch-size", type=int, default=8)
+    ppl.add_argument("--max-tokens", type=int, help="score at most this many tokens per set")
+    lc = sub.add_parser("long-context", help="synthetic needle / tracking / extraction tasks")
+    _common(lc)
+    lc.add_argument("--lengths", default="1k,2k,4k",
+                    help="comma-separated context lengths in tokens; k = 1024")
+    lc.add_argument("--tasks", help="comma-separated tasks (default: all)")
+    lc.add_argument("--samples", type=int, default=20, help="examples per task and length")
+    lc.add_argument("--seed", type=int, default=0)
+    lc.add_argument("--batch-size", type=int, default=4)
+    return p
+
+
+def _ppl(args, model, tokenizer, mesh) -> dict:
+    from hybrid_jax.evaluate.ppl import open_data, perplexity
+
+    if tokenizer is None and not args.data.is_dir():
+        raise ValueError("a text file is tokenized with the checkpoint's tokenizer, and none "
+                         "was found; pass --tokenizer")
+    if tokenizer is None:
+        print("note: the checkpoint's tokenizer is unknown; the store's ids are taken as the "
+              "model's", file=sys.stderr)
+    data = open_data(args.data, tokenizer, None if tokenizer is None else tokenizer.hash)
+    vocab = getattr(data, "vocab_size", None)  # a store's; a text file's ids are the tokenizer's
+    if vocab is not None and vocab > model.cfg.vocab_size:
+        raise ValueError(f"{args.data}: vocabulary of {vocab} ids, the model has "
+                         f"{model.cfg.vocab_size}")
+    sets = tuple(args.sets.split(",")) if args.sets else None
+    results = perplexity(model, data, seq_len=args.seq_len, batch_size=args.batch_size,
+                         sets=sets, max_tokens=args.max_tokens, mesh=mesh)
+    for name, r in results.items():
+        print(f"{name}: loss {r['loss']:.4f}  ppl {r['ppl']:.2f}  bpb {r['bpb']:.4f}  "
+              f"({r['tokens']} tokens, {r['bytes']} bytes)")
+    return {"data": str(args.data), "seq_len": args.seq_len, "sets": results}
+
+
+def _long_context(args, model, tokenizer, mesh) -> dict:
+    from hybrid_jax.evaluate.long_context import TASKS, parse_lengths, run_suite
+
+    tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(TASKS)
+    results = run_suite(model, tokenizer, lengths=parse_lengths(args.lengths), tasks=tasks,
+                        samples=args.samples, seed=args.seed, batch_size=args.batch_size,
+                        mesh=mesh)
+    lengths = sorted({r["length"] for r in results["accuracy"]})
+    print("task".ljust(18) + "".join(f"{n:>8}" for n in lengths))
+    for task in tasks:
+        acc = {r["length"]: r["accuracy"] for r in results["accuracy"] if r["task"] == task}
+        print(task.ljust(18) + "".join(f"{acc[n]:8.2f}" for n in lengths))
+    return results
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    from hybrid_jax.generate.loading import LoadError, load_checkpoint
+
+    try:
+        mesh = parse_mesh(args.mesh)
+        model, tokenizer, source = load_checkpoint(args.checkpoint, args.tokenizer, mesh=mesh,
+                                                   need_tokenizer=args.what != "ppl")
+        run = _ppl if args.what == "ppl" else _long_context
+        results = run(args, model, tokenizer, mesh)
+    except (LoadError, ValueError) as e:
+        print(f"hybrid-jax eval {args.what}: refused: {e}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"checkpoint": source, **results}, indent=1))
+        print(f"wrote {args.out}")
+    return 0
