@@ -3,10 +3,12 @@
     hybrid-jax eval ppl RUN_DIR --data STORE_DIR [--sets NAME,...] [--seq-len 1024]
     hybrid-jax eval ppl MODEL_DIR --data notes.txt --tokenizer hf:tok/
     hybrid-jax eval long-context RUN_DIR --lengths 1k,2k,4k [--samples 20] [--out results.json]
+    hybrid-jax eval harness --model hybrid-jax --model_args checkpoint=RUN_DIR --tasks TASKS
 
 ppl prints loss (nats/token), perplexity and bits-per-byte per validation set (a text file is
 one set, "text"). long-context prints accuracy per task x length. --out writes the results as
-JSON. Exit codes: 0 done, 2 refused (bad input: nothing evaluated).
+JSON. harness runs lm-eval-harness (the [eval] extra) with the `hybrid-jax` model registered,
+passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing evaluated).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybrid-jax eval", description="Evaluate a checkpoint.")
     sub = p.add_subparsers(dest="what", required=True)
+    sub.add_parser("harness", help="lm-eval-harness with the hybrid-jax model (the [eval] "
+                   "extra); every further argument goes to `lm-eval run`")
     ppl = sub.add_parser("ppl", help="loss and bits-per-byte on a token store or a text file")
     _common(ppl)
     ppl.add_argument("--data", required=True, type=Path, help="token store dir or text file")
@@ -86,7 +90,22 @@ def _long_context(args, model, tokenizer, mesh) -> dict:
     return results
 
 
+def harness(argv: list[str]) -> int:
+    try:
+        import hybrid_jax.evaluate.lm_eval_model  # noqa: F401 - registers the model
+    except ImportError as e:
+        print(f"hybrid-jax eval harness: {e}", file=sys.stderr)
+        return 2
+    from lm_eval.__main__ import cli_evaluate
+
+    sys.argv = ["lm-eval", "run", *argv]
+    cli_evaluate()
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["harness"]:
+        return harness(argv[1:])
     args = parser().parse_args(argv)
     from hybrid_jax.generate.loading import LoadError, load_checkpoint
 
