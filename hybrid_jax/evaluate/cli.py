@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     lc.add_argument("--tasks", help="comma-separated tasks (default: all)")
     lc.add_argument("--samples", type=int, default=20, help="examples per task and length")
     lc.add_argument("--seed", type=int, default=0)
+    lc.add_argument("--haystack", default="noise", choices=("noise", "pycode"),
+                    help="filler: RULER's noise sentences or Python source of the built-in corpus")
     lc.add_argument("--batch-size", type=int, default=4)
     return p
 
@@ -81,7 +83,7 @@ def _long_context(args, model, tokenizer, mesh) -> dict:
     tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(TASKS)
     results = run_suite(model, tokenizer, lengths=parse_lengths(args.lengths), tasks=tasks,
                         samples=args.samples, seed=args.seed, batch_size=args.batch_size,
-                        mesh=mesh)
+                        haystack=args.haystack, mesh=mesh)
     lengths = sorted({r["length"] for r in results["accuracy"]})
     print("task".ljust(18) + "".join(f"{n:>8}" for n in lengths))
     for task in tasks:
