@@ -1,6 +1,8 @@
 """The generation API and `hybrid-jax generate`: greedy decoding equals a greedy loop over the
 full forward; EOS stops a row; sampling settings are validated; bad input is refused."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from hybrid_jax.generate.api import Decoder
 from hybrid_jax.generate.sampling import Sampling
 from hybrid_jax.models.lm import build_model
 from tests.generate.tiny import CONFIGS
+from tests.helpers.training import run_python
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +55,14 @@ def test_greedy_decoding_equals_greedy_over_the_full_forward(hybrid):
 def test_sampling(hybrid):
     _, decoder = hybrid
     prompts = [[5, 17, 3], [11, 30, 2, 2]]
-    greedy = decoder.decode(prompts, max_new_tokens=6, eos_id=60)
-    # top_k = 1 and a tiny top_p leave only the argmax to draw.
+    greedy = decoder.decode(prompts, max_new_tokens=12, eos_id=60)
+    # top_k = 1 and a tiny top_p leave only the argmax to draw. (12 new tokens, as the test
+    # above: the same cache length, so the same compiled programs.)
     for s in (Sampling(temperature=1.0, top_k=1, seed=3), Sampling(temperature=2.0, top_p=1e-6)):
-        assert decoder.decode(prompts, max_new_tokens=6, eos_id=60, sampling=s) == greedy
+        assert decoder.decode(prompts, max_new_tokens=12, eos_id=60, sampling=s) == greedy
     hot = Sampling(temperature=5.0, seed=1)
-    a = decoder.decode(prompts, max_new_tokens=6, eos_id=60, sampling=hot)
-    assert a == decoder.decode(prompts, max_new_tokens=6, eos_id=60, sampling=hot)
+    a = decoder.decode(prompts, max_new_tokens=12, eos_id=60, sampling=hot)
+    assert a == decoder.decode(prompts, max_new_tokens=12, eos_id=60, sampling=hot)
     assert a != greedy  # near-uniform draws from 61 ids: equal with probability ~1e-21
 
 
@@ -78,3 +82,21 @@ def test_bad_decode_input_is_refused(hybrid):
         decoder.decode([[1]], max_new_tokens=0, eos_id=0)
     with pytest.raises(ValueError, match="max_len"):
         decoder.decode([[1, 2, 3]], max_new_tokens=8, eos_id=0, max_len=10)
+
+
+def test_decoding_sharded_over_two_devices_matches_one(hybrid):
+    """fsdp = 2: the batch split over the devices and every weight's model dimension too."""
+    _, decoder = hybrid
+    prompts = [[5, 17, 3, 9, 44, 2, 8], [11, 30], [1, 2, 3]]
+    want = decoder.decode(prompts, max_new_tokens=12, eos_id=60)
+    child = run_python("""
+        import json, sys
+        from hybrid_jax.generate.api import Decoder
+        from hybrid_jax.models.lm import build_model
+        from hybrid_jax.sharding import make_mesh
+        from tests.generate.tiny import CONFIGS
+        decoder = Decoder(build_model(CONFIGS["hybrid"], seed=4), mesh=make_mesh((1, 2, 1)))
+        print(json.dumps(decoder.decode(json.loads(sys.argv[1]), max_new_tokens=12, eos_id=60)))
+        """, json.dumps(prompts), devices=2)
+    got = json.loads(child.stdout.strip().splitlines()[-1])
+    assert [(t, s) for t, s in got] == want
