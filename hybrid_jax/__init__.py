@@ -15,7 +15,8 @@ H, HV, K and V are fla's notation, which the gated-delta-rule kernels (kernels/g
 use too: q, k are [B, T, H, K]; v is [B, T, HV, V]; g, beta are [B, T, HV]; the state is
 [B, HV, K, V]. A suffix has one letter per dimension, so it writes value heads as H too (the
 tensor says which heads): `v_BTHV` is [B, T, HV, V] and `g_BTH` is [B, T, HV]. The attention
-kernels (kernels/attention) use N, G and A as above, and S for the key length.
+kernels (kernels/attention) use N, G and A as above, and S for the key length; decoding caches
+(hybrid_jax/generate) use S for a cache's positions and W for a sliding window's ring slots.
 """
 
 __version__ = "0.1.0"

@@ -36,10 +36,10 @@ class Scorer:
         self.state = nnx.to_pure_dict(state)
 
         def target_logprobs(state, inputs_BT, targets_BT):
-            logits_BTV = nnx.merge(graphdef, state)(inputs_BT)
-            logp_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
-            logp_BT = jnp.take_along_axis(logp_BTV, targets_BT[..., None], axis=-1)[..., 0]
-            return logp_BT, jnp.argmax(logits_BTV, axis=-1) == targets_BT
+            logits_BTY = nnx.merge(graphdef, state)(inputs_BT)
+            logp_BTY = jax.nn.log_softmax(logits_BTY.astype(jnp.float32), axis=-1)
+            logp_BT = jnp.take_along_axis(logp_BTY, targets_BT[..., None], axis=-1)[..., 0]
+            return logp_BT, jnp.argmax(logits_BTY, axis=-1) == targets_BT
 
         self._fn = jax.jit(target_logprobs)
 

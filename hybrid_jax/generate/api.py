@@ -58,12 +58,12 @@ class Decoder:
         return nnx.merge(self.graphdef, state)
 
     def _prefill_fn(self, state, tokens_BT, lengths_B, key, sampling, *, cache_len):
-        logits_BTV, caches = prefill(self._model(state), tokens_BT, lengths_B, cache_len)
-        return choose(last_logits(logits_BTV, lengths_B), key, sampling), caches
+        logits_BTY, caches = prefill(self._model(state), tokens_BT, lengths_B, cache_len)
+        return choose(last_logits(logits_BTY, lengths_B), key, sampling), caches
 
     def _step_fn(self, state, tokens_B, pos_B, caches, key, done_B, eos_id, sampling):
-        logits_BV, caches = decode_step(self._model(state), tokens_B, pos_B, caches)
-        new_B = jnp.where(done_B, eos_id, choose(logits_BV, key, sampling))
+        logits_BY, caches = decode_step(self._model(state), tokens_B, pos_B, caches)
+        new_B = jnp.where(done_B, eos_id, choose(logits_BY, key, sampling))
         return new_B, caches, done_B | (new_B == eos_id)
 
     def _context(self):

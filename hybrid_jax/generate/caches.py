@@ -3,8 +3,8 @@
 Each layer kind keeps its own cache:
   * full attention ("A"): keys (after RoPE) and values of every position, [B, S, G, A], S the
     cache length (prompt + new tokens);
-  * sliding window ("S"): a ring buffer of the last R = min(window, S) keys and values; the key
-    of position p lives in slot p % R;
+  * sliding window ("S"): a ring buffer of the last W = min(window, S) keys and values [B, W,
+    G, A]; the key of position p lives in slot p % W;
   * Gated DeltaNet ("G"): the recurrent state [B, HV, K, V] (fp32) and, for each of the q, k, v
     short convs, its last W - 1 inputs [B, W - 1, C].
 
@@ -39,9 +39,9 @@ class KVCache(NamedTuple):
 
 
 class RingCache(NamedTuple):
-    """Sliding-window attention: slot s holds the newest position p with p % R == s."""
-    k_BRGA: jax.Array
-    v_BRGA: jax.Array
+    """Sliding-window attention: slot s holds the newest position p with p % W == s."""
+    k_BWGA: jax.Array
+    v_BWGA: jax.Array
 
 
 class GDNCache(NamedTuple):
@@ -62,11 +62,11 @@ def _gather_rows(x_BT_: jax.Array, idx_BN: jax.Array) -> jax.Array:
     return jnp.where(keep, got, jnp.zeros((), x_BT_.dtype))
 
 
-def _ring_positions(last_B: jax.Array, R: int) -> jax.Array:
-    """[B, R]: the position held in each ring slot when position last_B was written last;
+def _ring_positions(last_B: jax.Array, W: int) -> jax.Array:
+    """[B, W]: the position held in each ring slot when position last_B was written last;
     negative where the slot was never written."""
-    s_R = jnp.arange(R, dtype=jnp.int32)
-    return last_B[:, None] - jnp.mod(last_B[:, None] - s_R[None, :], R)
+    s_W = jnp.arange(W, dtype=jnp.int32)
+    return last_B[:, None] - jnp.mod(last_B[:, None] - s_W[None, :], W)
 
 
 def ring_size(layer: Attention, cache_len: int) -> int:
@@ -80,8 +80,8 @@ def attention_prefill(layer: Attention, x_BTD, lengths_B, cache_len: int):
     if layer.window is None:
         pad = ((0, 0), (0, cache_len - T), (0, 0), (0, 0))
         return y_BTD, KVCache(jnp.pad(k_BTGA, pad), jnp.pad(v_BTGA, pad))
-    pos_BR = _ring_positions(lengths_B - 1, ring_size(layer, cache_len))
-    return y_BTD, RingCache(_gather_rows(k_BTGA, pos_BR), _gather_rows(v_BTGA, pos_BR))
+    pos_BW = _ring_positions(lengths_B - 1, ring_size(layer, cache_len))
+    return y_BTD, RingCache(_gather_rows(k_BTGA, pos_BW), _gather_rows(v_BTGA, pos_BW))
 
 
 def _attend_one(q_BNA, k_BSGA, v_BSGA, valid_BS):

@@ -1,8 +1,8 @@
 """Model-level decoding: prefill a right-padded prompt batch into per-layer caches, then advance
 every row one token at a time.
 
-    logits_BTV, caches = prefill(model, tokens_BT, lengths_B, cache_len)
-    logits_BV, caches = decode_step(model, tokens_B, pos_B, caches)
+    logits_BTY, caches = prefill(model, tokens_BT, lengths_B, cache_len)
+    logits_BY, caches = decode_step(model, tokens_B, pos_B, caches)
 
 Row b's prompt is tokens_BT[b, :lengths_B[b]]; its next token goes to position pos_B[b]
 (= lengths_B[b] for the first step). The caches hold `cache_len` positions: a row may reach
@@ -52,7 +52,7 @@ def decode_step(model: LM, tokens_B: jax.Array, pos_B: jax.Array, caches: list[C
     return model.head(x_B1D)[:, 0], new
 
 
-def last_logits(logits_BTV: jax.Array, lengths_B: jax.Array) -> jax.Array:
+def last_logits(logits_BTY: jax.Array, lengths_B: jax.Array) -> jax.Array:
     """[B, vocab]: each row's logits at its last prompt token."""
     idx = (lengths_B - 1)[:, None, None]
-    return jnp.take_along_axis(logits_BTV, idx, axis=1)[:, 0]
+    return jnp.take_along_axis(logits_BTY, idx, axis=1)[:, 0]

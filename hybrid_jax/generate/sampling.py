@@ -45,31 +45,31 @@ class Sampling:
         return (jnp.float32(self.temperature), jnp.int32(self.top_k), jnp.float32(self.top_p))
 
 
-def choose(logits_BV: jax.Array, key: jax.Array, settings) -> jax.Array:
+def choose(logits_BY: jax.Array, key: jax.Array, settings) -> jax.Array:
     """int32 [B]: the next token of each row; `settings` is `Sampling.arrays()`."""
     temperature, top_k, top_p = settings
-    return jax.lax.cond(temperature == 0, _greedy, _sample, logits_BV, key, temperature,
+    return jax.lax.cond(temperature == 0, _greedy, _sample, logits_BY, key, temperature,
                         top_k, top_p)
 
 
-def _greedy(logits_BV, key, temperature, top_k, top_p):
+def _greedy(logits_BY, key, temperature, top_k, top_p):
     del key, temperature, top_k, top_p
-    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    return jnp.argmax(logits_BY, axis=-1).astype(jnp.int32)
 
 
-def _sample(logits_BV, key, temperature, top_k, top_p):
-    V = logits_BV.shape[-1]
+def _sample(logits_BY, key, temperature, top_k, top_p):
+    Y = logits_BY.shape[-1]
     neg = jnp.finfo(jnp.float32).min
-    order_BV = jnp.argsort(-logits_BV, axis=-1)
-    sorted_BV = jnp.take_along_axis(logits_BV.astype(jnp.float32), order_BV, axis=-1)
-    sorted_BV = sorted_BV / temperature
-    rank_V = jnp.arange(V)
-    keep_BV = jnp.broadcast_to(rank_V < jnp.where(top_k == 0, V, top_k), sorted_BV.shape)
-    sorted_BV = jnp.where(keep_BV, sorted_BV, neg)
-    p_BV = jax.nn.softmax(sorted_BV, axis=-1)
-    before_BV = jnp.cumsum(p_BV, axis=-1) - p_BV  # mass of the more likely tokens
+    order_BY = jnp.argsort(-logits_BY, axis=-1)
+    sorted_BY = jnp.take_along_axis(logits_BY.astype(jnp.float32), order_BY, axis=-1)
+    sorted_BY = sorted_BY / temperature
+    rank_Y = jnp.arange(Y)
+    keep_BY = jnp.broadcast_to(rank_Y < jnp.where(top_k == 0, Y, top_k), sorted_BY.shape)
+    sorted_BY = jnp.where(keep_BY, sorted_BY, neg)
+    p_BY = jax.nn.softmax(sorted_BY, axis=-1)
+    before_BY = jnp.cumsum(p_BY, axis=-1) - p_BY  # mass of the more likely tokens
     # top_p = 1 keeps everything exactly (the cumulative sum may round to 1 before the end).
-    keep_BV = (before_BV < top_p) | (top_p >= 1.0)
-    sorted_BV = jnp.where(keep_BV, sorted_BV, neg)
-    pick_B = jax.random.categorical(key, sorted_BV, axis=-1)
-    return jnp.take_along_axis(order_BV, pick_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    keep_BY = (before_BY < top_p) | (top_p >= 1.0)
+    sorted_BY = jnp.where(keep_BY, sorted_BY, neg)
+    pick_B = jax.random.categorical(key, sorted_BY, axis=-1)
+    return jnp.take_along_axis(order_BY, pick_B[:, None], axis=-1)[:, 0].astype(jnp.int32)

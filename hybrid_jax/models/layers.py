@@ -77,14 +77,14 @@ def rope_tables(T: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Arr
     return rope_tables_at(jnp.arange(T, dtype=jnp.int32), head_dim, theta)
 
 
-def rope_tables_at(positions_P: jax.Array, head_dim: int, theta: float
+def rope_tables_at(positions: jax.Array, head_dim: int, theta: float
                    ) -> tuple[jax.Array, jax.Array]:
     """cos/sin tables [..., head_dim/2] at integer positions of any shape (decoding passes one
     position per batch row)."""
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles = positions_P.astype(jnp.float32)[..., None] * inv_freq
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
     return jnp.cos(angles), jnp.sin(angles)
 
 
