@@ -15,7 +15,9 @@ tokens of context, cut from the left), max_gen_toks (256, when a task does not s
 Text is encoded as the training stream holds documents, after an EOS: a context is
 [eos] + tokens(context), a rolling document [eos] + tokens(document) in windows of max_length.
 A continuation's tokens are those of context + continuation past the context's own (the
-context's trailing spaces move to the continuation), as lm-eval's causal models do.
+context's trailing spaces move to the continuation), as lm-eval's causal models do; where the
+tokenizer merges across the boundary (the context's tokens are no prefix of the whole's), the
+continuation is tokenized alone.
 generate_until decodes with caches (`generate.api.Decoder`): greedy unless do_sample with a
 temperature > 0; the text is cut at the first `until` string.
 """
@@ -50,7 +52,10 @@ class HybridJaxLM(LM):
             raise ValueError(f"hybrid-jax model_args: unknown {sorted(unknown)}; known: "
                              f"checkpoint, tokenizer, batch_size, max_length, max_gen_toks")
         self.model, self.tok, self.source = load_checkpoint(checkpoint, tokenizer)
-        self.batch_size = int(batch_size) if str(batch_size) != "auto" else 8
+        if str(batch_size).startswith("auto"):
+            raise ValueError("hybrid-jax model: batch_size 'auto' is not supported; give a "
+                             "number (--batch_size 8)")
+        self.batch_size = int(batch_size)
         self.max_length, self.max_gen_toks = int(max_length), int(max_gen_toks)
         self.scorer = Scorer(self.model, batch_size=self.batch_size, max_length=self.max_length)
         self._decoder: Decoder | None = None

@@ -64,6 +64,8 @@ def test_sampling(hybrid):
     a = decoder.decode(prompts, max_new_tokens=12, eos_id=60, sampling=hot)
     assert a == decoder.decode(prompts, max_new_tokens=12, eos_id=60, sampling=hot)
     assert a != greedy  # near-uniform draws from 61 ids: equal with probability ~1e-21
+    # Seeds, settings and tokens are arguments: one compiled prefill and step for all of it.
+    assert decoder._prefill._cache_size() == 1 and decoder._step._cache_size() == 1
 
 
 @pytest.mark.parametrize("kwargs, match", [
