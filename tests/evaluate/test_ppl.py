@@ -53,3 +53,23 @@ def test_ppl_refuses_missing_data_and_sets(model_dir, tmp_path, capsys):
     assert main(["eval", "ppl", path, "--data", str(tmp_path / "t.txt"), "--tokenizer", "byte",
                  "--sets", "val"]) == 2
     assert "no validation set 'val'" in capsys.readouterr().err
+
+
+def test_ppl_on_a_token_store_equals_a_direct_computation(model_dir, tmp_path, capsys):
+    from hybrid_jax.data import open_store, validation_bytes
+    from tests.helpers.training import build_tiny_store
+
+    model, path = model_dir
+    store = build_tiny_store(tmp_path / "store")
+    rc = main(["eval", "ppl", str(path), "--data", str(store), "--tokenizer", "byte",
+               "--seq-len", "32", "--batch-size", "4", "--max-tokens", "256",
+               "--out", str(tmp_path / "r.json")])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads((tmp_path / "r.json").read_text())["sets"]["val"]
+    opened = open_store(store)
+    stream = opened.validation("val").read(0, 257)
+    logits = model(jnp.asarray(stream[:-1].reshape(8, 32)))
+    nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(
+        logits, jnp.asarray(stream[1:].reshape(8, 32))[..., None], -1)[..., 0]
+    assert got["tokens"] == 256 and got["bytes"] == validation_bytes(opened, "val", 256)
+    np.testing.assert_allclose(got["loss"], float(jnp.mean(nll)), rtol=1e-5)
