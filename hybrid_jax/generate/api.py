@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from hybrid_jax import sharding
-from hybrid_jax.generate.decode import check_lengths, decode_step, last_logits, prefill
+from hybrid_jax.generate.decode import check_lengths, decode_step, prefill_last
 from hybrid_jax.generate.sampling import Sampling, choose
 from hybrid_jax.models.lm import LM
 
@@ -58,8 +58,8 @@ class Decoder:
         return nnx.merge(self.graphdef, state)
 
     def _prefill_fn(self, state, tokens_BT, lengths_B, key, sampling, *, cache_len):
-        logits_BTY, caches = prefill(self._model(state), tokens_BT, lengths_B, cache_len)
-        return choose(last_logits(logits_BTY, lengths_B), key, sampling), caches
+        logits_BY, caches = prefill_last(self._model(state), tokens_BT, lengths_B, cache_len)
+        return choose(logits_BY, key, sampling), caches
 
     def _step_fn(self, state, tokens_B, pos_B, caches, key, done_B, eos_id, sampling):
         logits_BY, caches = decode_step(self._model(state), tokens_B, pos_B, caches)

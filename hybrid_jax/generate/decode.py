@@ -2,11 +2,12 @@
 every row one token at a time.
 
     logits_BTY, caches = prefill(model, tokens_BT, lengths_B, cache_len)
+    logits_BY, caches = prefill_last(model, tokens_BT, lengths_B, cache_len)  # generation's
     logits_BY, caches = decode_step(model, tokens_B, pos_B, caches)
 
 Row b's prompt is tokens_BT[b, :lengths_B[b]]; its next token goes to position pos_B[b]
 (= lengths_B[b] for the first step). The caches hold `cache_len` positions: a row may reach
-position cache_len - 1. Both functions are pure given the model, so callers jit them through
+position cache_len - 1. The functions are pure given the model, so callers jit them through
 nnx.split/merge (hybrid_jax.generate.api).
 """
 
@@ -29,6 +30,22 @@ def check_lengths(T: int, cache_len: int) -> None:
 def prefill(model: LM, tokens_BT: jax.Array, lengths_B: jax.Array, cache_len: int
             ) -> tuple[jax.Array, list[Cache]]:
     """(logits [B, T, vocab] fp32 of the training forward, one cache per layer)."""
+    x_BTD, caches = prefill_hidden(model, tokens_BT, lengths_B, cache_len)
+    return model.head(x_BTD), caches
+
+
+def prefill_last(model: LM, tokens_BT: jax.Array, lengths_B: jax.Array, cache_len: int
+                 ) -> tuple[jax.Array, list[Cache]]:
+    """(logits [B, vocab] at each row's last prompt token, caches): the unembedding runs on one
+    position per row, not on [B, T, vocab] (13 GB in fp32 at B 8, T 4096, vocab 100k)."""
+    x_BTD, caches = prefill_hidden(model, tokens_BT, lengths_B, cache_len)
+    x_B1D = jnp.take_along_axis(x_BTD, (lengths_B - 1)[:, None, None], axis=1)
+    return model.head(x_B1D)[:, 0], caches
+
+
+def prefill_hidden(model: LM, tokens_BT: jax.Array, lengths_B: jax.Array, cache_len: int
+                   ) -> tuple[jax.Array, list[Cache]]:
+    """(the last block's output [B, T, D], one cache per layer)."""
     check_lengths(tokens_BT.shape[1], cache_len)
     x_BTD = model.embed_tokens(tokens_BT)
     caches = []
@@ -37,7 +54,7 @@ def prefill(model: LM, tokens_BT: jax.Array, lengths_B: jax.Array, cache_len: in
             x_BTD, lambda x: prefill_layer(block.mixer, x, lengths_B, cache_len))
         x_BTD = constrain(x_BTD, RESIDUAL)
         caches.append(cache)
-    return model.head(x_BTD), caches
+    return x_BTD, caches
 
 
 def decode_step(model: LM, tokens_B: jax.Array, pos_B: jax.Array, caches: list[Cache]
@@ -50,9 +67,3 @@ def decode_step(model: LM, tokens_B: jax.Array, pos_B: jax.Array, caches: list[C
         x_B1D = constrain(x_B1D, RESIDUAL)
         new.append(cache)
     return model.head(x_B1D)[:, 0], new
-
-
-def last_logits(logits_BTY: jax.Array, lengths_B: jax.Array) -> jax.Array:
-    """[B, vocab]: each row's logits at its last prompt token."""
-    idx = (lengths_B - 1)[:, None, None]
-    return jnp.take_along_axis(logits_BTY, idx, axis=1)[:, 0]
