@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from hybrid_jax.models.lm import LM
+from hybrid_jax.train.step import token_losses
 
 LENGTH_BUCKET = 64
 
@@ -37,9 +38,8 @@ class Scorer:
 
         def target_logprobs(state, inputs_BT, targets_BT):
             logits_BTY = nnx.merge(graphdef, state)(inputs_BT)
-            logp_BTY = jax.nn.log_softmax(logits_BTY.astype(jnp.float32), axis=-1)
-            logp_BT = jnp.take_along_axis(logp_BTY, targets_BT[..., None], axis=-1)[..., 0]
-            return logp_BT, jnp.argmax(logits_BTY, axis=-1) == targets_BT
+            nll_BT, _ = token_losses(logits_BTY, targets_BT)  # training's own loss
+            return -nll_BT, jnp.argmax(logits_BTY, axis=-1) == targets_BT
 
         self._fn = jax.jit(target_logprobs)
 
