@@ -8,7 +8,8 @@
 ppl prints loss (nats/token), perplexity and bits-per-byte per validation set (a text file is
 one set, "text"). long-context prints accuracy per task x length. --out writes the results as
 JSON. harness runs lm-eval-harness (the [eval] extra) with the `hybrid-jax` model registered,
-passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing evaluated).
+passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing
+evaluated).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ The Decoder jits prefill (with the first token's choice) and one decode step (wi
 token's choice) through nnx.split/merge: one compile per (batch, padded prompt length, cache
 length); tokens, positions, the key and the sampling settings are arguments, so nothing
 retraces per token, seed or setting. Prompt lengths are padded up to a multiple of
-`PROMPT_BUCKET` so that prompts of similar lengths share a compile. With a mesh the parameters are placed as
-training places them and the batch is split over the mesh's batch axes (rows are padded to a
-multiple of that size).
+`PROMPT_BUCKET` so that prompts of similar lengths share a compile. With a mesh the parameters
+are placed as training places them and the batch is split over the mesh's batch axes (rows are
+padded to a multiple of that size).
 """
 
 from __future__ import annotations
