@@ -37,3 +37,18 @@ def test_generate_cli_refuses_bad_input_in_one_line(model_dir, capsys, args, mat
     assert main(["generate", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1, err
+
+
+def test_a_run_reads_its_token_stores_tokenizer(tmp_path):
+    from hybrid_jax.generate.loading import LoadError, checkpoint_tokenizer
+    from tests.helpers.training import build_tiny_store
+
+    store = build_tiny_store(tmp_path / "store")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"data": {"store": str(store)}}}))
+    tok = checkpoint_tokenizer({"run_dir": str(run), "step": 3}, None)
+    assert tok.hash == load_tokenizer("byte").hash
+    (run / "config.json").write_text(json.dumps({"config": {"data": {"store": "/no/store"}}}))
+    with pytest.raises(LoadError, match="pass --tokenizer"):
+        checkpoint_tokenizer({"run_dir": str(run), "step": 3}, None)
