@@ -25,7 +25,7 @@ SUBCOMMANDS = {
     "generate": ("hybrid_jax.generate.cli",
                  "complete prompts with a checkpoint (cached decoding; greedy or sampled)"),
     "eval": ("hybrid_jax.evaluate.cli",
-             "evaluate a checkpoint: ppl (loss, bits-per-byte), long-context (synthetic RULER-style)"),
+             "evaluate a checkpoint: ppl (loss, bits-per-byte), long-context (RULER-style), harness (lm-eval)"),
     "expressivity": ("hybrid_jax.expressivity.cli",
                      "synthetic tasks (parity, S5, MQAR, state recall, code): run SUITE --out DIR; list"),
 }
