@@ -19,14 +19,21 @@ documents are dropped, and a document is held out for validation when the first 
 hash, as an integer, are below val_fraction * 2**64. The held-out document goes to the
 validation set named by its group (the pycode family, or "val").
 
-Atomicity: everything is written into `DIR.tmp-<pid>`; manifest.json is written last, then the
+Streaming: the source is tokenized in batches into two flat files (build_tokenize.py), then
+ordered, split and written from numpy arrays of a few fields per document (build_order.py), so
+memory grows by tens of bytes per document, not by a Python object per document.
+
+Atomicity and resume: everything is written into `DIR.build/`, held by an flock on its `lock`
+file (released by the kernel when the build dies); manifest.json is written last, then the
 directory is renamed to DIR (an existing store is first renamed to `DIR.old-<pid>`, then
-deleted). An interrupted build leaves only a `.tmp-<pid>` directory, which never opens as a
-store; the next build deletes such directories of dead processes and restarts from scratch.
+deleted). An interrupted build leaves only `DIR.build/`, which never opens as a store; the next
+build with the same tokenizer resumes its tokenizing from the last checkpoint and redoes the
+(fast) ordering and writing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -42,12 +49,15 @@ from pathlib import Path
 
 import numpy as np
 
+from hybrid_jax.data.build_order import SetWriter, split_order
+from hybrid_jax.data.build_tokenize import CHECKPOINT, SourceChanged, Tokenized, tokenize
 from hybrid_jax.data.vocab import Tokenizer
 
 FORMAT = "hybrid-jax-token-store"
 FORMAT_VERSION = 1
 DEFAULT_SHARD_TOKENS = 1 << 26  # 128 MiB per uint16 shard
 _BATCH_BYTES = 4 << 20  # text tokenized per encode call
+_LOCK = "lock"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 ProgressFn = Callable[[str, int], None]
@@ -67,7 +77,7 @@ def is_validation(doc_sha256: bytes, threshold: int) -> bool:
     return int.from_bytes(doc_sha256[:8], "big") < threshold
 
 
-class _ShardWriter:
+class ShardWriter:
     """Appends tokens to `dir/tokens-NNNNN.bin` files of at most shard_tokens each."""
 
     def __init__(self, directory: Path, dtype: np.dtype, shard_tokens: int):
@@ -121,11 +131,10 @@ def _alive(pid: int) -> bool:
 
 
 def _clean_stale(out: Path) -> None:
-    for tag in ("tmp", "old"):
-        for path, pid in _staging_dirs(out, tag):
-            if pid != os.getpid() and _alive(pid):
-                raise RuntimeError(f"another build (pid {pid}) is writing {path}")
-            shutil.rmtree(path)
+    for path, pid in _staging_dirs(out, "old"):
+        if pid != os.getpid() and _alive(pid):
+            raise RuntimeError(f"another build (pid {pid}) is replacing {out}")
+        shutil.rmtree(path)
 
 
 def _versions() -> dict:
@@ -139,29 +148,10 @@ def _versions() -> dict:
     return versions
 
 
-def _write_set(directory: Path, raw: np.ndarray, table: list[tuple[int, int, int]], eos: int,
-               dtype: np.dtype, shard_tokens: int) -> dict:
-    """Write `EOS doc EOS doc ... EOS` for docs given as (raw offset, n tokens, n bytes)."""
-    writer = _ShardWriter(directory, dtype, shard_tokens)
-    eos_1 = np.array([eos], dtype)
-    writer.write(eos_1)
-    offsets, nbytes = np.empty(len(table) + 1, np.int64), np.empty(len(table), np.int64)
-    offsets[0] = pos = 1
-    for i, (start, length, n_bytes) in enumerate(table):
-        writer.write(raw[start:start + length])
-        writer.write(eos_1)
-        pos += length + 1
-        offsets[i + 1], nbytes[i] = pos, n_bytes
-    shards = writer.close()
-    np.save(directory / "doc_offsets.npy", offsets)
-    np.save(directory / "doc_bytes.npy", nbytes)
-    return {"tokens": int(pos), "documents": len(table), "bytes": int(nbytes.sum()),
-            "shards": shards}
-
-
 def _file_entries(root: Path) -> dict:
     entries = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
+    for path in sorted(p for p in root.rglob("*")
+                       if p.is_file() and p.name not in ("manifest.json", _LOCK)):
         entries[path.relative_to(root).as_posix()] = {
             "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
     return entries
@@ -173,12 +163,19 @@ def _sha256_file(path: Path) -> str:
 
 
 def build_store(source, tokenizer: Tokenizer, out: str | Path, *, val_fraction: float = 0.01,
-                shard_tokens: int = DEFAULT_SHARD_TOKENS, num_threads: int = 2,
-                on_progress: ProgressFn | None = None) -> dict:
-    """Tokenize `source` into a store at `out`; returns the manifest. See the module docstring."""
+                shard_tokens: int = DEFAULT_SHARD_TOKENS, num_threads: int = 2, processes: int = 1,
+                batch_bytes: int = _BATCH_BYTES, on_progress: ProgressFn | None = None,
+                progress_line: bool = False) -> dict:
+    """Tokenize `source` into a store at `out`; returns the manifest. See the module docstring.
+
+    processes > 1 tokenizes in that many worker processes (same output); progress_line prints
+    throughput and, where the source knows its size, an ETA to stderr."""
     out = Path(out).absolute()
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be positive, got {shard_tokens}")
+    if processes < 1 or batch_bytes < 1:
+        raise ValueError(f"processes and batch_bytes must be positive, got {processes}, "
+                         f"{batch_bytes}")
     if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a token store; refusing to replace it")
     threshold = split_threshold(val_fraction)
@@ -187,92 +184,73 @@ def build_store(source, tokenizer: Tokenizer, out: str | Path, *, val_fraction: 
             raise ValueError(f"validation set name {group!r} is not a safe file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
-    stage = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    stage.mkdir()
-    try:
+    stage = out.parent / f"{out.name}.build"
+    stage.mkdir(exist_ok=True)
+    with open(stage / _LOCK, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another build is writing {stage}") from None
         manifest = _build(source, tokenizer, stage, threshold, val_fraction, shard_tokens,
-                          num_threads, on_progress or (lambda stage_name, n: None))
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = out.parent / f"{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    stage.rename(out)
+                          num_threads, processes, batch_bytes,
+                          on_progress or (lambda stage_name, n: None), progress_line)
+        (stage / _LOCK).unlink()
+        old = out.parent / f"{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        stage.rename(out)
     if old.exists():
         shutil.rmtree(old)
     return manifest
 
 
+def _tokenize(source, tokenizer: Tokenizer, stage: Path, key: dict, **kwargs) -> Tokenized:
+    try:
+        return tokenize(source, tokenizer, stage, key=key, **kwargs)
+    except SourceChanged:
+        print(f"build: the source no longer yields the documents the interrupted build in "
+              f"{stage} read; starting over", file=sys.stderr)
+        (stage / CHECKPOINT).unlink()
+        return tokenize(source, tokenizer, stage, key=key, **kwargs)
+
+
 def _build(source, tokenizer: Tokenizer, stage: Path, threshold: int, val_fraction: float,
-           shard_tokens: int, num_threads: int, progress: ProgressFn) -> dict:
+           shard_tokens: int, num_threads: int, processes: int, batch_bytes: int,
+           progress: ProgressFn, progress_line: bool) -> dict:
     t0 = time.perf_counter()
     dtype = token_dtype(tokenizer.vocab_size)
+    key = {"tokenizer": tokenizer.hash, "dtype": dtype.str, "groups": list(source.groups),
+           "source": getattr(source, "kind", type(source).__name__),
+           "format_version": FORMAT_VERSION}
+    done = _tokenize(source, tokenizer, stage, key, batch_bytes=batch_bytes,
+                     processes=processes, num_threads=num_threads, progress=progress,
+                     progress_line=progress_line)
+    if done.resumed_at:
+        progress("resumed", done.resumed_at)
 
-    # Phase 1: tokenize in source order into raw.bin; keep (sha256, group, offset, len, bytes).
-    docs: list[tuple[bytes, str, int, int, int]] = []
-    n_empty, raw_len = 0, 0
-    pending: list = []
-    with open(stage / "raw.bin", "wb") as raw_file:
-        def flush():
-            nonlocal raw_len
-            need = [d for d in pending if d.tokens is None]
-            encoded = iter(tokenizer.encode_batch([d.text for d in need], num_threads))
-            for doc in pending:
-                ids = np.asarray(doc.tokens if doc.tokens is not None else next(encoded), dtype)
-                data = doc.text.encode("utf-8")
-                if ids.size and int(ids.max()) >= tokenizer.vocab_size:
-                    raise ValueError(f"token id {int(ids.max())} >= vocab_size {tokenizer.vocab_size}")
-                raw_file.write(ids.tobytes())
-                docs.append((hashlib.sha256(data).digest(), doc.group, raw_len, ids.size, len(data)))
-                raw_len += ids.size
-            pending.clear()
-            progress("tokenized", len(docs))
-
-        pending_bytes = 0
-        for doc in source.documents():
-            if not doc.text:
-                n_empty += 1
-                continue
-            if doc.group not in source.groups:
-                raise ValueError(f"document group {doc.group!r} not among {source.groups}")
-            pending.append(doc)
-            pending_bytes += len(doc.text)
-            if pending_bytes >= _BATCH_BYTES:
-                flush()
-                pending_bytes = 0
-        flush()
-    raw = (np.memmap(stage / "raw.bin", dtype, "r") if raw_len else np.zeros(0, dtype))
-
-    # Phase 2: order by hash, drop duplicates, split, write the sets.
-    docs.sort(key=lambda d: (d[0], d[1]))
-    unique, n_dup = [], 0
-    for d in docs:
-        if unique and unique[-1][0] == d[0]:
-            n_dup += 1
-            continue
-        unique.append(d)
-    train = [d[2:] for d in unique if not is_validation(d[0], threshold)]
-    val = {g: [d[2:] for d in unique if d[1] == g and is_validation(d[0], threshold)]
-           for g in source.groups}
-    if not train:
-        raise ValueError(f"no training documents ({len(unique)} documents, val_fraction "
+    for written in (stage / "train", stage / "val"):  # from a run killed while writing
+        shutil.rmtree(written, ignore_errors=True)
+    train, val, n_dup = split_order(stage / "records.bin", done.n_records, list(source.groups),
+                                    threshold)
+    n_kept = len(train) + sum(len(v) for v in val.values())
+    if not len(train):
+        raise ValueError(f"no training documents ({n_kept} documents, val_fraction "
                          f"{val_fraction})")
-    empty_val = [g for g, table in val.items() if not table]
+    empty_val = [g for g, index in val.items() if not len(index)]
     if empty_val:
         warnings.warn(f"no held-out documents for validation set(s) {empty_val} at val_fraction "
                       f"{val_fraction}; they are left out of the store", stacklevel=3)
-    token_nbytes = tokenizer.token_nbytes
+    sets = SetWriter(stage, done.n_records, dtype, tokenizer.eos_id)
     # Whether per-token byte counts add up to each document's bytes (validation_bytes needs it
     # to count a partly covered document; true for our tokenizers, maybe not for a seqio one).
-    exact = all(int(token_nbytes[raw[s:s + n]].sum()) == b for _, _, s, n, b in unique)
-    manifest_sets = {"train": _write_set(stage / "train", raw, train, tokenizer.eos_id, dtype,
-                                         shard_tokens)}
+    exact = sets.all_exact([train, *val.values()])
+    manifest_sets = {"train": sets.write(stage / "train", train, shard_tokens)}
     progress("train written", len(train))
-    validation = {g: _write_set(stage / "val" / g, raw, table, tokenizer.eos_id, dtype,
-                                shard_tokens) for g, table in val.items() if table}
-    del raw
-    os.remove(stage / "raw.bin")
+    validation = {g: sets.write(stage / "val" / g, index, shard_tokens)
+                  for g, index in val.items() if len(index)}
+    del sets
+    for scratch in (CHECKPOINT, "raw.bin", "records.bin"):  # checkpoint first: see resume
+        os.remove(stage / scratch)
     if tokenizer.store_file is not None:
         (stage / tokenizer.store_file).write_bytes(tokenizer.model_bytes)
     progress("validation written", len(validation))
@@ -292,7 +270,7 @@ def _build(source, tokenizer: Tokenizer, stage: Path, threshold: int, val_fracti
         "split": {"val_fraction": val_fraction, "rule": "validation iff int(sha256(utf8)[:8]) "
                   "< val_fraction * 2**64; documents ordered by sha256",
                   "empty_validation_sets": empty_val},
-        "documents": {"kept": len(unique), "duplicates_dropped": n_dup, "empty_dropped": n_empty},
+        "documents": {"kept": n_kept, "duplicates_dropped": n_dup, "empty_dropped": done.n_empty},
         "train": manifest_sets["train"],
         "validation": validation,
         "files": _file_entries(stage),

@@ -156,8 +156,9 @@ def read_manifest(path: str | Path) -> dict:
     file = path / "manifest.json"
     if not file.is_file():
         hint = ""
-        if list(path.parent.glob(f"{path.name}.tmp-*")):
-            hint = " (an unfinished build left a .tmp-<pid> directory; run the build again)"
+        if (path.parent / f"{path.name}.build").is_dir():
+            hint = (f" (an unfinished build left {path.name}.build; run the build again to "
+                    "resume it)")
         raise StoreError(f"{path}: not a complete token store, {file} missing{hint}")
     text = file.read_text(errors="replace")
     try:

@@ -244,12 +244,12 @@ def test_killed_build_never_looks_complete_and_rebuild_equals_clean(text_dir, tm
                         val_fraction=0.3, shard_tokens=50_000)
     out = tmp_path / "store"
     _build_killed_at(stage, pattern, out)
-    assert list(tmp_path.glob("store.tmp-*")), "the killed build left its staging directory"
+    assert (tmp_path / "store.build").is_dir(), "the killed build left its staging directory"
     with pytest.raises(StoreError, match="not a complete token store.*unfinished build"):
         open_store(out)
     rebuilt = build_store(TextSource([pattern]), load_tokenizer("byte"), out,
                           val_fraction=0.3, shard_tokens=50_000)
-    assert not list(tmp_path.glob("store.tmp-*"))
+    assert not (tmp_path / "store.build").exists()
     assert rebuilt["files"] == clean["files"]
     open_store(out)
 
