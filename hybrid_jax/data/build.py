@@ -249,7 +249,7 @@ def _build(source, tokenizer: Tokenizer, stage: Path, threshold: int, val_fracti
     validation = {g: sets.write(stage / "val" / g, index, shard_tokens)
                   for g, index in val.items() if len(index)}
     del sets
-    for scratch in (CHECKPOINT, "raw.bin", "records.bin"):  # checkpoint first: see resume
+    for scratch in (CHECKPOINT, "raw.bin", "records.bin"):  # checkpoint first: a resume must not trust removed files
         os.remove(stage / scratch)
     if tokenizer.store_file is not None:
         (stage / tokenizer.store_file).write_bytes(tokenizer.model_bytes)
