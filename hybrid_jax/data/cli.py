@@ -9,6 +9,10 @@
         --out D
     hybrid-jax data build --source text --input 'notes/**/*.txt' --doc-separator blank-lines \\
         --tokenizer byte --out data_cache/notes
+    hybrid-jax data build --source jsonl --input 'dolma/*.json.gz' --tokenizer hf:tok --out D \\
+        --processes 8
+    hybrid-jax data build --source parquet --input 'fineweb/*.parquet' --text-key text ...
+    hybrid-jax data build --source hf-disk:saved/wiki --split train --tokenizer hf:tok --out D
     hybrid-jax data build --source tfds:my_text/plain --data-dir ~/tfds --tokenizer M --out D
     hybrid-jax data build --source seqio:my_task --input 'corpus/*.txt' --tokenizer M --out D
     hybrid-jax data info data_cache/pycode --tokens 2e9
@@ -35,9 +39,11 @@ from hybrid_jax.data.vocab import load_tokenizer
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True,
-                   help="pycode | text | tfds:NAME[/CONFIG] | seqio:TASK")
+                   help="pycode | text | jsonl | parquet | hf-disk:PATH | tfds:NAME[/CONFIG] | "
+                        "seqio:TASK")
     p.add_argument("--input", nargs="+", metavar="FILE_OR_GLOB",
-                   help="text (and seqio text-task) inputs; globs may use **")
+                   help="text, jsonl (.gz, .zst), parquet (and seqio text-task) inputs; globs "
+                        "may use **")
     p.add_argument("--doc-separator", default=None,
                    help="text source: 'file' (one document per file, default), 'blank-lines', "
                         "or a regular expression (e.g. '\\n' for one document per line)")
@@ -46,8 +52,10 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                         "list), or 'all-permissive': every installed distribution with a "
                         "permissive license (excluded ones are listed on stderr)")
     p.add_argument("--text-key", default=None,
-                   help="tfds: text feature (default text); seqio: feature (default targets)")
-    p.add_argument("--split", default=None, help="tfds/seqio split to read (default train)")
+                   help="jsonl field, parquet or hf-disk column, tfds feature (default text); "
+                        "seqio: feature (default targets)")
+    p.add_argument("--split", default=None, help="tfds/seqio split to read (default train); hf-disk: "
+                   "the split of a saved DatasetDict")
     p.add_argument("--data-dir", default=None, help="tfds: prepared local data_dir")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="tfds/seqio: import MODULE first (registers builders or tasks)")
@@ -97,7 +105,8 @@ def cmd_build(args) -> int:
         warn_version_drift(source.describe(), reference["source"], what)
     t0 = time.perf_counter()
     manifest = build_store(source, tokenizer, out, val_fraction=args.val_fraction,
-                           shard_tokens=args.shard_tokens, num_threads=args.threads)
+                           shard_tokens=args.shard_tokens, num_threads=args.threads,
+                           processes=args.processes, progress_line=True)
     train = manifest["train"]
     print(f"built {out}: {train['tokens']:,} train tokens, {train['documents']:,} documents, "
           f"{train['bytes'] / train['tokens']:.3f} bytes/token, validation sets "
@@ -177,6 +186,9 @@ def parser() -> argparse.ArgumentParser:
                    "tokenizer.json or a directory holding one (and its tokenizer_config.json); "
                    "or 'byte'")
     b.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
+    b.add_argument("--processes", type=int, default=1,
+                   help="tokenize in this many worker processes (same store; byte, "
+                        "SentencePiece and hf tokenizers)")
     b.add_argument("--reference-manifest", help="warn where distribution versions differ from "
                    "this manifest.json (or store directory)")
     b.set_defaults(func=cmd_build)

@@ -4,7 +4,8 @@ A source yields `Document`s (document.py: text, group, and tokens where the text
 already tokenized) and describes itself for the manifest (`describe()`, complete once
 `documents()` is exhausted). `group` names the validation set a held-out document goes to.
 
-`make_source("pycode" | "text" | "tfds:NAME[/CONFIG]" | "seqio:TASK", ...)` picks one. The
+`make_source("pycode" | "text" | "jsonl" | "parquet" | "hf-disk:PATH" | "tfds:NAME[/CONFIG]" |
+"seqio:TASK", ...)` picks one (file_sources.py: jsonl, parquet, hf-disk). The
 source modules import document.py, never this module; the tfds and seqio sources import
 TensorFlow only when such a source is made.
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hybrid_jax.data.document import DEFAULT_GROUP, Document, expand_inputs, split_documents
+from hybrid_jax.data.file_sources import HfDiskSource, JsonlSource, ParquetSource
 from hybrid_jax.data.pycode import DEFAULT_DISTRIBUTIONS, PycodeSource
 from hybrid_jax.data.seqio_source import SeqioSource
 from hybrid_jax.data.tfds_source import TfdsSource
@@ -65,6 +67,15 @@ def make_source(spec: str, *, inputs: list[str] | None = None, doc_separator: st
         _reject_unused(kind, distributions=distributions, text_key=text_key, data_dir=data_dir,
                        split=split, imports=imports)
         return TextSource(inputs or [], doc_separator)
+    if kind in ("jsonl", "parquet") and not name:
+        _reject_unused(kind, distributions=distributions, data_dir=data_dir, split=split,
+                       imports=imports)
+        cls = JsonlSource if kind == "jsonl" else ParquetSource
+        return cls(inputs or [], text_key or "text")
+    if kind == "hf-disk" and name:
+        _reject_unused(kind, inputs=inputs, distributions=distributions, data_dir=data_dir,
+                       imports=imports)
+        return HfDiskSource(name, text_key or "text", split)
     if kind == "tfds" and name:
         _reject_unused(kind, inputs=inputs, distributions=distributions)
         return TfdsSource(name, split=split or "train", text_key=text_key or "text", data_dir=data_dir,
@@ -73,7 +84,8 @@ def make_source(spec: str, *, inputs: list[str] | None = None, doc_separator: st
         _reject_unused(kind, distributions=distributions, data_dir=data_dir)
         return SeqioSource(name, split=split or "train", feature=text_key or "targets",
                            inputs=inputs, tokenizer_path=tokenizer_path, imports=imports or [])
-    raise ValueError(f"unknown source {spec!r}: use pycode, text, tfds:NAME[/CONFIG] or seqio:TASK")
+    raise ValueError(f"unknown source {spec!r}: use pycode, text, jsonl, parquet, hf-disk:PATH, "
+                     "tfds:NAME[/CONFIG] or seqio:TASK")
 
 
 def _reject_unused(kind: str, **options) -> None:
