@@ -54,7 +54,8 @@ def unknown_key_error(key: str, valid: Iterable[str], where: str) -> OverrideErr
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """`value` as type `tp` (int, float, bool, str, X | None, tuple[X, ...]) or OverrideError."""
+    """`value` as type `tp` (int, float, bool, str, X | None, tuple[X, ...], dict[K, V]) or
+    OverrideError."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -79,6 +80,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 raise OverrideError(f"{key}: expected {len(args)} items, got {len(value)}")
             return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
         return tuple(coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise OverrideError(f"{key}: expected a mapping ({_type_name(tp)}), got {value!r}")
+        return {coerce(k, key_tp, f"{key} key"): coerce(v, value_tp, f"{key}.{k}")
+                for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:

@@ -77,40 +77,6 @@ def is_validation(doc_sha256: bytes, threshold: int) -> bool:
     return int.from_bytes(doc_sha256[:8], "big") < threshold
 
 
-class ShardWriter:
-    """Appends tokens to `dir/tokens-NNNNN.bin` files of at most shard_tokens each."""
-
-    def __init__(self, directory: Path, dtype: np.dtype, shard_tokens: int):
-        self.dir, self.dtype, self.shard_tokens = directory, dtype, shard_tokens
-        self.shards: list[dict] = []
-        self._file, self._count = None, 0
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def write(self, tokens: np.ndarray) -> None:
-        tokens = np.asarray(tokens, self.dtype)
-        while tokens.size:
-            if self._file is None:
-                name = f"tokens-{len(self.shards):05d}.bin"
-                self._file, self._count = open(self.dir / name, "wb"), 0
-                self.shards.append({"file": name})
-            take = tokens[: self.shard_tokens - self._count]
-            self._file.write(take.tobytes())
-            self._count += take.size
-            tokens = tokens[take.size:]
-            if self._count == self.shard_tokens:
-                self._finish()
-
-    def _finish(self) -> None:
-        self._file.close()
-        self.shards[-1]["tokens"] = self._count
-        self._file = None
-
-    def close(self) -> list[dict]:
-        if self._file is not None:
-            self._finish()
-        return self.shards
-
-
 def _staging_dirs(out: Path, tag: str) -> list[tuple[Path, int]]:
     found = []
     for p in out.parent.glob(f"{out.name}.{tag}-*"):

@@ -72,6 +72,40 @@ def split_order(records: Path, n: int, groups: list[str], threshold: int
     return train, val, int(n - keep.sum())
 
 
+class ShardWriter:
+    """Appends tokens to `dir/tokens-NNNNN.bin` files of at most shard_tokens each."""
+
+    def __init__(self, directory: Path, dtype: np.dtype, shard_tokens: int):
+        self.dir, self.dtype, self.shard_tokens = directory, dtype, shard_tokens
+        self.shards: list[dict] = []
+        self._file, self._count = None, 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, tokens: np.ndarray) -> None:
+        tokens = np.asarray(tokens, self.dtype)
+        while tokens.size:
+            if self._file is None:
+                name = f"tokens-{len(self.shards):05d}.bin"
+                self._file, self._count = open(self.dir / name, "wb"), 0
+                self.shards.append({"file": name})
+            take = tokens[: self.shard_tokens - self._count]
+            self._file.write(take.tobytes())
+            self._count += take.size
+            tokens = tokens[take.size:]
+            if self._count == self.shard_tokens:
+                self._finish()
+
+    def _finish(self) -> None:
+        self._file.close()
+        self.shards[-1]["tokens"] = self._count
+        self._file = None
+
+    def close(self) -> list[dict]:
+        if self._file is not None:
+            self._finish()
+        return self.shards
+
+
 class SetWriter:
     """Writes `EOS doc EOS doc ... EOS` for record indices, reading tokens from raw.bin."""
 
@@ -84,8 +118,6 @@ class SetWriter:
         return all(bool(self.exact[i].all()) for i in indices)
 
     def write(self, directory: Path, index: np.ndarray, shard_tokens: int) -> dict:
-        from hybrid_jax.data.build import ShardWriter
-
         writer = ShardWriter(directory, self.dtype, shard_tokens)
         writer.write(np.array([self.eos], self.dtype))
         lens = self.tokens[index]

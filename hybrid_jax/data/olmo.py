@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from hybrid_jax.data.store import StoreError
+from hybrid_jax.data.errors import StoreError
 from hybrid_jax.data.token_files import TokenFiles, list_token_files
 from hybrid_jax.data.vocab import Tokenizer, load_tokenizer
 

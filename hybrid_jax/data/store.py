@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_jax.data.build import FORMAT, FORMAT_VERSION
+from hybrid_jax.data.errors import StoreError
 from hybrid_jax.data.hf_tokenizer import HFTokenizer, hf_tokenizer_hash
 from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
 from hybrid_jax.data.vocab import Tokenizer
-
-
-class StoreError(ValueError):
-    """A store is missing, incomplete, or does not match its manifest."""
 
 
 class TokenArray:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from hybrid_jax.data.store import StoreError
+from hybrid_jax.data.errors import StoreError
 
 NPY_MAGIC = b"\x93NUMPY"
 _SCAN_TOKENS = 1 << 24  # tokens read per request when scanning for document boundaries

@@ -132,13 +132,21 @@ class ScheduleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    store: str = ""                   # a token store directory (`hybrid-jax data build`)
+    store: str = ""                   # a token store directory (`hybrid-jax data build`) or olmo:
     seed: int = 0                     # batch order
-    max_epochs: float = 4.0
+    max_epochs: float = 4.0           # per component in a mixture
     verify: bool = True               # check the store's sha256 checksums when opening it
+    # A mixture instead of `store`: component -> weight (summing to 1), component -> store.
+    mix: dict[str, float] = dataclasses.field(default_factory=dict)
+    stores: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         _positive("data", self, "max_epochs")
+        if self.mix and self.store:
+            _fail("data", "store", "give data.store or data.mix (with data.stores), not both")
+        if set(self.mix) != set(self.stores):
+            _fail("data", "stores", f"names {sorted(self.stores)} but data.mix names "
+                  f"{sorted(self.mix)}; give one store per mixture component")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +220,7 @@ OPERATIONAL_FIELDS = ("train.run_dir", "train.runs_root", "train.micro_batches")
 # run ids (and the committed results keyed by them) stay valid; any other value changes the id.
 LATE_FIELDS = {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32",
                "model.gdn_norm_eps": 1e-6, "model.rope_layers": "AS", "model.layers": "",
-               "train.init_from": None}
+               "train.init_from": None, "data.mix": {}, "data.stores": {}}
 # Fields removed after results were published, with the one value every published run had. The
 # identity puts them back at that value, so removing a field orphans no run id. train.debug_nan_step
 # was a NaN-injection hook for tests; tests now inject NaN through the batch source.

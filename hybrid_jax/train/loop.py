@@ -38,7 +38,7 @@ from hybrid_jax.train.metrics import MetricsLog, Progress, mfu
 from hybrid_jax.train.program import build_program
 from hybrid_jax.train.run_lock import RunLock, RunLockedError
 from hybrid_jax.train.schedule import Schedule, build_schedule
-from hybrid_jax.train.source import BatchSource, StoreSource
+from hybrid_jax.train.source import BatchSource, make_source
 
 
 class NonFiniteError(FloatingPointError):
@@ -174,8 +174,8 @@ def _train(cfg: RunConfig, source: BatchSource | None, verbose: bool, dist_info:
     is_main = jax.process_index() == 0
     say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
     if source is None:
-        source = StoreSource(cfg.data.store, seed=cfg.data.seed, global_batch=cfg.train.global_batch,
-                             seq_len=cfg.train.seq_len, verify=cfg.data.verify)
+        source = make_source(cfg.data, global_batch=cfg.train.global_batch,
+                             seq_len=cfg.train.seq_len)
     if source.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the data's "
                          f"vocabulary ({source.vocab_size})")

@@ -2,7 +2,8 @@
 
 A batch is a pure function of the step, so the loop keeps no iterator state and a resumed run
 sees exactly the batches an uninterrupted one would. Tests may pass any object with this
-interface to `train(cfg, source=...)`; the command line always reads a token store.
+interface to `train(cfg, source=...)`; the command line reads a token store (or OLMo token
+files) through `StoreSource`, or a weighted mixture of them through `MixtureSource`.
 """
 
 from __future__ import annotations
@@ -75,3 +76,69 @@ class StoreSource:
                 "tokenizer_hash": self.store.tokenizer_hash, "vocab_size": self.vocab_size,
                 "n_train_tokens": self.n_train_tokens,
                 "validation_sets": list(self.validation_set_names)}
+
+
+class MixtureSource:
+    """Stores mixed by weight per global batch (hybrid_jax/data/mixture.py). Validation sets
+    are every component's, named COMPONENT/SET; epochs are counted and limited per component."""
+
+    def __init__(self, stores: dict[str, str], weights: dict[str, float], *, seed: int,
+                 global_batch: int, seq_len: int, verify: bool = True):
+        from hybrid_jax.data import open_store
+        from hybrid_jax.data.mixture import Mixture, MixtureError
+
+        try:
+            self.mixture = Mixture({n: open_store(p, verify=verify) for n, p in stores.items()},
+                                   weights, global_batch)
+        except MixtureError as e:
+            raise ConfigError(f"data.mix: {e}") from None
+        self.seed, self.global_batch, self.seq_len = seed, global_batch, seq_len
+        self.components = dict(zip(self.mixture.alloc.names, self.mixture.stores))
+        self.vocab_size = self.mixture.stores[0].vocab_size
+        self.n_train_tokens = sum(s.n_train_tokens for s in self.mixture.stores)
+        self.validation_set_names = tuple(f"{c}/{v}" for c, s in self.components.items()
+                                          for v in s.validation_set_names)
+        self.epochs: dict[str, float] = {}
+
+    def _split(self, name: str):
+        component, _, set_name = name.partition("/")
+        return self.components[component], set_name
+
+    def batch(self, step: int, dp_rank: int, dp_size: int) -> dict[str, np.ndarray]:
+        return self.mixture.get_batch(seed=self.seed, step=step, seq_len=self.seq_len,
+                                      dp_rank=dp_rank, dp_size=dp_size)
+
+    def validation_batches(self, name: str, *, batch_size: int, max_tokens: int | None):
+        from hybrid_jax.data import validation_batches
+
+        store, set_name = self._split(name)
+        return validation_batches(store, set_name, batch_size=batch_size, seq_len=self.seq_len,
+                                  max_tokens=max_tokens)
+
+    def validation_bytes(self, name: str, max_tokens: int | None) -> int:
+        from hybrid_jax.data import validation_bytes
+
+        store, set_name = self._split(name)
+        return validation_bytes(store, set_name, max_tokens)
+
+    def check_epochs(self, tokens_needed: int, max_epochs: float) -> float:
+        """The most epochs of any component; raises where one passes max_epochs."""
+        self.epochs = self.mixture.check_epochs(tokens_needed, self.seq_len, max_epochs)
+        return max(self.epochs.values())
+
+    def describe(self) -> dict:
+        return {"kind": "mixture", "weights": self.mixture.weights,
+                "components": {n: {"path": str(s.path), "n_train_tokens": s.n_train_tokens}
+                               for n, s in self.components.items()},
+                "epochs": self.epochs, "tokenizer_hash": self.mixture.stores[0].tokenizer_hash,
+                "vocab_size": self.vocab_size,
+                "validation_sets": list(self.validation_set_names)}
+
+
+def make_source(data, *, global_batch: int, seq_len: int) -> StoreSource | MixtureSource:
+    """The batch source that a DataConfig names: data.store, or data.mix with data.stores."""
+    if data.mix:
+        return MixtureSource(data.stores, data.mix, seed=data.seed, global_batch=global_batch,
+                             seq_len=seq_len, verify=data.verify)
+    return StoreSource(data.store, seed=data.seed, global_batch=global_batch, seq_len=seq_len,
+                       verify=data.verify)
