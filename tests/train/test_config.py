@@ -71,7 +71,9 @@ def test_late_fields_keep_old_run_ids_at_their_default():
     a = cfg_with()
     assert LATE_FIELDS == {"model.gdn_precision": "highest", "model.unembed_grad_dtype": "float32",
                            "model.gdn_norm_eps": 1e-6, "model.rope_layers": "AS",
-                           "model.layers": "", "train.init_from": None}
+                           "model.layers": "", "train.init_from": None, "data.mix": {},
+                           "data.stores": {}}
+    assert not {"mix", "stores"} & set(a.identity()["data"])  # a one-store run keeps its id
     # The GDN norm eps was the model's norm_eps (1e-6) before it had its own field: runs at that
     # value keep their ids, the new default (1e-5) is a new model, and a model without GDN
     # layers is not changed by it at all.
