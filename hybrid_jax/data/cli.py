@@ -16,6 +16,8 @@
     hybrid-jax data build --source tfds:my_text/plain --data-dir ~/tfds --tokenizer M --out D
     hybrid-jax data build --source seqio:my_task --input 'corpus/*.txt' --tokenizer M --out D
     hybrid-jax data info data_cache/pycode --tokens 2e9
+    hybrid-jax data info 'olmo:dolma/*.npy?tokenizer=hf:tok&val=c4-val/*.npy'
+    hybrid-jax data info --ladder paper
 
 Exit status: 0 success; 2 a missing or damaged store (StoreError) or bad arguments; 1 any
 other error (a token budget past --max-epochs, an unknown source, ...), on one line.
@@ -137,12 +139,23 @@ def cmd_tokenizer(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from hybrid_jax.data.batches import check_epochs, validation_bytes
+    from hybrid_jax.data.batches import validation_bytes
     from hybrid_jax.data.store import open_store
 
+    from hybrid_jax.data import info
+
+    if (args.dir is None) == (args.ladder is None):
+        raise ValueError("give a store (a directory or an olmo: spec) or --ladder NAME")
+    if args.ladder is not None:
+        lines, fits = info.ladder_lines(args.ladder, count_documents=args.count_documents)
+        print("\n".join(lines))
+        return 0 if fits else 1
     t0 = time.perf_counter()
     store = open_store(args.dir, verify=not args.no_verify)
     verify_s = time.perf_counter() - t0
+    if args.dir.startswith("olmo:"):
+        print("\n".join(info.olmo_lines(store, args.count_documents)))
+        return _budget(store, args)
     m = store.manifest
     src = m["source"]
     print(f"store        {store.path}  ({'verified' if not args.no_verify else 'not verified'}"
@@ -167,6 +180,12 @@ def cmd_info(args) -> int:
               f"{validation_bytes(store, name):>13,}{v.n_bytes / max(1, len(v) - 1):>13.3f}")
     if m["split"]["empty_validation_sets"]:
         print(f"             (no held-out documents: {m['split']['empty_validation_sets']})")
+    return _budget(store, args)
+
+
+def _budget(store, args) -> int:
+    from hybrid_jax.data.batches import check_epochs
+
     if args.tokens is not None:
         tokens = int(float(args.tokens))
         print(f"budget       {tokens:,} tokens = {tokens / store.n_train_tokens:.2f} epochs")
@@ -207,8 +226,14 @@ def parser() -> argparse.ArgumentParser:
                    help="train on at most this much text, chosen by document hash")
     t.set_defaults(func=cmd_tokenizer)
 
-    i = sub.add_parser("info", help="summarize a token store")
-    i.add_argument("dir")
+    i = sub.add_parser("info", help="summarize a token store, OLMo token files (olmo:...), or "
+                       "a ladder's data (--ladder): tokens, documents, epochs per component")
+    i.add_argument("dir", nargs="?", help="a store directory or an olmo: spec (docs/data.md)")
+    i.add_argument("--ladder", help="a ladder name or file: every component's tokens and "
+                   "documents, and every run's epochs of each (exit 1 if one is past "
+                   "data.max_epochs)")
+    i.add_argument("--count-documents", action="store_true",
+                   help="count the documents of OLMo train files (reads every file once)")
     i.add_argument("--tokens", help="a token budget: report epochs (e.g. 2e9)")
     i.add_argument("--max-epochs", type=float, default=4)
     i.add_argument("--no-verify", action="store_true", help="skip sha256 verification")

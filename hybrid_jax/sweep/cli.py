@@ -201,7 +201,7 @@ def cmd_run(sweep, args) -> int:
     from hybrid_jax.sweep.runner import Runner
     from hybrid_jax.sweep.status import overview
 
-    for path in sorted({s.config.data.store for s in sweep.runs}):
+    for path in sorted({p for s in sweep.runs for p in s.config.data.store_paths}):
         store, note = store_info(path)
         if store is None:
             print(f"hybrid-jax sweep run: {note}; build it first (`hybrid-jax data build ... "
@@ -302,7 +302,7 @@ def cmd_plan(sweep, args) -> int:
         slots = device_slots(args.parallel)
         workers = len(slots)
         devices = len({s.get("CUDA_VISIBLE_DEVICES") for s in slots}) if slots[0] else workers
-    notes = {store_info(s.config.data.store)[1] for s in sweep.runs} - {""}
+    notes = {store_info(p)[1] for s in sweep.runs for p in s.config.data.store_paths} - {""}
     if args.json:
         print(json.dumps({"device_kind": kind, "workers": workers, "devices": devices,
                           "devices_per_run": args.devices_per_run,

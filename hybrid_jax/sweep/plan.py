@@ -151,22 +151,37 @@ def store_info(path: str) -> tuple[object | None, str]:
         return None, f"store {path} is not built ({type(e).__name__}: {str(e)[:160]})"
 
 
+def data_source(cfg, opened: dict):
+    """The run's batch source, opened unverified, once per data config (`opened` holds them);
+    None where a store is not built (store_info says why)."""
+    import json
+
+    from hybrid_jax.train.source import make_source
+
+    key = (json.dumps(cfg.to_dict()["data"], sort_keys=True), cfg.train.global_batch,
+           cfg.train.seq_len)
+    if key not in opened:
+        opened[key] = None
+        if all(store_info(p)[0] is not None for p in cfg.data.store_paths):
+            opened[key] = make_source(dataclasses.replace(cfg.data, verify=False),
+                                      global_batch=cfg.train.global_batch,
+                                      seq_len=cfg.train.seq_len)
+    return opened[key]
+
+
 def plan_rows(sweep: Sweep, speeds: dict[tuple[str, str], Speed], devices_per_run: int = 1
               ) -> list[dict]:
-    from hybrid_jax.data import EpochLimitError, check_epochs
+    from hybrid_jax.data import EpochLimitError
 
-    stores: dict[str, tuple] = {}
-    rows = []
+    rows, opened = [], {}
     for spec in sweep.runs:
         cfg, h = spec.config, spec.hyper
-        if cfg.data.store not in stores:
-            stores[cfg.data.store] = store_info(cfg.data.store)
-        store, _ = stores[cfg.data.store]
+        source = data_source(cfg, opened)
         epochs, refused = None, None
-        if store is not None:
-            epochs = cfg.total_tokens / store.n_train_tokens
+        if source is not None:
+            epochs = max(source.epochs(cfg.total_tokens).values())
             try:
-                check_epochs(store, cfg.total_tokens, cfg.data.max_epochs)
+                source.check_epochs(cfg.total_tokens, cfg.data.max_epochs)
             except EpochLimitError as e:
                 refused = str(e)
         speed = speeds[(spec.family, spec.size)]

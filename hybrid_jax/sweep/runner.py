@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+
+import json
 import os
 import signal
 import time
@@ -224,16 +226,20 @@ class Runner:
 
     def _fits_data(self, spec: RunSpec) -> bool:
         """Refuse a run past data.max_epochs before training (failed.json, kind refused)."""
-        from hybrid_jax.data import EpochLimitError, StoreError, check_epochs, open_store
+        from hybrid_jax.config import ConfigError
+        from hybrid_jax.data import EpochLimitError, StoreError
+        from hybrid_jax.train.source import make_source
 
         cfg = spec.config
-        key = (cfg.data.store, cfg.total_tokens, cfg.data.max_epochs)
+        key = (json.dumps(cfg.to_dict()["data"], sort_keys=True), cfg.total_tokens,
+               cfg.train.seq_len, cfg.train.global_batch)
         if key not in self._epochs_cache:
             try:
-                check_epochs(open_store(cfg.data.store, verify=False), cfg.total_tokens,
-                             cfg.data.max_epochs)
+                make_source(dataclasses.replace(cfg.data, verify=False),
+                            global_batch=cfg.train.global_batch, seq_len=cfg.train.seq_len
+                            ).check_epochs(cfg.total_tokens, cfg.data.max_epochs)
                 self._epochs_cache[key] = None
-            except (EpochLimitError, StoreError, FileNotFoundError) as e:
+            except (EpochLimitError, StoreError, FileNotFoundError, ConfigError) as e:
                 self._epochs_cache[key] = f"{type(e).__name__}: {e}"
         error = self._epochs_cache[key]
         if error is not None and not (spec.run_dir / "failed.json").exists():

@@ -148,6 +148,11 @@ class DataConfig:
             _fail("data", "stores", f"names {sorted(self.stores)} but data.mix names "
                   f"{sorted(self.mix)}; give one store per mixture component")
 
+    @property
+    def store_paths(self) -> tuple[str, ...]:
+        """Every store the run reads: data.store, or each mixture component's."""
+        return tuple(self.stores[n] for n in sorted(self.stores)) if self.mix else (self.store,)
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:

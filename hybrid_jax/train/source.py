@@ -71,6 +71,10 @@ class StoreSource:
 
         return check_epochs(self.store, tokens_needed, max_epochs)
 
+    def epochs(self, tokens_needed: int) -> dict[str, float]:
+        """Epochs of the training stream `tokens_needed` tokens read (no limit applied)."""
+        return {"train": tokens_needed / self.n_train_tokens}
+
     def describe(self) -> dict:
         return {"kind": "token_store", "path": str(self.store.path),
                 "tokenizer_hash": self.store.tokenizer_hash, "vocab_size": self.vocab_size,
@@ -98,7 +102,7 @@ class MixtureSource:
         self.n_train_tokens = sum(s.n_train_tokens for s in self.mixture.stores)
         self.validation_set_names = tuple(f"{c}/{v}" for c, s in self.components.items()
                                           for v in s.validation_set_names)
-        self.epochs: dict[str, float] = {}
+        self.checked_epochs: dict[str, float] = {}  # per component, from check_epochs
 
     def _split(self, name: str):
         component, _, set_name = name.partition("/")
@@ -123,14 +127,18 @@ class MixtureSource:
 
     def check_epochs(self, tokens_needed: int, max_epochs: float) -> float:
         """The most epochs of any component; raises where one passes max_epochs."""
-        self.epochs = self.mixture.check_epochs(tokens_needed, self.seq_len, max_epochs)
-        return max(self.epochs.values())
+        self.checked_epochs = self.mixture.check_epochs(tokens_needed, self.seq_len, max_epochs)
+        return max(self.checked_epochs.values())
+
+    def epochs(self, tokens_needed: int) -> dict[str, float]:
+        """Each component's epochs after `tokens_needed` tokens (no limit applied)."""
+        return self.mixture.epochs(tokens_needed, self.seq_len)
 
     def describe(self) -> dict:
         return {"kind": "mixture", "weights": self.mixture.weights,
                 "components": {n: {"path": str(s.path), "n_train_tokens": s.n_train_tokens}
                                for n, s in self.components.items()},
-                "epochs": self.epochs, "tokenizer_hash": self.mixture.stores[0].tokenizer_hash,
+                "epochs": self.checked_epochs, "tokenizer_hash": self.mixture.stores[0].tokenizer_hash,
                 "vocab_size": self.vocab_size,
                 "validation_sets": list(self.validation_set_names)}
 

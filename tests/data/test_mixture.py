@@ -147,3 +147,29 @@ def _word_tokenizer(tmp_path) -> str:
     tok.add_special_tokens(["</s>"])
     tok.save(str(tmp_path / "tokenizer.json"))
     return str(tmp_path / "tokenizer.json")
+
+
+def test_data_info_reports_each_component_of_a_ladder(stores, tmp_path, capsys):
+    from hybrid_jax.data.cli import main
+
+    ladder = tmp_path / "mixed.yaml"
+    ladder.write_text(f"""
+name: mixed
+families: [transformer]
+sizes: {{d16: {{d_model: 16, n_layers: 2, n_heads: 2, mlp_hidden: 32}}}}
+decay_ratios: [2, 100]
+seq_len: {SEQ}
+model: {{vocab_size: 264}}
+recipe: {{batch_tokens: {BATCH * SEQ}}}
+run:
+  data: {{mix: {{code: 0.3, prose: 0.7}}, stores: {{code: {stores['code']}, prose: {stores['prose']}}}}}
+""")
+    assert main(["info", "--ladder", str(ladder)]) == 1  # 100 tokens per parameter: prose past 4 epochs
+    out = capsys.readouterr().out
+    code, prose = open_store(stores["code"]), open_store(stores["prose"])
+    assert f"code            0.3{code.n_train_tokens:>16,}{code.n_train_documents:>12,}" in out
+    assert f"prose           0.7{prose.n_train_tokens:>16,}" in out
+    row = next(line for line in out.splitlines() if "transformer/d16" in line).split()
+    tokens, e_code, e_prose = int(row[1].replace(",", "")), float(row[2]), row[3]
+    assert e_code == pytest.approx(0.3 * tokens / code.n_train_tokens, abs=0.01)
+    assert e_prose.endswith("!") and "sweep run` refuses these runs" in out

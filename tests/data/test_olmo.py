@@ -143,3 +143,17 @@ def test_a_token_past_the_vocabulary_is_refused_in_a_batch(tmp_path):
     store = open_store(f"olmo:{tmp_path}/t.npy?tokenizer=byte&val=none")
     with pytest.raises(StoreError, match="token id 300 >= vocab_size 259"):
         get_batch(store, seed=0, step=0, global_batch=4, seq_len=8)
+
+
+def test_data_info_on_olmo_files(corpus, capsys):
+    from hybrid_jax.data.cli import main
+
+    root, spec, built = corpus
+    assert main(["info", spec, "--count-documents", "--tokens", "1e4"]) == 0
+    out = capsys.readouterr().out
+    assert (f"train        {built.n_train_tokens:,} tokens in 3 files, "
+            f"{built.n_train_documents:,} documents") in out
+    val = built.validation("val")
+    assert f"validation   val: {len(val) - 1:,} tokens, {val.n_documents:,} documents" in out
+    assert main(["info", spec, "--tokens", "1e9"]) == 1
+    assert "training tokens missing" in capsys.readouterr().err
