@@ -7,8 +7,8 @@ tokens to `raw.bin` and one fixed-size record per document to `records.bin` (REC
 sha256, group, where its tokens are, its UTF-8 bytes); nothing per document stays in memory.
 
 Resume: after each batch both files are fsynced and `checkpoint.json` is replaced atomically
-with the number of source documents consumed, the lengths of both files, and a hash chain over
-the consumed documents' sha256s. A rerun truncates the files to those lengths and reads the
+with the number of source documents consumed, the lengths of both files, and the sha256 of the
+consumed documents' (sha256, group) records in order. A rerun truncates the files to those lengths and reads the
 source again from the start, skipping (and hashing) the consumed documents; a chain that
 differs means the source changed, and the build starts over, saying so on stderr.
 """
@@ -88,19 +88,23 @@ def encode_batch(tokenizer, texts: list[str], given: list, groups: list[int],
     dtype = np.dtype("<u2") if tokenizer.vocab_size <= 1 << 16 else np.dtype("<u4")
     encoded = iter(tokenizer.encode_batch([t for t, g in zip(texts, given) if g is None],
                                           num_threads))
-    nbytes_V = tokenizer.token_nbytes
+    ids = [np.asarray(pre if pre is not None else next(encoded)) for pre in given]
     records = np.zeros(len(texts), RECORD)
-    parts, pos = [], 0
-    for i, (text, pre) in enumerate(zip(texts, given)):
-        ids = np.asarray(pre if pre is not None else next(encoded), dtype)
-        if ids.size and int(ids.max()) >= tokenizer.vocab_size:
-            raise ValueError(f"token id {int(ids.max())} >= vocab_size {tokenizer.vocab_size}")
-        data = text.encode("utf-8")
-        records[i] = (hashlib.sha256(data).digest(), groups[i], pos, ids.size, len(data),
-                      int(nbytes_V[ids].sum()) == len(data))
-        parts.append(ids)
-        pos += ids.size
-    return _Batch(np.concatenate(parts) if parts else np.zeros(0, dtype), records)
+    if not texts:
+        return _Batch(np.zeros(0, dtype), records)
+    tokens = np.concatenate(ids)
+    if tokens.size and int(tokens.max()) >= tokenizer.vocab_size:
+        raise ValueError(f"token id {int(tokens.max())} >= vocab_size {tokenizer.vocab_size}")
+    data = [t.encode("utf-8") for t in texts]
+    ends = np.cumsum([a.size for a in ids])
+    starts = ends - np.array([a.size for a in ids])
+    csum = np.concatenate([[0], np.cumsum(tokenizer.token_nbytes[tokens])])
+    records["sha"] = np.frombuffer(b"".join(hashlib.sha256(d).digest() for d in data), "V32")
+    records["group"] = groups
+    records["offset"], records["tokens"] = starts, ends - starts
+    records["bytes"] = [len(d) for d in data]
+    records["exact"] = (csum[ends] - csum[starts]) == records["bytes"]
+    return _Batch(tokens.astype(dtype), records)
 
 
 # ---- the driver ---------------------------------------------------------------------------------
@@ -122,12 +126,12 @@ class ProgressLine:
         if done_total and done_total[1] and done_total[0]:
             done, total = done_total
             eta = (now - self.t0) * (total - done) / done
-            line += f", {100 * done / total:.0f}% of input, ETA {eta / 60:.1f} min"
+            line += f", {100 * done / total:.0f}% of input, ETA " + (
+                f"{eta:.0f} s" if eta < 120 else f"{eta / 60:.0f} min")
         print(line, file=sys.stderr, flush=True)
 
 
-def _chain(prev: bytes, sha: bytes, group: int) -> bytes:
-    return hashlib.sha256(prev + sha + group.to_bytes(2, "little")).digest()
+_CHAINED = np.dtype([("sha", "V32"), ("group", "<u2")])  # what the chain hashes per document
 
 
 def tokenize(source, tokenizer, stage: Path, *, key: dict, batch_bytes: int, processes: int,
@@ -158,16 +162,16 @@ def tokenize(source, tokenizer, stage: Path, *, key: dict, batch_bytes: int, pro
                 records["offset"] += state["raw_tokens"]
                 raw_file.write(batch.tokens.astype(dtype, copy=False).tobytes())
                 rec_file.write(records.tobytes())
-                chain = bytes.fromhex(state["chain"])
-                for sha, group in zip(records["sha"].tolist(), records["group"].tolist()):
-                    chain = _chain(chain, bytes(sha), group)
+                chained = np.zeros(len(records), _CHAINED)
+                chained["sha"], chained["group"] = records["sha"], records["group"]
+                chain.update(chained.tobytes())
                 for f in (raw_file, rec_file):
                     f.flush()
                     os.fsync(f.fileno())
                 state.update(seen=seen_after, records=state["records"] + len(records),
                              raw_tokens=state["raw_tokens"] + batch.tokens.size,
                              text_bytes=state["text_bytes"] + int(records["bytes"].sum()),
-                             empty=n_empty, chain=chain.hex())
+                             empty=n_empty, chain=chain.copy().hexdigest())
                 _write_checkpoint(stage, state)
                 progress("tokenized", state["records"])
                 line.update(state["records"], state["text_bytes"])
@@ -184,7 +188,7 @@ def tokenize(source, tokenizer, stage: Path, *, key: dict, batch_bytes: int, pro
                     result, s, e = pending.popleft()
                     write(result.get(), s, e)
 
-            seen, n_empty, chain = 0, 0, b"\0" * 32
+            seen, n_empty, chain = 0, 0, hashlib.sha256()
             texts, given, groups, size = [], [], [], 0
             for doc in source.documents():
                 seen += 1
@@ -192,11 +196,11 @@ def tokenize(source, tokenizer, stage: Path, *, key: dict, batch_bytes: int, pro
                     raise ValueError(f"document group {doc.group!r} not among {source.groups}")
                 if seen <= ckpt["seen"]:  # done by an earlier run: check it is the same document
                     if doc.text:
-                        chain = _chain(chain, hashlib.sha256(doc.text.encode("utf-8")).digest(),
-                                       group_index[doc.group])
+                        chain.update(hashlib.sha256(doc.text.encode("utf-8")).digest()
+                                     + group_index[doc.group].to_bytes(2, "little"))
                     else:
                         n_empty += 1
-                    if seen == ckpt["seen"] and chain.hex() != ckpt["chain"]:
+                    if seen == ckpt["seen"] and chain.copy().hexdigest() != ckpt["chain"]:
                         raise SourceChanged()
                     continue
                 if not doc.text:
@@ -229,7 +233,7 @@ class SourceChanged(Exception):
 
 def _fresh(key: dict) -> dict:
     return {"key": key, "seen": 0, "records": 0, "raw_tokens": 0, "text_bytes": 0, "empty": 0,
-            "chain": (b"\0" * 32).hex()}
+            "chain": hashlib.sha256().hexdigest()}
 
 
 def _read_checkpoint(stage: Path, key: dict) -> dict:

@@ -84,4 +84,4 @@ def test_cli_build_prints_throughput_and_eta(tmp_path, capsys):
                  "--tokenizer", "byte", "--val-fraction", "0.2", "--out",
                  str(tmp_path / "s")]) == 0
     err = capsys.readouterr().err
-    assert "tokenize: 61 docs" in err and "MB/s, 100% of input, ETA 0.0 min" in err
+    assert "tokenize: 61 docs" in err and "MB/s, 100% of input, ETA 0 s" in err
