@@ -2,6 +2,7 @@
 the text source; bad records are one-line errors; the build prints throughput and an ETA."""
 
 import gzip
+import sys
 import json
 
 import pytest
@@ -85,3 +86,11 @@ def test_cli_build_prints_throughput_and_eta(tmp_path, capsys):
                  str(tmp_path / "s")]) == 0
     err = capsys.readouterr().err
     assert "tokenize: 61 docs" in err and "MB/s, 100% of input, ETA 0 s" in err
+
+
+def test_a_missing_optional_package_names_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "x.jsonl.zst").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard raises ImportError
+    with pytest.raises(ImportError, match=r"^a .zst input needs zstandard \(the \[data\] extra: "
+                       r"pip install -e .\[data\]\)$"):
+        list(make_source("jsonl", inputs=[str(tmp_path / "x.jsonl.zst")]).documents())
