@@ -120,6 +120,12 @@ class OlmoStore:
             raise OlmoSpecError(f"olmo: dtype=uint16 cannot hold vocab_size {self.vocab_size}")
         self.train = self._files(self.spec.train)
         self._validation = {name: self._files(patterns) for name, patterns in self.spec.validation}
+        train_names = {f.name for f in self.train.files}
+        for name, array in self._validation.items():
+            both = sorted(train_names & {f.name for f in array.files})
+            if both:
+                raise OlmoSpecError(f"olmo: {both[0]} is both a train file and a file of "
+                                    f"validation set {name!r}")
         if verify:
             for array in [self.train, *self._validation.values()]:
                 array.check()

@@ -130,6 +130,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     ("olmo:{good}?tokenizer=byte&val=none&eos=x", "eos='x' is not a token id"),
     ("olmo:{good}?tokenizer=byte&val=none&shuffle=1", "unknown option 'shuffle'"),
     ("olmo:{good}?tokenizer=byte&val=none&dtype=int64", "dtype='int64'"),
+    ("olmo:{good}?tokenizer=byte&val.c4={good}", "is both a train file and a file of validation set 'c4'"),
 ])
 def test_bad_files_and_specs_are_one_line_store_errors(tmp_path, spec, message):
     spec = spec.format(**{k: str(v) for k, v in _bad_files(tmp_path).items()})
