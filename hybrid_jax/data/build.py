@@ -28,7 +28,7 @@ file (released by the kernel when the build dies); manifest.json is written last
 directory is renamed to DIR (an existing store is first renamed to `DIR.old-<pid>`, then
 deleted). An interrupted build leaves only `DIR.build/`, which never opens as a store; the next
 build with the same tokenizer resumes its tokenizing from the last checkpoint and redoes the
-(fast) ordering and writing.
+(fast) ordering and writing. A build stopped by an exception keeps `DIR.build/` too.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """A build's second phase: order by hash, drop duplicates, split, write the sets.
 
 Works from the first phase's files (build_tokenize.py: raw.bin, records.bin) with numpy arrays
-of a few fields per document, never a Python object per document. Peak memory is about
-45 bytes per document while sorting (the sha256 as four uint64 words, the group, the order)
-and about 50 while writing (where each kept document's tokens are, its bytes, and the set's
-doc_offsets and doc_bytes); token data is read with pread, a chunk at a time.
+of a few fields per document, never a Python object per document: while sorting, the sha256 as
+four uint64 words, the group, the order and one sorted word (about 55 bytes a document, the
+peak: 59 bytes a document measured at 10M documents); while writing, where each kept document's
+tokens are, its bytes, and the set's doc_offsets and doc_bytes. Token data is read with pread,
+a chunk at a time.
 
 The order is the one the module docstring of build.py defines: by sha256 of the text, then by
 group name, stable in source order (np.lexsort is stable), the first of equal hashes kept.
