@@ -11,7 +11,8 @@ generated at about 1 us a document. Short documents stress what scales with the 
 documents (per-document memory, sorting, per-document work), not tokenizer speed; the byte
 tokenizer is used. The old builder is loaded from git (`git show COMMIT:hybrid_jax/data/
 build.py`), not kept in the tree. Run each builder in its own process: peak RSS is
-ru_maxrss of this process (and, with --processes, of its worker processes).
+ru_maxrss of this process (with --processes, the workers' own memory is not included; a
+child's ru_maxrss counts the parent's pages it had between fork and exec, so it says nothing).
 
 Prints one JSON line: documents, text MB, seconds, MB/s, peak and baseline RSS (MiB), bytes of
 RSS growth per document, and a digest of the manifest's file list (equal digests: the two
@@ -81,10 +82,8 @@ def _old_build_store(commit: str):
     return module.build_store
 
 
-def _rss_mib() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, children
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -106,11 +105,11 @@ def main() -> None:
         from hybrid_jax.data.build import build_store as build
 
         kwargs = {"processes": args.processes, "progress_line": args.progress}
-    baseline, _ = _rss_mib()
+    baseline = _rss_mib()
     t0 = time.perf_counter()
     manifest = build(source, tokenizer, args.out, val_fraction=0.01, **kwargs)
     seconds = time.perf_counter() - t0
-    peak, children = _rss_mib()
+    peak = _rss_mib()
     text_mb = (manifest["train"]["bytes"]
                + sum(v["bytes"] for v in manifest["validation"].values())) / 1e6
     files = json.dumps({k: v["sha256"] for k, v in manifest["files"].items()}, sort_keys=True)
@@ -118,7 +117,6 @@ def main() -> None:
         "builder": args.builder, "documents": args.docs, "processes": args.processes,
         "text_MB": round(text_mb, 1), "seconds": round(seconds, 1),
         "MB_per_s": round(text_mb / seconds, 2), "peak_rss_MiB": round(peak, 1),
-        "workers_peak_rss_MiB": round(children, 1) if args.processes > 1 else None,
         "baseline_rss_MiB": round(baseline, 1),
         "rss_growth_bytes_per_doc": round((peak - baseline) * 2**20 / args.docs, 1),
         "train_tokens": manifest["train"]["tokens"],
