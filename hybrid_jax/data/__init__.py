@@ -7,6 +7,8 @@ The training loop consumes only this interface:
     store = open_store(path, *, verify=True) -> TokenStore
         .vocab_size, .eos_id, .pad_id, .n_train_tokens, .validation_set_names, .manifest,
         .tokenizer_hash; verify=True checks every file's sha256 (StoreError names a bad file).
+        `open_store("olmo:GLOB?tokenizer=...&val=...")` reads OLMo-core token files in place,
+        local or gs://, with the same interface (olmo.py; docs/data.md).
 
     get_batch(store, *, seed, step, global_batch, seq_len, dp_rank=0, dp_size=1) -> dict
         "inputs" int32 [global_batch/dp_size, seq_len], "targets" int32 (next tokens),
@@ -24,7 +26,8 @@ The training loop consumes only this interface:
     load_tokenizer("byte" | "hf:PATH" | SentencePiece model path) -> .encode(str), .decode(ids),
         .vocab_size, .eos_id, .hash; hf:PATH is a Hugging Face tokenizer.json or its directory.
 
-This package never imports TensorFlow; tfds_source.py and seqio_source.py do, when used.
+Mixtures of stores by weight: mixture.py. Builds stream, resume and may use worker processes
+(build.py). This package never imports TensorFlow; tfds_source.py and seqio_source.py do, when used.
 """
 
 from hybrid_jax.data.batches import (EpochLimitError, check_epochs, get_batch, validation_batches,
