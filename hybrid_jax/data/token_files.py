@@ -175,8 +175,7 @@ class TokenFiles:
         """[B, length] windows starting at starts_B; ids must be below vocab_size."""
         starts_B = np.asarray(starts_B, np.int64).tolist()
         if isinstance(self.files[0], GcsTokenFile) and len(starts_B) > 1:
-            with ThreadPoolExecutor(min(_GCS_THREADS, len(starts_B))) as pool:
-                rows = list(pool.map(lambda s: self.read(s, length), starts_B))
+            rows = list(self._pool.map(lambda s: self.read(s, length), starts_B))
         else:
             rows = [self.read(s, length) for s in starts_B]
         out_BT = np.stack(rows) if rows else np.zeros((0, length), self.dtype)
@@ -184,6 +183,11 @@ class TokenFiles:
             raise TokenFileError(f"token id {int(out_BT.max())} >= vocab_size {self.vocab_size}"
                                  " in a training window; wrong tokenizer or dtype?")
         return out_BT
+
+    @functools.cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        """Long-lived threads: each keeps its own GCS client (storage/gcs.py) across batches."""
+        return ThreadPoolExecutor(_GCS_THREADS, thread_name_prefix="token-files")
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray]:
         """(doc_offsets, doc_bytes) from one sequential pass over every file."""
