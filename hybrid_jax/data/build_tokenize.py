@@ -111,8 +111,9 @@ def encode_batch(tokenizer, texts: list[str], given: list, groups: list[int],
 class ProgressLine:
     """`tokenize: N docs, X MB, R MB/s[, P%, ETA T]` on stderr every PROGRESS_SECONDS."""
 
-    def __init__(self, source, enabled: bool):
+    def __init__(self, source, enabled: bool, resumed_bytes: int):
         self.source, self.enabled = source, enabled
+        self.resumed_bytes = resumed_bytes  # done by an earlier run: not in this run's rate
         self.t0 = self.last = time.monotonic()
 
     def update(self, docs: int, text_bytes: int, final: bool = False) -> None:
@@ -120,7 +121,7 @@ class ProgressLine:
         if not self.enabled or (now - self.last < PROGRESS_SECONDS and not final):
             return
         self.last = now
-        rate = text_bytes / 1e6 / max(now - self.t0, 1e-9)
+        rate = (text_bytes - self.resumed_bytes) / 1e6 / max(now - self.t0, 1e-9)
         line = f"tokenize: {docs:,} docs, {text_bytes / 1e6:,.0f} MB, {rate:.1f} MB/s"
         done_total = getattr(self.source, "input_progress", lambda: None)()
         if done_total and done_total[1] and done_total[0]:
@@ -147,7 +148,7 @@ def tokenize(source, tokenizer, stage: Path, *, key: dict, batch_bytes: int, pro
         with open(path, "ab") as f:
             f.truncate(length)  # drop what a killed run wrote after its last checkpoint
     state = dict(ckpt)
-    line = ProgressLine(source, progress_line)
+    line = ProgressLine(source, progress_line, ckpt["text_bytes"])
     pool = None
     if processes > 1:
         import multiprocessing
