@@ -2,6 +2,7 @@
 union to the batch, the same batch in another process, per-component epoch limits, errors."""
 
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -84,8 +85,6 @@ print(h.hexdigest())
 
 
 def test_the_same_batches_in_another_process(stores):
-    import json
-
     mix = _mixture(stores)
     h = hashlib.sha256()
     for step in (0, 7, 1000):
@@ -173,3 +172,11 @@ run:
     tokens, e_code, e_prose = int(row[1].replace(",", "")), float(row[2]), row[3]
     assert e_code == pytest.approx(0.3 * tokens / code.n_train_tokens, abs=0.01)
     assert e_prose.endswith("!") and "sweep run` refuses these runs" in out
+    # the sweep's plan reads the same numbers, and refuses the run the runner would refuse
+    from hybrid_jax.sweep import cli as sweep_cli
+
+    assert sweep_cli.main(["plan", str(ladder), "--root", str(tmp_path / "root"), "--json",
+                           "--device-kind", "NVIDIA H100 80GB HBM3"]) == 0
+    (plan_row,) = json.loads(capsys.readouterr().out)["runs"]
+    assert plan_row["epochs"] == pytest.approx(float(e_prose.rstrip("!")), abs=0.01)
+    assert "mixture component 'prose'" in plan_row["refused"]
