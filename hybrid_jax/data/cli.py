@@ -90,6 +90,7 @@ def _load_reference(path: str) -> dict:
 def cmd_build(args) -> int:
     from hybrid_jax.data.pycode import warn_version_drift
     from hybrid_jax.data.store import read_manifest
+    from hybrid_jax.data.upload import staging_dir, upload_store
 
     source = _make_source(args, args.tokenizer)
     tokenizer = getattr(source, "tokenizer", None)
@@ -97,7 +98,8 @@ def cmd_build(args) -> int:
         if not args.tokenizer:
             raise ValueError("--tokenizer FILE|hf:PATH|byte is required for this source")
         tokenizer = load_tokenizer(args.tokenizer)
-    out = Path(args.out)
+    remote = args.out.startswith("gs://")
+    out = staging_dir(args.out) if remote else Path(args.out)
     references = []
     if args.reference_manifest:
         references.append((_load_reference(args.reference_manifest), args.reference_manifest))
@@ -113,6 +115,8 @@ def cmd_build(args) -> int:
     print(f"built {out}: {train['tokens']:,} train tokens, {train['documents']:,} documents, "
           f"{train['bytes'] / train['tokens']:.3f} bytes/token, validation sets "
           f"{sorted(manifest['validation'])}, {time.perf_counter() - t0:.1f} s")
+    if remote:
+        upload_store(out, args.out)
     return 0
 
 
@@ -200,7 +204,9 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="tokenize a source into a token store")
     _add_source_args(b)
-    b.add_argument("--out", required=True, help="store directory (replaced atomically)")
+    b.add_argument("--out", required=True,
+                   help="store directory (replaced atomically), or gs://BUCKET/PATH: built in "
+                        "~/.cache/hybrid-jax/builds/, then uploaded, the manifest last")
     b.add_argument("--tokenizer", help="SentencePiece .model file; hf:PATH, a Hugging Face "
                    "tokenizer.json or a directory holding one (and its tokenizer_config.json); "
                    "or 'byte'")

@@ -1,32 +1,45 @@
-"""Open and verify a token store (layout: hybrid_jax/data/build.py)."""
+"""Open and verify a token store (layout: hybrid_jax/data/build.py), local or on gs://."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
+import io
 import json
-from pathlib import Path
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from etils import epath
 
 from hybrid_jax.data.build import FORMAT, FORMAT_VERSION
 from hybrid_jax.data.errors import StoreError
+from hybrid_jax.data.token_files import open_token_file
+from hybrid_jax.storage import objects
+from hybrid_jax.storage.paths import as_path, is_object_store
 from hybrid_jax.data.hf_tokenizer import HFTokenizer, hf_tokenizer_hash
 from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
 from hybrid_jax.data.vocab import Tokenizer
 
 
-class TokenArray:
-    """One token stream (train or a validation set): memory-mapped shards + document table."""
+_GCS_READERS = 16  # concurrent ranged reads for one batch from a gs:// store
 
-    def __init__(self, directory: Path, entry: dict, dtype: np.dtype):
+
+class TokenArray:
+    """One token stream (train or a validation set): shards + document table.
+
+    Local shards are memory-mapped; gs:// shards are read with one ranged request per window
+    (token_files.GcsTokenFile, 16 at a time for a batch), never downloaded whole."""
+
+    def __init__(self, directory: epath.Path, entry: dict, dtype: np.dtype):
         self.dir = directory
-        self.shards = [np.memmap(directory / s["file"], dtype, "r") for s in entry["shards"]]
-        sizes = np.array([len(s) for s in self.shards], np.int64)
+        self.dtype = dtype
+        self.shards = [open_token_file(directory / s["file"], dtype) for s in entry["shards"]]
+        sizes = np.array([f.nbytes // dtype.itemsize for f in self.shards], np.int64)
         self.shard_starts = np.concatenate([[0], np.cumsum(sizes)])
         self.n_tokens = int(self.shard_starts[-1])
         self.n_documents = entry["documents"]
         self.n_bytes = entry["bytes"]
+        self.remote = is_object_store(directory)
 
     def __len__(self) -> int:
         return self.n_tokens
@@ -34,11 +47,11 @@ class TokenArray:
     @functools.cached_property
     def doc_offsets(self) -> np.ndarray:
         """int64 [n_docs + 1]; document i (with its trailing EOS) is [off[i], off[i+1])."""
-        return np.load(self.dir / "doc_offsets.npy")
+        return _load_npy(self.dir / "doc_offsets.npy")
 
     @functools.cached_property
     def doc_bytes(self) -> np.ndarray:
-        return np.load(self.dir / "doc_bytes.npy")
+        return _load_npy(self.dir / "doc_bytes.npy")
 
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens [start, start + length), across shard boundaries."""
@@ -48,30 +61,37 @@ class TokenArray:
         while pos < end:
             s = int(np.searchsorted(self.shard_starts, pos, "right")) - 1
             local = pos - int(self.shard_starts[s])
-            take = min(end - pos, len(self.shards[s]) - local)
-            parts.append(self.shards[s][local:local + take])
+            take = min(end - pos, int(self.shard_starts[s + 1]) - pos)
+            parts.append(self.shards[s].read(local, local + take))
             pos += take
         if len(parts) == 1:
-            return np.array(parts[0])
-        return np.concatenate(parts) if parts else np.zeros(0, self.shards[0].dtype)
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, self.dtype)
 
     def gather(self, starts_B: np.ndarray, length: int) -> np.ndarray:
-        """[B, length] windows starting at starts_B: one memmap slice per row, none per token."""
-        starts_B = np.asarray(starts_B, np.int64)
-        out_BT = np.empty((starts_B.size, length), self.shards[0].dtype)
-        shard_B = np.searchsorted(self.shard_starts, starts_B, "right") - 1
-        local_B = starts_B - self.shard_starts[shard_B]
-        for row, (s, local) in enumerate(zip(shard_B.tolist(), local_B.tolist())):
-            shard = self.shards[s]
-            if local + length <= len(shard):
-                out_BT[row] = shard[local:local + length]
-            else:
-                out_BT[row] = self.read(int(starts_B[row]), length)
-        return out_BT
+        """[B, length] windows starting at starts_B: one read per row (a memmap slice, or a
+        ranged request, those of a batch at once), none per token."""
+        starts_B = np.asarray(starts_B, np.int64).tolist()
+        if self.remote and len(starts_B) > 1:
+            rows = list(self._pool.map(lambda s: self.read(s, length), starts_B))
+        else:
+            rows = [self.read(s, length) for s in starts_B]
+        return np.stack(rows) if rows else np.zeros((0, length), self.dtype)
+
+    @functools.cached_property
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(_GCS_READERS, thread_name_prefix="token-store")
+
+
+def _load_npy(path: epath.Path) -> np.ndarray:
+    data = objects.read_bytes(path)
+    if data is None:
+        raise StoreError(f"{path}: missing")
+    return np.load(io.BytesIO(data))
 
 
 class TokenStore:
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: epath.Path, manifest: dict):
         self.path = path
         self.manifest = manifest
         tok = manifest["tokenizer"]
@@ -121,16 +141,17 @@ class TokenStore:
                 f"vocab={self.vocab_size}, validation={self.validation_set_names})")
 
 
-def verify_files(path: Path, manifest: dict) -> None:
-    """Every file the manifest lists exists with its size and sha256 (about 1-2 GB/s)."""
+def verify_files(path: epath.Path, manifest: dict) -> None:
+    """Every file the manifest lists exists with its size and sha256 (about 1-2 GB/s locally;
+    a gs:// store is read back whole, in ranged chunks)."""
     for rel, entry in manifest["files"].items():
         file = path / rel
-        if not file.is_file():
+        seen = objects.sha256(file)
+        if seen is None:
             raise StoreError(f"{file}: missing (listed in {path / 'manifest.json'})")
-        if file.stat().st_size != entry["bytes"]:
-            raise StoreError(f"{file}: {file.stat().st_size} bytes, manifest says {entry['bytes']}")
-        with open(file, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest, size = seen
+        if size != entry["bytes"]:
+            raise StoreError(f"{file}: {size} bytes, manifest says {entry['bytes']}")
         if digest != entry["sha256"]:
             raise StoreError(f"{file}: sha256 {digest} does not match the manifest "
                              f"({entry['sha256']}); the file was modified or corrupted")
@@ -148,16 +169,17 @@ def verify_files(path: Path, manifest: dict) -> None:
                              f"hash {tok['hash']} the store was built with")
 
 
-def read_manifest(path: str | Path) -> dict:
-    path = Path(path)
+def read_manifest(path: str | os.PathLike) -> dict:
+    path = as_path(path)
     file = path / "manifest.json"
-    if not file.is_file():
+    data = objects.read_bytes(file)
+    if data is None:
         hint = ""
-        if (path.parent / f"{path.name}.build").is_dir():
+        if not is_object_store(path) and (path.parent / f"{path.name}.build").is_dir():
             hint = (f" (an unfinished build left {path.name}.build; run the build again to "
                     "resume it)")
         raise StoreError(f"{path}: not a complete token store, {file} missing{hint}")
-    text = file.read_text(errors="replace")
+    text = data.decode(errors="replace")
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as e:
@@ -175,7 +197,7 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
-def open_store(path: str | Path, *, verify: bool = True) -> TokenStore:
+def open_store(path: str | os.PathLike, *, verify: bool = True) -> TokenStore:
     """Open a store; with verify=True (the default) every file's sha256 is checked first.
 
     `olmo:...` opens OLMo-core token files in place instead (olmo.py documents the spec); their
@@ -184,7 +206,7 @@ def open_store(path: str | Path, *, verify: bool = True) -> TokenStore:
         from hybrid_jax.data.olmo import OlmoStore
 
         return OlmoStore(str(path), verify=verify)
-    path = Path(path)
+    path = as_path(path)
     manifest = read_manifest(path)
     try:
         if verify:

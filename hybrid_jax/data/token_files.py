@@ -56,12 +56,12 @@ class LocalTokenFile:
 
 
 class GcsTokenFile:
-    """One object, read with ranged requests of the generation listed."""
+    """One object, read with ranged requests of one generation (a replaced object is an error,
+    not a silent change of data)."""
 
-    def __init__(self, blob, dtype: np.dtype):
-        self.name, self.dtype = f"gs://{blob.bucket.name}/{blob.name}", dtype
-        self._bucket, self._object = blob.bucket.name, blob.name
-        self._size, self._generation = int(blob.size), int(blob.generation)
+    def __init__(self, url: str, size: int, generation: int, dtype: np.dtype):
+        self.name, self.dtype = url, dtype
+        self._size, self._generation = size, generation
 
     @property
     def nbytes(self) -> int:
@@ -70,8 +70,7 @@ class GcsTokenFile:
     def _range(self, first: int, last: int) -> bytes:
         from hybrid_jax.storage import gcs
 
-        blob = gcs.client().bucket(self._bucket).blob(self._object, generation=self._generation)
-        return blob.download_as_bytes(start=first, end=last)  # `end` is inclusive
+        return gcs.read_range(self.name, first, last + 1, self._generation)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         if stop <= start:
@@ -81,6 +80,22 @@ class GcsTokenFile:
 
     def head(self, n_bytes: int) -> bytes:
         return self._range(0, min(n_bytes, self._size) - 1) if self._size else b""
+
+
+def open_token_file(path: str | os.PathLike, dtype: np.dtype) -> LocalTokenFile | GcsTokenFile:
+    """A local file (memory-mapped) or a gs:// object (ranged reads of the generation seen
+    now); TokenFileError if there is none."""
+    text = os.fspath(path)
+    if text.startswith("gs://"):
+        from hybrid_jax.storage import gcs
+
+        seen = gcs.stat(text)
+        if seen is None:
+            raise TokenFileError(f"{text}: no such object")
+        return GcsTokenFile(text, seen.size, seen.generation, dtype)
+    if not os.path.isfile(text):
+        raise TokenFileError(f"{text}: no such file")
+    return LocalTokenFile(text, dtype)
 
 
 def list_token_files(patterns: list[str], dtype: np.dtype) -> list[LocalTokenFile | GcsTokenFile]:
@@ -112,7 +127,8 @@ def _list_gcs(pattern: str, dtype: np.dtype) -> list[GcsTokenFile]:
     bucket, name = gcs.split(pattern)
     cut = min([name.index(c) for c in "*[" if c in name], default=len(name))
     blobs = gcs.client().list_blobs(bucket, prefix=name[:cut])
-    return [GcsTokenFile(b, dtype) for b in sorted(blobs, key=lambda b: b.name)
+    return [GcsTokenFile(f"gs://{bucket}/{b.name}", int(b.size), int(b.generation), dtype)
+            for b in sorted(blobs, key=lambda b: b.name)
             if not b.name.endswith("/") and fnmatch.fnmatchcase(b.name, name)]
 
 

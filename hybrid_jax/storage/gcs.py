@@ -25,6 +25,7 @@ emulator), credentials are anonymous; otherwise Application Default Credentials.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -167,6 +168,30 @@ def read(path: str | os.PathLike) -> tuple[bytes, Stat] | None:
         return data, seen
 
 
+_HASH_CHUNK = 64 << 20
+
+
+def read_range(path: str | os.PathLike, start: int, stop: int, generation: int) -> bytes:
+    """Bytes [start, stop) of one generation of the object (NotFound if it was replaced)."""
+    if stop <= start:
+        return b""
+    bucket, name = _object(path)
+    blob = client().bucket(bucket).blob(name, generation=generation)
+    return blob.download_as_bytes(start=start, end=stop - 1)  # `end` is inclusive
+
+
+def sha256(path: str | os.PathLike) -> tuple[str, int] | None:
+    """(sha256 hex digest, size) of the object, by ranged reads of one generation."""
+    seen = stat(path)
+    if seen is None:
+        return None
+    digest = hashlib.sha256()
+    for start in range(0, seen.size, _HASH_CHUNK):
+        digest.update(read_range(path, start, min(seen.size, start + _HASH_CHUNK),
+                                 seen.generation))
+    return digest.hexdigest(), seen.size
+
+
 def read_bytes(path: str | os.PathLike) -> bytes | None:
     _, gexc = _imports()
     bucket, name = _object(path)
@@ -184,6 +209,18 @@ def write(path: str | os.PathLike, data: bytes) -> int:
     bucket, name = _object(path)
     blob = client().bucket(bucket).blob(name)
     blob.upload_from_string(data, retry=DEFAULT_RETRY)  # the same bytes again: safe to retry
+    return blob.generation
+
+
+def upload_file(local: str | os.PathLike, path: str | os.PathLike) -> int:
+    """Upload a local file as the whole object, streamed in chunks (a resumable upload above
+    8 MiB), visible only when complete; returns its generation."""
+    _imports()
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    bucket, name = _object(path)
+    blob = client().bucket(bucket).blob(name)
+    blob.upload_from_filename(os.fspath(local), retry=DEFAULT_RETRY)
     return blob.generation
 
 

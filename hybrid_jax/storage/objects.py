@@ -15,6 +15,7 @@ A version is opaque: a GCS generation, or local.py's (device, inode, mtime, byte
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -24,7 +25,7 @@ from hybrid_jax.storage.local import Seen
 is_object_store = gcs.is_gcs_path
 
 __all__ = ["Seen", "append", "create", "delete", "list_names", "read", "read_bytes", "replace",
-           "write_atomic"]
+           "sha256", "write_atomic"]
 
 
 def create(path: str | os.PathLike, data: bytes) -> Any | None:
@@ -89,6 +90,19 @@ def append(path: str | os.PathLike, data: bytes) -> None:
         now = read(path)
         if now is not None and now.data == old + data:
             return
+
+
+def sha256(path: str | os.PathLike) -> tuple[str, int] | None:
+    """(sha256 hex digest, size in bytes) of the file or object, read in chunks (a gs:// object
+    by ranged reads of one generation, never whole in memory); None if there is none."""
+    if is_object_store(path):
+        return gcs.sha256(path)
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256")
+            return digest.hexdigest(), f.tell()
+    except FileNotFoundError:
+        return None
 
 
 def list_names(directory: str | os.PathLike) -> list[str]:

