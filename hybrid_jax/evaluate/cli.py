@@ -19,11 +19,14 @@ import json
 import sys
 from pathlib import Path
 
+from hybrid_jax.storage.paths import as_path
+
 from hybrid_jax.generate.cli import parse_mesh
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="run dir, RUN/checkpoints/STEP or model dir")
+    p.add_argument("checkpoint", help="run dir, RUN/checkpoints/STEP or model dir (local or "
+                   "gs://)")
     p.add_argument("--tokenizer", help="byte | hf:PATH | MODEL_FILE (default: the run's own)")
     p.add_argument("--mesh", help="DATA,FSDP,TENSOR sizes over the local devices (one may be "
                    "-1); default: one device")
@@ -37,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
                    "extra); every further argument goes to `lm-eval run`")
     ppl = sub.add_parser("ppl", help="loss and bits-per-byte on a token store or a text file")
     _common(ppl)
-    ppl.add_argument("--data", required=True, type=Path, help="token store dir or text file")
+    ppl.add_argument("--data", required=True,
+                     help="token store dir (local or gs://), olmo: spec, or text file")
     ppl.add_argument("--sets", help="comma-separated validation sets (default: all)")
     ppl.add_argument("--seq-len", type=int, default=1024)
     ppl.add_argument("--batch-size", type=int, default=8)
@@ -58,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
 def _ppl(args, model, tokenizer, mesh) -> dict:
     from hybrid_jax.evaluate.ppl import open_data, perplexity
 
-    if tokenizer is None and not args.data.is_dir():
+    if tokenizer is None and not (args.data.startswith("olmo:")
+                                  or as_path(args.data).is_dir()):
         raise ValueError("a text file is tokenized with the checkpoint's tokenizer, and none "
                          "was found; pass --tokenizer")
     if tokenizer is None:

@@ -14,7 +14,7 @@ reads only its own ids).
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import os
 
 import jax
 import numpy as np
@@ -22,6 +22,7 @@ from flax import nnx
 
 from hybrid_jax.data import batches
 from hybrid_jax.models.lm import LM
+from hybrid_jax.storage.paths import as_path
 
 
 class TextStream:
@@ -63,21 +64,22 @@ class _Source:
         return batches.validation_bytes(self.data, name, max_tokens)
 
 
-def text_stream(path: Path, tokenizer) -> TextStream:
-    text = Path(path).read_text(encoding="utf-8")
+def text_stream(path: os.PathLike, tokenizer) -> TextStream:
+    text = as_path(path).read_text(encoding="utf-8")
     ids = np.asarray([tokenizer.eos_id] + list(tokenizer.encode(text)), np.int32)
     if len(ids) < 2:
         raise ValueError(f"{path}: no text to score")
     return TextStream(ids, tokenizer.pad_id, len(text.encode("utf-8")), tokenizer)
 
 
-def open_data(data: str | Path, tokenizer, checkpoint_tokenizer_hash: str | None):
-    """A token store (a directory with manifest.json) or a text file, ready to score."""
+def open_data(data: str | os.PathLike, tokenizer, checkpoint_tokenizer_hash: str | None):
+    """A token store (a directory with manifest.json, local or gs://; or an olmo: spec) or a
+    text file, ready to score."""
     from hybrid_jax.data import open_store
 
-    path = Path(data)
-    if path.is_dir():
-        store = open_store(path)
+    path = as_path(data) if not str(data).startswith("olmo:") else None
+    if path is None or path.is_dir():
+        store = open_store(data)
         if checkpoint_tokenizer_hash is not None and store.tokenizer_hash != \
                 checkpoint_tokenizer_hash:
             raise ValueError(f"{path}: tokenized with {store.tokenizer_hash}, the checkpoint "

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybrid-jax generate", description=(
         "Complete prompts with a checkpoint: decoding with per-layer caches, greedy by default, "
         "stopping at EOS or --max-new-tokens."))
-    p.add_argument("checkpoint", type=Path, help="run dir, RUN/checkpoints/STEP or model dir")
+    p.add_argument("checkpoint", help="run dir, RUN/checkpoints/STEP or model dir (local or "
+                   "gs://)")
     p.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")

@@ -10,23 +10,26 @@ A checkpoint with none of these is refused with a message that says to pass one.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from hybrid_jax.data.vocab import Tokenizer, load_tokenizer
 from hybrid_jax.models.lm import LM
+from hybrid_jax.storage.paths import as_path
 
 
 class LoadError(ValueError):
     """The checkpoint or its tokenizer cannot be loaded; the message names the path."""
 
 
-def _run_store(source: dict) -> Path | None:
+def _run_store(source: dict) -> str | None:
+    """The run's data.store: a store directory (local or gs://) or an olmo: spec."""
     run_dir = source.get("run_dir")
     if not run_dir:
         return None
     try:
-        return Path(json.loads((Path(run_dir) / "config.json").read_text())
-                    ["config"]["data"]["store"])
+        return str(json.loads((as_path(run_dir) / "config.json").read_text())
+                   ["config"]["data"]["store"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -39,12 +42,14 @@ def checkpoint_tokenizer(source: dict, spec: str | None) -> Tokenizer:
         except (OSError, ValueError) as e:
             raise LoadError(f"tokenizer {spec!r}: {e}") from None
     store = _run_store(source)
-    if store is not None and (store / "manifest.json").is_file():
+    if store:
         from hybrid_jax.data.store import StoreError, open_store
         try:
             return open_store(store, verify=False).tokenizer()
         except StoreError as e:
-            raise LoadError(f"the run's token store: {e}") from None
+            if (store.startswith("olmo:") or
+                    (as_path(store) / "manifest.json").exists()):  # there but unreadable
+                raise LoadError(f"the run's token store: {e}") from None
     hf_dir = source.get("hf_dir")
     if hf_dir and (Path(hf_dir) / "tokenizer.json").is_file():
         return load_tokenizer(f"hf:{hf_dir}")
@@ -53,7 +58,7 @@ def checkpoint_tokenizer(source: dict, spec: str | None) -> Tokenizer:
                     f"byte|hf:PATH|MODEL_FILE")
 
 
-def load_checkpoint(path: str | Path, tokenizer: str | None = None, *, mesh=None,
+def load_checkpoint(path: str | os.PathLike, tokenizer: str | None = None, *, mesh=None,
                     need_tokenizer: bool = True) -> tuple[LM, Tokenizer | None, dict]:
     """(model with its weights, tokenizer, provenance) of the checkpoint at `path`. With a mesh
     the parameters are placed as training places them. With need_tokenizer False a checkpoint
@@ -63,7 +68,7 @@ def load_checkpoint(path: str | Path, tokenizer: str | None = None, *, mesh=None
     from hybrid_jax.models.lm import build_model
     from hybrid_jax.train.weights import ModelCheckpointError, load_params
 
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise LoadError(f"{path}: no such checkpoint (pass a run directory, "
                         f"RUN/checkpoints/STEP or a model directory)")

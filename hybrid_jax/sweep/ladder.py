@@ -15,6 +15,8 @@ A ladder file (experiments/ladders/*.yaml) has these top-level keys:
     run: {data: {...}, eval: {...}, checkpoint: {...}, log: {...}}   # RunConfig sections
     overrides: [key.sub=value, ...] # applied last to every run (a list, or a mapping)
     plan_mfu: {transformer: 0.2}    # measured MFU per family, for `sweep plan` estimates only
+    evals: {ppl: {...}, long_context: {...}}   # at every scaling point, into the rows
+                                    # (hybrid_jax/sweep/evals.py); not part of run identity
 
 A run's model is: the size's preset (if any) <- ladder `model` <- family `model` <- the size's
 fields <- `model.*` overrides, with `family` set. N is counted on that model, the recipe turns N
@@ -47,13 +49,14 @@ from hybrid_jax.flops import param_count
 from hybrid_jax.overrides import (OverrideError, from_dict, load_yaml_mapping, parse_override,
                                   unknown_key_error)
 from hybrid_jax.storage.paths import as_path
+from hybrid_jax.sweep.evals import EvalsError, parse_evals
 from hybrid_jax.sweep.recipe import Hyper, Recipe, resolve
 
 # The shipped ladders are package data of `experiments` (setup.cfg), which holds no code: they
 # are the lab's, found here so that `hybrid-jax sweep run cpu-demo` works from any directory.
 LADDER_DIR = Path(str(importlib.resources.files("experiments") / "ladders"))
 LADDER_KEYS = ("name", "description", "families", "sizes", "decay_ratios", "seq_len", "model",
-               "recipe", "run", "overrides", "plan_mfu")
+               "recipe", "run", "overrides", "plan_mfu", "evals")
 RECIPE_OWNED = ("train.global_batch", "train.seq_len", "optim.lr", "optim.b1", "optim.b2",
                 "optim.weight_decay", "schedule")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -73,6 +76,7 @@ class RunSpec:
     hyper: Hyper
     n_params: int                   # non-embedding N
     n_params_total: int
+    evals: dict = dataclasses.field(default_factory=dict)  # sweep/evals.py, canonical
 
     @property
     def run_dir(self) -> epath.Path:
@@ -82,7 +86,8 @@ class RunSpec:
         return {"run_id": self.run_id, "ladder": self.ladder, "family": self.family,
                 "size": self.size, "n_params": self.n_params,
                 "n_params_total": self.n_params_total, "ratios": list(self.hyper.ratios),
-                "config_hash": self.config.config_hash(), "config": self.config.to_dict()}
+                "config_hash": self.config.config_hash(), "config": self.config.to_dict(),
+                **({"evals": self.evals} if self.evals else {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +113,7 @@ class Ladder:
     run: dict
     overrides: tuple[str, ...]
     plan_mfu: dict = dataclasses.field(default_factory=dict)  # family -> measured MFU (plan only)
+    evals: dict = dataclasses.field(default_factory=dict)     # sweep/evals.py, canonical
 
     @property
     def store(self) -> str:
@@ -161,7 +167,7 @@ class Ladder:
         cfg = load_config(data, rest)
         return RunSpec(run_id=cfg.run_dir.name, ladder=self.name, family=family, size=size,
                        config=cfg, hyper=hyper, n_params=counts.non_embedding,
-                       n_params_total=counts.total)
+                       n_params_total=counts.total, evals=self.evals)
 
 
 def derived_seed(cfg) -> int:
@@ -272,6 +278,10 @@ def load_ladder(name_or_path: str | Path) -> Ladder:
             for f, v in plan_mfu.items()):
         raise LadderError(f"plan_mfu: expected a mapping of this ladder's families to an MFU in "
                           f"(0, 1], got {plan_mfu!r}")
+    try:
+        evals = parse_evals(data.get("evals"))
+    except EvalsError as e:
+        raise LadderError(str(e)) from None
     ratios = data["decay_ratios"]
     if not isinstance(ratios, list) or not ratios:
         raise LadderError("decay_ratios: expected a non-empty list of D/N values")
@@ -281,4 +291,4 @@ def load_ladder(name_or_path: str | Path) -> Ladder:
                   decay_ratios=tuple(float(r) for r in ratios), seq_len=int(data["seq_len"]),
                   model=dict(data.get("model") or {}), recipe=dict(data.get("recipe") or {}),
                   run=run, overrides=tuple(_override_list(data.get("overrides"), "ladder")),
-                  plan_mfu={str(k): float(v) for k, v in plan_mfu.items()})
+                  plan_mfu={str(k): float(v) for k, v in plan_mfu.items()}, evals=evals)

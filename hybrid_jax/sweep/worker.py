@@ -127,6 +127,19 @@ def run(spec_path: str | os.PathLike, root: str | os.PathLike,
     if distributed and distributed["process_id"] != 0:  # process 0 records the run
         return EXIT_OK if summary["status"] == "completed" else EXIT_INTERRUPTED
     rows = rows_for(spec, cfg, summary, run_dir)
+    if spec.get("evals"):
+        # A row is written once, so with evaluations the rows wait for the completed run (an
+        # interrupted one's scaling points are in its checkpoints' meta, and come back).
+        from hybrid_jax.sweep.evals import add_evals
+
+        try:
+            rows = (add_evals(spec["evals"], rows, run_dir, cfg.train.seq_len,
+                              say=lambda m: print(m, flush=True))
+                    if summary["status"] == "completed" else [])
+        except ValueError as e:  # the evals' settings do not fit this model: fix the ladder
+            return _fail(run_dir, "refused", e, t0)
+        except Exception as e:  # noqa: BLE001 - recorded and retried like a training failure
+            return _fail(run_dir, "error", e, t0)
     added = results.append_rows(root, rows)
     append_line(run_dir / "attempts.jsonl", {
         "event": "train", "attempt": attempt, "worker_pid": os.getpid(), "host": HOST,

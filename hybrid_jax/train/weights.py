@@ -13,17 +13,20 @@ twice their size. Parameters are fp32, as training keeps them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.models.lm import LM, build_model
 from hybrid_jax.sharding import param_plan
+from hybrid_jax.storage.paths import as_path, is_object_store
 from hybrid_jax.train.checksums import verify_checksums, write_checksums
 
 MODEL_JSON = "model.json"
@@ -57,9 +60,10 @@ def abstract_params(cfg: ModelConfig, sharding: Any = None) -> dict:
     return jax.tree.map(place, shapes, axes, is_leaf=lambda x: isinstance(x, tuple))
 
 
-def locate(path: Path) -> tuple[ModelConfig, Path, dict]:
-    """(config, orbax directory holding {"params"}, provenance) of the model at `path`."""
-    path = Path(path)
+def locate(path: str | os.PathLike) -> tuple[ModelConfig, epath.Path, dict]:
+    """(config, orbax directory holding {"params"}, provenance) of the model at `path` (a
+    local path or gs://)."""
+    path = as_path(path)
     if (path / MODEL_JSON).is_file():
         doc = json.loads((path / MODEL_JSON).read_text())
         if doc.get("format") != FORMAT:
@@ -132,7 +136,8 @@ def load_params(path: Path, sharding: Any = None, *, target: dict | None = None,
     target = {"params": target if target is not None else abstract_params(cfg, sharding)}
     try:
         restored = ocp.PyTreeCheckpointer().restore(
-            (directory / "state").absolute(),
+            as_path(os.path.abspath(directory / "state") if not is_object_store(directory)
+                    else directory / "state"),
             args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                         restore_args=ocp.checkpoint_utils.construct_restore_args(
                                             target)))

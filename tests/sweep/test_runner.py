@@ -14,6 +14,7 @@ import pytest
 from analysis.results import load_results
 
 from hybrid_jax.storage.paths import read_text_or_none
+from hybrid_jax.storage.paths import read_text_or_none
 from tests.helpers import REPO
 from tests.helpers.gcs import EMULATOR_ENV, gcs_emulator, gs_prefix  # noqa: F401 (fixture)
 from tests.helpers.sweeps import (build_micro_store, cache_dir, lines, micro_ladder, rows,
@@ -253,3 +254,43 @@ def test_attempts_are_numbered_by_start_events_killed_runners_included(tmp_path,
         '{"event": "exit", "attempt": 1}\n{"event": "train", "attempt": "2"}\n'
         '{"event": "exit", "attempt": 2}\n{"event": "reset"}\n{"event": "start", "att')
     assert R.attempts_started(legacy) == 2
+
+
+def test_ladder_evals_are_added_to_every_scaling_points_row(store, env, tmp_path):
+    """`evals` in the ladder: ppl on the run's own store, with the training evaluation's
+    settings, gives the training evaluation's numbers; the long-context suite's accuracy is in
+    the row; and `fit` reads the eval's loss as a validation set."""
+    sizes = {"a": {"d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_hidden": 32}}
+    evals = {"ppl": {"same": {"data": str(store), "max_tokens": 256}},
+             "long_context": {"lengths": [400], "tasks": ["niah_single"], "samples": 2,
+                              "batch_size": 2}}  # byte tokens: the task's text needs ~350
+    ladder = micro_ladder(tmp_path / "l.yaml", store, sizes=sizes, ratios=(2,), evals=evals)
+    root = tmp_path / "root"
+    out = run_sweep(env, "run", ladder, "--root", root).stdout
+    got = rows(root)
+    assert len(got) == 1, out
+    for row in got:
+        own = {k: v for k, v in row["val"].items() if "/" not in k}
+        assert own and {f"same/{k}" for k in own} == set(row["val"]) - set(own)
+        for name, r in own.items():
+            assert row["val"][f"same/{name}"]["loss"] == pytest.approx(r["loss"], rel=1e-5)
+            assert row["val"][f"same/{name}"]["tokens"] == r["tokens"]
+        lc = row["evals"]["long_context"]
+        assert [(c["task"], c["length"], c["n"]) for c in lc["accuracy"]] == [
+            ("niah_single", 400, 2)] and 0 <= lc["mean"] <= 1
+    assert "evaluated step" in read_text_or_none(run_dirs(root)[0] / "worker.log")
+    results = load_results(root / "results.jsonl", val_set=f"same/{next(iter(own))}")
+    assert len(results.points) == 1
+
+
+def test_bad_ladder_evals_are_refused_in_one_line(tmp_path):
+    from hybrid_jax.sweep.ladder import LadderError, load_ladder
+
+    for evals, message in (({"bleu": {}}, "unknown kind(s) ['bleu']"),
+                           ({"ppl": {"x": {"dta": "s"}}}, "evals.ppl.x.dta"),
+                           ({"long_context": {"lengths": ["0k"]}}, "not a positive length"),
+                           ({"long_context": {"lengths": [64], "tasks": ["nope"]}},
+                            "unknown ['nope']")):
+        path = micro_ladder(tmp_path / "l.yaml", tmp_path / "store", evals=evals)
+        with pytest.raises(LadderError, match=re.escape(message)):
+            load_ladder(path)
