@@ -14,7 +14,6 @@ import pytest
 from analysis.results import load_results
 
 from hybrid_jax.storage.paths import read_text_or_none
-from hybrid_jax.storage.paths import read_text_or_none
 from tests.helpers import REPO
 from tests.helpers.gcs import EMULATOR_ENV, gcs_emulator, gs_prefix  # noqa: F401 (fixture)
 from tests.helpers.sweeps import (build_micro_store, cache_dir, lines, micro_ladder, rows,
