@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     lc.add_argument("--haystack", default="noise", choices=("noise", "pycode"),
                     help="filler: RULER's noise sentences or Python source of the built-in corpus")
     lc.add_argument("--batch-size", type=int, default=4)
+    plot = sub.add_parser("long-context-plot", help="heatmap of long-context results, one "
+                          "panel per model (e.g. transformer against hybrid)")
+    plot.add_argument("results", nargs="+", metavar="[LABEL=]RESULTS.json",
+                      help="files written by `eval long-context --out`")
+    plot.add_argument("--out", type=Path, required=True, help="the figure (.png, .pdf, ...)")
     return p
 
 
@@ -111,10 +116,25 @@ def harness(argv: list[str]) -> int:
     return 0
 
 
+def _plot(args) -> int:
+    from hybrid_jax.evaluate.long_context_plot import heatmap, read_results
+
+    try:
+        models = [read_results(spec) for spec in args.results]
+    except ValueError as e:
+        print(f"hybrid-jax eval long-context-plot: refused: {e}", file=sys.stderr)
+        return 2
+    heatmap(models, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["harness"]:
         return harness(argv[1:])
     args = parser().parse_args(argv)
+    if args.what == "long-context-plot":
+        return _plot(args)
     from hybrid_jax.generate.loading import LoadError, load_checkpoint
 
     try:

@@ -82,3 +82,13 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     # An untrained model scores about 0: a 7-digit number by chance is ~1e-7.
     assert all(r["accuracy"] == 0.0 and r["n"] == 3 for r in cells.values())
     assert "niah_single" in capsys.readouterr().out
+    # the heatmap against another model's results (a hand-made file with another length)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"accuracy": [
+        {"task": "niah_single", "length": 1024, "accuracy": 0.75, "n": 4}]}))
+    fig = tmp_path / "lc.png"
+    assert main(["eval", "long-context-plot", f"gdn={out}", str(other), "--out", str(fig)]) == 0
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["eval", "long-context-plot", str(tmp_path / "missing.json"), "--out",
+                 str(fig)]) == 2
+    assert "not a long-context result" in capsys.readouterr().err
