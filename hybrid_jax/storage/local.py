@@ -112,12 +112,13 @@ def delete(path: str | os.PathLike, version: Any | None = None) -> bool:
         return True
 
 
-def append(path: str | os.PathLike, data: bytes) -> None:
+def append(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         if os.write(fd, data) != len(data):
             raise OSError(f"short write to {path}")
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

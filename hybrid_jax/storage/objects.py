@@ -65,17 +65,18 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         local.write_atomic(path, data)
 
 
-def append(path: str | os.PathLike, data: bytes) -> None:
+def append(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> None:
     """Add `data` at the end of the file or object (created if missing).
 
-    Local: one write on an O_APPEND descriptor, then fsync; concurrent appenders' writes do not
-    interleave within one write. gs://: an object cannot be appended to, so this rewrites it on
+    Local: one write on an O_APPEND descriptor, then fsync unless sync=False (a log written
+    every step, whose loss a resume repairs); concurrent appenders' writes do not interleave
+    within one write. gs://: an object cannot be appended to, so this rewrites it on
     the condition that it is unchanged since read, and reads again on conflict. Each append
     costs the whole object, so it suits small or rarely flushed logs (an attempt log, metrics
     flushed every few tens of seconds), not a per-step stream.
     """
     if not is_object_store(path):
-        local.append(path, data)
+        local.append(path, data, sync=sync)
         return
     while True:
         seen = read(path)

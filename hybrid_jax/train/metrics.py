@@ -124,7 +124,9 @@ class MetricsLog:
         if not self.enabled:
             return
         if self._pending:
-            objects.append(self.path, "".join(self._pending).encode())
+            # no fsync per step: a resume drops records past its checkpoint and writes them
+            # again, and the loop flushes before every checkpoint save
+            objects.append(self.path, "".join(self._pending).encode(), sync=False)
             self._pending = []
         if self.tb is not None:
             self.tb.flush()

@@ -30,7 +30,7 @@ def test_two_gpu_match_and_split_scaling(tmp_path):
     store = build_tiny_store(tmp_path / "store")
     cfg = tmp_path / "match.yaml"
     cfg.write_text(
-        "model: {preset: hybrid_tiny, vocab_size: 264, n_layers: 2, d_model: 32, n_heads: 2,"
+        "model: {preset: transformer_tiny, vocab_size: 264, n_layers: 2, d_model: 32, n_heads: 2,"
         " mlp_hidden: 64}\n"
         "train: {name: match, global_batch: 8, seq_len: 32, tokens: 1536}\n"
         "optim: {lr: 3.0e-3}\nschedule: {kind: cosine, warmup_tokens: 512}\n"

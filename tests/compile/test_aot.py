@@ -90,15 +90,16 @@ def test_too_large_for_hbm_is_refused_saying_by_how_much(capsys):
 @pytest.mark.tpu
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu: pip install '.[tpu]'")
-# The hybrid (Pallas TPU GDN, splash attention, FSDP) at the 370M ladder width, 4 layers deep
-# (GGGA: every layer kind). The compile time grows with depth: all 16 layers took 180-230 s of
-# the suite's CPU time and exercise nothing more; the full-depth v5p numbers are in
-# experiments/LOG.md, and `hybrid-jax compile --config hybrid_370m ...` reproduces them.
+# The hybrid (Pallas TPU GDN, splash attention, FSDP) at the 370M ladder width, 2 layers deep
+# (GA: both layer kinds) at 1024 tokens. The compile time grows with depth and length: all 16
+# layers took 180-230 s of the suite's CPU time, 4 layers at 2048 tokens about 180 s, and they
+# exercise nothing more; the full-depth v5p numbers are in experiments/LOG.md, and
+# `hybrid-jax compile --config hybrid_370m ...` reproduces them.
 @pytest.mark.parametrize("preset", ["hybrid_370m"])
 def test_370m_width_hybrid_compiles_for_v5p(capsys, preset):
     rc, out, err = _run(capsys, "--config", preset, "--topology", "v5p:2x2x1", "mesh.data=1",
-                        "mesh.fsdp=-1", "train.global_batch=8", "train.seq_len=2048",
-                        "model.n_layers=4",
+                        "mesh.fsdp=-1", "train.global_batch=8", "train.seq_len=1024",
+                        "model.n_layers=2",
                         "model.gdn_implementation=pallas_tpu")  # XLA's chunked GDR: >15 min
     assert rc == 0, err
     assert "4 x TPU v5" in out and "of 95.000 GiB HBM" in out
