@@ -180,6 +180,21 @@ def read_range(path: str | os.PathLike, start: int, stop: int, generation: int) 
     return blob.download_as_bytes(start=start, end=stop - 1)  # `end` is inclusive
 
 
+def read_tail(path: str | os.PathLike, nbytes: int) -> tuple[bytes, int] | None:
+    """(the object's last `nbytes` bytes, its size) in one ranged read; None if there is no
+    object. Read again if the object is replaced between its stat and the read."""
+    _, gexc = _imports()
+    while True:
+        seen = stat(path)
+        if seen is None:
+            return None
+        try:
+            return read_range(path, max(0, seen.size - nbytes), seen.size,
+                              seen.generation), seen.size
+        except gexc.NotFound:
+            continue
+
+
 def sha256(path: str | os.PathLike) -> tuple[str, int] | None:
     """(sha256 hex digest, size) of the object, by ranged reads of one generation."""
     seen = stat(path)

@@ -12,22 +12,30 @@ import os
 import shlex
 import statistics
 
-from hybrid_jax.storage import objects, results
-from hybrid_jax.storage.paths import as_path, read_text_or_none
+from hybrid_jax.storage import gcs, objects, results
+from hybrid_jax.storage.paths import as_path, is_object_store, read_text_or_none
 from hybrid_jax.sweep.ladder import LADDER_DIR
 from hybrid_jax.sweep.runner import Sweep, attempts_started
 from hybrid_jax.sweep.state import read_json
 
 
 def tail_records(path: os.PathLike, nbytes: int = 32_768) -> list[dict]:
-    """The last complete JSON lines of a (possibly large, possibly growing) JSONL file."""
+    """The last complete JSON lines of a (possibly large, possibly growing) JSONL file; on
+    gs:// one ranged read of the object's tail."""
     try:
-        with as_path(path).open("rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            f.seek(max(0, end - nbytes))
-            lines = f.read().decode(errors="replace").splitlines()[1 if end > nbytes else 0:]
+        if is_object_store(path):
+            tail = gcs.read_tail(path, nbytes)
+            if tail is None:
+                return []
+            data, end = tail
+        else:
+            with open(path, "rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                f.seek(max(0, end - nbytes))
+                data = f.read()
     except OSError:
         return []
+    lines = data.decode(errors="replace").splitlines()[1 if end > nbytes else 0:]
     out = []
     for line in lines:
         try:
