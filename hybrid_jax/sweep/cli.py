@@ -12,7 +12,8 @@
     hybrid-jax fit sweeps/cpu-demo/results.jsonl --val-set mean   # the scaling-law fit
 
 LADDER is a shipped ladder name (experiments/ladders/NAME.yaml) or a YAML path. The root
-(default sweeps/LADDER) holds results.jsonl and runs/<run_id>/; several runners may share it.
+(default sweeps/LADDER; or gs://BUCKET/...) holds results.d/ (the rows), results.jsonl (their
+export, for fit) and runs/<run_id>/; several runners may share it.
 Exit status: 0 all runs done (run) / success; 1 some run failed or is invalid; 2 bad ladder or
 arguments; 75 stopped by SIGTERM/SIGINT (checkpoints saved; rerun to resume).
 """
