@@ -6,14 +6,13 @@ import functools
 import io
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from etils import epath
 
 from hybrid_jax.data.build import FORMAT, FORMAT_VERSION
 from hybrid_jax.data.errors import StoreError
-from hybrid_jax.data.token_files import open_token_file
+from hybrid_jax.data.token_files import gather_windows, open_token_file, read_span
 from hybrid_jax.storage import objects
 from hybrid_jax.storage.paths import as_path, is_object_store
 from hybrid_jax.data.hf_tokenizer import HFTokenizer, hf_tokenizer_hash
@@ -21,14 +20,12 @@ from hybrid_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
 from hybrid_jax.data.vocab import Tokenizer
 
 
-_GCS_READERS = 16  # concurrent ranged reads for one batch from a gs:// store
-
-
 class TokenArray:
     """One token stream (train or a validation set): shards + document table.
 
     Local shards are memory-mapped; gs:// shards are read with one ranged request per window
-    (token_files.GcsTokenFile, 16 at a time for a batch), never downloaded whole."""
+    (token_files.GcsTokenFile, 16 at a time for a batch), never downloaded whole. The stream is
+    read as token_files.TokenFiles reads one (read_span, gather_windows)."""
 
     def __init__(self, directory: epath.Path, entry: dict, dtype: np.dtype):
         self.dir = directory
@@ -57,30 +54,15 @@ class TokenArray:
         """Tokens [start, start + length), across shard boundaries."""
         if start < 0 or start + length > self.n_tokens:
             raise IndexError(f"[{start}, {start + length}) outside [0, {self.n_tokens})")
-        parts, pos, end = [], start, start + length
-        while pos < end:
-            s = int(np.searchsorted(self.shard_starts, pos, "right")) - 1
-            local = pos - int(self.shard_starts[s])
-            take = min(end - pos, int(self.shard_starts[s + 1]) - pos)
-            parts.append(self.shards[s].read(local, local + take))
-            pos += take
+        parts = read_span(self.shards, self.shard_starts, start, start + length)
         if len(parts) == 1:
             return parts[0]
         return np.concatenate(parts) if parts else np.zeros(0, self.dtype)
 
     def gather(self, starts_B: np.ndarray, length: int) -> np.ndarray:
         """[B, length] windows starting at starts_B: one read per row (a memmap slice, or a
-        ranged request, those of a batch at once), none per token."""
-        starts_B = np.asarray(starts_B, np.int64).tolist()
-        if self.remote and len(starts_B) > 1:
-            rows = list(self._pool.map(lambda s: self.read(s, length), starts_B))
-        else:
-            rows = [self.read(s, length) for s in starts_B]
-        return np.stack(rows) if rows else np.zeros((0, length), self.dtype)
-
-    @functools.cached_property
-    def _pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(_GCS_READERS, thread_name_prefix="token-store")
+        ranged request), none per token."""
+        return gather_windows(self.read, starts_B, length, self.dtype, self.remote)
 
 
 def _load_npy(path: epath.Path) -> np.ndarray:

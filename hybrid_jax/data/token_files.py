@@ -132,6 +132,37 @@ def _list_gcs(pattern: str, dtype: np.dtype) -> list[GcsTokenFile]:
             if not b.name.endswith("/") and fnmatch.fnmatchcase(b.name, name)]
 
 
+def read_span(files: list, file_starts: np.ndarray, start: int, end: int) -> list[np.ndarray]:
+    """The pieces of stream positions [start, end) of `files`, file i starting at stream
+    position file_starts[i] (file_starts[-1]: the end of the last file)."""
+    parts, pos = [], start
+    while pos < end:
+        i = int(np.searchsorted(file_starts, pos, "right")) - 1
+        local = pos - int(file_starts[i])
+        take = min(end - pos, int(file_starts[i + 1]) - pos)
+        parts.append(files[i].read(local, local + take))
+        pos += take
+    return parts
+
+
+def gather_windows(read: Callable[[int, int], np.ndarray], starts_B, length: int,
+                   dtype: np.dtype, remote: bool) -> np.ndarray:
+    """[B, length] windows `read(start, length)`: one read per row; rows of gs:// files are
+    read 16 at a time (each a ranged request, mostly waiting)."""
+    starts_B = np.asarray(starts_B, np.int64).tolist()
+    if remote and len(starts_B) > 1:
+        rows = list(_reader_pool().map(lambda s: read(s, length), starts_B))
+    else:
+        rows = [read(s, length) for s in starts_B]
+    return np.stack(rows) if rows else np.zeros((0, length), dtype)
+
+
+@functools.cache
+def _reader_pool() -> ThreadPoolExecutor:
+    """Long-lived threads: each keeps its own GCS client (storage/gcs.py) across batches."""
+    return ThreadPoolExecutor(_GCS_THREADS, thread_name_prefix="token-reads")
+
+
 class TokenFiles:
     """`EOS` + the concatenation of `files`: one stream with store.TokenArray's interface."""
 
@@ -177,33 +208,19 @@ class TokenFiles:
         if pos == 0 and end > 0:
             parts.append(np.array([self.eos_id], self.dtype))
             pos = 1
-        while pos < end:
-            i = int(np.searchsorted(self.file_starts, pos, "right")) - 1
-            local = pos - int(self.file_starts[i])
-            take = min(end - pos, int(self.file_starts[i + 1]) - pos)
-            parts.append(self.files[i].read(local, local + take))
-            pos += take
+        parts += read_span(self.files, self.file_starts, pos, end)
         if not parts:
             return np.zeros(0, self.dtype)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def gather(self, starts_B: np.ndarray, length: int) -> np.ndarray:
         """[B, length] windows starting at starts_B; ids must be below vocab_size."""
-        starts_B = np.asarray(starts_B, np.int64).tolist()
-        if isinstance(self.files[0], GcsTokenFile) and len(starts_B) > 1:
-            rows = list(self._pool.map(lambda s: self.read(s, length), starts_B))
-        else:
-            rows = [self.read(s, length) for s in starts_B]
-        out_BT = np.stack(rows) if rows else np.zeros((0, length), self.dtype)
+        out_BT = gather_windows(self.read, starts_B, length, self.dtype,
+                                isinstance(self.files[0], GcsTokenFile))
         if out_BT.size and int(out_BT.max()) >= self.vocab_size:
             raise TokenFileError(f"token id {int(out_BT.max())} >= vocab_size {self.vocab_size}"
                                  " in a training window; wrong tokenizer or dtype?")
         return out_BT
-
-    @functools.cached_property
-    def _pool(self) -> ThreadPoolExecutor:
-        """Long-lived threads: each keeps its own GCS client (storage/gcs.py) across batches."""
-        return ThreadPoolExecutor(_GCS_THREADS, thread_name_prefix="token-files")
 
     def _scan(self) -> tuple[np.ndarray, np.ndarray]:
         """(doc_offsets, doc_bytes) from one sequential pass over every file."""

@@ -44,6 +44,12 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     return epath.Path(text)
 
 
+def absolute(path: str | os.PathLike) -> epath.Path:
+    """A local path made absolute (for orbax, and for a process in another directory); a
+    gs:// path as it is."""
+    return as_path(path if is_object_store(path) else os.path.abspath(path))
+
+
 def is_object_store(path: str | os.PathLike) -> bool:
     return gcs.is_gcs_path(path)
 

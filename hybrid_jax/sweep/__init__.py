@@ -6,6 +6,7 @@ per scaling point.
     state.py    the root's layout (local or gs://): markers, attempts, rows in results.d
                 (claims and rows themselves: hybrid_jax/storage)
     worker.py   one attempt at one run, in its own process (`python -m hybrid_jax.sweep.worker`)
+    root.py     Sweep: a ladder expanded under its root, each run's state
     runner.py   the loop: claim, start workers per device slot, retry, mark failed, go on
     local.py    the local executor; ray_executor.py the Ray one (GPU nodes, TPU slices)
     evals.py    a ladder's evaluations at every scaling point, into the rows

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<12}{lad.description.splitlines()[0] if lad.description else ''}")
         return 0
     try:
-        from hybrid_jax.sweep.runner import Sweep
+        from hybrid_jax.sweep.root import Sweep
 
         ladder = load_ladder(args.ladder)
         if args.command == "lr-check":

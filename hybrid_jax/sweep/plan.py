@@ -36,7 +36,7 @@ from typing import Iterator
 
 import numpy as np
 
-from hybrid_jax.sweep.runner import Sweep
+from hybrid_jax.sweep.root import Sweep
 from hybrid_jax.sweep.status import duration
 from hybrid_jax.flops import train_flops
 

@@ -19,7 +19,6 @@ the same; their locks go stale once both processes are gone, and the next runner
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -32,74 +31,15 @@ from etils import epath
 from hybrid_jax.flops import train_flops
 from hybrid_jax.storage import objects, results
 from hybrid_jax.storage.claims import Claim
-from hybrid_jax.storage.paths import as_path, is_object_store
+from hybrid_jax.storage.paths import absolute
 from hybrid_jax.sweep import worker as W
-from hybrid_jax.sweep.ladder import InvalidRun, Ladder, RunSpec
+from hybrid_jax.sweep.ladder import InvalidRun, RunSpec
 from hybrid_jax.sweep.local import (ExecutorBusy, LocalExecutor, device_slots, local_gpus,
                                     move_log)
+from hybrid_jax.sweep.root import Sweep
 from hybrid_jax.sweep.state import HOST, append_line, read_json, read_lines, write_json
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Sweep:
-    """A ladder expanded under one root directory."""
-
-    def __init__(self, ladder: Ladder, root: str | os.PathLike | None = None,
-                 only: list[str] | None = None, stale_after: float = 600.0):
-        self.ladder = ladder
-        root = root if root is not None else Path("sweeps") / ladder.name
-        self.remote = is_object_store(root)
-        self.root = as_path(root)
-        self.runs, self.invalid = ladder.expand(self.root, only)
-        self.results = self.root / "results.jsonl"
-        self.stale_after = stale_after
-
-    def lock(self, spec: RunSpec) -> Claim:
-        return Claim(spec.run_dir, stale_after=self.stale_after)
-
-    def spec_path(self, spec: RunSpec) -> epath.Path:
-        return spec.run_dir / "spec.json"
-
-    @property
-    def local_dir(self) -> Path:
-        """Where this host keeps what cannot live on the root: for a gs:// root, workers' logs
-        while they run and the JAX compilation cache, in ~/.cache/hybrid-jax/sweeps/; for a
-        local root, the root itself."""
-        if not self.remote:
-            return Path(self.root)
-        key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        return Path.home() / ".cache" / "hybrid-jax" / "sweeps" / f"{self.ladder.name}-{key}"
-
-    def log_path(self, spec: RunSpec) -> Path:
-        return self.local_dir / "runs" / spec.run_id / "worker.log"
-
-    def prepare(self) -> None:
-        """Run directories with spec.json; rows of done runs restored if results.d lost them."""
-        for spec in self.runs:
-            if not self.remote:
-                spec.run_dir.mkdir(parents=True, exist_ok=True)
-            if read_json(self.spec_path(spec)) != spec.to_json():
-                write_json(self.spec_path(spec), spec.to_json())
-            done = read_json(spec.run_dir / "done.json")
-            if done:
-                results.append_rows(self.root, done["rows"])
-        self.export_results()
-
-    def export_results(self) -> int:
-        """Rewrite results.jsonl from results.d; returns the number of rows."""
-        return results.export_jsonl(self.root, self.results)
-
-    def state(self, spec: RunSpec) -> str:
-        """done | failed | refused | running | pending."""
-        if (spec.run_dir / "done.json").exists():
-            return "done"
-        failed = read_json(spec.run_dir / "failed.json")
-        if failed:
-            return "refused" if failed.get("kind") == "refused" else "failed"
-        if self.lock(spec).holder() is not None:
-            return "running"
-        return "pending"
 
 
 @dataclasses.dataclass
@@ -257,14 +197,15 @@ class Runner:
         env = {W.ATTEMPT_ENV: str(attempt), "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
                                              if p)}
-        for key, value in (("JAX_COMPILATION_CACHE_DIR", _absolute(self.sweep.local_dir
-                                                                   / "jax_cache")),
+        for key, value in (("JAX_COMPILATION_CACHE_DIR",
+                            str(absolute(self.sweep.local_dir / "jax_cache"))),
                            ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
                            ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
             if key not in os.environ:
                 env[key] = value
-        args = ["-m", "hybrid_jax.sweep.worker", _absolute(self.sweep.spec_path(spec)),
-                _absolute(self.sweep.root)]
+        # absolute: a worker may run in another directory, or on another host
+        args = ["-m", "hybrid_jax.sweep.worker", str(absolute(self.sweep.spec_path(spec))),
+                str(absolute(self.sweep.root))]
         log = self.sweep.log_path(spec)
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -394,11 +335,6 @@ def attempts_started(run_dir: epath.Path) -> int:
     numbers = [r.get("attempt") for r in read_lines(run_dir / "attempts.jsonl")
                if r.get("event") in ("start", "exit")]
     return max((n for n in numbers if isinstance(n, int) and not isinstance(n, bool)), default=0)
-
-
-def _absolute(path: os.PathLike) -> str:
-    """For a worker, which may run in another directory (or on another host)."""
-    return str(path) if is_object_store(path) else os.path.abspath(path)
 
 
 def _exit_message(rc: int) -> str:

@@ -15,7 +15,8 @@ import statistics
 from hybrid_jax.storage import gcs, objects, results
 from hybrid_jax.storage.paths import as_path, is_object_store, read_text_or_none
 from hybrid_jax.sweep.ladder import LADDER_DIR
-from hybrid_jax.sweep.runner import Sweep, attempts_started
+from hybrid_jax.sweep.root import Sweep
+from hybrid_jax.sweep.runner import attempts_started
 from hybrid_jax.sweep.state import read_json
 
 

@@ -48,7 +48,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from hybrid_jax.storage import objects
-from hybrid_jax.storage.paths import as_path, is_object_store
+from hybrid_jax.storage.paths import absolute, is_object_store
 from hybrid_jax.train.checksums import verify_checksums, write_checksums
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12's name for a step directory being written
@@ -97,7 +97,7 @@ class _OrbaxErrorsToFile(logging.Filter):
 class Checkpointer:
     def __init__(self, run_dir: str | os.PathLike, *, max_to_keep: int,
                  keep_steps: tuple[int, ...] = (), async_save: bool = True):
-        run_dir = as_path(run_dir if is_object_store(run_dir) else os.path.abspath(run_dir))
+        run_dir = absolute(run_dir)
         self.directory = run_dir / "checkpoints"
         self.quarantine = run_dir / "corrupt_checkpoints"
         self.superseded = run_dir / "superseded_checkpoints"

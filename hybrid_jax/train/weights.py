@@ -26,7 +26,7 @@ from flax import nnx
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.models.lm import LM, build_model
 from hybrid_jax.sharding import param_plan
-from hybrid_jax.storage.paths import as_path, is_object_store
+from hybrid_jax.storage.paths import absolute, as_path
 from hybrid_jax.train.checksums import verify_checksums, write_checksums
 
 MODEL_JSON = "model.json"
@@ -136,8 +136,7 @@ def load_params(path: Path, sharding: Any = None, *, target: dict | None = None,
     target = {"params": target if target is not None else abstract_params(cfg, sharding)}
     try:
         restored = ocp.PyTreeCheckpointer().restore(
-            as_path(os.path.abspath(directory / "state") if not is_object_store(directory)
-                    else directory / "state"),
+            absolute(directory / "state"),
             args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
                                         restore_args=ocp.checkpoint_utils.construct_restore_args(
                                             target)))

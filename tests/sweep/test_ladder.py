@@ -152,30 +152,27 @@ def test_plan_for_slices_gives_each_worker_its_own_devices(capsys, tmp_path):
     """Four v5p slices of 32 chips: each run 32x one chip's FLOP/s; the wall is the larger of
     the longest run and the total over the four."""
     root = str(tmp_path / "root")
-    base = ["plan", "paper", "--root", root, "--device-kind", "TPU v5p", "--json"]
-    assert cli.main(base + ["--parallel", "4", "--devices-per-run", "32"]) == 0
-    sliced = json.loads(capsys.readouterr().out)
-    assert cli.main(base + ["--parallel", "1"]) == 0
-    one = json.loads(capsys.readouterr().out)
+
+    def plan(*args):
+        assert cli.main(["plan", "paper", "--root", root, "--json", *args]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    v5p = ["--device-kind", "TPU v5p"]
+    sliced = plan(*v5p, "--parallel", "4", "--devices-per-run", "32")
+    one = plan(*v5p, "--parallel", "1")
     assert (sliced["workers"], sliced["devices_per_run"]) == (4, 32)
     for a, b in zip(sliced["runs"], one["runs"]):
         assert a["flops_per_s"] == pytest.approx(32 * b["flops_per_s"])
     assert cli.main(["plan", "paper", "--root", root, "--devices-per-run", "8"]) == 2
     assert "--devices-per-run needs --device-kind" in capsys.readouterr().err
     # the same cluster named as slices: v5p:4x4x2 is 32 chips; device-hours = run time x 32
-    assert cli.main(["plan", "paper", "--root", root, "--slices", "4", "--slice", "v5p:4x4x2",
-                     "--json"]) == 0
-    named = json.loads(capsys.readouterr().out)
+    named = plan("--slices", "4", "--slice", "v5p:4x4x2")
     assert named["runs"] == sliced["runs"] and named["device_kind"] == "TPU v5p"
     assert named["device_hours"] == pytest.approx(
         sum(r["est_s"] for r in sliced["runs"]) * 32 / 3600)
     # GPUs: 16 in all, 8 a run, at a given MFU; bad combinations are one line each
-    gpus = ["plan", "paper", "--root", root, "--gpus", "16", "--gpus-per-run", "8",
-            "--device-kind", "NVIDIA H100 80GB HBM3", "--json"]
-    assert cli.main(gpus + ["--mfu", "0.4"]) == 0
-    at40 = json.loads(capsys.readouterr().out)
-    assert cli.main(gpus + ["--mfu", "0.2"]) == 0
-    at20 = json.loads(capsys.readouterr().out)
+    gpus = ["--gpus", "16", "--gpus-per-run", "8", "--device-kind", "NVIDIA H100 80GB HBM3"]
+    at40, at20 = plan(*gpus, "--mfu", "0.4"), plan(*gpus, "--mfu", "0.2")
     assert (at40["workers"], at40["devices_per_run"]) == (2, 8)
     for a, b in zip(at40["runs"], at20["runs"]):
         assert a["flops_per_s"] == pytest.approx(2 * b["flops_per_s"])
