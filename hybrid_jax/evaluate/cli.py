@@ -3,11 +3,13 @@
     hybrid-jax eval ppl RUN_DIR --data STORE_DIR [--sets NAME,...] [--seq-len 1024]
     hybrid-jax eval ppl MODEL_DIR --data notes.txt --tokenizer hf:tok/
     hybrid-jax eval long-context RUN_DIR --lengths 1k,2k,4k [--samples 20] [--out results.json]
+    hybrid-jax eval long-context-data --out train.jsonl --docs 50000 --chars 128-2048
     hybrid-jax eval harness --model hybrid-jax --model_args checkpoint=RUN_DIR --tasks TASKS
 
 ppl prints loss (nats/token), perplexity and bits-per-byte per validation set (a text file is
 one set, "text"). long-context prints accuracy per task x length. --out writes the results as
-JSON. harness runs lm-eval-harness (the [eval] extra) with the `hybrid-jax` model registered,
+JSON. long-context-data writes the same tasks, with their answers, as training documents (JSON
+lines, key "text", for `hybrid-jax data build --source jsonl`). harness runs lm-eval-harness (the [eval] extra) with the `hybrid-jax` model registered,
 passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing
 evaluated).
 """
@@ -56,6 +58,15 @@ def parser() -> argparse.ArgumentParser:
     lc.add_argument("--haystack", default="noise", choices=("noise", "pycode"),
                     help="filler: RULER's noise sentences or Python source of the built-in corpus")
     lc.add_argument("--batch-size", type=int, default=4)
+    data = sub.add_parser("long-context-data", help="the long-context tasks as training "
+                          "documents (JSON lines), from seeds the evaluation never uses")
+    data.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
+    data.add_argument("--docs", type=int, required=True, help="number of documents")
+    data.add_argument("--chars", default="128-2048", help="MIN-MAX characters per document")
+    data.add_argument("--tasks", help="comma-separated tasks (default: all)")
+    data.add_argument("--haystack", default="noise,pycode", help="comma-separated filler kinds, "
+                      "used in turn")
+    data.add_argument("--seed", type=int, default=0)
     plot = sub.add_parser("long-context-plot", help="heatmap of long-context results, one "
                           "panel per model (e.g. transformer against hybrid)")
     plot.add_argument("results", nargs="+", metavar="[LABEL=]RESULTS.json",
@@ -64,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ppl(args, model, tokenizer, mesh) -> dict:
+def _ppl(args, model, tokenizer, mesh, source) -> dict:
     from hybrid_jax.evaluate.ppl import open_data, perplexity
 
     if tokenizer is None and not (args.data.startswith("olmo:")
@@ -88,13 +99,25 @@ def _ppl(args, model, tokenizer, mesh) -> dict:
     return {"data": str(args.data), "seq_len": args.seq_len, "sets": results}
 
 
-def _long_context(args, model, tokenizer, mesh) -> dict:
+def _write_json(path: Path, doc: dict) -> None:
+    """Atomically: a reader (or a run killed mid-write) never sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(doc, indent=1))
+    part.replace(path)
+
+
+def _long_context(args, model, tokenizer, mesh, source) -> dict:
     from hybrid_jax.evaluate.long_context import TASKS, parse_lengths, run_suite
 
     tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(TASKS)
+    # --out is rewritten after every cell, so a run stopped at a long length keeps the rest.
+    save = None if args.out is None else (
+        lambda partial: _write_json(args.out, {"checkpoint": source, "complete": False,
+                                               **partial}))
     results = run_suite(model, tokenizer, lengths=parse_lengths(args.lengths), tasks=tasks,
                         samples=args.samples, seed=args.seed, batch_size=args.batch_size,
-                        haystack=args.haystack, mesh=mesh)
+                        haystack=args.haystack, mesh=mesh, on_cell=save)
     lengths = sorted({r["length"] for r in results["accuracy"]})
     print("task".ljust(18) + "".join(f"{n:>8}" for n in lengths))
     for task in tasks:
@@ -129,12 +152,44 @@ def _plot(args) -> int:
     return 0
 
 
+def _training_data(args) -> int:
+    from hybrid_jax.evaluate import ruler
+
+    # Written beside the target and renamed at the end: a failure leaves no partial file.
+    part = args.out.with_name(args.out.name + ".part")
+    try:
+        lo, _, hi = args.chars.partition("-")
+        if not (lo.isdigit() and hi.isdigit()):
+            raise ValueError(f"--chars {args.chars!r} is not MIN-MAX, like 128-2048")
+        if args.docs < 1:
+            raise ValueError(f"--docs must be >= 1, got {args.docs}")
+        tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(ruler.TASKS)
+        docs = ruler.training_documents(args.docs, min_chars=int(lo), max_chars=int(hi),
+                                        seed=args.seed, tasks=tasks,
+                                        haystacks=tuple(args.haystack.split(",")))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with open(part, "w") as f:
+            for text in docs:
+                f.write(json.dumps({"text": text}) + "\n")
+                n += 1
+        part.replace(args.out)
+    except ValueError as e:
+        part.unlink(missing_ok=True)
+        print(f"hybrid-jax eval long-context-data: refused: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {n} documents to {args.out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["harness"]:
         return harness(argv[1:])
     args = parser().parse_args(argv)
     if args.what == "long-context-plot":
         return _plot(args)
+    if args.what == "long-context-data":
+        return _training_data(args)
     from hybrid_jax.generate.loading import LoadError, load_checkpoint
 
     try:
@@ -142,12 +197,11 @@ def main(argv: list[str]) -> int:
         model, tokenizer, source = load_checkpoint(args.checkpoint, args.tokenizer, mesh=mesh,
                                                    need_tokenizer=args.what != "ppl")
         run = _ppl if args.what == "ppl" else _long_context
-        results = run(args, model, tokenizer, mesh)
+        results = run(args, model, tokenizer, mesh, source)
     except (LoadError, ValueError) as e:
         print(f"hybrid-jax eval {args.what}: refused: {e}", file=sys.stderr)
         return 2
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"checkpoint": source, **results}, indent=1))
+        _write_json(args.out, {"checkpoint": source, "complete": True, **results})
         print(f"wrote {args.out}")
     return 0

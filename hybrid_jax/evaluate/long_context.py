@@ -9,9 +9,10 @@ tokens, the leading EOS included.
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from hybrid_jax.evaluate import ruler
-from hybrid_jax.generate.api import Decoder, encode_prompt
+from hybrid_jax.generate.api import PROMPT_BUCKET, Decoder, encode_prompt
 
 TASKS = tuple(ruler.TASKS)
 
@@ -30,9 +31,11 @@ def parse_lengths(text: str) -> list[int]:
 
 def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = TASKS,
               samples: int = 20, seed: int = 0, batch_size: int = 4, haystack: str = "noise",
-              mesh=None) -> dict:
+              mesh=None, on_cell: Callable[[dict], None] | None = None) -> dict:
     """{"accuracy": [{task, length, accuracy, n}], "settings": {...}, "examples": first
-    example's prompt tail, answers and completion per cell}."""
+    example's prompt tail, answers and completion per cell}. Cells run shortest length first,
+    every task at a length before the next length; `on_cell` gets the results so far after
+    each cell (so a run stopped at a long length keeps the shorter ones)."""
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {list(TASKS)}")
@@ -41,9 +44,12 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
     hay = ruler.Haystack(haystack)
     decoder = Decoder(model, mesh=mesh)
     count = lambda text: len(encode_prompt(tokenizer, text))  # noqa: E731
+    settings = {"lengths": list(lengths), "tasks": list(tasks), "samples": samples,
+                "seed": seed, "haystack": haystack, "decoding": "greedy"}
     rows, examples = [], []
-    for task in tasks:
-        for length in lengths:
+    for length in sorted(lengths):
+        cache_len = length + PROMPT_BUCKET + max(ruler.MAX_NEW_TOKENS.values())
+        for task in tasks:
             exs = [ruler.make_example(task, length, i, seed=seed, count_tokens=count,
                                       haystack=hay) for i in range(samples)]
             scores, first = [], None
@@ -52,9 +58,11 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
                 prompts = [encode_prompt(tokenizer, e.prompt) for e in batch]
                 # A short last batch is filled up, so every batch has one shape (one compile).
                 prompts += prompts[:1] * (batch_size - len(prompts))
-                done = decoder.decode(prompts,
-                                      max_new_tokens=ruler.MAX_NEW_TOKENS[task],
-                                      eos_id=tokenizer.eos_id)
+                # One prompt length and one cache length per length: every task and batch of
+                # a length shares one compile.
+                done = decoder.decode(prompts, max_new_tokens=ruler.MAX_NEW_TOKENS[task],
+                                      eos_id=tokenizer.eos_id, prompt_len=length,
+                                      max_len=cache_len)
                 texts = [tokenizer.decode(toks) for toks, _ in done[:len(batch)]]
                 scores += [ruler.score(t, e.answers) for t, e in zip(texts, batch)]
                 first = first or texts[0]
@@ -62,6 +70,6 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
                          "accuracy": sum(scores) / len(scores)})
             examples.append({"task": task, "length": length, "answers": list(exs[0].answers),
                              "prompt_tail": exs[0].prompt[-300:], "completion": first})
-    settings = {"lengths": list(lengths), "tasks": list(tasks), "samples": samples,
-                "seed": seed, "haystack": haystack, "decoding": "greedy"}
+            if on_cell is not None:
+                on_cell({"accuracy": rows, "settings": settings, "examples": examples})
     return {"accuracy": rows, "settings": settings, "examples": examples}

@@ -21,10 +21,13 @@ def read_results(spec: str) -> tuple[str, list[dict]]:
     if not eq:
         label, path = Path(spec).stem, spec
     try:
-        cells = json.loads(Path(path).read_text())["accuracy"]
+        doc = json.loads(Path(path).read_text())
+        cells = doc["accuracy"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a long-context result ({type(e).__name__}: {e}); write "
                          f"one with `hybrid-jax eval long-context ... --out FILE`") from None
+    if doc.get("complete") is False:  # a run stopped part-way: its missing cells stay blank
+        label += " (partial)"
     return label, cells
 
 

@@ -18,6 +18,10 @@ prompt alone).
                      list, 4 <= f <= 30), the rest (as many as fit) twice each; asked for the
                      ten most common.
 
+`training_documents` writes the same tasks as training text, each prompt followed by its
+answers, from a seed namespace ("train/SEED") that the evaluation's integer seeds never reach:
+a model can learn the formats at short lengths and be scored at long ones on unseen examples.
+
 Haystacks: "noise" repeats RULER's filler ("The grass is green. The sky is blue. ..."); "pycode"
 is Python source from the built-in corpus (`data.pycode`, the installed `optax`'s files in
 sorted order, from a seeded offset).
@@ -173,8 +177,8 @@ MAX_NEW_TOKENS = {"niah_single": 24, "niah_multikey": 24, "niah_multivalue": 64,
                   "variable_tracking": 48, "common_words": 96}
 
 
-def make_example(task: str, length: int, index: int, *, seed: int, count_tokens: Callable,
-                 haystack: Haystack) -> Example:
+def make_example(task: str, length: int, index: int, *, seed: int | str,
+                 count_tokens: Callable, haystack: Haystack) -> Example:
     """Example `index` of `task` whose prompt has at most `length` tokens (count_tokens), as
     close below it as a few resizes of the haystack get."""
     if task not in TASKS:
@@ -201,6 +205,40 @@ def make_example(task: str, length: int, index: int, *, seed: int, count_tokens:
         raise ValueError(f"{task}: could not fit a prompt in {length} tokens (got {n}); the "
                          f"task's fixed text may be longer than the length")
     return Example(task, prompt, answers)
+
+
+def answer_text(answers: tuple[str, ...]) -> str:
+    """The completion a training document gives: the answers, comma-separated, then a period."""
+    return " " + ", ".join(answers) + "."
+
+
+def training_documents(n: int, *, min_chars: int, max_chars: int, seed: int,
+                       tasks: tuple[str, ...] = tuple(TASKS),
+                       haystacks: tuple[str, ...] = HAYSTACKS):
+    """`n` documents "PROMPT ANSWERS." of min_chars..max_chars characters (uniform), each of a
+    task and haystack drawn in turn from `tasks` x `haystacks`. Deterministic per seed."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+    if not 0 < min_chars <= max_chars:
+        raise ValueError(f"need 0 < min_chars <= max_chars, got {min_chars}, {max_chars}")
+    hays = {kind: Haystack(kind) for kind in haystacks}
+    rng = random.Random(f"train/{seed}/sizes")
+    made = index = 0
+    while made < n:
+        task = tasks[index % len(tasks)]
+        hay = hays[haystacks[(index // len(tasks)) % len(haystacks)]]
+        chars = rng.randint(min_chars, max_chars)
+        index += 1
+        try:
+            ex = make_example(task, chars, index, seed=f"train/{seed}", count_tokens=len,
+                              haystack=hay)
+        except ValueError:  # the task's fixed text alone is longer than `chars`: draw again
+            if index > 100 * (made + 1):
+                raise ValueError(f"{max_chars} characters are too few for {tasks}") from None
+            continue
+        made += 1
+        yield ex.prompt + answer_text(ex.answers)
 
 
 def score(completion: str, answers: tuple[str, ...]) -> float:

@@ -77,9 +77,12 @@ class Decoder:
         return jax.device_put(array, sharding.batch_sharding(self.mesh))
 
     def decode(self, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int,
-               sampling: Sampling = Sampling(), max_len: int | None = None
-               ) -> list[tuple[list[int], str]]:
-        """(new tokens, stop reason) per prompt of token ids."""
+               sampling: Sampling = Sampling(), max_len: int | None = None,
+               prompt_len: int | None = None) -> list[tuple[list[int], str]]:
+        """(new tokens, stop reason) per prompt of token ids. Prompts are padded to at least
+        `prompt_len` tokens, and with `max_len` the cache holds max_len positions (more only
+        where the padded prompt needs them; else prompt + max_new_tokens): calls with the same
+        batch, prompt_len and max_len share one compile, whatever their prompts' lengths."""
         if not prompts:
             return []
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
@@ -98,8 +101,8 @@ class Decoder:
         if self.mesh is not None:  # every data-parallel shard gets whole rows
             dp = sharding.data_parallel_size(self.mesh)
             rows = -(-rows // dp) * dp
-        T = PROMPT_BUCKET * math.ceil(max(lengths) / PROMPT_BUCKET)
-        cache_len = T + max_new_tokens
+        T = PROMPT_BUCKET * math.ceil(max(max(lengths), prompt_len or 0) / PROMPT_BUCKET)
+        cache_len = max(max_len or 0, T + max_new_tokens)
         check_lengths(T, cache_len)
         tokens = np.full((rows, T), eos_id, np.int32)
         lengths_B = np.ones(rows, np.int32)

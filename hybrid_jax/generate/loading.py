@@ -23,13 +23,15 @@ class LoadError(ValueError):
 
 
 def _run_store(source: dict) -> str | None:
-    """The run's data.store: a store directory (local or gs://) or an olmo: spec."""
+    """The run's data.store (a store directory, local or gs://, or an olmo: spec), or for a
+    mixture its first component's store: a mixture's components share one tokenizer."""
     run_dir = source.get("run_dir")
     if not run_dir:
         return None
     try:
-        return str(json.loads((as_path(run_dir) / "config.json").read_text())
-                   ["config"]["data"]["store"])
+        data = json.loads((as_path(run_dir) / "config.json").read_text())["config"]["data"]
+        stores = data.get("stores") or {}
+        return str(stores[min(stores)] if stores else data["store"]) or None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -69,6 +69,42 @@ def test_pycode_haystack_and_lengths():
                            haystack=ruler.Haystack("noise"))
 
 
+def test_training_documents_are_sized_answered_and_unlike_the_evaluated_ones():
+    docs = list(ruler.training_documents(40, min_chars=600, max_chars=900, seed=0))
+    assert docs == list(ruler.training_documents(40, min_chars=600, max_chars=900, seed=0))
+    assert docs != list(ruler.training_documents(40, min_chars=600, max_chars=900, seed=1))
+    assert len(docs) == 40
+    # every task and both haystacks, in turn; each document ends with its own answers
+    assert sum("def " in d for d in docs) > 0 and sum("grass is green" in d for d in docs) > 0
+    for doc in docs:
+        task = ("niah" if "magic number" in doc else
+                "variable_tracking" if "variable assignment" in doc else "common_words")
+        prompt, _, given = doc.rpartition(":")
+        assert given.endswith(".") and len(prompt) <= 900
+        assert sorted(given[:-1].strip().split(", ")) == sorted(solve(task, prompt + ":"))
+    # the evaluation's examples (integer seeds) are never among them
+    evaluated = {ruler.make_example(t, n, i, seed=0, count_tokens=len,
+                                    haystack=ruler.Haystack("noise")).prompt
+                 for t in ruler.TASKS for n in (800, 900) for i in range(3)}
+    assert not evaluated & {d.rpartition(":")[0] + ":" for d in docs}
+    with pytest.raises(ValueError, match="too few"):
+        list(ruler.training_documents(3, min_chars=10, max_chars=20, seed=0))
+
+
+def test_long_context_data_cli(tmp_path, capsys):
+    out = tmp_path / "tasks.jsonl"
+    assert main(["eval", "long-context-data", "--out", str(out), "--docs", "7", "--chars",
+                 "500-700", "--tasks", "niah_single"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 7 and all(r["text"].startswith("Some special magic") for r in rows)
+    for args, match in ((["--chars", "5"], "not MIN-MAX"), (["--chars", "10-20"], "too few"),
+                        (["--tasks", "nope"], "unknown task")):
+        bad = tmp_path / "bad.jsonl"
+        assert main(["eval", "long-context-data", "--out", str(bad), "--docs", "3",
+                     *args]) == 2
+        assert match in capsys.readouterr().err and not list(tmp_path.glob("bad*"))
+
+
 def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     _, path = save_tiny_model(tmp_path / "model", "gdn")
     out = tmp_path / "lc.json"
@@ -78,7 +114,7 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     cells = {(r["task"], r["length"]): r for r in doc["accuracy"]}
-    assert set(cells) == {("niah_single", 640), ("niah_multikey", 640)}
+    assert set(cells) == {("niah_single", 640), ("niah_multikey", 640)} and doc["complete"]
     # An untrained model scores about 0: a 7-digit number by chance is ~1e-7.
     assert all(r["accuracy"] == 0.0 and r["n"] == 3 for r in cells.values())
     assert "niah_single" in capsys.readouterr().out
@@ -86,6 +122,11 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"accuracy": [
         {"task": "niah_single", "length": 1024, "accuracy": 0.75, "n": 4}]}))
+    # a run stopped part-way (the file rewritten after every cell) is labelled as such
+    from hybrid_jax.evaluate.long_context_plot import read_results
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({**doc, "complete": False}))
+    assert read_results(f"gdn={partial}")[0] == "gdn (partial)"
     fig = tmp_path / "lc.png"
     assert main(["eval", "long-context-plot", f"gdn={out}", str(other), "--out", str(fig)]) == 0
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -49,6 +49,11 @@ def test_a_run_reads_its_token_stores_tokenizer(tmp_path):
     (run / "config.json").write_text(json.dumps({"config": {"data": {"store": str(store)}}}))
     tok = checkpoint_tokenizer({"run_dir": str(run), "step": 3}, None)
     assert tok.hash == load_tokenizer("byte").hash
+    # a mixture's components share one tokenizer: the first component's store gives it
+    mix = {"mix": {"a": 0.5, "b": 0.5}, "stores": {"b": "/no/store", "a": str(store)},
+           "store": ""}
+    (run / "config.json").write_text(json.dumps({"config": {"data": mix}}))
+    assert checkpoint_tokenizer({"run_dir": str(run), "step": 3}, None).hash == tok.hash
     (run / "config.json").write_text(json.dumps({"config": {"data": {"store": "/no/store"}}}))
     with pytest.raises(LoadError, match="pass --tokenizer"):
         checkpoint_tokenizer({"run_dir": str(run), "step": 3}, None)

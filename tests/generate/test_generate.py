@@ -52,6 +52,22 @@ def test_greedy_decoding_equals_greedy_over_the_full_forward(hybrid):
     assert got[0] == (want[0][:first], "eos")
 
 
+def test_padding_to_a_prompt_and_cache_length_changes_nothing(hybrid):
+    model, _ = hybrid
+    decoder = Decoder(model)  # its own compiles: test_sampling counts the shared decoder's
+    prompts = [[5, 17, 3, 9, 44, 2, 8], [11, 30]]
+    want = decoder.decode(prompts, max_new_tokens=5, eos_id=60)
+    before = decoder._prefill._cache_size()
+    # Two calls of different new-token counts, padded to one prompt and cache length: one
+    # compile of the prefill for both, and the same tokens as unpadded decoding.
+    for n in (5, 3):
+        got = decoder.decode(prompts, max_new_tokens=n, eos_id=60, prompt_len=100, max_len=180)
+        assert got == [(w[:n], s if n == 5 else "length") for w, s in want]
+    assert decoder._prefill._cache_size() == before + 1
+    with pytest.raises(ValueError, match="longer than max_len"):
+        decoder.decode(prompts, max_new_tokens=5, eos_id=60, max_len=10)
+
+
 def test_sampling(hybrid):
     _, decoder = hybrid
     prompts = [[5, 17, 3], [11, 30, 2, 2]]
