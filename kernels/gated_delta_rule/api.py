@@ -26,7 +26,8 @@ Numerics
 
 Constraints
     q, k: [B, T, H, K]; v: [B, T, HV, V] with HV a multiple of H (value head j reads key head
-    j // (HV // H)); g, beta: [B, T, HV]; initial_state: [B, HV, K, V] float32.
+    j // (HV // H)); g, beta: [B, T, HV]; initial_state: [B, HV, K, V] float32;
+    segment_ids: [B, T] integers (packed documents: the state empties where the id changes).
     chunk_size is a static Python int > 0; T need not be a multiple of it.
     The platform is `mesh_context.target_platform()`: jax.default_backend(), or the device of
     an abstract mesh in context (an ahead-of-time compile for a TPU topology says "tpu").
@@ -156,6 +157,21 @@ def per_shard(fn, q, k, v, g, beta, initial_state, output_final_state: bool):
     return out[0], (out[1] if output_final_state else None)
 
 
+def _check_segment_ids(segment_ids, lead):
+    if tuple(segment_ids.shape) != tuple(lead):
+        raise ValueError(f"segment_ids must have shape [B, T] = {tuple(lead)}, got "
+                         f"{tuple(segment_ids.shape)}")
+    if not jnp.issubdtype(segment_ids.dtype, jnp.integer):
+        raise TypeError(f"segment_ids must be integers, got dtype {segment_ids.dtype}")
+
+
+def reset_at_segment_starts(g, segment_ids, state_dtype):
+    """g with `reference.reset_log_decay` at every segment's first token (see
+    `chunk_gated_delta_rule`); the Pallas kernels' tests call it to pack as the API does."""
+    starts_BT1 = reference.segment_starts(segment_ids)[..., None]
+    return jnp.where(starts_BT1, jnp.asarray(reference.reset_log_decay(state_dtype), g.dtype), g)
+
+
 def _check_float(name, x):
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
@@ -211,6 +227,7 @@ def chunk_gated_delta_rule(
     chunk_size: int = 64,
     implementation: str = "auto",
     precision: str = "highest",
+    segment_ids: Optional[jax.Array] = None,
 ):
     """Gated delta rule over a sequence. Returns (o [B,T,HV,V], final_state or None).
 
@@ -222,12 +239,20 @@ def chunk_gated_delta_rule(
     "default" (XLA's default, TF32 on GPU; bf16 matmul operands with fp32 accumulation and
     bf16 intermediates in pallas_gpu, like flash-linear-attention: a few 1e-3 relative error,
     faster), or "auto": "default" on a GPU, "highest" elsewhere (`AUTO_PRECISION`).
+    segment_ids [B, T] (packed documents): the state is emptied before every token whose id
+    differs from the previous token's, so no document reads another; initial_state enters
+    the first segment and the final state is the last segment's. "recurrent" empties the state
+    explicitly; the chunked implementations give each segment's first token the log-decay
+    `reference.reset_log_decay` (its exp is exactly 0), which every kernel already handles,
+    so packing costs no kernel of its own and the decays of g at those tokens get no gradient.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
             or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     chunk_size = int(chunk_size)
     validate(q, k, v, g, beta, initial_state, token_axis=True)
+    if segment_ids is not None:
+        _check_segment_ids(segment_ids, q.shape[:2])
     precision = resolve_precision(precision)
     impl = resolve_implementation(implementation, precision, (q.shape[-1], v.shape[-1]),
                                   chunk_size, _state_dtype(q, k, v, g, beta))
@@ -235,6 +260,10 @@ def chunk_gated_delta_rule(
     kw = dict(scale=scale, use_qk_l2norm=use_qk_l2norm)
     if impl != "recurrent":
         kw["chunk_size"] = chunk_size
+        if segment_ids is not None:
+            g = reset_at_segment_starts(g, segment_ids, _state_dtype(q, k, v, g, beta))
+    elif segment_ids is not None:
+        kw["segment_ids"] = segment_ids
     call = lambda q, k, v, g, beta, S0: fn(q, k, v, g, beta, initial_state=S0, **kw)
     if impl in _PLATFORM:
         return per_shard(call, q, k, v, g, beta, initial_state, output_final_state)

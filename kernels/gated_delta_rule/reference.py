@@ -72,6 +72,21 @@ def step_core(q_BHK, k_BHK, v_BHV, g_BH, beta_BH, S_BHKV, precision=HIGHEST):
     return o_BHV, S
 
 
+def segment_starts(segment_ids_BT):
+    """[B, T] bool: True where a token begins a new segment (its id differs from the previous
+    token's). Token 0 is not a start: the initial state belongs to the first segment."""
+    ids = jnp.asarray(segment_ids_BT)
+    return jnp.concatenate([jnp.zeros_like(ids[:, :1], bool), ids[:, 1:] != ids[:, :-1]], 1)
+
+
+def reset_log_decay(dtype) -> float:
+    """A log-decay whose exp, and the exp of anything below it, is exactly 0 in `dtype`'s
+    compute precision (float32: exp(-128); float64: exp(-1024)): a token carrying it starts
+    from an empty state, and no earlier token reaches it or anything after it. Small enough in
+    magnitude that the chunked algorithms' sums of g keep their accuracy."""
+    return -1024.0 if compute_dtype(dtype) == jnp.float64 else -128.0
+
+
 def _zero_state(B, HV, K, V, dt, initial_state):
     if initial_state is None:
         return jnp.zeros((B, HV, K, V), dt)
@@ -79,20 +94,27 @@ def _zero_state(B, HV, K, V, dt, initial_state):
 
 
 def recurrent(q, k, v, g, beta, *, scale=None, initial_state=None, use_qk_l2norm=False,
-              precision=HIGHEST):
-    """Token-by-token definition. Returns (o [B,T,HV,V] in v.dtype, final state [B,HV,K,V])."""
+              precision=HIGHEST, segment_ids=None):
+    """Token-by-token definition. Returns (o [B,T,HV,V] in v.dtype, final state [B,HV,K,V]).
+    With segment_ids [B, T] the state is emptied before each segment's first token
+    (`segment_starts`): the definition the other implementations' decay-based reset is tested
+    against."""
     q, k, vf, g, beta, dt = prepare(q, k, v, g, beta, scale, use_qk_l2norm)
     B, T, HV, K = k.shape
     S0 = _zero_state(B, HV, K, vf.shape[-1], dt, initial_state)
+    starts_BT = (jnp.zeros((B, T), bool) if segment_ids is None
+                 else segment_starts(segment_ids))
 
     # Rematerialised so the backward pass keeps one [B,HV,K,V] state per token rather than
     # four (B4 T4096 H16 K=V=128 would otherwise need 65 GiB for residuals).
     @jax.checkpoint
     def body(S, xs):
+        *xs, start_B = xs
+        S = jnp.where(start_B[:, None, None, None], jnp.zeros((), S.dtype), S)
         o, S = step_core(*xs, S, precision)
         return S, o
 
-    xs = tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, vf, g, beta))
+    xs = tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, vf, g, beta, starts_BT))
     S_final, o_TBHV = jax.lax.scan(body, S0, xs)
     return jnp.moveaxis(o_TBHV, 0, 1).astype(v.dtype), S_final
 
