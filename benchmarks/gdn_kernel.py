@@ -11,6 +11,10 @@ Implementations: `gdn_kernel_variants.py` (ours, by name, with what each changes
                         a child process (gdn_kernel_fla.py) so that torch and JAX never share a process.
                         On Hopper with Triton < 3.7.1 fla refuses its gated backward (fla #640);
                         the check is patched out at run time for timing only.
+    jla                 jax-linear-attention 0.1.0's Mosaic GPU kernels
+                        (jla.ops.mosaic_gpu.gated_delta_rule.gated_delta_rule), in this process:
+                        Hopper only, K and V in {64, 128} (or K = 256); other shapes record its
+                        refusal. Installed from benchmarks/wheels like fla.
 Every cell: bf16 q, k (unit rows), v, beta in (0, 2), fp32 g in (-0.5, 0); no initial state;
 fwd = o; fwd+bwd = gradients of sum(o * dO) w.r.t. q, k, v, g, beta. Time = median over --iters
 samples after --warmup calls (JAX: each sample is --inner back-to-back calls ended by
@@ -23,6 +27,9 @@ GB/s counts the fewest bytes: fwd reads q, k, v, g, beta and writes o; fwd+bwd r
 reads o and dO, and writes o and the five gradients. Peak memory: JAX = XLA's compiled
 argument (dO included) + output + temp bytes; fla =
 torch.cuda.max_memory_allocated over the call.
+Errors: every fwd row records rel_err_vs_xla (max |o - o_xla| / max |o_xla|, o_xla from
+xla_chunked at "highest") and rel_err_vs_f64 (the same against the recurrence in float64 on the
+host, from the same bf16-rounded inputs; `--no-f64` skips it).
 A cell that fails is recorded with its error and the run goes on.
 """
 
@@ -43,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel_breakdown import run_breakdown  # noqa: E402
 from benchmarks.gdn_kernel_variants import (ALL_IMPLS, DEFAULT_IMPLS, FLA_IMPLS,  # noqa: E402
-                                            JAX_IMPLS, SHAPES, XLA_IMPLS)
+                                            JAX_IMPLS, PEER_IMPLS, SHAPES, XLA_IMPLS)
 
 MODES = ("fwd", "fwd+bwd")
 LAUNCH_KEYS = ("num_warps", "num_warps_bwd", "num_warps_prep", "num_stages", "block_v",
@@ -113,6 +120,26 @@ def jax_inputs(s, seed=0):
     return (q, k, v, g, beta), do
 
 
+def float64_output(inputs):
+    """o of the gated delta rule in float64 on the host (numpy), token by token with rank-one
+    updates, from the benchmark's inputs (no initial state, default scale, no l2norm)."""
+    import numpy as np
+    q, k, v, g, beta = (np.asarray(x, np.float64) for x in inputs)
+    B, T, H, K = q.shape
+    HV, V = v.shape[2:]
+    q = np.repeat(q * K ** -0.5, HV // H, axis=2)
+    k = np.repeat(k, HV // H, axis=2)
+    S = np.zeros((B, HV, K, V))
+    o = np.empty((B, T, HV, V))
+    for t in range(T):
+        S *= np.exp(g[:, t])[..., None, None]
+        kt = k[:, t]
+        delta = beta[:, t, :, None] * (v[:, t] - (kt[..., None, :] @ S)[..., 0, :])
+        S += kt[..., :, None] * delta[..., None, :]
+        o[:, t] = (q[:, t, :, None, :] @ S)[..., 0, :]
+    return o
+
+
 def jax_fn(impl, mode, interpret=False):
     """Jitted fwd(q, k, v, g, beta) -> o, or fwd+bwd(q, k, v, g, beta, dO) -> the five
     gradients. dO is an argument, not a closed-over constant: as a constant, XLA spent seconds
@@ -126,6 +153,9 @@ def jax_fn(impl, mode, interpret=False):
 
     if impl in XLA_IMPLS:
         fwd = functools.partial(chunk_gated_delta_rule, **JAX_IMPLS[impl])
+    elif impl == "jla":
+        from jla.ops.mosaic_gpu.gated_delta_rule import gated_delta_rule
+        fwd = lambda q, k, v, g, b: gated_delta_rule(q, k, v, g, b.astype(jnp.float32))
     else:
         kw = dict(JAX_IMPLS[impl])
         qkv_dtype = kw.pop("qkv_dtype", None)
@@ -175,6 +205,11 @@ def run_jax(shapes, impls, args, rows, save):
     for s in shapes:
         inputs, do = jax_inputs(s)
         ref_o = None
+        t0 = time.perf_counter()
+        f64_o = None if args.no_f64 else float64_output(inputs)
+        if f64_o is not None:
+            print(f"float64 reference for {label(s)}: {time.perf_counter() - t0:.1f} s",
+                  flush=True)
         for impl in impls:
             for mode in MODES:
                 row = {"shape": s, "impl": impl, "mode": mode}
@@ -197,6 +232,9 @@ def run_jax(shapes, impls, args, rows, save):
                         elif ref_o is not None:
                             row["rel_err_vs_xla"] = float(np.abs(o - ref_o).max()
                                                           / np.abs(ref_o).max())
+                        if f64_o is not None:
+                            row["rel_err_vs_f64"] = float(np.abs(o - f64_o).max()
+                                                          / np.abs(f64_o).max())
                         row["finite"] = bool(np.isfinite(o).all())
                     row["median_ms"], row["min_ms"] = time_jax(fn, call_args, args.warmup,
                                                                args.iters, args.inner)
@@ -257,6 +295,8 @@ def print_row(row, flush=False):
     note = f"{row['x_floor']:.0f}x floor"
     if "rel_err_vs_xla" in row:
         note += f", err vs xla {row['rel_err_vs_xla']:.1e}"
+    if "rel_err_vs_f64" in row:
+        note += f", vs f64 {row['rel_err_vs_f64']:.1e}"
     if row.get("finite") is False:
         note += " NON-FINITE"
     print(f"{label(s):<28} {row['impl']:<24} {mode:<8} {ms:>10.3f} {row['tflops']:>8.1f} "
@@ -266,12 +306,12 @@ def print_row(row, flush=False):
 def summary(rows):
     by = {(label(r["shape"]), r["impl"], r["mode"]): r.get("median_ms") for r in rows
           if "error" not in r}
-    print("\nSpeed-up of each Pallas variant over fla and the XLA rows, fwd+bwd [fwd]:")
+    print("\nSpeed-up of each Pallas variant over fla, jla and the XLA rows, fwd+bwd [fwd]:")
     for lab in dict.fromkeys(label(r["shape"]) for r in rows):
         for ours in [i for i in JAX_IMPLS if i not in XLA_IMPLS
                      and any(r["impl"] == i for r in rows)]:
             parts = []
-            for other in (*FLA_IMPLS, *XLA_IMPLS):
+            for other in (*FLA_IMPLS, *PEER_IMPLS, *XLA_IMPLS):
                 vals = []
                 for mode in ("fwd+bwd", "fwd"):
                     a, b = by.get((lab, ours, mode)), by.get((lab, other, mode))
@@ -294,6 +334,9 @@ def main(argv=None):
                    help="seconds for one shape's fla cells (Triton compiles and autotunes; "
                         "150 cut the headline's cold fwd+bwd short)")
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks/results/gdn_kernel.json"))
+    p.add_argument("--no-f64", action="store_true",
+                   help="skip the float64 host reference (seconds per shape at the benchmark "
+                        "shapes)")
     p.add_argument("--interpret", action="store_true",
                    help="Pallas interpret mode (a CPU smoke test of this script, not a timing)")
     p.add_argument("--budget-s", type=float, default=290,
@@ -327,7 +370,7 @@ def main(argv=None):
         out_path.write_text(json.dumps({**meta, "rows": rows}, indent=1))
 
     print(HEADER, flush=True)
-    jax_impls = [i for i in args.impl if i in JAX_IMPLS]
+    jax_impls = [i for i in args.impl if i in JAX_IMPLS or i in PEER_IMPLS]
     if "xla_chunked" in jax_impls:  # first, so the others report their error against it
         jax_impls = ["xla_chunked"] + [i for i in jax_impls if i != "xla_chunked"]
     # The per-kernel breakdown first (our kernels only, no autotuning: the cheapest and most
@@ -356,7 +399,7 @@ def main(argv=None):
             run_jax([s], jax_impls, args, rows, save)
 
     print("\n" + HEADER)
-    order = {i: n for n, i in enumerate((*JAX_IMPLS, *FLA_IMPLS))}
+    order = {i: n for n, i in enumerate((*JAX_IMPLS, *PEER_IMPLS, *FLA_IMPLS))}
     labels = [label(s) for s in shapes]
     for r in sorted(rows, key=lambda r: (labels.index(label(r["shape"])), order[r["impl"]],
                                          r["mode"])):

@@ -4,11 +4,14 @@
 #   bash benchmarks/gdn_kernel_gpu.sh                 # in the repository root on the GPU machine
 #   MODE=tests bash benchmarks/gdn_kernel_gpu.sh      # only the tests (MODE=bench: only timings)
 #
-# Needs benchmarks/wheels/*.whl (flash-linear-attention 0.6.0 + fla-core 0.6.0, pure Python,
-# ~1.5 MB; git-ignored, fetched where pip has a network, then carried to the GPU machine):
+# Needs benchmarks/wheels/*.whl (flash-linear-attention 0.6.0 + fla-core 0.6.0, and
+# jax-linear-attention 0.1.0 (jla); pure Python, ~2.5 MB; git-ignored, fetched where pip has a
+# network, then carried to the GPU machine: carry=["benchmarks/wheels"]):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       -d benchmarks/wheels flash-linear-attention==0.6.0 fla-core==0.6.0
-# Without them the fla rows record an import error.
+#       -d benchmarks/wheels flash-linear-attention==0.6.0 fla-core==0.6.0 \
+#       jax-linear-attention==0.1.0
+# Without them the fla and jla rows record an import error. (jla's own dependencies beyond JAX,
+# such as equinox, are not needed by its kernels: --no-deps.)
 # Writes under $OUT (default /tmp/gdn_out): pytest log, gdn_kernel.json/.log, the fla child's JSON.
 # Time limits (seconds, each under `timeout` so one hang cannot eat the other):
 #   TEST_TIMEOUT=220  the gpu-marked kernel tests (mostly compiles of new shapes); TEST_FILES
@@ -28,7 +31,7 @@ PY=${PYTHON:-python3}
 SITE=$(mktemp -d)  # per process: two of these may run at once, one per GPU
 if ls benchmarks/wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" benchmarks/wheels/*.whl || echo "fla wheel install failed"
+    --target "$SITE" benchmarks/wheels/*.whl || echo "benchmark wheel install failed"
 fi
 export PYTHONPATH=.:$SITE${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

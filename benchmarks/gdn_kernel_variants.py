@@ -13,7 +13,7 @@ take the shape, else Triton; `config.plan`):
                         fp32 callers get)
 Variants that lost a benchmark were deleted; their numbers are in experiments/LOG.md. Launch
 knobs (`KernelConfig`) are swept kernel by kernel with gdn_kernel.py --breakdown-launch.
-The XLA rows (xla_chunked, xla_chunked_default) and fla are described in gdn_kernel.py.
+The XLA rows (xla_chunked, xla_chunked_default), fla and jla are described in gdn_kernel.py.
 """
 
 SHAPES = ["B=4,T=4096,H=16,K=128,V=128", "B=8,T=2048,H=8,K=128,V=128",
@@ -29,11 +29,14 @@ JAX_IMPLS = {
     "pallas_gpu_default_c32": dict(precision="default", chunk_size=32),
     "pallas_gpu_default_f32qkv": dict(precision="default", qkv_dtype="float32"),
 }
-# In the order they run (fla, then XLA, then ours): the goal's comparisons first, so that a run
-# cut short by --budget-s loses the least telling rows.
-DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "pallas_gpu_default",
+# Peers that run in this JAX process (a benchmark dependency, carried as a wheel; never a
+# runtime one): name -> how gdn_kernel.jax_fn calls it.
+PEER_IMPLS = ("jla",)
+# In the order they run (fla, then XLA, then jla and ours): the goal's comparisons first, so
+# that a run cut short by --budget-s loses the least telling rows.
+DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "jla", "pallas_gpu_default",
                  "pallas_gpu_default_c32", "pallas_gpu")
-ALL_IMPLS = tuple(JAX_IMPLS) + ("fla",)
+ALL_IMPLS = tuple(JAX_IMPLS) + PEER_IMPLS + ("fla",)
 # The rows `--impl fla` gives: fla timed by do_bench (host launches included) and replayed from
 # a CUDA graph (GPU time alone; see gdn_kernel_fla._graph_row).
 FLA_IMPLS = ("fla", "fla_cudagraph")
