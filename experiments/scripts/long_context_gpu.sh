@@ -5,6 +5,7 @@
 #
 #   FAMILY=transformer OUT=$OUT bash experiments/scripts/long_context_gpu.sh
 #   FAMILY=hybrid OUT=$OUT bash experiments/scripts/long_context_gpu.sh
+#   FAMILY=hybrid-rope OUT=$OUT bash ...   # the ladder's hybrid: RoPE in its attention layers
 #
 # Training stops at TRAIN_BUDGET seconds if it has not finished (SIGTERM: the loop saves a
 # checkpoint and exits 75), and the suite then scores that checkpoint; the log says which step.
@@ -13,7 +14,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python3}
-FAMILY=${FAMILY:?set FAMILY=transformer or hybrid}
+FAMILY=${FAMILY:?set FAMILY=transformer, hybrid or hybrid-rope}
+# The ladder's transformer_100m and hybrid_100m differ only in model.family.
+case $FAMILY in
+  transformer) model=() ;;
+  hybrid) model=(model.family=hybrid 'model.rope_layers=""') ;;
+  hybrid-rope) model=(model.family=hybrid) ;;
+  *) echo "FAMILY must be transformer, hybrid or hybrid-rope, got $FAMILY" >&2; exit 2 ;;
+esac
 OUT=${OUT:-/tmp/out}/$FAMILY
 WORK=${WORK:-/tmp/long_context}
 LENGTHS=${LENGTHS:-1k,2k,4k,8k,16k,32k}
@@ -24,13 +32,6 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/timeline.txt"; }
-
-# The ladder's transformer_100m and hybrid_100m differ only in model.family.
-case $FAMILY in
-  transformer) model=() ;;
-  hybrid) model=(model.family=hybrid 'model.rope_layers=""') ;;
-  *) echo "FAMILY must be transformer or hybrid, got $FAMILY" >&2; exit 2 ;;
-esac
 
 # The two stores, side by side: Python source, and the suite's tasks as training documents.
 if [ ! -f "$WORK/code-byte/manifest.json" ]; then

@@ -138,7 +138,7 @@ def test_run_dir_defaults_to_name_and_hash():
                          ids=lambda p: p.name)
 def test_example_configs_load(path):
     cfg = load_config(path)
-    assert cfg.total_steps > 0 and cfg.data.store
+    assert cfg.total_steps > 0 and all(cfg.data.store_paths)
 
 
 def test_yaml_model_preset_with_fields(tmp_path):
