@@ -9,9 +9,9 @@
 ppl prints loss (nats/token), perplexity and bits-per-byte per validation set (a text file is
 one set, "text"). long-context prints accuracy per task x length. --out writes the results as
 JSON. long-context-data writes the same tasks, with their answers, as training documents (JSON
-lines, key "text", for `hybrid-jax data build --source jsonl`). harness runs lm-eval-harness (the [eval] extra) with the `hybrid-jax` model registered,
-passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing
-evaluated).
+lines, key "text", for `hybrid-jax data build --source jsonl`). harness runs lm-eval-harness
+(the [eval] extra) with the `hybrid-jax` model registered, passing every argument on to
+`lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing evaluated).
 """
 
 from __future__ import annotations
