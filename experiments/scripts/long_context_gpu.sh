@@ -9,7 +9,8 @@
 #
 # Training stops at TRAIN_BUDGET seconds if it has not finished (SIGTERM: the loop saves a
 # checkpoint and exits 75), and the suite then scores that checkpoint; the log says which step.
-# Needs no network. Writes OUT/FAMILY/{train.log,metrics.jsonl,answers.json,lc.json,lc.txt}.
+# Needs no network. Writes OUT/FAMILY/{train.log,metrics.jsonl,lc.json,lc.txt}. The suite also
+# scores the answers teacher-forced (the model's knowledge, apart from decoding).
 # SMOKE="..." adds overrides (a CPU smoke run: CONFIG=a tiny config, few tokens).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,21 +50,18 @@ tail -n 1 "$OUT"/build_*.log 2>/dev/null
 stamp "stores built"
 
 run="$WORK/runs/$FAMILY"
+# ("${model[@]}" is empty for the transformer: the config's own preset.)
 timeout -s TERM "${TRAIN_BUDGET:-330}" $PY -m hybrid_jax.cli train \
   --config "${CONFIG:-experiments/configs/long_context_100m.yaml}" --quiet "${model[@]}" \
   "data.stores={code: $WORK/code-byte, tasks: $WORK/tasks-byte}" \
   train.run_dir="$run" ${SMOKE:-} > "$OUT/train.log" 2>&1
-# ("${model[@]}" is empty for the transformer: the config's own preset.)
 echo "train rc=$?" | tee -a "$OUT/train.log"
 tail -n 4 "$OUT/train.log"
 cp "$run/metrics.jsonl" "$OUT/" 2>/dev/null
 stamp "trained"
 
-# Teacher-forced answer accuracy beside cached greedy decoding: the model or the decoding?
-timeout "${ANSWER_BUDGET:-150}" $PY experiments/scripts/answer_accuracy.py "$run" --out "$OUT/answers.json" \
-  --lengths "${ANSWER_LENGTHS:-1k,2k}" 2>&1 | tail -n 4
-stamp "answers checked"
 timeout "${EVAL_BUDGET:-200}" $PY -m hybrid_jax.cli eval long-context "$run" \
-  --lengths "$LENGTHS" --samples "$SAMPLES" --batch-size "$SAMPLES" --out "$OUT/lc.json" \
-  2>&1 | tee "$OUT/lc.txt" | tail -n 8
+  --lengths "$LENGTHS" --samples "$SAMPLES" --batch-size "$SAMPLES" --teacher-forced \
+  --out "$OUT/lc.json" \
+  2>&1 | tee "$OUT/lc.txt" | tail -n 24
 stamp "suite done"

@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     lc.add_argument("--haystack", default="noise", choices=("noise", "pycode"),
                     help="filler: RULER's noise sentences or Python source of the built-in corpus")
     lc.add_argument("--batch-size", type=int, default=4)
+    lc.add_argument("--teacher-forced", action="store_true",
+                    help="also score the answers with the full forward: log-probability per "
+                         "answer token and exact argmax match (no decoding)")
     data = sub.add_parser("long-context-data", help="the long-context tasks as training "
                           "documents (JSON lines), from seeds the evaluation never uses")
     data.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
@@ -117,12 +120,18 @@ def _long_context(args, model, tokenizer, mesh, source) -> dict:
                                                **partial}))
     results = run_suite(model, tokenizer, lengths=parse_lengths(args.lengths), tasks=tasks,
                         samples=args.samples, seed=args.seed, batch_size=args.batch_size,
-                        haystack=args.haystack, mesh=mesh, on_cell=save)
+                        haystack=args.haystack, mesh=mesh, on_cell=save,
+                        teacher_forced=args.teacher_forced)
     lengths = sorted({r["length"] for r in results["accuracy"]})
-    print("task".ljust(18) + "".join(f"{n:>8}" for n in lengths))
-    for task in tasks:
-        acc = {r["length"]: r["accuracy"] for r in results["accuracy"] if r["task"] == task}
-        print(task.ljust(18) + "".join(f"{acc[n]:8.2f}" for n in lengths))
+    columns = [("accuracy", "accuracy", "{:8.2f}")]
+    if args.teacher_forced:
+        columns += [("teacher-forced exact", "teacher_forced_exact", "{:8.2f}"),
+                    ("answer log-probability per token", "answer_logprob", "{:8.2f}")]
+    for title, key, fmt in columns:
+        print(f"{title}:\n" + "task".ljust(18) + "".join(f"{n:>8}" for n in lengths))
+        for task in tasks:
+            cell = {r["length"]: r[key] for r in results["accuracy"] if r["task"] == task}
+            print(task.ljust(18) + "".join(fmt.format(cell[n]) for n in lengths))
     return results
 
 

@@ -4,6 +4,13 @@ Each example's prompt is encoded as generation encodes one ([eos] + tokens) and 
 greedily with the cached decoder; its score is the fraction of its answers found in the
 completion, and a cell's accuracy the mean over its examples. Lengths count the prompt's
 tokens, the leading EOS included.
+
+With teacher_forced, each cell also scores the answers as a continuation of the prompt with the
+full training forward (scoring.Scorer, no cache): `answer_logprob`, the mean log-probability
+per answer token, and `teacher_forced_exact`, the fraction of examples whose every answer token
+is the argmax. The answers are in the order the generator lists them (ruler.answer_text). This
+is graded where exact retrieval is still zero (small models), and it separates a model that
+cannot retrieve from a decoding path that loses what it knows.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import re
 from typing import Callable
 
 from hybrid_jax.evaluate import ruler
+from hybrid_jax.evaluate.scoring import Scorer
 from hybrid_jax.generate.api import PROMPT_BUCKET, Decoder, encode_prompt
 
 TASKS = tuple(ruler.TASKS)
@@ -31,7 +39,8 @@ def parse_lengths(text: str) -> list[int]:
 
 def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = TASKS,
               samples: int = 20, seed: int = 0, batch_size: int = 4, haystack: str = "noise",
-              mesh=None, on_cell: Callable[[dict], None] | None = None) -> dict:
+              mesh=None, on_cell: Callable[[dict], None] | None = None,
+              teacher_forced: bool = False) -> dict:
     """{"accuracy": [{task, length, accuracy, n}], "settings": {...}, "examples": first
     example's prompt tail, answers and completion per cell}. Cells run shortest length first,
     every task at a length before the next length; `on_cell` gets the results so far after
@@ -43,9 +52,12 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
         raise ValueError(f"samples and batch_size must be >= 1, got {samples}, {batch_size}")
     hay = ruler.Haystack(haystack)
     decoder = Decoder(model, mesh=mesh)
+    scorer = (Scorer(model, batch_size=batch_size, max_length=max(lengths) + 2 * PROMPT_BUCKET)
+              if teacher_forced else None)
     count = lambda text: len(encode_prompt(tokenizer, text))  # noqa: E731
     settings = {"lengths": list(lengths), "tasks": list(tasks), "samples": samples,
-                "seed": seed, "haystack": haystack, "decoding": "greedy"}
+                "seed": seed, "haystack": haystack, "decoding": "greedy",
+                "teacher_forced": teacher_forced}
     rows, examples = [], []
     for length in sorted(lengths):
         cache_len = length + PROMPT_BUCKET + max(ruler.MAX_NEW_TOKENS.values())
@@ -68,8 +80,19 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
                 first = first or texts[0]
             rows.append({"task": task, "length": length, "n": samples,
                          "accuracy": sum(scores) / len(scores)})
+            if scorer is not None:
+                rows[-1].update(_teacher_forced(scorer, tokenizer, exs))
             examples.append({"task": task, "length": length, "answers": list(exs[0].answers),
                              "prompt_tail": exs[0].prompt[-300:], "completion": first})
             if on_cell is not None:
                 on_cell({"accuracy": rows, "settings": settings, "examples": examples})
     return {"accuracy": rows, "settings": settings, "examples": examples}
+
+
+def _teacher_forced(scorer: Scorer, tokenizer, exs: list) -> dict:
+    pairs = [(encode_prompt(tokenizer, e.prompt), list(tokenizer.encode(ruler.answer_text(
+        e.answers)))) for e in exs]
+    scored = scorer.score(pairs)
+    return {"answer_logprob": sum(lp / len(cont) for (lp, _), (_, cont) in zip(scored, pairs))
+            / len(pairs),
+            "teacher_forced_exact": sum(exact for _, exact in scored) / len(scored)}

@@ -110,13 +110,16 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     out = tmp_path / "lc.json"
     rc = main(["eval", "long-context", str(path), "--tokenizer", "byte", "--lengths", "640",
                "--tasks", "niah_single,niah_multikey", "--samples", "3", "--batch-size", "2",
-               "--out", str(out)])
+               "--teacher-forced", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     cells = {(r["task"], r["length"]): r for r in doc["accuracy"]}
     assert set(cells) == {("niah_single", 640), ("niah_multikey", 640)} and doc["complete"]
     # An untrained model scores about 0: a 7-digit number by chance is ~1e-7.
     assert all(r["accuracy"] == 0.0 and r["n"] == 3 for r in cells.values())
+    # teacher-forced: the answer's log-probability per token, about log(1/259) untrained
+    for r in cells.values():
+        assert r["teacher_forced_exact"] == 0.0 and -9 < r["answer_logprob"] < -3, r
     assert "niah_single" in capsys.readouterr().out
     # the heatmap against another model's results (a hand-made file with another length)
     other = tmp_path / "other.json"
@@ -133,3 +136,25 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     assert main(["eval", "long-context-plot", str(tmp_path / "missing.json"), "--out",
                  str(fig)]) == 2
     assert "not a long-context result" in capsys.readouterr().err
+
+
+def test_teacher_forced_scores_equal_a_direct_forward(tmp_path):
+    import jax
+    import numpy as np
+
+    from hybrid_jax.evaluate.long_context import run_suite
+    model, _ = save_tiny_model(tmp_path / "model", "hybrid")
+    out = run_suite(model, BYTE, lengths=[600], tasks=("niah_single",), samples=2,
+                    batch_size=2, teacher_forced=True)
+    cell = out["accuracy"][0]
+    per_token = []
+    for i in range(2):
+        ex = ruler.make_example("niah_single", 600, i, seed=0, count_tokens=count,
+                                haystack=ruler.Haystack("noise"))
+        prompt = encode_prompt(BYTE, ex.prompt)
+        answer = list(BYTE.encode(ruler.answer_text(ex.answers)))
+        tokens = np.asarray([prompt + answer])
+        logp = jax.nn.log_softmax(np.asarray(model(tokens[:, :-1]), np.float64), axis=-1)[0]
+        picked = [logp[len(prompt) - 1 + j, t] for j, t in enumerate(answer)]
+        per_token.append(float(np.mean(picked)))
+    assert abs(cell["answer_logprob"] - np.mean(per_token)) < 1e-4
