@@ -6,7 +6,8 @@ A ladder's `evals` key names them:
       ppl:                        # loss and bits per byte on other data, per named dataset
         code: {data: data_cache/other-store, sets: [val], max_tokens: 200000}
         notes: {data: notes.txt}  # a text file, tokenized with the run's tokenizer
-      long_context: {lengths: [1k, 2k], tasks: [niah_single], samples: 20}
+      long_context: {lengths: [1k, 2k], tasks: [niah_single], samples: 20,
+                     teacher_forced: true}
 
 When a run completes, its worker loads the checkpoint of each scaling point (kept for good by
 the checkpoint policy) and adds to that point's row:
@@ -14,7 +15,9 @@ the checkpoint policy) and adds to that point's row:
   bytes}: the same fields as the run's own validation sets, so `hybrid-jax fit --val-set
   NAME/SET` fits a law to it;
 - `evals.long_context` = {"accuracy": [{task, length, accuracy, n}], "mean": the mean of the
-  cells}: the synthetic long-context suite (hybrid_jax/evaluate), greedy, on that checkpoint.
+  cells}: the synthetic long-context suite (hybrid_jax/evaluate), greedy, on that checkpoint;
+  with teacher_forced each cell also has answer_logprob and teacher_forced_exact, and
+  "answer_logprob_mean" is their mean: a graded metric where small models retrieve nothing.
 
 Evaluations change no training, so they are not part of a run's identity: adding them to a
 ladder trains nothing again, but rows are written once, so a run already done keeps its rows
@@ -54,6 +57,7 @@ class LongContextEval:
     seed: int = 0
     haystack: str = "noise"
     batch_size: int = 4
+    teacher_forced: bool = False
 
 
 def parse_evals(data: Any) -> dict:
@@ -142,6 +146,11 @@ def _long_context(model, tokenizer, spec: dict) -> dict:
     result = run_suite(model, tokenizer, lengths=parse_lengths(",".join(spec["lengths"])),
                        tasks=tuple(spec["tasks"] or TASKS), samples=spec["samples"],
                        seed=spec["seed"], batch_size=spec["batch_size"],
-                       haystack=spec["haystack"])
+                       haystack=spec["haystack"],
+                       # .get: a spec.json written before the field existed lacks it
+                       teacher_forced=spec.get("teacher_forced", False))
     cells = result["accuracy"]
-    return {"accuracy": cells, "mean": sum(c["accuracy"] for c in cells) / len(cells)}
+    out = {"accuracy": cells, "mean": sum(c["accuracy"] for c in cells) / len(cells)}
+    if spec.get("teacher_forced"):
+        out["answer_logprob_mean"] = sum(c["answer_logprob"] for c in cells) / len(cells)
+    return out

@@ -262,7 +262,8 @@ def test_ladder_evals_are_added_to_every_scaling_points_row(store, env, tmp_path
     sizes = {"a": {"d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_hidden": 32}}
     evals = {"ppl": {"same": {"data": str(store), "max_tokens": 256}},
              "long_context": {"lengths": [400], "tasks": ["niah_single"], "samples": 2,
-                              "batch_size": 2}}  # byte tokens: the task's text needs ~350
+                              "batch_size": 2, "teacher_forced": True}}  # byte tokens: the
+    # task's text needs ~350
     ladder = micro_ladder(tmp_path / "l.yaml", store, sizes=sizes, ratios=(2,), evals=evals)
     root = tmp_path / "root"
     out = run_sweep(env, "run", ladder, "--root", root).stdout
@@ -277,6 +278,7 @@ def test_ladder_evals_are_added_to_every_scaling_points_row(store, env, tmp_path
         lc = row["evals"]["long_context"]
         assert [(c["task"], c["length"], c["n"]) for c in lc["accuracy"]] == [
             ("niah_single", 400, 2)] and 0 <= lc["mean"] <= 1
+        assert lc["answer_logprob_mean"] == lc["accuracy"][0]["answer_logprob"] < 0
     assert "evaluated step" in read_text_or_none(run_dirs(root)[0] / "worker.log")
     results = load_results(root / "results.jsonl", val_set=f"same/{next(iter(own))}")
     assert len(results.points) == 1
