@@ -16,7 +16,7 @@
 # Time limits (seconds, each under `timeout` so one hang cannot eat the other):
 #   TEST_TIMEOUT=220  the gpu-marked kernel tests (mostly compiles of new shapes); TEST_FILES
 #                     picks test files or folders (default: the GPU kernel tests,
-#                     tests/kernels/gated_delta_rule/gpu)
+#                     tests/kernels/gated_delta_rule/gpu, and the packed-documents test)
 #   BENCH_BUDGET=260  no benchmark cell starts after this; shapes go one at a time (fla, XLA,
 #                     ours; the per-kernel breakdown after the first), so a cut-short run still
 #                     compares everything on the first shape; cells not run are listed as skipped
@@ -41,7 +41,8 @@ if [ "$MODE" != bench ]; then
   echo "=== GPU tests (compiled Pallas kernels) ==="
   t0=$(date +%s)
   timeout "${TEST_TIMEOUT:-220}" $PY -m pytest -p no:xdist -p no:cacheprovider -q -m gpu -rA \
-    --durations=0 ${TEST_FILES:-tests/kernels/gated_delta_rule/gpu} 2>&1 \
+    --durations=0 ${TEST_FILES:-tests/kernels/gated_delta_rule/gpu \
+    tests/kernels/gated_delta_rule/test_segments.py} 2>&1 \
     | tee "$OUT/pytest_gpu.log" \
     | grep -E "passed|failed|PASSED|FAILED|ERROR|Error|error|errors:|s call" | tail -30
   echo "tests: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
