@@ -49,6 +49,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel_breakdown import run_breakdown  # noqa: E402
+from tests.helpers.gdr import np_gated_delta_rule  # noqa: E402  (the float64 oracle)
 from benchmarks.gdn_kernel_variants import (ALL_IMPLS, DEFAULT_IMPLS, FLA_IMPLS,  # noqa: E402
                                             JAX_IMPLS, PEER_IMPLS, SHAPES, XLA_IMPLS)
 
@@ -120,26 +121,6 @@ def jax_inputs(s, seed=0):
     return (q, k, v, g, beta), do
 
 
-def float64_output(inputs):
-    """o of the gated delta rule in float64 on the host (numpy), token by token with rank-one
-    updates, from the benchmark's inputs (no initial state, default scale, no l2norm)."""
-    import numpy as np
-    q, k, v, g, beta = (np.asarray(x, np.float64) for x in inputs)
-    B, T, H, K = q.shape
-    HV, V = v.shape[2:]
-    q = np.repeat(q * K ** -0.5, HV // H, axis=2)
-    k = np.repeat(k, HV // H, axis=2)
-    S = np.zeros((B, HV, K, V))
-    o = np.empty((B, T, HV, V))
-    for t in range(T):
-        S *= np.exp(g[:, t])[..., None, None]
-        kt = k[:, t]
-        delta = beta[:, t, :, None] * (v[:, t] - (kt[..., None, :] @ S)[..., 0, :])
-        S += kt[..., :, None] * delta[..., None, :]
-        o[:, t] = (q[:, t, :, None, :] @ S)[..., 0, :]
-    return o
-
-
 def jax_fn(impl, mode, interpret=False):
     """Jitted fwd(q, k, v, g, beta) -> o, or fwd+bwd(q, k, v, g, beta, dO) -> the five
     gradients. dO is an argument, not a closed-over constant: as a constant, XLA spent seconds
@@ -206,7 +187,7 @@ def run_jax(shapes, impls, args, rows, save):
         inputs, do = jax_inputs(s)
         ref_o = None
         t0 = time.perf_counter()
-        f64_o = None if args.no_f64 else float64_output(inputs)
+        f64_o = None if args.no_f64 else np_gated_delta_rule(*inputs)[0]
         if f64_o is not None:
             print(f"float64 reference for {label(s)}: {time.perf_counter() - t0:.1f} s",
                   flush=True)

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from hybrid_jax.storage.paths import as_path
+from hybrid_jax.storage.paths import as_path, write_text_atomic
 
 from hybrid_jax.generate.cli import parse_mesh
 
@@ -102,22 +102,14 @@ def _ppl(args, model, tokenizer, mesh, source) -> dict:
     return {"data": str(args.data), "seq_len": args.seq_len, "sets": results}
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    """Atomically: a reader (or a run killed mid-write) never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(doc, indent=1))
-    part.replace(path)
-
-
 def _long_context(args, model, tokenizer, mesh, source) -> dict:
     from hybrid_jax.evaluate.long_context import TASKS, parse_lengths, run_suite
 
     tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(TASKS)
     # --out is rewritten after every cell, so a run stopped at a long length keeps the rest.
     save = None if args.out is None else (
-        lambda partial: _write_json(args.out, {"checkpoint": source, "complete": False,
-                                               **partial}))
+        lambda partial: write_text_atomic(args.out, json.dumps(
+            {"checkpoint": source, "complete": False, **partial}, indent=1)))
     results = run_suite(model, tokenizer, lengths=parse_lengths(args.lengths), tasks=tasks,
                         samples=args.samples, seed=args.seed, batch_size=args.batch_size,
                         haystack=args.haystack, mesh=mesh, on_cell=save,
@@ -164,8 +156,6 @@ def _plot(args) -> int:
 def _training_data(args) -> int:
     from hybrid_jax.evaluate import ruler
 
-    # Written beside the target and renamed at the end: a failure leaves no partial file.
-    part = args.out.with_name(args.out.name + ".part")
     try:
         lo, _, hi = args.chars.partition("-")
         if not (lo.isdigit() and hi.isdigit()):
@@ -173,21 +163,14 @@ def _training_data(args) -> int:
         if args.docs < 1:
             raise ValueError(f"--docs must be >= 1, got {args.docs}")
         tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(ruler.TASKS)
-        docs = ruler.training_documents(args.docs, min_chars=int(lo), max_chars=int(hi),
-                                        seed=args.seed, tasks=tasks,
-                                        haystacks=tuple(args.haystack.split(",")))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
-        with open(part, "w") as f:
-            for text in docs:
-                f.write(json.dumps({"text": text}) + "\n")
-                n += 1
-        part.replace(args.out)
+        lines = [json.dumps({"text": text}) + "\n" for text in ruler.training_documents(
+            args.docs, min_chars=int(lo), max_chars=int(hi), seed=args.seed, tasks=tasks,
+            haystacks=tuple(args.haystack.split(",")))]
     except ValueError as e:
-        part.unlink(missing_ok=True)
         print(f"hybrid-jax eval long-context-data: refused: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {n} documents to {args.out}")
+    write_text_atomic(args.out, "".join(lines))  # nothing is written unless every doc was made
+    print(f"wrote {len(lines)} documents to {args.out}")
     return 0
 
 
@@ -211,6 +194,7 @@ def main(argv: list[str]) -> int:
         print(f"hybrid-jax eval {args.what}: refused: {e}", file=sys.stderr)
         return 2
     if args.out is not None:
-        _write_json(args.out, {"checkpoint": source, "complete": True, **results})
+        write_text_atomic(args.out, json.dumps({"checkpoint": source, "complete": True,
+                                                **results}, indent=1))
         print(f"wrote {args.out}")
     return 0

@@ -25,12 +25,14 @@ def np_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None,
     q, k = np.repeat(q, HV // H, axis=2), np.repeat(k, HV // H, axis=2)
     S = np.zeros((B, HV, K, V)) if initial_state is None else np.array(initial_state, np.float64)
     o = np.zeros((B, T, HV, V))
-    eye = np.eye(K)
     for t in range(T):
-        kt, bt = k[:, t], beta[:, t, :, None, None]
-        transition = eye - bt * kt[..., :, None] * kt[..., None, :]
-        S = np.exp(g[:, t])[..., None, None] * (transition @ S) + bt * kt[..., :, None] * v[:, t, :, None, :]
-        o[:, t] = np.einsum("bhkv,bhk->bhv", S, q[:, t])
+        # a (I - beta k k^T) S + beta k v^T as rank-one updates: O(K V) per token, not O(K^2 V),
+        # so the benchmark shapes (T 8192, 32 heads of 128 x 128) take seconds
+        S *= np.exp(g[:, t])[..., None, None]
+        kt = k[:, t]
+        delta = beta[:, t, :, None] * (v[:, t] - (kt[..., None, :] @ S)[..., 0, :])
+        S += kt[..., :, None] * delta[..., None, :]
+        o[:, t] = (q[:, t, :, None, :] @ S)[..., 0, :]
     return o, S
 
 
