@@ -73,7 +73,8 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("long-context-plot", help="heatmap of long-context results, one "
                           "panel per model (e.g. transformer against hybrid)")
     plot.add_argument("results", nargs="+", metavar="[LABEL=]RESULTS.json",
-                      help="files written by `eval long-context --out`")
+                      help="files written by `eval long-context --out`; files with one label "
+                           "(one checkpoint at other lengths) make one panel")
     plot.add_argument("--out", type=Path, required=True, help="the figure (.png, .pdf, ...)")
     return p
 
@@ -141,10 +142,10 @@ def harness(argv: list[str]) -> int:
 
 
 def _plot(args) -> int:
-    from hybrid_jax.evaluate.long_context_plot import heatmap, read_results
+    from hybrid_jax.evaluate.long_context_plot import heatmap, read_models
 
     try:
-        models = [read_results(spec) for spec in args.results]
+        models = read_models(args.results)
     except ValueError as e:
         print(f"hybrid-jax eval long-context-plot: refused: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@ transformer and a hybrid (or any checkpoints) are compared at a glance.
     hybrid-jax eval long-context-plot transformer=lc_t.json hybrid=lc_h.json --out lc.png
 
 Each JSON is what `hybrid-jax eval long-context ... --out FILE` writes. A cell is the mean
-score of its examples (printed with n); a task or length one model lacks is left blank.
+score of its examples (printed with n); a task or length one model lacks is left blank. Files
+given the same label are one panel: runs of one checkpoint at different lengths (say 1k-4k,
+then 8k-32k) are drawn together; they must name the same checkpoint and share no cell.
 """
 
 from __future__ import annotations
@@ -15,8 +17,33 @@ from pathlib import Path
 import numpy as np
 
 
-def read_results(spec: str) -> tuple[str, list[dict]]:
-    """"LABEL=PATH" (or PATH, labelled by its file name) -> (label, accuracy cells)."""
+def read_models(specs: list[str]) -> list[tuple[str, list[dict]]]:
+    """["LABEL=PATH" or PATH, ...] -> [(label, accuracy cells)], one entry per label in the
+    order first given; files sharing a label are merged (same checkpoint, disjoint cells)."""
+    panels: dict[str, tuple[object, list[dict], bool]] = {}
+    for spec in specs:
+        label, cells, checkpoint, complete = _read(spec)
+        if label not in panels:
+            panels[label] = (checkpoint, cells, complete)
+            continue
+        first, merged, all_complete = panels[label]
+        if checkpoint != first:
+            raise ValueError(f"{spec}: label {label!r} is given to two checkpoints, {first} and "
+                             f"{checkpoint}")
+        seen = {(c["task"], c["length"]) for c in merged}
+        twice = sorted(f"{c['task']}@{c['length']}" for c in cells
+                       if (c["task"], c["length"]) in seen)
+        if twice:
+            raise ValueError(f"{spec}: label {label!r} has cell(s) {twice} in two files")
+        panels[label] = (first, merged + cells, all_complete and complete)
+    # A run stopped part-way: its missing cells stay blank.
+    return [(label + ("" if complete else " (partial)"), cells)
+            for label, (_, cells, complete) in panels.items()]
+
+
+def _read(spec: str) -> tuple[str, list[dict], object, bool]:
+    """"LABEL=PATH" (or PATH, labelled by its file name) -> (label, accuracy cells, checkpoint,
+    complete)."""
     label, eq, path = spec.partition("=")
     if not eq:
         label, path = Path(spec).stem, spec
@@ -26,9 +53,7 @@ def read_results(spec: str) -> tuple[str, list[dict]]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a long-context result ({type(e).__name__}: {e}); write "
                          f"one with `hybrid-jax eval long-context ... --out FILE`") from None
-    if doc.get("complete") is False:  # a run stopped part-way: its missing cells stay blank
-        label += " (partial)"
-    return label, cells
+    return label, cells, doc.get("checkpoint"), doc.get("complete") is not False
 
 
 def heatmap(models: list[tuple[str, list[dict]]], path: str | Path) -> None:

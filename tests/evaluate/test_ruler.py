@@ -126,16 +126,38 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     other.write_text(json.dumps({"accuracy": [
         {"task": "niah_single", "length": 1024, "accuracy": 0.75, "n": 4}]}))
     # a run stopped part-way (the file rewritten after every cell) is labelled as such
-    from hybrid_jax.evaluate.long_context_plot import read_results
+    from hybrid_jax.evaluate.long_context_plot import read_models
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({**doc, "complete": False}))
-    assert read_results(f"gdn={partial}")[0] == "gdn (partial)"
+    assert [label for label, _ in read_models([f"gdn={partial}"])] == ["gdn (partial)"]
     fig = tmp_path / "lc.png"
     assert main(["eval", "long-context-plot", f"gdn={out}", str(other), "--out", str(fig)]) == 0
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["eval", "long-context-plot", str(tmp_path / "missing.json"), "--out",
                  str(fig)]) == 2
     assert "not a long-context result" in capsys.readouterr().err
+
+
+def test_plot_merges_one_checkpoints_files_under_one_label(tmp_path):
+    from hybrid_jax.evaluate.long_context_plot import read_models
+
+    def write(name, lengths, checkpoint=None, complete=True):
+        path = tmp_path / name
+        path.write_text(json.dumps({
+            "checkpoint": checkpoint or {"run_dir": "/runs/h", "step": 9}, "complete": complete,
+            "accuracy": [{"task": "niah_single", "length": n, "accuracy": 0.5, "n": 4}
+                         for n in lengths]}))
+        return str(path)
+
+    short, long = write("a.json", [1024, 2048]), write("b.json", [4096], complete=False)
+    other = write("t.json", [1024], checkpoint={"run_dir": "/runs/t", "step": 9})
+    models = read_models([f"h={short}", f"t={other}", f"h={long}"])
+    assert [label for label, _ in models] == ["h (partial)", "t"]
+    assert sorted(c["length"] for c in models[0][1]) == [1024, 2048, 4096]
+    with pytest.raises(ValueError, match="two checkpoints"):
+        read_models([f"h={short}", f"h={other}"])
+    with pytest.raises(ValueError, match=r"niah_single@1024"):
+        read_models([f"h={short}", f"h={write('c.json', [1024, 8192])}"])
 
 
 def test_teacher_forced_scores_equal_a_direct_forward(tmp_path):

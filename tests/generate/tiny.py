@@ -10,6 +10,9 @@ _BASE = dict(vocab_size=61, d_model=32, n_heads=4, n_kv_heads=2, mlp_hidden=64,
 CONFIGS = {
     "transformer": ModelConfig(family="transformer", n_layers=2, layers="SA", **_BASE),
     "hybrid": ModelConfig(family="hybrid", n_layers=3, layers="GSA", **_BASE),
+    # The released Olmo Hybrid's attention has no positional encoding at all.
+    "hybrid-nope": ModelConfig(family="hybrid", n_layers=3, layers="GSA", rope_layers="",
+                               **_BASE),
     "gdn": ModelConfig(family="gdn", n_layers=2, **_BASE),
 }
 
