@@ -27,16 +27,17 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     import functools
     import jax
     import jax.numpy as jnp
-    from kernels.gated_delta_rule.gpu import (chunk, prep_mosaic, prep_triton, state_mosaic,
-                                              state_mosaic_bwd, state_triton)
+    from kernels.gated_delta_rule.gpu import (chunk, prep_mosaic, prep_mosaic_bwd, prep_triton,
+                                              state_mosaic, state_mosaic_bwd, state_triton)
     from kernels.gated_delta_rule.gpu.config import KernelConfig, padded_k, plan, prep_v
 
     B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
     BH, N = B * HV, -(-T // C)
     Kp, Tp = padded_k(K), N * C
     launch = dict(launch or {})
+    # q, k, v in the operand dtype (below): bf16 at "default", what bf16 callers hand the prep
     p = plan(precision, bool(args.interpret), KernelConfig(**launch), C=C, Kp=Kp, V=V, B=B,
-             HV=HV)
+             HV=HV, bf16_qkv=precision == "default")
     Vp = prep_v(V, p.block_d)
     dt = chunk._operand_dtype(p)
     ks = iter(jax.random.split(jax.random.key(1), 32))
@@ -81,6 +82,13 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         dkk, dqk, dgd, _ = jax.jit(decay)(*dec_args)
         cells |= {"prep bwd inverse": (inverse, inv_args), "prep bwd decay": (decay, dec_args),
                   "prep bwd qk": (qk, (q, k, gk, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd))}
+    if p.prep_bwd == "mosaic" and chosen("prep bwd mosaic"):
+        gx = prep_triton.decay_input(g, C, "xla")
+        *_, T_m = jax.jit(functools.partial(prep_mosaic.prep_fwd, C=C, save_inverse=True,
+                                            **_mosaic(args)))(q, k, v, gx, beta)
+        cells["prep bwd mosaic"] = (
+            functools.partial(prep_mosaic_bwd.prep_bwd, C=C, **_mosaic(args)),
+            (q, k, v, gx, beta, T_m, *cts))
     fwd_kw, bwd_kw = chunk._triton_state(p, backward=False), chunk._triton_state(p, True)
     cells |= {
         "state fwd": (functools.partial(state_triton.state_fwd, residuals=False, **fwd_kw),

@@ -4,9 +4,8 @@ Ours (kernels/gated_delta_rule/gpu/chunk.py, its one path: the Mosaic GPU kernel
 take the shape, else Triton; `config.plan`):
     pallas_gpu          precision="highest" (TF32x3 kernel dots: every kernel Triton)
     pallas_gpu_default  precision="default" (bf16 dot operands, fp32 accumulation): what "auto"
-                        runs on a GPU; at the four benchmark shapes every kernel but the prep
-                        backward in Mosaic GPU, q, k, v, o and their gradients in the caller's
-                        layout
+                        runs on a GPU; at the four benchmark shapes (bf16 inputs) every kernel
+                        in Mosaic GPU, q, k, v, o and their gradients in the caller's layout
     pallas_gpu_default_c32  chunk_size=32: the same at "default" with every kernel in Triton
                         (the Mosaic ones take chunk 64 only): the Triton fallback timed
     pallas_gpu_default_f32qkv  q, k, v cast to fp32 first, so the kernels read fp32 (what

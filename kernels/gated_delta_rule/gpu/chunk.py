@@ -10,7 +10,8 @@ Why this exists
                                   states and delta for the backward)
         backward  dh             (sequential, in reverse: dS per chunk, dd = du)
                   dqk            (chunk-parallel: dw, dkd, dqd, daqk, dgc)
-                  prep backward  (chunk-parallel, three kernels: dq, dk, dv, dg, dbeta)
+                  prep backward  (chunk-parallel: dq, dk, dv, dg, dbeta; three kernels in
+                                  Triton)
     each slot in Mosaic GPU where its kernel takes the shape, else in Triton (`config.plan`, the
     table). q/k L2 normalisation, scale, head grouping, padding, the decays' sums and the layout
     are XLA glue around the custom_vjp, differentiated by JAX. On an H200, B4 T4096 H16
@@ -64,8 +65,8 @@ import jax
 import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
-from kernels.gated_delta_rule.gpu import (prep_mosaic, prep_triton, state_mosaic,
-                                          state_mosaic_bwd, state_triton)
+from kernels.gated_delta_rule.gpu import (prep_mosaic, prep_mosaic_bwd, prep_triton,
+                                          state_mosaic, state_mosaic_bwd, state_triton)
 from kernels.gated_delta_rule.gpu.config import (KernelConfig, Plan, padded_k, plan,
                                                  prep_v)
 from kernels.gated_delta_rule.gpu.triton_common import dot_fn, triton_params
@@ -167,8 +168,13 @@ def _backward(p: Plan, res, cts):
     Vp = v.shape[-1] // (p.heads if p.caller_layout else 1)
     if Vp != du.shape[-1]:
         du = jnp.pad(du, [(0, 0), (0, 0), (0, Vp - du.shape[-1])])
-    dq, dk, dv, dg, dbeta = prep_triton.prep_bwd(q, k, v, g, beta, T, dw, du, dkd, dqd, daqk,
-                                                 heads=_heads(p), **_triton_prep(p))
+    if p.prep_bwd == "mosaic":
+        dq, dk, dv, dg, dbeta = prep_mosaic_bwd.prep_bwd(
+            q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, C=p.C, heads=_heads(p),
+            interpret=_mosaic_interpret(p))
+    else:
+        dq, dk, dv, dg, dbeta = prep_triton.prep_bwd(q, k, v, g, beta, T, dw, du, dkd, dqd,
+                                                     daqk, heads=_heads(p), **_triton_prep(p))
     grads = (dq, dk, dv, dg, dbeta, jnp.swapaxes(dgc, 1, 2), ds0)
     return tuple(d.astype(x.dtype) for d, x in zip(grads, (q, k, v, g, beta, gc, dsf)))
 
@@ -209,17 +215,18 @@ def chunk_gated_delta_rule_pallas_gpu(
     V = vf.shape[-1]
     N = -(-T // C)
     Tp, Kp, BH = N * C, padded_k(K), B * HV
-    p = plan(precision, interpret, config, C=C, Kp=Kp, V=V, B=B, HV=HV)
-    Vp = prep_v(V, p.block_d)
-    if Kp != K:  # zero key columns: no effect on any product
-        padk = lambda x: jnp.pad(x, [(0, 0)] * 3 + [(0, Kp - K)])
-        qf, kf = padk(qf), padk(kf)
-    gc_, bc = (reference._to_chunks(x, Tp, C) for x in (gf, bf))  # [B, HV, N, C]
     # bf16 callers at "default": the kernels round q, k, v to bf16 at every dot anyway and the
     # caller's gradients are bf16; handing them over in bf16 halves the bytes of their reads,
     # layout copies and residuals. fp32 callers keep fp32 (and fp32 gradients).
     qkv_dt = (jnp.bfloat16 if precision == "default"
               and jnp.result_type(q, k, v) == jnp.bfloat16 else jnp.float32)
+    p = plan(precision, interpret, config, C=C, Kp=Kp, V=V, B=B, HV=HV,
+             bf16_qkv=qkv_dt == jnp.bfloat16)
+    Vp = prep_v(V, p.block_d)
+    if Kp != K:  # zero key columns: no effect on any product
+        padk = lambda x: jnp.pad(x, [(0, 0)] * 3 + [(0, Kp - K)])
+        qf, kf = padk(qf), padk(kf)
+    gc_, bc = (reference._to_chunks(x, Tp, C) for x in (gf, bf))  # [B, HV, N, C]
     if p.caller_layout:  # [B, T, HV, d] -> [B, Tp, HV * d]: a reshape where T = Tp, d = Kp
         to_caller = lambda x, d: jnp.pad(
             x, [(0, 0), (0, Tp - T), (0, 0), (0, d - x.shape[-1])]).reshape(B, Tp, HV * d)

@@ -13,7 +13,8 @@ modules' docstrings give the numbers):
     state forward state_mosaic.state_fwd         C = 64, Kp in {64, 128}, V % 64 == 0
     backward dh   state_mosaic_bwd.dh            as the state forward
     backward dqk  state_mosaic_bwd.dqk           as the state forward, and V <= 192
-    prep backward (Triton only)
+    prep backward prep_mosaic_bwd.prep_bwd       as the prep forward, and bf16 q, k, v (it
+                                                 writes bf16 dq, dk, dv)
 
 With the Mosaic prep forward the kernels read q, k, v and write dq, dk, dv in the caller's
 layout (`layout.py`), and with the Mosaic state forward too o and dO. The in-chunk log-decays
@@ -99,8 +100,8 @@ class KernelConfig:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What one call runs, resolved by `plan` (hashable: a custom_vjp's static argument).
-    prep_fwd, state, dqk: "mosaic" or "triton" (state: the state forward and the backward's dh
-    kernel). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in the caller's
+    prep_fwd, state, dqk, prep_bwd: "mosaic" or "triton" (state: the state forward and the
+    backward's dh kernel). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in the caller's
     layout; o_caller_layout: o and dO too. The rest launches the Triton kernels."""
     precision: str
     interpret: bool
@@ -109,6 +110,7 @@ class Plan:
     prep_fwd: str
     state: str
     dqk: str
+    prep_bwd: str
     decays: str
     caller_layout: bool
     o_caller_layout: bool
@@ -143,8 +145,9 @@ def _default_block_v(precision, interpret, V, BH):
 
 
 def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: int, V: int,
-         B: int, HV: int) -> Plan:
-    """The kernels and launches for chunk size C, padded key dim Kp, value dim V, B x HV heads."""
+         B: int, HV: int, bf16_qkv: bool) -> Plan:
+    """The kernels and launches for chunk size C, padded key dim Kp, value dim V, B x HV heads;
+    bf16_qkv: the kernels read q, k, v in bf16 (and write their cotangents so)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     mosaic = precision == "default"  # bf16 wgmma operands only
@@ -153,6 +156,7 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
     state = "mosaic" if mosaic and state_mosaic.takes_shape(C, Kp, V) else "triton"
     dqk = ("mosaic" if state == "mosaic" and state_mosaic_bwd.dqk_takes_shape(C, Kp, V)
            else "triton")
+    prep_bwd = "mosaic" if prep_fwd == "mosaic" and bf16_qkv else "triton"
     decays = "exact" if precision == "highest" else "xla" if prep_fwd == "mosaic" else "outer"
     block_v = config.block_v or _default_block_v(precision, interpret, V, B * HV)
     if config.num_stages is not None:
@@ -163,7 +167,7 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
         stages = (3, 3, 1) if Kp <= 128 else (2, 1, 1)
     return Plan(
         precision=precision, interpret=bool(interpret), C=C, heads=HV, prep_fwd=prep_fwd,
-        state=state, dqk=dqk, decays=decays, caller_layout=prep_fwd == "mosaic",
+        state=state, dqk=dqk, prep_bwd=prep_bwd, decays=decays, caller_layout=prep_fwd == "mosaic",
         o_caller_layout=prep_fwd == "mosaic" and state == "mosaic", block_v=block_v,
         block_d=config.block_d,
         warps_fwd=config.num_warps or (4 if Kp * v_tile(V, block_v) <= 128 * 64 else 8),

@@ -4,8 +4,9 @@ Why this exists
     The chunk-local WY transform is parallel over chunks; in Triton (`prep_triton.prep_fwd`)
     its programs hold many [C, C] fp32 tiles and spill. Here the products are wgmmas from SMEM:
     0.315 ms against the Triton forward's 0.416 at B4 T4096 H16 K=V=128 on an H200
-    (experiments/LOG.md). It runs wherever it takes the shape (`takes_shape`); its backward is
-    always Triton's (`prep_triton.prep_bwd`, from the T this kernel saves).
+    (experiments/LOG.md). It runs wherever it takes the shape (`takes_shape`); its backward,
+    from the T this kernel saves, is `prep_mosaic_bwd.prep_bwd` for bf16 q, k, v, else
+    Triton's (`prep_triton.prep_bwd`).
 
 What it computes: `prep_triton.prep_fwd` at precision "default" with decays="xla" (G and
 logF summed by XLA, `prep_triton.decay_input`): per chunk of C = 64 rows,

@@ -202,32 +202,38 @@ def test_bad_chunk_size_precision_and_config_raise():
 # ------------------------------------------------------------------------------------------
 # The plan with Mosaic GPU kernels (chunk 64, Kp 64 or 128), in their interpreter.
 
-def _errors_against_chunked(shape):
+def _errors_against_chunked(shape, qkv_dtype):
     """Relative errors of o, the final state and the q, k, v, g, beta gradients of the op at
-    "default" against `reference.chunked` (fp32)."""
+    "default", with q, k, v in qkv_dtype, against `reference.chunked` (fp32, on the same
+    values)."""
     B, T, H, HV, K, V = shape
     q, k, v, g, beta, S0 = make_inputs(21, B, T, H, HV, K, V, decay="mild", unit_k=False)
+    q, k, v = (jnp.asarray(x, qkv_dtype) for x in (q, k, v))
 
-    def run(fn):
+    def run(fn, q, k, v):
         def loss(*a):
             o, S = fn(*a, initial_state=S0, use_qk_l2norm=True, chunk_size=64)
+            o = o.astype(jnp.float32)
             return jnp.sum(o * jnp.cos(o)) + jnp.sum(S), (o, S)
         return jax.jit(jax.value_and_grad(loss, argnums=range(5), has_aux=True))(
             q, k, v, g, beta)
 
     (_, (o, S)), grads = run(functools.partial(chunk_gated_delta_rule_pallas_gpu,
-                                               interpret=True, precision="default"))
-    (_, (o_r, S_r)), grads_r = run(reference.chunked)
+                                               interpret=True, precision="default"), q, k, v)
+    (_, (o_r, S_r)), grads_r = run(reference.chunked,
+                                   *(x.astype(jnp.float32) for x in (q, k, v)))
     errs = {"o": rel_err(o, o_r), "S": rel_err(S, S_r)}
     errs.update({f"d{n}": rel_err(a, b) for n, a, b in zip("qkvgb", grads, grads_r)})
     return errs
 
 
-def test_interpret_mosaic_plan_matches_chunked_reference():
-    """Every kernel but the prep backward in Mosaic GPU, q, k, v, o and their gradients in the
-    caller's layout. Four chunks and 1e-2: with a dh kernel missing the -w^T dd term of the
-    dS update, dk was off by 1.9e-2 here, while at two chunks no error passed 3.5e-3."""
-    errs = _errors_against_chunked((1, 256, 1, 2, 64, 64))
+@pytest.mark.parametrize("qkv_dtype", [jnp.bfloat16, jnp.float32])
+def test_interpret_mosaic_plan_matches_chunked_reference(qkv_dtype):
+    """Every kernel in Mosaic GPU (bf16 q, k, v; fp32 ones take the Triton prep backward), q, k,
+    v, o and their gradients in the caller's layout. Four chunks and 1e-2: with a dh kernel
+    missing the -w^T dd term of the dS update, dk was off by 1.9e-2 here, while at two chunks
+    no error passed 3.5e-3."""
+    errs = _errors_against_chunked((1, 256, 1, 2, 64, 64), qkv_dtype)
     assert max(errs.values()) < 1e-2, errs
 
 
@@ -243,26 +249,32 @@ def test_interpret_mosaic_plan_matches_float64(case):
 # ------------------------------------------------------------------------------------------
 # The table (`config.plan`) and the launch defaults.
 
-def _plan(precision="default", C=64, Kp=128, V=128, B=4, HV=16, interpret=False, **cfg):
-    return cf.plan(precision, interpret, KernelConfig(**cfg), C=C, Kp=Kp, V=V, B=B, HV=HV)
+def _plan(precision="default", C=64, Kp=128, V=128, B=4, HV=16, interpret=False,
+          bf16_qkv=True, **cfg):
+    return cf.plan(precision, interpret, KernelConfig(**cfg), C=C, Kp=Kp, V=V, B=B, HV=HV,
+                   bf16_qkv=bf16_qkv)
 
 
 def test_plan_runs_mosaic_where_each_kernel_takes_the_shape():
-    kernels = lambda p: (p.prep_fwd, p.state, p.dqk, p.caller_layout, p.o_caller_layout,
-                         p.decays)
-    mosaic = ("mosaic", "mosaic", "mosaic", True, True, "xla")
+    kernels = lambda p: (p.prep_fwd, p.state, p.dqk, p.prep_bwd, p.caller_layout,
+                         p.o_caller_layout, p.decays)
+    mosaic = ("mosaic", "mosaic", "mosaic", "mosaic", True, True, "xla")
     assert kernels(_plan()) == kernels(_plan(Kp=64)) == mosaic   # B4 T4096 H16 and the like
     assert kernels(_plan(V=192)) == mosaic                       # the 7B layer (K 96 -> 128)
     assert kernels(_plan(interpret=True)) == mosaic              # the interpreters run it too
     # V = 256: the dqk kernel holds all of V in shared memory (<= 192); dO in the caller's
     # layout for the Triton dqk
-    assert kernels(_plan(V=256)) == ("mosaic", "mosaic", "triton", True, True, "xla")
+    assert kernels(_plan(V=256)) == ("mosaic", "mosaic", "triton", "mosaic", True, True, "xla")
     # the 370M model (K 48 -> 64, V 96 -> 128 for the prep): the Mosaic prep, Triton state
-    assert kernels(_plan(Kp=64, V=96)) == ("mosaic", "triton", "triton", True, False, "xla")
-    triton = ("triton", "triton", "triton", False, False, "outer")
+    assert kernels(_plan(Kp=64, V=96)) == ("mosaic", "triton", "triton", "mosaic", True, False,
+                                           "xla")
+    # fp32 q, k, v: the Mosaic prep backward writes bf16 cotangents only
+    assert kernels(_plan(bf16_qkv=False)) == mosaic[:3] + ("triton",) + mosaic[4:]
+    triton = ("triton", "triton", "triton", "triton", False, False, "outer")
     assert kernels(_plan(Kp=256)) == kernels(_plan(Kp=32)) == triton   # K > 128, K <= 32
     assert kernels(_plan(C=32)) == triton                                # 64-row wgmmas
-    assert kernels(_plan(V=320)) == ("triton", "mosaic", "triton", False, False, "outer")
+    assert kernels(_plan(V=320)) == ("triton", "mosaic", "triton", "triton", False, False,
+                                     "outer")
     exact = triton[:-1] + ("exact",)
     assert kernels(_plan(precision="highest")) == exact                  # bf16 wgmma only
 
@@ -300,10 +312,10 @@ def test_supports_names_what_it_does_not_take():
 
 
 # Pallas calls in forward+backward for B1 T100 H1 HV2 K96 V192 (Kp 128): the prep forward,
-# state forward, dh, dqk and the prep backward's three kernels; in Mosaic GPU at "default"
-# where they take the shape (chunk 64: all but the prep backward), else in Triton.
+# state forward, dh, dqk and the prep backward (three kernels in Triton, one in Mosaic GPU);
+# in Mosaic GPU at "default" where they take the shape (chunk 64: all), else in Triton.
 @pytest.mark.parametrize("precision, C, n_triton, n_mosaic", [
-    ("highest", 64, 7, 0), ("default", 64, 3, 4), ("default", 32, 7, 0)])
+    ("highest", 64, 7, 0), ("default", 64, 0, 5), ("default", 32, 7, 0)])
 def test_kernels_lower_for_cuda_without_a_gpu(monkeypatch, precision, C, n_triton, n_mosaic):
     """Forward and backward lowered for CUDA on this host, the Triton kernels through the
     Triton-IR stage (not PTX), the Mosaic ones to their custom call: catches unsupported ops

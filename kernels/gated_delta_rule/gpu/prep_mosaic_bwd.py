@@ -1,0 +1,228 @@
+"""Pallas Mosaic GPU (TMA + wgmma) kernel of the chunk prep's backward: the three Triton kernels
+of `prep_triton.prep_bwd` (inverse, decay, qk) as one program per chunk.
+
+Why this exists
+    The Triton prep backward was the largest block of the backward: three launches that pass
+    dA, d(k k^T), d(q k^T) and the w term of dk through HBM, 0.795 ms of 1.833 for forward +
+    backward at B4 T4096 H16 K=V=128 on an H100 (experiments/LOG.md). Here every [C, C]
+    intermediate stays in registers or shared memory, and the products are wgmmas.
+
+What it computes: `prep_triton.prep_bwd` at precision "default" with decays="xla" (the
+forward's saved T = (I + A)^-1 and the cotangents dw, du, dkd, dqd, daqk of w, u, kd, qd,
+aqk), per chunk of C = 64 rows, with E = exp(G), F = exp(logF), bE = beta E:
+    dbv = T^T du,  dv = beta dbv                           (u = T (beta v))
+    dT = du (beta v)^T + dw (bE k)^T                        (and w = T (bE k))
+    dA = -T^T dT T^T on the strict lower triangle           (T = (I + A)^-1)
+    dQK = daqk Dc,  dAD = dA D,  d(k k^T) = beta dAD + (beta dAD)^T
+    dq = dQK k + E dqd,  dk = bE T^T dw + d(k k^T) k + dQK^T q + F dkd
+    dbeta = rowsum(dbv v) + E rowsum((T^T dw) k) + rowsum(dAD KK)
+    dG = rowsum(dlogD) - colsum(dlogD) + E (beta rowsum((T^T dw) k) + rowsum(dqd q)),
+    dlogF = F rowsum(dkd k),  dlogD = dQK QK + beta dAD KK
+where D, Dc are exp(G_i - G_j) masked strictly below and on and below the diagonal. The same
+bf16 roundings as the Triton kernels' "default" dots: T, du, dw, q, k, beta v, bE k, dT,
+T^T dT, d(k k^T) and dQK are bf16 wgmma operands; accumulation fp32.
+
+One program (one warpgroup) per (batch x value head i, chunk n):
+  1. TMA loads of the chunk: q, k, dw, dkd, dqd [C, Kp], v, du [C, Vp], T, daqk [C, C] (bf16),
+     G, logF, beta [C] (fp32); one barrier.
+  2. dbv = T^T du (T's transposed SMEM view as A); dv and beta's first term in registers.
+     beta v replaces v and bE k goes to a staging tile; dT = du (beta v)^T + dw (bE k)^T in
+     one accumulator. dv leaves from du's tile.
+  3. dA = -(T^T dT) T^T: bf16(dT) staged, T^T dT by wgmma, staged in its place for the
+     product with T^T (every wgmma operand is in SMEM: the Mosaic GPU interpreter takes no
+     register operand).
+  4. KK = k k^T, QK = q k^T; the decays from G_i - G_j (G_j through a transpose in SMEM, as
+     the forward does); the decay gradients in registers; column sums as row sums of the
+     transpose.
+  5. bf16(dQK) replaces daqk: dq = dQK k (+ E dqd), out from the staging tile; bf16(d(k k^T))
+     replaces dT: dk = d(k k^T) k + dQK^T q in one accumulator (+ bE T^T dw + F dkd), out from
+     dkd's tile.
+  6. dG, dlogF, dbeta out from the tiles G, logF and beta came in.
+Shared memory: six [C, Kp] and two [C, Vp] bf16 tiles, three [C, C] bf16 and one [C, C] fp32;
+the lowered kernel's `dynamic_shared_memory_size` is 177,160 bytes at Kp = Vp = 128, 193,544
+at Kp = 128, Vp = 192, 209,928 at Kp = 128, Vp = 256 and 144,392 at Kp = 64, Vp = 192: one
+program an SM (232,448 bytes on Hopper).
+q, k, v, dq, dk and dv may be in the caller's layout (`layout.py`); dq, dk, dv are bf16, so
+the plan runs this kernel for bf16 q, k, v (the Triton kernels write fp32 callers' fp32).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from kernels.gated_delta_rule.gpu import layout as lay
+from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
+                                                        KP_SUPPORTED, wgmma_products)
+from kernels.gated_delta_rule.gpu.prep_mosaic import VP_MAX, takes_shape
+
+__all__ = ["prep_bwd", "takes_shape"]
+
+
+def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
+            dq_g, dk_g, dv_g, dg_g, db_g,
+            q_s, k_s, v_s, g_s, lf_s, b_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk_s, ck_s, cc_s,
+            x_s, bar, *, C, heads):
+    i, n = lax.axis_index("i"), lax.axis_index("n")
+    rows = pl.ds(n * C, C)
+    Kp, Vp = q_s.shape[1], v_s.shape[1]
+    f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
+
+    chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
+    for src, dst in ((chunk(q_g, Kp), q_s), (chunk(k_g, Kp), k_s), (chunk(v_g, Vp), v_s),
+                     (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
+                     (b_g.at[i, rows], b_s), (t_g.at[i, rows], t_s), (dw_g.at[i, rows], dw_s),
+                     (du_g.at[i, rows], du_s), (dkd_g.at[i, rows], dkd_s),
+                     (dqd_g.at[i, rows], dqd_s), (daqk_g.at[i, rows], daqk_s)):
+        plgpu.copy_gmem_to_smem(src, dst, bar)
+    plgpu.barrier_wait(bar)
+
+    def vec(ref):  # a [C] vector of SMEM in registers, one value per accumulator row
+        return plgpu.load(ref, layout=WG.reduce(1))
+
+    def tile(ref):  # a bf16 SMEM tile in registers, fp32
+        return plgpu.load(ref, layout=WG).astype(f32)
+
+    def per_row(x, width):  # [C] -> [C, width], X_ij = x_i
+        return lax.broadcast_in_dim(x, (C, width), [0])
+
+    def mm(pairs, shape):
+        """The sum of lhs @ rhs over pairs of SMEM refs (or transposed views) in one fp32
+        accumulator, waited for."""
+        def run(acc):
+            for lhs, rhs in pairs:
+                plgpu.wgmma(acc, lhs, rhs)
+            plgpu.wgmma_wait(0)
+            return acc[...]
+        return pl.run_scoped(run, plgpu.ACC(shape, f32))
+
+    def store(tile_s, x, dst_g=None):  # x -> SMEM tile -> GMEM by TMA (dst_g None: SMEM only)
+        plgpu.commit_smem()  # every earlier read of the tile (registers, wgmma) is done
+        tile_s[...] = x.astype(tile_s.dtype)
+        plgpu.commit_smem()
+        if dst_g is not None:
+            plgpu.copy_smem_to_gmem(tile_s, dst_g)
+            plgpu.commit_smem_to_gmem_group()
+
+    def transposed(x):  # x^T in registers ([C, C] fp32), through x_s
+        store(x_s, x)
+        return plgpu.load(x_s.T, layout=WG)
+
+    G, beta = vec(g_s), vec(b_s)
+    E, F = jnp.exp(G), jnp.exp(vec(lf_s))
+    bE = beta * E
+
+    # 2. Through u = T (beta v) and w = T (bE k).
+    (dbv,) = wgmma_products(((t_s.T, du_s),), ((C, Vp),))
+    v = tile(v_s)
+    dbeta = jnp.sum(dbv * v, axis=1)
+    dv = per_row(beta, Vp) * dbv
+    store(v_s, per_row(beta, Vp) * v)               # beta v, in place of v
+    store(ck_s, per_row(bE, Kp) * tile(k_s))        # bE k
+    dT = mm(((du_s, v_s.T), (dw_s, ck_s.T)), (C, C))
+    store(du_s, dv, chunk(dv_g, Vp))                # du is consumed: dv leaves from its tile
+
+    # 3. T = (I + A)^-1: dA = -T^T dT T^T on the strict lower triangle.
+    row = plgpu.broadcasted_iota(jnp.int32, (C, C), 0, layout=WG)
+    col = plgpu.broadcasted_iota(jnp.int32, (C, C), 1, layout=WG)
+    store(cc_s, dT)
+    (TdT,) = wgmma_products(((t_s.T, cc_s),), ((C, C),))
+    store(cc_s, TdT)
+    dA = jnp.where(row > col, -mm(((cc_s, t_s.T),), (C, C)), 0.0)
+
+    # 4. Through A = beta (k k^T) D and aqk = (q k^T) Dc.
+    KK, QK = wgmma_products(((k_s, k_s.T), (q_s, k_s.T)), ((C, C), (C, C)))
+    G_i = per_row(G, C)
+    Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
+    D = jnp.where(row > col, Dc, 0.0)
+    dQK = tile(daqk_s) * Dc
+    dAD = dA * D
+    dKKD = dAD * KK
+    dbeta = dbeta + jnp.sum(dKKD, axis=1)
+    dlogD = dQK * QK + per_row(beta, C) * dKKD
+    dG = jnp.sum(dlogD, axis=1) - jnp.sum(transposed(dlogD), axis=1)
+    dKK = per_row(beta, C) * dAD
+    dKK_sym = dKK + transposed(dKK)
+
+    # 5. dq and dk.
+    store(daqk_s, dQK)                              # bf16(dQK), in place of daqk
+    dqd = tile(dqd_s)
+    dE_q = jnp.sum(dqd * tile(q_s), axis=1)
+    dq = mm(((daqk_s, k_s),), (C, Kp)) + per_row(E, Kp) * dqd
+    store(ck_s, dq, chunk(dq_g, Kp))
+    (dbek,) = wgmma_products(((t_s.T, dw_s),), ((C, Kp),))  # T^T dw: w's term of dk
+    k, dkd = tile(k_s), tile(dkd_s)
+    s_bek = jnp.sum(dbek * k, axis=1)
+    s_kd = jnp.sum(dkd * k, axis=1)
+    store(cc_s, dKK_sym)
+    dk = (mm(((cc_s, k_s), (daqk_s.T, q_s)), (C, Kp))
+          + per_row(bE, Kp) * dbek + per_row(F, Kp) * dkd)
+    store(dkd_s, dk, chunk(dk_g, Kp))
+
+    # 6. The vectors: dG and dlogF (the cotangents of `decay_input`'s rows) and dbeta.
+    store(g_s, dG + E * (beta * s_bek + dE_q), dg_g.at[i, 0, rows])
+    store(lf_s, F * s_kd, dg_g.at[i, 1, rows])
+    store(b_s, dbeta + E * s_bek, db_g.at[i, rows])
+    plgpu.wait_smem_to_gmem(0)
+
+
+def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, heads=None, interpret=None):
+    """dq, dk [BH, Tp, Kp], dv [BH, Tp, Vp] (bf16; with heads, in the caller's layout
+    [B, Tp, heads * d] as q, k, v are: `layout.py`), dg [BH, 2, Tp] (the cotangents of G and
+    logF, `prep_triton.decay_input(..., "xla")`) and dbeta [BH, Tp] (fp32), from the
+    forward's operands (q, k, v bf16, gs [BH, 2, Tp], beta [BH, Tp]), its saved T [BH, Tp, C]
+    and the cotangents dw, dkd, dqd [BH, Tp, Kp], du [BH, Tp, Vp], daqk [BH, Tp, C]: what
+    `prep_triton.prep_bwd` returns with decays="xla" at "default". Operands are cast to bf16
+    (gs, beta to fp32) in XLA. `interpret`: None to compile for the GPU, or a
+    `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
+    BH, Tp, Kp, Vp = lay.dims(q, v, heads)
+    if not takes_shape(C, Kp, Vp) or Tp % C:
+        raise ValueError(f"the Mosaic prep backward needs C = {C_SUPPORTED}, Kp in "
+                         f"{KP_SUPPORTED}, Vp a multiple of 64 up to {VP_MAX} and Tp a "
+                         f"multiple of C; got C={C}, Kp={Kp}, Vp={Vp}, Tp={Tp}")
+    if q.dtype != jnp.bfloat16:
+        raise ValueError(f"the Mosaic prep backward writes dq, dk, dv in bf16, so it takes "
+                         f"bf16 q, k, v; got {q.dtype}")
+    want = dict(gs=(BH, 2, Tp), beta=(BH, Tp), T=(BH, Tp, C), dw=(BH, Tp, Kp), du=(BH, Tp, Vp),
+                dkd=(BH, Tp, Kp), dqd=(BH, Tp, Kp), daqk=(BH, Tp, C))
+    for name, x in dict(gs=gs, beta=beta, T=T, dw=dw, du=du, dkd=dkd, dqd=dqd,
+                        daqk=daqk).items():
+        if x.shape != want[name]:
+            raise ValueError(f"{name}: expected shape {want[name]}, got {x.shape}")
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    ins = [x.astype(bf16) for x in (q, k, v)] + [gs.astype(f32), beta.astype(f32)]
+    ins += [x.astype(bf16) for x in (T, dw, du, dkd, dqd, daqk)]
+    ck, cv, cc = ((C, d) for d in (Kp, Vp, C))
+    scratch = [
+        plgpu.SMEM(ck, bf16, transforms=BF16_TR),   # q
+        plgpu.SMEM(ck, bf16, transforms=BF16_TR),   # k
+        plgpu.SMEM(cv, bf16, transforms=BF16_TR),   # v, then beta v
+        plgpu.SMEM((C,), f32),                      # G, then dG
+        plgpu.SMEM((C,), f32),                      # logF, then dlogF
+        plgpu.SMEM((C,), f32),                      # beta, then dbeta
+        plgpu.SMEM(cc, bf16, transforms=BF16_TR),   # T
+        plgpu.SMEM(ck, bf16, transforms=BF16_TR),   # dw
+        plgpu.SMEM(cv, bf16, transforms=BF16_TR),   # du, then dv
+        plgpu.SMEM(ck, bf16, transforms=BF16_TR),   # dkd, then dk
+        plgpu.SMEM(ck, bf16, transforms=BF16_TR),   # dqd
+        plgpu.SMEM(cc, bf16, transforms=BF16_TR),   # daqk, then dQK
+        plgpu.SMEM(ck, bf16, transforms=BF16_TR),   # bE k, then dq
+        plgpu.SMEM(cc, bf16, transforms=BF16_TR),   # dT, then T^T dT, then d(k k^T)
+        plgpu.SMEM(cc, f32, transforms=F32_TR),     # transposes
+        plgpu.Barrier(num_arrivals=12),
+    ]
+
+    def gdr_prep_bwd_mgpu(*refs):
+        _kernel(*refs, C=C, heads=heads)
+
+    grad = lambda d: jax.ShapeDtypeStruct(lay.shape(BH, Tp, d, heads), bf16)  # noqa: E731
+    return plgpu.kernel(
+        gdr_prep_bwd_mgpu,
+        out_type=(grad(Kp), grad(Kp), grad(Vp), jax.ShapeDtypeStruct((BH, 2, Tp), f32),
+                  jax.ShapeDtypeStruct((BH, Tp), f32)),
+        grid=(BH, Tp // C), grid_names=("i", "n"), scratch_types=scratch,
+        interpret=interpret,
+    )(*ins)

@@ -1,0 +1,115 @@
+"""The Mosaic GPU chunk prep backward (kernels/gated_delta_rule/gpu/prep_mosaic_bwd.py) on a CPU
+host: in the Mosaic GPU interpreter against the three Triton prep backward kernels in Pallas
+interpret mode (the same bf16 operands, fp32 sums in another order), the interpreter's race
+detector, the caller's layout, lowering for CUDA and bad input. The whole op with it is in
+test_pallas_gpu.py beside this file."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from kernels.gated_delta_rule.gpu import prep_triton as pt
+from kernels.gated_delta_rule.gpu.prep_mosaic import prep_fwd
+from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_bwd
+
+from tests.helpers.gdr_gpu_prep import triton_prep_kw
+
+C, BH, TP = 64, 2, 128
+NAMES = ("dq", "dk", "dv", "dg", "dbeta")
+
+
+def _operands(Kp, Vp, decay=1.0):
+    """q, k, v, gs, beta, the forward's T and random cotangents of w, u, kd, qd, aqk."""
+    rng = np.random.default_rng(Kp + Vp)
+    bf = jnp.bfloat16
+    q, k = (jnp.asarray(rng.normal(size=(BH, TP, Kp)) / 8, bf) for _ in range(2))
+    v = jnp.asarray(rng.normal(size=(BH, TP, Vp)), bf)
+    g = jnp.asarray(-rng.uniform(0, decay, (BH, TP)), jnp.float32)
+    beta = jnp.asarray(rng.uniform(0, 2, (BH, TP)), jnp.float32)
+    gs = pt.decay_input(g, C, "xla")
+    T = jax.jit(functools.partial(prep_fwd, C=C, save_inverse=True,
+                                  interpret=plgpu.InterpretGPUParams()))(q, k, v, gs, beta)[5]
+    cot = lambda d: jnp.asarray(rng.normal(size=(BH, TP, d)), bf)  # noqa: E731
+    return q, k, v, gs, beta, T, cot(Kp), cot(Vp), cot(Kp), cot(Kp), cot(C)
+
+
+def _interpret(args, detect_races=False, heads=None):
+    ip = plgpu.InterpretGPUParams(detect_races=detect_races)
+    return jax.jit(functools.partial(prep_bwd, C=C, heads=heads, interpret=ip))(*args)
+
+
+@pytest.mark.parametrize("Kp,Vp,decay", [(128, 128, 1.0), (64, 192, 20.0)])
+def test_interpret_matches_the_triton_prep_backward(Kp, Vp, decay):
+    """Against `prep_triton.prep_bwd` (decays="xla", "default", bf16 cotangents) in Pallas
+    interpret mode: within 1e-5 of the largest element (3e-6 when written: fp32 sums in another
+    order; dv bitwise). decay 20: g down to -20 a token."""
+    args = _operands(Kp, Vp, decay)
+    got = _interpret(args)
+    kw = triton_prep_kw("default", "xla", C=C, block_d=64)
+    want = jax.jit(functools.partial(pt.prep_bwd, **kw))(*args)
+    for name, a, b in zip(NAMES, got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        assert np.all(np.isfinite(a)) and np.abs(b).max() > 0, name
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), name
+
+
+def test_interpret_no_races():
+    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
+    jax.block_until_ready(_interpret(_operands(128, 128), detect_races=True))
+    assert not ipc.get_races().races_found
+
+
+def _caller_layout(x):  # [BH, Tp, d] as one batch of BH heads: [1, Tp, BH * d]
+    return jnp.moveaxis(x, 0, 1).reshape(1, x.shape[1], -1)
+
+
+def test_caller_layout_reads_and_writes_the_same_chunks():
+    """heads: q, k, v and dq, dk, dv in the caller's [B, Tp, heads * d] layout give bitwise the
+    results of the [BH, Tp, d] layout."""
+    args = _operands(64, 192)
+    want = _interpret(args)
+    got = _interpret((*map(_caller_layout, args[:3]), *args[3:]), heads=BH)
+    for name, a, b in zip(NAMES, got, want):
+        if name in ("dq", "dk", "dv"):
+            b = _caller_layout(b)
+        assert a.shape == b.shape and bool(jnp.all(a == b)), name
+
+
+@pytest.mark.parametrize("Kp,Vp,heads", [(128, 128, None), (64, 192, None), (128, 256, BH)])
+def test_lowers_for_cuda(Kp, Vp, heads):
+    """Lowered to its custom call on this host (the Mosaic GPU lowering: layouts, shared memory
+    of 177,160 bytes at Kp = Vp = 128 and 209,928 at Kp = 128, Vp = 256, under Hopper's
+    232,448)."""
+    bf, f32 = jnp.bfloat16, jnp.float32
+    S = jax.ShapeDtypeStruct
+    if heads:
+        qk, v = S((BH // heads, TP, heads * Kp), bf), S((BH // heads, TP, heads * Vp), bf)
+    else:
+        qk, v = S((BH, TP, Kp), bf), S((BH, TP, Vp), bf)
+    args = (qk, qk, v, S((BH, 2, TP), f32), S((BH, TP), f32), S((BH, TP, C), bf),
+            S((BH, TP, Kp), bf), S((BH, TP, Vp), bf), S((BH, TP, Kp), bf), S((BH, TP, Kp), bf),
+            S((BH, TP, C), bf))
+    fn = functools.partial(prep_bwd, C=C, heads=heads)
+    lowered = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
+    assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
+
+
+def test_rejects_what_it_does_not_take():
+    q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk = (jnp.zeros(x.shape, x.dtype) for x in (
+        jax.ShapeDtypeStruct((BH, TP, 128), jnp.bfloat16),) * 3 + (
+        jax.ShapeDtypeStruct((BH, 2, TP), jnp.float32), jax.ShapeDtypeStruct((BH, TP), jnp.float32),
+        jax.ShapeDtypeStruct((BH, TP, C), jnp.bfloat16)) + (
+        jax.ShapeDtypeStruct((BH, TP, 128), jnp.bfloat16),) * 4 + (
+        jax.ShapeDtypeStruct((BH, TP, C), jnp.bfloat16),))
+    rest = (T, dw, du, dkd, dqd, daqk)
+    with pytest.raises(ValueError, match="Kp in"):
+        prep_bwd(q[..., :32], k[..., :32], v, gs, beta, *rest, C=C)
+    with pytest.raises(ValueError, match="takes bf16 q, k, v"):
+        prep_bwd(q.astype(jnp.float32), k, v, gs, beta, *rest, C=C)
+    with pytest.raises(ValueError, match=r"du: expected shape \(2, 128, 128\)"):
+        prep_bwd(q, k, v, gs, beta, T, dw, du[..., :64], dkd, dqd, daqk, C=C)
