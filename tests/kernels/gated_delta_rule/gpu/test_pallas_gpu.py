@@ -70,17 +70,20 @@ def _case_data(case):
     return args, weights, _oracle(args, weights, scale, l2)
 
 
-def check_against_float64(case, *, interpret, precision="highest", tol=FP32_TOL, **kw):
-    """The whole op (chunk_gated_delta_rule_pallas_gpu, keywords kw) on `case` against the
-    float64 oracles: o, the final state and every gradient within tol. Returns the errors."""
+def check_against_float64(case, *, interpret, precision="highest", tol=FP32_TOL,
+                          qkv_dtype=jnp.float32, **kw):
+    """The whole op (chunk_gated_delta_rule_pallas_gpu, keywords kw) on `case`, with q, k, v
+    in qkv_dtype, against the float64 oracles (of the unrounded inputs): o, the final state
+    and every gradient within tol. Returns the errors."""
     B, T, H, HV, K, V, init, decay, C, l2, scale = case
     args, weights, (o_np, S_np, g64) = _case_data(case)
+    args = tuple(jnp.asarray(a, qkv_dtype) if i < 3 else a for i, a in enumerate(args))
     fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, interpret=interpret,
                            precision=precision, **kw)
     w32 = tuple(jnp.asarray(w, jnp.float32) for w in weights)
     (o, S), grads = _forward_and_grads(fn, w32, args, scale=scale, use_qk_l2norm=l2,
                                        chunk_size=C)
-    assert o.dtype == jnp.float32 and S.dtype == jnp.float32
+    assert o.dtype == qkv_dtype and S.dtype == jnp.float32
     errs = {"o": rel_err(o, o_np), "state": rel_err(S, S_np)}
     errs.update({f"d{n}": rel_err(grads[n], g64[n]) for n in grads})
     assert all(np.isfinite(e) for e in errs.values()), errs
@@ -376,6 +379,18 @@ def test_gpu_matches_float64(case, precision, tol):
     errs = check_against_float64(GPU_CASES[case], interpret=False, precision=precision,
                                  tol=tol)
     print(f"{case} precision={precision} errors:", errs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["T300-K96-V192-gqa-mild-init-l2", "T257-K128-V128-strong-init",
+                                  "T130-K64-V256-gqa-zero"])
+def test_gpu_bf16_inputs_at_default_match_float64(case):
+    """bf16 q, k, v at "default" (what training runs): every kernel in Mosaic GPU, the prep
+    backward included (fp32 inputs take the Triton one, above). The oracle sees the unrounded
+    inputs, so the errors include bf16's rounding of q, k, v."""
+    errs = check_against_float64(GPU_CASES[case], interpret=False, precision="default",
+                                 tol=3e-2, qkv_dtype=jnp.bfloat16)
+    print(f"{case} bf16 q, k, v at default, errors:", errs)
 
 
 @pytest.mark.gpu

@@ -22,8 +22,9 @@ C, BH, TP = 64, 2, 128
 NAMES = ("dq", "dk", "dv", "dg", "dbeta")
 
 
-def _operands(Kp, Vp, decay=1.0):
-    """q, k, v, gs, beta, the forward's T and random cotangents of w, u, kd, qd, aqk."""
+def _operands(Kp, Vp, decay=1.0, interpret=True):
+    """q, k, v, gs, beta, the forward's T (from the Mosaic prep forward, compiled unless
+    interpret) and random cotangents of w, u, kd, qd, aqk."""
     rng = np.random.default_rng(Kp + Vp)
     bf = jnp.bfloat16
     q, k = (jnp.asarray(rng.normal(size=(BH, TP, Kp)) / 8, bf) for _ in range(2))
@@ -31,8 +32,9 @@ def _operands(Kp, Vp, decay=1.0):
     g = jnp.asarray(-rng.uniform(0, decay, (BH, TP)), jnp.float32)
     beta = jnp.asarray(rng.uniform(0, 2, (BH, TP)), jnp.float32)
     gs = pt.decay_input(g, C, "xla")
-    T = jax.jit(functools.partial(prep_fwd, C=C, save_inverse=True,
-                                  interpret=plgpu.InterpretGPUParams()))(q, k, v, gs, beta)[5]
+    ip = plgpu.InterpretGPUParams() if interpret else None
+    T = jax.jit(functools.partial(prep_fwd, C=C, save_inverse=True, interpret=ip))(
+        q, k, v, gs, beta)[5]
     cot = lambda d: jnp.asarray(rng.normal(size=(BH, TP, d)), bf)  # noqa: E731
     return q, k, v, gs, beta, T, cot(Kp), cot(Vp), cot(Kp), cot(Kp), cot(C)
 
@@ -97,6 +99,27 @@ def test_lowers_for_cuda(Kp, Vp, heads):
     fn = functools.partial(prep_bwd, C=C, heads=heads)
     lowered = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
     assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("Kp,Vp", [(128, 128), (128, 192), (64, 128)])
+def test_gpu_matches_the_triton_prep_backward(Kp, Vp):
+    """Compiled, against the compiled Triton kernels as the plan launches them, on the same
+    operands (their dots round the same bf16 operands; fp32 sums in another order), in the
+    caller's layout as the op runs it: within 1e-4 of the largest element."""
+    from kernels.gated_delta_rule.gpu import chunk, config
+    args = _operands(Kp, Vp, interpret=False)
+    args = (*map(_caller_layout, args[:3]), *args[3:])
+    got = jax.jit(functools.partial(prep_bwd, C=C, heads=BH))(*args)
+    p = config.plan("default", False, config.KernelConfig(), C=C, Kp=Kp, V=Vp, B=1, HV=BH,
+                    bf16_qkv=False)  # the Triton prep backward, decays "xla"
+    assert (p.prep_bwd, p.decays) == ("triton", "xla")
+    want = jax.jit(functools.partial(pt.prep_bwd, heads=BH, **chunk._triton_prep(p)))(*args)
+    for name, a, b in zip(NAMES, got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        assert np.all(np.isfinite(a)), name
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), (name, np.abs(a - b).max())
 
 
 def test_rejects_what_it_does_not_take():
