@@ -240,13 +240,16 @@ def test_interpret_mosaic_plan_matches_chunked_reference(qkv_dtype):
     assert max(errs.values()) < 1e-2, errs
 
 
-@pytest.mark.parametrize("case", [
+@pytest.mark.parametrize("case, qkv_dtype", [
     # the 370M model's head dims: the Mosaic prep (V padded to 128; q, k, v in the caller's
-    # layout) with the Triton state pass; T padded, HV = 2H, l2norm
-    (1, 100, 1, 2, 48, 96, True, "mild", 64, True, None),
-    (1, 70, 1, 1, 128, 128, False, "strong", 64, False, 0.3)])  # g down to -20 a token
-def test_interpret_mosaic_plan_matches_float64(case):
-    check_against_float64(case, interpret=True, precision="default", tol=2e-2)
+    # layout) with the Triton state pass; T padded, HV = 2H, l2norm. bf16 q, k, v as in
+    # training: the Mosaic prep backward too (its du padded from V to Vp)
+    ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.float32),
+    ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.bfloat16),
+    ((1, 70, 1, 1, 128, 128, False, "strong", 64, False, 0.3), jnp.float32)])  # g to -20
+def test_interpret_mosaic_plan_matches_float64(case, qkv_dtype):
+    check_against_float64(case, interpret=True, precision="default", tol=2e-2,
+                          qkv_dtype=qkv_dtype)
 
 
 # ------------------------------------------------------------------------------------------
