@@ -15,6 +15,7 @@ from kernels.gated_delta_rule.gpu import prep_triton as pt
 from kernels.gated_delta_rule.gpu.prep_mosaic import prep_fwd
 
 from tests.helpers.gdr_gpu_prep import triton_prep_kw
+from tests.helpers.gdr_gpu_state import callers_layout
 
 C, BH, TP = 64, 2, 128
 NAMES = ("w", "u", "kd", "qd", "aqk", "T")
@@ -59,18 +60,14 @@ def test_interpret_no_races():
     assert not ipc.get_races().races_found
 
 
-def _caller_layout(x):  # [BH, Tp, d] as one batch of BH heads: [1, Tp, BH * d]
-    return jnp.moveaxis(x, 0, 1).reshape(1, x.shape[1], -1)
-
-
-def test_caller_layout_reads_the_same_chunks():
+def testcallers_layout_reads_the_same_chunks():
     """heads: q, k, v in the caller's [B, Tp, heads * d] layout (TMA slices of each head's
     columns) give bitwise the outputs of the [BH, Tp, d] layout."""
     q, k, v, gs, beta = _operands(64, 192)
     want = _interpret((q, k, v, gs, beta))
     fn = functools.partial(prep_fwd, C=C, save_inverse=True, heads=BH,
                            interpret=plgpu.InterpretGPUParams())
-    got = jax.jit(fn)(*map(_caller_layout, (q, k, v)), gs, beta)
+    got = jax.jit(fn)(*map(callers_layout, (q, k, v)), gs, beta)
     for name, a, b in zip(NAMES, got, want):
         assert a.shape == b.shape and bool(jnp.all(a == b)), name
 
@@ -80,7 +77,7 @@ def test_lowers_for_cuda(Kp, Vp, heads):
     spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
     q, k, v, gs, beta = _operands(Kp, Vp)
     if heads:
-        q, k, v = map(_caller_layout, (q, k, v))
+        q, k, v = map(callers_layout, (q, k, v))
     fn = functools.partial(prep_fwd, C=C, save_inverse=True, heads=heads)
     lowered = jax.jit(fn).trace(*map(spec, (q, k, v, gs, beta))).lower(
         lowering_platforms=("cuda",))

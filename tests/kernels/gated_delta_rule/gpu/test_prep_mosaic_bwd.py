@@ -17,6 +17,7 @@ from kernels.gated_delta_rule.gpu.prep_mosaic import prep_fwd
 from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_bwd
 
 from tests.helpers.gdr_gpu_prep import triton_prep_kw
+from tests.helpers.gdr_gpu_state import callers_layout
 
 C, BH, TP = 64, 2, 128
 NAMES = ("dq", "dk", "dv", "dg", "dbeta")
@@ -66,19 +67,15 @@ def test_interpret_no_races():
     assert not ipc.get_races().races_found
 
 
-def _caller_layout(x):  # [BH, Tp, d] as one batch of BH heads: [1, Tp, BH * d]
-    return jnp.moveaxis(x, 0, 1).reshape(1, x.shape[1], -1)
-
-
-def test_caller_layout_reads_and_writes_the_same_chunks():
+def testcallers_layout_reads_and_writes_the_same_chunks():
     """heads: q, k, v and dq, dk, dv in the caller's [B, Tp, heads * d] layout give bitwise the
     results of the [BH, Tp, d] layout."""
     args = _operands(64, 192)
     want = _interpret(args)
-    got = _interpret((*map(_caller_layout, args[:3]), *args[3:]), heads=BH)
+    got = _interpret((*map(callers_layout, args[:3]), *args[3:]), heads=BH)
     for name, a, b in zip(NAMES, got, want):
         if name in ("dq", "dk", "dv"):
-            b = _caller_layout(b)
+            b = callers_layout(b)
         assert a.shape == b.shape and bool(jnp.all(a == b)), name
 
 
@@ -109,7 +106,7 @@ def test_gpu_matches_the_triton_prep_backward(Kp, Vp):
     caller's layout as the op runs it: within 1e-4 of the largest element."""
     from kernels.gated_delta_rule.gpu import chunk, config
     args = _operands(Kp, Vp, interpret=False)
-    args = (*map(_caller_layout, args[:3]), *args[3:])
+    args = (*map(callers_layout, args[:3]), *args[3:])
     got = jax.jit(functools.partial(prep_bwd, C=C, heads=BH))(*args)
     p = config.plan("default", False, config.KernelConfig(), C=C, Kp=Kp, V=Vp, B=1, HV=BH,
                     bf16_qkv=False)  # the Triton prep backward, decays "xla"
