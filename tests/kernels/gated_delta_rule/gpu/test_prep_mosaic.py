@@ -14,7 +14,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from kernels.gated_delta_rule.gpu import prep_triton as pt
 from kernels.gated_delta_rule.gpu.prep_mosaic import prep_fwd
 
-from tests.helpers.gdr_gpu_prep import triton_prep_kw
+from tests.helpers.gdr_gpu_prep import prep_operands, triton_prep_kw
 from tests.helpers.gdr_gpu_state import callers_layout
 
 C, BH, TP = 64, 2, 128
@@ -22,13 +22,7 @@ NAMES = ("w", "u", "kd", "qd", "aqk", "T")
 
 
 def _operands(Kp, Vp, decay=1.0):
-    rng = np.random.default_rng(Kp + Vp)
-    bf = jnp.bfloat16
-    q, k = (jnp.asarray(rng.normal(size=(BH, TP, Kp)) / 8, bf) for _ in range(2))
-    v = jnp.asarray(rng.normal(size=(BH, TP, Vp)), bf)
-    g = jnp.asarray(-rng.uniform(0, decay, (BH, TP)), jnp.float32)
-    beta = jnp.asarray(rng.uniform(0, 2, (BH, TP)), jnp.float32)
-    return q, k, v, pt.decay_input(g, C, "xla"), beta
+    return prep_operands(Kp, Vp, decay, C=C, BH=BH, TP=TP)[0]
 
 
 def _interpret(args, detect_races=False):

@@ -16,7 +16,7 @@ from kernels.gated_delta_rule.gpu import prep_triton as pt
 from kernels.gated_delta_rule.gpu.prep_mosaic import prep_fwd
 from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_bwd
 
-from tests.helpers.gdr_gpu_prep import triton_prep_kw
+from tests.helpers.gdr_gpu_prep import prep_operands, triton_prep_kw
 from tests.helpers.gdr_gpu_state import callers_layout
 
 C, BH, TP = 64, 2, 128
@@ -26,13 +26,8 @@ NAMES = ("dq", "dk", "dv", "dg", "dbeta")
 def _operands(Kp, Vp, decay=1.0, interpret=True):
     """q, k, v, gs, beta, the forward's T (from the Mosaic prep forward, compiled unless
     interpret) and random cotangents of w, u, kd, qd, aqk."""
-    rng = np.random.default_rng(Kp + Vp)
+    (q, k, v, gs, beta), rng = prep_operands(Kp, Vp, decay, C=C, BH=BH, TP=TP)
     bf = jnp.bfloat16
-    q, k = (jnp.asarray(rng.normal(size=(BH, TP, Kp)) / 8, bf) for _ in range(2))
-    v = jnp.asarray(rng.normal(size=(BH, TP, Vp)), bf)
-    g = jnp.asarray(-rng.uniform(0, decay, (BH, TP)), jnp.float32)
-    beta = jnp.asarray(rng.uniform(0, 2, (BH, TP)), jnp.float32)
-    gs = pt.decay_input(g, C, "xla")
     ip = plgpu.InterpretGPUParams() if interpret else None
     T = jax.jit(functools.partial(prep_fwd, C=C, save_inverse=True, interpret=ip))(
         q, k, v, gs, beta)[5]
