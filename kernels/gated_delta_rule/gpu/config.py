@@ -101,8 +101,8 @@ class KernelConfig:
 class Plan:
     """What one call runs, resolved by `plan` (hashable: a custom_vjp's static argument).
     prep_fwd, state, dqk, prep_bwd: "mosaic" or "triton" (state: the state forward and the
-    backward's dh kernel). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in the caller's
-    layout; o_caller_layout: o and dO too. The rest launches the Triton kernels."""
+    backward's dh kernel). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in
+    the caller's layout; o_caller_layout: o and dO too. The rest launches the Triton kernels."""
     precision: str
     interpret: bool
     C: int
