@@ -138,6 +138,33 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     assert "not a long-context result" in capsys.readouterr().err
 
 
+def test_long_context_resume_keeps_the_cells_already_written(tmp_path, capsys):
+    """--resume runs only the cells --out lacks: a cell marked in the file survives (it was not
+    run again), the new length is added, and a file of other settings or another checkpoint
+    is refused and left as it was."""
+    _, path = save_tiny_model(tmp_path / "model", "gdn")
+    out = tmp_path / "lc.json"
+    base = ["eval", "long-context", str(path), "--tokenizer", "byte", "--tasks", "niah_single",
+            "--samples", "2", "--batch-size", "2", "--out", str(out)]
+    assert main([*base, "--lengths", "600"]) == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    doc["accuracy"][0]["accuracy"] = 0.5  # a mark: what a rerun would not reproduce
+    doc["complete"] = False  # as a run stopped part-way leaves it
+    out.write_text(json.dumps(doc))
+    assert main([*base, "--lengths", "600,700", "--resume"]) == 0, capsys.readouterr().err
+    resumed = json.loads(out.read_text())
+    cells = {r["length"]: r["accuracy"] for r in resumed["accuracy"]}
+    assert cells == {600: 0.5, 700: 0.0} and resumed["complete"]
+    assert resumed["settings"]["lengths"] == [600, 700]
+    before = out.read_text()
+    assert main([*base, "--lengths", "800", "--resume", "--seed", "1"]) == 2
+    assert "settings differ in ['seed']" in capsys.readouterr().err
+    other = save_tiny_model(tmp_path / "other", "gdn")[1]
+    assert main([*base[:2], str(other), *base[3:], "--lengths", "800", "--resume"]) == 2
+    assert "holds results of" in capsys.readouterr().err
+    assert out.read_text() == before
+
+
 def test_plot_merges_one_checkpoints_files_under_one_label(tmp_path):
     from hybrid_jax.evaluate.long_context_plot import read_models
 
