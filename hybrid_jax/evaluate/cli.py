@@ -13,7 +13,8 @@ JSON (for long-context rewritten after every cell; --resume keeps the cells alre
 runs the missing ones). long-context-data writes the same tasks, with their answers, as
 training documents (JSON lines, key "text", for `hybrid-jax data build --source jsonl`).
 harness runs lm-eval-harness (the [eval] extra) with the `hybrid-jax` model registered,
-passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing evaluated).
+passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing
+evaluated).
 """
 
 from __future__ import annotations

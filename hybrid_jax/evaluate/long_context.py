@@ -101,9 +101,8 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
 def resumable(done: dict, settings: dict) -> None:
     """Raises ValueError unless `done` (an earlier result) was made with these settings (all
     but the lengths, which a resumed run adds to)."""
-    old = dict(done.get("settings") or {})
-    new = dict(settings)
-    old.pop("lengths", None), new.pop("lengths", None)
+    old = {k: v for k, v in (done.get("settings") or {}).items() if k != "lengths"}
+    new = {k: v for k, v in settings.items() if k != "lengths"}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"cannot resume: its settings differ in {diff} "
