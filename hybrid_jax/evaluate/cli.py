@@ -35,7 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="byte | hf:PATH | MODEL_FILE (default: the run's own)")
     p.add_argument("--mesh", help="DATA,FSDP,TENSOR sizes over the local devices (one may be "
                    "-1); default: one device")
-    p.add_argument("--out", type=Path, help="write the results here as JSON")
+    p.add_argument("--out", help="write the results here as JSON (local or gs://)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
                          "answer token and exact argmax match (no decoding)")
     data = sub.add_parser("long-context-data", help="the long-context tasks as training "
                           "documents (JSON lines), from seeds the evaluation never uses")
-    data.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
+    data.add_argument("--out", required=True, help="the .jsonl file to write (local or gs://)")
     data.add_argument("--docs", type=int, required=True, help="number of documents")
     data.add_argument("--chars", default="128-2048", help="MIN-MAX characters per document")
     data.add_argument("--tasks", help="comma-separated tasks (default: all)")

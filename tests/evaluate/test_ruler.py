@@ -14,6 +14,7 @@ from hybrid_jax.evaluate import ruler
 from hybrid_jax.evaluate.long_context import parse_lengths
 from hybrid_jax.generate.api import encode_prompt
 from tests.generate.tiny import save_tiny_model
+from tests.helpers.gcs import gcs_bucket, gcs_emulator, gs_prefix  # noqa: F401 (fixtures)
 
 BYTE = load_tokenizer("byte")
 
@@ -163,6 +164,19 @@ def test_long_context_resume_keeps_the_cells_already_written(tmp_path, capsys):
     assert main([*base[:2], str(other), *base[3:], "--lengths", "800", "--resume"]) == 2
     assert "holds results of" in capsys.readouterr().err
     assert out.read_text() == before
+
+
+def test_long_context_out_and_resume_on_gs(tmp_path, capsys, gcs_bucket):
+    """--out on gs:// (the GCS emulator): written, then resumed from."""
+    from hybrid_jax.storage.paths import as_path
+    _, path = save_tiny_model(tmp_path / "model", "gdn")
+    out = gs_prefix(gcs_bucket, "lc") + "/lc.json"
+    base = ["eval", "long-context", str(path), "--tokenizer", "byte", "--tasks", "niah_single",
+            "--samples", "1", "--batch-size", "1", "--out", out]
+    assert main([*base, "--lengths", "600"]) == 0, capsys.readouterr().err
+    assert main([*base, "--lengths", "600,650", "--resume"]) == 0, capsys.readouterr().err
+    doc = json.loads(as_path(out).read_text())
+    assert doc["complete"] and [r["length"] for r in doc["accuracy"]] == [600, 650]
 
 
 def test_plot_merges_one_checkpoints_files_under_one_label(tmp_path):
