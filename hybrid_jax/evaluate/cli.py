@@ -3,15 +3,18 @@
     hybrid-jax eval ppl RUN_DIR --data STORE_DIR [--sets NAME,...] [--seq-len 1024]
     hybrid-jax eval ppl MODEL_DIR --data notes.txt --tokenizer hf:tok/
     hybrid-jax eval long-context RUN_DIR --lengths 1k,2k,4k [--samples 20] [--out results.json]
+    hybrid-jax eval long-context RUN_DIR --lengths 8k,16k --out results.json --resume
     hybrid-jax eval long-context-data --out train.jsonl --docs 50000 --chars 128-2048
     hybrid-jax eval harness --model hybrid-jax --model_args checkpoint=RUN_DIR --tasks TASKS
 
 ppl prints loss (nats/token), perplexity and bits-per-byte per validation set (a text file is
 one set, "text"). long-context prints accuracy per task x length. --out writes the results as
-JSON. long-context-data writes the same tasks, with their answers, as training documents (JSON
-lines, key "text", for `hybrid-jax data build --source jsonl`). harness runs lm-eval-harness
-(the [eval] extra) with the `hybrid-jax` model registered, passing every argument on to
-`lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing evaluated).
+JSON (for long-context rewritten after every cell; --resume keeps the cells already there and
+runs the missing ones). long-context-data writes the same tasks, with their answers, as
+training documents (JSON lines, key "text", for `hybrid-jax data build --source jsonl`).
+harness runs lm-eval-harness (the [eval] extra) with the `hybrid-jax` model registered,
+passing every argument on to `lm-eval run`. Exit codes: 0 done, 2 refused (bad input: nothing
+evaluated).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="byte | hf:PATH | MODEL_FILE (default: the run's own)")
     p.add_argument("--mesh", help="DATA,FSDP,TENSOR sizes over the local devices (one may be "
                    "-1); default: one device")
-    p.add_argument("--out", type=Path, help="write the results here as JSON")
+    p.add_argument("--out", help="write the results here as JSON (local or gs://)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,12 +61,15 @@ def parser() -> argparse.ArgumentParser:
     lc.add_argument("--haystack", default="noise", choices=("noise", "pycode"),
                     help="filler: RULER's noise sentences or Python source of the built-in corpus")
     lc.add_argument("--batch-size", type=int, default=4)
+    lc.add_argument("--resume", action="store_true",
+                    help="keep the cells of an existing --out (same checkpoint and settings; "
+                         "more lengths may be asked) and run only the missing ones")
     lc.add_argument("--teacher-forced", action="store_true",
                     help="also score the answers with the full forward: log-probability per "
                          "answer token and exact argmax match (no decoding)")
     data = sub.add_parser("long-context-data", help="the long-context tasks as training "
                           "documents (JSON lines), from seeds the evaluation never uses")
-    data.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
+    data.add_argument("--out", required=True, help="the .jsonl file to write (local or gs://)")
     data.add_argument("--docs", type=int, required=True, help="number of documents")
     data.add_argument("--chars", default="128-2048", help="MIN-MAX characters per document")
     data.add_argument("--tasks", help="comma-separated tasks (default: all)")
@@ -107,6 +113,7 @@ def _long_context(args, model, tokenizer, mesh, source) -> dict:
     from hybrid_jax.evaluate.long_context import TASKS, parse_lengths, run_suite
 
     tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(TASKS)
+    done = _resumed(args, source) if args.resume else None
     # --out is rewritten after every cell, so a run stopped at a long length keeps the rest.
     save = None if args.out is None else (
         lambda partial: write_text_atomic(args.out, json.dumps(
@@ -114,7 +121,7 @@ def _long_context(args, model, tokenizer, mesh, source) -> dict:
     results = run_suite(model, tokenizer, lengths=parse_lengths(args.lengths), tasks=tasks,
                         samples=args.samples, seed=args.seed, batch_size=args.batch_size,
                         haystack=args.haystack, mesh=mesh, on_cell=save,
-                        teacher_forced=args.teacher_forced)
+                        teacher_forced=args.teacher_forced, done=done)
     lengths = sorted({r["length"] for r in results["accuracy"]})
     columns = [("accuracy", "accuracy", "{:8.2f}")]
     if args.teacher_forced:
@@ -126,6 +133,28 @@ def _long_context(args, model, tokenizer, mesh, source) -> dict:
             cell = {r["length"]: r[key] for r in results["accuracy"] if r["task"] == task}
             print(task.ljust(18) + "".join(fmt.format(cell[n]) for n in lengths))
     return results
+
+
+def _resumed(args, source) -> dict | None:
+    """The earlier results in --out to resume from (None: no file yet, a fresh start)."""
+    if args.out is None:
+        raise ValueError("--resume needs --out, the results file to resume")
+    path = as_path(args.out)
+    if not path.exists():
+        print(f"note: {args.out} does not exist yet; nothing to resume, starting afresh",
+              file=sys.stderr)
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"--resume: {args.out} is not JSON ({e})") from None
+    if not (isinstance(doc, dict) and isinstance(doc.get("accuracy"), list)
+            and isinstance(doc.get("settings"), dict)):
+        raise ValueError(f"--resume: {args.out} is not a long-context result")
+    if doc.get("checkpoint") != json.loads(json.dumps(source)):  # as the file records it
+        raise ValueError(f"--resume: {args.out} holds results of {doc.get('checkpoint')}, not "
+                         f"of {source}")
+    return doc
 
 
 def harness(argv: list[str]) -> int:

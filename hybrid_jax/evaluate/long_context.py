@@ -40,11 +40,13 @@ def parse_lengths(text: str) -> list[int]:
 def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = TASKS,
               samples: int = 20, seed: int = 0, batch_size: int = 4, haystack: str = "noise",
               mesh=None, on_cell: Callable[[dict], None] | None = None,
-              teacher_forced: bool = False) -> dict:
+              teacher_forced: bool = False, done: dict | None = None) -> dict:
     """{"accuracy": [{task, length, accuracy, n}], "settings": {...}, "examples": first
     example's prompt tail, answers and completion per cell}. Cells run shortest length first,
     every task at a length before the next length; `on_cell` gets the results so far after
-    each cell (so a run stopped at a long length keeps the shorter ones)."""
+    each cell (so a run stopped at a long length keeps the shorter ones). done: an earlier
+    result of this suite with the same settings (`resumable`); its cells are kept, not run
+    again."""
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; known: {list(TASKS)}")
@@ -58,10 +60,17 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
     settings = {"lengths": list(lengths), "tasks": list(tasks), "samples": samples,
                 "seed": seed, "haystack": haystack, "decoding": "greedy",
                 "teacher_forced": teacher_forced}
-    rows, examples = [], []
-    for length in sorted(lengths):
+    done = done or {}
+    if done:
+        resumable(done, settings)
+    rows, examples = list(done.get("accuracy", [])), list(done.get("examples", []))
+    have = {(r["task"], r["length"]) for r in rows}
+    settings["lengths"] = sorted(set(lengths) | {length for _, length in have})
+    for length in settings["lengths"]:
         cache_len = length + PROMPT_BUCKET + max(ruler.MAX_NEW_TOKENS.values())
         for task in tasks:
+            if (task, length) in have:
+                continue
             exs = [ruler.make_example(task, length, i, seed=seed, count_tokens=count,
                                       haystack=hay) for i in range(samples)]
             scores, first = [], None
@@ -87,6 +96,17 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
             if on_cell is not None:
                 on_cell({"accuracy": rows, "settings": settings, "examples": examples})
     return {"accuracy": rows, "settings": settings, "examples": examples}
+
+
+def resumable(done: dict, settings: dict) -> None:
+    """Raises ValueError unless `done` (an earlier result) was made with these settings (all
+    but the lengths, which a resumed run adds to)."""
+    old = {k: v for k, v in (done.get("settings") or {}).items() if k != "lengths"}
+    new = {k: v for k, v in settings.items() if k != "lengths"}
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"cannot resume: its settings differ in {diff} "
+                         f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff)})")
 
 
 def _teacher_forced(scorer: Scorer, tokenizer, exs: list) -> dict:

@@ -14,6 +14,7 @@ from hybrid_jax.evaluate import ruler
 from hybrid_jax.evaluate.long_context import parse_lengths
 from hybrid_jax.generate.api import encode_prompt
 from tests.generate.tiny import save_tiny_model
+from tests.helpers.gcs import gcs_bucket, gcs_emulator, gs_prefix  # noqa: F401 (fixtures)
 
 BYTE = load_tokenizer("byte")
 
@@ -136,6 +137,46 @@ def test_long_context_cli_writes_accuracy_per_task_and_length(tmp_path, capsys):
     assert main(["eval", "long-context-plot", str(tmp_path / "missing.json"), "--out",
                  str(fig)]) == 2
     assert "not a long-context result" in capsys.readouterr().err
+
+
+def test_long_context_resume_keeps_the_cells_already_written(tmp_path, capsys):
+    """--resume runs only the cells --out lacks: a cell marked in the file survives (it was not
+    run again), the new length is added, and a file of other settings or another checkpoint
+    is refused and left as it was."""
+    _, path = save_tiny_model(tmp_path / "model", "gdn")
+    out = tmp_path / "lc.json"
+    base = ["eval", "long-context", str(path), "--tokenizer", "byte", "--tasks", "niah_single",
+            "--samples", "2", "--batch-size", "2", "--out", str(out)]
+    assert main([*base, "--lengths", "600"]) == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    doc["accuracy"][0]["accuracy"] = 0.5  # a mark: what a rerun would not reproduce
+    doc["complete"] = False  # as a run stopped part-way leaves it
+    out.write_text(json.dumps(doc))
+    assert main([*base, "--lengths", "600,700", "--resume"]) == 0, capsys.readouterr().err
+    resumed = json.loads(out.read_text())
+    cells = {r["length"]: r["accuracy"] for r in resumed["accuracy"]}
+    assert cells == {600: 0.5, 700: 0.0} and resumed["complete"]
+    assert resumed["settings"]["lengths"] == [600, 700]
+    before = out.read_text()
+    assert main([*base, "--lengths", "800", "--resume", "--seed", "1"]) == 2
+    assert "settings differ in ['seed']" in capsys.readouterr().err
+    other = save_tiny_model(tmp_path / "other", "gdn")[1]
+    assert main([*base[:2], str(other), *base[3:], "--lengths", "800", "--resume"]) == 2
+    assert "holds results of" in capsys.readouterr().err
+    assert out.read_text() == before
+
+
+def test_long_context_out_and_resume_on_gs(tmp_path, capsys, gcs_bucket):
+    """--out on gs:// (the GCS emulator): written, then resumed from."""
+    from hybrid_jax.storage.paths import as_path
+    _, path = save_tiny_model(tmp_path / "model", "gdn")
+    out = gs_prefix(gcs_bucket, "lc") + "/lc.json"
+    base = ["eval", "long-context", str(path), "--tokenizer", "byte", "--tasks", "niah_single",
+            "--samples", "1", "--batch-size", "1", "--out", out]
+    assert main([*base, "--lengths", "600"]) == 0, capsys.readouterr().err
+    assert main([*base, "--lengths", "600,650", "--resume"]) == 0, capsys.readouterr().err
+    doc = json.loads(as_path(out).read_text())
+    assert doc["complete"] and [r["length"] for r in doc["accuracy"]] == [600, 650]
 
 
 def test_plot_merges_one_checkpoints_files_under_one_label(tmp_path):
