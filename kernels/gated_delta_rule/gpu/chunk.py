@@ -10,8 +10,8 @@ Why this exists
                                   states and delta for the backward)
         backward  dh             (sequential, in reverse: dS per chunk, dd = du)
                   dqk            (chunk-parallel: dw, dkd, dqd, daqk, dgc)
-                  prep backward  (chunk-parallel: dq, dk, dv, dg, dbeta; three kernels in
-                                  Triton)
+                  prep backward  (chunk-parallel: dq, dk, dv, dg, dbeta; one kernel in
+                                  Mosaic GPU, three in Triton)
     each slot in Mosaic GPU where its kernel takes the shape, else in Triton (`config.plan`, the
     table). q/k L2 normalisation, scale, head grouping, padding, the decays' sums and the layout
     are XLA glue around the custom_vjp, differentiated by JAX. On an H200, B4 T4096 H16
