@@ -139,18 +139,15 @@ def _resumed(args, source) -> dict | None:
     """The earlier results in --out to resume from (None: no file yet, a fresh start)."""
     if args.out is None:
         raise ValueError("--resume needs --out, the results file to resume")
-    path = as_path(args.out)
-    if not path.exists():
+    from hybrid_jax.evaluate.long_context_results import read_result
+
+    if not as_path(args.out).exists():
         print(f"note: {args.out} does not exist yet; nothing to resume, starting afresh",
               file=sys.stderr)
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"--resume: {args.out} is not JSON ({e})") from None
-    if not (isinstance(doc, dict) and isinstance(doc.get("accuracy"), list)
-            and isinstance(doc.get("settings"), dict)):
-        raise ValueError(f"--resume: {args.out} is not a long-context result")
+    doc = read_result(args.out)
+    if not isinstance(doc.get("settings"), dict):
+        raise ValueError(f"--resume: {args.out} records no settings to resume with")
     if doc.get("checkpoint") != json.loads(json.dumps(source)):  # as the file records it
         raise ValueError(f"--resume: {args.out} holds results of {doc.get('checkpoint')}, not "
                          f"of {source}")

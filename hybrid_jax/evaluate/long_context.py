@@ -47,9 +47,7 @@ def run_suite(model, tokenizer, *, lengths: list[int], tasks: tuple[str, ...] = 
     each cell (so a run stopped at a long length keeps the shorter ones). done: an earlier
     result of this suite with the same settings (`resumable`); its cells are kept, not run
     again."""
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {list(TASKS)}")
+    ruler.check_tasks(tasks)
     if samples < 1 or batch_size < 1:
         raise ValueError(f"samples and batch_size must be >= 1, got {samples}, {batch_size}")
     hay = ruler.Haystack(haystack)

@@ -11,10 +11,11 @@ then 8k-32k) are drawn together; they must name the same checkpoint and share no
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from hybrid_jax.evaluate.long_context_results import read_result
 
 
 def read_models(specs: list[str]) -> list[tuple[str, list[dict]]]:
@@ -47,13 +48,8 @@ def _read(spec: str) -> tuple[str, list[dict], object, bool]:
     label, eq, path = spec.partition("=")
     if not eq:
         label, path = Path(spec).stem, spec
-    try:
-        doc = json.loads(Path(path).read_text())
-        cells = doc["accuracy"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a long-context result ({type(e).__name__}: {e}); write "
-                         f"one with `hybrid-jax eval long-context ... --out FILE`") from None
-    return label, cells, doc.get("checkpoint"), doc.get("complete") is not False
+    doc = read_result(path)
+    return label, doc["accuracy"], doc.get("checkpoint"), doc.get("complete") is not False
 
 
 def heatmap(models: list[tuple[str, list[dict]]], path: str | Path) -> None:

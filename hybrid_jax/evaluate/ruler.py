@@ -207,6 +207,13 @@ def make_example(task: str, length: int, index: int, *, seed: int | str,
     return Example(task, prompt, answers)
 
 
+def check_tasks(tasks) -> None:
+    """Raises ValueError naming any of `tasks` that is not one of TASKS."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+
+
 def answer_text(answers: tuple[str, ...]) -> str:
     """The completion a training document gives: the answers, comma-separated, then a period."""
     return " " + ", ".join(answers) + "."
@@ -217,9 +224,7 @@ def training_documents(n: int, *, min_chars: int, max_chars: int, seed: int,
                        haystacks: tuple[str, ...] = HAYSTACKS):
     """`n` documents "PROMPT ANSWERS." of min_chars..max_chars characters (uniform), each of a
     task and haystack drawn in turn from `tasks` x `haystacks`. Deterministic per seed."""
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
+    check_tasks(tasks)
     if not 0 < min_chars <= max_chars:
         raise ValueError(f"need 0 < min_chars <= max_chars, got {min_chars}, {max_chars}")
     hays = {kind: Haystack(kind) for kind in haystacks}

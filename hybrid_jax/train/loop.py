@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -39,6 +37,7 @@ from hybrid_jax.train.program import build_program
 from hybrid_jax.train.run_lock import RunLock, RunLockedError
 from hybrid_jax.train.schedule import Schedule, build_schedule
 from hybrid_jax.train.source import BatchSource, make_source
+from hybrid_jax.train.stop_flag import StopFlag
 
 
 class NonFiniteError(FloatingPointError):
@@ -79,38 +78,6 @@ def _process_rows(sharding_: NamedSharding, global_shape: tuple[int, ...]) -> tu
     if sum(e - s for s, e in spans) != hi - lo or B % (hi - lo) or lo % (hi - lo):
         raise MeshError(f"this process's batch rows {sorted(spans)} are not one aligned block")
     return lo // (hi - lo), B // (hi - lo)
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT set a flag that the loop checks after each step; a second SIGINT raises
-    KeyboardInterrupt at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def is_set(self) -> bool:
-        local = self.signum is not None
-        if jax.process_count() == 1:
-            return local
-        from jax.experimental import multihost_utils  # every process must stop at the same step
-
-        return bool(np.any(multihost_utils.process_allgather(np.array(local))))
 
 
 def _write_json(path: epath.Path, data: Any) -> None:
@@ -208,7 +175,7 @@ def _train(cfg: RunConfig, source: BatchSource | None, verbose: bool, dist_info:
     loop = None
     try:
         # installed early: a signal during compilation stops at step 1
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             had_checkpoints = bool(ckpt.all_steps())
             restored = ckpt.restore(prog.abstract_state, cfg.checkpoint.resume_step)
             if restored is None:
@@ -312,7 +279,7 @@ class _Loop:
         return {k: jax.make_array_from_process_local_data(self.batch_sh, v, self.global_shape)
                 for k, v in local.items()}
 
-    def run(self, step_fn, state, start: int, stop: _StopFlag) -> tuple[Any, str]:
+    def run(self, step_fn, state, start: int, stop: StopFlag) -> tuple[Any, str]:
         total, pending, self.step, self.start = self.cfg.total_steps, None, start, start
         self.t_last = time.perf_counter()
         while self.step < total:

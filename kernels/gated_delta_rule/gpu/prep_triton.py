@@ -2,9 +2,8 @@
 
 Why this exists
     Everything of a chunk that does not depend on the state entering it runs here, one program
-    per (batch x value head, chunk), all chunks in parallel: the forward where the Mosaic GPU
-    prep does not take the shape (`prep_mosaic.py`), the backward where the Mosaic GPU prep
-    backward does not (`prep_mosaic_bwd.py`: it also needs bf16 q, k, v). The forward is one
+    per (batch x value head, chunk), all chunks in parallel, where the Mosaic GPU kernels
+    (`prep_mosaic.py`, `prep_mosaic_bwd.py`) do not take the shape or dtype. The forward is one
     kernel that also writes T = (I + A)^-1 for the backward; the backward is three kernels that
     read T instead of recomputing it (fla splits its prep likewise: kkt, solve_tril,
     recompute_w_u), each holding few [C, C] tiles so that more programs are resident per SM.
