@@ -18,7 +18,7 @@ SHAPE = dict(B=1, T=64, H=1, HV=1, K=16, V=16)
 
 def _args(tmp_path):
     return SimpleNamespace(out=str(tmp_path / "rows.json"), fla_warmup_ms=1, fla_rep_ms=1,
-                           fla_graph_rep_ms=1, fla_timeout=5, budget_s=1e9)
+                           fla_graph_rep_ms=1, fla_timeout=5, budget_s=1e9, t_start=0.0)
 
 
 def test_fla_child_timeout_keeps_its_rows_and_names_the_missing_cells(tmp_path, monkeypatch):
