@@ -15,4 +15,4 @@ git archive "$commit" kernels | tar -x -C "$dir"
 mv "$dir/kernels" "$dir/kernels_before"
 grep -rl --include='*.py' 'kernels' "$dir/kernels_before" | xargs sed -i -E \
   's/\bfrom kernels([. ])/from kernels_before\1/g; s/\bimport kernels\b/import kernels_before/g'
-echo "$commit" > "$dir/COMMIT"
+git rev-parse --short "$commit^{commit}" > "$dir/COMMIT"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One GPU call (about 8 minutes on an H200) that checks this tree's kernels against an earlier
-# commit's: first this tree's gated delta rule against the other's, forward+backward at
-# precision "default" through the API's "auto", on the four benchmark shapes, timed
-# interleaved in one process (benchmarks/gdn_kernel_compare.py: table and JSON, with the
+# One GPU call (about 8 minutes on an H100) that checks this tree's kernels against an earlier
+# commit's: first this tree's gated delta rule against the other's, forward+backward and the
+# forward alone at precision "default" through the API's "auto", on the four benchmark shapes,
+# timed interleaved in one process (benchmarks/gdn_kernel_compare.py: table and JSON, with the
 # largest difference of o and of every gradient); then every compiled GPU kernel test
 # (`-m gpu` over tests/kernels/).
 #
@@ -11,9 +11,9 @@
 #   OUT=/tmp/out bash benchmarks/gdn_kernel_check_gpu.sh           # on the GPU machine
 #
 # Needs no network, torch or fla. Writes under $OUT (default /tmp/gdn_check): gdn_compare.md,
-# gdn_compare.json, compare.log, pytest_gpu.log. Time limits in seconds: COMPARE_TIMEOUT=240
-# (compiles of 4 shapes x 2 trees dominate), TEST_TIMEOUT=320. BEFORE: the exported tree
-# (default build/gdr_before).
+# gdn_compare.json, compare.log, pytest_gpu.log. Time limits in seconds: COMPARE_TIMEOUT=300
+# (compiles of 4 shapes x 2 modes x 2 trees dominate), TEST_TIMEOUT=320. BEFORE: the exported
+# tree (default build/gdr_before). MODES: the compared modes (default "fwd+bwd fwd").
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gdn_check}
@@ -25,11 +25,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "before: $(cat "$BEFORE/COMMIT" 2>/dev/null || echo "no $BEFORE/COMMIT")"
 $PY -c 'import jax; print("jax", jax.__version__, jax.devices())'
 
-echo "=== this tree against $BEFORE: forward+backward, auto at precision default ==="
+echo "=== this tree against $BEFORE: ${MODES:-fwd+bwd fwd}, auto at precision default ==="
 t0=$(date +%s)
-timeout "${COMPARE_TIMEOUT:-240}" $PY benchmarks/gdn_kernel_compare.py --before-root "$BEFORE" \
-  --out "$OUT" 2>&1 | tee "$OUT/compare.log" | grep -E "^\||^forward|^before|^after|Error" \
-  | tail -12
+# shellcheck disable=SC2086  # MODES is a word list
+timeout "${COMPARE_TIMEOUT:-300}" $PY benchmarks/gdn_kernel_compare.py --before-root "$BEFORE" \
+  --mode ${MODES:-fwd+bwd fwd} --out "$OUT" 2>&1 | tee "$OUT/compare.log" \
+  | grep -E "^\||^implementation|^before|^after|Error" | tail -22
 echo "compare: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
 
 echo "=== GPU tests (compiled kernels) ==="

@@ -1,5 +1,5 @@
-"""This tree's gated delta rule against another commit's, in one process: forward+backward,
-timed interleaved, and the outputs compared.
+"""This tree's gated delta rule against another commit's, in one process: forward+backward (and
+with --mode fwd the forward alone), timed interleaved, and the outputs compared.
 
     bash benchmarks/export_kernels.sh 5a705db build/gdr_before   # once, where git is
     python benchmarks/gdn_kernel_compare.py --before-root build/gdr_before --out /tmp/cmp
@@ -8,7 +8,7 @@ timed interleaved, and the outputs compared.
 renamed), so both import side by side. Each implementation is the API's
 `chunk_gated_delta_rule(..., implementation=--implementation, precision=--precision)` on
 gdn_kernel.py's inputs (bf16 q, k, v, beta, fp32 g) and loss (sum(o * dO)), jitted with its
-gradients w.r.t. q, k, v, g, beta. After compiling and warming up both, timing samples (each
+gradients w.r.t. q, k, v, g, beta ("fwd+bwd"), or o alone ("fwd": no residuals saved). After compiling and warming up both, timing samples (each
 --inner back-to-back calls ended by block_until_ready) alternate between the two, starting
 with either in turn, so that clock and thermal drift fall on both alike. Writes
 OUT/gdn_compare.json and a table OUT/gdn_compare.md: median and min ms, after/before ratio,
@@ -42,6 +42,12 @@ def loss_and_grads(api, implementation, precision):
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))
 
 
+def forward(api, implementation, precision):
+    import jax
+    return jax.jit(lambda q, k, v, g, beta: api.chunk_gated_delta_rule(
+        q, k, v, g, beta, implementation=implementation, precision=precision)[0])
+
+
 def sample_ms(fn, args, inner):
     import jax
     t0 = time.perf_counter()
@@ -51,24 +57,28 @@ def sample_ms(fn, args, inner):
     return (time.perf_counter() - t0) * 1e3 / inner
 
 
-def compare_shape(s, apis, args):
+def compare_shape(s, mode, apis, args):
     import jax
     import numpy as np
     inputs, do = jax_inputs(s)
-    call_args = (*inputs, do)
-    fns, outs, row = {}, {}, {"shape": s}
+    call_args = (*inputs, do) if mode == "fwd+bwd" else inputs
+    build = loss_and_grads if mode == "fwd+bwd" else forward
+    fns, outs, row = {}, {}, {"shape": s, "mode": mode}
     for name, api in apis.items():
         t0 = time.perf_counter()
-        fns[name] = loss_and_grads(api, args.implementation, args.precision).lower(
+        fns[name] = build(api, args.implementation, args.precision).lower(
             *call_args).compile()
         row[f"compile_s_{name}"] = time.perf_counter() - t0
         outs[name] = jax.block_until_ready(fns[name](*call_args))
         for _ in range(args.warmup):
             jax.block_until_ready(fns[name](*call_args))
-    (grads_b, o_b), (grads_a, o_a) = outs["before"], outs["after"]
     diff = lambda a, b: float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max())
-    row["max_abs_diff"] = {"o": diff(o_a, o_b), **{f"d{n}": diff(a, b) for n, a, b in
-                                                     zip("qkvgb", grads_a, grads_b)}}
+    if mode == "fwd":
+        row["max_abs_diff"] = {"o": diff(outs["after"], outs["before"])}
+    else:
+        (grads_b, o_b), (grads_a, o_a) = outs["before"], outs["after"]
+        row["max_abs_diff"] = {"o": diff(o_a, o_b), **{f"d{n}": diff(a, b) for n, a, b in
+                                                         zip("qkvgb", grads_a, grads_b)}}
     samples = {name: [] for name in apis}
     order = list(apis)
     for i in range(args.iters):
@@ -81,17 +91,17 @@ def compare_shape(s, apis, args):
 
 
 def table(rows, args):
-    lines = [f"forward+backward, implementation={args.implementation!r}, precision="
-             f"{args.precision!r}: median (min) of {args.iters} samples of {args.inner} calls "
-             f"each, interleaved", "",
-             "| shape | before ms | after ms | after/before | max abs diff (o, grads) |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [f"implementation={args.implementation!r}, precision={args.precision!r}: median "
+             f"(min) of {args.iters} samples of {args.inner} calls each, interleaved", "",
+             "| shape | mode | before ms | after ms | after/before | max abs diff (o, grads) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {label(r['shape'])} | FAILED: {r['error'][:120]} | | | |")
+            lines.append(f"| {label(r['shape'])} | {r['mode']} | FAILED: {r['error'][:120]} "
+                         f"| | | |")
             continue
         d = max(r["max_abs_diff"].values())
-        lines.append(f"| {label(r['shape'])} | {r['median_ms_before']:.3f} "
+        lines.append(f"| {label(r['shape'])} | {r['mode']} | {r['median_ms_before']:.3f} "
                      f"({r['min_ms_before']:.3f}) | {r['median_ms_after']:.3f} "
                      f"({r['min_ms_after']:.3f}) | {r['ratio']:.3f} | {d:.3g} |")
     return "\n".join(lines)
@@ -104,6 +114,7 @@ def main(argv=None):
     p.add_argument("--shape", action="append", help="B=..,T=..,H=..,K=..,V=..[,HV=..]")
     p.add_argument("--implementation", default="auto")
     p.add_argument("--precision", default="default", choices=("highest", "default"))
+    p.add_argument("--mode", nargs="+", default=["fwd+bwd"], choices=("fwd+bwd", "fwd"))
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20, help="samples of each, interleaved")
     p.add_argument("--inner", type=int, default=3)
@@ -122,12 +133,14 @@ def main(argv=None):
     rows = []
     for text in args.shape or SHAPES:
         s = parse_shape(text)
-        try:
-            rows.append(compare_shape(s, apis, args))
-        except Exception as exc:  # recorded, and the next shape goes on
-            rows.append({"shape": s, "error": f"{type(exc).__name__}: {exc}"[:2000]})
-        print(table(rows[-1:], args).splitlines()[-1], flush=True)
-        (out / "gdn_compare.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
+        for mode in args.mode:
+            try:
+                rows.append(compare_shape(s, mode, apis, args))
+            except Exception as exc:  # recorded, and the next cell goes on
+                rows.append({"shape": s, "mode": mode,
+                             "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            print(table(rows[-1:], args).splitlines()[-1], flush=True)
+            (out / "gdn_compare.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
     text = table(rows, args)
     (out / "gdn_compare.md").write_text(f"{meta['device_kind']}, jax {meta['jax']}\n\n{text}\n")
     print(text)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gdn_kernel import jax_fn, jax_inputs, parse_shape, time_jax  # noqa: E402
-from benchmarks.gdn_kernel_variants import JAX_IMPLS  # noqa: E402
+from benchmarks.gdn_kernel_variants import JAX_IMPLS, PEER_IMPLS  # noqa: E402
 from benchmarks.profile_summary import summarize  # noqa: E402
 
 MODES = ("fwd", "fwd+bwd")
@@ -52,7 +52,8 @@ def main(argv=None):
     p.add_argument("--shape", action="append", required=True,
                    help="B=..,T=..,H=..,K=..,V=..[,HV=..]")
     p.add_argument("--impl", nargs="+", required=True,
-                   choices=[n for n in JAX_IMPLS if not n.startswith("xla")])
+                   choices=[n for n in JAX_IMPLS if not n.startswith("xla")]
+                   + list(PEER_IMPLS))
     p.add_argument("--mode", nargs="+", default=["fwd+bwd"], choices=MODES)
     p.add_argument("--calls", type=int, default=5, help="calls traced (and per timing sample)")
     p.add_argument("--iters", type=int, default=5, help="timing samples before the trace")

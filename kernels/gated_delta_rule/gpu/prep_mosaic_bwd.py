@@ -69,7 +69,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows = pl.ds(n * C, C)
     Kp, Vp = q_s.shape[1], v_s.shape[1]
-    f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
+    f32, WG = jnp.float32, plgpu.Layout.WGMMA
 
     chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
     for src, dst in ((chunk(q_g, Kp), q_s), (chunk(k_g, Kp), k_s), (chunk(v_g, Vp), v_s),

@@ -115,14 +115,16 @@ def test_interpret_default_precision_is_bf16_accurate():
                           precision="default", tol=2e-2)
 
 
-def test_interpret_forward_alone_equals_the_forward_before_a_backward():
-    """A forward without a backward takes the custom_vjp's primal (no residuals written):
-    bitwise the o and final state of the forward that saves them."""
-    args = make_inputs(5, 1, 40, 1, 2, 16, 32, decay="mild")
-    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, chunk_size=16, interpret=True,
+@pytest.mark.parametrize("T, K, V, C", [(40, 16, 32, 16), (100, 64, 64, 64)])
+def test_interpret_forward_alone_equals_the_forward_before_a_backward(T, K, V, C):
+    """A forward without a backward takes the custom_vjp's primal (no residuals written; at
+    C = 64 through the Mosaic GPU kernels, at 16 through the Triton ones): bitwise the o and
+    final state of the forward that saves them."""
+    args = make_inputs(5, 1, T, 1, 2, K, V, decay="mild")
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, chunk_size=C, interpret=True,
                            precision="default")
     alone = jax.jit(lambda *a: fn(*a[:5], initial_state=a[5]))(*args)
-    with_residuals, _ = _forward_and_grads(fn, _weights(0, 1, 40, 2, 16, 32), args)
+    with_residuals, _ = _forward_and_grads(fn, _weights(0, 1, T, 2, K, V), args)
     for a, b in zip(alone, with_residuals):
         assert bool(jnp.all(a == b))
 
@@ -300,6 +302,26 @@ def test_gpu_bf16_inputs_at_default_match_float64(case):
     errs = check_against_float64(GPU_CASES[case], interpret=False, precision="default",
                                  tol=3e-2, qkv_dtype=jnp.bfloat16)
     print(f"{case} bf16 q, k, v at default, errors:", errs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["T300-K96-V192-gqa-mild-init-l2", "T257-K128-V128-strong-init"])
+def test_gpu_forward_alone_matches_float64_and_the_forward_before_a_backward(case):
+    """The forward without a backward (nothing saved for a backward): o and the final state
+    against float64, and bitwise those of the forward that saves the residuals, with bf16
+    q, k, v at "default"."""
+    B, T, H, HV, K, V, init, decay, C, l2, scale = GPU_CASES[case]
+    args, weights, (o_np, S_np, _) = _case_data(GPU_CASES[case])
+    args = tuple(jnp.asarray(a, jnp.bfloat16) if i < 3 else a for i, a in enumerate(args))
+    fn = functools.partial(chunk_gated_delta_rule_pallas_gpu, precision="default",
+                           scale=scale, use_qk_l2norm=l2, chunk_size=C)
+    o, S = jax.jit(lambda *a: fn(*a[:5], initial_state=a[5]))(*args)
+    errs = {"o": rel_err(o, o_np), "state": rel_err(S, S_np)}
+    assert max(errs.values()) < 3e-2, errs
+    w32 = tuple(jnp.asarray(w, jnp.float32) for w in weights)
+    (o_r, S_r), _ = _forward_and_grads(fn, w32, args)
+    assert bool(jnp.all(o == o_r)) and bool(jnp.all(S == S_r))
+    print(f"{case} forward alone, bf16 q, k, v at default, errors:", errs)
 
 
 @pytest.mark.gpu
