@@ -54,7 +54,8 @@ def prepare(q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, scale, use_qk_l2norm):
         q, k = l2norm(q), l2norm(k)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    q = q * scale
+    if not (isinstance(scale, (int, float)) and scale == 1):  # 1: a kernel applies it
+        q = q * scale
     group = v_BTHV.shape[2] // q.shape[2]
     if group > 1:  # value head j reads key head j // group
         q, k = jnp.repeat(q, group, axis=2), jnp.repeat(k, group, axis=2)

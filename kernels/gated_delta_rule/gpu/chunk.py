@@ -111,6 +111,11 @@ def _triton_state(p: Plan, backward: bool):
                 num_stages=p.stages_bwd if backward else p.stages_fwd)
 
 
+def _kernel_scale(p: Plan):
+    """The factor the Mosaic preps apply to q (1: XLA scaled q before the kernels)."""
+    return 1.0 if p.q_scale is None else p.q_scale
+
+
 def _heads(p: Plan, o: bool = False):
     """The caller's layout's heads for q, k, v (or, with o, for o and dO), else None."""
     return p.heads if (p.o_caller_layout if o else p.caller_layout) else None
@@ -125,7 +130,8 @@ def _forward(q, k, v, g, beta, gc, s0, p: Plan, residuals: bool):
     V = s0.shape[-1]
     if p.prep_fwd == "mosaic":
         prep = prep_mosaic.prep_fwd(q, k, v, g, beta, C=p.C, save_inverse=residuals,
-                                    heads=_heads(p), interpret=_mosaic_interpret(p))
+                                    scale=_kernel_scale(p), heads=_heads(p),
+                                    interpret=_mosaic_interpret(p))
     else:
         prep = prep_triton.prep_fwd(q, k, v, g, beta, out_dtype=_operand_dtype(p),
                                     save_inverse=residuals, **_triton_prep(p))
@@ -170,8 +176,8 @@ def _backward(p: Plan, res, cts):
         du = jnp.pad(du, [(0, 0), (0, 0), (0, Vp - du.shape[-1])])
     if p.prep_bwd == "mosaic":
         dq, dk, dv, dg, dbeta = prep_mosaic_bwd.prep_bwd(
-            q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, C=p.C, heads=_heads(p),
-            interpret=_mosaic_interpret(p))
+            q, k, v, g, beta, T, dw, du, dkd, dqd, daqk, C=p.C, scale=_kernel_scale(p),
+            heads=_heads(p), interpret=_mosaic_interpret(p))
     else:
         dq, dk, dv, dg, dbeta = prep_triton.prep_bwd(q, k, v, g, beta, T, dw, du, dkd, dqd,
                                                      daqk, heads=_heads(p), **_triton_prep(p))
@@ -208,11 +214,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     C = int(chunk_size)
     if C < 16 or C & (C - 1):
         raise ValueError(f"pallas_gpu needs chunk_size a power of two >= 16, got {C}")
-    qf, kf, vf, gf, bf, dt = reference.prepare(q, k, v, g, beta, scale, use_qk_l2norm)
-    if dt != jnp.float32:
-        raise TypeError(f"pallas_gpu computes in float32; got inputs promoting to {dt}")
-    B, T, HV, K = kf.shape
-    V = vf.shape[-1]
+    B, T, HV, K, V = (*v.shape[:3], k.shape[-1], v.shape[-1])
     N = -(-T // C)
     Tp, Kp, BH = N * C, padded_k(K), B * HV
     # bf16 callers at "default": the kernels round q, k, v to bf16 at every dot anyway and the
@@ -220,8 +222,16 @@ def chunk_gated_delta_rule_pallas_gpu(
     # layout copies and residuals. fp32 callers keep fp32 (and fp32 gradients).
     qkv_dt = (jnp.bfloat16 if precision == "default"
               and jnp.result_type(q, k, v) == jnp.bfloat16 else jnp.float32)
+    q_scale = K ** -0.5 if scale is None else scale
     p = plan(precision, interpret, config, C=C, Kp=Kp, V=V, B=B, HV=HV,
-             bf16_qkv=qkv_dt == jnp.bfloat16)
+             bf16_qkv=qkv_dt == jnp.bfloat16,
+             q_scale=q_scale if isinstance(q_scale, (int, float)) else None)
+    # q's scale: inside the Mosaic preps where the plan says so (an XLA pass over q and one
+    # over dq fewer), else here
+    qf, kf, vf, gf, bf, dt = reference.prepare(
+        q, k, v, g, beta, 1.0 if p.q_scale is not None else scale, use_qk_l2norm)
+    if dt != jnp.float32:
+        raise TypeError(f"pallas_gpu computes in float32; got inputs promoting to {dt}")
     Vp = prep_v(V, p.block_d)
     if Kp != K:  # zero key columns: no effect on any product
         padk = lambda x: jnp.pad(x, [(0, 0)] * 3 + [(0, Kp - K)])

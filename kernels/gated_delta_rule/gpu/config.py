@@ -17,8 +17,10 @@ modules' docstrings give the numbers):
                                                  writes bf16 dq, dk, dv)
 
 With the Mosaic prep forward the kernels read q, k, v and write dq, dk, dv in the caller's
-layout (`layout.py`), and with the Mosaic state forward too o and dO. The in-chunk log-decays
-are masked sums at "highest" ("exact"), differences of one cumulative sum at "default"
+layout (`layout.py`), and with the Mosaic state forward too o and dO. With both preps in Mosaic
+GPU and a scale known when tracing (a Python number), the preps apply q's scale themselves
+(`q_scale`), sparing XLA a pass over q before the kernels and one over dq after. The in-chunk
+log-decays are masked sums at "highest" ("exact"), differences of one cumulative sum at "default"
 ("outer"), summed by XLA before the kernels with the Mosaic prep, which reads them ("xla";
 `prep_triton.DECAYS`). Interpret mode (CPU tests) runs the same plan: the Mosaic kernels in the
 Mosaic GPU interpreter, the Triton ones in Pallas' interpreter.
@@ -102,7 +104,8 @@ class Plan:
     """What one call runs, resolved by `plan` (hashable: a custom_vjp's static argument).
     prep_fwd, state, dqk, prep_bwd: "mosaic" or "triton" (state: the state forward and the
     backward's dh kernel). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in
-    the caller's layout; o_caller_layout: o and dO too. The rest launches the Triton kernels."""
+    the caller's layout; o_caller_layout: o and dO too. q_scale: the factor the Mosaic preps
+    apply to q, or None where XLA scales q first. The rest launches the Triton kernels."""
     precision: str
     interpret: bool
     C: int
@@ -114,6 +117,7 @@ class Plan:
     decays: str
     caller_layout: bool
     o_caller_layout: bool
+    q_scale: Optional[float]
     block_v: int
     block_d: int
     warps_fwd: int
@@ -145,9 +149,10 @@ def _default_block_v(precision, interpret, V, BH):
 
 
 def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: int, V: int,
-         B: int, HV: int, bf16_qkv: bool) -> Plan:
+         B: int, HV: int, bf16_qkv: bool, q_scale: Optional[float] = None) -> Plan:
     """The kernels and launches for chunk size C, padded key dim Kp, value dim V, B x HV heads;
-    bf16_qkv: the kernels read q, k, v in bf16 (and write their cotangents so)."""
+    bf16_qkv: the kernels read q, k, v in bf16 (and write their cotangents so); q_scale: q's
+    scale as a Python number, or None where it is not known when tracing."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {PRECISIONS}")
     mosaic = precision == "default"  # bf16 wgmma operands only
@@ -168,7 +173,9 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
     return Plan(
         precision=precision, interpret=bool(interpret), C=C, heads=HV, prep_fwd=prep_fwd,
         state=state, dqk=dqk, prep_bwd=prep_bwd, decays=decays, caller_layout=prep_fwd == "mosaic",
-        o_caller_layout=prep_fwd == "mosaic" and state == "mosaic", block_v=block_v,
+        o_caller_layout=prep_fwd == "mosaic" and state == "mosaic",
+        q_scale=float(q_scale) if q_scale is not None and prep_bwd == "mosaic" else None,
+        block_v=block_v,
         block_d=config.block_d,
         warps_fwd=config.num_warps or (4 if Kp * v_tile(V, block_v) <= 128 * 64 else 8),
         warps_bwd=config.num_warps_bwd, warps_prep=config.num_warps_prep,

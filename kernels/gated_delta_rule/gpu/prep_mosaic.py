@@ -12,10 +12,12 @@ What it computes: `prep_triton.prep_fwd` at precision "default" with decays="xla
 logF summed by XLA, `prep_triton.decay_input`): per chunk of C = 64 rows,
     A = tril_strict(beta_i (k_i.k_j) exp(G_i - G_j)),   T = (I + A)^-1,
     u = T (beta v),  w = T (beta E k),  aqk = (q k^T) tril(exp(G_i - G_j)),  qd = q E,  kd = k F
-with E = exp(G), F = exp(logF); the same bf16 roundings as the Triton kernel's "default" dots
-(q, k, v, beta v, beta E k and T as bf16 wgmma operands, fp32 accumulation), T's recursion at
-TF32 (fp32 operands), exponents masked with -inf before exp. q, k, v are read in bf16 (fp32
-callers' are rounded first; the Triton prep would scale fp32 q, k before rounding qd, kd).
+with E = exp(G), F = exp(logF) and q scaled inside by `scale` (aqk and qd take the factor,
+so XLA need not write a scaled copy of q); the same bf16 roundings as the Triton kernel's
+"default" dots (q, k, v, beta v, beta E k and T as bf16 wgmma operands, fp32 accumulation),
+T's recursion at TF32 (fp32 operands), exponents masked with -inf before exp. q, k, v are read
+in bf16 (fp32 callers' are rounded first; the Triton prep would scale fp32 q, k before
+rounding qd, kd).
 
 One program (one warpgroup, 128 threads) per (batch x value head i, chunk n):
   1. TMA loads q, k [C, Kp], v [C, Vp] (bf16) and G, logF, beta [C] (fp32), one barrier.
@@ -58,7 +60,7 @@ def takes_shape(C: int, Kp: int, Vp: int) -> bool:
 
 
 def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, save_inverse,
-            heads):
+            heads, scale):
     t_g, refs = (refs[0], refs[1:]) if save_inverse else (None, refs)
     q_s, k_s, v_s, g_s, lf_s, b_s, x_s, l_s, c_s, bar = refs
     i, n = lax.axis_index("i"), lax.axis_index("n")
@@ -102,7 +104,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     G_i = per_row(G, C)
     Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
     A = per_row(beta, C) * KK * jnp.where(row > col, Dc, 0.0)
-    store(c_s, QK * Dc, aqk_g.at[i, rows])
+    store(c_s, scale * QK * Dc, aqk_g.at[i, rows])  # q's scale is applied here and to qd
 
     # T = (I + A)^-1: X inverts the diagonal blocks of size s; the first level needs no product
     rc = jnp.bitwise_xor(row, col)
@@ -137,18 +139,20 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     k = times_t(k_s, beta * E, w_g.at[i, rows])
     q = plgpu.load(q_s, layout=WG).astype(f32)
     plgpu.commit_smem()
-    store(q_s, per_row(E, q.shape[1]) * q, qd_g.at[i, rows])
+    store(q_s, per_row(scale * E, q.shape[1]) * q, qd_g.at[i, rows])
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # qd has left q_s
     store(q_s, per_row(F, k.shape[1]) * k, kd_g.at[i, rows])
     plgpu.wait_smem_to_gmem(0)
 
 
-def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, heads=None):
+def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, scale=1.0, interpret=None,
+             heads=None):
     """w, u, kd, qd, aqk (and T = (I + A)^-1 if save_inverse), bf16, in the layouts of
     `prep_triton.prep_fwd`, from q, k [BH, Tp, Kp], v [BH, Tp, Vp] (or with heads the caller's
     [B, Tp, heads * Kp] and [B, Tp, heads * Vp]: `layout.py`), gs [BH, 2, Tp] (G and logF,
     `prep_triton.decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile
-    for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
+    for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter. scale: q's
+    factor (a Python number), applied inside: aqk and qd take it, q is read unscaled."""
     BH, Tp, Kp, Vp = lay.dims(q, v, heads)
     if not takes_shape(C, Kp, Vp) or Tp % C:
         raise ValueError(f"the Mosaic prep needs C = {C_SUPPORTED}, Kp in {KP_SUPPORTED}, "
@@ -174,7 +178,7 @@ def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, interpret=None, heads=
     ]
 
     def gdr_prep_fwd_mgpu(*refs):
-        _kernel(*refs, C=C, save_inverse=save_inverse, heads=heads)
+        _kernel(*refs, C=C, save_inverse=save_inverse, heads=heads, scale=float(scale))
 
     return plgpu.kernel(
         gdr_prep_fwd_mgpu,

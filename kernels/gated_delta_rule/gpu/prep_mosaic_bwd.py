@@ -18,7 +18,9 @@ aqk), per chunk of C = 64 rows, with E = exp(G), F = exp(logF), bE = beta E:
     dbeta = rowsum(dbv v) + E rowsum((T^T dw) k) + rowsum(dAD KK)
     dG = rowsum(dlogD) - colsum(dlogD) + E (beta rowsum((T^T dw) k) + rowsum(dqd q)),
     dlogF = F rowsum(dkd k),  dlogD = dQK QK + beta dAD KK
-where D, Dc are exp(G_i - G_j) masked strictly below and on and below the diagonal. The same
+where D, Dc are exp(G_i - G_j) masked strictly below and on and below the diagonal; with
+q's scale s applied inside (`scale`), q above is s q: dQK takes s, and so do E dqd in dq and
+rowsum(dqd q) in dG, so that dq is the cotangent of the unscaled q. The same
 bf16 roundings as the Triton kernels' "default" dots: T, du, dw, q, k, beta v, bE k, dT,
 T^T dT, d(k k^T) and dQK are bf16 wgmma operands; accumulation fp32.
 
@@ -65,7 +67,7 @@ __all__ = ["prep_bwd", "takes_shape"]
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
             dq_g, dk_g, dv_g, dg_g, db_g,
             q_s, k_s, v_s, g_s, lf_s, b_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk_s, ck_s, cc_s,
-            x_s, bar, *, C, heads):
+            x_s, bar, *, C, heads, scale):
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows = pl.ds(n * C, C)
     Kp, Vp = q_s.shape[1], v_s.shape[1]
@@ -138,7 +140,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     G_i = per_row(G, C)
     Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
     D = jnp.where(row > col, Dc, 0.0)
-    dQK = tile(daqk_s) * Dc
+    dQK = scale * tile(daqk_s) * Dc  # with respect to (q k^T) Dc of the unscaled q
     dAD = dA * D
     dKKD = dAD * KK
     dbeta = dbeta + jnp.sum(dKKD, axis=1)
@@ -150,8 +152,8 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     # 5. dq and dk.
     store(daqk_s, dQK)                              # bf16(dQK), in place of daqk
     dqd = tile(dqd_s)
-    dE_q = jnp.sum(dqd * tile(q_s), axis=1)
-    dq = mm(((daqk_s, k_s),), (C, Kp)) + per_row(E, Kp) * dqd
+    dE_q = scale * jnp.sum(dqd * tile(q_s), axis=1)
+    dq = mm(((daqk_s, k_s),), (C, Kp)) + per_row(scale * E, Kp) * dqd
     store(ck_s, dq, chunk(dq_g, Kp))
     (dbek,) = wgmma_products(((t_s.T, dw_s),), ((C, Kp),))  # T^T dw: w's term of dk
     k, dkd = tile(k_s), tile(dkd_s)
@@ -169,14 +171,16 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     plgpu.wait_smem_to_gmem(0)
 
 
-def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, heads=None, interpret=None):
+def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, heads=None,
+             interpret=None):
     """dq, dk [BH, Tp, Kp], dv [BH, Tp, Vp] (bf16; with heads, in the caller's layout
     [B, Tp, heads * d] as q, k, v are: `layout.py`), dg [BH, 2, Tp] (the cotangents of G and
     logF, `prep_triton.decay_input(..., "xla")`) and dbeta [BH, Tp] (fp32), from the
     forward's operands (q, k, v bf16, gs [BH, 2, Tp], beta [BH, Tp]), its saved T [BH, Tp, C]
     and the cotangents dw, dkd, dqd [BH, Tp, Kp], du [BH, Tp, Vp], daqk [BH, Tp, C]: what
     `prep_triton.prep_bwd` returns with decays="xla" at "default". Operands are cast to bf16
-    (gs, beta to fp32) in XLA. `interpret`: None to compile for the GPU, or a
+    (gs, beta to fp32) in XLA. scale: q's factor as `prep_mosaic.prep_fwd` applied it inside
+    (q is the unscaled q; dq is its cotangent). `interpret`: None to compile for the GPU, or a
     `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
     BH, Tp, Kp, Vp = lay.dims(q, v, heads)
     if not takes_shape(C, Kp, Vp) or Tp % C:
@@ -216,7 +220,7 @@ def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, heads=None, int
     ]
 
     def gdr_prep_bwd_mgpu(*refs):
-        _kernel(*refs, C=C, heads=heads)
+        _kernel(*refs, C=C, heads=heads, scale=float(scale))
 
     grad = lambda d: jax.ShapeDtypeStruct(lay.shape(BH, Tp, d, heads), bf16)  # noqa: E731
     return plgpu.kernel(

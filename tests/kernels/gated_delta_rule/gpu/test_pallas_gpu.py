@@ -241,6 +241,23 @@ def test_interpret_mosaic_plan_matches_chunked_reference(qkv_dtype):
     assert max(errs.values()) < 1e-2, errs
 
 
+def test_interpret_scale_inside_the_kernels_equals_scaling_q_first():
+    """A Python-number scale goes into the Mosaic preps (`Plan.q_scale`); a NumPy scalar is
+    scaled by XLA first. With scale 1/2 (exact in every product) the two give bitwise the same
+    o, state and gradients."""
+    args = make_inputs(9, 1, 70, 1, 1, 64, 64, decay="mild")
+    args = tuple(jnp.asarray(x, jnp.bfloat16) for x in args[:3]) + args[3:]
+    runs = [_forward_and_grads(functools.partial(
+        chunk_gated_delta_rule_pallas_gpu, scale=scale, chunk_size=64, interpret=True,
+        precision="default"), _weights(2, 1, 70, 1, 64, 64), args)
+        for scale in (0.5, np.float32(0.5))]
+    (out_k, grads_k), (out_x, grads_x) = runs
+    for a, b in zip(out_k, out_x):
+        assert bool(jnp.all(a == b))
+    for n in grads_k:
+        assert bool(jnp.all(grads_k[n] == grads_x[n])), n
+
+
 @pytest.mark.parametrize("case, qkv_dtype", [
     # the 370M model's head dims: the Mosaic prep (V padded to 128; q, k, v in the caller's
     # layout) with the Triton state pass; T padded, HV = 2H, l2norm. bf16 q, k, v as in

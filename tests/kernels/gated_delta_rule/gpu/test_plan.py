@@ -41,6 +41,18 @@ def test_plan_runs_mosaic_where_each_kernel_takes_the_shape():
     assert kernels(_plan(precision="highest")) == exact                  # bf16 wgmma only
 
 
+def test_plan_scales_q_in_the_mosaic_preps_only_where_both_run():
+    """q's scale goes into the kernels where both preps are Mosaic GPU and it is a number when
+    tracing; otherwise XLA scales q (None)."""
+    plan = lambda **kw: cf.plan("default", False, KernelConfig(), C=64, Kp=128, V=128, B=4,
+                                HV=16, **{"bf16_qkv": True, **kw})
+    assert plan(q_scale=0.125).q_scale == 0.125
+    assert plan(q_scale=None).q_scale is None                # a traced scale
+    assert plan(q_scale=0.125, bf16_qkv=False).q_scale is None  # the Triton prep backward
+    assert cf.plan("highest", False, KernelConfig(), C=64, Kp=128, V=128, B=4, HV=16,
+                   bf16_qkv=True, q_scale=0.125).q_scale is None
+
+
 def test_plan_launch_defaults(monkeypatch):
     """At "default", V tiles of 32 where B*HV x V/32 sequential programs fit the SMs, else 64
     (132 SMs: an H100's or H200's); 32 at "highest"; 64 where the SM count is unknown

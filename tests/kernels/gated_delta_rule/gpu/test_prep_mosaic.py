@@ -48,6 +48,17 @@ def test_interpret_matches_the_triton_prep(Kp, Vp, decay):
         assert np.mean(a == b) > 0.99, (name, np.mean(a == b))  # 0.996 for w at decay 20
 
 
+def test_interpret_scale_is_q_scaled_outside():
+    """scale = 1/2 (a power of two: every product scales exactly): bitwise the outputs for
+    q / 2 given unscaled; only aqk and qd depend on q."""
+    q, *rest = args = _operands(128, 64)
+    got = jax.jit(functools.partial(prep_fwd, C=C, save_inverse=True, scale=0.5,
+                                    interpret=plgpu.InterpretGPUParams()))(*args)
+    want = _interpret((q * 0.5, *rest))
+    for name, a, b in zip(NAMES, got, want):
+        assert bool(jnp.all(a == b)), name
+
+
 def test_interpret_no_races():
     from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
     jax.block_until_ready(_interpret(_operands(128, 128), detect_races=True))

@@ -56,6 +56,18 @@ def test_interpret_matches_the_triton_prep_backward(Kp, Vp, decay):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), name
 
 
+def test_interpret_scale_is_q_scaled_outside():
+    """scale = 1/2 (a power of two, so every product scales exactly): bitwise the outputs for
+    q / 2 given unscaled, dq then the cotangent of the unscaled q (half that of q / 2)."""
+    q, *rest = args = _operands(128, 64)
+    ip = plgpu.InterpretGPUParams()
+    got = jax.jit(functools.partial(prep_bwd, C=C, scale=0.5, interpret=ip))(*args)
+    want = _interpret((q * 0.5, *rest))
+    for name, a, b in zip(NAMES, got, want):
+        b = b * 0.5 if name == "dq" else b
+        assert a.dtype == b.dtype and bool(jnp.all(a == b)), name
+
+
 def test_interpret_no_races():
     from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
     jax.block_until_ready(_interpret(_operands(128, 128), detect_races=True))
