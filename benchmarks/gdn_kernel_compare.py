@@ -8,12 +8,12 @@ with --mode fwd the forward alone), timed interleaved, and the outputs compared.
 renamed), so both import side by side. Each implementation is the API's
 `chunk_gated_delta_rule(..., implementation=--implementation, precision=--precision)` on
 gdn_kernel.py's inputs (bf16 q, k, v, beta, fp32 g) and loss (sum(o * dO)), jitted with its
-gradients w.r.t. q, k, v, g, beta ("fwd+bwd"), or o alone ("fwd": no residuals saved). After compiling and warming up both, timing samples (each
---inner back-to-back calls ended by block_until_ready) alternate between the two, starting
-with either in turn, so that clock and thermal drift fall on both alike. Writes
-OUT/gdn_compare.json and a table OUT/gdn_compare.md: median and min ms, after/before ratio,
-and the largest difference of o and of each gradient between the two (0 where both run the
-same kernels on the same inputs).
+gradients w.r.t. q, k, v, g, beta ("fwd+bwd"), or o alone ("fwd": no residuals saved). After
+compiling and warming up both, timing samples (each --inner back-to-back calls ended by
+block_until_ready) alternate between the two, starting with either in turn, so that clock and
+thermal drift fall on both alike. Writes OUT/gdn_compare.json and a table OUT/gdn_compare.md:
+median and min ms, after/before ratio, and the largest difference of o and of each gradient
+between the two (0 where both run the same kernels on the same inputs).
 """
 
 import argparse

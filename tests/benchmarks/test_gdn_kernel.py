@@ -92,7 +92,8 @@ def test_every_variant_builds_and_the_breakdown_runs_in_interpret_mode(tmp_path)
     assert [r for r in rows if "error" in r] == []
     assert {r["impl"].split(":")[1] for r in rows} == {
         "prep fwd save", "prep fwd save mosaic", "prep bwd", "prep bwd inverse",
-        "prep bwd decay", "prep bwd qk", "prep bwd mosaic", "state fwd", "state fwd+save", "state dh", "state dqk",
+        "prep bwd decay", "prep bwd qk", "prep bwd mosaic", "state fwd", "state fwd+save",
+        "state dh", "state dqk",
         "state fwd mosaic", "state fwd+save mosaic", "state dh mosaic", "state dqk mosaic"}
 
 

@@ -13,10 +13,11 @@ Why this exists
                   prep backward  (chunk-parallel: dq, dk, dv, dg, dbeta; one kernel in
                                   Mosaic GPU, three in Triton)
     each slot in Mosaic GPU where its kernel takes the shape, else in Triton (`config.plan`, the
-    table). q/k L2 normalisation, scale, head grouping, padding, the decays' sums and the layout
-    are XLA glue around the custom_vjp, differentiated by JAX. On an H200, B4 T4096 H16
-    K=V=128, "default", forward+backward took 1.569 ms against fla's 1.687 (its GPU time alone,
-    a CUDA graph) and XLA's `chunked` 9.997 (experiments/LOG.md).
+    table). q/k L2 normalisation, head grouping, padding, the decays' sums, the layout and q's
+    scale (unless the Mosaic preps apply it, `Plan.q_scale`) are XLA glue around the
+    custom_vjp, differentiated by JAX. On an H100, B4 T4096 H16 K=V=128, "default",
+    forward+backward took 1.611 ms against fla's 1.972 (its GPU time alone, a CUDA graph) and
+    jla's 0.877 (experiments/LOG.md).
 
     Per chunk n (state S_n entering it):
         delta_n = u_n - w_n S_n
