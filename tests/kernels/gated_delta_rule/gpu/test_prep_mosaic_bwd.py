@@ -59,7 +59,7 @@ def test_interpret_matches_the_triton_prep_backward(Kp, Vp, decay):
 def test_interpret_scale_is_q_scaled_outside():
     """scale = 1/2 (a power of two, so every product scales exactly): bitwise the outputs for
     q / 2 given unscaled, dq then the cotangent of the unscaled q (half that of q / 2)."""
-    q, *rest = args = _operands(128, 64)
+    q, *rest = args = _operands(64, 64)
     ip = plgpu.InterpretGPUParams()
     got = jax.jit(functools.partial(prep_bwd, C=C, scale=0.5, interpret=ip))(*args)
     want = _interpret((q * 0.5, *rest))
