@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from benchmarks.gdn_kernel import jax_inputs, label, parse_shape  # noqa: E402
+from benchmarks.gdn_kernel import MODES, jax_inputs, label, parse_shape  # noqa: E402
 from benchmarks.gdn_kernel_variants import SHAPES  # noqa: E402
 
 
@@ -114,7 +114,7 @@ def main(argv=None):
     p.add_argument("--shape", action="append", help="B=..,T=..,H=..,K=..,V=..[,HV=..]")
     p.add_argument("--implementation", default="auto")
     p.add_argument("--precision", default="default", choices=("highest", "default"))
-    p.add_argument("--mode", nargs="+", default=["fwd+bwd"], choices=("fwd+bwd", "fwd"))
+    p.add_argument("--mode", nargs="+", default=["fwd+bwd"], choices=MODES)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20, help="samples of each, interleaved")
     p.add_argument("--inner", type=int, default=3)

@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.gdn_kernel import jax_fn, jax_inputs, parse_shape, time_jax  # noqa: E402
+from benchmarks.gdn_kernel import MODES, jax_fn, jax_inputs, parse_shape, time_jax  # noqa: E402
 from benchmarks.gdn_kernel_variants import JAX_IMPLS, PEER_IMPLS  # noqa: E402
 from benchmarks.profile_summary import summarize  # noqa: E402
 
-MODES = ("fwd", "fwd+bwd")
 
 
 def trace_one(shape, impl, mode, args, log_dir):

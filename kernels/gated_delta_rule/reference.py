@@ -46,14 +46,18 @@ def l2norm(x, eps: float = L2NORM_EPS):
     return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
+def resolve_scale(scale, K):
+    """q's scale: the given one, or K^-1/2."""
+    return K ** -0.5 if scale is None else scale
+
+
 def prepare(q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, scale, use_qk_l2norm):
     """Upcast, normalise, scale q, and repeat key heads onto the grouped value heads."""
     dt = compute_dtype(jnp.result_type(q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH))
     q, k = q_BTHK.astype(dt), k_BTHK.astype(dt)
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
+    scale = resolve_scale(scale, q.shape[-1])
     if not (isinstance(scale, (int, float)) and scale == 1):  # 1: a kernel applies it
         q = q * scale
     group = v_BTHV.shape[2] // q.shape[2]

@@ -223,7 +223,7 @@ def chunk_gated_delta_rule_pallas_gpu(
     # layout copies and residuals. fp32 callers keep fp32 (and fp32 gradients).
     qkv_dt = (jnp.bfloat16 if precision == "default"
               and jnp.result_type(q, k, v) == jnp.bfloat16 else jnp.float32)
-    q_scale = K ** -0.5 if scale is None else scale
+    q_scale = reference.resolve_scale(scale, K)
     p = plan(precision, interpret, config, C=C, Kp=Kp, V=V, B=B, HV=HV,
              bf16_qkv=qkv_dt == jnp.bfloat16,
              q_scale=q_scale if isinstance(q_scale, (int, float)) else None)

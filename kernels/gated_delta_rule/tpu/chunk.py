@@ -71,9 +71,7 @@ def _prepared(q, k, v, g, beta, initial_state, scale, use_qk_l2norm, C):
     q, k = q.astype(f32), k.astype(f32)
     if use_qk_l2norm:
         q, k = reference.l2norm(q), reference.l2norm(k)
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
-    q = q * scale
+    q = q * reference.resolve_scale(scale, q.shape[-1])
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     Tp, Kp, Vp = _round_up(T, C), _round_up(K, LANES), _round_up(V, LANES)
