@@ -21,7 +21,6 @@ from benchmarks.gdn_kernel_variants import JAX_IMPLS, PEER_IMPLS  # noqa: E402
 from benchmarks.profile_summary import summarize  # noqa: E402
 
 
-
 def trace_one(shape, impl, mode, args, log_dir):
     import jax
     fn = jax_fn(impl, mode, interpret=args.interpret)
