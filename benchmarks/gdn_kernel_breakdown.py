@@ -1,6 +1,7 @@
 """The per-kernel breakdown of `benchmarks/gdn_kernel.py`: each Pallas kernel of the gated
 delta rule on a GPU alone (the prep forward and backward, the state forward, dh and dqk, in
-Triton and, at precision "default" where it takes the shape, in Mosaic GPU), timed on random
+Triton and, at precision "default" where it takes the shape, in Mosaic GPU, where dqk and the
+prep backward are also one kernel, "grads mosaic"), timed on random
 operands of the shapes it sees for one benchmark shape, launched as the op launches it
 (`gpu/config.plan`). gdn_kernel.py runs it first; rows are named "kernel:<cell>:<precision>"."""
 
@@ -27,8 +28,9 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     import functools
     import jax
     import jax.numpy as jnp
-    from kernels.gated_delta_rule.gpu import (chunk, prep_mosaic, prep_mosaic_bwd, prep_triton,
-                                              state_mosaic, state_mosaic_bwd, state_triton)
+    from kernels.gated_delta_rule.gpu import (chunk, grad_mosaic, prep_mosaic, prep_mosaic_bwd,
+                                              prep_triton, state_mosaic, state_mosaic_bwd,
+                                              state_triton)
     from kernels.gated_delta_rule.gpu.config import KernelConfig, padded_k, plan, prep_v
 
     B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64
@@ -82,13 +84,17 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         dkk, dqk, dgd, _ = jax.jit(decay)(*dec_args)
         cells |= {"prep bwd inverse": (inverse, inv_args), "prep bwd decay": (decay, dec_args),
                   "prep bwd qk": (qk, (q, k, gk, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd))}
-    if p.prep_bwd == "mosaic" and chosen("prep bwd mosaic"):
+    if p.prep_bwd != "triton" and (chosen("prep bwd mosaic") or chosen("grads mosaic")):
         gx = prep_triton.decay_input(g, C, "xla")
         *_, T_m = jax.jit(functools.partial(prep_mosaic.prep_fwd, C=C, save_inverse=True,
                                             **_mosaic(args)))(q, k, v, gx, beta)
         cells["prep bwd mosaic"] = (
             functools.partial(prep_mosaic_bwd.prep_bwd, C=C, **_mosaic(args)),
             (q, k, v, gx, beta, T_m, *cts))
+        if p.dqk == "fused":  # dqk and the prep backward in one kernel
+            cells["grads mosaic"] = (
+                functools.partial(grad_mosaic.chunk_grads, C=C, **_mosaic(args)),
+                (q, k, v, gx, beta, T_m, states, dstates, delta, dd, do))
     fwd_kw, bwd_kw = chunk._triton_state(p, backward=False), chunk._triton_state(p, True)
     cells |= {
         "state fwd": (functools.partial(state_triton.state_fwd, residuals=False, **fwd_kw),
@@ -111,10 +117,6 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
             "state dh mosaic": (functools.partial(state_mosaic_bwd.dh, **mg),
                                 (w, kd, gc, qd, aqk, do, s0)),
         }
-        if state_mosaic_bwd.dqk_takes_shape(C, Kp, V):
-            cells["state dqk mosaic"] = (
-                functools.partial(state_mosaic_bwd.dqk, C=C, out_dtype=dt, **mg),
-                (states, dstates, delta, dd, do))
     cells = {name: cell for name, cell in cells.items() if chosen(name)}
     if not cells:
         raise ValueError(f"--breakdown-only {args.breakdown_only!r} matches no cell")

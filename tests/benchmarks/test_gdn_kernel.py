@@ -94,7 +94,7 @@ def test_every_variant_builds_and_the_breakdown_runs_in_interpret_mode(tmp_path)
         "prep fwd save", "prep fwd save mosaic", "prep bwd", "prep bwd inverse",
         "prep bwd decay", "prep bwd qk", "prep bwd mosaic", "state fwd", "state fwd+save",
         "state dh", "state dqk",
-        "state fwd mosaic", "state fwd+save mosaic", "state dh mosaic", "state dqk mosaic"}
+        "state fwd mosaic", "state fwd+save mosaic", "state dh mosaic", "grads mosaic"}
 
 
 def test_float64_error_columns_in_interpret_mode(tmp_path):

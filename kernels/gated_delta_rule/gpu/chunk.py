@@ -65,8 +65,9 @@ import jax
 import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
-from kernels.gated_delta_rule.gpu import (prep_mosaic, prep_mosaic_bwd, prep_triton,
-                                          state_mosaic, state_mosaic_bwd, state_triton)
+from kernels.gated_delta_rule.gpu import (grad_mosaic, prep_mosaic, prep_mosaic_bwd,
+                                          prep_triton, state_mosaic, state_mosaic_bwd,
+                                          state_triton)
 from kernels.gated_delta_rule.gpu.config import (KernelConfig, Plan, padded_k, plan,
                                                  prep_v)
 from kernels.gated_delta_rule.gpu.triton_common import dot_fn, triton_params
@@ -162,14 +163,14 @@ def _backward(p: Plan, res, cts):
     else:
         dstates, dd, ds0 = state_triton.dh(w, kd, gc, qd, aqk, do, dsf,
                                            **_triton_state(p, backward=True))
-    if p.dqk == "mosaic":
-        dw, dkd, dqd, daqk, dgc = state_mosaic_bwd.dqk(
-            states, dstates, delta, dd, do, C=p.C, out_dtype=dt, heads=_heads(p, o=True),
-            interpret=_mosaic_interpret(p))
-    else:
-        dw, dkd, dqd, daqk, dgc = state_triton.dqk(
-            states, dstates, delta, dd, do, C=p.C, out_dtype=dt, heads=_heads(p, o=True),
-            **_triton_state(p, backward=True))
+    if p.dqk == "fused":  # dqk and the prep backward in one kernel
+        dq, dk, dv, dg, dbeta, dgc = grad_mosaic.chunk_grads(
+            q, k, v, g, beta, T, states, dstates, delta, dd, do, C=p.C,
+            scale=_kernel_scale(p), heads=_heads(p), interpret=_mosaic_interpret(p))
+        return _cast_grads((dq, dk, dv, dg, dbeta, dgc, ds0), (q, k, v, g, beta, gc, dsf))
+    dw, dkd, dqd, daqk, dgc = state_triton.dqk(
+        states, dstates, delta, dd, do, C=p.C, out_dtype=dt, heads=_heads(p, o=True),
+        **_triton_state(p, backward=True))
     du = dd  # u was sliced to V for the state pass: its padding columns get no cotangent
     Vp = v.shape[-1] // (p.heads if p.caller_layout else 1)
     if Vp != du.shape[-1]:
@@ -181,8 +182,14 @@ def _backward(p: Plan, res, cts):
     else:
         dq, dk, dv, dg, dbeta = prep_triton.prep_bwd(q, k, v, g, beta, T, dw, du, dkd, dqd,
                                                      daqk, heads=_heads(p), **_triton_prep(p))
+    return _cast_grads((dq, dk, dv, dg, dbeta, dgc, ds0), (q, k, v, g, beta, gc, dsf))
+
+
+def _cast_grads(grads, primals):
+    """The cotangents in their primals' dtypes; dgc [BH, N, Kp] as gc's [BH, Kp, N]."""
+    dq, dk, dv, dg, dbeta, dgc, ds0 = grads
     grads = (dq, dk, dv, dg, dbeta, jnp.swapaxes(dgc, 1, 2), ds0)
-    return tuple(d.astype(x.dtype) for d, x in zip(grads, (q, k, v, g, beta, gc, dsf)))
+    return tuple(d.astype(x.dtype) for d, x in zip(grads, primals))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))

@@ -12,9 +12,11 @@ modules' docstrings give the numbers):
     prep forward  prep_mosaic.prep_fwd           C = 64, Kp in {64, 128}, Vp % 64 == 0, Vp <= 256
     state forward state_mosaic.state_fwd         C = 64, Kp in {64, 128}, V % 64 == 0
     backward dh   state_mosaic_bwd.dh            as the state forward
-    backward dqk  state_mosaic_bwd.dqk           as the state forward, and V <= 192
-    prep backward prep_mosaic_bwd.prep_bwd       as the prep forward, and bf16 q, k, v (it
-                                                 writes bf16 dq, dk, dv)
+    backward dqk  grad_mosaic.chunk_grads        both state kernels and both preps Mosaic GPU,
+    and prep        (one kernel for both slots:  bf16 q, k, v and V <= 192 ("fused")
+    backward        "fused")
+    prep backward prep_mosaic_bwd.prep_bwd       elsewhere: as the prep forward, and bf16 q, k, v
+                                                 (it writes bf16 dq, dk, dv); dqk is Triton
 
 With the Mosaic prep forward the kernels read q, k, v and write dq, dk, dv in the caller's
 layout (`layout.py`), and with the Mosaic state forward too o and dO. With both preps in Mosaic
@@ -33,7 +35,7 @@ from typing import Optional
 
 import jax
 
-from kernels.gated_delta_rule.gpu import prep_mosaic, state_mosaic, state_mosaic_bwd
+from kernels.gated_delta_rule.gpu import grad_mosaic, prep_mosaic, state_mosaic
 from kernels.gated_delta_rule.gpu.triton_common import v_tile
 
 PRECISIONS = ("highest", "default")
@@ -102,8 +104,9 @@ class KernelConfig:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What one call runs, resolved by `plan` (hashable: a custom_vjp's static argument).
-    prep_fwd, state, dqk, prep_bwd: "mosaic" or "triton" (state: the state forward and the
-    backward's dh kernel). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in
+    prep_fwd, state, prep_bwd: "mosaic" or "triton" (state: the state forward and the
+    backward's dh kernel); dqk: "triton", or "fused" where `grad_mosaic.chunk_grads` runs dqk
+    and the prep backward as one kernel (prep_bwd "fused" then too). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in
     the caller's layout; o_caller_layout: o and dO too. q_scale: the factor the Mosaic preps
     apply to q, or None where XLA scales q first. The rest launches the Triton kernels."""
     precision: str
@@ -159,9 +162,11 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
     Vp = prep_v(V, config.block_d)
     prep_fwd = "mosaic" if mosaic and prep_mosaic.takes_shape(C, Kp, Vp) else "triton"
     state = "mosaic" if mosaic and state_mosaic.takes_shape(C, Kp, V) else "triton"
-    dqk = ("mosaic" if state == "mosaic" and state_mosaic_bwd.dqk_takes_shape(C, Kp, V)
-           else "triton")
     prep_bwd = "mosaic" if prep_fwd == "mosaic" and bf16_qkv else "triton"
+    if prep_bwd == "mosaic" and state == "mosaic" and grad_mosaic.takes_shape(C, Kp, V):
+        dqk = prep_bwd = "fused"
+    else:
+        dqk = "triton"
     decays = "exact" if precision == "highest" else "xla" if prep_fwd == "mosaic" else "outer"
     block_v = config.block_v or _default_block_v(precision, interpret, V, B * HV)
     if config.num_stages is not None:
@@ -174,7 +179,7 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
         precision=precision, interpret=bool(interpret), C=C, heads=HV, prep_fwd=prep_fwd,
         state=state, dqk=dqk, prep_bwd=prep_bwd, decays=decays, caller_layout=prep_fwd == "mosaic",
         o_caller_layout=prep_fwd == "mosaic" and state == "mosaic",
-        q_scale=float(q_scale) if q_scale is not None and prep_bwd == "mosaic" else None,
+        q_scale=float(q_scale) if q_scale is not None and prep_bwd != "triton" else None,
         block_v=block_v,
         block_d=config.block_d,
         warps_fwd=config.num_warps or (4 if Kp * v_tile(V, block_v) <= 128 * 64 else 8),

@@ -1,6 +1,6 @@
 """What the Mosaic GPU (TMA + wgmma) kernels share: tile sizes and the shapes they take, SMEM
 tile transforms, the state-pass layout check, the TMA loads of a chunk's operands, the carried
-state tile's way in and out, and issuing wgmma products."""
+state tile's way in and out, a tile's way out, and issuing wgmma products."""
 
 from __future__ import annotations
 
@@ -71,6 +71,18 @@ def wgmma_products(pairs, shapes):
         plgpu.wgmma_wait(0)
         return tuple(acc[...] for acc in accs)
     return pl.run_scoped(run, *(plgpu.ACC(s, jnp.float32) for s in shapes))
+
+
+def store_tile(tile_s, x, dst_g=None):
+    """x -> SMEM tile (in its dtype) -> GMEM ref dst_g by TMA, not waited for (dst_g None: SMEM
+    only). Fenced before (every earlier read of the tile, registers or wgmma, is done) and
+    after (the tile is visible to TMA and wgmma)."""
+    plgpu.commit_smem()
+    tile_s[...] = x.astype(tile_s.dtype)
+    plgpu.commit_smem()
+    if dst_g is not None:
+        plgpu.copy_smem_to_gmem(tile_s, dst_g)
+        plgpu.commit_smem_to_gmem_group()
 
 
 def load_state(src_g, staging, bar):

@@ -58,10 +58,11 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
-                                                        KP_SUPPORTED, wgmma_products)
+                                                        KP_SUPPORTED, store_tile,
+                                                        wgmma_products)
 from kernels.gated_delta_rule.gpu.prep_mosaic import VP_MAX, takes_shape
 
-__all__ = ["prep_bwd", "takes_shape"]
+__all__ = ["prep_bwd", "prep_grads", "takes_shape"]
 
 
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
@@ -71,8 +72,6 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows = pl.ds(n * C, C)
     Kp, Vp = q_s.shape[1], v_s.shape[1]
-    f32, WG = jnp.float32, plgpu.Layout.WGMMA
-
     chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
     for src, dst in ((chunk(q_g, Kp), q_s), (chunk(k_g, Kp), k_s), (chunk(v_g, Vp), v_s),
                      (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
@@ -81,6 +80,25 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
                      (dqd_g.at[i, rows], dqd_s), (daqk_g.at[i, rows], daqk_s)):
         plgpu.copy_gmem_to_smem(src, dst, bar)
     plgpu.barrier_wait(bar)
+    daqk = plgpu.load(daqk_s, layout=plgpu.Layout.WGMMA)
+    prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, daqk_s, ck_s, cc_s, x_s,
+               g_s, lf_s, b_s, scale=scale,
+               out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, Vp), dg_g.at[i, 0, rows],
+                    dg_g.at[i, 1, rows], db_g.at[i, rows]))
+    plgpu.wait_smem_to_gmem(0)
+
+
+def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, cc_s, x_s,
+               g_s, lf_s, b_s, *, out, scale):
+    """Steps 2-6 above, one chunk's, from its tiles in SMEM (q_s ... g_s, lf_s, b_s) and
+    daqk in registers (bf16, the wgmma layout), also for `grad_mosaic.chunk_grads`. dq, dk, dv,
+    dG, dlogF and dbeta leave by TMA to the GMEM refs `out`, not waited for. Tiles are
+    overwritten as they are consumed: v by beta v, du by dv, dkd by dk, dqk_s takes bf16(dQK),
+    ck_s, cc_s and x_s are staging, G, logF and beta make way for their cotangents."""
+    C, Kp, V = q_s.shape[0], q_s.shape[1], v_s.shape[1]
+    f32, WG = jnp.float32, plgpu.Layout.WGMMA
+    dq_g, dk_g, dv_g, dG_g, dlogF_g, db_g = out
+    store = store_tile
 
     def vec(ref):  # a [C] vector of SMEM in registers, one value per accumulator row
         return plgpu.load(ref, layout=WG.reduce(1))
@@ -101,14 +119,6 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
             return acc[...]
         return pl.run_scoped(run, plgpu.ACC(shape, f32))
 
-    def store(tile_s, x, dst_g=None):  # x -> SMEM tile -> GMEM by TMA (dst_g None: SMEM only)
-        plgpu.commit_smem()  # every earlier read of the tile (registers, wgmma) is done
-        tile_s[...] = x.astype(tile_s.dtype)
-        plgpu.commit_smem()
-        if dst_g is not None:
-            plgpu.copy_smem_to_gmem(tile_s, dst_g)
-            plgpu.commit_smem_to_gmem_group()
-
     def transposed(x):  # x^T in registers ([C, C] fp32), through x_s
         store(x_s, x)
         return plgpu.load(x_s.T, layout=WG)
@@ -117,17 +127,17 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     E, F = jnp.exp(G), jnp.exp(vec(lf_s))
     bE = beta * E
 
-    # 2. Through u = T (beta v) and w = T (bE k).
-    (dbv,) = wgmma_products(((t_s.T, du_s),), ((C, Vp),))
+    # Through u = T (beta v) and w = T (bE k).
+    (dbv,) = wgmma_products(((t_s.T, du_s),), ((C, V),))
     v = tile(v_s)
     dbeta = jnp.sum(dbv * v, axis=1)
-    dv = per_row(beta, Vp) * dbv
-    store(v_s, per_row(beta, Vp) * v)               # beta v, in place of v
+    dv = per_row(beta, V) * dbv
+    store(v_s, per_row(beta, V) * v)                # beta v, in place of v
     store(ck_s, per_row(bE, Kp) * tile(k_s))        # bE k
     dT = mm(((du_s, v_s.T), (dw_s, ck_s.T)), (C, C))
-    store(du_s, dv, chunk(dv_g, Vp))                # du is consumed: dv leaves from its tile
+    store(du_s, dv, dv_g)                           # du is consumed: dv leaves from its tile
 
-    # 3. T = (I + A)^-1: dA = -T^T dT T^T on the strict lower triangle.
+    # T = (I + A)^-1: dA = -T^T dT T^T on the strict lower triangle.
     row = plgpu.broadcasted_iota(jnp.int32, (C, C), 0, layout=WG)
     col = plgpu.broadcasted_iota(jnp.int32, (C, C), 1, layout=WG)
     store(cc_s, dT)
@@ -135,12 +145,12 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     store(cc_s, TdT)
     dA = jnp.where(row > col, -mm(((cc_s, t_s.T),), (C, C)), 0.0)
 
-    # 4. Through A = beta (k k^T) D and aqk = (q k^T) Dc.
+    # Through A = beta (k k^T) D and aqk = (q k^T) Dc.
     KK, QK = wgmma_products(((k_s, k_s.T), (q_s, k_s.T)), ((C, C), (C, C)))
     G_i = per_row(G, C)
     Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
     D = jnp.where(row > col, Dc, 0.0)
-    dQK = scale * tile(daqk_s) * Dc  # with respect to (q k^T) Dc of the unscaled q
+    dQK = scale * daqk.astype(f32) * Dc  # with respect to (q k^T) Dc of the unscaled q
     dAD = dA * D
     dKKD = dAD * KK
     dbeta = dbeta + jnp.sum(dKKD, axis=1)
@@ -149,26 +159,25 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     dKK = per_row(beta, C) * dAD
     dKK_sym = dKK + transposed(dKK)
 
-    # 5. dq and dk.
-    store(daqk_s, dQK)                              # bf16(dQK), in place of daqk
+    # dq and dk.
+    store(dqk_s, dQK)                               # bf16(dQK)
     dqd = tile(dqd_s)
     dE_q = scale * jnp.sum(dqd * tile(q_s), axis=1)
-    dq = mm(((daqk_s, k_s),), (C, Kp)) + per_row(scale * E, Kp) * dqd
-    store(ck_s, dq, chunk(dq_g, Kp))
+    dq = mm(((dqk_s, k_s),), (C, Kp)) + per_row(scale * E, Kp) * dqd
+    store(ck_s, dq, dq_g)
     (dbek,) = wgmma_products(((t_s.T, dw_s),), ((C, Kp),))  # T^T dw: w's term of dk
     k, dkd = tile(k_s), tile(dkd_s)
     s_bek = jnp.sum(dbek * k, axis=1)
     s_kd = jnp.sum(dkd * k, axis=1)
     store(cc_s, dKK_sym)
-    dk = (mm(((cc_s, k_s), (daqk_s.T, q_s)), (C, Kp))
+    dk = (mm(((cc_s, k_s), (dqk_s.T, q_s)), (C, Kp))
           + per_row(bE, Kp) * dbek + per_row(F, Kp) * dkd)
-    store(dkd_s, dk, chunk(dk_g, Kp))
+    store(dkd_s, dk, dk_g)
 
-    # 6. The vectors: dG and dlogF (the cotangents of `decay_input`'s rows) and dbeta.
-    store(g_s, dG + E * (beta * s_bek + dE_q), dg_g.at[i, 0, rows])
-    store(lf_s, F * s_kd, dg_g.at[i, 1, rows])
-    store(b_s, dbeta + E * s_bek, db_g.at[i, rows])
-    plgpu.wait_smem_to_gmem(0)
+    # The vectors: dG and dlogF (the cotangents of `decay_input`'s rows) and dbeta.
+    store(g_s, dG + E * (beta * s_bek + dE_q), dG_g)
+    store(lf_s, F * s_kd, dlogF_g)
+    store(b_s, dbeta + E * s_bek, db_g)
 
 
 def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, heads=None,

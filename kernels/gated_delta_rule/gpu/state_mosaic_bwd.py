@@ -1,14 +1,13 @@
-"""Pallas Mosaic GPU (Hopper: TMA + wgmma) kernels of the state pass's backward: the sequential
-`dh` and the parallel `dqk`, the math of `state_triton._dh_kernel` and `_dqk_kernel`.
+"""Pallas Mosaic GPU (Hopper: TMA + wgmma) kernel of the state pass's backward: the sequential
+`dh`, the math of `state_triton._dh_kernel`. (The parallel dqk's math runs in
+`grad_mosaic.chunk_grads`, fused with the prep backward.)
 
 Why this exists
     The backward walks the chunks in reverse with dS in registers, one program per (batch x
     value head, V tile); at the two B = 1 benchmark shapes that sequential kernel was the largest
     of the backward in Triton (1.02 ms of 2.6 at the 7B layer on an H200). On an H200 the
     backward took 0.522 ms with this `dh` against 0.700 with the Triton one at B4 T4096 H16
-    K=V=128, and this `dqk` 0.189 ms against the Triton kernel's 0.283 there
-    (experiments/LOG.md). Each runs where it takes the shape (`takes_shape`,
-    `dqk_takes_shape`).
+    K=V=128 (experiments/LOG.md). It runs where it takes the shape (`takes_shape`).
 
 dh. One program (one warpgroup) per (batch x value head i, V tile j of BV = 64) walks the N
 chunks of C = 64 rows from the last, with dS = dL/dS_{n+1} [Kp, BV] fp32 in registers (wgmma
@@ -26,20 +25,9 @@ it (one group, the previous dd, may still be in flight), dd_smem likewise.
 Shared memory at Kp = 128: 2 slots x (3 C Kp + C C + C BV) bf16 + 2 Kp fp32, bf16 dS, dd and
 -dd, fp32 dS in/out staging: 197,632 bytes (227 KB per block on Hopper), one block per SM.
 
-dqk. One program per (batch x value head i, chunk n), all of V at once (V <= 192, a multiple
-of 64: shared memory), from the forward's chunk-entry state S_n and dh's dS_n [Kp, V],
-delta_n, dd_n and dO_n [C, V] (all bf16):
-    dw  = -dd S^T,  dqd = dO S^T,  dkd = delta dS^T   ([C, Kp], in out_dtype)
-    daqk = dO delta^T                                 ([C, C], in out_dtype)
-    dgc = rowsum(dS * S)                              ([Kp], fp32, over V tiles of 64)
-The products two at a time, so that no more than two accumulators are live. Each output is
-staged in one SMEM tile and TMA-stored, the next staging waiting until the store has read it.
-Shared memory at Kp = 128, V = 192: S, dS 2 x 48 KB, delta, dd, dO 3 x 24 KB, the [C, Kp]
-staging 16 KB, [C, C] 8 KB, dgc 512 B: 197,120 bytes.
-
 Numerics
-    Those of the Triton kernels at precision="default": bf16 operands (including dS and dd
-    where they become wgmma operands), fp32 accumulation, carried dS and decay, and dgc's sums.
+    Those of the Triton kernel at precision="default": bf16 operands (including dS and dd
+    where they become wgmma operands), fp32 accumulation, carried dS and decay.
 """
 
 from __future__ import annotations
@@ -51,13 +39,11 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
-from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
-                                                        KP_SUPPORTED, check_shapes,
+from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, F32_TR, check_shapes,
                                                         copy_chunk_operands, load_state,
-                                                        store_state, takes_shape,
-                                                        wgmma_products)
+                                                        store_state, takes_shape)
 
-__all__ = ["dh", "dqk", "dqk_takes_shape", "takes_shape"]
+__all__ = ["dh", "takes_shape"]
 
 
 def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_g,
@@ -161,91 +147,3 @@ def dh(w, kd, gc, qd, aqk, do, dsf, *, interpret=None, heads=None):
         interpret=interpret,
     )
     return kernel(*ins)
-
-
-V_MAX = 192  # S, dS, delta, dd and dO of the whole V in shared memory
-
-
-def dqk_takes_shape(C: int, Kp: int, V: int) -> bool:
-    """Whether `dqk` takes chunk size C, padded key dim Kp and value dim V."""
-    return C == C_SUPPORTED and Kp in KP_SUPPORTED and V % BV == 0 and V <= V_MAX
-
-
-def _dqk_kernel(st_g, dst_g, delta_g, dd_g, do_g, dw_g, dkd_g, dqd_g, daqk_g, dgc_g,
-                st_s, dst_s, delta_s, dd_s, do_s, ck_s, cc_s, g_s, bar, *, C, Kp, V, heads):
-    i, n = lax.axis_index("i"), lax.axis_index("n")
-    rows, srows = pl.ds(n * C, C), pl.ds(n * Kp, Kp)
-    f32, WG = jnp.float32, plgpu.Layout.WGMMA
-    for src, dst in ((st_g.at[i, srows], st_s), (dst_g.at[i, srows], dst_s),
-                     (delta_g.at[i, rows], delta_s), (dd_g.at[i, rows], dd_s),
-                     (lay.tile(do_g, i, rows, heads, V), do_s)):
-        plgpu.copy_gmem_to_smem(src, dst, bar)
-    plgpu.barrier_wait(bar)
-
-    def store(tile_s, x, dst_g):  # x -> SMEM tile -> GMEM (TMA), once the tile's last store
-        plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # has read it
-        tile_s[...] = x.astype(tile_s.dtype)
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(tile_s, dst_g)
-        plgpu.commit_smem_to_gmem_group()
-
-    dw, dqd = wgmma_products(((dd_s, st_s.T), (do_s, st_s.T)), ((C, Kp), (C, Kp)))
-    store(ck_s, -dw, dw_g.at[i, rows])
-    store(ck_s, dqd, dqd_g.at[i, rows])
-    dkd, daqk = wgmma_products(((delta_s, dst_s.T), (do_s, delta_s.T)), ((C, Kp), (C, C)))
-    store(ck_s, dkd, dkd_g.at[i, rows])
-    store(cc_s, daqk, daqk_g.at[i, rows])
-    dgc = jnp.zeros((Kp,), f32)
-    for j in range(V // BV):  # [Kp, BV] tiles: the whole [Kp, V] pair would not fit registers
-        cols = pl.ds(j * BV, BV)
-        S, dS = (plgpu.load(r.at[:, cols], layout=WG).astype(f32) for r in (st_s, dst_s))
-        dgc = dgc + jnp.sum(dS * S, axis=1)
-    store(g_s, dgc, dgc_g.at[i, n])
-    plgpu.wait_smem_to_gmem(0)
-
-
-def dqk(states, dstates, delta, dd, do, *, C, out_dtype, interpret=None, heads=None):
-    """(dw, dkd, dqd [BH, Tp, Kp], daqk [BH, Tp, C] bf16 (out_dtype must be bf16); dgc
-    [BH, N, Kp] fp32) from states, dstates [BH, N*Kp, V]; delta, dd, do [BH, Tp, V] (with
-    heads, do in the caller's layout [BH / heads, Tp, heads * V]: `layout.py`). Operands are
-    cast to bf16 in XLA (no-ops at "default"). `interpret`: None to compile for the GPU, or a
-    `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
-    BH, Tp, V = delta.shape
-    N = Tp // C
-    Kp = states.shape[1] // max(N, 1)
-    if not dqk_takes_shape(C, Kp, V) or Tp % C:
-        raise ValueError(f"the Mosaic dqk kernel needs C = {C_SUPPORTED}, Kp in {KP_SUPPORTED},"
-                         f" V a multiple of {BV} up to {V_MAX} and Tp a multiple of C; got "
-                         f"C={C}, Kp={Kp}, V={V}, Tp={Tp}")
-    sv, cv = (BH, N * Kp, V), (BH, Tp, V)
-    for name, x, want in (("states", states, sv), ("dstates", dstates, sv), ("dd", dd, cv),
-                          ("do", lay.flat(do, heads, BH), cv)):
-        if x.shape != want:
-            raise ValueError(f"{name}: expected shape {want}, got {x.shape}")
-    bf16, f32 = jnp.bfloat16, jnp.float32
-    if jnp.dtype(out_dtype) != bf16:  # the cotangents of bf16 operands ("default")
-        raise ValueError(f"the Mosaic dqk kernel writes bf16; got out_dtype={out_dtype}")
-    ins = [x.astype(bf16) for x in (states, dstates, delta, dd, do)]
-    scratch = [
-        plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),  # S_n
-        plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),  # dS_n
-        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # delta
-        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # dd
-        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # dO
-        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dw, dqd, dkd staging
-        plgpu.SMEM((C, C), bf16, transforms=BF16_TR),   # daqk staging
-        plgpu.SMEM((Kp,), f32),                         # dgc staging
-        plgpu.Barrier(num_arrivals=5),
-    ]
-
-    def gdr_split_dqk_mgpu(*refs):
-        _dqk_kernel(*refs, C=C, Kp=Kp, V=V, heads=heads)
-
-    sds = lambda *shape, dt=bf16: jax.ShapeDtypeStruct(shape, dt)
-    return plgpu.kernel(
-        gdr_split_dqk_mgpu,
-        out_type=(sds(BH, Tp, Kp), sds(BH, Tp, Kp), sds(BH, Tp, Kp), sds(BH, Tp, C),
-                  sds(BH, N, Kp, dt=f32)),
-        grid=(BH, N), grid_names=("i", "n"), scratch_types=scratch,
-        interpret=interpret,
-    )(*ins)

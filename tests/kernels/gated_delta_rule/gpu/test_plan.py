@@ -20,18 +20,18 @@ def _plan(precision="default", C=64, Kp=128, V=128, B=4, HV=16, interpret=False,
 def test_plan_runs_mosaic_where_each_kernel_takes_the_shape():
     kernels = lambda p: (p.prep_fwd, p.state, p.dqk, p.prep_bwd, p.caller_layout,
                          p.o_caller_layout, p.decays)
-    mosaic = ("mosaic", "mosaic", "mosaic", "mosaic", True, True, "xla")
+    mosaic = ("mosaic", "mosaic", "fused", "fused", True, True, "xla")
     assert kernels(_plan()) == kernels(_plan(Kp=64)) == mosaic   # B4 T4096 H16 and the like
     assert kernels(_plan(V=192)) == mosaic                       # the 7B layer (K 96 -> 128)
     assert kernels(_plan(interpret=True)) == mosaic              # the interpreters run it too
-    # V = 256: the dqk kernel holds all of V in shared memory (<= 192); dO in the caller's
-    # layout for the Triton dqk
+    # V = 256: the fused dqk and prep backward holds all of V in shared memory (<= 192): the
+    # Triton dqk (dO in the caller's layout), then the Mosaic prep backward
     assert kernels(_plan(V=256)) == ("mosaic", "mosaic", "triton", "mosaic", True, True, "xla")
     # the 370M model (K 48 -> 64, V 96 -> 128 for the prep): the Mosaic prep, Triton state
     assert kernels(_plan(Kp=64, V=96)) == ("mosaic", "triton", "triton", "mosaic", True, False,
                                            "xla")
     # fp32 q, k, v: the Mosaic prep backward writes bf16 cotangents only
-    assert kernels(_plan(bf16_qkv=False)) == mosaic[:3] + ("triton",) + mosaic[4:]
+    assert kernels(_plan(bf16_qkv=False)) == mosaic[:2] + ("triton", "triton") + mosaic[4:]
     triton = ("triton", "triton", "triton", "triton", False, False, "outer")
     assert kernels(_plan(Kp=256)) == kernels(_plan(Kp=32)) == triton   # K > 128, K <= 32
     assert kernels(_plan(C=32)) == triton                                # 64-row wgmmas
@@ -44,9 +44,10 @@ def test_plan_runs_mosaic_where_each_kernel_takes_the_shape():
 def test_plan_scales_q_in_the_mosaic_preps_only_where_both_run():
     """q's scale goes into the kernels where both preps are Mosaic GPU and it is a number when
     tracing; otherwise XLA scales q (None)."""
-    plan = lambda **kw: cf.plan("default", False, KernelConfig(), C=64, Kp=128, V=128, B=4,
-                                HV=16, **{"bf16_qkv": True, **kw})
+    plan = lambda **kw: cf.plan("default", False, KernelConfig(), C=64, Kp=128, B=4, HV=16,
+                                **{"bf16_qkv": True, "V": 128, **kw})
     assert plan(q_scale=0.125).q_scale == 0.125
+    assert plan(q_scale=0.125, V=256).q_scale == 0.125       # the unfused Mosaic prep backward
     assert plan(q_scale=None).q_scale is None                # a traced scale
     assert plan(q_scale=0.125, bf16_qkv=False).q_scale is None  # the Triton prep backward
     assert cf.plan("highest", False, KernelConfig(), C=64, Kp=128, V=128, B=4, HV=16,
@@ -86,10 +87,10 @@ def test_supports_names_what_it_does_not_take():
 
 
 # Pallas calls in forward+backward for B1 T100 H1 HV2 K96 V192 (Kp 128): the prep forward,
-# state forward, dh, dqk and the prep backward (three kernels in Triton, one in Mosaic GPU);
-# in Mosaic GPU at "default" where they take the shape (chunk 64: all), else in Triton.
+# state forward, dh, dqk and the prep backward (three kernels) in Triton; in Mosaic GPU at
+# "default" where they take the shape (chunk 64: all, dqk and the prep backward one kernel).
 @pytest.mark.parametrize("precision, C, n_triton, n_mosaic", [
-    ("highest", 64, 7, 0), ("default", 64, 0, 5), ("default", 32, 7, 0)])
+    ("highest", 64, 7, 0), ("default", 64, 0, 4), ("default", 32, 7, 0)])
 def test_kernels_lower_for_cuda_without_a_gpu(monkeypatch, precision, C, n_triton, n_mosaic):
     """Forward and backward lowered for CUDA on this host, the Triton kernels through the
     Triton-IR stage (not PTX), the Mosaic ones to their custom call: catches unsupported ops

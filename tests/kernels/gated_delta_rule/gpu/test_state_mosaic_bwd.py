@@ -1,12 +1,9 @@
-"""The Mosaic GPU kernels of the state pass's backward (kernels/gated_delta_rule/gpu/
-state_mosaic_bwd.py) on a CPU host, in the Mosaic GPU interpreter:
-dh  against a plain-jnp reverse loop with the kernel's bf16 casts (fp32 ds0: much closer than
-    the casts' own effect, `assert_follows_casts`) and against the Triton `state_triton.dh` in
-    Pallas interpret mode;
-dqk against the Triton `state_triton.dqk` (the same bf16 operands and fp32 sums, in another
-    order);
-each also with dO in the caller's layout (bitwise), under the interpreter's race detector,
-lowered for CUDA, and refusing what it does not take. Inputs and helpers are those of the forward's
+"""The Mosaic GPU kernel of the state pass's backward (kernels/gated_delta_rule/gpu/
+state_mosaic_bwd.py's dh) on a CPU host, in the Mosaic GPU interpreter: against a plain-jnp
+reverse loop with the kernel's bf16 casts (fp32 ds0: much closer than the casts' own effect,
+`assert_follows_casts`) and against the Triton `state_triton.dh` in Pallas interpret mode; also
+with dO in the caller's layout (bitwise), under the interpreter's race detector, lowered for
+CUDA, and refusing what it does not take. Inputs and helpers are those of the forward's
 tests (test_state_mosaic.py), in tests/helpers/gdr_gpu_state.py."""
 
 import functools
@@ -121,78 +118,3 @@ def test_dh_lowers_for_cuda(heads):
     text = jax.jit(fn).trace(*map(spec, (w, kd, gc, qd, aqk, do, dsf))).lower(
         lowering_platforms=("cuda",)).as_text()
     assert "stablehlo.custom_call @mosaic_gpu" in text
-
-
-# ---------------------------------------------------------------------------------------------
-# dqk
-
-N2 = 2  # chunks
-DQK_NAMES = ("dw", "dkd", "dqd", "daqk", "dgc")
-
-
-def _dqk_operands(Kp, V):
-    """states, dstates [BH, N2*Kp, V]; delta, dd, do [BH, Tp, V]; bf16."""
-    rng = np.random.default_rng(Kp + V)
-    r = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.bfloat16)
-    return (r(BH, N2 * Kp, V), r(BH, N2 * Kp, V), r(BH, N2 * C, V), r(BH, N2 * C, V),
-            r(BH, N2 * C, V))
-
-
-def _dqk_interpret(args, detect_races=False, **kw):
-    ip = plgpu.InterpretGPUParams(detect_races=detect_races)
-    fn = functools.partial(state_mosaic_bwd.dqk, C=C, out_dtype=jnp.bfloat16, interpret=ip, **kw)
-    return jax.jit(fn)(*args)
-
-
-@pytest.mark.parametrize("Kp,V", [(128, 192), (64, 64)])
-def test_interpret_dqk_matches_the_triton_kernel(Kp, V):
-    """Sums over V in one wgmma instead of V tiles of 64: a few bf16 outputs one ulp apart
-    (0.02% of dw at Kp = 128, V = 192); dgc's fp32 sums agree to 1e-6."""
-    args = _dqk_operands(Kp, V)
-    want = jax.jit(functools.partial(state_triton.dqk, C=C, out_dtype=jnp.bfloat16, **TRITON))(
-        *args)
-    for name, a, b in zip(DQK_NAMES, _dqk_interpret(args), want):
-        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        assert a.shape == b.shape and np.all(np.isfinite(a)), name
-        if name == "dgc":
-            assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max(), name
-        else:
-            assert np.abs(a - b).max() <= 2 ** -7 * np.abs(b).max(), name
-            assert np.mean(a == b) > 0.99, (name, np.mean(a == b))
-
-
-def test_interpret_dqk_no_races_and_the_callers_layout():
-    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
-    args = _dqk_operands(128, 128)
-    want = _dqk_interpret(args, detect_races=True)
-    assert not ipc.get_races().races_found
-    got = _dqk_interpret((*args[:4], callers_layout(args[4])), heads=BH)
-    for name, a, b in zip(DQK_NAMES, got, want):
-        assert bool(jnp.all(a == b)), name
-
-
-@pytest.mark.parametrize("Kp,V,heads", [(128, 192, None), (64, 64, None), (128, 128, BH)])
-def test_dqk_lowers_for_cuda(Kp, V, heads):
-    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-    args = list(_dqk_operands(Kp, V))
-    if heads:
-        args[4] = callers_layout(args[4])
-    fn = functools.partial(state_mosaic_bwd.dqk, C=C, out_dtype=jnp.bfloat16, heads=heads)
-    text = jax.jit(fn).trace(*map(spec, args)).lower(lowering_platforms=("cuda",)).as_text()
-    assert "stablehlo.custom_call @mosaic_gpu" in text
-
-
-def test_dqk_rejects_what_it_does_not_take():
-    states, dstates, delta, dd, do = _dqk_operands(64, 64)
-    call = functools.partial(state_mosaic_bwd.dqk, C=C, out_dtype=jnp.bfloat16)
-    with pytest.raises(ValueError, match="V a multiple of 64 up to 192"):
-        wide = lambda x: jnp.concatenate([x] * 4, axis=-1)  # V = 256
-        call(*map(wide, (states, dstates, delta, dd, do)))
-    with pytest.raises(ValueError, match="writes bf16"):
-        state_mosaic_bwd.dqk(states, dstates, delta, dd, do, C=C, out_dtype=jnp.float32)
-    with pytest.raises(ValueError, match="dd: expected shape"):
-        call(states, dstates, delta, dd[:, :C], do)
-    with pytest.raises(ValueError, match="caller's layout"):
-        call(states, dstates, delta, dd, do, heads=3)
-    assert not state_mosaic_bwd.dqk_takes_shape(64, 128, 256)
-    assert state_mosaic_bwd.dqk_takes_shape(64, 128, 192)

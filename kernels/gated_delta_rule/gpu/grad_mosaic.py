@@ -1,0 +1,183 @@
+"""Pallas Mosaic GPU (TMA + wgmma) kernel of the backward's per-chunk gradients: the cotangents
+of the state pass's chunk operands (w, kd, qd, aqk, gc) and, through the prep, those of q, k,
+v, the decays and beta, in one program per (batch x value head, chunk).
+
+Why this exists
+    Both halves are one program per chunk. Written as two kernels, the first wrote dw, dkd,
+    dqd [C, Kp] and daqk [C, C] and the second read them back, and both read du: 537 MB of
+    the 3,053 MB the five kernels moved at B4 T4096 H16 K=V=128. Here those tiles pass
+    through shared memory. Its speed against the two kernels it replaced: experiments/LOG.md.
+
+What it computes, per chunk n of C = 64 rows, from the forward's chunk-entry state S_n, dh's
+dS_n = dL/dS_{n+1} [Kp, V] and dd_n (= du) [C, V], the forward's delta_n and dO_n [C, V]:
+  phase 1 (the state pass's chunk operands)
+    dw  = -dd S^T,  dqd = dO S^T,  dkd = delta dS^T   ([C, Kp], rounded to bf16)
+    daqk = dO delta^T                                 ([C, C], rounded to bf16)
+    dgc = rowsum(dS * S)                              ([Kp], fp32, over V tiles of 64)
+  phase 2 (the prep: u = T (beta v), w = T (bE k), T = (I + A)^-1, A = beta (k k^T) D,
+  kd = F k, qd = E s q, aqk = s (q k^T) Dc; E = exp(G), F = exp(logF), bE = beta E, s q's
+  scale, D and Dc exp(G_i - G_j) masked strictly below and on and below the diagonal)
+    dbv = T^T du,  dv = beta dbv
+    dT = du (beta v)^T + dw (bE k)^T,  dA = -T^T dT T^T on the strict lower triangle
+    dQK = s daqk Dc,  dAD = dA D,  d(k k^T) = beta dAD + (beta dAD)^T
+    dq = dQK k + s E dqd,  dk = bE T^T dw + d(k k^T) k + dQK^T (s q) + F dkd
+    dbeta = rowsum(dbv v) + E rowsum((T^T dw) k) + rowsum(dAD KK)
+    dG = rowsum(dlogD) - colsum(dlogD) + E (beta rowsum((T^T dw) k) + s rowsum(dqd q)),
+    dlogF = F rowsum(dkd k),  dlogD = dQK QK + beta dAD KK
+dq is the cotangent of the unscaled q (s is applied inside: `scale`).
+
+Shared memory. The tiles each phase reads alone share one region (`pl.run_scoped` twice: the
+second scope reuses the first's bytes):
+    both phases   dw, dkd, dqd [C, Kp], du [C, V], daqk [C, C] (bf16); G, logF, beta [C] and
+                  dgc [Kp] (fp32)
+    phase 1 only  S, dS [Kp, V], delta, dO [C, V]
+    phase 2 only  q, k and a staging tile [C, Kp], v [C, V], T and a staging tile [C, C]
+                  (bf16), one [C, C] fp32 (transposes)
+The lowered kernel asks for 172,040 bytes of dynamic shared memory at Kp = V = 128 and 229,384
+at Kp = 128, V = 192 (Hopper: 232,448 a block): one program an SM. Phase 2's loads wait for
+phase 1 to release its region: their latency is not hidden (as it was not in two kernels).
+
+Numerics
+    bf16 wgmma operands (S, dS, delta, dO, dd, T, q, k, beta v, bE k, dT, T^T dT, d(k k^T),
+    dQK), fp32 accumulation and vector sums; T's and the decays' products as the two kernels it
+    replaced: bitwise their outputs (tests/kernels/gated_delta_rule/gpu/test_grad_mosaic.py).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from kernels.gated_delta_rule.gpu import layout as lay
+from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
+                                                        KP_SUPPORTED, store_tile,
+                                                        wgmma_products)
+from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_grads
+
+__all__ = ["chunk_grads", "takes_shape"]
+
+V_MAX = 192  # phase 1 holds S, dS [Kp, V] and delta, dO [C, V] of the whole V
+
+
+def takes_shape(C: int, Kp: int, V: int) -> bool:
+    """Whether `chunk_grads` takes chunk size C, padded key dim Kp and value dim V."""
+    return C == C_SUPPORTED and Kp in KP_SUPPORTED and V % BV == 0 and V <= V_MAX
+
+
+def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
+            dq_g, dk_g, dv_g, dg_g, db_g, dgc_g,
+            dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar1, bar2,
+            *, C, Kp, V, heads, scale):
+    i, n = lax.axis_index("i"), lax.axis_index("n")
+    rows, srows = pl.ds(n * C, C), pl.ds(n * Kp, Kp)
+    f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
+    chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
+
+    def phase1(st_s, dst_s, delta_s, do_s):
+        for src, dst in ((st_g.at[i, srows], st_s), (dst_g.at[i, srows], dst_s),
+                         (delta_g.at[i, rows], delta_s), (dd_g.at[i, rows], du_s),
+                         (chunk(do_g, V), do_s), (gs_g.at[i, 0, rows], g_s),
+                         (gs_g.at[i, 1, rows], lf_s), (b_g.at[i, rows], b_s)):
+            plgpu.copy_gmem_to_smem(src, dst, bar1)
+        plgpu.barrier_wait(bar1)
+        dw, dqd = wgmma_products(((du_s, st_s.T), (do_s, st_s.T)), ((C, Kp), (C, Kp)))
+        store_tile(dw_s, -dw)
+        store_tile(dqd_s, dqd)
+        dkd, daqk = wgmma_products(((delta_s, dst_s.T), (do_s, delta_s.T)), ((C, Kp), (C, C)))
+        store_tile(dkd_s, dkd)
+        dgc = jnp.zeros((Kp,), f32)
+        for j in range(V // BV):  # [Kp, BV] tiles: the whole [Kp, V] pair would not fit registers
+            cols = pl.ds(j * BV, BV)
+            S, dS = (plgpu.load(r.at[:, cols], layout=WG).astype(f32) for r in (st_s, dst_s))
+            dgc = dgc + jnp.sum(dS * S, axis=1)
+        store_tile(dgc_s, dgc, dgc_g.at[i, n])
+        return daqk.astype(bf16)  # in registers: shared memory is full at V = 192
+
+    daqk = pl.run_scoped(phase1, plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, V), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, V), bf16, transforms=BF16_TR))
+    # phase 2's loads overwrite phase 1's region: every read of it (registers, wgmma) is done
+    plgpu.commit_smem()
+
+    def phase2(q_s, k_s, v_s, t_s, dqk_s, ck_s, cc_s, x_s):
+        for src, dst in ((chunk(q_g, Kp), q_s), (chunk(k_g, Kp), k_s), (chunk(v_g, V), v_s),
+                         (t_g.at[i, rows], t_s)):
+            plgpu.copy_gmem_to_smem(src, dst, bar2)
+        plgpu.barrier_wait(bar2)
+        prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, cc_s, x_s,
+                   g_s, lf_s, b_s, scale=scale,
+                   out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
+                        dg_g.at[i, 1, rows], db_g.at[i, rows]))
+        plgpu.wait_smem_to_gmem(0)
+
+    pl.run_scoped(phase2, plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, V), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
+                  plgpu.SMEM((C, C), f32, transforms=F32_TR))
+
+
+def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scale=1.0,
+                heads=None, interpret=None):
+    """(dq, dk [BH, Tp, Kp], dv [BH, Tp, V] bf16; dg [BH, 2, Tp], dbeta [BH, Tp], dgc
+    [BH, N, Kp] fp32): the cotangents of q, k, v, of `prep_triton.decay_input(..., "xla")`'s
+    G and logF, of beta and of gc, from
+      the forward's operands q, k [BH, Tp, Kp], v [BH, Tp, V] (bf16), gs [BH, 2, Tp] (G, logF)
+      and beta [BH, Tp], its saved T [BH, Tp, C], chunk-entry states [BH, N*Kp, V] and delta
+      [BH, Tp, V]; dh's dstates [BH, N*Kp, V] and dd [BH, Tp, V]; dO [BH, Tp, V].
+    With heads, q, k, v, dO, dq, dk and dv are in the caller's layout [BH / heads, Tp,
+    heads * d] (`layout.py`). Operands are cast to bf16 (gs, beta to fp32) in XLA. scale: q's
+    factor as `prep_mosaic.prep_fwd` applied it (dq is the unscaled q's cotangent).
+    `interpret`: None to compile for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic
+    GPU interpreter."""
+    BH, Tp, Kp, V = lay.dims(q, v, heads)
+    N = Tp // C
+    if not takes_shape(C, Kp, V) or Tp % C:
+        raise ValueError(f"the Mosaic chunk gradients need C = {C_SUPPORTED}, Kp in "
+                         f"{KP_SUPPORTED}, V a multiple of {BV} up to {V_MAX} and Tp a "
+                         f"multiple of C; got C={C}, Kp={Kp}, V={V}, Tp={Tp}")
+    if q.dtype != jnp.bfloat16:
+        raise ValueError(f"the Mosaic chunk gradients write dq, dk, dv in bf16, so they take "
+                         f"bf16 q, k, v; got {q.dtype}")
+    sv, cv = (BH, N * Kp, V), (BH, Tp, V)
+    want = dict(gs=(BH, 2, Tp), beta=(BH, Tp), T=(BH, Tp, C), states=sv, dstates=sv,
+                delta=cv, dd=cv, do=cv)
+    got = dict(gs=gs, beta=beta, T=T, states=states, dstates=dstates, delta=delta, dd=dd,
+               do=lay.flat(do, heads, BH))
+    for name, x in got.items():
+        if x.shape != want[name]:
+            raise ValueError(f"{name}: expected shape {want[name]}, got {x.shape}")
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    ins = [x.astype(bf16) for x in (q, k, v)] + [gs.astype(f32), beta.astype(f32)]
+    ins += [x.astype(bf16) for x in (T, states, dstates, delta, dd, do)]
+    scratch = [
+        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dw
+        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dkd, then dk
+        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dqd
+        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # du, then dv
+        plgpu.SMEM((C,), f32),                          # G, then dG
+        plgpu.SMEM((C,), f32),                          # logF, then dlogF
+        plgpu.SMEM((C,), f32),                          # beta, then dbeta
+        plgpu.SMEM((Kp,), f32),                         # dgc
+        plgpu.Barrier(num_arrivals=8),                  # phase 1's loads
+        plgpu.Barrier(num_arrivals=4),                  # phase 2's loads
+    ]
+
+    def gdr_chunk_grads_mgpu(*refs):
+        _kernel(*refs, C=C, Kp=Kp, V=V, heads=heads, scale=float(scale))
+
+    grad = lambda d: jax.ShapeDtypeStruct(lay.shape(BH, Tp, d, heads), bf16)  # noqa: E731
+    return plgpu.kernel(
+        gdr_chunk_grads_mgpu,
+        out_type=(grad(Kp), grad(Kp), grad(V), jax.ShapeDtypeStruct((BH, 2, Tp), f32),
+                  jax.ShapeDtypeStruct((BH, Tp), f32), jax.ShapeDtypeStruct((BH, N, Kp), f32)),
+        grid=(BH, N), grid_names=("i", "n"), scratch_types=scratch,
+        interpret=interpret,
+    )(*ins)
