@@ -106,9 +106,10 @@ class Plan:
     """What one call runs, resolved by `plan` (hashable: a custom_vjp's static argument).
     prep_fwd, state, prep_bwd: "mosaic" or "triton" (state: the state forward and the
     backward's dh kernel); dqk: "triton", or "fused" where `grad_mosaic.chunk_grads` runs dqk
-    and the prep backward as one kernel (prep_bwd "fused" then too). decays: `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in
-    the caller's layout; o_caller_layout: o and dO too. q_scale: the factor the Mosaic preps
-    apply to q, or None where XLA scales q first. The rest launches the Triton kernels."""
+    and the prep backward as one kernel (prep_bwd "fused" then too). decays:
+    `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in the caller's layout;
+    o_caller_layout: o and dO too. q_scale: the factor the Mosaic preps apply to q, or None
+    where XLA scales q first. The rest launches the Triton kernels."""
     precision: str
     interpret: bool
     C: int

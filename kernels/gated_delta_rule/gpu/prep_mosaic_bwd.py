@@ -5,7 +5,10 @@ Why this exists
     The Triton prep backward was the largest block of the backward: three launches that pass
     dA, d(k k^T), d(q k^T) and the w term of dk through HBM, 0.795 ms of 1.833 for forward +
     backward at B4 T4096 H16 K=V=128 on an H100 (experiments/LOG.md). Here every [C, C]
-    intermediate stays in registers or shared memory, and the products are wgmmas.
+    intermediate stays in registers or shared memory, and the products are wgmmas. Where the
+    state kernels are Mosaic GPU too and V <= 192, `grad_mosaic.chunk_grads` runs this
+    kernel's math (`prep_grads`) fused with dqk; this kernel runs where that one does not take
+    the shape (after the Triton dqk: V = 256, or V not a multiple of 64).
 
 What it computes: `prep_triton.prep_bwd` at precision "default" with decays="xla" (the
 forward's saved T = (I + A)^-1 and the cotangents dw, du, dkd, dqd, daqk of w, u, kd, qd,
@@ -98,7 +101,6 @@ def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, 
     C, Kp, V = q_s.shape[0], q_s.shape[1], v_s.shape[1]
     f32, WG = jnp.float32, plgpu.Layout.WGMMA
     dq_g, dk_g, dv_g, dG_g, dlogF_g, db_g = out
-    store = store_tile
 
     def vec(ref):  # a [C] vector of SMEM in registers, one value per accumulator row
         return plgpu.load(ref, layout=WG.reduce(1))
@@ -120,32 +122,32 @@ def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, 
         return pl.run_scoped(run, plgpu.ACC(shape, f32))
 
     def transposed(x):  # x^T in registers ([C, C] fp32), through x_s
-        store(x_s, x)
+        store_tile(x_s, x)
         return plgpu.load(x_s.T, layout=WG)
 
     G, beta = vec(g_s), vec(b_s)
     E, F = jnp.exp(G), jnp.exp(vec(lf_s))
     bE = beta * E
 
-    # Through u = T (beta v) and w = T (bE k).
+    # 2. Through u = T (beta v) and w = T (bE k).
     (dbv,) = wgmma_products(((t_s.T, du_s),), ((C, V),))
     v = tile(v_s)
     dbeta = jnp.sum(dbv * v, axis=1)
     dv = per_row(beta, V) * dbv
-    store(v_s, per_row(beta, V) * v)                # beta v, in place of v
-    store(ck_s, per_row(bE, Kp) * tile(k_s))        # bE k
+    store_tile(v_s, per_row(beta, V) * v)  # beta v, in place of v
+    store_tile(ck_s, per_row(bE, Kp) * tile(k_s))  # bE k
     dT = mm(((du_s, v_s.T), (dw_s, ck_s.T)), (C, C))
-    store(du_s, dv, dv_g)                           # du is consumed: dv leaves from its tile
+    store_tile(du_s, dv, dv_g)                 # du is consumed: dv leaves from its tile
 
-    # T = (I + A)^-1: dA = -T^T dT T^T on the strict lower triangle.
+    # 3. T = (I + A)^-1: dA = -T^T dT T^T on the strict lower triangle.
     row = plgpu.broadcasted_iota(jnp.int32, (C, C), 0, layout=WG)
     col = plgpu.broadcasted_iota(jnp.int32, (C, C), 1, layout=WG)
-    store(cc_s, dT)
+    store_tile(cc_s, dT)
     (TdT,) = wgmma_products(((t_s.T, cc_s),), ((C, C),))
-    store(cc_s, TdT)
+    store_tile(cc_s, TdT)
     dA = jnp.where(row > col, -mm(((cc_s, t_s.T),), (C, C)), 0.0)
 
-    # Through A = beta (k k^T) D and aqk = (q k^T) Dc.
+    # 4. Through A = beta (k k^T) D and aqk = (q k^T) Dc.
     KK, QK = wgmma_products(((k_s, k_s.T), (q_s, k_s.T)), ((C, C), (C, C)))
     G_i = per_row(G, C)
     Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
@@ -159,25 +161,25 @@ def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, 
     dKK = per_row(beta, C) * dAD
     dKK_sym = dKK + transposed(dKK)
 
-    # dq and dk.
-    store(dqk_s, dQK)                               # bf16(dQK)
+    # 5. dq and dk.
+    store_tile(dqk_s, dQK)  # bf16(dQK)
     dqd = tile(dqd_s)
     dE_q = scale * jnp.sum(dqd * tile(q_s), axis=1)
     dq = mm(((dqk_s, k_s),), (C, Kp)) + per_row(scale * E, Kp) * dqd
-    store(ck_s, dq, dq_g)
+    store_tile(ck_s, dq, dq_g)
     (dbek,) = wgmma_products(((t_s.T, dw_s),), ((C, Kp),))  # T^T dw: w's term of dk
     k, dkd = tile(k_s), tile(dkd_s)
     s_bek = jnp.sum(dbek * k, axis=1)
     s_kd = jnp.sum(dkd * k, axis=1)
-    store(cc_s, dKK_sym)
+    store_tile(cc_s, dKK_sym)
     dk = (mm(((cc_s, k_s), (dqk_s.T, q_s)), (C, Kp))
           + per_row(bE, Kp) * dbek + per_row(F, Kp) * dkd)
-    store(dkd_s, dk, dk_g)
+    store_tile(dkd_s, dk, dk_g)
 
-    # The vectors: dG and dlogF (the cotangents of `decay_input`'s rows) and dbeta.
-    store(g_s, dG + E * (beta * s_bek + dE_q), dG_g)
-    store(lf_s, F * s_kd, dlogF_g)
-    store(b_s, dbeta + E * s_bek, db_g)
+    # 6. The vectors: dG and dlogF (the cotangents of `decay_input`'s rows) and dbeta.
+    store_tile(g_s, dG + E * (beta * s_bek + dE_q), dG_g)
+    store_tile(lf_s, F * s_kd, dlogF_g)
+    store_tile(b_s, dbeta + E * s_bek, db_g)
 
 
 def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, heads=None,
