@@ -6,7 +6,9 @@ Why this exists
     Both halves are one program per chunk. Written as two kernels, the first wrote dw, dkd,
     dqd [C, Kp] and daqk [C, C] and the second read them back, and both read du: 537 MB of
     the 3,053 MB the five kernels moved at B4 T4096 H16 K=V=128. Here those tiles pass
-    through shared memory. Its speed against the two kernels it replaced: experiments/LOG.md.
+    through shared memory. Forward+backward took 0.885-0.935x the time with it than with the
+    two kernels at the three K=V=128 benchmark shapes on an H100, 0.992x at the 7B layer on an
+    H200 (experiments/LOG.md).
 
 What it computes, per chunk n of C = 64 rows, from the forward's chunk-entry state S_n, dh's
 dS_n = dL/dS_{n+1} [Kp, V] and dd_n (= du) [C, V], the forward's delta_n and dO_n [C, V]:
@@ -28,14 +30,16 @@ dq is the cotangent of the unscaled q (s is applied inside: `scale`).
 
 Shared memory. The tiles each phase reads alone share one region (`pl.run_scoped` twice: the
 second scope reuses the first's bytes):
-    both phases   dw, dkd, dqd [C, Kp], du [C, V], daqk [C, C] (bf16); G, logF, beta [C] and
-                  dgc [Kp] (fp32)
+    both phases   dw, dkd, dqd [C, Kp], du [C, V] (bf16); G, logF, beta [C] and dgc [Kp]
+                  (fp32); daqk [C, C] passes in registers (bf16)
     phase 1 only  S, dS [Kp, V], delta, dO [C, V]
-    phase 2 only  q, k and a staging tile [C, Kp], v [C, V], T and a staging tile [C, C]
-                  (bf16), one [C, C] fp32 (transposes)
-The lowered kernel asks for 172,040 bytes of dynamic shared memory at Kp = V = 128 and 229,384
-at Kp = 128, V = 192 (Hopper: 232,448 a block): one program an SM. Phase 2's loads wait for
-phase 1 to release its region: their latency is not hidden (as it was not in two kernels).
+    phase 2 only  q, k and a staging tile [C, Kp], v [C, V], T, dQK and a staging tile
+                  [C, C] (bf16), one [C, C] fp32 (transposes)
+At V <= 128 (`EARLY_V_MAX`) q, k, v and T sit outside the shared region and load with phase
+1's tiles, so their latency hides behind phase 1 (without that, the kernel took 1.055-1.069x
+the two kernels' time at the K=V=128 shapes on an H200). At V = 192 they would not fit; they
+load once phase 1 is done. The lowered kernel asks for 227,344 bytes of dynamic shared memory
+at Kp = 128 and V = 128 or 192 (Hopper: 232,448 a block): one program an SM.
 
 Numerics
     bf16 wgmma operands (S, dS, delta, dO, dd, T, q, k, beta v, bE k, dT, T^T dT, d(k k^T),
@@ -67,20 +71,28 @@ def takes_shape(C: int, Kp: int, V: int) -> bool:
     return C == C_SUPPORTED and Kp in KP_SUPPORTED and V % BV == 0 and V <= V_MAX
 
 
+# Phase 2's inputs q, k, v and T load with phase 1's where shared memory holds both: their
+# latency then hides behind phase 1. 227,344 bytes at Kp = V = 128; V = 192 would need 262,144.
+EARLY_V_MAX = 128
+
+
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
             dq_g, dk_g, dv_g, dg_g, db_g, dgc_g,
-            dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar1, bar2,
-            *, C, Kp, V, heads, scale):
+            dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar1, bar2, *early_s,
+            C, Kp, V, heads, scale):
+    """early_s: SMEM for q, k, v and T outside phase 1's region (loaded with phase 1's tiles),
+    or () to allocate and load them in phase 2."""
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows, srows = pl.ds(n * C, C), pl.ds(n * Kp, Kp)
     f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
     chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
+    phase2_srcs = (chunk(q_g, Kp), chunk(k_g, Kp), chunk(v_g, V), t_g.at[i, rows])
 
     def phase1(st_s, dst_s, delta_s, do_s):
-        for src, dst in ((st_g.at[i, srows], st_s), (dst_g.at[i, srows], dst_s),
-                         (delta_g.at[i, rows], delta_s), (dd_g.at[i, rows], du_s),
-                         (chunk(do_g, V), do_s), (gs_g.at[i, 0, rows], g_s),
-                         (gs_g.at[i, 1, rows], lf_s), (b_g.at[i, rows], b_s)):
+        srcs = (st_g.at[i, srows], dst_g.at[i, srows], delta_g.at[i, rows], dd_g.at[i, rows],
+                chunk(do_g, V), gs_g.at[i, 0, rows], gs_g.at[i, 1, rows], b_g.at[i, rows])
+        dsts = (st_s, dst_s, delta_s, du_s, do_s, g_s, lf_s, b_s)
+        for src, dst in zip(srcs + phase2_srcs[:len(early_s)], dsts + early_s):
             plgpu.copy_gmem_to_smem(src, dst, bar1)
         plgpu.barrier_wait(bar1)
         dw, dqd = wgmma_products(((du_s, st_s.T), (do_s, st_s.T)), ((C, Kp), (C, Kp)))
@@ -96,32 +108,37 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
         store_tile(dgc_s, dgc, dgc_g.at[i, n])
         return daqk.astype(bf16)  # in registers: shared memory is full at V = 192
 
-    daqk = pl.run_scoped(phase1, plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((Kp, V), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, V), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, V), bf16, transforms=BF16_TR))
-    # phase 2's loads overwrite phase 1's region: every read of it (registers, wgmma) is done
+    daqk = pl.run_scoped(phase1, *(plgpu.SMEM(shape, bf16, transforms=BF16_TR)
+                                   for shape in ((Kp, V), (Kp, V), (C, V), (C, V))))
+    # phase 2 overwrites phase 1's region: every read of it (registers, wgmma) is done
     plgpu.commit_smem()
 
-    def phase2(q_s, k_s, v_s, t_s, dqk_s, ck_s, cc_s, x_s):
-        for src, dst in ((chunk(q_g, Kp), q_s), (chunk(k_g, Kp), k_s), (chunk(v_g, V), v_s),
-                         (t_g.at[i, rows], t_s)):
-            plgpu.copy_gmem_to_smem(src, dst, bar2)
-        plgpu.barrier_wait(bar2)
+    def phase2(*scoped):
+        if early_s:
+            (q_s, k_s, v_s, t_s), scoped = early_s, scoped
+        else:
+            (q_s, k_s, v_s, t_s), scoped = scoped[:4], scoped[4:]
+            for src, dst in zip(phase2_srcs, (q_s, k_s, v_s, t_s)):
+                plgpu.copy_gmem_to_smem(src, dst, bar2)
+            plgpu.barrier_wait(bar2)
+        dqk_s, ck_s, cc_s, x_s = scoped
         prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, cc_s, x_s,
                    g_s, lf_s, b_s, scale=scale,
                    out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
                         dg_g.at[i, 1, rows], db_g.at[i, rows]))
         plgpu.wait_smem_to_gmem(0)
 
-    pl.run_scoped(phase2, plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, V), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
+    inputs = () if early_s else _phase2_inputs(C, Kp, V)
+    pl.run_scoped(phase2, *inputs, plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
                   plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),
                   plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
                   plgpu.SMEM((C, C), f32, transforms=F32_TR))
+
+
+def _phase2_inputs(C, Kp, V):
+    """SMEM for q, k [C, Kp], v [C, V] and T [C, C] (bf16)."""
+    return tuple(plgpu.SMEM(shape, jnp.bfloat16, transforms=BF16_TR)
+                 for shape in ((C, Kp), (C, Kp), (C, V), (C, C)))
 
 
 def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scale=1.0,
@@ -157,6 +174,7 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
     bf16, f32 = jnp.bfloat16, jnp.float32
     ins = [x.astype(bf16) for x in (q, k, v)] + [gs.astype(f32), beta.astype(f32)]
     ins += [x.astype(bf16) for x in (T, states, dstates, delta, dd, do)]
+    early = V <= EARLY_V_MAX
     scratch = [
         plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dw
         plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dkd, then dk
@@ -166,8 +184,9 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
         plgpu.SMEM((C,), f32),                          # logF, then dlogF
         plgpu.SMEM((C,), f32),                          # beta, then dbeta
         plgpu.SMEM((Kp,), f32),                         # dgc
-        plgpu.Barrier(num_arrivals=8),                  # phase 1's loads
-        plgpu.Barrier(num_arrivals=4),                  # phase 2's loads
+        plgpu.Barrier(num_arrivals=12 if early else 8),  # phase 1's loads
+        plgpu.Barrier(num_arrivals=4),                  # phase 2's loads, unless early
+        *(_phase2_inputs(C, Kp, V) if early else ()),
     ]
 
     def gdr_chunk_grads_mgpu(*refs):

@@ -58,8 +58,9 @@ def _interpret(args, detect_races=False, **kw):
 
 @pytest.mark.parametrize("Kp,V,decay,scale", [(128, 128, 1.0, 1.0), (64, 192, 20.0, 0.37)])
 def test_interpret_is_its_two_halves(Kp, V, decay, scale):
-    """Bitwise `prep_mosaic_bwd.prep_bwd` fed with the chunk operands' cotangents, and dgc.
-    decay 20: g down to -20 a token; scale: q's, applied inside."""
+    """Bitwise `prep_mosaic_bwd.prep_bwd` fed with the chunk operands' cotangents, and dgc,
+    with phase 2's inputs loaded early (V = 128) and late (V = 192). decay 20: g down to -20 a
+    token; scale: q's, applied inside."""
     q, k, v, gs, beta, T, states, dstates, delta, dd, do = args = _operands(Kp, V, decay)
     got = _interpret(args, scale=scale)
     dw, dkd, dqd, daqk, dgc = _chunk_operand_grads(states, dstates, delta, dd, do)
@@ -72,11 +73,13 @@ def test_interpret_is_its_two_halves(Kp, V, decay, scale):
         assert bool(jnp.all(a == b)), name
 
 
-def test_interpret_no_races_and_the_callers_layout():
-    """The race detector (phase 2's loads reuse phase 1's shared memory), and q, k, v, dO, dq,
-    dk, dv in the caller's layout [BH / heads, Tp, heads * d]: bitwise the same outputs."""
+@pytest.mark.parametrize("Kp,V", [(128, 128), (64, 192)])
+def test_interpret_no_races_and_the_callers_layout(Kp, V):
+    """The race detector, with phase 2's inputs loaded early (V = 128) and into phase 1's
+    shared memory once it is done (V = 192); q, k, v, dO, dq, dk, dv in the caller's layout
+    [BH / heads, Tp, heads * d]: bitwise the same outputs."""
     from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
-    args = _operands(128, 128)
+    args = _operands(Kp, V)
     want = _interpret(args, detect_races=True)
     assert not ipc.get_races().races_found
     moved = (0, 1, 2, 10)  # q, k, v, dO
@@ -100,7 +103,8 @@ def _specs(Kp, V, heads=None):
 @pytest.mark.parametrize("Kp,V,heads", [(128, 128, None), (128, 192, BH), (64, 64, None)])
 def test_lowers_for_cuda(Kp, V, heads):
     """Lowered to its custom call on this host: layouts, and shared memory within Hopper's
-    232,448 bytes a block (the lowering raises otherwise; 227,344 at Kp = 128, V = 192)."""
+    232,448 bytes a block (the lowering raises otherwise; 227,344 at Kp = 128, V = 128 with
+    the early loads and at V = 192 without)."""
     fn = functools.partial(chunk_grads, C=C, heads=heads)
     text = jax.jit(fn).trace(*_specs(Kp, V, heads)).lower(lowering_platforms=("cuda",)).as_text()
     assert "stablehlo.custom_call @mosaic_gpu" in text
