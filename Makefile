@@ -26,12 +26,16 @@ help:
 	@echo "make expressivity-full  expressivity suite 'full' on one GPU -> results/expressivity-full"
 	@echo "make ladder-gpu  the gpu-small ladder on a GPU: corpus, lr check, ladder, fits (PARALLEL=4)"
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The built-in corpus is read from installed distributions: their versions are pinned here, so
+# that `make demo` gives the same numbers on every fresh machine.
+CORPUS_PINS := hybrid_jax/data/corpus_versions.txt
+
+$(VENV)/.installed: setup.cfg pyproject.toml $(CORPUS_PINS)
 	@rm -f $@
 	@test -n "$(PYTHON)" || { echo "no Python >= 3.12 found; pass PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --retries 10 --timeout 60 --upgrade pip
-	$(PY) -m pip install -q $(PIP_FLAGS) -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q $(PIP_FLAGS) -c $(CORPUS_PINS) -e '.[$(EXTRAS)]'
 	touch $@
 
 install: $(VENV)/.installed

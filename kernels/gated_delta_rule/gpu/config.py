@@ -12,11 +12,11 @@ modules' docstrings give the numbers):
     prep forward  prep_mosaic.prep_fwd           C = 64, Kp in {64, 128}, Vp % 64 == 0, Vp <= 256
     state forward state_mosaic.state_fwd         C = 64, Kp in {64, 128}, V % 64 == 0
     backward dh   state_mosaic_bwd.dh            as the state forward
-    backward dqk  grad_mosaic.chunk_grads        both state kernels and both preps Mosaic GPU,
-    and prep        (one kernel for both slots:  bf16 q, k, v and V <= 192 ("fused")
-    backward        "fused")
-    prep backward prep_mosaic_bwd.prep_bwd       elsewhere: as the prep forward, and bf16 q, k, v
-                                                 (it writes bf16 dq, dk, dv); dqk is Triton
+    dqk and prep  grad_mosaic.chunk_grads        C = 64, Kp in {64, 128}, V % 64 == 0, V <= 192,
+    backward      (one kernel: "fused")          bf16 q, k, v, and the other slots Mosaic GPU
+    prep backward prep_mosaic_bwd.prep_bwd       where the fused kernel does not run: as the prep
+                                                 forward, and bf16 q, k, v (it writes bf16 dq,
+                                                 dk, dv); dqk then runs in Triton
 
 With the Mosaic prep forward the kernels read q, k, v and write dq, dk, dv in the caller's
 layout (`layout.py`), and with the Mosaic state forward too o and dO. With both preps in Mosaic
