@@ -5,6 +5,9 @@ network. Files come from each distribution's RECORD (importlib.metadata), in sor
 manifest lists every file with its sha256, and each distribution with its version and license.
 
 Validation sets are per *family* of distributions, so bits-per-byte can be read per domain.
+The corpus's text is that of the installed versions: `make install` pins the default families'
+distributions (corpus_versions.txt beside this file, pip constraints), so a fresh machine reads
+the same corpus and `make demo` gives the same numbers.
 
 `--distributions all-permissive` (ALL_PERMISSIVE) is the larger offline corpus: every distribution
 installed in the running environment whose license metadata is permissive, in sorted name order.
