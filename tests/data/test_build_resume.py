@@ -18,15 +18,29 @@ from hybrid_jax.data.vocab import load_tokenizer
 from tests.helpers.data import write_text_corpus
 
 OPTIONS = dict(val_fraction=0.3, shard_tokens=5000, batch_bytes=4096)
+# argv: pattern, out, processes, and the event (stage, count) after which the build stops to
+# wait for its SIGKILL ("" for none): the kill then lands exactly there, however slowly the
+# parent reads (a kill that landed late, after the build had removed its checkpoint, once
+# made a resume start over).
 _SCRIPT = textwrap.dedent("""
-    import sys
+    import sys, time
     from hybrid_jax.data import build_store
     from hybrid_jax.data.sources import TextSource
     from hybrid_jax.data.vocab import load_tokenizer
 
+    pause_stage, _, pause_n = sys.argv[4].partition(":")
+    seen = 0
+
+    def on_progress(stage, n):
+        global seen
+        print(stage, n, flush=True)
+        if stage == pause_stage:
+            seen += 1
+            if seen == int(pause_n):
+                time.sleep(600)  # until the parent's SIGKILL
+
     build_store(TextSource([sys.argv[1]], "blank-lines"), load_tokenizer("byte"), sys.argv[2],
-                processes=int(sys.argv[3]), on_progress=lambda s, n: print(s, n, flush=True),
-                **{OPTIONS!r})
+                processes=int(sys.argv[3]), on_progress=on_progress, **{OPTIONS!r})
 """).replace("{OPTIONS!r}", repr(OPTIONS))
 
 
@@ -37,10 +51,12 @@ def _build(pattern: str, out: Path) -> dict:
 
 def _run(pattern: str, out: Path, processes: int = 1, kill_after: tuple[str, int] | None = None
          ) -> list[str]:
-    """The build in a subprocess; SIGKILLed right after its kill_after=(stage, n)-th event."""
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, pattern, str(out), str(processes)],
-                            stdout=subprocess.PIPE, text=True)
-    lines, seen = [], 0  # the child runs on while we read: the kill lands a little later
+    """The build in a subprocess; SIGKILLed right after its kill_after=(stage, n)-th event,
+    where it waits for the kill."""
+    pause = f"{kill_after[0]}:{kill_after[1]}" if kill_after else ""
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, pattern, str(out), str(processes),
+                             pause], stdout=subprocess.PIPE, text=True)
+    lines, seen = [], 0
     for line in proc.stdout:
         lines.append(line.strip())
         if kill_after and line.startswith(kill_after[0]):
