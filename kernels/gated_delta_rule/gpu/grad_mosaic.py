@@ -6,9 +6,9 @@ Why this exists
     Both halves are one program per chunk. Written as two kernels, the first wrote dw, dkd,
     dqd [C, Kp] and daqk [C, C] and the second read them back, and both read du: 537 MB of
     the 3,053 MB the five kernels moved at B4 T4096 H16 K=V=128. Here those tiles pass
-    through shared memory. Forward+backward took 0.885-0.935x the time with it than with the
-    two kernels at the three K=V=128 benchmark shapes on an H100, 0.992x at the 7B layer on an
-    H200 (experiments/LOG.md).
+    through shared memory. Forward+backward with it took 0.885-0.935x the time it took with
+    the two kernels at the three K=V=128 benchmark shapes on an H100, and 0.992x at the 7B
+    layer on an H200 (experiments/LOG.md).
 
 What it computes, per chunk n of C = 64 rows, from the forward's chunk-entry state S_n, dh's
 dS_n = dL/dS_{n+1} [Kp, V] and dd_n (= du) [C, V], the forward's delta_n and dO_n [C, V]:
