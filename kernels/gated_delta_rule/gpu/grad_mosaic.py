@@ -57,8 +57,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
-                                                        KP_SUPPORTED, store_tile,
-                                                        wgmma_products)
+                                                        KP_SUPPORTED, expect_shapes,
+                                                        store_tile, wgmma_products)
 from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_grads
 
 __all__ = ["chunk_grads", "takes_shape"]
@@ -166,11 +166,8 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
     sv, cv = (BH, N * Kp, V), (BH, Tp, V)
     want = dict(gs=(BH, 2, Tp), beta=(BH, Tp), T=(BH, Tp, C), states=sv, dstates=sv,
                 delta=cv, dd=cv, do=cv)
-    got = dict(gs=gs, beta=beta, T=T, states=states, dstates=dstates, delta=delta, dd=dd,
-               do=lay.flat(do, heads, BH))
-    for name, x in got.items():
-        if x.shape != want[name]:
-            raise ValueError(f"{name}: expected shape {want[name]}, got {x.shape}")
+    expect_shapes(want, gs=gs, beta=beta, T=T, states=states, dstates=dstates, delta=delta,
+                  dd=dd, do=lay.flat(do, heads, BH))
     bf16, f32 = jnp.bfloat16, jnp.float32
     ins = [x.astype(bf16) for x in (q, k, v)] + [gs.astype(f32), beta.astype(f32)]
     ins += [x.astype(bf16) for x in (T, states, dstates, delta, dd, do)]

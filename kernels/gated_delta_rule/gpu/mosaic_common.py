@@ -1,6 +1,6 @@
 """What the Mosaic GPU (TMA + wgmma) kernels share: tile sizes and the shapes they take, SMEM
-tile transforms, the state-pass layout check, the TMA loads of a chunk's operands, the carried
-state tile's way in and out, a tile's way out, and issuing wgmma products."""
+tile transforms, shape checks, the TMA loads of a chunk's operands, the carried state tile's
+way in and out, a tile's way out, and issuing wgmma products."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
 F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
 
 
+def expect_shapes(want: dict, **arrays):
+    """Raises ValueError naming the first of `arrays` whose shape is not want[name]."""
+    for name, x in arrays.items():
+        if x.shape != want[name]:
+            raise ValueError(f"{name}: expected shape {want[name]}, got {x.shape}")
+
+
 def check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
     """Validates the state-pass layouts (`state_mosaic.state_fwd`); returns
     (BH, Tp, Kp, V, C, N)."""
@@ -39,9 +46,7 @@ def check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
     shapes = dict(u=(BH, Tp, V), kd=(BH, Tp, Kp), qd=(BH, Tp, Kp), aqk=(BH, Tp, C),
                   gc=(BH, Kp, N), s0=(BH, Kp, V), states=(BH, N * Kp, V), do=(BH, Tp, V),
                   dsf=(BH, Kp, V))
-    for name, x in dict(u=u, kd=kd, qd=qd, aqk=aqk, gc=gc, **state_shaped).items():
-        if x.shape != shapes[name]:
-            raise ValueError(f"{name}: expected shape {shapes[name]}, got {x.shape}")
+    expect_shapes(shapes, u=u, kd=kd, qd=qd, aqk=aqk, gc=gc, **state_shaped)
     return BH, Tp, Kp, V, C, N
 
 

@@ -61,8 +61,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
-                                                        KP_SUPPORTED, store_tile,
-                                                        wgmma_products)
+                                                        KP_SUPPORTED, expect_shapes,
+                                                        store_tile, wgmma_products)
 from kernels.gated_delta_rule.gpu.prep_mosaic import VP_MAX, takes_shape
 
 __all__ = ["prep_bwd", "prep_grads", "takes_shape"]
@@ -203,10 +203,7 @@ def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, head
                          f"bf16 q, k, v; got {q.dtype}")
     want = dict(gs=(BH, 2, Tp), beta=(BH, Tp), T=(BH, Tp, C), dw=(BH, Tp, Kp), du=(BH, Tp, Vp),
                 dkd=(BH, Tp, Kp), dqd=(BH, Tp, Kp), daqk=(BH, Tp, C))
-    for name, x in dict(gs=gs, beta=beta, T=T, dw=dw, du=du, dkd=dkd, dqd=dqd,
-                        daqk=daqk).items():
-        if x.shape != want[name]:
-            raise ValueError(f"{name}: expected shape {want[name]}, got {x.shape}")
+    expect_shapes(want, gs=gs, beta=beta, T=T, dw=dw, du=du, dkd=dkd, dqd=dqd, daqk=daqk)
     bf16, f32 = jnp.bfloat16, jnp.float32
     ins = [x.astype(bf16) for x in (q, k, v)] + [gs.astype(f32), beta.astype(f32)]
     ins += [x.astype(bf16) for x in (T, dw, du, dkd, dqd, daqk)]

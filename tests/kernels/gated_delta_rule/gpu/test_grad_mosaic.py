@@ -100,6 +100,10 @@ def _specs(Kp, V, heads=None):
             S((BH, TP, V), bf), lay(V))
 
 
+def _zeros(V):
+    return [jnp.zeros(s.shape, s.dtype) for s in _specs(128, V)]
+
+
 @pytest.mark.parametrize("Kp,V,heads", [(128, 128, None), (128, 192, BH), (64, 64, None)])
 def test_lowers_for_cuda(Kp, V, heads):
     """Lowered to its custom call on this host: layouts, and shared memory within Hopper's
@@ -151,6 +155,3 @@ def test_rejects_what_it_does_not_take():
     assert not takes_shape(64, 128, 256) and not takes_shape(64, 128, 96)
     assert not takes_shape(32, 128, 128) and not takes_shape(64, 256, 128)
 
-
-def _zeros(V):
-    return [jnp.zeros(s.shape, s.dtype) for s in _specs(128, V)]
