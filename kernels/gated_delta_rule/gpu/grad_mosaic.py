@@ -58,7 +58,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
                                                         KP_SUPPORTED, expect_shapes,
-                                                        store_tile, wgmma_products)
+                                                        finish_stores, store_tile,
+                                                        wgmma_products)
 from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_grads
 
 __all__ = ["chunk_grads", "takes_shape"]
@@ -78,10 +79,13 @@ EARLY_V_MAX = 128
 
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
             dq_g, dk_g, dv_g, dg_g, db_g, dgc_g,
-            dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar1, bar2, *early_s,
+            dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar_s, bar_ds, bar2, *early_s,
             C, Kp, V, heads, scale):
     """early_s: SMEM for q, k, v and T outside phase 1's region (loaded with phase 1's tiles),
-    or () to allocate and load them in phase 2."""
+    or () to allocate and load them in phase 2. Loads are issued in the order they are used,
+    each group on its own barrier, so that every product waits only for its own operands:
+    bar_s (S, du, dO and the vectors: dw, dqd), bar_ds (dS, delta: dkd, daqk, dgc), bar2
+    (phase 2's q, k, v, T)."""
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows, srows = pl.ds(n * C, C), pl.ds(n * Kp, Kp)
     f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
@@ -89,15 +93,18 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
     phase2_srcs = (chunk(q_g, Kp), chunk(k_g, Kp), chunk(v_g, V), t_g.at[i, rows])
 
     def phase1(st_s, dst_s, delta_s, do_s):
-        srcs = (st_g.at[i, srows], dst_g.at[i, srows], delta_g.at[i, rows], dd_g.at[i, rows],
-                chunk(do_g, V), gs_g.at[i, 0, rows], gs_g.at[i, 1, rows], b_g.at[i, rows])
-        dsts = (st_s, dst_s, delta_s, du_s, do_s, g_s, lf_s, b_s)
-        for src, dst in zip(srcs + phase2_srcs[:len(early_s)], dsts + early_s):
-            plgpu.copy_gmem_to_smem(src, dst, bar1)
-        plgpu.barrier_wait(bar1)
+        loads = ((st_g.at[i, srows], st_s, bar_s), (dd_g.at[i, rows], du_s, bar_s),
+                 (chunk(do_g, V), do_s, bar_s), (gs_g.at[i, 0, rows], g_s, bar_s),
+                 (gs_g.at[i, 1, rows], lf_s, bar_s), (b_g.at[i, rows], b_s, bar_s),
+                 (dst_g.at[i, srows], dst_s, bar_ds), (delta_g.at[i, rows], delta_s, bar_ds))
+        loads += tuple((src, dst, bar2) for src, dst in zip(phase2_srcs, early_s))
+        for src, dst, bar in loads:
+            plgpu.copy_gmem_to_smem(src, dst, bar)
+        plgpu.barrier_wait(bar_s)
         dw, dqd = wgmma_products(((du_s, st_s.T), (do_s, st_s.T)), ((C, Kp), (C, Kp)))
         store_tile(dw_s, -dw)
         store_tile(dqd_s, dqd)
+        plgpu.barrier_wait(bar_ds)
         dkd, daqk = wgmma_products(((delta_s, dst_s.T), (do_s, delta_s.T)), ((C, Kp), (C, C)))
         store_tile(dkd_s, dkd)
         dgc = jnp.zeros((Kp,), f32)
@@ -120,13 +127,13 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
             (q_s, k_s, v_s, t_s), scoped = scoped[:4], scoped[4:]
             for src, dst in zip(phase2_srcs, (q_s, k_s, v_s, t_s)):
                 plgpu.copy_gmem_to_smem(src, dst, bar2)
-            plgpu.barrier_wait(bar2)
+        plgpu.barrier_wait(bar2)
         dqk_s, ck_s, cc_s, x_s = scoped
         prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, cc_s, x_s,
                    g_s, lf_s, b_s, scale=scale,
                    out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
                         dg_g.at[i, 1, rows], db_g.at[i, rows]))
-        plgpu.wait_smem_to_gmem(0)
+        finish_stores()
 
     inputs = () if early_s else _phase2_inputs(C, Kp, V)
     pl.run_scoped(phase2, *inputs, plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
@@ -181,8 +188,9 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
         plgpu.SMEM((C,), f32),                          # logF, then dlogF
         plgpu.SMEM((C,), f32),                          # beta, then dbeta
         plgpu.SMEM((Kp,), f32),                         # dgc
-        plgpu.Barrier(num_arrivals=12 if early else 8),  # phase 1's loads
-        plgpu.Barrier(num_arrivals=4),                  # phase 2's loads, unless early
+        plgpu.Barrier(num_arrivals=6),                  # S, du, dO, G, logF, beta
+        plgpu.Barrier(num_arrivals=2),                  # dS, delta
+        plgpu.Barrier(num_arrivals=4),                  # q, k, v, T
         *(_phase2_inputs(C, Kp, V) if early else ()),
     ]
 

@@ -1,6 +1,6 @@
 """What the Mosaic GPU (TMA + wgmma) kernels share: tile sizes and the shapes they take, SMEM
 tile transforms, shape checks, the TMA loads of a chunk's operands, the carried state tile's
-way in and out, a tile's way out, and issuing wgmma products."""
+way in and out, a tile's way out, a program's last wait, and issuing wgmma products."""
 
 from __future__ import annotations
 
@@ -90,6 +90,14 @@ def store_tile(tile_s, x, dst_g=None):
         plgpu.commit_smem_to_gmem_group()
 
 
+def finish_stores():
+    """A program's last wait: its TMA stores must be done reading SMEM before it exits (the
+    SM gives that SMEM to the next program). Their writes to GMEM need not be: the kernel's
+    end makes them visible. Waiting for the writes as well would keep the program, and the SM
+    it holds, idle for each store's round trip to memory."""
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
 def load_state(src_g, staging, bar):
     """A [Kp, BV] fp32 state tile GMEM -> SMEM (TMA) -> registers in the wgmma accumulator
     layout: direct GMEM <-> register transfers of a wgmma-layout tile do not lower."""
@@ -103,4 +111,4 @@ def store_state(x, staging, dst_g):
     staging[...] = x
     plgpu.commit_smem()
     plgpu.copy_smem_to_gmem(staging, dst_g)
-    plgpu.wait_smem_to_gmem(0)
+    finish_stores()

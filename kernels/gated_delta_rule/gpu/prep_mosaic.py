@@ -20,7 +20,8 @@ in bf16 (fp32 callers' are rounded first; the Triton prep would scale fp32 q, k 
 rounding qd, kd).
 
 One program (one warpgroup, 128 threads) per (batch x value head i, chunk n):
-  1. TMA loads q, k [C, Kp], v [C, Vp] (bf16) and G, logF, beta [C] (fp32), one barrier.
+  1. TMA loads q, k [C, Kp], v [C, Vp] (bf16) and G, logF, beta [C] (fp32); v on its own
+     barrier, waited for only before step 6.
   2. wgmma KK = k k^T and QK = q k^T (k's transposed SMEM view as B).
   3. Gd = G_i - G_j. A [C] vector broadcast along the columns of a wgmma-layout tile lowers,
      along its rows it does not (jax 0.11.2: layout inference finds no solution); so R_ij = G_i
@@ -49,7 +50,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
-                                                        KP_SUPPORTED, wgmma_products)
+                                                        KP_SUPPORTED, finish_stores,
+                                                        wgmma_products)
 
 VP_MAX = 256  # u's accumulator is [C, Vp]: the N of a wgmma is at most 256
 
@@ -62,17 +64,18 @@ def takes_shape(C: int, Kp: int, Vp: int) -> bool:
 def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, save_inverse,
             heads, scale):
     t_g, refs = (refs[0], refs[1:]) if save_inverse else (None, refs)
-    q_s, k_s, v_s, g_s, lf_s, b_s, x_s, l_s, c_s, bar = refs
+    q_s, k_s, v_s, g_s, lf_s, b_s, x_s, l_s, c_s, bar_qk, bar_v = refs
     i, n = lax.axis_index("i"), lax.axis_index("n")
     rows = pl.ds(n * C, C)
     f32, WG = jnp.float32, plgpu.Layout.WGMMA
 
     chunk = lambda ref, tile_s: lay.tile(ref, i, rows, heads, tile_s.shape[1])
-    for src, dst in ((chunk(q_g, q_s), q_s), (chunk(k_g, k_s), k_s), (chunk(v_g, v_s), v_s),
-                     (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
-                     (b_g.at[i, rows], b_s)):
+    # v is first read after T: its own barrier lets the products start before it arrives
+    for src, dst, bar in ((chunk(k_g, k_s), k_s, bar_qk), (chunk(q_g, q_s), q_s, bar_qk),
+                          (gs_g.at[i, 0, rows], g_s, bar_qk), (gs_g.at[i, 1, rows], lf_s, bar_qk),
+                          (b_g.at[i, rows], b_s, bar_qk), (chunk(v_g, v_s), v_s, bar_v)):
         plgpu.copy_gmem_to_smem(src, dst, bar)
-    plgpu.barrier_wait(bar)
+    plgpu.barrier_wait(bar_qk)
 
     def vec(ref):  # a [C] vector of SMEM in registers, one value per accumulator row
         return plgpu.load(ref, layout=WG.reduce(1))
@@ -135,6 +138,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
         store(tile_s, mm(c_s, tile_s, tile_s.shape), out_g)
         return x
 
+    plgpu.barrier_wait(bar_v)
     times_t(v_s, beta, u_g.at[i, rows])
     k = times_t(k_s, beta * E, w_g.at[i, rows])
     q = plgpu.load(q_s, layout=WG).astype(f32)
@@ -142,7 +146,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, w_g, u_g, kd_g, qd_g, aqk_g, *refs, C, sav
     store(q_s, per_row(scale * E, q.shape[1]) * q, qd_g.at[i, rows])
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # qd has left q_s
     store(q_s, per_row(F, k.shape[1]) * k, kd_g.at[i, rows])
-    plgpu.wait_smem_to_gmem(0)
+    finish_stores()
 
 
 def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, scale=1.0, interpret=None,
@@ -174,7 +178,8 @@ def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, scale=1.0, interpret=N
         plgpu.SMEM((C, C), f32, transforms=F32_TR),     # X (and transposes)
         plgpu.SMEM((C, C), f32, transforms=F32_TR),     # L^T, X^T
         plgpu.SMEM((C, C), bf16, transforms=BF16_TR),   # aqk, then bf16(T)
-        plgpu.Barrier(num_arrivals=6),
+        plgpu.Barrier(num_arrivals=5),                  # q, k, G, logF, beta
+        plgpu.Barrier(num_arrivals=1),                  # v
     ]
 
     def gdr_prep_fwd_mgpu(*refs):

@@ -62,7 +62,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
                                                         KP_SUPPORTED, expect_shapes,
-                                                        store_tile, wgmma_products)
+                                                        finish_stores, store_tile,
+                                                        wgmma_products)
 from kernels.gated_delta_rule.gpu.prep_mosaic import VP_MAX, takes_shape
 
 __all__ = ["prep_bwd", "prep_grads", "takes_shape"]
@@ -88,7 +89,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
                g_s, lf_s, b_s, scale=scale,
                out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, Vp), dg_g.at[i, 0, rows],
                     dg_g.at[i, 1, rows], db_g.at[i, rows]))
-    plgpu.wait_smem_to_gmem(0)
+    finish_stores()
 
 
 def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, cc_s, x_s,
