@@ -107,13 +107,14 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
         plgpu.barrier_wait(bar_ds)
         dkd, daqk = wgmma_products(((delta_s, dst_s.T), (do_s, delta_s.T)), ((C, Kp), (C, C)))
         store_tile(dkd_s, dkd)
+        daqk = daqk.astype(bf16)  # in registers: shared memory is full at V = 192
         dgc = jnp.zeros((Kp,), f32)
         for j in range(V // BV):  # [Kp, BV] tiles: the whole [Kp, V] pair would not fit registers
             cols = pl.ds(j * BV, BV)
             S, dS = (plgpu.load(r.at[:, cols], layout=WG).astype(f32) for r in (st_s, dst_s))
             dgc = dgc + jnp.sum(dS * S, axis=1)
         store_tile(dgc_s, dgc, dgc_g.at[i, n])
-        return daqk.astype(bf16)  # in registers: shared memory is full at V = 192
+        return daqk
 
     daqk = pl.run_scoped(phase1, *(plgpu.SMEM(shape, bf16, transforms=BF16_TR)
                                    for shape in ((Kp, V), (Kp, V), (C, V), (C, V))))

@@ -33,12 +33,12 @@ One program (one warpgroup) per (batch x value head i, chunk n):
   2. dbv = T^T du (T's transposed SMEM view as A); dv and beta's first term in registers.
      beta v replaces v and bE k goes to a staging tile; dT = du (beta v)^T + dw (bE k)^T in
      one accumulator. dv leaves from du's tile.
-  3. dA = -(T^T dT) T^T: bf16(dT) staged, T^T dT by wgmma, staged in its place for the
+  3. The decays from G_i - G_j (G_j through a transpose in SMEM, as the forward does) and
+     dQK; dA = -(T^T dT) T^T: bf16(dT) staged, T^T dT by wgmma, staged in its place for the
      product with T^T (every wgmma operand is in SMEM: the Mosaic GPU interpreter takes no
      register operand).
-  4. KK = k k^T, QK = q k^T; the decays from G_i - G_j (G_j through a transpose in SMEM, as
-     the forward does); the decay gradients in registers; column sums as row sums of the
-     transpose.
+  4. KK = k k^T, QK = q k^T; the decay gradients in registers; column sums as row sums of
+     the transpose.
   5. bf16(dQK) replaces daqk: dq = dQK k (+ E dqd), out from the staging tile; bf16(d(k k^T))
      replaces dT: dk = d(k k^T) k + dQK^T q in one accumulator (+ bE T^T dw + F dkd), out from
      dkd's tile.
@@ -140,21 +140,22 @@ def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, 
     dT = mm(((du_s, v_s.T), (dw_s, ck_s.T)), (C, C))
     store_tile(du_s, dv, dv_g)                 # du is consumed: dv leaves from its tile
 
-    # 3. T = (I + A)^-1: dA = -T^T dT T^T on the strict lower triangle.
+    # 3. The decays (G_j through a transpose in SMEM, as the forward does), then T = (I + A)^-1:
+    # dA = -T^T dT T^T on the strict lower triangle. Registers bound this kernel: daqk, Dc and
+    # dA die as soon as dQK and dAD exist, before KK and QK take theirs.
     row = plgpu.broadcasted_iota(jnp.int32, (C, C), 0, layout=WG)
     col = plgpu.broadcasted_iota(jnp.int32, (C, C), 1, layout=WG)
+    G_i = per_row(G, C)
+    Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
+    dQK = scale * daqk.astype(f32) * Dc  # with respect to (q k^T) Dc of the unscaled q
+    D = jnp.where(row > col, Dc, 0.0)
     store_tile(cc_s, dT)
     (TdT,) = wgmma_products(((t_s.T, cc_s),), ((C, C),))
     store_tile(cc_s, TdT)
-    dA = jnp.where(row > col, -mm(((cc_s, t_s.T),), (C, C)), 0.0)
+    dAD = jnp.where(row > col, -mm(((cc_s, t_s.T),), (C, C)), 0.0) * D
 
     # 4. Through A = beta (k k^T) D and aqk = (q k^T) Dc.
     KK, QK = wgmma_products(((k_s, k_s.T), (q_s, k_s.T)), ((C, C), (C, C)))
-    G_i = per_row(G, C)
-    Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
-    D = jnp.where(row > col, Dc, 0.0)
-    dQK = scale * daqk.astype(f32) * Dc  # with respect to (q k^T) Dc of the unscaled q
-    dAD = dA * D
     dKKD = dAD * KK
     dbeta = dbeta + jnp.sum(dKKD, axis=1)
     dlogD = dQK * QK + per_row(beta, C) * dKKD
@@ -172,9 +173,9 @@ def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, 
     k, dkd = tile(k_s), tile(dkd_s)
     s_bek = jnp.sum(dbek * k, axis=1)
     s_kd = jnp.sum(dkd * k, axis=1)
+    dk_rows = per_row(bE, Kp) * dbek + per_row(F, Kp) * dkd  # one tile live, not two
     store_tile(cc_s, dKK_sym)
-    dk = (mm(((cc_s, k_s), (dqk_s.T, q_s)), (C, Kp))
-          + per_row(bE, Kp) * dbek + per_row(F, Kp) * dkd)
+    dk = mm(((cc_s, k_s), (dqk_s.T, q_s)), (C, Kp)) + dk_rows
     store_tile(dkd_s, dk, dk_g)
 
     # 6. The vectors: dG and dlogF (the cotangents of `decay_input`'s rows) and dbeta.
