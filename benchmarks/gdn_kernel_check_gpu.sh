@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# One GPU call (about 8 minutes on an H100) that checks this tree's kernels against an earlier
+# One GPU call (about 9 minutes on an H100) that checks this tree's kernels against an earlier
 # commit's: first this tree's gated delta rule against the other's, forward+backward and the
 # forward alone at precision "default" through the API's "auto", on the four benchmark shapes,
 # timed interleaved in one process (benchmarks/gdn_kernel_compare.py: table and JSON, with the
-# largest difference of o and of every gradient); then every compiled GPU kernel test
-# (`-m gpu` over tests/kernels/).
+# largest difference of o and of every gradient); then each Mosaic kernel's registers and
+# spills (benchmarks/gdn_kernel_ptxas.py); then every compiled GPU kernel test (`-m gpu` over
+# tests/kernels/).
 #
 #   bash benchmarks/export_kernels.sh 5a705db build/gdr_before   # where git is; build/ is
 #                                                                # git-ignored: carry it
 #   OUT=/tmp/out bash benchmarks/gdn_kernel_check_gpu.sh           # on the GPU machine
 #
 # Needs no network, torch or fla. Writes under $OUT (default /tmp/gdn_check): gdn_compare.md,
-# gdn_compare.json, compare.log, pytest_gpu.log. Time limits in seconds: COMPARE_TIMEOUT=300
-# (compiles of 4 shapes x 2 modes x 2 trees dominate), TEST_TIMEOUT=320. BEFORE: the exported
+# gdn_compare.json, compare.log, gdn_ptxas.md/.json, ptxas.log, pytest_gpu.log. Time limits in
+# seconds: COMPARE_TIMEOUT=300 (compiles of 4 shapes x 2 modes x 2 trees dominate),
+# PTXAS_TIMEOUT=200, TEST_TIMEOUT=320. BEFORE: the exported
 # tree (default build/gdr_before). MODES: the compared modes (default "fwd+bwd fwd").
 set -u
 cd "$(dirname "$0")/.."
@@ -32,6 +34,11 @@ timeout "${COMPARE_TIMEOUT:-300}" $PY benchmarks/gdn_kernel_compare.py --before-
   --mode ${MODES:-fwd+bwd fwd} --out "$OUT" 2>&1 | tee "$OUT/compare.log" \
   | grep -E "^\||^implementation|^before|^after|Error" | tail -22
 echo "compare: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
+
+echo "=== registers and spills of each Mosaic kernel (ptxas) ==="
+t0=$(date +%s)
+timeout "${PTXAS_TIMEOUT:-200}" $PY benchmarks/gdn_kernel_ptxas.py --out "$OUT" 2>&1 | tail -24
+echo "ptxas: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
 
 echo "=== GPU tests (compiled kernels) ==="
 t0=$(date +%s)
