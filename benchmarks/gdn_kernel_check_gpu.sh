@@ -14,7 +14,7 @@
 # Needs no network, torch or fla. Writes under $OUT (default /tmp/gdn_check): gdn_compare.md,
 # gdn_compare.json, compare.log, gdn_ptxas.md/.json, ptxas.log, pytest_gpu.log. Time limits in
 # seconds: COMPARE_TIMEOUT=300 (compiles of 4 shapes x 2 modes x 2 trees dominate),
-# PTXAS_TIMEOUT=120, TEST_TIMEOUT=320 (the 32 compiled tests ran past 250 s on an H100, 26 of
+# PTXAS_TIMEOUT=120, TEST_TIMEOUT=320 (the 32 compiled tests ran past 250 s on an H100, 25 of
 # them done by then: in a 600 s call run MODES=fwd+bwd, or give the tests a call of their own). BEFORE: the exported
 # tree (default build/gdr_before). MODES: the compared modes (default "fwd+bwd fwd").
 set -u
