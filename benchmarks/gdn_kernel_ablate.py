@@ -18,13 +18,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel import label, parse_shape  # noqa: E402
+from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
 
 GPU = REPO_ROOT / "kernels/gated_delta_rule/gpu"
 C = 64
@@ -108,15 +108,6 @@ def build(kernel, module, interpret):
     if kernel == "prep_fwd":
         return jax.jit(lambda *a: module.prep_fwd(*a, save_inverse=True, **kw))
     return jax.jit(lambda *a: module.chunk_grads(*a, **kw))
-
-
-def sample_ms(fn, args, inner):
-    import jax
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) * 1e3 / inner
 
 
 def ablate(kernel, ablations, s, args):
