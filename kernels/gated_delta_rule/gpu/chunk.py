@@ -14,10 +14,10 @@ Why this exists
                                   Mosaic GPU, three in Triton)
     each slot in Mosaic GPU where its kernel takes the shape, else in Triton (`config.plan`, the
     table); where every slot is Mosaic GPU, dqk and the prep backward are one kernel
-    (`grad_mosaic.chunk_grads`: dw, dkd, dqd, daqk never reach HBM). q/k L2 normalisation, head grouping, padding, the decays' sums, the layout and q's
-    scale (unless the Mosaic preps apply it, `Plan.q_scale`) are XLA glue around the
-    custom_vjp, differentiated by JAX. Its speed against fla and jla, and where its time goes:
-    docs/kernels-gpu.md.
+    (`grad_mosaic.chunk_grads`: dw, dkd, dqd, daqk never reach HBM). q/k L2 normalisation,
+    head grouping, padding, the decays' sums, the layout and q's scale (unless the Mosaic
+    preps apply it, `Plan.q_scale`) are XLA glue around the custom_vjp, differentiated by JAX.
+    Its speed against fla and jla, and where its time goes: docs/kernels-gpu.md.
 
     Per chunk n (state S_n entering it):
         delta_n = u_n - w_n S_n
