@@ -9,9 +9,10 @@ An ablated kernel's outputs are wrong; only its time means something. The unchan
 minus an ablated one is what that part costs where nothing hides it; "no loads" against
 "loads only" also says how much of the loads' time the kernel already overlaps with its
 compute. Ablations are text edits of the kernel module's source, each of which must match
-exactly once: `variant` raises when an edit of a kernel leaves one without its match, and
-tests/benchmarks/test_gdn_kernel_ablate.py builds every variant on CPU so that the table
-stays in step with the kernels. Writes OUT/gdn_ablate.json and OUT/gdn_ablate.md.
+exactly once (or as many times as it says): `variant` raises when an edit of a kernel leaves
+one without its matches, and tests/benchmarks/test_gdn_kernel_ablate.py builds every variant
+on CPU so that the table stays in step with the kernels. Writes OUT/gdn_ablate.json and
+OUT/gdn_ablate.md.
 """
 
 import argparse
@@ -37,12 +38,21 @@ _QD_KD = ("    store(q_s, per_row(scale * E, q.shape[1]) * q, qd_g.at[i, rows])\
           "    plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # qd has left q_s\n"
           "    store(q_s, per_row(F, k.shape[1]) * k, kd_g.at[i, rows])\n", "")
 _NO_LOADS = [("            plgpu.copy_gmem_to_smem(src, dst, bar)\n", "            pass\n"),
-             ("        plgpu.barrier_wait(bar_s)\n", ""),
-             ("        plgpu.barrier_wait(bar_ds)\n", ""),
-             ("        plgpu.barrier_wait(bar2)\n", "")]
-_NO_PHASE2 = [("        prep_grads(q_s,", "        0 and prep_grads(q_s,")]
-_NO_PHASE1 = [("        dw, dqd = wgmma_products(",
-               "        return jnp.zeros((C, C), bf16)\n        dw, dqd = wgmma_products(")]
+             ("        plgpu.barrier_wait(bar_s)\n", "", 2),
+             ("        plgpu.barrier_wait(bar_ds)\n", "", 2),
+             ("        plgpu.barrier_wait(bar2)\n", "", 2)]
+_NO_PHASE2 = [("        pg.chain(daqk, tiles, h, scale=scale)\n", ""),
+              ("        pg.tiles(tiles, h,", "        0 and pg.tiles(tiles, h,")]
+_NO_PHASE1 = [("        dw, dqd = wgmma_products(((du_s, st_s.T), (do_s, st_s.T)), "
+               "((C, Kp), (C, Kp)))\n        store_tile(dw_s, -dw)\n"
+               "        store_tile(dqd_s, dqd)\n", ""),
+              ("        (daqk,) = wgmma_products(((do_s, delta_s.T),), ((C, C),))\n",
+               "        daqk = jnp.zeros((C, C), f32)\n"),
+              ("        (dkd,) = wgmma_products(((delta_s, dst_s.T),), ((C, Kp),))\n"
+               "        store_tile(dkd_s, dkd)\n", ""),
+              ("            S, dS = (plgpu.load(r.at[:, cols], layout=WG).astype(f32) for r in "
+               "(st_s, dst_s))\n            dgc = dgc + jnp.sum(dS * S, axis=1)\n",
+               "            pass\n")]
 
 # kernel -> (module file, {ablation: [(old, new), ...]})
 ABLATIONS = {
@@ -69,10 +79,11 @@ def variant(kernel, ablation):
     """The kernel's module with the ablation's edits applied (None: unchanged), built afresh."""
     path, table = ABLATIONS[kernel]
     src = (GPU / path).read_text()
-    for old, new in table[ablation] if ablation else ():
-        if src.count(old) != 1:
+    for old, new, *count in table[ablation] if ablation else ():
+        want = count[0] if count else 1
+        if src.count(old) != want:
             raise ValueError(f"ablation {ablation!r} of {kernel}: {src.count(old)} matches "
-                             f"in {path} for {old.strip()[:60]!r}, expected 1")
+                             f"in {path} for {old.strip()[:60]!r}, expected {want}")
         src = src.replace(old, new)
     module = types.ModuleType(f"ablated_{kernel}")
     exec(compile(src, str(GPU / path), "exec"), module.__dict__)

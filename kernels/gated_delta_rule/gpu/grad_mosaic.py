@@ -28,8 +28,12 @@ dS_n = dL/dS_{n+1} [Kp, V] and dd_n (= du) [C, V], the forward's delta_n and dO_
     dlogF = F rowsum(dkd k),  dlogD = dQK QK + beta dAD KK
 dq is the cotangent of the unscaled q (s is applied inside: `scale`).
 
-Shared memory. The tiles each phase reads alone share one region (`pl.run_scoped` twice: the
-second scope reuses the first's bytes):
+Two warpgroups (`prep_grads_mosaic`). CHAIN issues the loads, computes dw, dqd and daqk in
+phase 1 and the [C, C] chain in phase 2; TILES computes dkd and dgc in phase 1 and the [C, Kp]
+and [C, V] tiles in phase 2. A barrier both arrive at ends phase 1.
+
+Shared memory. The tiles each phase reads alone share one region (a `plgpu.RefUnion` of the
+two phases' tiles):
     both phases   dw, dkd, dqd [C, Kp], du [C, V] (bf16); G, logF, beta [C] and dgc [Kp]
                   (fp32); daqk [C, C] passes in registers (bf16)
     phase 1 only  S, dS [Kp, V], delta, dO [C, V]
@@ -38,7 +42,7 @@ second scope reuses the first's bytes):
 At V <= 128 (`EARLY_V_MAX`) q, k, v and T sit outside the shared region and load with phase
 1's tiles, so their latency hides behind phase 1 (without that, the kernel took 1.055-1.069x
 the two kernels' time at the K=V=128 shapes on an H200). At V = 192 they would not fit; they
-load once phase 1 is done. The lowered kernel asks for 227,344 bytes of dynamic shared memory
+load once phase 1 is done. The lowered kernel asks for 227,384 bytes of dynamic shared memory
 at Kp = 128 and V = 128 or 192 (Hopper: 232,448 a block): one program an SM.
 
 Numerics
@@ -56,11 +60,11 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
+from kernels.gated_delta_rule.gpu import prep_grads_mosaic as pg
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
                                                         KP_SUPPORTED, expect_shapes,
                                                         finish_stores, store_tile,
                                                         wgmma_products)
-from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_grads
 
 __all__ = ["chunk_grads", "takes_shape"]
 
@@ -73,80 +77,85 @@ def takes_shape(C: int, Kp: int, V: int) -> bool:
 
 
 # Phase 2's inputs q, k, v and T load with phase 1's where shared memory holds both: their
-# latency then hides behind phase 1. 227,344 bytes at Kp = V = 128; V = 192 would need 262,144.
+# latency then hides behind phase 1. 227,384 bytes at Kp = V = 128; V = 192 would need 262,144.
 EARLY_V_MAX = 128
 
 
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
             dq_g, dk_g, dv_g, dg_g, db_g, dgc_g,
-            dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar_s, bar_ds, bar2, *early_s,
-            C, Kp, V, heads, scale):
-    """early_s: SMEM for q, k, v and T outside phase 1's region (loaded with phase 1's tiles),
-    or () to allocate and load them in phase 2. Loads are issued in the order they are used,
-    each group on its own barrier, so that every product waits only for its own operands:
-    bar_s (S, du, dO and the vectors: dw, dqd), bar_ds (dS, delta: dkd, daqk, dgc), bar2
-    (phase 2's q, k, v, T)."""
+            dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar_s, bar_ds, bar2, phase1_done,
+            bv, dt, dqk, union, *early_s, C, Kp, V, heads, scale):
+    """Two warpgroups (`prep_grads_mosaic`): CHAIN issues the loads and takes dw, dqd, daqk
+    in phase 1 and the [C, C] chain in phase 2; TILES takes dkd and dgc, then the [C, Kp] and
+    [C, V] tiles. union: phase 1's S, dS, delta, dO, and phase 2's staging tiles (with q, k,
+    v, T unless early_s holds them), which reuse the same SMEM. Loads are issued in the order
+    they are used, each group on its own barrier: bar_s (S, du, dO and the vectors: dw, dqd),
+    bar_ds (dS, delta: dkd, daqk, dgc), bar2 (phase 2's q, k, v, T)."""
     i, n = lax.axis_index("i"), lax.axis_index("n")
+    wg = lax.axis_index("wg")
     rows, srows = pl.ds(n * C, C), pl.ds(n * Kp, Kp)
     f32, bf16, WG = jnp.float32, jnp.bfloat16, plgpu.Layout.WGMMA
     chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
-    phase2_srcs = (chunk(q_g, Kp), chunk(k_g, Kp), chunk(v_g, V), t_g.at[i, rows])
+    (st_s, dst_s, delta_s, do_s), staged = union
+    q_s, k_s, v_s, t_s = early_s or staged[4:]
+    dqk_s, ck_s, cc_s, x_s = staged[:4]
+    phase2_loads = tuple(zip((chunk(q_g, Kp), chunk(k_g, Kp), chunk(v_g, V), t_g.at[i, rows]),
+                             (q_s, k_s, v_s, t_s)))
+    tiles = pg.Tiles(q=q_s, k=k_s, v=v_s, t=t_s, dw=dw_s, du=du_s, dkd=dkd_s, dqd=dqd_s,
+                     dqk=dqk_s, ck=ck_s, cc=cc_s, x=x_s, g=g_s, lf=lf_s, b=b_s)
+    h = pg.Handovers(bv=bv, dt=dt, dqk=dqk)
 
-    def phase1(st_s, dst_s, delta_s, do_s):
+    def end_of_phase1():  # phase 2's tiles overwrite phase 1's: both warpgroups are done
+        plgpu.barrier_arrive(phase1_done)
+        plgpu.barrier_wait(phase1_done)
+
+    @pl.when(wg == pg.CHAIN)
+    def _():
         loads = ((st_g.at[i, srows], st_s, bar_s), (dd_g.at[i, rows], du_s, bar_s),
                  (chunk(do_g, V), do_s, bar_s), (gs_g.at[i, 0, rows], g_s, bar_s),
                  (gs_g.at[i, 1, rows], lf_s, bar_s), (b_g.at[i, rows], b_s, bar_s),
                  (dst_g.at[i, srows], dst_s, bar_ds), (delta_g.at[i, rows], delta_s, bar_ds))
-        loads += tuple((src, dst, bar2) for src, dst in zip(phase2_srcs, early_s))
-        for src, dst, bar in loads:
+        for src, dst, bar in loads + tuple((src, dst, bar2) for src, dst in phase2_loads
+                                           if early_s):
             plgpu.copy_gmem_to_smem(src, dst, bar)
         plgpu.barrier_wait(bar_s)
         dw, dqd = wgmma_products(((du_s, st_s.T), (do_s, st_s.T)), ((C, Kp), (C, Kp)))
         store_tile(dw_s, -dw)
         store_tile(dqd_s, dqd)
         plgpu.barrier_wait(bar_ds)
-        dkd, daqk = wgmma_products(((delta_s, dst_s.T), (do_s, delta_s.T)), ((C, Kp), (C, C)))
-        store_tile(dkd_s, dkd)
+        (daqk,) = wgmma_products(((do_s, delta_s.T),), ((C, C),))
         daqk = daqk.astype(bf16)  # in registers: shared memory is full at V = 192
+        end_of_phase1()
+        if not early_s:
+            for src, dst in phase2_loads:
+                plgpu.copy_gmem_to_smem(src, dst, bar2)
+        plgpu.barrier_wait(bar2)
+        pg.chain(daqk, tiles, h, scale=scale)
+
+    @pl.when(wg == pg.TILES)
+    def _():
+        plgpu.barrier_wait(bar_ds)
+        (dkd,) = wgmma_products(((delta_s, dst_s.T),), ((C, Kp),))
+        store_tile(dkd_s, dkd)
+        plgpu.barrier_wait(bar_s)
         dgc = jnp.zeros((Kp,), f32)
         for j in range(V // BV):  # [Kp, BV] tiles: the whole [Kp, V] pair would not fit registers
             cols = pl.ds(j * BV, BV)
             S, dS = (plgpu.load(r.at[:, cols], layout=WG).astype(f32) for r in (st_s, dst_s))
             dgc = dgc + jnp.sum(dS * S, axis=1)
         store_tile(dgc_s, dgc, dgc_g.at[i, n])
-        return daqk
-
-    daqk = pl.run_scoped(phase1, *(plgpu.SMEM(shape, bf16, transforms=BF16_TR)
-                                   for shape in ((Kp, V), (Kp, V), (C, V), (C, V))))
-    # phase 2 overwrites phase 1's region: every read of it (registers, wgmma) is done
-    plgpu.commit_smem()
-
-    def phase2(*scoped):
-        if early_s:
-            (q_s, k_s, v_s, t_s), scoped = early_s, scoped
-        else:
-            (q_s, k_s, v_s, t_s), scoped = scoped[:4], scoped[4:]
-            for src, dst in zip(phase2_srcs, (q_s, k_s, v_s, t_s)):
-                plgpu.copy_gmem_to_smem(src, dst, bar2)
+        end_of_phase1()
         plgpu.barrier_wait(bar2)
-        dqk_s, ck_s, cc_s, x_s = scoped
-        prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, cc_s, x_s,
-                   g_s, lf_s, b_s, scale=scale,
-                   out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
-                        dg_g.at[i, 1, rows], db_g.at[i, rows]))
+        pg.tiles(tiles, h, scale=scale,
+                 out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
+                      dg_g.at[i, 1, rows], db_g.at[i, rows]))
         finish_stores()
-
-    inputs = () if early_s else _phase2_inputs(C, Kp, V)
-    pl.run_scoped(phase2, *inputs, plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, C), bf16, transforms=BF16_TR),
-                  plgpu.SMEM((C, C), f32, transforms=F32_TR))
 
 
 def _phase2_inputs(C, Kp, V):
     """SMEM for q, k [C, Kp], v [C, V] and T [C, C] (bf16)."""
-    return tuple(plgpu.SMEM(shape, jnp.bfloat16, transforms=BF16_TR)
-                 for shape in ((C, Kp), (C, Kp), (C, V), (C, C)))
+    return [plgpu.SMEM(shape, jnp.bfloat16, transforms=BF16_TR)
+            for shape in ((C, Kp), (C, Kp), (C, V), (C, C))]
 
 
 def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scale=1.0,
@@ -192,6 +201,16 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
         plgpu.Barrier(num_arrivals=6),                  # S, du, dO, G, logF, beta
         plgpu.Barrier(num_arrivals=2),                  # dS, delta
         plgpu.Barrier(num_arrivals=4),                  # q, k, v, T
+        plgpu.Barrier(num_arrivals=2),                  # both warpgroups are done with phase 1
+        *pg.Handovers.scratch(),
+        plgpu.RefUnion(
+            [plgpu.SMEM(shape, bf16, transforms=BF16_TR)           # S, dS, delta, dO
+             for shape in ((Kp, V), (Kp, V), (C, V), (C, V))],
+            [plgpu.SMEM((C, C), bf16, transforms=BF16_TR),         # daqk's dQK
+             plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),        # bE k, then dq
+             plgpu.SMEM((C, C), bf16, transforms=BF16_TR),         # dT, T^T dT, d(k k^T)
+             plgpu.SMEM((C, C), f32, transforms=F32_TR)]           # transposes
+            + ([] if early else _phase2_inputs(C, Kp, V))),
         *(_phase2_inputs(C, Kp, V) if early else ()),
     ]
 
@@ -204,5 +223,5 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
         out_type=(grad(Kp), grad(Kp), grad(V), jax.ShapeDtypeStruct((BH, 2, Tp), f32),
                   jax.ShapeDtypeStruct((BH, Tp), f32), jax.ShapeDtypeStruct((BH, N, Kp), f32)),
         grid=(BH, N), grid_names=("i", "n"), scratch_types=scratch,
-        interpret=interpret,
+        num_threads=pg.WARPGROUPS, thread_name="wg", interpret=interpret,
     )(*ins)

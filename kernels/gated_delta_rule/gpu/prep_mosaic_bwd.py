@@ -27,25 +27,18 @@ rowsum(dqd q) in dG, so that dq is the cotangent of the unscaled q. The same
 bf16 roundings as the Triton kernels' "default" dots: T, du, dw, q, k, beta v, bE k, dT,
 T^T dT, d(k k^T) and dQK are bf16 wgmma operands; accumulation fp32.
 
-One program (one warpgroup) per (batch x value head i, chunk n):
-  1. TMA loads of the chunk: q, k, dw, dkd, dqd [C, Kp], v, du [C, Vp], T, daqk [C, C] (bf16),
-     G, logF, beta [C] (fp32); one barrier.
-  2. dbv = T^T du (T's transposed SMEM view as A); dv and beta's first term in registers.
-     beta v replaces v and bE k goes to a staging tile; dT = du (beta v)^T + dw (bE k)^T in
-     one accumulator. dv leaves from du's tile.
-  3. The decays from G_i - G_j (G_j through a transpose in SMEM, as the forward does) and
-     dQK; dA = -(T^T dT) T^T: bf16(dT) staged, T^T dT by wgmma, staged in its place for the
-     product with T^T (every wgmma operand is in SMEM: the Mosaic GPU interpreter takes no
-     register operand).
-  4. KK = k k^T, QK = q k^T; the decay gradients in registers; column sums as row sums of
-     the transpose.
-  5. bf16(dQK) replaces daqk: dq = dQK k (+ E dqd), out from the staging tile; bf16(d(k k^T))
-     replaces dT: dk = d(k k^T) k + dQK^T q in one accumulator (+ bE T^T dw + F dkd), out from
-     dkd's tile.
-  6. dG, dlogF, dbeta out from the tiles G, logF and beta came in.
+One program of two warpgroups per (batch x value head i, chunk n). The chain warpgroup
+issues the TMA loads of the chunk (q, k, dw, dkd, dqd [C, Kp], v, du [C, Vp], T, daqk [C, C]
+bf16; G, logF, beta [C] fp32; one barrier); then the two split the math as
+`prep_grads_mosaic` describes: the tiles warpgroup takes dbv, dv, T^T dw, the row sums, dq
+and dk; the chain warpgroup dT, dA = -(T^T dT) T^T, the decays and d(k k^T). T's transposed
+SMEM view is the A of T^T products; G_j comes through a transpose in SMEM, as in the
+forward; every wgmma operand is in SMEM (the Mosaic GPU interpreter takes no register
+operand). dv leaves from du's tile, dq from a staging tile, dk from dkd's, and dG, dlogF,
+dbeta from the tiles G, logF and beta came in.
 Shared memory: six [C, Kp] and two [C, Vp] bf16 tiles, three [C, C] bf16 and one [C, C] fp32;
-the lowered kernel's `dynamic_shared_memory_size` is 177,160 bytes at Kp = Vp = 128, 193,544
-at Kp = 128, Vp = 192, 209,928 at Kp = 128, Vp = 256 and 144,392 at Kp = 64, Vp = 192: one
+the lowered kernel's `dynamic_shared_memory_size` is 177,184 bytes at Kp = Vp = 128, 193,568
+at Kp = 128, Vp = 192, 209,952 at Kp = 128, Vp = 256 and 144,416 at Kp = 64, Vp = 192: one
 program an SM (232,448 bytes on Hopper).
 q, k, v, dq, dk and dv may be in the caller's layout (`layout.py`); dq, dk, dv are bf16, so
 the plan runs this kernel for bf16 q, k, v (the Triton kernels write fp32 callers' fp32).
@@ -60,128 +53,47 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
+from kernels.gated_delta_rule.gpu import prep_grads_mosaic as pg
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
                                                         KP_SUPPORTED, expect_shapes,
-                                                        finish_stores, store_tile,
-                                                        wgmma_products)
+                                                        finish_stores)
 from kernels.gated_delta_rule.gpu.prep_mosaic import VP_MAX, takes_shape
 
-__all__ = ["prep_bwd", "prep_grads", "takes_shape"]
+__all__ = ["prep_bwd", "takes_shape"]
 
 
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
             dq_g, dk_g, dv_g, dg_g, db_g,
             q_s, k_s, v_s, g_s, lf_s, b_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk_s, ck_s, cc_s,
-            x_s, bar, *, C, heads, scale):
+            x_s, bar, bv, dt, dqk, *, C, heads, scale):
     i, n = lax.axis_index("i"), lax.axis_index("n")
+    wg = lax.axis_index("wg")
     rows = pl.ds(n * C, C)
     Kp, Vp = q_s.shape[1], v_s.shape[1]
     chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
-    for src, dst in ((chunk(q_g, Kp), q_s), (chunk(k_g, Kp), k_s), (chunk(v_g, Vp), v_s),
-                     (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
-                     (b_g.at[i, rows], b_s), (t_g.at[i, rows], t_s), (dw_g.at[i, rows], dw_s),
-                     (du_g.at[i, rows], du_s), (dkd_g.at[i, rows], dkd_s),
-                     (dqd_g.at[i, rows], dqd_s), (daqk_g.at[i, rows], daqk_s)):
-        plgpu.copy_gmem_to_smem(src, dst, bar)
-    plgpu.barrier_wait(bar)
-    daqk = plgpu.load(daqk_s, layout=plgpu.Layout.WGMMA)
-    prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, daqk_s, ck_s, cc_s, x_s,
-               g_s, lf_s, b_s, scale=scale,
-               out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, Vp), dg_g.at[i, 0, rows],
-                    dg_g.at[i, 1, rows], db_g.at[i, rows]))
-    finish_stores()
+    s = pg.Tiles(q=q_s, k=k_s, v=v_s, t=t_s, dw=dw_s, du=du_s, dkd=dkd_s, dqd=dqd_s,
+                 dqk=daqk_s, ck=ck_s, cc=cc_s, x=x_s, g=g_s, lf=lf_s, b=b_s)
+    h = pg.Handovers(bv=bv, dt=dt, dqk=dqk)
 
+    @pl.when(wg == pg.CHAIN)
+    def _():
+        for src, dst in ((chunk(q_g, Kp), q_s), (chunk(k_g, Kp), k_s), (chunk(v_g, Vp), v_s),
+                         (gs_g.at[i, 0, rows], g_s), (gs_g.at[i, 1, rows], lf_s),
+                         (b_g.at[i, rows], b_s), (t_g.at[i, rows], t_s),
+                         (dw_g.at[i, rows], dw_s), (du_g.at[i, rows], du_s),
+                         (dkd_g.at[i, rows], dkd_s), (dqd_g.at[i, rows], dqd_s),
+                         (daqk_g.at[i, rows], daqk_s)):
+            plgpu.copy_gmem_to_smem(src, dst, bar)
+        plgpu.barrier_wait(bar)
+        pg.chain(plgpu.load(daqk_s, layout=plgpu.Layout.WGMMA), s, h, scale=scale)
 
-def prep_grads(q_s, k_s, v_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk, dqk_s, ck_s, cc_s, x_s,
-               g_s, lf_s, b_s, *, out, scale):
-    """Steps 2-6 above, one chunk's, from its tiles in SMEM (q_s ... g_s, lf_s, b_s) and
-    daqk in registers (bf16, the wgmma layout), also for `grad_mosaic.chunk_grads`. dq, dk, dv,
-    dG, dlogF and dbeta leave by TMA to the GMEM refs `out`, not waited for. Tiles are
-    overwritten as they are consumed: v by beta v, du by dv, dkd by dk, dqk_s takes bf16(dQK),
-    ck_s, cc_s and x_s are staging, G, logF and beta make way for their cotangents."""
-    C, Kp, V = q_s.shape[0], q_s.shape[1], v_s.shape[1]
-    f32, WG = jnp.float32, plgpu.Layout.WGMMA
-    dq_g, dk_g, dv_g, dG_g, dlogF_g, db_g = out
-
-    def vec(ref):  # a [C] vector of SMEM in registers, one value per accumulator row
-        return plgpu.load(ref, layout=WG.reduce(1))
-
-    def tile(ref):  # a bf16 SMEM tile in registers, fp32
-        return plgpu.load(ref, layout=WG).astype(f32)
-
-    def per_row(x, width):  # [C] -> [C, width], X_ij = x_i
-        return lax.broadcast_in_dim(x, (C, width), [0])
-
-    def mm(pairs, shape):
-        """The sum of lhs @ rhs over pairs of SMEM refs (or transposed views) in one fp32
-        accumulator, waited for."""
-        def run(acc):
-            for lhs, rhs in pairs:
-                plgpu.wgmma(acc, lhs, rhs)
-            plgpu.wgmma_wait(0)
-            return acc[...]
-        return pl.run_scoped(run, plgpu.ACC(shape, f32))
-
-    def transposed(x):  # x^T in registers ([C, C] fp32), through x_s
-        store_tile(x_s, x)
-        return plgpu.load(x_s.T, layout=WG)
-
-    G, beta = vec(g_s), vec(b_s)
-    E, F = jnp.exp(G), jnp.exp(vec(lf_s))
-    bE = beta * E
-
-    # 2. Through u = T (beta v) and w = T (bE k).
-    (dbv,) = wgmma_products(((t_s.T, du_s),), ((C, V),))
-    v = tile(v_s)
-    dbeta = jnp.sum(dbv * v, axis=1)
-    dv = per_row(beta, V) * dbv
-    store_tile(v_s, per_row(beta, V) * v)  # beta v, in place of v
-    store_tile(ck_s, per_row(bE, Kp) * tile(k_s))  # bE k
-    dT = mm(((du_s, v_s.T), (dw_s, ck_s.T)), (C, C))
-    store_tile(du_s, dv, dv_g)                 # du is consumed: dv leaves from its tile
-
-    # 3. The decays (G_j through a transpose in SMEM, as the forward does), then T = (I + A)^-1:
-    # dA = -T^T dT T^T on the strict lower triangle. Registers bound this kernel: daqk, Dc and
-    # dA die as soon as dQK and dAD exist, before KK and QK take theirs.
-    row = plgpu.broadcasted_iota(jnp.int32, (C, C), 0, layout=WG)
-    col = plgpu.broadcasted_iota(jnp.int32, (C, C), 1, layout=WG)
-    G_i = per_row(G, C)
-    Dc = jnp.exp(jnp.where(row >= col, G_i - transposed(G_i), -jnp.inf))
-    dQK = scale * daqk.astype(f32) * Dc  # with respect to (q k^T) Dc of the unscaled q
-    D = jnp.where(row > col, Dc, 0.0)
-    store_tile(cc_s, dT)
-    (TdT,) = wgmma_products(((t_s.T, cc_s),), ((C, C),))
-    store_tile(cc_s, TdT)
-    dAD = jnp.where(row > col, -mm(((cc_s, t_s.T),), (C, C)), 0.0) * D
-
-    # 4. Through A = beta (k k^T) D and aqk = (q k^T) Dc.
-    KK, QK = wgmma_products(((k_s, k_s.T), (q_s, k_s.T)), ((C, C), (C, C)))
-    dKKD = dAD * KK
-    dbeta = dbeta + jnp.sum(dKKD, axis=1)
-    dlogD = dQK * QK + per_row(beta, C) * dKKD
-    dG = jnp.sum(dlogD, axis=1) - jnp.sum(transposed(dlogD), axis=1)
-    dKK = per_row(beta, C) * dAD
-    dKK_sym = dKK + transposed(dKK)
-
-    # 5. dq and dk.
-    store_tile(dqk_s, dQK)  # bf16(dQK)
-    dqd = tile(dqd_s)
-    dE_q = scale * jnp.sum(dqd * tile(q_s), axis=1)
-    dq = mm(((dqk_s, k_s),), (C, Kp)) + per_row(scale * E, Kp) * dqd
-    store_tile(ck_s, dq, dq_g)
-    (dbek,) = wgmma_products(((t_s.T, dw_s),), ((C, Kp),))  # T^T dw: w's term of dk
-    k, dkd = tile(k_s), tile(dkd_s)
-    s_bek = jnp.sum(dbek * k, axis=1)
-    s_kd = jnp.sum(dkd * k, axis=1)
-    dk_rows = per_row(bE, Kp) * dbek + per_row(F, Kp) * dkd  # one tile live, not two
-    store_tile(cc_s, dKK_sym)
-    dk = mm(((cc_s, k_s), (dqk_s.T, q_s)), (C, Kp)) + dk_rows
-    store_tile(dkd_s, dk, dk_g)
-
-    # 6. The vectors: dG and dlogF (the cotangents of `decay_input`'s rows) and dbeta.
-    store_tile(g_s, dG + E * (beta * s_bek + dE_q), dG_g)
-    store_tile(lf_s, F * s_kd, dlogF_g)
-    store_tile(b_s, dbeta + E * s_bek, db_g)
+    @pl.when(wg == pg.TILES)
+    def _():
+        plgpu.barrier_wait(bar)
+        pg.tiles(s, h, scale=scale,
+                 out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, Vp), dg_g.at[i, 0, rows],
+                      dg_g.at[i, 1, rows], db_g.at[i, rows]))
+        finish_stores()
 
 
 def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, heads=None,
@@ -227,6 +139,7 @@ def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, head
         plgpu.SMEM(cc, bf16, transforms=BF16_TR),   # dT, then T^T dT, then d(k k^T)
         plgpu.SMEM(cc, f32, transforms=F32_TR),     # transposes
         plgpu.Barrier(num_arrivals=12),
+        *pg.Handovers.scratch(),
     ]
 
     def gdr_prep_bwd_mgpu(*refs):
@@ -238,5 +151,5 @@ def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, head
         out_type=(grad(Kp), grad(Kp), grad(Vp), jax.ShapeDtypeStruct((BH, 2, Tp), f32),
                   jax.ShapeDtypeStruct((BH, Tp), f32)),
         grid=(BH, Tp // C), grid_names=("i", "n"), scratch_types=scratch,
-        interpret=interpret,
+        num_threads=pg.WARPGROUPS, thread_name="wg", interpret=interpret,
     )(*ins)
