@@ -372,12 +372,12 @@ def main(argv=None):
                     time_fn=time_jax, launch=launch))
                 save(rows)
         print()
-    for s in shapes:
+    for s in shapes:  # the JAX rows first: fla's child (torch, Triton autotuning) takes minutes
+        if jax_impls:
+            run_jax([s], jax_impls, args, rows, save)
         if "fla" in args.impl:
             rows += run_fla_child(s, args)
             save(rows)
-        if jax_impls:
-            run_jax([s], jax_impls, args, rows, save)
 
     print("\n" + HEADER)
     order = {i: n for n, i in enumerate((*JAX_IMPLS, *PEER_IMPLS, *FLA_IMPLS))}

@@ -17,9 +17,10 @@
 #   TEST_TIMEOUT=220  the gpu-marked kernel tests (mostly compiles of new shapes); TEST_FILES
 #                     picks test files or folders (default: the GPU kernel tests,
 #                     tests/kernels/gated_delta_rule/gpu, and the packed-documents test)
-#   BENCH_BUDGET=260  no benchmark cell starts after this; shapes go one at a time (fla, XLA,
-#                     ours; the per-kernel breakdown after the first), so a cut-short run still
-#                     compares everything on the first shape; cells not run are listed as skipped
+#   BENCH_BUDGET=260  no benchmark cell starts after this; shapes go one at a time (XLA, jla
+#                     and ours, then fla's child, which takes minutes; the per-kernel breakdown
+#                     before the first), so a cut-short run still compares ours with jla on the
+#                     first shape; cells not run are listed as skipped
 #   BENCH_TIMEOUT=330 the benchmark is killed here (its JSON is saved after every cell)
 # BENCH_ARGS: extra gdn_kernel.py arguments, e.g. "--no-breakdown --shape B=8,T=2048,H=8,K=128,V=128"
 set -u

@@ -31,8 +31,9 @@ JAX_IMPLS = {
 # Peers that run in this JAX process (a benchmark dependency, carried as a wheel; never a
 # runtime one): name -> how gdn_kernel.jax_fn calls it.
 PEER_IMPLS = ("jla",)
-# In the order they run (fla, then XLA, then jla and ours): the goal's comparisons first, so
-# that a run cut short by --budget-s loses the least telling rows.
+# Each shape runs the JAX rows (XLA, then jla and ours) and then fla's child process, which
+# takes minutes (torch, Triton's autotuning): a run cut short by --budget-s keeps ours against
+# jla and loses fla first.
 DEFAULT_IMPLS = ("fla", "xla_chunked", "xla_chunked_default", "jla", "pallas_gpu_default",
                  "pallas_gpu_default_c32", "pallas_gpu")
 ALL_IMPLS = tuple(JAX_IMPLS) + PEER_IMPLS + ("fla",)
