@@ -63,7 +63,7 @@ from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu import prep_grads_mosaic as pg
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
                                                         KP_SUPPORTED, expect_shapes,
-                                                        finish_stores, store_tile,
+                                                        finish_stores, meet, store_tile,
                                                         wgmma_products)
 
 __all__ = ["chunk_grads", "takes_shape"]
@@ -105,10 +105,6 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
                      dqk=dqk_s, ck=ck_s, cc=cc_s, x=x_s, g=g_s, lf=lf_s, b=b_s)
     h = pg.Handovers(bv=bv, dt=dt, dqk=dqk)
 
-    def end_of_phase1():  # phase 2's tiles overwrite phase 1's: both warpgroups are done
-        plgpu.barrier_arrive(phase1_done)
-        plgpu.barrier_wait(phase1_done)
-
     @pl.when(wg == pg.CHAIN)
     def _():
         loads = ((st_g.at[i, srows], st_s, bar_s), (dd_g.at[i, rows], du_s, bar_s),
@@ -125,7 +121,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
         plgpu.barrier_wait(bar_ds)
         (daqk,) = wgmma_products(((do_s, delta_s.T),), ((C, C),))
         daqk = daqk.astype(bf16)  # in registers: shared memory is full at V = 192
-        end_of_phase1()
+        meet(phase1_done)  # phase 2's tiles overwrite phase 1's: both warpgroups are done
         if not early_s:
             for src, dst in phase2_loads:
                 plgpu.copy_gmem_to_smem(src, dst, bar2)
@@ -144,7 +140,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
             S, dS = (plgpu.load(r.at[:, cols], layout=WG).astype(f32) for r in (st_s, dst_s))
             dgc = dgc + jnp.sum(dS * S, axis=1)
         store_tile(dgc_s, dgc, dgc_g.at[i, n])
-        end_of_phase1()
+        meet(phase1_done)
         plgpu.barrier_wait(bar2)
         pg.tiles(tiles, h, scale=scale,
                  out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],

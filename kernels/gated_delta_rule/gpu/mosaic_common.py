@@ -1,6 +1,7 @@
 """What the Mosaic GPU (TMA + wgmma) kernels share: tile sizes and the shapes they take, SMEM
 tile transforms, shape checks, the TMA loads of a chunk's operands, the carried state tile's
-way in and out, a tile's way out, a program's last wait, and issuing wgmma products."""
+way in and out, a tile's way out, warpgroups meeting, a program's last wait, and issuing
+wgmma products."""
 
 from __future__ import annotations
 
@@ -88,6 +89,13 @@ def store_tile(tile_s, x, dst_g=None):
     if dst_g is not None:
         plgpu.copy_smem_to_gmem(tile_s, dst_g)
         plgpu.commit_smem_to_gmem_group()
+
+
+def meet(bar):
+    """Every warpgroup of the program arrives on bar (one arrival each) and waits for the
+    others: what each did before is done (and its SMEM writes fenced by the caller)."""
+    plgpu.barrier_arrive(bar)
+    plgpu.barrier_wait(bar)
 
 
 def finish_stores():
