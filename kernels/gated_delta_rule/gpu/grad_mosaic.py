@@ -84,7 +84,7 @@ EARLY_V_MAX = 128
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
             dq_g, dk_g, dv_g, dg_g, db_g, dgc_g,
             dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar_s, bar_ds, bar2, phase1_done,
-            bv, dt, dqk, union, *early_s, C, Kp, V, heads, scale):
+            bv, dt, dqk, done, union, *early_s, C, Kp, V, heads, scale):
     """Two warpgroups (`prep_grads_mosaic`): CHAIN issues the loads and takes dw, dqd, daqk
     in phase 1 and the [C, C] chain in phase 2; TILES takes dkd and dgc, then the [C, Kp] and
     [C, V] tiles. union: phase 1's S, dS, delta, dO, and phase 2's staging tiles (with q, k,
@@ -103,7 +103,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
                              (q_s, k_s, v_s, t_s)))
     tiles = pg.Tiles(q=q_s, k=k_s, v=v_s, t=t_s, dw=dw_s, du=du_s, dkd=dkd_s, dqd=dqd_s,
                      dqk=dqk_s, ck=ck_s, cc=cc_s, x=x_s, g=g_s, lf=lf_s, b=b_s)
-    h = pg.Handovers(bv=bv, dt=dt, dqk=dqk)
+    h = pg.Handovers(bv=bv, dt=dt, dqk=dqk, done=done)
 
     @pl.when(wg == pg.CHAIN)
     def _():
@@ -127,6 +127,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
                 plgpu.copy_gmem_to_smem(src, dst, bar2)
         plgpu.barrier_wait(bar2)
         pg.chain(daqk, tiles, h, scale=scale)
+        meet(done)
 
     @pl.when(wg == pg.TILES)
     def _():
@@ -146,6 +147,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
                  out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
                       dg_g.at[i, 1, rows], db_g.at[i, rows]))
         finish_stores()
+        meet(done)
 
 
 def _phase2_inputs(C, Kp, V):

@@ -62,14 +62,19 @@ class Tiles(NamedTuple):
 
 
 class Handovers(NamedTuple):
-    """The barriers between the warpgroups (one arrival each, one phase per program)."""
-    bv: object   # TILES -> CHAIN: beta v in v's tile, bE k in ck
-    dt: object   # CHAIN -> TILES: dT's product is done reading du, v, dw, ck
-    dqk: object  # CHAIN -> TILES: bf16(dQK), bf16(d(k k^T)), dG_chain, dbeta_kk in SMEM
+    """The barriers between the warpgroups (one phase per program): three handovers of one
+    arrival, and `done`, which both warpgroups meet at the end (`mosaic_common.meet`) so that
+    neither exits while the other still issues wgmmas (on sm_90 that pattern is reported to
+    end kernels with CUDA_ERROR_ILLEGAL_INSTRUCTION at times)."""
+    bv: object    # TILES -> CHAIN: beta v in v's tile, bE k in ck
+    dt: object    # CHAIN -> TILES: dT's product is done reading du, v, dw, ck
+    dqk: object   # CHAIN -> TILES: bf16(dQK), bf16(d(k k^T)), dG_chain, dbeta_kk in SMEM
+    done: object  # both: the program's work is issued and waited for
 
     @staticmethod
     def scratch():
-        return [plgpu.Barrier(num_arrivals=1) for _ in range(3)]
+        return [plgpu.Barrier(num_arrivals=1) for _ in range(3)] + [
+            plgpu.Barrier(num_arrivals=WARPGROUPS)]
 
 
 _WG = plgpu.Layout.WGMMA

@@ -56,7 +56,7 @@ from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu import prep_grads_mosaic as pg
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
                                                         KP_SUPPORTED, expect_shapes,
-                                                        finish_stores)
+                                                        finish_stores, meet)
 from kernels.gated_delta_rule.gpu.prep_mosaic import VP_MAX, takes_shape
 
 __all__ = ["prep_bwd", "takes_shape"]
@@ -65,7 +65,7 @@ __all__ = ["prep_bwd", "takes_shape"]
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
             dq_g, dk_g, dv_g, dg_g, db_g,
             q_s, k_s, v_s, g_s, lf_s, b_s, t_s, dw_s, du_s, dkd_s, dqd_s, daqk_s, ck_s, cc_s,
-            x_s, bar, bv, dt, dqk, *, C, heads, scale):
+            x_s, bar, bv, dt, dqk, done, *, C, heads, scale):
     i, n = lax.axis_index("i"), lax.axis_index("n")
     wg = lax.axis_index("wg")
     rows = pl.ds(n * C, C)
@@ -73,7 +73,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
     chunk = lambda ref, d: lay.tile(ref, i, rows, heads, d)  # noqa: E731
     s = pg.Tiles(q=q_s, k=k_s, v=v_s, t=t_s, dw=dw_s, du=du_s, dkd=dkd_s, dqd=dqd_s,
                  dqk=daqk_s, ck=ck_s, cc=cc_s, x=x_s, g=g_s, lf=lf_s, b=b_s)
-    h = pg.Handovers(bv=bv, dt=dt, dqk=dqk)
+    h = pg.Handovers(bv=bv, dt=dt, dqk=dqk, done=done)
 
     @pl.when(wg == pg.CHAIN)
     def _():
@@ -86,6 +86,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
             plgpu.copy_gmem_to_smem(src, dst, bar)
         plgpu.barrier_wait(bar)
         pg.chain(plgpu.load(daqk_s, layout=plgpu.Layout.WGMMA), s, h, scale=scale)
+        meet(done)
 
     @pl.when(wg == pg.TILES)
     def _():
@@ -94,6 +95,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
                  out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, Vp), dg_g.at[i, 0, rows],
                       dg_g.at[i, 1, rows], db_g.at[i, rows]))
         finish_stores()
+        meet(done)
 
 
 def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, heads=None,
