@@ -7,7 +7,11 @@ so no TensorBoard or Nsight is needed on the machine. Kernels are grouped two wa
 * by kind, from the kernel name (matrix products, attention, collectives, copies, the
   triangular solves of the chunked gated delta rule, XLA fusions, other);
 * by the layer that issued them, from the HLO op's source path when the trace carries one
-  (`tf_op` / `long_name` / `hlo_op` arguments), matched against our module names.
+  (`tf_op` / `long_name` / `hlo_op` arguments), matched against our module names. Inside CUDA
+  graphs (XLA's command buffers, GPU's default) it does not; given the compiled program's HLO
+  text, a kernel that runs an HLO instruction is traced to the Python call stack that built it
+  (`hlo_sources.py`), and the innermost function naming a layer decides;
+* with the HLO text, also by the innermost source line of ours (forward and backward apart).
 
 Totals are summed kernel time, which can exceed wall time when streams overlap; the step
 time from the timing loop is the honest denominator and is reported next to them.
@@ -21,6 +25,8 @@ import json
 import re
 from pathlib import Path
 
+from hlo_sources import innermost, kernel_sources  # this script's folder
+
 KINDS = (  # first match wins; order matters (an attention gemm is attention)
     ("attention", re.compile(r"cudnn|flash|fmha|sdpa|attention", re.I)),
     ("collective", re.compile(r"nccl|all[-_]?reduce|all[-_]?gather|reduce[-_]?scatter|"
@@ -31,11 +37,12 @@ KINDS = (  # first match wins; order matters (an attention gemm is attention)
     ("copy", re.compile(r"memcpy|memset|copy|transpose", re.I)),
     ("fusion", re.compile(r"fusion|reduce|loop_|input_|scatter|gather|slice", re.I)),
 )
-LAYERS = (("gdn", re.compile(r"GDN|gated_?delta", re.I)),
+LAYERS = (("gdn", re.compile(r"GDN|gated_?delta|CausalConv|\bgdr_", re.I)),
           ("attention", re.compile(r"Attention|attention|attn", re.I)),
-          ("mlp", re.compile(r"MLP|mlp", re.I)),
-          ("embed/logits", re.compile(r"embed|logits|unembed|lm_head|cross_entropy|z_loss",
-                                      re.I)),
+          ("mlp", re.compile(r"MLP|mlp|SwiGLU", re.I)),
+          ("norm", re.compile(r"RMSNorm|LayerNorm")),
+          ("embed/logits", re.compile(r"embed|logits|unembed|lm_head|cross_entropy|z_loss|"
+                                      r"token_losses|LM\.head", re.I)),
           ("optimizer", re.compile(r"adam|optax|clip|global_norm|apply_updates", re.I)))
 
 
@@ -49,6 +56,16 @@ def kind_of(name: str) -> str:
 def layer_of(source: str) -> str:
     for layer, pat in LAYERS:
         if pat.search(source):
+            return layer
+    return "unattributed"
+
+
+def layer_of_stack(frames) -> str:
+    """The layer of the innermost frame whose function names one (`hlo_sources.Frame`s,
+    innermost first): an MLP inside a GDN block is "mlp", the block's own work "gdn"."""
+    for frame in frames:
+        layer = layer_of(frame.function)
+        if layer != "unattributed":
             return layer
     return "unattributed"
 
@@ -71,20 +88,38 @@ def device_events(trace: dict) -> list[dict]:
     return [e for e in events if e.get("ph") == "X" and e.get("pid") in dev and "dur" in e]
 
 
-def summarize(log_dir: str | Path, steps: int, step_time_s: float, top: int = 25) -> dict:
+def summarize(log_dir: str | Path, steps: int, step_time_s: float, top: int = 25,
+              hlo_text: str | None = None, root: str | None = None) -> dict:
+    """The trace under log_dir, grouped. hlo_text: the traced program's optimized HLO (its
+    `compile().as_text()`), to attribute kernels inside CUDA graphs; root: the path prefix of
+    our source files (the innermost frame under it names a kernel's line)."""
     path = find_trace(log_dir)
     with gzip.open(path, "rt") as f:
         trace = json.load(f)
     events = device_events(trace)
-    by_kind, by_layer, by_name = (collections.Counter() for _ in range(3))
+    hlo = kernel_sources(hlo_text) if hlo_text else {}
+    by_kind, by_layer, by_name, by_line = (collections.Counter() for _ in range(4))
     source_of = {}
     for e in events:
         us = float(e["dur"])
         args = e.get("args", {}) or {}
         source = " ".join(str(args.get(k, "")) for k in ("tf_op", "long_name", "hlo_op",
                                                           "name"))
+        layer = layer_of(source)
+        compiled = hlo.get(e["name"])
+        if compiled is not None:
+            if layer == "unattributed":
+                layer = layer_of_stack(compiled.frames)
+            frame = innermost(compiled, root) if root else None
+            if frame is not None:
+                where = f"{frame.file[len(root):]}:{frame.line} {frame.function}"
+                # "bwd": made by autodiff's transpose; "fwd": the rest (the optimizer too)
+                by_line[(where, "bwd" if compiled.backward else "fwd")] += us
+            source = compiled.op_name
+        elif layer == "unattributed":
+            layer = layer_of(e["name"])  # Pallas kernels carry their own names (gdr_...)
         by_kind[kind_of(e["name"])] += us
-        by_layer[layer_of(source)] += us
+        by_layer[layer] += us
         by_name[e["name"]] += us
         source_of.setdefault(e["name"], source[:200])
     total = sum(by_kind.values())
@@ -99,7 +134,9 @@ def summarize(log_dir: str | Path, steps: int, step_time_s: float, top: int = 25
             "kernel_busy_fraction": per_step / step_time_s if step_time_s else None,
             "by_kind": table(by_kind), "by_layer": table(by_layer),
             "top_kernels": [{**row, "source": source_of[row["name"]]}
-                            for row in table(by_name)[:top]]}
+                            for row in table(by_name)[:top]],
+            "top_lines": [{**row, "name": row["name"][0], "pass": row["name"][1]}
+                          for row in table(by_line)[:top]]}
 
 
 def format_summary(s: dict) -> str:
@@ -113,4 +150,8 @@ def format_summary(s: dict) -> str:
     lines.append("  top kernels:")
     lines += [f"    {r['ms_per_step']:8.3f} ms {100 * r['share']:5.1f}%  {r['name'][:90]}"
               for r in s["top_kernels"][:12]]
+    if s.get("top_lines"):
+        lines.append("  top source lines (XLA's kernels, from the HLO):")
+        lines += [f"    {r['ms_per_step']:8.3f} ms {100 * r['share']:5.1f}%  {r['pass']}  "
+                  f"{r['name'][:90]}" for r in s["top_lines"][:15]]
     return "\n".join(lines)

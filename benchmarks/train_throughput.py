@@ -14,6 +14,7 @@ train_flops_per_token x tokens/s / (peak bf16 FLOP/s x devices), null where the 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -30,6 +31,8 @@ from hybrid_jax.train.config import RunConfig, load_config
 from hybrid_jax.train.loop import check_fits
 from hybrid_jax.train.metrics import mfu, peak_flops
 from hybrid_jax.train.program import build_program
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def bench_config(family: str, size: str, args) -> RunConfig:
@@ -78,11 +81,17 @@ def bench_one(cfg: RunConfig, args) -> dict:
 
         trace_dir = args.profile / cfg.train.name
         trace_dir.mkdir(parents=True, exist_ok=True)
+        # the step's optimized HLO names the source line of each XLA kernel, which a trace of
+        # CUDA graphs does not (profile_summary.py); the compile is a cache hit
+        hlo_text = prog.step.lower(state, batches[0]).compile().as_text()
+        with gzip.open(trace_dir / "step_hlo.txt.gz", "wt") as f:
+            f.write(hlo_text)
         with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
             for i in range(args.profile_steps):
                 state, metrics = prog.step(state, batches[i % 2])
             jax.block_until_ready(metrics)
-        profile = summarize(trace_dir, args.profile_steps, elapsed / args.steps)
+        profile = summarize(trace_dir, args.profile_steps, elapsed / args.steps,
+                            hlo_text=hlo_text, root=f"{REPO}/")
         print(format_summary(profile), flush=True)
     tokens_per_s = args.steps * B * T / elapsed
     fpt = train_flops_per_token(cfg.model, T)
@@ -139,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="after timing, trace --profile-steps steps into DIR and summarise where "
-                   "the device time goes (benchmarks/profile_summary.py)")
+                   "the device time goes, by kind, layer and source line "
+                   "(benchmarks/profile_summary.py; the step's HLO is saved beside the trace)")
     p.add_argument("--profile-steps", type=int, default=3)
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:

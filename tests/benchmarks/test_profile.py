@@ -1,16 +1,21 @@
 """benchmarks/profile_summary.py on a hand-made Chrome trace: only device events count, kernels are
-grouped by kind and by issuing layer, and the per-step numbers divide by the traced steps."""
+grouped by kind and by issuing layer, and the per-step numbers divide by the traced steps; with a
+compiled program's HLO (benchmarks/hlo_sources.py) kernels traced inside CUDA graphs still find
+their layer and source line."""
 
 import gzip
 import json
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+from hlo_sources import innermost, kernel_name, kernel_sources  # noqa: E402
 from profile_summary import format_summary, kind_of, layer_of, summarize  # noqa: E402
 
 
@@ -73,3 +78,66 @@ def test_summarize_counts_device_kernels_per_step(tmp_path):
 def test_missing_trace_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="trace.json.gz"):
         summarize(tmp_path, steps=1, step_time_s=1.0)
+
+
+# A program whose ops come from two functions named after layers, compiled for real: its
+# optimized HLO carries the stack tables that `hlo_sources` reads.
+def gated_delta_like(x):
+    return jnp.sin(x) * 3.0
+
+
+def swiglu_mlp(x):
+    return jnp.cos(x) * jnp.exp(x)
+
+
+def _program(x):
+    return jnp.sum(swiglu_mlp(gated_delta_like(x)) ** 2)
+
+
+@pytest.fixture(scope="module")
+def compiled_hlo():
+    return jax.jit(jax.grad(_program)).lower(jnp.ones((64, 64))).compile().as_text()
+
+
+def test_kernel_sources_name_the_python_stack(compiled_hlo):
+    sources = kernel_sources(compiled_hlo)
+    functions = {f.function for src in sources.values() for f in src.frames}
+    assert {"gated_delta_like", "swiglu_mlp", "_program"} <= functions
+    here = __file__
+    lines = {f.line for src in sources.values() for f in src.frames
+             if f.file == here and f.function == "gated_delta_like"}
+    assert lines == {gated_delta_like.__code__.co_firstlineno + 1}
+    assert any(src.backward for src in sources.values())     # jax.grad's transpose ops
+    assert all(kernel_name(k) == k for k in sources)          # trace spelling: no '.' or '-'
+    src = next(s for s in sources.values() if s.frames)
+    assert innermost(src, str(Path(here).parent)).file == here
+    assert innermost(src, "/nowhere/") is None
+
+
+def test_summarize_attributes_kernels_inside_cuda_graphs(tmp_path, compiled_hlo):
+    """Events as a trace of XLA's command buffers gives them (no op path): the HLO text
+    attributes each to the innermost function naming a layer, and to its source line."""
+    sources = kernel_sources(compiled_hlo)
+
+    def kernel_of(function):
+        return next(k for k, s in sources.items() if s.frames and s.frames[0].function == function)
+
+    events = [{"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}}]
+    for i, (name, dur) in enumerate(((kernel_of("gated_delta_like"), 300),
+                                     (kernel_of("swiglu_mlp"), 100),
+                                     ("gdr_state_pass_fwd_mgpu_kernel", 50),
+                                     ("nvjet_sm90_tst_x", 50))):
+        events.append({"ph": "X", "pid": 2, "tid": 7, "ts": 1000 * i, "dur": dur, "name": name,
+                       "args": {"tf_op": "XlaModule:", "hlo_op": "command_buffer_1"}})
+    path = tmp_path / "plugins" / "profile" / "run1" / "host.trace.json.gz"
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    root = str(Path(__file__).parent) + "/"
+    s = summarize(tmp_path, steps=1, step_time_s=0.001, hlo_text=compiled_hlo, root=root)
+    layers = {r["name"]: r["share"] for r in s["by_layer"]}
+    assert layers == pytest.approx({"gdn": 0.7, "mlp": 0.2, "unattributed": 0.1})
+    where = {r["name"].split(" ")[1]: r["ms_per_step"] for r in s["top_lines"]}
+    assert where["gated_delta_like"] == pytest.approx(0.3)
+    assert s["top_lines"][0]["name"].startswith("test_profile.py:")
+    assert "top source lines" in format_summary(s)
