@@ -16,7 +16,9 @@
 # seconds: COMPARE_TIMEOUT=300 (compiles of 4 shapes x 2 modes x 2 trees dominate),
 # PTXAS_TIMEOUT=120, TEST_TIMEOUT=320 (the 32 compiled tests ran past 250 s on an H100, 25 of
 # them done by then: in a 600 s call run MODES=fwd+bwd, or give the tests a call of their own). BEFORE: the exported
-# tree (default build/gdr_before). MODES: the compared modes (default "fwd+bwd fwd").
+# tree (default build/gdr_before). MODES: the compared modes (default "fwd+bwd fwd"). SHAPES:
+# the compared shapes instead of the four benchmark shapes, e.g. "B=8,T=2048,H=22,K=48,V=96"
+# (the 370M model's GDN layer; space-separated for several).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gdn_check}
@@ -30,9 +32,11 @@ $PY -c 'import jax; print("jax", jax.__version__, jax.devices())'
 
 echo "=== this tree against $BEFORE: ${MODES:-fwd+bwd fwd}, auto at precision default ==="
 t0=$(date +%s)
-# shellcheck disable=SC2086  # MODES is a word list
+SHAPE_ARGS=""
+for s in ${SHAPES:-}; do SHAPE_ARGS="$SHAPE_ARGS --shape $s"; done
+# shellcheck disable=SC2086  # MODES and SHAPE_ARGS are word lists
 timeout "${COMPARE_TIMEOUT:-300}" $PY benchmarks/gdn_kernel_compare.py --before-root "$BEFORE" \
-  --mode ${MODES:-fwd+bwd fwd} --out "$OUT" 2>&1 | tee "$OUT/compare.log" \
+  --mode ${MODES:-fwd+bwd fwd} $SHAPE_ARGS --out "$OUT" 2>&1 | tee "$OUT/compare.log" \
   | grep -E "^\||^implementation|^before|^after|Error" | tail -22
 echo "compare: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
 
