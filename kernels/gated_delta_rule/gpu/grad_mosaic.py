@@ -63,7 +63,7 @@ from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu import prep_grads_mosaic as pg
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
                                                         KP_SUPPORTED, expect_shapes,
-                                                        finish_stores, meet, store_tile,
+                                                        meet, store_tile,
                                                         wgmma_products)
 
 __all__ = ["chunk_grads", "takes_shape"]
@@ -127,7 +127,6 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
                 plgpu.copy_gmem_to_smem(src, dst, bar2)
         plgpu.barrier_wait(bar2)
         pg.chain(daqk, tiles, h, scale=scale)
-        meet(done)
 
     @pl.when(wg == pg.TILES)
     def _():
@@ -146,8 +145,6 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
         pg.tiles(tiles, h, scale=scale,
                  out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
                       dg_g.at[i, 1, rows], db_g.at[i, rows]))
-        finish_stores()
-        meet(done)
 
 
 def _phase2_inputs(C, Kp, V):

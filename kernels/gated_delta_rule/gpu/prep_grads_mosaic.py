@@ -33,7 +33,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernels.gated_delta_rule.gpu.mosaic_common import store_tile, wgmma_products
+from kernels.gated_delta_rule.gpu.mosaic_common import (finish_stores, meet, store_tile,
+                                                        wgmma_products)
 
 CHAIN, TILES = 0, 1  # warpgroup indices (thread axis "wg" of the kernels)
 WARPGROUPS = 2
@@ -112,7 +113,8 @@ def handover(bar):
 
 
 def chain(daqk, s: Tiles, h: Handovers, *, scale):
-    """The CHAIN warpgroup's half, from daqk (bf16 registers, the wgmma layout)."""
+    """The CHAIN warpgroup's half, from daqk (bf16 registers, the wgmma layout); it ends
+    meeting the TILES warpgroup on `h.done`."""
     C = s.t.shape[0]
 
     def transposed(x):  # x^T in registers ([C, C] fp32), through x
@@ -147,11 +149,12 @@ def chain(daqk, s: Tiles, h: Handovers, *, scale):
     store_tile(s.g, dG)        # G and beta were read by both warpgroups before "bv"
     store_tile(s.b, dbeta_kk)
     handover(h.dqk)
+    meet(h.done)
 
 
 def tiles(s: Tiles, h: Handovers, *, out, scale):
     """The TILES warpgroup's half. dq, dk, dv, dG, dlogF and dbeta leave by TMA to the GMEM
-    refs `out`, not waited for."""
+    refs `out`; the program ends once they have left SMEM (`finish_stores`)."""
     C, Kp, V = s.q.shape[0], s.q.shape[1], s.v.shape[1]
     dq_g, dk_g, dv_g, dG_g, dlogF_g, db_g = out
     G, beta = _vec(s.g), _vec(s.b)
@@ -184,3 +187,5 @@ def tiles(s: Tiles, h: Handovers, *, out, scale):
     store_tile(s.g, dG + E * (beta * s_bek + dE_q), dG_g)
     store_tile(s.lf, F * s_kd, dlogF_g)
     store_tile(s.b, (dbeta_v + dbeta_kk) + E * s_bek, db_g)
+    finish_stores()
+    meet(h.done)

@@ -55,8 +55,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu import prep_grads_mosaic as pg
 from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, C_SUPPORTED, F32_TR,
-                                                        KP_SUPPORTED, expect_shapes,
-                                                        finish_stores, meet)
+                                                        KP_SUPPORTED, expect_shapes)
 from kernels.gated_delta_rule.gpu.prep_mosaic import VP_MAX, takes_shape
 
 __all__ = ["prep_bwd", "takes_shape"]
@@ -86,7 +85,6 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
             plgpu.copy_gmem_to_smem(src, dst, bar)
         plgpu.barrier_wait(bar)
         pg.chain(plgpu.load(daqk_s, layout=plgpu.Layout.WGMMA), s, h, scale=scale)
-        meet(done)
 
     @pl.when(wg == pg.TILES)
     def _():
@@ -94,8 +92,6 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, dw_g, du_g, dkd_g, dqd_g, daqk_g,
         pg.tiles(s, h, scale=scale,
                  out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, Vp), dg_g.at[i, 0, rows],
                       dg_g.at[i, 1, rows], db_g.at[i, rows]))
-        finish_stores()
-        meet(done)
 
 
 def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, heads=None,
