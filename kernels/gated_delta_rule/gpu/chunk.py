@@ -256,15 +256,16 @@ def chunk_gated_delta_rule_pallas_gpu(
     q_in, k_in, v_in = (x.astype(qkv_dt) for x in qkv)
     g_in = prep_triton.decay_input(gc_.reshape(BH, Tp), C, p.decays)
     gc_vec = jnp.broadcast_to(jnp.exp(jnp.sum(gc_, axis=-1)).reshape(BH, 1, N), (BH, Kp, N))
+    Vs = p.state_v  # the state passes' width: V, or Vp (zero columns) behind the Mosaic prep
     if initial_state is None:
-        s0 = jnp.zeros((BH, Kp, V), jnp.float32)
+        s0 = jnp.zeros((BH, Kp, Vs), jnp.float32)
     else:
         s0 = initial_state.astype(jnp.float32).reshape(BH, K, V)
-        if Kp != K:
-            s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, 0)))
+        if (Kp, Vs) != (K, V):
+            s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, Vs - V)))
     o, sf = _kernels(q_in, k_in, v_in, g_in, bc.reshape(BH, Tp), gc_vec, s0, p)
     if p.o_caller_layout:
-        o_BTHV = o.reshape(B, Tp, HV, V)[:, :T]
+        o_BTHV = o.reshape(B, Tp, HV, Vs)[:, :T, :, :V]
     else:
-        o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, V), 1, 2)[:, :T]
-    return o_BTHV.astype(v.dtype), sf.reshape(B, HV, Kp, V)[:, :, :K]
+        o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, Vs), 1, 2)[:, :T, :, :V]
+    return o_BTHV.astype(v.dtype), sf.reshape(B, HV, Kp, Vs)[:, :, :K, :V]

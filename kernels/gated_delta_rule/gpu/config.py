@@ -109,7 +109,8 @@ class Plan:
     and the prep backward as one kernel (prep_bwd "fused" then too). decays:
     `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in the caller's layout;
     o_caller_layout: o and dO too. q_scale: the factor the Mosaic preps apply to q, or None
-    where XLA scales q first. The rest launches the Triton kernels."""
+    where XLA scales q first. state_v: the value width of the state passes (V, or the Mosaic
+    prep's zero-padded Vp). The rest launches the Triton kernels."""
     precision: str
     interpret: bool
     C: int
@@ -123,6 +124,7 @@ class Plan:
     o_caller_layout: bool
     q_scale: Optional[float]
     block_v: int
+    state_v: int
     block_d: int
     warps_fwd: int
     warps_bwd: int
@@ -162,9 +164,12 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
     mosaic = precision == "default"  # bf16 wgmma operands only
     Vp = prep_v(V, config.block_d)
     prep_fwd = "mosaic" if mosaic and prep_mosaic.takes_shape(C, Kp, Vp) else "triton"
-    state = "mosaic" if mosaic and state_mosaic.takes_shape(C, Kp, V) else "triton"
+    # Behind the Mosaic prep the state passes take its zero-padded Vp (a multiple of 64) where
+    # V alone is not one: the padding columns of u, S, o and dO stay zero.
+    state_v = (Vp if prep_fwd == "mosaic" and state_mosaic.takes_shape(C, Kp, Vp) else V)
+    state = "mosaic" if mosaic and state_mosaic.takes_shape(C, Kp, state_v) else "triton"
     prep_bwd = "mosaic" if prep_fwd == "mosaic" and bf16_qkv else "triton"
-    if prep_bwd == "mosaic" and state == "mosaic" and grad_mosaic.takes_shape(C, Kp, V):
+    if prep_bwd == "mosaic" and state == "mosaic" and grad_mosaic.takes_shape(C, Kp, state_v):
         dqk = prep_bwd = "fused"
     else:
         dqk = "triton"
@@ -181,7 +186,7 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
         state=state, dqk=dqk, prep_bwd=prep_bwd, decays=decays, caller_layout=prep_fwd == "mosaic",
         o_caller_layout=prep_fwd == "mosaic" and state == "mosaic",
         q_scale=float(q_scale) if q_scale is not None and prep_bwd != "triton" else None,
-        block_v=block_v,
+        block_v=block_v, state_v=state_v,
         block_d=config.block_d,
         warps_fwd=config.num_warps or (4 if Kp * v_tile(V, block_v) <= 128 * 64 else 8),
         warps_bwd=config.num_warps_bwd, warps_prep=config.num_warps_prep,

@@ -8,7 +8,7 @@ Why this exists
     intermediate stays in registers or shared memory, and the products are wgmmas. Where the
     state kernels are Mosaic GPU too and V <= 192, `grad_mosaic.chunk_grads` runs this
     kernel's math (`prep_grads`) fused with dqk; this kernel runs where that one does not take
-    the shape (after the Triton dqk: V = 256, or V not a multiple of 64).
+    the shape (after the Triton dqk: V = 256).
 
 What it computes: `prep_triton.prep_bwd` at precision "default" with decays="xla" (the
 forward's saved T = (I + A)^-1 and the cotangents dw, du, dkd, dqd, daqk of w, u, kd, qd,

@@ -3,8 +3,8 @@ the [K, V] state (forward) or its gradient (backward), split as fla splits it.
 
 Why this exists
     Where the Mosaic GPU kernels do not take the shape (`state_mosaic.py`,
-    `state_mosaic_bwd.py`: precision "highest", K > 128 or K <= 32, V not a multiple of 64,
-    chunk size other than 64, or V > 192 for the parallel backward kernel), these run. Only one
+    `state_mosaic_bwd.py`: precision "highest", K > 128 or K <= 32, V not a multiple of 64
+    (behind the Triton prep), chunk size other than 64, or V > 192 for the parallel backward kernel), these run. Only one
     program per (batch x value head, V tile) can walk the chunks, so the sequential kernels do
     as little per step as the recurrence allows, and everything else runs in a kernel with one
     program per (batch x value head, chunk):

@@ -260,8 +260,9 @@ def test_interpret_scale_inside_the_kernels_equals_scaling_q_first():
 
 @pytest.mark.parametrize("case, qkv_dtype", [
     # the 370M model's head dims: the Mosaic prep (V padded to 128; q, k, v in the caller's
-    # layout) with the Triton state pass; T padded, HV = 2H, l2norm. bf16 q, k, v as in
-    # training: the Mosaic prep backward too (its du padded from V to Vp)
+    # layout) and the Mosaic state passes at that padded width (with an initial state, padded
+    # too); T padded, HV = 2H, l2norm. bf16 q, k, v as in training: the fused dqk and prep
+    # backward too
     ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.float32),
     ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.bfloat16),
     ((1, 70, 1, 1, 128, 128, False, "strong", 64, False, 0.3), jnp.float32)])  # g to -20
@@ -280,7 +281,7 @@ GPU_CASES = {  # with the table's choice at "default"
     "T130-K64-V256-gqa-zero": (1, 130, 1, 2, 64, 256, False, "zero", 64, False, None),
     # Triton throughout (K > 128)
     "T100-K256-V64-mild-c32": (1, 100, 1, 1, 256, 64, True, "mild", 32, False, 0.2),
-    # Mosaic prep (V padded to 128), Triton state pass (V % 64)
+    # V padded to 128 for every kernel (the Triton prep backward and dqk: fp32 q, k, v)
     "T200-K128-V96-mild-init": (1, 200, 1, 1, 128, 96, True, "mild", 64, False, None),
 }
 
@@ -363,7 +364,7 @@ def test_gpu_api_matches_chunked():
 @pytest.mark.parametrize("K,V", [(96, 192), (48, 96)])
 def test_gpu_api_auto_at_default_precision_matches_chunked(K, V):
     """What "auto" runs at "default": at the 7B layer's head dims every Mosaic kernel in the
-    caller's layout, at the 370M model's the Mosaic prep with the Triton state pass. Output,
+    caller's layout, at the 370M model's the same at V padded to 128. Output,
     state and gradients against XLA's chunked at "highest", to bf16-level error."""
     args = make_inputs(13, 1, 300, 2, 4, K, V, decay="mild")
     w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, K, V))
