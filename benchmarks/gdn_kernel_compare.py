@@ -30,22 +30,23 @@ from benchmarks.gdn_kernel import MODES, jax_inputs, label, parse_shape  # noqa:
 from benchmarks.gdn_kernel_variants import SHAPES  # noqa: E402
 
 
-def loss_and_grads(api, implementation, precision):
+def loss_and_grads(api, implementation, precision, l2norm):
     import jax
     import jax.numpy as jnp
 
     def loss(q, k, v, g, beta, do):
         o, _ = api.chunk_gated_delta_rule(q, k, v, g, beta, implementation=implementation,
-                                          precision=precision)
+                                          precision=precision, use_qk_l2norm=l2norm)
         return jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32)), o
 
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))
 
 
-def forward(api, implementation, precision):
+def forward(api, implementation, precision, l2norm):
     import jax
     return jax.jit(lambda q, k, v, g, beta: api.chunk_gated_delta_rule(
-        q, k, v, g, beta, implementation=implementation, precision=precision)[0])
+        q, k, v, g, beta, implementation=implementation, precision=precision,
+        use_qk_l2norm=l2norm)[0])
 
 
 def sample_ms(fn, args, inner):
@@ -66,7 +67,7 @@ def compare_shape(s, mode, apis, args):
     fns, outs, row = {}, {}, {"shape": s, "mode": mode}
     for name, api in apis.items():
         t0 = time.perf_counter()
-        fns[name] = build(api, args.implementation, args.precision).lower(
+        fns[name] = build(api, args.implementation, args.precision, args.qk_l2norm).lower(
             *call_args).compile()
         row[f"compile_s_{name}"] = time.perf_counter() - t0
         outs[name] = jax.block_until_ready(fns[name](*call_args))
@@ -91,7 +92,8 @@ def compare_shape(s, mode, apis, args):
 
 
 def table(rows, args):
-    lines = [f"implementation={args.implementation!r}, precision={args.precision!r}: median "
+    lines = [f"implementation={args.implementation!r}, precision={args.precision!r}"
+             f"{', use_qk_l2norm' if args.qk_l2norm else ''}: median "
              f"(min) of {args.iters} samples of {args.inner} calls each, interleaved", "",
              "| shape | mode | before ms | after ms | after/before | max abs diff (o, grads) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -115,6 +117,8 @@ def main(argv=None):
     p.add_argument("--implementation", default="auto")
     p.add_argument("--precision", default="default", choices=("highest", "default"))
     p.add_argument("--mode", nargs="+", default=["fwd+bwd"], choices=MODES)
+    p.add_argument("--qk-l2norm", action="store_true",
+                   help="use_qk_l2norm=True, as the models call it")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20, help="samples of each, interleaved")
     p.add_argument("--inner", type=int, default=3)

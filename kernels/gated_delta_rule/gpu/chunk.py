@@ -14,9 +14,11 @@ Why this exists
                                   Mosaic GPU, three in Triton)
     each slot in Mosaic GPU where its kernel takes the shape, else in Triton (`config.plan`, the
     table); where every slot is Mosaic GPU, dqk and the prep backward are one kernel
-    (`grad_mosaic.chunk_grads`: dw, dkd, dqd, daqk never reach HBM). q/k L2 normalisation,
-    head grouping, padding, the decays' sums, the layout and q's scale (unless the Mosaic
-    preps apply it, `Plan.q_scale`) are XLA glue around the custom_vjp, differentiated by JAX.
+    (`grad_mosaic.chunk_grads`: dw, dkd, dqd, daqk never reach HBM). q and k enter through
+    one more Pallas kernel each way (`qk_input.py`: L2 normalisation, q's scale unless the
+    Mosaic preps apply it (`Plan.q_scale`), padding and the cast in one pass); head grouping,
+    v's padding, the decays' sums and the layout are XLA glue around the custom_vjp,
+    differentiated by JAX.
     Its speed against fla and jla, and where its time goes: docs/kernels-gpu.md.
 
     Per chunk n (state S_n entering it):
@@ -34,7 +36,7 @@ Numerics
     cumulative decay; in-chunk log-decay differences are sums of g over (j, i] at "highest"
     and differences G_i - G_j of the chunk's own cumulative sum at "default" (at most C terms:
     an exponent error of ulp(|G|), `prep_triton._log_decays`). So g down to -20 per token,
-    beta in (0, 2) and T = 65536 stay finite. `use_qk_l2norm` runs in XLA (fp32, eps 1e-6).
+    beta in (0, 2) and T = 65536 stay finite. `use_qk_l2norm` is fp32 (eps 1e-6), in qk_input.
       "highest": kernel dots TF32x3 on GPU (about fp32 accuracy; exact fp32 in interpret
         mode); every stored intermediate float32.
       "default": kernel dot operands bfloat16 with fp32 accumulation, as fla does (2e-3 to
@@ -67,8 +69,8 @@ import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
 from kernels.gated_delta_rule.gpu import (grad_mosaic, prep_mosaic, prep_mosaic_bwd,
-                                          prep_triton, state_mosaic, state_mosaic_bwd,
-                                          state_triton)
+                                          prep_triton, qk_input, state_mosaic,
+                                          state_mosaic_bwd, state_triton)
 from kernels.gated_delta_rule.gpu.config import (KernelConfig, Plan, padded_k, plan,
                                                  prep_v)
 from kernels.gated_delta_rule.gpu.triton_common import dot_fn, triton_params
@@ -234,25 +236,32 @@ def chunk_gated_delta_rule_pallas_gpu(
     p = plan(precision, interpret, config, C=C, Kp=Kp, V=V, B=B, HV=HV,
              bf16_qkv=qkv_dt == jnp.bfloat16,
              q_scale=q_scale if isinstance(q_scale, (int, float)) else None)
-    # q's scale: inside the Mosaic preps where the plan says so (an XLA pass over q and one
-    # over dq fewer), else here
-    qf, kf, vf, gf, bf, dt = reference.prepare(
-        q, k, v, g, beta, 1.0 if p.q_scale is not None else scale, use_qk_l2norm)
-    if dt != jnp.float32:
-        raise TypeError(f"pallas_gpu computes in float32; got inputs promoting to {dt}")
+    if reference.compute_dtype(jnp.result_type(q, k, v, g, beta)) != jnp.float32:
+        raise TypeError("pallas_gpu computes in float32; got inputs promoting to "
+                        f"{reference.compute_dtype(jnp.result_type(q, k, v, g, beta))}")
+    # q and k normalised, scaled, padded to [B, Tp, H, Kp] and cast, in one kernel pass each
+    # way (qk_input.py); q's scale inside the Mosaic preps where the plan says so (a pass over
+    # q and one over dq fewer), a static one here, a traced one by XLA
+    s = 1.0 if p.q_scale is not None else q_scale
+    static = isinstance(s, (int, float))
+    qf, kf = (qk_input.qk_input(x, Tp, Kp, float(f), use_qk_l2norm, qkv_dt, interpret)
+              for x, f in ((q, s if static else 1.0), (k, 1.0)))
+    if not static:
+        qf = (qf * s).astype(qkv_dt)
+    group = HV // q.shape[2]
+    if group > 1:  # value head j reads key head j // group
+        qf, kf = jnp.repeat(qf, group, axis=2), jnp.repeat(kf, group, axis=2)
+    vf, gf, bf = v.astype(jnp.float32), g.astype(jnp.float32), beta.astype(jnp.float32)
     Vp = prep_v(V, p.block_d)
-    if Kp != K:  # zero key columns: no effect on any product
-        padk = lambda x: jnp.pad(x, [(0, 0)] * 3 + [(0, Kp - K)])
-        qf, kf = padk(qf), padk(kf)
     gc_, bc = (reference._to_chunks(x, Tp, C) for x in (gf, bf))  # [B, HV, N, C]
-    if p.caller_layout:  # [B, T, HV, d] -> [B, Tp, HV * d]: a reshape where T = Tp, d = Kp
-        to_caller = lambda x, d: jnp.pad(
-            x, [(0, 0), (0, Tp - T), (0, 0), (0, d - x.shape[-1])]).reshape(B, Tp, HV * d)
-        qkv = (to_caller(qf, Kp), to_caller(kf, Kp), to_caller(vf, Vp))
+    if p.caller_layout:  # [B, Tp, HV, d] -> [B, Tp, HV * d]: a reshape
+        vf = jnp.pad(vf, [(0, 0), (0, Tp - T), (0, 0), (0, Vp - V)])
+        qkv = (x.reshape(B, Tp, -1) for x in (qf, kf, vf))
     else:
-        qc, kc, vc = (reference._to_chunks(x, Tp, C) for x in (qf, kf, vf))
+        vc = reference._to_chunks(vf, Tp, C)
         vc = vc if Vp == V else jnp.pad(vc, [(0, 0)] * 4 + [(0, Vp - V)])
-        qkv = (x.reshape(BH, Tp, x.shape[-1]) for x in (qc, kc, vc))
+        qkv = (jnp.moveaxis(qf, 2, 1).reshape(BH, Tp, Kp), jnp.moveaxis(kf, 2, 1).reshape(
+            BH, Tp, Kp), vc.reshape(BH, Tp, Vp))
     q_in, k_in, v_in = (x.astype(qkv_dt) for x in qkv)
     g_in = prep_triton.decay_input(gc_.reshape(BH, Tp), C, p.decays)
     gc_vec = jnp.broadcast_to(jnp.exp(jnp.sum(gc_, axis=-1)).reshape(BH, 1, N), (BH, Kp, N))
