@@ -236,9 +236,9 @@ def chunk_gated_delta_rule_pallas_gpu(
     p = plan(precision, interpret, config, C=C, Kp=Kp, V=V, B=B, HV=HV,
              bf16_qkv=qkv_dt == jnp.bfloat16,
              q_scale=q_scale if isinstance(q_scale, (int, float)) else None)
-    if reference.compute_dtype(jnp.result_type(q, k, v, g, beta)) != jnp.float32:
-        raise TypeError("pallas_gpu computes in float32; got inputs promoting to "
-                        f"{reference.compute_dtype(jnp.result_type(q, k, v, g, beta))}")
+    dt = reference.compute_dtype(jnp.result_type(q, k, v, g, beta))
+    if dt != jnp.float32:
+        raise TypeError(f"pallas_gpu computes in float32; got inputs promoting to {dt}")
     # q and k normalised, scaled, padded to [B, Tp, H, Kp] and cast, in one kernel pass each
     # way (qk_input.py); q's scale inside the Mosaic preps where the plan says so (a pass over
     # q and one over dq fewer), a static one here, a traced one by XLA
