@@ -23,9 +23,13 @@ import collections
 import gzip
 import json
 import re
+import sys
 from pathlib import Path
 
-from hlo_sources import innermost, kernel_sources  # this script's folder
+# hlo_sources sits beside this file, which is imported both as a script's neighbour
+# (train_throughput.py) and as benchmarks.profile_summary (gdn_kernel_trace.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hlo_sources import innermost, kernel_sources  # noqa: E402
 
 KINDS = (  # first match wins; order matters (an attention gemm is attention)
     ("attention", re.compile(r"cudnn|flash|fmha|sdpa|attention", re.I)),

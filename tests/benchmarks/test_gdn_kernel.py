@@ -12,6 +12,7 @@ from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO))
 from benchmarks import gdn_kernel  # noqa: E402
+from tests.helpers.interpret_child import in_child  # noqa: E402
 
 SHAPE = dict(B=1, T=64, H=1, HV=1, K=16, V=16)
 
@@ -74,6 +75,7 @@ def test_trace_runs_in_interpret_mode_and_names_bad_counts(tmp_path, capsys):
     assert "--calls and --iters must be >= 1" in capsys.readouterr().err
 
 
+@in_child
 def test_every_variant_builds_and_the_breakdown_runs_in_interpret_mode(tmp_path):
     """Each variant's keywords reach the op (KernelConfig validates them), and the per-kernel
     breakdown runs every cell on the CPU (Triton and Mosaic GPU interpreters; chunk 64 and

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks import gdn_kernel_ablate as ablate
+from tests.helpers.interpret_child import in_child
 
 
 @pytest.mark.parametrize("kernel,name", [(k, a) for k, (_, table) in ablate.ABLATIONS.items()
@@ -24,6 +25,7 @@ def test_an_edit_without_its_match_fails_by_name(monkeypatch):
         ablate.variant("grads", "stale")
 
 
+@in_child
 def test_main_runs_one_ablation_of_each_kernel_in_the_interpreter(tmp_path, monkeypatch):
     monkeypatch.setenv("JAX_CPU_ENABLE_ASYNC_DISPATCH", "0")
     rc = ablate.main(["--interpret", "--shape", "B=1,T=64,H=1,K=64,V=64", "--ablation",

@@ -18,6 +18,7 @@ from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_bwd
 
 from tests.helpers.gdr_gpu_prep import prep_operands
 from tests.helpers.gdr_gpu_state import callers_layout
+from tests.helpers.interpret_child import in_child
 
 C, BH, N = 64, 2, 2
 TP = N * C
@@ -57,6 +58,7 @@ def _interpret(args, detect_races=False, **kw):
 
 
 @pytest.mark.parametrize("Kp,V,decay,scale", [(128, 128, 1.0, 1.0), (64, 192, 20.0, 0.37)])
+@in_child
 def test_interpret_is_its_two_halves(Kp, V, decay, scale):
     """Bitwise `prep_mosaic_bwd.prep_bwd` fed with the chunk operands' cotangents, and dgc,
     with phase 2's inputs loaded early (V = 128) and late (V = 192). decay 20: g down to -20 a
@@ -74,6 +76,7 @@ def test_interpret_is_its_two_halves(Kp, V, decay, scale):
 
 
 @pytest.mark.parametrize("Kp,V", [(128, 128), (64, 192)])
+@in_child
 def test_interpret_no_races_and_the_callers_layout(Kp, V):
     """The race detector, with phase 2's inputs loaded early (V = 128) and into phase 1's
     shared memory once it is done (V = 192); q, k, v, dO, dq, dk, dv in the caller's layout

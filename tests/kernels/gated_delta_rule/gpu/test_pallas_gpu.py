@@ -23,6 +23,7 @@ from kernels.gated_delta_rule.gpu.chunk import chunk_gated_delta_rule_pallas_gpu
 from kernels.gated_delta_rule.gpu.config import KernelConfig
 
 from tests.helpers.gdr import make_inputs, np_gated_delta_rule, rel_err
+from tests.helpers.interpret_child import in_child
 
 FP32_TOL = 1e-4
 NAMES = ("q", "k", "v", "g", "beta", "initial_state")
@@ -232,6 +233,7 @@ def _errors_against_chunked(shape, qkv_dtype):
 
 
 @pytest.mark.parametrize("qkv_dtype", [jnp.bfloat16, jnp.float32])
+@in_child
 def test_interpret_mosaic_plan_matches_chunked_reference(qkv_dtype):
     """Every kernel in Mosaic GPU (bf16 q, k, v; fp32 ones take the Triton prep backward), q, k,
     v, o and their gradients in the caller's layout. Four chunks and 1e-2: with a dh kernel
@@ -241,6 +243,7 @@ def test_interpret_mosaic_plan_matches_chunked_reference(qkv_dtype):
     assert max(errs.values()) < 1e-2, errs
 
 
+@in_child
 def test_interpret_scale_inside_the_kernels_equals_scaling_q_first():
     """A Python-number scale goes into the Mosaic preps (`Plan.q_scale`); a NumPy scalar is
     scaled by XLA first. With scale 1/2 (exact in every product) the two give bitwise the same
@@ -266,6 +269,7 @@ def test_interpret_scale_inside_the_kernels_equals_scaling_q_first():
     ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.float32),
     ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.bfloat16),
     ((1, 70, 1, 1, 128, 128, False, "strong", 64, False, 0.3), jnp.float32)])  # g to -20
+@in_child
 def test_interpret_mosaic_plan_matches_float64(case, qkv_dtype):
     check_against_float64(case, interpret=True, precision="default", tol=2e-2,
                           qkv_dtype=qkv_dtype)

@@ -18,6 +18,7 @@ from kernels.gated_delta_rule.gpu.prep_mosaic_bwd import prep_bwd
 
 from tests.helpers.gdr_gpu_prep import prep_operands, triton_prep_kw
 from tests.helpers.gdr_gpu_state import callers_layout
+from tests.helpers.interpret_child import in_child
 
 C, BH, TP = 64, 2, 128
 NAMES = ("dq", "dk", "dv", "dg", "dbeta")
@@ -41,6 +42,7 @@ def _interpret(args, detect_races=False, heads=None):
 
 
 @pytest.mark.parametrize("Kp,Vp,decay", [(128, 128, 1.0), (64, 192, 20.0)])
+@in_child
 def test_interpret_matches_the_triton_prep_backward(Kp, Vp, decay):
     """Against `prep_triton.prep_bwd` (decays="xla", "default", bf16 cotangents) in Pallas
     interpret mode. fp32 sums run in another order, so now and then a value near a bf16
@@ -64,6 +66,7 @@ def test_interpret_matches_the_triton_prep_backward(Kp, Vp, decay):
             assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), name
 
 
+@in_child
 def test_interpret_scale_is_q_scaled_outside():
     """scale = 1/2 (a power of two, so every product scales exactly): bitwise the outputs for
     q / 2 given unscaled, dq then the cotangent of the unscaled q (half that of q / 2)."""
@@ -76,12 +79,14 @@ def test_interpret_scale_is_q_scaled_outside():
         assert a.dtype == b.dtype and bool(jnp.all(a == b)), name
 
 
+@in_child
 def test_interpret_no_races():
     from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as ipc
     jax.block_until_ready(_interpret(_operands(128, 128), detect_races=True))
     assert not ipc.get_races().races_found
 
 
+@in_child
 def testcallers_layout_reads_and_writes_the_same_chunks():
     """heads: q, k, v and dq, dk, dv in the caller's [B, Tp, heads * d] layout give bitwise the
     results of the [BH, Tp, d] layout."""

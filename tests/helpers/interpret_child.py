@@ -1,0 +1,52 @@
+"""`in_child`: run a test of a multi-warpgroup Mosaic GPU kernel in the interpreter in a child
+pytest process, retried only when the child hangs (no tests here).
+
+Why: the interpreter runs each warpgroup as its own XLA CPU execution, and a warpgroup blocked
+in a barrier wait holds the XLA worker thread it runs on. On a two-core host the workers can
+all be held (by the kernel's own callback and one waiting warpgroup) while the execution of
+the warpgroup it waits for is still queued: the interpreter deadlocks, not the kernel. A CI
+run on such a host hung in one whole-op check of the fused two-warpgroup backward after many
+runs that passed; a state pass whose two warpgroups meet every chunk hung far more often. A
+test that fails (an exception, a wrong value) fails at once; only a timeout is retried.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_CHILD = "HYBRID_JAX_TEST_IN_CHILD"
+
+
+def in_child(test=None, *, timeout: float = 120.0, attempts: int = 4):
+    """Decorator: the test body runs in `python -m pytest <its node id>` with a time limit,
+    retried up to `attempts` times if the child hangs; a failing child fails the test with its
+    output. Inside the child (or where `_CHILD` is set) the body runs directly."""
+    if test is None:
+        return functools.partial(in_child, timeout=timeout, attempts=attempts)
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        if os.environ.get(_CHILD):
+            return test(*args, **kwargs)
+        node = os.environ["PYTEST_CURRENT_TEST"].rsplit(" (", 1)[0]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", node]
+        for _ in range(attempts):
+            try:
+                run = subprocess.run(cmd, cwd=ROOT, env={**os.environ, _CHILD: "1"},
+                                     capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                continue
+            if run.returncode:
+                raise AssertionError(f"{node} failed in its child process:\n"
+                                     f"{run.stdout[-4000:]}\n{run.stderr[-2000:]}")
+            return
+        pytest.fail(f"{node}: the interpreter hung in all {attempts} attempts "
+                    f"({timeout:.0f} s each)")
+
+    return wrapper
