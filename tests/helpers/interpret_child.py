@@ -23,10 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _CHILD = "HYBRID_JAX_TEST_IN_CHILD"
 
 
-def in_child(test=None, *, timeout: float = 120.0, attempts: int = 4):
+def in_child(test=None, *, timeout: float = 60.0, attempts: int = 4):
     """Decorator: the test body runs in `python -m pytest <its node id>` with a time limit,
     retried up to `attempts` times if the child hangs; a failing child fails the test with its
-    output. Inside the child (or where `_CHILD` is set) the body runs directly."""
+    output. Inside the child (or where `_CHILD` is set) the body runs directly. The limit is
+    several times the slowest such test's child (9 s on 2 busy cores) and bounds what a hang
+    adds to the suite."""
     if test is None:
         return functools.partial(in_child, timeout=timeout, attempts=attempts)
 
