@@ -14,11 +14,11 @@ Why this exists
                                   Mosaic GPU, three in Triton)
     each slot in Mosaic GPU where its kernel takes the shape, else in Triton (`config.plan`, the
     table); where every slot is Mosaic GPU, dqk and the prep backward are one kernel
-    (`grad_mosaic.chunk_grads`: dw, dkd, dqd, daqk never reach HBM). q and k enter through
-    one more Pallas kernel each way (`qk_input.py`: L2 normalisation, q's scale unless the
-    Mosaic preps apply it (`Plan.q_scale`), padding and the cast in one pass); head grouping,
-    v's padding, the decays' sums and the layout are XLA glue around the custom_vjp,
-    differentiated by JAX.
+    (`grad_mosaic.chunk_grads`: dw, dkd, dqd, daqk never reach HBM). With use_qk_l2norm, q
+    and k enter through one more Pallas kernel each way (`qk_input.py`: L2 normalisation,
+    q's scale unless the Mosaic preps apply it (`Plan.q_scale`), padding and the cast in one
+    pass); head grouping, padding, the decays' sums and the layout are XLA glue around the
+    custom_vjp, differentiated by JAX.
     Its speed against fla and jla, and where its time goes: docs/kernels-gpu.md.
 
     Per chunk n (state S_n entering it):
@@ -36,7 +36,7 @@ Numerics
     cumulative decay; in-chunk log-decay differences are sums of g over (j, i] at "highest"
     and differences G_i - G_j of the chunk's own cumulative sum at "default" (at most C terms:
     an exponent error of ulp(|G|), `prep_triton._log_decays`). So g down to -20 per token,
-    beta in (0, 2) and T = 65536 stay finite. `use_qk_l2norm` is fp32 (eps 1e-6), in qk_input.
+    beta in (0, 2) and T = 65536 stay finite. `use_qk_l2norm`: fp32, eps 1e-6 (qk_input).
       "highest": kernel dots TF32x3 on GPU (about fp32 accuracy; exact fp32 in interpret
         mode); every stored intermediate float32.
       "default": kernel dot operands bfloat16 with fp32 accumulation, as fla does (2e-3 to
@@ -239,15 +239,21 @@ def chunk_gated_delta_rule_pallas_gpu(
     dt = reference.compute_dtype(jnp.result_type(q, k, v, g, beta))
     if dt != jnp.float32:
         raise TypeError(f"pallas_gpu computes in float32; got inputs promoting to {dt}")
-    # q and k normalised, scaled, padded to [B, Tp, H, Kp] and cast, in one kernel pass each
-    # way (qk_input.py); q's scale inside the Mosaic preps where the plan says so (a pass over
-    # q and one over dq fewer), a static one here, a traced one by XLA
+    # q and k as [B, Tp, H, Kp] in qkv_dt. q's scale: inside the Mosaic preps where the plan
+    # says so (a pass over q and one over dq fewer), else here. With use_qk_l2norm one kernel
+    # pass each way (qk_input.py); without it XLA's scale, pad and cast fuse or vanish (a
+    # bf16 -> fp32 -> bf16 round trip is dropped), where a kernel would add a pass.
     s = 1.0 if p.q_scale is not None else q_scale
     static = isinstance(s, (int, float))
-    qf, kf = (qk_input.qk_input(x, Tp, Kp, float(f), use_qk_l2norm, qkv_dt, interpret)
-              for x, f in ((q, s if static else 1.0), (k, 1.0)))
-    if not static:
-        qf = (qf * s).astype(qkv_dt)
+    if use_qk_l2norm:
+        qf, kf = (qk_input.qk_input(x, Tp, Kp, float(f), qkv_dt, interpret)
+                  for x, f in ((q, s if static else 1.0), (k, 1.0)))
+        if not static:
+            qf = (qf * s).astype(qkv_dt)
+    else:
+        pad_qk = lambda x: jnp.pad(x, [(0, 0), (0, Tp - T), (0, 0), (0, Kp - K)]).astype(qkv_dt)
+        qf = q.astype(jnp.float32)
+        qf, kf = pad_qk(qf if static and s == 1 else qf * s), pad_qk(k.astype(jnp.float32))
     group = HV // q.shape[2]
     if group > 1:  # value head j reads key head j // group
         qf, kf = jnp.repeat(qf, group, axis=2), jnp.repeat(kf, group, axis=2)

@@ -90,10 +90,9 @@ def test_supports_names_what_it_does_not_take():
 
 # Pallas calls in forward+backward for B1 T100 H1 HV2 K96 V192 (Kp 128): the prep forward,
 # state forward, dh, dqk and the prep backward (three kernels) in Triton; in Mosaic GPU at
-# "default" where they take the shape (chunk 64: all, dqk and the prep backward one kernel);
-# and q and k's input kernel (qk_input.py) in Triton, once each way for each.
+# "default" where they take the shape (chunk 64: all, dqk and the prep backward one kernel).
 @pytest.mark.parametrize("precision, C, n_triton, n_mosaic", [
-    ("highest", 64, 7 + 4, 0), ("default", 64, 0 + 4, 4), ("default", 32, 7 + 4, 0)])
+    ("highest", 64, 7, 0), ("default", 64, 0, 4), ("default", 32, 7, 0)])
 def test_kernels_lower_for_cuda_without_a_gpu(monkeypatch, precision, C, n_triton, n_mosaic):
     """Forward and backward lowered for CUDA on this host, the Triton kernels through the
     Triton-IR stage (not PTX), the Mosaic ones to their custom call: catches unsupported ops
