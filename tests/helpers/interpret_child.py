@@ -6,8 +6,13 @@ in a barrier wait holds the XLA worker thread it runs on. On a two-core host the
 all be held (by the kernel's own callback and one waiting warpgroup) while the execution of
 the warpgroup it waits for is still queued: the interpreter deadlocks, not the kernel. A CI
 run on such a host hung in one whole-op check of the fused two-warpgroup backward after many
-runs that passed; a state pass whose two warpgroups meet every chunk hung far more often. A
-test that fails (an exception, a wrong value) fails at once; only a timeout is retried.
+runs that passed; a state pass whose two warpgroups meet every chunk hung far more often.
+The child gets CHILD_CPU_DEVICES fake CPU devices, and with them a larger XLA worker pool
+(XLA sizes it by the device count: 2 threads at one device on two cores, 8 at eight). On
+two cores, with two or three runs at once, 5 of 10 runs of the worst case (the fused backward
+at the 370M heads, bf16) hung with one device; with four, 18 of 18 passed, 10 s each. The retry stays as
+insurance: a test that fails (an exception, a wrong value) fails at once; only a timeout is
+retried.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import sys
 
 import pytest
 
+from tests.helpers import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHILD = "HYBRID_JAX_TEST_IN_CHILD"
+CHILD_CPU_DEVICES = 4  # the child's computations run on the first; the rest size the pool
 
 
 def in_child(test=None, *, timeout: float = 60.0, attempts: int = 4):
@@ -40,8 +48,9 @@ def in_child(test=None, *, timeout: float = 60.0, attempts: int = 4):
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", node]
         for _ in range(attempts):
             try:
-                run = subprocess.run(cmd, cwd=ROOT, env={**os.environ, _CHILD: "1"},
-                                     capture_output=True, text=True, timeout=timeout)
+                env = {**os.environ, _CHILD: "1", "XLA_FLAGS": xla_flags(CHILD_CPU_DEVICES)}
+                run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                     timeout=timeout)
             except subprocess.TimeoutExpired:
                 continue
             if run.returncode:
