@@ -10,9 +10,9 @@ runs that passed; a state pass whose two warpgroups meet every chunk hung far mo
 The child gets CHILD_CPU_DEVICES fake CPU devices, and with them a larger XLA worker pool
 (XLA sizes it by the device count: 2 threads at one device on two cores, 8 at eight). On
 two cores, with two or three runs at once, 5 of 10 runs of the worst case (the fused backward
-at the 370M heads, bf16) hung with one device; with four, 18 of 18 passed, 10 s each. The retry stays as
-insurance: a test that fails (an exception, a wrong value) fails at once; only a timeout is
-retried.
+at the 370M heads, bf16) hung with one device; with four, 18 of 18 passed, 10 s each. The
+retry stays as insurance: a test that fails (an exception, a wrong value) fails at once; only
+a timeout is retried.
 """
 
 from __future__ import annotations
