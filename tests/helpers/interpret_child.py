@@ -24,9 +24,8 @@ import sys
 
 import pytest
 
-from tests.helpers import xla_flags
+from tests.helpers import REPO, xla_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHILD = "HYBRID_JAX_TEST_IN_CHILD"
 CHILD_CPU_DEVICES = 4  # the child's computations run on the first; the rest size the pool
 
@@ -49,7 +48,7 @@ def in_child(test=None, *, timeout: float = 60.0, attempts: int = 4):
         for _ in range(attempts):
             try:
                 env = {**os.environ, _CHILD: "1", "XLA_FLAGS": xla_flags(CHILD_CPU_DEVICES)}
-                run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                                      timeout=timeout)
             except subprocess.TimeoutExpired:
                 continue
