@@ -45,9 +45,9 @@ def in_child(test=None, *, timeout: float = 60.0, attempts: int = 4):
             return test(*args, **kwargs)
         node = os.environ["PYTEST_CURRENT_TEST"].rsplit(" (", 1)[0]
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", node]
+        env = {**os.environ, _CHILD: "1", "XLA_FLAGS": xla_flags(CHILD_CPU_DEVICES)}
         for _ in range(attempts):
             try:
-                env = {**os.environ, _CHILD: "1", "XLA_FLAGS": xla_flags(CHILD_CPU_DEVICES)}
                 run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                                      timeout=timeout)
             except subprocess.TimeoutExpired:
