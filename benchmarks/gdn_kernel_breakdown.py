@@ -28,8 +28,8 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     import functools
     import jax
     import jax.numpy as jnp
-    from kernels.gated_delta_rule.gpu import (chunk, grad_mosaic, prep_mosaic, prep_mosaic_bwd,
-                                              prep_triton, state_mosaic, state_mosaic_bwd,
+    from kernels.gated_delta_rule.gpu import (chunk, chunk_math, grad_mosaic, prep_mosaic,
+                                              prep_mosaic_bwd, prep_triton, state_mosaic, state_mosaic_bwd,
                                               state_triton)
     from kernels.gated_delta_rule.gpu.config import KernelConfig, padded_k, plan, prep_v
 
@@ -56,17 +56,17 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     delta, dd = rnd(BH, Tp, V, dtype=dt), rnd(BH, Tp, V, dtype=dt)
     cts = tuple(rnd(*x.shape, dtype=dt) for x in (w, rnd(BH, Tp, Vp), kd, qd, aqk))
     pk = chunk._triton_prep(p)  # the plan's decays: what the prep backward reads
-    gk = prep_triton.decay_input(g, C, p.decays)
+    gk = chunk_math.decay_input(g, C, p.decays)
     # the decays the Triton prep forward reads where the op runs it (the Mosaic prep reads XLA's)
     g_fwd = "exact" if precision == "highest" else "outer"
     cells = {"prep fwd save": (
         functools.partial(prep_triton.prep_fwd, out_dtype=dt, save_inverse=True,
                           **dict(pk, decays=g_fwd)),
-        (q, k, v, prep_triton.decay_input(g, C, g_fwd), beta))}
+        (q, k, v, chunk_math.decay_input(g, C, g_fwd), beta))}
     if precision == "default" and prep_mosaic.takes_shape(C, Kp, Vp):
         cells["prep fwd save mosaic"] = (
             functools.partial(prep_mosaic.prep_fwd, C=C, save_inverse=True, **_mosaic(args)),
-            (q, k, v, prep_triton.decay_input(g, C, "xla"), beta))
+            (q, k, v, chunk_math.decay_input(g, C, "xla"), beta))
     chosen = lambda name: selects(getattr(args, "breakdown_only", None), name)
     if any(map(chosen, ("prep bwd", "prep bwd inverse", "prep bwd decay", "prep bwd qk"))):
         # T as the forward saves it, in the operand dtype (its inputs cost a compile)
@@ -85,7 +85,7 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
         cells |= {"prep bwd inverse": (inverse, inv_args), "prep bwd decay": (decay, dec_args),
                   "prep bwd qk": (qk, (q, k, gk, beta, s_bek, dgd, dkk, dqk, dk0, dqd, dkd))}
     if p.prep_bwd != "triton" and (chosen("prep bwd mosaic") or chosen("grads mosaic")):
-        gx = prep_triton.decay_input(g, C, "xla")
+        gx = chunk_math.decay_input(g, C, "xla")
         *_, T_m = jax.jit(functools.partial(prep_mosaic.prep_fwd, C=C, save_inverse=True,
                                             **_mosaic(args)))(q, k, v, gx, beta)
         cells["prep bwd mosaic"] = (

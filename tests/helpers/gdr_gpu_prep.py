@@ -4,6 +4,7 @@ and the Mosaic GPU prep tests (no tests here)."""
 import jax.numpy as jnp
 import numpy as np
 
+from kernels.gated_delta_rule.gpu import chunk_math
 from kernels.gated_delta_rule.gpu import prep_triton as pt
 from kernels.gated_delta_rule.gpu.triton_common import dot_fn
 
@@ -16,7 +17,7 @@ def triton_prep_kw(precision, decays, *, C, block_d=16):
 
 
 def prep_operands(Kp, Vp, decay, *, C, BH, TP):
-    """Random q, k, v [BH, TP, Kp | Vp] (bf16), gs (`prep_triton.decay_input`'s "xla" array of
+    """Random q, k, v [BH, TP, Kp | Vp] (bf16), gs (`chunk_math.decay_input`'s "xla" array of
     g in (-decay, 0)) and beta in (0, 2): the Mosaic prep kernels' inputs; and the generator,
     for more operands."""
     rng = np.random.default_rng(Kp + Vp)
@@ -25,4 +26,4 @@ def prep_operands(Kp, Vp, decay, *, C, BH, TP):
     v = jnp.asarray(rng.normal(size=(BH, TP, Vp)), bf)
     g = jnp.asarray(-rng.uniform(0, decay, (BH, TP)), jnp.float32)
     beta = jnp.asarray(rng.uniform(0, 2, (BH, TP)), jnp.float32)
-    return (q, k, v, pt.decay_input(g, C, "xla"), beta), rng
+    return (q, k, v, chunk_math.decay_input(g, C, "xla"), beta), rng

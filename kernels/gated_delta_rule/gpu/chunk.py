@@ -35,7 +35,7 @@ Numerics
     Exponents are masked with -inf before `exp`, never clipped; no term is divided by a
     cumulative decay; in-chunk log-decay differences are sums of g over (j, i] at "highest"
     and differences G_i - G_j of the chunk's own cumulative sum at "default" (at most C terms:
-    an exponent error of ulp(|G|), `prep_triton._log_decays`). So g down to -20 per token,
+    an exponent error of ulp(|G|), `chunk_math.log_decays`). So g down to -20 per token,
     beta in (0, 2) and T = 65536 stay finite. `use_qk_l2norm`: fp32, eps 1e-6 (qk_input).
       "highest": kernel dots TF32x3 on GPU (about fp32 accuracy; exact fp32 in interpret
         mode); every stored intermediate float32.
@@ -68,8 +68,8 @@ import jax
 import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
-from kernels.gated_delta_rule.gpu import (grad_mosaic, prep_mosaic, prep_mosaic_bwd,
-                                          prep_triton, qk_input, state_mosaic,
+from kernels.gated_delta_rule.gpu import (chunk_math, grad_mosaic, prep_mosaic,
+                                          prep_mosaic_bwd, prep_triton, qk_input, state_mosaic,
                                           state_mosaic_bwd, state_triton)
 from kernels.gated_delta_rule.gpu.config import (KernelConfig, Plan, padded_k, plan,
                                                  prep_v)
@@ -127,7 +127,7 @@ def _heads(p: Plan, o: bool = False):
 
 # ---------------------------------------------------------------------------------------------
 # The kernels, forward and backward. q, k, v: [B*HV, Tp, Kp | Vp], or the caller's layout
-# [B, Tp, HV * (Kp | Vp)]; g: `prep_triton.decay_input`; beta [B*HV, Tp]; gc [B*HV, Kp, N]
+# [B, Tp, HV * (Kp | Vp)]; g: `chunk_math.decay_input`; beta [B*HV, Tp]; gc [B*HV, Kp, N]
 # (exp(G_C) repeated over Kp); s0 [B*HV, Kp, V] fp32.
 
 def _forward(q, k, v, g, beta, gc, s0, p: Plan, residuals: bool):
@@ -269,7 +269,7 @@ def chunk_gated_delta_rule_pallas_gpu(
         qkv = (jnp.moveaxis(qf, 2, 1).reshape(BH, Tp, Kp), jnp.moveaxis(kf, 2, 1).reshape(
             BH, Tp, Kp), vc.reshape(BH, Tp, Vp))
     q_in, k_in, v_in = (x.astype(qkv_dt) for x in qkv)
-    g_in = prep_triton.decay_input(gc_.reshape(BH, Tp), C, p.decays)
+    g_in = chunk_math.decay_input(gc_.reshape(BH, Tp), C, p.decays)
     gc_vec = jnp.broadcast_to(jnp.exp(jnp.sum(gc_, axis=-1)).reshape(BH, 1, N), (BH, Kp, N))
     Vs = p.state_v  # the state passes' width: V, or Vp (zero columns) behind the Mosaic prep
     if initial_state is None:

@@ -24,7 +24,7 @@ GPU and a scale known when tracing (a Python number), the preps apply q's scale 
 (`q_scale`), sparing XLA a pass over q before the kernels and one over dq after. The in-chunk
 log-decays are masked sums at "highest" ("exact"), differences of one cumulative sum at "default"
 ("outer"), summed by XLA before the kernels with the Mosaic prep, which reads them ("xla";
-`prep_triton.DECAYS`). Interpret mode (CPU tests) runs the same plan: the Mosaic kernels in the
+`chunk_math.DECAYS`). Interpret mode (CPU tests) runs the same plan: the Mosaic kernels in the
 Mosaic GPU interpreter, the Triton ones in Pallas' interpreter.
 """
 
@@ -107,7 +107,7 @@ class Plan:
     prep_fwd, state, prep_bwd: "mosaic" or "triton" (state: the state forward and the
     backward's dh kernel); dqk: "triton", or "fused" where `grad_mosaic.chunk_grads` runs dqk
     and the prep backward as one kernel (prep_bwd "fused" then too). decays:
-    `prep_triton.DECAYS`. caller_layout: q, k, v, dq, dk, dv in the caller's layout;
+    `chunk_math.DECAYS`. caller_layout: q, k, v, dq, dk, dv in the caller's layout;
     o_caller_layout: o and dO too. q_scale: the factor the Mosaic preps apply to q, or None
     where XLA scales q first. state_v: the value width of the state passes (V, or the Mosaic
     prep's zero-padded Vp). The rest launches the Triton kernels."""

@@ -156,7 +156,7 @@ def _phase2_inputs(C, Kp, V):
 def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scale=1.0,
                 heads=None, interpret=None):
     """(dq, dk [BH, Tp, Kp], dv [BH, Tp, V] bf16; dg [BH, 2, Tp], dbeta [BH, Tp], dgc
-    [BH, N, Kp] fp32): the cotangents of q, k, v, of `prep_triton.decay_input(..., "xla")`'s
+    [BH, N, Kp] fp32): the cotangents of q, k, v, of `chunk_math.decay_input(..., "xla")`'s
     G and logF, of beta and of gc, from
       the forward's operands q, k [BH, Tp, Kp], v [BH, Tp, V] (bf16), gs [BH, 2, Tp] (G, logF)
       and beta [BH, Tp], its saved T [BH, Tp, C], chunk-entry states [BH, N*Kp, V] and delta

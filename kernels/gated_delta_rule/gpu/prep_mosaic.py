@@ -9,7 +9,7 @@ Why this exists
     Triton's (`prep_triton.prep_bwd`).
 
 What it computes: `prep_triton.prep_fwd` at precision "default" with decays="xla" (G and
-logF summed by XLA, `prep_triton.decay_input`): per chunk of C = 64 rows,
+logF summed by XLA, `chunk_math.decay_input`): per chunk of C = 64 rows,
     A = tril_strict(beta_i (k_i.k_j) exp(G_i - G_j)),   T = (I + A)^-1,
     u = T (beta v),  w = T (beta E k),  aqk = (q k^T) tril(exp(G_i - G_j)),  qd = q E,  kd = k F
 with E = exp(G), F = exp(logF) and q scaled inside by `scale` (aqk and qd take the factor,
@@ -27,7 +27,7 @@ One program (one warpgroup, 128 threads) per (batch x value head i, chunk n):
      along its rows it does not (jax 0.11.2: layout inference finds no solution); so R_ij = G_i
      is stored to SMEM and read back through the transposed view (R^T_ij = G_j).
   4. A and aqk in registers; aqk (bf16) TMA-stored.
-  5. T by `prep_triton.unit_lower_inverse`'s recursion, X <- X - (X L) X, as TF32 wgmmas
+  5. T by `chunk_math.unit_lower_inverse`'s recursion, X <- X - (X L) X, as TF32 wgmmas
      on fp32 SMEM operands: 32-bit wgmma takes its B operand only K-major, so L enters as
      L^T (a mask of A^T, read once through a transposed view: the masks are symmetric in
      row ^ col) and X as X^T (stored, read back transposed, stored again).
@@ -155,7 +155,7 @@ def prep_fwd(q, k, v, gs, beta, *, C, save_inverse=False, scale=1.0, interpret=N
     """w, u, kd, qd, aqk (and T = (I + A)^-1 if save_inverse), bf16, in the layouts of
     `prep_triton.prep_fwd`, from q, k [BH, Tp, Kp], v [BH, Tp, Vp] (or with heads the caller's
     [B, Tp, heads * Kp] and [B, Tp, heads * Vp]: `layout.py`), gs [BH, 2, Tp] (G and logF,
-    `prep_triton.decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile
+    `chunk_math.decay_input(..., "xla")`), beta [BH, Tp]. `interpret`: None to compile
     for the GPU, or a `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter. scale: q's
     factor (a Python number), applied inside: aqk and qd take it, q is read unscaled."""
     BH, Tp, Kp, Vp = lay.dims(q, v, heads)

@@ -98,7 +98,7 @@ def prep_bwd(q, k, v, gs, beta, T, dw, du, dkd, dqd, daqk, *, C, scale=1.0, head
              interpret=None):
     """dq, dk [BH, Tp, Kp], dv [BH, Tp, Vp] (bf16; with heads, in the caller's layout
     [B, Tp, heads * d] as q, k, v are: `layout.py`), dg [BH, 2, Tp] (the cotangents of G and
-    logF, `prep_triton.decay_input(..., "xla")`) and dbeta [BH, Tp] (fp32), from the
+    logF, `chunk_math.decay_input(..., "xla")`) and dbeta [BH, Tp] (fp32), from the
     forward's operands (q, k, v bf16, gs [BH, 2, Tp], beta [BH, Tp]), its saved T [BH, Tp, C]
     and the cotangents dw, dkd, dqd [BH, Tp, Kp], du [BH, Tp, Vp], daqk [BH, Tp, C]: what
     `prep_triton.prep_bwd` returns with decays="xla" at "default". Operands are cast to bf16

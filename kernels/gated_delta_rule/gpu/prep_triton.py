@@ -22,12 +22,12 @@ Numerics
     only feed dots, are stored in the chunk operands' dtype (bf16 at "default"); dq, dk, dv are
     written in q's dtype. The backward's exclusive sum over j < l is the inclusive scan minus
     its own term: an absolute error of ulp(partial sum), as any fp32 sum of those terms has.
-    `decays` (`DECAYS`) says where the log-decays come from: "exact" as above (precision
-    "highest"); "outer" Gd = G_i - G_j and logF the chunk's total minus G, from one 1-D scan in
-    the kernel, as fla computes them (precision "default"); "xla" the same differences of G and
-    logF that XLA summed before the kernels (`decay_input`, as fla's chunk_local_cumsum; with
-    the Mosaic prep forward, which reads them): the backward then returns their cotangents and
-    JAX maps those back to g.
+    `decays` (`chunk_math.DECAYS`) says where the log-decays come from: "exact" as above
+    (precision "highest"); "outer" Gd = G_i - G_j and logF the chunk's total minus G, from one
+    1-D scan in the kernel, as fla computes them (precision "default"); "xla" the same
+    differences of G and logF that XLA summed before the kernels (`chunk_math.decay_input`, as
+    fla's chunk_local_cumsum; with the Mosaic prep forward, which reads them): the backward
+    then returns their cotangents and JAX maps those back to g.
 
 Tiling
     No dot takes an operand wider than block_d (BK = min(block_d, Kp), BV = min(block_d, Vp))
@@ -52,100 +52,10 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.gated_delta_rule.gpu import layout as lay
+from kernels.gated_delta_rule.gpu.chunk_math import (DECAYS, g_shape, g_spec, iota, masked_decays,
+                                                     row_decays, tile_decays,
+                                                     unit_lower_inverse)
 from kernels.gated_delta_rule.gpu.triton_common import NN, NT, TN
-
-DECAYS = ("exact", "outer", "xla")
-
-
-def decay_input(g, C, decays):
-    """What the prep kernels read for the log-decays: g [BH, Tp] itself, or with decays="xla"
-    [BH, 2, Tp]: each chunk's G (inclusive cumsum of g) and logF (the chunk's total minus G),
-    made by XLA ops outside the kernels' custom_vjp, so JAX differentiates them."""
-    if decays != "xla":
-        return g
-    BH, Tp = g.shape
-    G = jnp.cumsum(g.reshape(BH, Tp // C, C), axis=-1)
-    return jnp.stack([G.reshape(BH, Tp), (G[..., -1:] - G).reshape(BH, Tp)], axis=1)
-
-
-def _g_shape(BH, Tp, decays):
-    """The shape of `decay_input`'s array (and of its cotangent)."""
-    return (BH, 2, Tp) if decays == "xla" else (BH, Tp)
-
-
-def _g_spec(C, decays):
-    """The BlockSpec of `decay_input`'s array (and of its cotangent) over grid (BH, chunks)."""
-    if decays == "xla":
-        return pl.BlockSpec((None, 2, C), lambda i, n: (i, 0, n))
-    return pl.BlockSpec((None, C), lambda i, n: (i, n))
-
-
-# ---------------------------------------------------------------------------------------------
-# In-chunk math shared by the kernels.
-
-def _iota(C):
-    return (lax.broadcasted_iota(jnp.int32, (C, C), 0),
-            lax.broadcasted_iota(jnp.int32, (C, C), 1))
-
-
-def _log_decays(g_ref, row, col, decays):
-    """G_i = sum_{l <= i} g_l and logF_i = sum_{l > i} g_l: "exact", as masked row sums;
-    "outer", from one 1-D scan (G) and the chunk's total minus it (logF); "xla", read. With
-    either of the last two, Gd = G_i - G_j cancels: an absolute exponent error of ulp(|G|)
-    (1e-4 at G = -1280, g = -20 a token over 64), a relative error of 1e-4 in a decay, far
-    below the bf16 rounding of precision="default"'s dot operands (~4e-3)."""
-    if decays == "xla":
-        return g_ref[0, :], g_ref[1, :]
-    g = g_ref[...]
-    if decays == "outer":
-        G = jnp.cumsum(g)
-        return G, jnp.sum(g) - G
-    return (jnp.sum(jnp.where(col <= row, g[None, :], 0.0), axis=1),
-            jnp.sum(jnp.where(col > row, g[None, :], 0.0), axis=1))
-
-
-def _decays(g_ref, C, decays):
-    """Gd [C, C] (sum of g over (j, i]; on and above the diagonal 0, or else G_i - G_j, which
-    every caller masks), G [C], logF [C]; from the kernel's g_ref (`decay_input`)."""
-    row, col = _iota(C)
-    G, logF = _log_decays(g_ref, row, col, decays)
-    if decays != "exact":
-        return row, col, G[:, None] - G[None, :], G, logF
-    # Gd[i, j] = sum_{l <= i} g_l [l > j]: a running sum down each column of its own terms
-    Gd = jnp.cumsum(jnp.where(row > col, g_ref[...][:, None], 0.0), axis=0)
-    return row, col, Gd, G, logF
-
-
-def _row_decays(g_ref, C, decays):
-    """E = exp(G) and F = exp(logF) [C], summed (or read) as `_decays` does."""
-    G, logF = _log_decays(g_ref, *_iota(C), decays)
-    return jnp.exp(G), jnp.exp(logF)
-
-
-def _masked_decays(Gd, row, col):
-    """exp(Gd) on the strict lower triangle (D) and with the diagonal (Dc), 0 elsewhere: one
-    exp of a [C, C] tile, masked with -inf before it."""
-    Dc = jnp.exp(jnp.where(row >= col, Gd, -jnp.inf))
-    return jnp.where(row > col, Dc, 0.0), Dc
-
-
-def unit_lower_inverse(A, row, col, C, dot_inv):
-    """(I + A)^-1 for A zero on and above the diagonal, by recursive 2x2 blocks as
-    `reference.unit_lower_inverse` but on whole [C, C] tiles: with X the inverse of the diagonal
-    blocks of size s (zero elsewhere) and L the lower-left s x s block of each 2s diagonal block
-    of A, X <- X - X L X inverts the 2s blocks ([[X11, 0], [-X22 L21 X11, X22]]). log2(C) - 1
-    levels of two tensor-core products each: the first level (s = 1, X = I) needs none, its
-    result is I - L. L's mask is s <= (row ^ col) < 2s (same 2s block, different s halves):
-    one int tile and no divisions."""
-    rc = jnp.bitwise_xor(row, col)
-    X = jnp.where(rc == 0, 1.0, jnp.where(rc == 1, -A, 0.0))
-    s = 2
-    while s < C:
-        L = jnp.where((rc >= s) & (rc < 2 * s), A, 0.0)
-        X = X - dot_inv(dot_inv(X, L, NN), X, NN)
-        s *= 2
-    return X
-
 
 def _tiles(n, body, carry):
     """carry = body(j, carry) for j < n, as an scf.for rather than a Python loop: unrolled,
@@ -180,9 +90,9 @@ def _fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref,
     """t_ref: optionally, where T = (I + A)^-1 goes, for the backward."""
     beta = b_ref[...]
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
-    row, col, Gd, G, logF = _decays(g_ref, C, decays)
+    row, col, Gd, G, logF = tile_decays(g_ref, C, decays)
     # aqk before the inverse, so that QK and its mask are not live through its products
-    D, Dc = _masked_decays(Gd, row, col)
+    D, Dc = masked_decays(Gd, row, col)
     aqk_ref[...] = (QK * Dc).astype(aqk_ref.dtype)
     T = unit_lower_inverse(beta[:, None] * KK * D, row, col, C, dot_inv)
     if t_ref:
@@ -208,10 +118,10 @@ def _fwd_kernel(q_ref, k_ref, v_ref, g_ref, b_ref, w_ref, u_ref, kd_ref, qd_ref,
 
 def _specs(C, Kp, Vp, decays):
     """Chunk blocks over grid (BH, chunks): [C, Kp], [C, Vp], [C, C], [C]; and the log-decays'
-    (`_g_spec`)."""
+    (`chunk_math.g_spec`)."""
     tile = lambda d: pl.BlockSpec((None, C, d), lambda i, n: (i, n, 0))
     vec = pl.BlockSpec((None, C), lambda i, n: (i, n))
-    return tile(Kp), tile(Vp), tile(C), vec, _g_spec(C, decays)
+    return tile(Kp), tile(Vp), tile(C), vec, g_spec(C, decays)
 
 
 def _prep_call(BH, Tp, C, compiler_params, interpret):
@@ -261,7 +171,7 @@ def _inverse_bwd_kernel(k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dv_re
     del dot_inv
     f32 = jnp.float32
     beta = b_ref[...]
-    E, _ = _row_decays(g_ref, C, decays)
+    E, _ = row_decays(g_ref, C, decays)
     T, bE = t_ref[...], beta * E
 
     def v_tile(j, acc):  # u = T bv: dT = du bv^T, dbv = T^T du (sums over V tiles)
@@ -283,7 +193,7 @@ def _inverse_bwd_kernel(k_ref, v_ref, g_ref, b_ref, t_ref, dw_ref, du_ref, dv_re
     zc, zv = jnp.zeros((C, C), f32), jnp.zeros((C,), f32)
     dT, dbeta = _tiles(v_ref.shape[1] // BV, v_tile, (zc, zv))
     dT, s_bek = _tiles(k_ref.shape[1] // BK, k_tile, (dT, zv))
-    row, col = _iota(C)
+    row, col = iota(C)
     # T = (I + A)^-1: dA = -T^T dT T^T, on the strict lower triangle
     da_ref[...] = jnp.where(row > col, -dot(dot(T, dT, TN), T, NT), 0.0)
     db_ref[...] = dbeta + E * s_bek
@@ -323,8 +233,8 @@ def _decay_bwd_kernel(q_ref, k_ref, g_ref, b_ref, da_ref, daqk_ref, db_ref, dkk_
     through Gd (with decays="xla", G's cotangent through it; the qk kernel adds the rest)."""
     del BV, dot_inv
     KK, QK = _kk_qk(q_ref, k_ref, C=C, BK=BK, dot=dot)
-    row, col, Gd, _, _ = _decays(g_ref, C, decays)
-    D, Dc = _masked_decays(Gd, row, col)
+    row, col, Gd, _, _ = tile_decays(g_ref, C, decays)
+    D, Dc = masked_decays(Gd, row, col)
     dKK_sym, dQK, dbeta_A, dlogD = _decay_grads(da_ref[...], daqk_ref[...].astype(jnp.float32),
                                                 KK, QK, b_ref[...], D, Dc)
     dkk_ref[...] = dKK_sym.astype(dkk_ref.dtype)
@@ -340,7 +250,7 @@ def _store_dg(dg_ref, dg_decay, dG, dlogF, C, decays):
         dg_ref[0, :] = dg_decay + dG
         dg_ref[1, :] = dlogF
         return
-    row, col = _iota(C)
+    row, col = iota(C)
     dg_ref[...] = (dg_decay + jnp.sum(jnp.where(row >= col, dG[:, None], 0.0), axis=0)
                    + jnp.sum(jnp.where(row < col, dlogF[:, None], 0.0), axis=0))
 
@@ -352,7 +262,7 @@ def _qk_bwd_kernel(q_ref, k_ref, g_ref, b_ref, ds_ref, dgd_ref, dkk_ref, dqk_ref
     and dg: the decay kernel's part plus those through E (qd, w) and F (kd)."""
     del BV, dot_inv
     f32 = jnp.float32
-    E, F = _row_decays(g_ref, C, decays)
+    E, F = row_decays(g_ref, C, decays)
     dKK_sym, dQK = dkk_ref[...].astype(f32), dqk_ref[...].astype(f32)
 
     def k_tile(j, acc):
@@ -399,7 +309,7 @@ def prep_bwd_kernels(BH, Tp, Kp, Vp, *, C, block_d, dot, dot_inv, interpret, com
         functools.partial(_qk_bwd_kernel, **kw),
         in_specs=[xk, xk, gs, vec, vec, vec, tc, tc, tk, tk, tk], out_specs=[xk, xk, gs],
         out_shape=[grad(Kp), grad(Kp),
-                   jax.ShapeDtypeStruct(_g_shape(BH, Tp, decays), jnp.float32)],
+                   jax.ShapeDtypeStruct(g_shape(BH, Tp, decays), jnp.float32)],
         name="gdr_prep_bwd_qk")
     return inverse, decay, qk
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from kernels.gated_delta_rule.gpu import chunk_math
 from kernels.gated_delta_rule.gpu import prep_triton as pt
 from kernels.gated_delta_rule.gpu import state_triton as st
 from kernels.gated_delta_rule.gpu.triton_common import dot_fn
@@ -27,8 +28,8 @@ def test_prep_unit_lower_inverse_matches_numpy(C):
     A = np.tril(np.random.default_rng(C).uniform(-1, 1, (C, C)), -1) / 4
     row = lax.broadcasted_iota(jnp.int32, (C, C), 0)
     col = lax.broadcasted_iota(jnp.int32, (C, C), 1)
-    got = pt.unit_lower_inverse(jnp.asarray(A, jnp.float32), row, col, C,
-                                dot_fn("highest", interpret=True))
+    got = chunk_math.unit_lower_inverse(jnp.asarray(A, jnp.float32), row, col, C,
+                                        dot_fn("highest", interpret=True))
     np.testing.assert_allclose(got, np.linalg.inv(np.eye(C) + A), rtol=1e-5, atol=1e-6)
 
 
@@ -54,7 +55,7 @@ def _prep_both_ways(decays, precision="highest"):
 
     @jax.jit
     def run(q, k, v, g, beta, cts):
-        g_in, to_g = jax.vjp(functools.partial(pt.decay_input, C=C, decays=decays), g)
+        g_in, to_g = jax.vjp(functools.partial(chunk_math.decay_input, C=C, decays=decays), g)
         *out, T = pt.prep_fwd(q, k, v, g_in, beta, out_dtype=dt, save_inverse=True, **kw)
         alone = pt.prep_fwd(q, k, v, g_in, beta, out_dtype=dt, **kw)
         dq, dk, dv, dg_in, dbeta = pt.prep_bwd(q, k, v, g_in, beta, T,
@@ -68,7 +69,7 @@ def _prep_both_ways(decays, precision="highest"):
 
 
 def test_prep_decay_modes_agree_forward_and_backward():
-    """The three sources of the in-chunk log-decays (`prep_triton.DECAYS`) at "highest" (exact
+    """The three sources of the in-chunk log-decays (`chunk_math.DECAYS`) at "highest" (exact
     fp32 in interpret mode) on strong decays (g down to -3 a token): "outer" and "xla" take
     differences of one cumulative sum, "exact" sums each difference over its own terms; the
     outputs and every cotangent agree to fp32 rounding, so a wrong term in any dg formula
@@ -102,7 +103,7 @@ def test_prep_bwd_in_the_callers_layout_is_bitwise_the_same():
 
     @jax.jit
     def run(q, k, v, g, beta, cts):
-        g_in = pt.decay_input(g, C, "xla")
+        g_in = chunk_math.decay_input(g, C, "xla")
         *_, T = pt.prep_fwd(q, k, v, g_in, beta, out_dtype=jnp.bfloat16, save_inverse=True,
                             **kw)
         cts = tuple(c.astype(jnp.bfloat16) for c in cts)
