@@ -33,6 +33,7 @@ from flax import nnx
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.models.layers import Linear, make_param, normal
 from kernels.gated_delta_rule import chunk_gated_delta_rule
+from kernels.gated_rmsnorm import gated_rmsnorm
 
 _DT_MIN, _DT_MAX, _DT_FLOOR = 1e-3, 0.1, 1e-4
 _A_MAX = 16.0
@@ -136,10 +137,10 @@ class GatedDeltaNet(nnx.Module):
         return self.output(o_BTHV, x_BTD), conv_in, state_BHKV
 
     def output(self, o_BTHV: jax.Array, x_BTD: jax.Array) -> jax.Array:
-        """Per-head RMSNorm of the delta rule's output, gated by SiLU(x W_g), projected to D."""
+        """Per-head RMSNorm of the delta rule's output, gated by SiLU(x W_g), projected to D.
+        On a GPU the norm's backward is a Pallas kernel (`kernels.gated_rmsnorm`)."""
         B, T, HV, V = o_BTHV.shape
-        o32 = o_BTHV.astype(jnp.float32)
-        o32 = o32 * jax.lax.rsqrt(jnp.mean(o32 * o32, axis=-1, keepdims=True) + self.eps)
-        gate_BTHV = jax.nn.silu(self.g(x_BTD).astype(jnp.float32)).reshape(B, T, HV, V)
-        y_BTHV = (o32 * self.o_norm_scale[...] * gate_BTHV).astype(x_BTD.dtype)
+        gate_BTHV = self.g(x_BTD).reshape(B, T, HV, V)
+        y_BTHV = gated_rmsnorm(o_BTHV, gate_BTHV, self.o_norm_scale[...], eps=self.eps,
+                               out_dtype=x_BTD.dtype)
         return self.o(y_BTHV.reshape(B, T, HV * V))

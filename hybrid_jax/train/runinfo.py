@@ -56,6 +56,9 @@ def implementations(cfg: ModelConfig) -> dict:
         out["gdn"] = resolve_implementation(cfg.gdn_implementation, cfg.gdn_precision,
                                             (cfg.gdn_k_dim, cfg.gdn_v_dim), cfg.gdn_chunk_size)
         out["gdn_precision"] = resolve_precision(cfg.gdn_precision)
+        from kernels.gated_rmsnorm import resolve_norm_implementation
+
+        out["gdn_norm"] = resolve_norm_implementation()
     if types & {"A", "S"}:
         from kernels.attention import resolve_attention_implementation
 

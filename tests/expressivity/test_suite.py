@@ -85,7 +85,8 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     doc = json.loads((out / "results.json").read_text())
     assert doc["environment"]["git"].get("sha") is not None or "error" in doc["environment"]["git"]
     assert doc["environment"]["devices"]["backend"] == "cpu"
-    assert set(doc["environment"]["implementations"]["gdn02"]) == {"gdn", "gdn_precision"}
+    assert set(doc["environment"]["implementations"]["gdn02"]) == {"gdn", "gdn_precision",
+                                                                  "gdn_norm"}
     assert [(c["cell"]["task"], c["cell"]["model"]) for c in doc["cells"]] == [
         ("parity", "transformer"), ("parity", "gdn02"), ("s3", "transformer"), ("s3", "gdn02")]
     for c in doc["cells"]:

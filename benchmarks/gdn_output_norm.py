@@ -1,0 +1,147 @@
+"""The GDN layer's output norm (`kernels.gated_rmsnorm`): XLA's derivative against the Pallas
+backward, forward+backward at a size preset's GDN dims, in one process.
+
+    python benchmarks/gdn_output_norm.py --size 370m --out /tmp/norm        # on a GPU
+
+Each implementation runs as `jax.vjp` with a cotangent that depends on y, jitted; timing
+samples alternate between the implementations (as gdn_kernel_compare.py does). Prints a table
+and writes OUT/gdn_output_norm.json: median and min ms of each, the ratio to "xla", and the
+largest difference of each gradient from "xla"'s. `--implementations xla` (or --interpret) runs
+on a CPU host, for the tests; its timings mean nothing.
+
+`--sweep-launch` then times the Triton backward alone at each launch of `LAUNCHES` (rows a
+program, warps) against XLA's pullback alone (rows "sweep" of the JSON): how the default launch
+was chosen, and how to check it on another card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
+
+# (rows, warps) of `gated_rmsnorm_bwd`: fewer rows a thread hold fewer registers (a [64, 128]
+# fp32 tile is 64 registers a thread at 4 warps, and the kernel holds several).
+LAUNCHES = [dict(rows=r, warps=w) for r, w in (
+    (64, 4), (32, 4), (16, 4), (32, 8), (16, 8), (64, 8), (64, 16), (32, 16), (128, 16))]
+
+
+def operands(size: str, B: int, T: int):
+    """(o, gate, scale, eps, dtype) at the preset's GDN dims, random."""
+    import jax
+    import jax.numpy as jnp
+
+    from hybrid_jax.presets import get_preset
+
+    cfg = get_preset(f"hybrid_{size}")
+    HV, V, dt = cfg.gdn_v_heads, cfg.gdn_v_dim, jnp.dtype(cfg.compute_dtype)
+    ko, kg, ks = jax.random.split(jax.random.key(0), 3)
+    o, g = (jax.random.normal(k, (B, T, HV, V), dt) for k in (ko, kg))
+    return o, g, 1 + 0.1 * jax.random.normal(ks, (V,), jnp.float32), cfg.gdn_norm_eps, dt
+
+
+def max_abs_diffs(got, ref):
+    import numpy as np
+    return [float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+            for a, b in zip(got, ref)]
+
+
+def compare(args, o, g, s, eps, dt):
+    """The row of forward+backward times, implementations interleaved."""
+    import jax
+    import jax.numpy as jnp
+
+    from kernels.gated_rmsnorm import gated_rmsnorm
+
+    def fwd_bwd(impl):
+        def run(o, g, s):
+            y, vjp = jax.vjp(lambda o, g, s: gated_rmsnorm(
+                o, g, s, eps=eps, out_dtype=dt, implementation=impl,
+                interpret=args.interpret), o, g, s)
+            return vjp(jnp.ones_like(y) * 0.01 + y * 0.5)
+        return jax.jit(run)
+
+    order = args.implementations
+    fns = {i: fwd_bwd(i) for i in order}
+    grads = {i: jax.block_until_ready(fns[i](o, g, s)) for i in order}
+    samples = {i: [] for i in order}
+    for n in range(args.iters):
+        for i in (order if n % 2 == 0 else order[::-1]):
+            samples[i].append(sample_ms(fns[i], (o, g, s), args.inner))
+    base = order[0]
+    row = {"ms": {i: statistics.median(v) for i, v in samples.items()},
+           "min_ms": {i: min(v) for i, v in samples.items()}}
+    row["ratio_to_" + base] = {i: row["ms"][i] / row["ms"][base] for i in order}
+    row["max_abs_diff_to_" + base] = {i: max_abs_diffs(grads[i], grads[base]) for i in order}
+    print(f"| gated rmsnorm {tuple(o.shape)} | "
+          + " | ".join(f"{i} {row['ms'][i]:.3f} ms" for i in order) + " | "
+          + " | ".join(f"{row['ratio_to_' + base][i]:.3f}x" for i in order[1:]) + " |",
+          flush=True)
+    return row
+
+
+def sweep(args, o, g, s, eps, dt):
+    """The backward alone at each launch of LAUNCHES against XLA's pullback alone."""
+    import functools
+
+    import jax
+
+    from kernels.gated_rmsnorm import gpu, reference
+
+    f = functools.partial(reference.gated_rmsnorm, eps=eps, out_dtype=dt)
+    dy = jax.random.normal(jax.random.key(1), o.shape, dt)
+    xla = jax.jit(lambda o, g, s, dy: jax.vjp(f, o, g, s)[1](dy))
+    ops = (o, g, s, dy)
+    ref = jax.block_until_ready(xla(*ops))
+    base = statistics.median(sample_ms(xla, ops, args.inner) for _ in range(args.iters))
+    rows = []
+    for launch in LAUNCHES:
+        fn = jax.jit(functools.partial(gpu.gated_rmsnorm_bwd, eps=eps, interpret=args.interpret,
+                                       **launch))
+        got = jax.block_until_ready(fn(*ops))
+        ms = statistics.median(sample_ms(fn, ops, args.inner) for _ in range(args.iters))
+        name = ", ".join(f"{k}={v}" for k, v in launch.items())
+        rows.append({"launch": name, "ms": ms, "xla_ms": base, "ratio_to_xla": ms / base,
+                     "max_abs_diff_to_xla": max_abs_diffs(got, ref)})
+        print(f"| backward | {name} | {ms:.3f} ms | xla {base:.3f} ms | {ms / base:.3f}x |",
+              flush=True)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="370m")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--implementations", nargs="+", default=["xla", "pallas_gpu"],
+                   choices=("xla", "pallas_gpu"))
+    p.add_argument("--interpret", action="store_true",
+                   help="pallas_gpu's backward in the interpreter (CPU tests)")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--inner", type=int, default=3)
+    p.add_argument("--sweep-launch", action="store_true",
+                   help="also time the Triton backward alone at each launch of LAUNCHES")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    import jax
+
+    ops = operands(args.size, args.batch, args.seq_len)
+    result = {"row": compare(args, *ops)}
+    if args.sweep_launch:
+        result["sweep"] = sweep(args, *ops)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "argv": sys.argv[1:] if argv is None else argv}
+    (out / "gdn_output_norm.json").write_text(json.dumps({**meta, **result}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

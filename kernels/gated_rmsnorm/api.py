@@ -1,0 +1,52 @@
+"""The gated RMSNorm behind one function, its implementation chosen by name.
+
+Implementations
+    "xla"         `reference.gated_rmsnorm`, differentiated by JAX; any platform.
+    "pallas_gpu"  the same forward with the Pallas (Triton) backward of `gpu.py`, run per shard
+                  of the batch and heads of the mesh in context (a Triton call cannot be
+                  partitioned by XLA).
+    "auto"        "pallas_gpu" on a GPU, else "xla".
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from kernels.gated_rmsnorm import gpu, reference
+from kernels.mesh_context import shard_batch_and_heads, target_platform
+
+IMPLEMENTATIONS = ("xla", "pallas_gpu")
+
+
+def resolve_norm_implementation(name: str = "auto") -> str:
+    """The implementation `name` runs as on `target_platform()`: "auto" is "pallas_gpu" on a
+    GPU, else "xla"; an explicit name that cannot run here raises."""
+    platform = target_platform()
+    if name == "auto":
+        return "pallas_gpu" if platform == "gpu" else "xla"
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"gated rmsnorm implementation={name!r} is unknown; expected 'auto' or "
+                         f"one of {IMPLEMENTATIONS}")
+    if name == "pallas_gpu" and platform != "gpu":
+        raise RuntimeError(f"gated rmsnorm implementation='pallas_gpu' needs a GPU backend, but "
+                           f"this platform is {platform!r}")
+    return name
+
+
+def gated_rmsnorm(o_BTHV: jax.Array, gate_BTHV: jax.Array, scale_V: jax.Array, *, eps: float,
+                  out_dtype, implementation: str = "auto", interpret: bool = False):
+    """RMSNorm(o) over V (fp32) * scale * SiLU(gate), in out_dtype. o, gate: [B, T, H, V];
+    scale: [V]. interpret=True runs "pallas_gpu"'s backward in Pallas' interpreter (CPU)."""
+    if o_BTHV.ndim != 4 or gate_BTHV.shape != o_BTHV.shape or scale_V.shape != o_BTHV.shape[-1:]:
+        raise ValueError(f"gated rmsnorm needs o and gate [B, T, H, V] alike and scale [V]; got "
+                         f"o {o_BTHV.shape}, gate {gate_BTHV.shape}, scale {scale_V.shape}")
+    name = "pallas_gpu" if interpret else resolve_norm_implementation(implementation)
+    if name == "xla":
+        return reference.gated_rmsnorm(o_BTHV, gate_BTHV, scale_V, eps, out_dtype)
+    # scale goes in per batch row ([B, V]) because the per-shard helper splits dim 0 of every
+    # argument over the batch axes; its rows are identical, so dscale is any shard's own sum
+    run = lambda o, g, s_BV: (gpu.gated_rmsnorm_gpu(o, g, s_BV[0], eps, out_dtype, interpret),)
+    s_BV = jnp.broadcast_to(scale_V, (o_BTHV.shape[0], *scale_V.shape))
+    return shard_batch_and_heads(run, (o_BTHV, gate_BTHV, s_BV), head_dims=(2, 2, None),
+                                 n_outputs_dims=((4, 2),))[0]

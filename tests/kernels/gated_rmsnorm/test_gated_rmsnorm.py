@@ -1,0 +1,55 @@
+"""The gated RMSNorm: the Pallas backward against JAX's derivative of the reference, in interpret
+mode on CPU and compiled on a GPU, at awkward shapes (rows not a multiple of a program's, V not a
+power of two); dispatch and errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kernels.gated_rmsnorm import gated_rmsnorm, resolve_norm_implementation
+from kernels.gated_rmsnorm.reference import gated_rmsnorm as reference
+
+
+def _check(shape, dtype, interpret, eps=1e-6):
+    ks = jax.random.split(jax.random.key(0), 4)
+    o = jax.random.normal(ks[0], shape, dtype)
+    g = jax.random.normal(ks[1], shape, dtype)
+    s = 1.0 + 0.1 * jax.random.normal(ks[2], shape[-1:], jnp.float32)
+    dy = jax.random.normal(ks[3], shape, dtype)
+    y, vjp = jax.vjp(lambda o, g, s: gated_rmsnorm(
+        o, g, s, eps=eps, out_dtype=dtype, implementation="pallas_gpu", interpret=interpret),
+        o, g, s)
+    # the reference's derivative in fp32 (the kernel's math is fp32 throughout)
+    y_ref, vjp_ref = jax.vjp(lambda o, g, s: reference(
+        o.astype(jnp.float32), g.astype(jnp.float32), s, eps, jnp.float32), o, g, s)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(reference(o, g, s, eps, dtype)))
+    tol = 1e-5 if dtype == jnp.float32 else 1e-2
+    for a, b, x in zip(vjp(dy), vjp_ref(dy.astype(jnp.float32)), (o, g, s)):
+        assert a.dtype == x.dtype
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        np.testing.assert_allclose(a, b, atol=tol * np.abs(b).max(), rtol=0)
+
+
+@pytest.mark.parametrize("shape, dtype", [
+    ((2, 37, 3, 96), jnp.float32),     # 222 rows: past three programs of 64; V 96 in 128
+    ((1, 64, 2, 64), jnp.bfloat16),
+    ((1, 5, 1, 24), jnp.float32)])
+def test_interpret_backward_matches_jax(shape, dtype):
+    _check(shape, dtype, interpret=True)
+
+
+def test_auto_is_xla_off_a_gpu_and_names_bad_input():
+    assert resolve_norm_implementation() == ("pallas_gpu" if jax.default_backend() == "gpu"
+                                             else "xla")
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_norm_implementation("triton")
+    with pytest.raises(ValueError, match=r"scale \[V\]"):
+        gated_rmsnorm(jnp.zeros((1, 2, 3, 8)), jnp.zeros((1, 2, 3, 8)), jnp.ones(4), eps=1e-6,
+                      out_dtype=jnp.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_gpu_backward_matches_jax(dtype):
+    _check((2, 1000, 22, 96), dtype, interpret=False)
