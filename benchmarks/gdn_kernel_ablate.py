@@ -25,7 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel import label, parse_shape  # noqa: E402
-from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
+from benchmarks.gdn_kernel_compare import interleaved_samples  # noqa: E402
 
 GPU = REPO_ROOT / "kernels/gated_delta_rule/gpu"
 C = 64
@@ -138,10 +138,7 @@ def ablate(kernel, ablations, s, args):
         except Exception as exc:  # recorded; the other variants go on
             fns.pop(name, None)
             rows.append({"kernel": kernel, "ablation": name, "error": repr(exc)[:500]})
-    samples = {name: [] for name in fns}
-    for i in range(args.iters):
-        for name in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
-            samples[name].append(sample_ms(fns[name], call_args, args.inner))
+    samples = interleaved_samples(fns, call_args, args.iters, args.inner)
     base = statistics.median(samples[None]) if None in samples else None
     for name, xs in samples.items():
         med = statistics.median(xs)

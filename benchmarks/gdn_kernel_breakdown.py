@@ -29,8 +29,8 @@ def run_breakdown(s, precision, args, *, skip_reason, time_fn, launch=None):
     import jax
     import jax.numpy as jnp
     from kernels.gated_delta_rule.gpu import (chunk, chunk_math, grad_mosaic, prep_mosaic,
-                                              prep_mosaic_bwd, prep_triton, state_mosaic, state_mosaic_bwd,
-                                              state_triton)
+                                              prep_mosaic_bwd, prep_triton, state_mosaic,
+                                              state_mosaic_bwd, state_triton)
     from kernels.gated_delta_rule.gpu.config import KernelConfig, padded_k, plan, prep_v
 
     B, T, HV, K, V, C = s["B"], s["T"], s["HV"], s["K"], s["V"], 64

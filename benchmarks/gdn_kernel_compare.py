@@ -58,6 +58,17 @@ def sample_ms(fn, args, inner):
     return (time.perf_counter() - t0) * 1e3 / inner
 
 
+def interleaved_samples(fns, call_args, iters, inner):
+    """{name: [ms, ...]}: `iters` samples of `inner` calls of each fn in `fns` (a dict), the
+    order reversed every other round so that neither side always runs first."""
+    order = list(fns)
+    samples = {name: [] for name in order}
+    for i in range(iters):
+        for name in (order if i % 2 == 0 else order[::-1]):
+            samples[name].append(sample_ms(fns[name], call_args, inner))
+    return samples
+
+
 def compare_shape(s, mode, apis, args):
     import jax
     import numpy as np
@@ -80,11 +91,7 @@ def compare_shape(s, mode, apis, args):
         (grads_b, o_b), (grads_a, o_a) = outs["before"], outs["after"]
         row["max_abs_diff"] = {"o": diff(o_a, o_b), **{f"d{n}": diff(a, b) for n, a, b in
                                                          zip("qkvgb", grads_a, grads_b)}}
-    samples = {name: [] for name in apis}
-    order = list(apis)
-    for i in range(args.iters):
-        for name in (order if i % 2 == 0 else order[::-1]):
-            samples[name].append(sample_ms(fns[name], call_args, args.inner))
+    samples = interleaved_samples(fns, call_args, args.iters, args.inner)
     for name, xs in samples.items():
         row[f"median_ms_{name}"], row[f"min_ms_{name}"] = statistics.median(xs), min(xs)
     row["ratio"] = row["median_ms_after"] / row["median_ms_before"]

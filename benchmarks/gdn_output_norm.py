@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
+from benchmarks.gdn_kernel_compare import interleaved_samples, sample_ms  # noqa: E402
 
 # (rows, warps) of `gated_rmsnorm_bwd`: fewer rows a thread hold fewer registers (a [64, 128]
 # fp32 tile is 64 registers a thread at 4 warps, and the kernel holds several).
@@ -70,10 +70,7 @@ def compare(args, o, g, s, eps, dt):
     order = args.implementations
     fns = {i: fwd_bwd(i) for i in order}
     grads = {i: jax.block_until_ready(fns[i](o, g, s)) for i in order}
-    samples = {i: [] for i in order}
-    for n in range(args.iters):
-        for i in (order if n % 2 == 0 else order[::-1]):
-            samples[i].append(sample_ms(fns[i], (o, g, s), args.inner))
+    samples = interleaved_samples(fns, (o, g, s), args.iters, args.inner)
     base = order[0]
     row = {"ms": {i: statistics.median(v) for i, v in samples.items()},
            "min_ms": {i: min(v) for i, v in samples.items()}}

@@ -32,9 +32,11 @@ def target_platform() -> str:
 
 
 def shard_batch_and_heads(fn: Callable, args: Sequence, head_dims: Sequence,
-                          n_outputs_dims: Sequence):
+                          n_outputs_dims: Sequence, whole: Sequence[int] = ()):
     """fn(*args) per shard. head_dims[i]: the head dim of args[i] (None: not sharded by
-    heads; dim 0 is always the batch). n_outputs_dims: (ndim, head dim or None) per output.
+    heads; dim 0 is always the batch). whole: indices of args that every shard gets whole
+    (parameters: their cotangents are summed over the shards). n_outputs_dims: (ndim, head
+    dim or None) per output.
     Heads are sharded over `tensor` only if it divides every head dim; what cannot be split
     is replicated, with a warning (the kernel then runs on gathered inputs, still per device)."""
     mesh = jax.sharding.get_abstract_mesh()
@@ -45,9 +47,10 @@ def shard_batch_and_heads(fn: Callable, args: Sequence, head_dims: Sequence,
     sizes = {a: n for a, n in zip(mesh.axis_names, mesh.axis_sizes) if a not in manual}
     if math.prod(sizes.values()) == 1:
         return fn(*args)
+    first = next(a for i, a in enumerate(args) if i not in whole)  # its dim 0 is the batch
     batch = tuple(a for a in BATCH_AXES if sizes.get(a, 1) > 1)
-    if batch and args[0].shape[0] % math.prod(sizes[a] for a in batch):
-        warnings.warn(f"{getattr(fn, '__name__', 'kernel')}: batch {args[0].shape[0]} does not "
+    if batch and first.shape[0] % math.prod(sizes[a] for a in batch):
+        warnings.warn(f"{getattr(fn, '__name__', 'kernel')}: batch {first.shape[0]} does not "
                       f"divide over mesh axes {batch}; the kernel runs on the gathered batch")
         batch = ()
     t = sizes.get(HEAD_AXIS, 1)
@@ -65,7 +68,8 @@ def shard_batch_and_heads(fn: Callable, args: Sequence, head_dims: Sequence,
             parts[head_dim] = head
         return P(*parts)
 
-    in_specs = tuple(spec(a.ndim, d) for a, d in zip(args, head_dims))
+    in_specs = tuple(P() if i in whole else spec(a.ndim, d)
+                     for i, (a, d) in enumerate(zip(args, head_dims)))
     out_specs = tuple(spec(n, d) for n, d in n_outputs_dims)
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
                          check_vma=False)(*args)

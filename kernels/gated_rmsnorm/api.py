@@ -11,7 +11,6 @@ Implementations
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from kernels.gated_rmsnorm import gpu, reference
 from kernels.mesh_context import shard_batch_and_heads, target_platform
@@ -44,10 +43,6 @@ def gated_rmsnorm(o_BTHV: jax.Array, gate_BTHV: jax.Array, scale_V: jax.Array, *
     name = "pallas_gpu" if interpret else resolve_norm_implementation(implementation)
     if name == "xla":
         return reference.gated_rmsnorm(o_BTHV, gate_BTHV, scale_V, eps, out_dtype)
-    # scale goes in per batch row ([B, V]) because the per-shard helper splits dim 0 of every
-    # argument over the batch axes. Each shard's kernel sums dscale over its own rows and heads
-    # into its block's first row; the broadcast's transpose then sums those over the shards.
-    run = lambda o, g, s_BV: (gpu.gated_rmsnorm_gpu(o, g, s_BV[0], eps, out_dtype, interpret),)
-    s_BV = jnp.broadcast_to(scale_V, (o_BTHV.shape[0], *scale_V.shape))
-    return shard_batch_and_heads(run, (o_BTHV, gate_BTHV, s_BV), head_dims=(2, 2, None),
-                                 n_outputs_dims=((4, 2),))[0]
+    run = lambda o, g, s: (gpu.gated_rmsnorm_gpu(o, g, s, eps, out_dtype, interpret),)
+    return shard_batch_and_heads(run, (o_BTHV, gate_BTHV, scale_V), head_dims=(2, 2, None),
+                                 n_outputs_dims=((4, 2),), whole=(2,))[0]

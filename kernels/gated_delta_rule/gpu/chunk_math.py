@@ -74,7 +74,7 @@ def tile_decays(g_ref, C, decays):
 
 
 def row_decays(g_ref, C, decays):
-    """E = exp(G) and F = exp(logF) [C], summed (or read) as `_decays` does."""
+    """E = exp(G) and F = exp(logF) [C], summed (or read) as `log_decays` does."""
     G, logF = log_decays(g_ref, *iota(C), decays)
     return jnp.exp(G), jnp.exp(logF)
 
