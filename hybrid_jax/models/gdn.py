@@ -133,13 +133,14 @@ class GatedDeltaNet(nnx.Module):
         o_BTHV, state_BHKV = chunk_gated_delta_rule(
             q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, use_qk_l2norm=True,
             chunk_size=self.chunk_size, implementation=self.implementation,
-            precision=self.precision, output_final_state=valid_BT is not None)
+            precision=self.precision, output_final_state=valid_BT is not None, pad_o=True)
         return self.output(o_BTHV, x_BTD), conv_in, state_BHKV
 
     def output(self, o_BTHV: jax.Array, x_BTD: jax.Array) -> jax.Array:
         """Per-head RMSNorm of the delta rule's output, gated by SiLU(x W_g), projected to D.
-        On a GPU the norm's backward is a Pallas kernel (`kernels.gated_rmsnorm`)."""
-        B, T, HV, V = o_BTHV.shape
+        On a GPU the norm is a Pallas kernel, forward and backward (`kernels.gated_rmsnorm`)."""
+        B, T, HV = o_BTHV.shape[:3]
+        V = self.dims[3]  # o may be wider, zero past V (the kernel's `pad_o`)
         gate_BTHV = self.g(x_BTD).reshape(B, T, HV, V)
         y_BTHV = gated_rmsnorm(o_BTHV, gate_BTHV, self.o_norm_scale[...], eps=self.eps,
                                out_dtype=x_BTD.dtype)

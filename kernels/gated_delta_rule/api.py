@@ -136,7 +136,8 @@ def _jitted(name: str, precision: str):
     else:
         from kernels.gated_delta_rule.tpu.chunk import chunk_gated_delta_rule_pallas_tpu
         fn = chunk_gated_delta_rule_pallas_tpu
-    static = ("use_qk_l2norm",) + (("chunk_size",) if name != "recurrent" else ())
+    static = ("use_qk_l2norm",) + (("chunk_size",) if name != "recurrent" else ()) + (
+        ("pad_o",) if name == "pallas_gpu" else ())
     return jax.jit(fn, static_argnames=static)
 
 
@@ -228,6 +229,7 @@ def chunk_gated_delta_rule(
     implementation: str = "auto",
     precision: str = "highest",
     segment_ids: Optional[jax.Array] = None,
+    pad_o: bool = False,
 ):
     """Gated delta rule over a sequence. Returns (o [B,T,HV,V], final_state or None).
 
@@ -245,6 +247,10 @@ def chunk_gated_delta_rule(
     explicitly; the chunked implementations give each segment's first token the log-decay
     `reference.reset_log_decay` (its exp is exactly 0), which every kernel already handles,
     so packing costs no kernel of its own and the decays of g at those tokens get no gradient.
+    pad_o: o may come back as [B, T, HV, Vo], Vo >= V, zero past V: "pallas_gpu" then returns
+    o in its kernels' value width, and a consumer that reads o[..., :V] inside its own pass (the
+    GDN layer's output norm) saves the slice and, in the backward, dO's pad. The other
+    implementations return [B, T, HV, V] either way.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) \
             or chunk_size <= 0:
@@ -258,6 +264,8 @@ def chunk_gated_delta_rule(
                                   chunk_size, _state_dtype(q, k, v, g, beta))
     fn = _jitted(impl, precision)
     kw = dict(scale=scale, use_qk_l2norm=use_qk_l2norm)
+    if impl == "pallas_gpu":
+        kw["pad_o"] = pad_o
     if impl != "recurrent":
         kw["chunk_size"] = chunk_size
         if segment_ids is not None:

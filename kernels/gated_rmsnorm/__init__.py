@@ -1,5 +1,5 @@
 """The GDN layers' output normalisation: per-head RMSNorm of the delta rule's output, gated by
-SiLU. XLA forward everywhere, and on a GPU a Pallas (Triton) backward."""
+SiLU. XLA off a GPU; on a GPU a Pallas (Triton) forward and backward."""
 
 from kernels.gated_rmsnorm.api import gated_rmsnorm, resolve_norm_implementation
 

@@ -213,8 +213,11 @@ def chunk_gated_delta_rule_pallas_gpu(
     precision: str = "highest",
     interpret: bool = False,
     config: KernelConfig = KernelConfig(),
+    pad_o: bool = False,
 ):
     """Same contract as `reference.chunked`: returns (o [B,T,HV,V] in v.dtype, final state fp32).
+    With pad_o, o is [B, T, HV, Vo] with Vo >= V: the kernels' value width, zero past V (see
+    `api.chunk_gated_delta_rule`).
 
     precision: "highest" (TF32x3 kernel dots) or "default" (bf16 dot operands, fp32
     accumulation; the Mosaic GPU kernels where they take the shape). interpret=True runs the
@@ -280,7 +283,10 @@ def chunk_gated_delta_rule_pallas_gpu(
             s0 = jnp.pad(s0, ((0, 0), (0, Kp - K), (0, Vs - V)))
     o, sf = _kernels(q_in, k_in, v_in, g_in, bc.reshape(BH, Tp), gc_vec, s0, p)
     if p.o_caller_layout:
-        o_BTHV = o.reshape(B, Tp, HV, Vs)[:, :T, :, :V]
+        o_BTHV = o.reshape(B, Tp, HV, Vs)[:, :T]
     else:
-        o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, Vs), 1, 2)[:, :T, :, :V]
+        o_BTHV = jnp.moveaxis(o.reshape(B, HV, Tp, Vs), 1, 2)[:, :T]
+    # o's columns past V are zero (so are u's and the state's); a consumer that reads only the
+    # first V saves the slice here and, in the backward, the pad of dO that is its transpose
+    o_BTHV = o_BTHV if pad_o else o_BTHV[..., :V]
     return o_BTHV.astype(v.dtype), sf.reshape(B, HV, Kp, Vs)[:, :, :K, :V]

@@ -1,6 +1,6 @@
-"""The gated RMSNorm: the Pallas backward against JAX's derivative of the reference, in interpret
-mode on CPU and compiled on a GPU, at awkward shapes (rows not a multiple of a program's, V not a
-power of two); dispatch and errors."""
+"""The gated RMSNorm: the Pallas forward and backward against the reference and JAX's derivative
+of it in fp32, in interpret mode on CPU and compiled on a GPU, at awkward shapes (rows not a
+multiple of a program's, V not a power of two); dispatch and errors."""
 
 import jax
 import jax.numpy as jnp
@@ -11,32 +11,39 @@ from kernels.gated_rmsnorm import gated_rmsnorm, resolve_norm_implementation
 from kernels.gated_rmsnorm.reference import gated_rmsnorm as reference
 
 
-def _check(shape, dtype, interpret, eps=1e-6):
+def _check(shape, dtype, interpret, eps=1e-6, pad=0):
+    """pad: o carries that many zero columns past V (the gated delta rule's `pad_o`)."""
     ks = jax.random.split(jax.random.key(0), 4)
-    o = jax.random.normal(ks[0], shape, dtype)
+    o = jnp.pad(jax.random.normal(ks[0], shape, dtype), [(0, 0)] * 3 + [(0, pad)])
     g = jax.random.normal(ks[1], shape, dtype)
     s = 1.0 + 0.1 * jax.random.normal(ks[2], shape[-1:], jnp.float32)
     dy = jax.random.normal(ks[3], shape, dtype)
     y, vjp = jax.vjp(lambda o, g, s: gated_rmsnorm(
         o, g, s, eps=eps, out_dtype=dtype, implementation="pallas_gpu", interpret=interpret),
         o, g, s)
-    # the reference's derivative in fp32 (the kernel's math is fp32 throughout)
+    # the reference's derivative in fp32 (the kernel's math is fp32 throughout); o's gradient
+    # past V is zero
+    V = shape[-1]
     y_ref, vjp_ref = jax.vjp(lambda o, g, s: reference(
-        o.astype(jnp.float32), g.astype(jnp.float32), s, eps, jnp.float32), o, g, s)
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(reference(o, g, s, eps, dtype)))
+        o[..., :V].astype(jnp.float32), g.astype(jnp.float32), s, eps, jnp.float32), o, g, s)
     tol = 1e-5 if dtype == jnp.float32 else 1e-2
+    y_want = np.asarray(y_ref, np.float64)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(np.asarray(y, np.float64), y_want, rtol=0,
+                               atol=tol * np.abs(y_want).max())
     for a, b, x in zip(vjp(dy), vjp_ref(dy.astype(jnp.float32)), (o, g, s)):
         assert a.dtype == x.dtype
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         np.testing.assert_allclose(a, b, atol=tol * np.abs(b).max(), rtol=0)
 
 
-@pytest.mark.parametrize("shape, dtype", [
-    ((2, 37, 3, 96), jnp.float32),     # 222 rows: past three programs of 64; V 96 in 128
-    ((1, 64, 2, 64), jnp.bfloat16),
-    ((1, 5, 1, 24), jnp.float32)])
-def test_interpret_backward_matches_jax(shape, dtype):
-    _check(shape, dtype, interpret=True)
+@pytest.mark.parametrize("shape, dtype, pad", [
+    ((2, 37, 3, 96), jnp.float32, 0),     # 222 rows: past three programs of 64; V 96 in 128
+    ((2, 37, 3, 96), jnp.bfloat16, 32),   # o in the gated delta rule kernels' width
+    ((1, 64, 2, 64), jnp.bfloat16, 0),
+    ((1, 5, 1, 24), jnp.float32, 8)])
+def test_interpret_matches_jax(shape, dtype, pad):
+    _check(shape, dtype, interpret=True, pad=pad)
 
 
 def test_auto_is_xla_off_a_gpu_and_names_bad_input():
@@ -44,6 +51,9 @@ def test_auto_is_xla_off_a_gpu_and_names_bad_input():
                                              else "xla")
     with pytest.raises(ValueError, match="unknown"):
         resolve_norm_implementation("triton")
+    with pytest.raises(ValueError, match=r"Vo >= V"):
+        gated_rmsnorm(jnp.zeros((1, 2, 3, 4)), jnp.zeros((1, 2, 3, 8)), jnp.ones(8), eps=1e-6,
+                      out_dtype=jnp.float32)
     with pytest.raises(ValueError, match=r"scale \[V\]"):
         gated_rmsnorm(jnp.zeros((1, 2, 3, 8)), jnp.zeros((1, 2, 3, 8)), jnp.ones(4), eps=1e-6,
                       out_dtype=jnp.float32)
@@ -51,8 +61,8 @@ def test_auto_is_xla_off_a_gpu_and_names_bad_input():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_gpu_backward_matches_jax(dtype):
-    _check((2, 1000, 22, 96), dtype, interpret=False)
+def test_gpu_matches_jax(dtype):
+    _check((2, 1000, 22, 96), dtype, interpret=False, pad=32)
 
 
 _SHARD_SCRIPT = """
@@ -89,3 +99,20 @@ def test_per_shard_backward_sums_dscale_over_batch_and_head_shards():
     out = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], cwd=root, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_kernels_lower_for_cuda(monkeypatch):
+    """Forward and backward lowered for CUDA on this host (jax 0.11.2 internals, as in the gated
+    delta rule's tests): lowering errors show up without a GPU."""
+    from jax._src.pallas.triton import gpu_info, pallas_call_registration
+
+    from kernels.gated_rmsnorm.gpu import gated_rmsnorm_gpu
+    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
+    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
+    o = jax.ShapeDtypeStruct((2, 37, 3, 96), jnp.bfloat16)
+    s = jax.ShapeDtypeStruct((96,), jnp.float32)
+    loss = lambda o, g, s: jnp.sum(gated_rmsnorm_gpu(o, g, s, 1e-6, jnp.bfloat16).astype(
+        jnp.float32))
+    text = jax.jit(jax.grad(loss, (0, 1, 2))).trace(o, o, s).lower(
+        lowering_platforms=("cuda",)).as_text()
+    assert "gated_rmsnorm_fwd" in text and "gated_rmsnorm_bwd" in text
