@@ -89,3 +89,13 @@ def pytest_runtest_makereport(item, call):
             and not ({"gpu", "tpu"} & _marks(item))):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, where this feature is required: {report.longrepr}"
+
+
+@pytest.fixture
+def triton_lowers_for_h100(monkeypatch):
+    """Pallas' Triton lowering asks the local GPU for its version; this answers "H100", so a
+    kernel lowers for CUDA on a host without a GPU (jax 0.11.2 internals)."""
+    from jax._src.pallas.triton import gpu_info, pallas_call_registration
+
+    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
+    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)

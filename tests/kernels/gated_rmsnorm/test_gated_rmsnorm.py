@@ -101,14 +101,10 @@ def test_per_shard_backward_sums_dscale_over_batch_and_head_shards():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
-def test_kernels_lower_for_cuda(monkeypatch):
+def test_kernels_lower_for_cuda(triton_lowers_for_h100):
     """Forward and backward lowered for CUDA on this host (jax 0.11.2 internals, as in the gated
     delta rule's tests): lowering errors show up without a GPU."""
-    from jax._src.pallas.triton import gpu_info, pallas_call_registration
-
     from kernels.gated_rmsnorm.gpu import gated_rmsnorm_gpu
-    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
-    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
     o = jax.ShapeDtypeStruct((2, 37, 3, 96), jnp.bfloat16)
     s = jax.ShapeDtypeStruct((96,), jnp.float32)
     loss = lambda o, g, s: jnp.sum(gated_rmsnorm_gpu(o, g, s, 1e-6, jnp.bfloat16).astype(

@@ -93,13 +93,11 @@ def test_supports_names_what_it_does_not_take():
 # "default" where they take the shape (chunk 64: all, dqk and the prep backward one kernel).
 @pytest.mark.parametrize("precision, C, n_triton, n_mosaic", [
     ("highest", 64, 7, 0), ("default", 64, 0, 4), ("default", 32, 7, 0)])
-def test_kernels_lower_for_cuda_without_a_gpu(monkeypatch, precision, C, n_triton, n_mosaic):
+def test_kernels_lower_for_cuda_without_a_gpu(triton_lowers_for_h100, precision, C, n_triton,
+                                              n_mosaic):
     """Forward and backward lowered for CUDA on this host, the Triton kernels through the
     Triton-IR stage (not PTX), the Mosaic ones to their custom call: catches unsupported ops
     and shapes in CI. Uses jax 0.11.2 internals (gpu_info)."""
-    from jax._src.pallas.triton import gpu_info, pallas_call_registration
-    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
-    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
     B, T, H, HV, K, V = 1, 100, 1, 2, 96, 192
     shapes = [(B, T, H, K), (B, T, H, K), (B, T, HV, V), (B, T, HV), (B, T, HV)]
     args = [jax.ShapeDtypeStruct(x, jnp.bfloat16) for x in shapes]

@@ -52,14 +52,11 @@ def test_rejects_a_padding_it_cannot_write():
 
 
 @pytest.mark.parametrize("l2norm", [True, False])
-def test_the_op_runs_it_only_with_l2norm_and_it_lowers_for_cuda(monkeypatch, l2norm):
+def test_the_op_runs_it_only_with_l2norm_and_it_lowers_for_cuda(triton_lowers_for_h100, l2norm):
     """Forward and backward of the op lowered for CUDA on this host (jax 0.11.2 internals, as
     in test_plan.py): q and k's kernels each way with use_qk_l2norm; without it none (XLA's
     pad and cast, which vanish where there is nothing to pad)."""
-    from jax._src.pallas.triton import gpu_info, pallas_call_registration
     from kernels.gated_delta_rule.gpu.chunk import chunk_gated_delta_rule_pallas_gpu
-    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
-    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
     args = [jax.ShapeDtypeStruct(s, jnp.bfloat16) for s in
             ((1, 100, 2, 48), (1, 100, 2, 48), (1, 100, 2, 96), (1, 100, 2), (1, 100, 2))]
 
