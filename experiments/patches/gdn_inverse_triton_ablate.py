@@ -1,6 +1,8 @@
 """Where the Triton T kernel's time goes (each variant drops a part; outputs wrong, times only),
-and the diagonal blocks by a power product on the tensor cores. Needs gdn-inverse-triton.patch
-applied; `--interpret` runs it on CPU at a small shape. Results: experiments/LOG.md."""
+the diagonal blocks by a power product, and P chunks a program (unrolled). Needs
+gdn-inverse-triton.patch applied; `--interpret` runs it on CPU at a small shape. Results:
+experiments/LOG.md. `pick` is the list the second call timed; the first timed every variant
+but the P > 1 ones at 1 and 2 warps."""
 import functools, json, statistics, sys
 from pathlib import Path
 sys.path.insert(0, ".")
@@ -13,9 +15,16 @@ from kernels.gated_delta_rule.gpu.triton_common import NN, NT, dot_fn, triton_pa
 
 BLOCK = 16
 
-def _kernel(k_ref, gs_ref, b_ref, t_ref, *, C, dot, dot_blocks, subst, below, power):
+def _kernel(k_ref, gs_ref, b_ref, t_ref, *, C, dot, dot_blocks, subst, below, power, P=1):
+    for p in range(P):  # P chunks a program, unrolled: their chains interleave
+        _chunk(k_ref, gs_ref, b_ref, t_ref, p * C, C=C, dot=dot, dot_blocks=dot_blocks,
+               subst=subst, below=below, power=power)
+
+
+def _chunk(k_ref, gs_ref, b_ref, t_ref, base, *, C, dot, dot_blocks, subst, below, power):
     n_blocks = C // BLOCK
-    blk = lambda r: pl.ds(r * BLOCK, BLOCK)
+    blk = lambda r: pl.ds(base + r * BLOCK, BLOCK)
+    tblk = lambda r: pl.ds(r * BLOCK, BLOCK)
     k = [k_ref[blk(r), :] for r in range(n_blocks)]
     G = [gs_ref[0, blk(r)] for r in range(n_blocks)]
     beta = [b_ref[blk(r)] for r in range(n_blocks)]
@@ -60,25 +69,29 @@ def _kernel(k_ref, gs_ref, b_ref, t_ref, *, C, dot, dot_blocks, subst, below, po
     zero = jnp.zeros((BLOCK, BLOCK), t_ref.dtype)
     for r in range(n_blocks):
         for c in range(n_blocks):
-            t_ref[blk(r), blk(c)] = X[r, c].astype(t_ref.dtype) if c <= r else zero
+            t_ref[blk(r), tblk(c)] = X[r, c].astype(t_ref.dtype) if c <= r else zero
 
 
-def inverse(k, gs, beta, *, C, warps, interpret, **flags):
+def inverse(k, gs, beta, *, C, warps, interpret, P=1, **flags):
     BH, Tp, Kp = k.shape
     kernel = functools.partial(_kernel, C=C, dot=dot_fn("default", interpret),
-                               dot_blocks=dot_fn("tf32", interpret), **flags)
+                               dot_blocks=dot_fn("tf32", interpret), P=P, **flags)
+    R = P * C
     return pl.pallas_call(
-        kernel, grid=(BH, Tp // C), interpret=interpret,
-        in_specs=[pl.BlockSpec((None, C, Kp), lambda i, n: (i, n, 0)),
-                  pl.BlockSpec((None, 2, C), lambda i, n: (i, 0, n)),
-                  pl.BlockSpec((None, C), lambda i, n: (i, n))],
-        out_specs=pl.BlockSpec((None, C, C), lambda i, n: (i, n, 0)),
+        kernel, grid=(BH, Tp // R), interpret=interpret,
+        in_specs=[pl.BlockSpec((None, R, Kp), lambda i, n: (i, n, 0)),
+                  pl.BlockSpec((None, 2, R), lambda i, n: (i, 0, n)),
+                  pl.BlockSpec((None, R), lambda i, n: (i, n))],
+        out_specs=pl.BlockSpec((None, R, C), lambda i, n: (i, n, 0)),
         out_shape=jax.ShapeDtypeStruct((BH, Tp, C), jnp.bfloat16),
         compiler_params=triton_params(warps, 1, interpret),
     )(k.astype(jnp.bfloat16), gs.astype(jnp.float32), beta.astype(jnp.float32))
 
 VARIANTS = {
     "full": dict(subst=True, below=True, power=False),
+    "full, 2 chunks a program": dict(subst=True, below=True, power=False, P=2),
+    "full, 4 chunks a program": dict(subst=True, below=True, power=False, P=4),
+    "A and stores only, 4 chunks a program": dict(subst=False, below=False, power=False, P=4),
     "no substitution": dict(subst=False, below=True, power=False),
     "no blocks below": dict(subst=True, below=False, power=False),
     "A and stores only": dict(subst=False, below=False, power=False),
@@ -93,11 +106,16 @@ def main():
     C = 64
     q, k, v, gs, beta = operands(shape, C)
     fns, errs = {}, {}
-    for name, flags in VARIANTS.items():
-        for w in ((1,) if interpret else (1, 2)):
+    pick = [("full", 1), ("full, 4 chunks a program", 1), ("full, 4 chunks a program", 2),
+            ("A and stores only, 4 chunks a program", 1), ("A and stores only", 1),
+            ("full, 2 chunks a program", 1)]
+    for name, w in pick:
+        flags = VARIANTS[name]
+        if True:
             n = f"{name}, {w} warp"
             fns[n] = jax.jit(functools.partial(inverse, C=C, warps=w, interpret=interpret, **flags))
             errs[n] = float64_error(jax.block_until_ready(fns[n](k, gs, beta)), k, gs, beta, C)
+            print("compiled", n, flush=True)
     wrapped = {n: (lambda f: lambda *_: f(k, gs, beta))(f) for n, f in fns.items()}
     samples = interleaved_samples(wrapped, (), 2 if interpret else 20, 1 if interpret else 3)
     rows = {n: dict(ms=statistics.median(s), min_ms=min(s), err=errs[n]) for n, s in samples.items()}
