@@ -1,8 +1,8 @@
 """Where the Triton T kernel's time goes (each variant drops a part; outputs wrong, times only),
 the diagonal blocks by a power product, and P chunks a program (unrolled). Needs
 gdn-inverse-triton.patch applied; `--interpret` runs it on CPU at a small shape. Results:
-experiments/LOG.md. `pick` is the list the second call timed; the first timed every variant
-but the P > 1 ones at 1 and 2 warps."""
+experiments/LOG.md. As committed it times the `pick` list (the last call's); the first call
+timed the P = 1 variants, each at 1 and 2 warps."""
 import functools, json, statistics, sys
 from pathlib import Path
 sys.path.insert(0, ".")
