@@ -1,7 +1,7 @@
 """Where the Triton T kernel's time goes (each variant drops a part; outputs wrong, times only),
 the diagonal blocks by a power product, and P chunks a program (unrolled). Needs
 gdn-inverse-triton.patch applied; `--interpret` runs it on CPU at a small shape. Results:
-experiments/LOG.md. As committed it times the `pick` list (the last call's); the first call
+experiments/LOG.md. As committed it times `PICK` (the last call's); the first call
 timed the P = 1 variants, each at 1 and 2 warps."""
 import functools, json, statistics, sys
 from pathlib import Path
@@ -97,6 +97,11 @@ VARIANTS = {
     "A and stores only": dict(subst=False, below=False, power=False),
     "power diagonal": dict(subst=False, below=True, power=True),
 }
+# (variant, warps) as the last call timed them
+PICK = [("full", 1), ("full, 4 chunks a program", 1), ("full, 4 chunks a program", 2),
+        ("A and stores only, 4 chunks a program", 1), ("A and stores only", 1),
+        ("full, 2 chunks a program", 1)]
+
 
 def main():
     interpret = "--interpret" in sys.argv
@@ -106,16 +111,12 @@ def main():
     C = 64
     q, k, v, gs, beta = operands(shape, C)
     fns, errs = {}, {}
-    pick = [("full", 1), ("full, 4 chunks a program", 1), ("full, 4 chunks a program", 2),
-            ("A and stores only, 4 chunks a program", 1), ("A and stores only", 1),
-            ("full, 2 chunks a program", 1)]
-    for name, w in pick:
-        flags = VARIANTS[name]
-        if True:
-            n = f"{name}, {w} warp"
-            fns[n] = jax.jit(functools.partial(inverse, C=C, warps=w, interpret=interpret, **flags))
-            errs[n] = float64_error(jax.block_until_ready(fns[n](k, gs, beta)), k, gs, beta, C)
-            print("compiled", n, flush=True)
+    for name, w in PICK:
+        n = f"{name}, {w} warp"
+        fns[n] = jax.jit(functools.partial(inverse, C=C, warps=w, interpret=interpret,
+                                           **VARIANTS[name]))
+        errs[n] = float64_error(jax.block_until_ready(fns[n](k, gs, beta)), k, gs, beta, C)
+        print("compiled", n, flush=True)
     wrapped = {n: (lambda f: lambda *_: f(k, gs, beta))(f) for n, f in fns.items()}
     samples = interleaved_samples(wrapped, (), 2 if interpret else 20, 1 if interpret else 3)
     rows = {n: dict(ms=statistics.median(s), min_ms=min(s), err=errs[n]) for n, s in samples.items()}
@@ -125,4 +126,5 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "t_ablate.json").write_text(json.dumps(dict(device=jax.devices()[0].device_kind, shape=shape, rows=rows), indent=1))
 
-main()
+if __name__ == "__main__":
+    main()
