@@ -32,7 +32,9 @@ from flax import nnx
 
 from hybrid_jax.config import ModelConfig
 from hybrid_jax.models.layers import Linear, make_param, normal
-from kernels.gated_delta_rule import chunk_gated_delta_rule
+from kernels.causal_conv import causal_conv_silu
+from kernels.causal_conv.reference import conv_silu
+from kernels.gated_delta_rule import chunk_gated_delta_rule, value_width
 from kernels.gated_rmsnorm import gated_rmsnorm
 
 _DT_MIN, _DT_MAX, _DT_FLOOR = 1e-3, 0.1, 1e-4
@@ -53,25 +55,21 @@ def _dt_bias_init(key, shape, dtype):
 
 
 class CausalConv(nnx.Module):
-    """Depthwise causal conv over time with no bias, followed by SiLU."""
+    """Depthwise causal conv over time with no bias, followed by SiLU. On a GPU it runs as
+    Pallas kernels, forward and backward (`kernels.causal_conv`)."""
 
     def __init__(self, channels: int, width: int, axis_name: str, *, rngs: nnx.Rngs):
         std = 1.0 / math.sqrt(width)
         self.kernel = make_param(rngs, normal(std), (width, channels), ("conv", axis_name))
         self.width = width
 
-    def __call__(self, x_BTC: jax.Array, history_BWC: jax.Array | None = None) -> jax.Array:
-        """`history_BWC`: the W - 1 inputs before x (decoding's conv cache); None is zeros."""
-        W = self.width
-        w_WC = self.kernel[...].astype(x_BTC.dtype)
-        T = x_BTC.shape[1]
+    def __call__(self, x_BTC: jax.Array, history_BWC: jax.Array | None = None,
+                 groups: tuple[int, int] | None = None) -> jax.Array:
+        """`history_BWC`: the W - 1 inputs before x (decoding's conv cache); None is zeros.
+        groups (G, Gp): each group of G channels followed by Gp - G zero columns."""
         if history_BWC is None:
-            x_pad = jnp.pad(x_BTC, ((0, 0), (W - 1, 0), (0, 0)))
-        else:
-            x_pad = jnp.concatenate([history_BWC.astype(x_BTC.dtype), x_BTC], axis=1)
-        # y_t = sum_j w_j x_{t-W+1+j}: W shifted slices; W = 4, so this beats a general conv.
-        y = sum(x_pad[:, j:j + T, :] * w_WC[j] for j in range(W))
-        return jax.nn.silu(y)
+            return causal_conv_silu(x_BTC, self.kernel[...], groups=groups)
+        return conv_silu(x_BTC, self.kernel[...], history_BWC, groups=groups)  # decoding
 
 
 class GatedDeltaNet(nnx.Module):
@@ -123,7 +121,12 @@ class GatedDeltaNet(nnx.Module):
         conv_in = (self.q(x_BTD), self.k(x_BTD), self.v(x_BTD))
         q_BTHK = self.q_conv(conv_in[0]).reshape(B, T, H, K)
         k_BTHK = self.k_conv(conv_in[1]).reshape(B, T, H, K)
-        v_BTHV = self.v_conv(conv_in[2]).reshape(B, T, HV, V)
+        # v in the width the delta rule computes at (zero past V per head: no pad pass there,
+        # and no slice of dv in the backward); o comes back that wide, zero past V
+        Vw = value_width(K, V, chunk_size=self.chunk_size, implementation=self.implementation,
+                         precision=self.precision)
+        v_BTHV = self.v_conv(conv_in[2], groups=None if Vw == V else (V, Vw)).reshape(
+            B, T, HV, Vw)
         g_BTH, beta_BTH = self.gates(x_BTD)
         if valid_BT is not None:
             g_BTH = jnp.where(valid_BT[..., None], g_BTH, 0.0)
@@ -134,6 +137,8 @@ class GatedDeltaNet(nnx.Module):
             q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, use_qk_l2norm=True,
             chunk_size=self.chunk_size, implementation=self.implementation,
             precision=self.precision, output_final_state=valid_BT is not None, pad_o=True)
+        if state_BHKV is not None:
+            state_BHKV = state_BHKV[..., :V]  # zero past V
         return self.output(o_BTHV, x_BTD), conv_in, state_BHKV
 
     def output(self, o_BTHV: jax.Array, x_BTD: jax.Array) -> jax.Array:

@@ -59,6 +59,9 @@ def implementations(cfg: ModelConfig) -> dict:
         from kernels.gated_rmsnorm import resolve_norm_implementation
 
         out["gdn_norm"] = resolve_norm_implementation()
+        from kernels.causal_conv import resolve_conv_implementation
+
+        out["gdn_conv"] = resolve_conv_implementation()
     if types & {"A", "S"}:
         from kernels.attention import resolve_attention_implementation
 

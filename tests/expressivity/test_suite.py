@@ -86,7 +86,7 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys):
     assert doc["environment"]["git"].get("sha") is not None or "error" in doc["environment"]["git"]
     assert doc["environment"]["devices"]["backend"] == "cpu"
     assert set(doc["environment"]["implementations"]["gdn02"]) == {"gdn", "gdn_precision",
-                                                                  "gdn_norm"}
+                                                                  "gdn_norm", "gdn_conv"}
     assert [(c["cell"]["task"], c["cell"]["model"]) for c in doc["cells"]] == [
         ("parity", "transformer"), ("parity", "gdn02"), ("s3", "transformer"), ("s3", "gdn02")]
     for c in doc["cells"]:
