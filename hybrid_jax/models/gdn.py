@@ -34,7 +34,7 @@ from hybrid_jax.config import ModelConfig
 from hybrid_jax.models.layers import Linear, make_param, normal
 from kernels.causal_conv import causal_conv_silu
 from kernels.causal_conv.reference import conv_silu
-from kernels.gated_delta_rule import chunk_gated_delta_rule, value_width
+from kernels.gated_delta_rule import chunk_gated_delta_rule
 from kernels.gated_rmsnorm import gated_rmsnorm
 
 _DT_MIN, _DT_MAX, _DT_FLOOR = 1e-3, 0.1, 1e-4
@@ -63,13 +63,11 @@ class CausalConv(nnx.Module):
         self.kernel = make_param(rngs, normal(std), (width, channels), ("conv", axis_name))
         self.width = width
 
-    def __call__(self, x_BTC: jax.Array, history_BWC: jax.Array | None = None,
-                 groups: tuple[int, int] | None = None) -> jax.Array:
-        """`history_BWC`: the W - 1 inputs before x (decoding's conv cache); None is zeros.
-        groups (G, Gp): each group of G channels followed by Gp - G zero columns."""
+    def __call__(self, x_BTC: jax.Array, history_BWC: jax.Array | None = None) -> jax.Array:
+        """`history_BWC`: the W - 1 inputs before x (decoding's conv cache); None is zeros."""
         if history_BWC is None:
-            return causal_conv_silu(x_BTC, self.kernel[...], groups=groups)
-        return conv_silu(x_BTC, self.kernel[...], history_BWC, groups=groups)  # decoding
+            return causal_conv_silu(x_BTC, self.kernel[...])
+        return conv_silu(x_BTC, self.kernel[...], history_BWC)  # decoding: no gradient
 
 
 class GatedDeltaNet(nnx.Module):
@@ -121,12 +119,7 @@ class GatedDeltaNet(nnx.Module):
         conv_in = (self.q(x_BTD), self.k(x_BTD), self.v(x_BTD))
         q_BTHK = self.q_conv(conv_in[0]).reshape(B, T, H, K)
         k_BTHK = self.k_conv(conv_in[1]).reshape(B, T, H, K)
-        # v in the width the delta rule computes at (zero past V per head: no pad pass there,
-        # and no slice of dv in the backward); o comes back that wide, zero past V
-        Vw = value_width(K, V, chunk_size=self.chunk_size, implementation=self.implementation,
-                         precision=self.precision)
-        v_BTHV = self.v_conv(conv_in[2], groups=None if Vw == V else (V, Vw)).reshape(
-            B, T, HV, Vw)
+        v_BTHV = self.v_conv(conv_in[2]).reshape(B, T, HV, V)
         g_BTH, beta_BTH = self.gates(x_BTD)
         if valid_BT is not None:
             g_BTH = jnp.where(valid_BT[..., None], g_BTH, 0.0)
@@ -137,8 +130,6 @@ class GatedDeltaNet(nnx.Module):
             q_BTHK, k_BTHK, v_BTHV, g_BTH, beta_BTH, use_qk_l2norm=True,
             chunk_size=self.chunk_size, implementation=self.implementation,
             precision=self.precision, output_final_state=valid_BT is not None, pad_o=True)
-        if state_BHKV is not None:
-            state_BHKV = state_BHKV[..., :V]  # zero past V
         return self.output(o_BTHV, x_BTD), conv_in, state_BHKV
 
     def output(self, o_BTHV: jax.Array, x_BTD: jax.Array) -> jax.Array:

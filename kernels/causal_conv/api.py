@@ -22,29 +22,18 @@ def resolve_conv_implementation(name: str = "auto") -> str:
     return resolve_xla_or_pallas_gpu("causal conv", name)
 
 
-def causal_conv_silu(x_BTC: jax.Array, w_WC: jax.Array, *,
-                     groups: tuple[int, int] | None = None, implementation: str = "auto",
+def causal_conv_silu(x_BTC: jax.Array, w_WC: jax.Array, *, implementation: str = "auto",
                      interpret: bool = False):
     """SiLU(y), y_t = sum_j w_j x_{t-W+1+j} per channel, zeros before t = 0; in x's dtype.
-    x: [B, T, C]; w: [W, C]. groups (G, Gp): the result is [B, T, C / G * Gp], each group of
-    G channels (a head) followed by Gp - G zero columns, for a consumer that computes at the
-    wider width (`kernels.gated_delta_rule.value_width`); under a mesh the groups are the
-    heads that shards split. interpret=True runs "pallas_gpu"'s kernels in Pallas'
+    x: [B, T, C]; w: [W, C]. interpret=True runs "pallas_gpu"'s kernels in Pallas'
     interpreter (CPU). Decoding's step with a conv cache calls `reference.conv_silu`."""
     if (x_BTC.ndim != 3 or w_WC.ndim != 2 or w_WC.shape[1] != x_BTC.shape[2]
             or w_WC.shape[0] < 2):
         raise ValueError(f"causal conv needs x [B, T, C] and w [W, C] with W >= 2; got x "
                          f"{x_BTC.shape}, w {w_WC.shape}")
-    B, T, C = x_BTC.shape
-    Cz = reference.out_channels(C, groups)
     name = "pallas_gpu" if interpret else resolve_conv_implementation(implementation)
     if name == "xla":
-        return reference.conv_silu(x_BTC, w_WC, groups=groups)
-    # per shard of whole groups: [B, T, C] as [B, T, groups, G], w as [W, groups, G]
-    G = groups[0] if groups else 1
-    run = lambda x, w: (gpu.conv_silu_gpu(x.reshape(*x.shape[:2], -1), w.reshape(
-        w.shape[0], -1), groups, interpret).reshape(*x.shape[:3], -1),)
-    z = shard_batch_and_heads(run, (x_BTC.reshape(B, T, C // G, G),
-                                    w_WC.reshape(-1, C // G, G)),
-                              head_dims=(2, 1), n_outputs_dims=((4, 2),), unbatched=(1,))[0]
-    return z.reshape(B, T, Cz)
+        return reference.conv_silu(x_BTC, w_WC)
+    run = lambda x, w: (gpu.conv_silu_gpu(x, w, interpret),)
+    return shard_batch_and_heads(run, (x_BTC, w_WC), head_dims=(2, 1),
+                                 n_outputs_dims=((3, 2),), unbatched=(1,))[0]

@@ -7,22 +7,9 @@ import jax
 import jax.numpy as jnp
 
 
-def out_channels(C: int, groups) -> int:
-    """z's width: C, or with groups (G, Gp) each group of G channels padded to Gp."""
-    if groups is None:
-        return C
-    G, Gp = groups
-    if G < 1 or Gp < G or C % G:
-        raise ValueError(f"causal conv groups (G={G}, Gp={Gp}) need G >= 1 dividing the "
-                         f"{C} channels and Gp >= G")
-    return C // G * Gp
-
-
-def conv_silu(x_BTC: jax.Array, w_WC: jax.Array, history_BWC: jax.Array | None = None, *,
-              groups: tuple[int, int] | None = None):
+def conv_silu(x_BTC: jax.Array, w_WC: jax.Array, history_BWC: jax.Array | None = None):
     """SiLU(y), y_t = sum_j w_j x_{t-W+1+j} per channel, in x's dtype (w cast to it).
-    `history_BWC`: the W - 1 inputs before x (decoding's conv cache); None is zeros.
-    groups (G, Gp): each group of G channels followed by Gp - G zero columns."""
+    `history_BWC`: the W - 1 inputs before x (decoding's conv cache); None is zeros."""
     W, T = w_WC.shape[0], x_BTC.shape[1]
     w_WC = w_WC.astype(x_BTC.dtype)
     if history_BWC is None:
@@ -31,11 +18,4 @@ def conv_silu(x_BTC: jax.Array, w_WC: jax.Array, history_BWC: jax.Array | None =
         x_pad = jnp.concatenate([history_BWC.astype(x_BTC.dtype), x_BTC], axis=1)
     # W shifted slices; W = 4, so this beats a general conv (a depthwise lax.conv took 11x as
     # long forward+backward on an H100)
-    z = jax.nn.silu(sum(x_pad[:, j:j + T, :] * w_WC[j] for j in range(W)))
-    if groups is None:
-        return z
-    G, Gp = groups
-    B, T, C = z.shape
-    out_channels(C, groups)  # checks them
-    z = jnp.pad(z.reshape(B, T, C // G, G), ((0, 0), (0, 0), (0, 0), (0, Gp - G)))
-    return z.reshape(B, T, C // G * Gp)
+    return jax.nn.silu(sum(x_pad[:, j:j + T, :] * w_WC[j] for j in range(W)))

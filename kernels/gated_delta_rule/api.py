@@ -122,23 +122,6 @@ def resolve_implementation(name: str, precision: str = "highest",
     return name
 
 
-def value_width(K: int, V: int, *, chunk_size: int = 64, implementation: str = "auto",
-                precision: str = "highest") -> int:
-    """The value width the implementation computes at for head dims (K, V): V, or for
-    "pallas_gpu" where its Mosaic kernels take V zero-padded (V = 96 at "default": 128), that
-    width. v zero-padded per head to it gives o zero past V (the other columns unchanged) and a
-    final state zero past V: the zero columns of v make zero columns of every state. A caller
-    that writes v so (the GDN layer's conv does) saves "pallas_gpu" its pad of v and, in the
-    backward, the slice of dv."""
-    precision = resolve_precision(precision)
-    name = resolve_implementation(implementation, precision, (K, V), chunk_size)
-    if name != "pallas_gpu":
-        return V
-    from kernels.gated_delta_rule.gpu.config import KernelConfig, padded_k, plan
-    return plan(precision, False, KernelConfig(), C=chunk_size, Kp=padded_k(K), V=V, B=1,
-                HV=1, bf16_qkv=True).state_v
-
-
 @functools.lru_cache(maxsize=None)
 def _jitted(name: str, precision: str):
     """The implementation as one jitted function of (q, k, v, g, beta, initial_state, scale):

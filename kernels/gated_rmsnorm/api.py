@@ -13,24 +13,12 @@ from __future__ import annotations
 import jax
 
 from kernels.gated_rmsnorm import gpu, reference
-from kernels.mesh_context import shard_batch_and_heads, target_platform
-
-IMPLEMENTATIONS = ("xla", "pallas_gpu")
-
+from kernels.mesh_context import resolve_xla_or_pallas_gpu, shard_batch_and_heads
 
 def resolve_norm_implementation(name: str = "auto") -> str:
     """The implementation `name` runs as on `target_platform()`: "auto" is "pallas_gpu" on a
     GPU, else "xla"; an explicit name that cannot run here raises."""
-    platform = target_platform()
-    if name == "auto":
-        return "pallas_gpu" if platform == "gpu" else "xla"
-    if name not in IMPLEMENTATIONS:
-        raise ValueError(f"gated rmsnorm implementation={name!r} is unknown; expected 'auto' or "
-                         f"one of {IMPLEMENTATIONS}")
-    if name == "pallas_gpu" and platform != "gpu":
-        raise RuntimeError(f"gated rmsnorm implementation='pallas_gpu' needs a GPU backend, but "
-                           f"this platform is {platform!r}")
-    return name
+    return resolve_xla_or_pallas_gpu("gated rmsnorm", name)
 
 
 def gated_rmsnorm(o_BTHV: jax.Array, gate_BTHV: jax.Array, scale_V: jax.Array, *, eps: float,

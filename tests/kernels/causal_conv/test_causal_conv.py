@@ -12,12 +12,11 @@ from kernels.causal_conv import causal_conv_silu, resolve_conv_implementation
 from kernels.causal_conv.reference import conv_silu
 
 
-def _operands(B, T, C, W, dtype, groups=None):
+def _operands(B, T, C, W, dtype):
     ks = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(ks[0], (B, T, C), dtype)
     w = jax.random.normal(ks[1], (W, C), jnp.float32) / W ** 0.5
-    Cz = C if groups is None else C // groups[0] * groups[1]
-    return x, w, jax.random.normal(ks[2], (B, T, Cz), dtype)  # dz nonzero on the padding too
+    return x, w, jax.random.normal(ks[2], (B, T, C), dtype)
 
 
 def _assert_close(got, want, tol, like):
@@ -26,30 +25,24 @@ def _assert_close(got, want, tol, like):
     np.testing.assert_allclose(got, want, atol=tol * np.abs(want).max(), rtol=0)
 
 
-def _check(B, T, C, W, dtype, run, groups=None):
+def _check(B, T, C, W, dtype, run):
     """run(x, w, dz) -> (z, dx, dw) against the reference and its derivative in fp32 on the
     same operands (the kernels' math is fp32; they round w to x's dtype, as the reference
-    does), to the output dtype's rounding; with groups, z's padding columns exactly zero."""
-    x, w, dz = _operands(B, T, C, W, dtype, groups)
+    does), to the output dtype's rounding."""
+    x, w, dz = _operands(B, T, C, W, dtype)
     w_used = w.astype(dtype).astype(jnp.float32)
-    z_ref, vjp_ref = jax.vjp(lambda x, w: conv_silu(x, w, groups=groups),
-                             x.astype(jnp.float32), w_used)
+    z_ref, vjp_ref = jax.vjp(lambda x, w: conv_silu(x, w), x.astype(jnp.float32), w_used)
     tol = 1e-5 if dtype == jnp.float32 else 1e-2
     z, dx, dw = run(x, w, dz)
-    assert z.shape == z_ref.shape
     for got, want, like in zip((z, dx, dw), (z_ref, *vjp_ref(dz.astype(jnp.float32))),
-                               (dz, x, w)):
+                               (x, x, w)):
         _assert_close(got, want, tol, like)
-    if groups is not None:
-        G, Gp = groups
-        pad = np.asarray(z, np.float32).reshape(B, T, -1, Gp)[..., G:]
-        assert pad.size and not pad.any()
 
 
-def _through_api(interpret, groups=None, implementation="pallas_gpu"):
+def _through_api(interpret):
     def run(x, w, dz):
         z, vjp = jax.vjp(lambda x, w: causal_conv_silu(
-            x, w, groups=groups, implementation=implementation, interpret=interpret), x, w)
+            x, w, implementation="pallas_gpu", interpret=interpret), x, w)
         return (z, *vjp(dz))
     return run
 
@@ -62,34 +55,17 @@ def test_interpret_matches_jax(B, T, C, W, dtype):
     _check(B, T, C, W, dtype, _through_api(interpret=True))
 
 
-@pytest.mark.parametrize("launch, groups", [
-    (dict(seg=16, unroll=4, cb=32, warps=1), None),
-    (dict(seg=8, unroll=8, cb=16, warps=2), None),
-    (dict(seg=16, unroll=4, cb=8, warps=1), (10, 16)),  # blocks of 8: 8 + 2 and 6 zeros
-    (dict(seg=16, unroll=8, cb=32, warps=1), (5, 7))])  # blocks straddle groups
-def test_interpret_other_launches_and_groups(launch, groups):
-    """Segments shorter than the rows of context a program reads past them, channel blocks that
-    split C unevenly, and groups padded to a wider width (z's columns that have no channel)."""
+@pytest.mark.parametrize("launch", [dict(seg=16, unroll=4, cb=32, warps=1),
+                                    dict(seg=8, unroll=8, cb=16, warps=2)])
+def test_interpret_other_launches(launch):
+    """Segments shorter than the rows of context a program reads past them (W - 1 = 3 rows;
+    seg 8 is one unrolled walk), and channel blocks that split C unevenly."""
     from kernels.causal_conv import gpu
 
     def run(x, w, dz):
-        z = gpu.conv_silu_fwd(x, w, groups, interpret=True, launch=launch)
-        return (z, *gpu.conv_silu_bwd(x, w, dz, groups, interpret=True, launch=launch))
-    _check(2, 37, 40, 4, jnp.float32, run, groups)
-
-
-@pytest.mark.parametrize("implementation", ["xla", "pallas_gpu"])
-def test_groups_through_the_api(implementation):
-    """Both implementations pad the groups alike (the reference by a jnp.pad)."""
-    _check(1, 19, 24, 4, jnp.bfloat16, _through_api(implementation == "pallas_gpu", (12, 16),
-                                                    implementation), (12, 16))
-
-
-def test_groups_must_divide_the_channels():
-    x, w, _ = _operands(1, 8, 24, 4, jnp.float32)
-    for groups in ((5, 8), (12, 8)):
-        with pytest.raises(ValueError, match="groups"):
-            causal_conv_silu(x, w, groups=groups)
+        z = gpu.conv_silu_fwd(x, w, interpret=True, launch=launch)
+        return (z, *gpu.conv_silu_bwd(x, w, dz, interpret=True, launch=launch))
+    _check(2, 37, 40, 4, jnp.float32, run)
 
 
 def test_launch_needs_whole_unrolled_walks():
@@ -112,7 +88,6 @@ def test_auto_is_xla_off_a_gpu_and_names_bad_input():
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_gpu_matches_jax(dtype):
     _check(2, 1000, 1056, 4, dtype, _through_api(interpret=False))
-    _check(2, 300, 2112, 4, dtype, _through_api(interpret=False, groups=(96, 128)), (96, 128))
 
 
 _SHARD_SCRIPT = """
@@ -121,26 +96,23 @@ from hybrid_jax.sharding import make_mesh
 from kernels.causal_conv import causal_conv_silu
 from kernels.causal_conv.reference import conv_silu
 ks = jax.random.split(jax.random.key(0), 3)
-x = jax.random.normal(ks[0], (4, 37, 24))
+x, dz = (jax.random.normal(k, (4, 37, 24)) for k in ks[:2])
 w = jax.random.normal(ks[2], (4, 24)) / 2
-for groups, Cz in ((None, 24), ((6, 8), 32)):
-    dz = jax.random.normal(ks[1], (4, 37, Cz))
-    loss = lambda f: lambda x, w: jnp.sum(f(x, w) * dz)
-    want = jax.grad(loss(lambda x, w: conv_silu(x, w, groups=groups)), (0, 1))(x, w)
-    ours = loss(lambda x, w: causal_conv_silu(x, w, groups=groups, interpret=True))
-    with jax.set_mesh(make_mesh((1, 2, 2), jax.devices())):
-        got = jax.jit(jax.grad(ours, (0, 1)))(x, w)
-    assert "tensor" in str(got[0].sharding.spec), got[0].sharding  # the kernel ran per shard
-    for a, b in zip(got, want):
-        assert float(np.abs(np.asarray(a) - np.asarray(b)).max()) < 1e-4 * float(np.abs(b).max())
+loss = lambda f: lambda x, w: jnp.sum(f(x, w) * dz)
+want = jax.grad(loss(conv_silu), (0, 1))(x, w)
+ours = loss(lambda x, w: causal_conv_silu(x, w, interpret=True))
+with jax.set_mesh(make_mesh((1, 2, 2), jax.devices())):
+    got = jax.jit(jax.grad(ours, (0, 1)))(x, w)
+assert "tensor" in str(got[0].sharding.spec), got[0].sharding  # the kernel ran per shard
+for a, b in zip(got, want):
+    assert float(np.abs(np.asarray(a) - np.asarray(b)).max()) < 1e-4 * float(np.abs(b).max())
 print("ok")
 """
 
 
 def test_per_shard_backward_sums_dw_over_batch_shards():
     """Under a mesh (fsdp=2, tensor=2 on 4 host devices) each shard's kernel sees its batch rows
-    and channels only (whole groups, where z pads them); w's gradient must still be the sum
-    over the batch shards."""
+    and channels only; w's gradient must still be the sum over the batch shards."""
     import os
     import subprocess
     import sys

@@ -178,44 +178,6 @@ def test_auto_on_a_gpu_picks_the_kernel_at_default_precision_where_it_fits(monke
     assert resolve_implementation("auto", "default", (96, 192)) == "chunked"
 
 
-def test_value_width_is_the_kernels_padded_v_where_pallas_gpu_runs(monkeypatch):
-    from kernels.gated_delta_rule import value_width
-    assert value_width(48, 96) == 96 and value_width(48, 96, implementation="chunked") == 96
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert value_width(48, 96, precision="default") == 128      # the 370M layer
-    assert value_width(128, 128, precision="default") == 128
-    assert value_width(96, 192, precision="default") == 192
-    assert value_width(48, 96, precision="highest") == 96       # chunked there
-
-
-def test_zero_padded_v_gives_the_same_o_state_and_gradients():
-    """What `value_width` promises a caller that pads v per head: o and the final state equal
-    the unpadded call's in the first V columns and are zero past them, and the gradients of q,
-    k, g, beta and of v's first V columns do not change."""
-    B, T, H, HV, K, V, Vw = 1, 37, 1, 2, 16, 24, 32
-    q, k, v, g, beta = (jnp.asarray(a) for a in make_inputs(3, B, T, H, HV, K, V,
-                                                               init=False)[:5])
-    pad = lambda x: jnp.pad(x, ((0, 0),) * (x.ndim - 1) + ((0, Vw - V),))
-    w_o = jax.random.normal(jax.random.key(4), (B, T, HV, V))
-    w_S = jax.random.normal(jax.random.key(5), (B, HV, K, V))
-
-    def run(q, k, v, g, beta, padded):
-        return chunk_gated_delta_rule(q, k, pad(v) if padded else v, g, beta,
-                                      output_final_state=True, chunk_size=16,
-                                      implementation="chunked")
-
-    def loss(q, k, v, g, beta, padded):
-        o, S = run(q, k, v, g, beta, padded)
-        return jnp.sum(o[..., :V] * w_o) + jnp.sum(S[..., :V] * w_S)
-    (o, S), (o_p, S_p) = (run(q, k, v, g, beta, padded) for padded in (0, 1))
-    assert not np.asarray(o_p[..., V:]).any() and not np.asarray(S_p[..., V:]).any()
-    np.testing.assert_allclose(o_p[..., :V], o, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(S_p[..., :V], S, rtol=1e-5, atol=1e-5)
-    grads = [jax.grad(loss, argnums=range(5))(q, k, v, g, beta, padded) for padded in (0, 1)]
-    for a, b in zip(*grads):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-
-
 def test_auto_precision_is_default_on_a_gpu_and_highest_elsewhere(monkeypatch):
     """The models' default: precision "auto" with implementation "auto" runs the Pallas
     kernel at "default" on a GPU, XLA chunked at "highest" on CPU and TPU."""
