@@ -6,11 +6,11 @@ against XLA's forward and derivative, in one process, samples interleaved.
 Rows "api": forward+backward (z, dx, dw) through `jax.vjp` at the 370M hybrid's conv widths
 (B8 T2048, C = 1056 for q and k, 2112 for v), for "xla" (the reference, differentiated by
 JAX), "pallas_gpu" (both kernels) and "xla_fwd" (XLA's forward with the Triton backward: is
-either kernel alone the win?). Each has its wall time (interleaved samples), its GPU time (a profiler trace) and its
-largest error against fp32 math on the same operands, relative to the largest value. `--sweep`
-then takes each kernel's GPU time alone at each launch of `LAUNCHES` against XLA's forward or
-pullback alone (rows "sweep"): how the default launches were chosen, and how to check them on
-another card. Writes OUT/gdn_conv_kernel.json.
+either kernel alone the win?). Each has its wall time (interleaved samples), its GPU time (a
+profiler trace) and its largest error against fp32 math on the same operands, relative to the
+largest value. `--sweep` then takes each kernel's GPU time alone at each launch of `LAUNCHES`
+against XLA's forward or pullback alone (rows "sweep"): how the default launch was chosen, and
+how to check it on another card. Writes OUT/gdn_conv_kernel.json.
 `--interpret` runs a small shape in Pallas' interpreter on any host; its timings mean nothing.
 """
 
@@ -65,8 +65,8 @@ def fwd_bwd(fn):
 
 def device_ms(fn, args, calls):
     """GPU time a call, from a profiler trace of `calls` calls: the sum of the device's kernel
-    durations (NaN on a host without a GPU). Wall time over a few calls of a kernel this short (tens of microseconds) is
-    partly the host's dispatch; this is not."""
+    durations (NaN on a host without a GPU). Wall time over a few calls of a kernel this short
+    (tens of microseconds) is partly the host's dispatch; this is not."""
     import gzip
     import tempfile
 
@@ -153,7 +153,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     import jax
     if args.interpret:
-        args.channels, args.batch, args.seq_len, args.iters, args.inner, args.calls = [40], 2, 21, 2, 1, 1
+        args.channels, args.batch, args.seq_len = [40], 2, 21
+        args.iters, args.inner, args.calls = 2, 1, 1
     impls = implementations(args.interpret)
     rows = []
     for C in args.channels:

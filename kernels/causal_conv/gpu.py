@@ -6,7 +6,8 @@ Why this exists
     reductions over tokens, which XLA spreads over several fusions. At the 370M model (B8
     T2048, 4,224 conv channels a layer) it took 5.8 ms of an H100's training step, about four
     times the bytes it must move. Here one pass reads x and dz and writes dx, with per-program
-    sums for dw.
+    sums for dw; forward and backward take 0.66x XLA's GPU time at the 370M widths, and the
+    step 1.9 ms less (H100; docs/kernels-gpu.md).
 
 Math (per channel, y_t = sum_j w_j x_{t-W+1+j}, z = SiLU(y)):
     dy_t = dz_t s_t (1 + y_t (1 - s_t)),  s = sigmoid(y)   (y recomputed in fp32 from x)
@@ -38,8 +39,9 @@ LAUNCH = dict(seg=128, unroll=8, cb=64, warps=1)
 
 
 def _row_loader(T, C, CB):
-    """(cols mask [1, CB], load(ref, row0, t): ref's row row0 + t as [1, CB] fp32, zeros for
-    t outside [0, T) and columns past C). Rows and columns are index arrays, not pl.ds: the
+    """(cols mask [1, CB], index(row0, t): the index of ref's row row0 + t at this program's
+    columns, load(ref, row0, t): that row as [1, CB] fp32, zeros for t outside [0, T) and
+    columns past C). Rows and columns are index arrays, not pl.ds: the
     interpreter clamps a slice that runs past the array where the GPU masks it. The row is
     clipped into range, the columns are not (a clipped column index would hide their
     contiguity from Triton, whose loads would then not vectorise)."""
