@@ -1,5 +1,5 @@
-"""The causal convolution with SiLU in plain jnp: the forward every implementation runs, and the
-backward JAX derives from it off the GPU."""
+"""The causal convolution with SiLU in plain jnp: the "xla" implementation (JAX derives its
+backward), the GPU kernels' reference in tests, and decoding's step with a conv cache."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import jax
 from kernels.gated_rmsnorm import gpu, reference
 from kernels.mesh_context import resolve_xla_or_pallas_gpu, shard_batch_and_heads
 
+
 def resolve_norm_implementation(name: str = "auto") -> str:
     """The implementation `name` runs as on `target_platform()`: "auto" is "pallas_gpu" on a
     GPU, else "xla"; an explicit name that cannot run here raises."""
