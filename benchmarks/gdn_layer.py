@@ -1,0 +1,78 @@
+"""One Gated DeltaNet layer (`hybrid_jax.models.gdn.GatedDeltaNet`) at a size preset's dims,
+forward+backward, timed on this tree: a cheaper check of a layer-level change than the 370M
+training step (one layer compiles in seconds).
+
+    python benchmarks/gdn_layer.py --size 370m --out /tmp/layer        # on a GPU
+
+The loss is sum(y * c) for a fixed random c; gradients of every parameter and of x, jitted.
+Reports the median wall ms of `--iters` samples of `--inner` calls and the GPU time a call
+from a profiler trace (NaN without a GPU), and writes OUT/gdn_layer.json. To compare two trees,
+run it in each (export one with `git archive`) on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from benchmarks.gdn_conv_kernel import device_ms  # noqa: E402
+from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
+
+
+def layer_step(size: str, batch: int, seq_len: int):
+    """(jitted fn(params, x) -> (loss, grads), params, x)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from hybrid_jax.models.gdn import GatedDeltaNet
+    from hybrid_jax.presets import get_preset
+
+    cfg = get_preset(f"hybrid_{size}")
+    graph, params = nnx.split(GatedDeltaNet(cfg, rngs=nnx.Rngs(0)))
+    dt = jnp.dtype(cfg.compute_dtype)
+    kx, kc = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(kx, (batch, seq_len, cfg.d_model), dt)
+    c = jax.random.normal(kc, x.shape, jnp.float32)
+
+    def loss(params, x):
+        y = nnx.merge(graph, params)(x)
+        return jnp.sum(y.astype(jnp.float32) * c)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), params, x
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="370m")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--inner", type=int, default=10)
+    p.add_argument("--calls", type=int, default=10, help="calls a profiler trace covers")
+    p.add_argument("--label", default="this tree")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    import jax
+    fn, params, x = layer_step(args.size, args.batch, args.seq_len)
+    loss = float(jax.block_until_ready(fn(params, x))[0])
+    samples = [sample_ms(fn, (params, x), args.inner) for _ in range(args.iters)]
+    row = dict(label=args.label, size=args.size, batch=args.batch, seq_len=args.seq_len,
+               median_ms=statistics.median(samples), min_ms=min(samples),
+               device_ms=device_ms(fn, (params, x), args.calls), loss=loss,
+               device_kind=jax.devices()[0].device_kind, jax=jax.__version__)
+    print(f"| {args.label} | {row['median_ms']:.3f} ms | GPU {row['device_ms']:.3f} ms | "
+          f"loss {loss:.6g} |", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gdn_layer.json").write_text(json.dumps(row, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
