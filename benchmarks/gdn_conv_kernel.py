@@ -26,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel_compare import interleaved_samples  # noqa: E402
-from benchmarks.profile_summary import device_events, find_trace  # noqa: E402
+from benchmarks.profile_summary import device_ms  # noqa: E402
 
 LAUNCHES = [dict(seg=s, unroll=u, cb=c, warps=n) for s, u, c, n in (
     (128, 8, 64, 1), (128, 4, 64, 1), (128, 16, 64, 1), (64, 8, 64, 1), (256, 8, 64, 1),
@@ -61,26 +61,6 @@ def fwd_bwd(fn):
         return (z, *pull(dz))
 
     return jax.jit(run)
-
-
-def device_ms(fn, args, calls):
-    """GPU time a call, from a profiler trace of `calls` calls: the sum of the device's kernel
-    durations (NaN on a host without a GPU). Wall time over a few calls of a kernel this short
-    (tens of microseconds) is partly the host's dispatch; this is not."""
-    import gzip
-    import tempfile
-
-    import jax
-    jax.block_until_ready(fn(*args))
-    with tempfile.TemporaryDirectory(prefix="conv_trace_") as d:
-        with jax.profiler.trace(d, create_perfetto_trace=True):
-            for _ in range(calls):
-                out = fn(*args)
-            jax.block_until_ready(out)
-        with gzip.open(find_trace(d)) as f:
-            events = device_events(json.load(f))
-    # a CPU host's trace has no device process: no GPU time to report
-    return sum(e["dur"] for e in events) / 1e3 / calls if events else float("nan")
 
 
 def _ratio(a, b):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from benchmarks.gdn_conv_kernel import device_ms  # noqa: E402
 from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
+from benchmarks.profile_summary import device_ms  # noqa: E402
 
 
 def layer_step(size: str, batch: int, seq_len: int):

@@ -92,6 +92,25 @@ def device_events(trace: dict) -> list[dict]:
     return [e for e in events if e.get("ph") == "X" and e.get("pid") in dev and "dur" in e]
 
 
+def device_ms(fn, args, calls):
+    """GPU ms a call of fn(*args), from a profiler trace of `calls` calls: the sum of the
+    device's kernel durations (NaN on a host without a GPU). Wall time over a few calls of a
+    kernel of tens of microseconds is partly the host's dispatch; this is not."""
+    import tempfile
+
+    import jax
+    jax.block_until_ready(fn(*args))
+    with tempfile.TemporaryDirectory(prefix="device_ms_") as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            for _ in range(calls):
+                out = fn(*args)
+            jax.block_until_ready(out)
+        with gzip.open(find_trace(d)) as f:
+            events = device_events(json.load(f))
+    # a CPU host's trace has no device process: no GPU time to report
+    return sum(e["dur"] for e in events) / 1e3 / calls if events else float("nan")
+
+
 def summarize(log_dir: str | Path, steps: int, step_time_s: float, top: int = 25,
               hlo_text: str | None = None, root: str | None = None) -> dict:
     """The trace under log_dir, grouped. hlo_text: the traced program's optimized HLO (its

@@ -36,6 +36,6 @@ def xla_flags(devices: int | None) -> str:
                    os.environ.get("XLA_FLAGS", "")).split()
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
-        if "xla_cpu_collective_call_terminate_timeout_seconds" not in " ".join(flags):
+        if not any(f.startswith(CPU_COLLECTIVE_TIMEOUT.split("=")[0]) for f in flags):
             flags.append(CPU_COLLECTIVE_TIMEOUT)
     return " ".join(flags)

@@ -125,14 +125,9 @@ def test_per_shard_backward_sums_dw_over_batch_shards():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
-def test_kernels_lower_for_cuda(monkeypatch):
-    """The kernels lowered for CUDA on this host (jax 0.11.2 internals, as in the gated delta
-    rule's tests): lowering errors show up without a GPU."""
-    from jax._src.pallas.triton import gpu_info, pallas_call_registration
-
+def test_kernels_lower_for_cuda(triton_lowers_for_h100):
+    """The kernels lowered for CUDA on this host: lowering errors show up without a GPU."""
     from kernels.causal_conv.gpu import conv_silu_gpu
-    h100 = gpu_info.get_gpu_info_from_version(gpu_info.GpuVersion.H100)
-    monkeypatch.setattr(pallas_call_registration.gpu_info_lib, "get_gpu_info", lambda: h100)
     x, w = jax.ShapeDtypeStruct((2, 300, 100), jnp.bfloat16), jax.ShapeDtypeStruct(
         (4, 100), jnp.float32)
     loss = lambda x, w: jnp.sum(conv_silu_gpu(x, w).astype(jnp.float32))
