@@ -7,7 +7,10 @@ training step (one layer compiles in seconds).
 The loss is sum(y * c) for a fixed random c; gradients of every parameter and of x, jitted.
 Reports the median wall ms of `--iters` samples of `--inner` calls and the GPU time a call
 from a profiler trace (NaN without a GPU), and writes OUT/gdn_layer.json. To compare two trees,
-run it in each (export one with `git archive`) on the same machine.
+run it in each (export one with `git archive`) on the same machine. `--profile N` also lists
+the N costliest kernels and source lines of ours (XLA's kernels traced to the line that built
+them through the compiled HLO: `profile_summary.summarize`), the XLA glue between the kernels
+included.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
-from benchmarks.profile_summary import device_ms  # noqa: E402
+from benchmarks.profile_summary import device_ms, summarize  # noqa: E402
 
 
 def layer_step(size: str, batch: int, seq_len: int):
@@ -47,6 +50,26 @@ def layer_step(size: str, batch: int, seq_len: int):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), params, x
 
 
+def profile(fn, args, calls, top, log_dir, ms):
+    """The kernels and source lines of `calls` traced calls, the costliest `top` of each,
+    printed and returned (per call)."""
+    import jax
+    hlo_text = fn.lower(*args).compile().as_text()
+    jax.block_until_ready(fn(*args))
+    with jax.profiler.trace(str(log_dir), create_perfetto_trace=True):
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+    s = summarize(log_dir, calls, ms * 1e-3, top=top, hlo_text=hlo_text, root=f"{REPO_ROOT}/")
+    print(f"kernels {1e3 * s['kernel_s_per_step']:.3f} ms a call")
+    for r in s["top_kernels"]:
+        print(f"  {r['ms_per_step']:8.4f} ms {100 * r['share']:5.1f}%  {r['name'][:100]}")
+    for r in s["top_lines"]:
+        print(f"  {r['ms_per_step']:8.4f} ms {100 * r['share']:5.1f}%  {r['pass']}  "
+              f"{r['name'][:100]}")
+    return {k: s[k] for k in ("kernel_s_per_step", "by_kind", "top_kernels", "top_lines")}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="370m")
@@ -55,6 +78,8 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--inner", type=int, default=10)
     p.add_argument("--calls", type=int, default=10, help="calls a profiler trace covers")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="list the N costliest kernels and source lines of a traced call")
     p.add_argument("--label", default="this tree")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -70,6 +95,9 @@ def main(argv=None):
           f"loss {loss:.6g} |", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        row["profile"] = profile(fn, (params, x), args.calls, args.profile, out / "trace",
+                                 row["median_ms"])
     (out / "gdn_layer.json").write_text(json.dumps(row, indent=1))
     return 0
 

@@ -9,7 +9,7 @@ from benchmarks import gdn_layer
 
 def test_writes_a_row(tmp_path):
     argv = ["--size", "100m", "--batch", "1", "--seq-len", "16", "--iters", "1", "--inner", "1",
-            "--calls", "1", "--out", str(tmp_path)]
+            "--calls", "1", "--profile", "3", "--out", str(tmp_path)]
     assert gdn_layer.main(argv) == 0
     row = json.loads((tmp_path / "gdn_layer.json").read_text())
     assert row["size"] == "100m" and row["median_ms"] > 0 and math.isfinite(row["loss"])
