@@ -19,6 +19,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +97,9 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.profile:
-        row["profile"] = profile(fn, (params, x), args.calls, args.profile, out / "trace",
-                                 row["median_ms"])
+        with tempfile.TemporaryDirectory(prefix="gdn_layer_trace_") as trace_dir:
+            row["profile"] = profile(fn, (params, x), args.calls, args.profile, trace_dir,
+                                     row["median_ms"])
     (out / "gdn_layer.json").write_text(json.dumps(row, indent=1))
     return 0
 
