@@ -18,19 +18,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gdn_kernel import MODES, jax_fn, jax_inputs, parse_shape, time_jax  # noqa: E402
 from benchmarks.gdn_kernel_variants import JAX_IMPLS, PEER_IMPLS  # noqa: E402
-from benchmarks.profile_summary import summarize  # noqa: E402
+from benchmarks.profile_summary import summarize, trace_calls  # noqa: E402
 
 
 def trace_one(shape, impl, mode, args, log_dir):
-    import jax
     fn = jax_fn(impl, mode, interpret=args.interpret)
     inputs, do = jax_inputs(shape)
     call_args = inputs if mode == "fwd" else (*inputs, do)
     ms, _ = time_jax(fn, call_args, warmup=2, iters=args.iters, inner=args.calls)
-    with jax.profiler.trace(str(log_dir), create_perfetto_trace=True):
-        for _ in range(args.calls):
-            out = fn(*call_args)
-        jax.block_until_ready(out)
+    trace_calls(fn, call_args, args.calls, log_dir)
     s = summarize(log_dir, steps=args.calls, step_time_s=ms * 1e-3, top=args.top)
     return {"shape": shape, "impl": impl, "mode": mode, "median_ms": ms,
             "kernel_ms_per_call": 1e3 * s["kernel_s_per_step"], "by_kind": s["by_kind"],

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 from benchmarks.gdn_kernel_compare import sample_ms  # noqa: E402
-from benchmarks.profile_summary import device_ms, summarize  # noqa: E402
+from benchmarks.profile_summary import device_ms, summarize, trace_calls  # noqa: E402
 
 
 def layer_step(size: str, batch: int, seq_len: int):
@@ -54,13 +54,8 @@ def layer_step(size: str, batch: int, seq_len: int):
 def profile(fn, args, calls, top, log_dir, ms):
     """The kernels and source lines of `calls` traced calls, the costliest `top` of each,
     printed and returned (per call)."""
-    import jax
     hlo_text = fn.lower(*args).compile().as_text()
-    jax.block_until_ready(fn(*args))
-    with jax.profiler.trace(str(log_dir), create_perfetto_trace=True):
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
+    trace_calls(fn, args, calls, log_dir)
     s = summarize(log_dir, calls, ms * 1e-3, top=top, hlo_text=hlo_text, root=f"{REPO_ROOT}/")
     print(f"kernels {1e3 * s['kernel_s_per_step']:.3f} ms a call")
     for r in s["top_kernels"]:

@@ -92,19 +92,24 @@ def device_events(trace: dict) -> list[dict]:
     return [e for e in events if e.get("ph") == "X" and e.get("pid") in dev and "dur" in e]
 
 
+def trace_calls(fn, args, calls, log_dir):
+    """Call fn(*args) once, then `calls` times under JAX's profiler, its trace under log_dir."""
+    import jax
+    jax.block_until_ready(fn(*args))
+    with jax.profiler.trace(str(log_dir), create_perfetto_trace=True):
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+
+
 def device_ms(fn, args, calls):
     """GPU ms a call of fn(*args), from a profiler trace of `calls` calls: the sum of the
     device's kernel durations (NaN on a host without a GPU). Wall time over a few calls of a
     kernel of tens of microseconds is partly the host's dispatch; this is not."""
     import tempfile
 
-    import jax
-    jax.block_until_ready(fn(*args))
     with tempfile.TemporaryDirectory(prefix="device_ms_") as d:
-        with jax.profiler.trace(d, create_perfetto_trace=True):
-            for _ in range(calls):
-                out = fn(*args)
-            jax.block_until_ready(out)
+        trace_calls(fn, args, calls, d)
         with gzip.open(find_trace(d)) as f:
             events = device_events(json.load(f))
     # a CPU host's trace has no device process: no GPU time to report
