@@ -74,6 +74,10 @@ def _marks(item) -> set[str]:
 
 
 def pytest_collection_modifyitems(config, items):
+    # The slow tests (up to two minutes each) first: with two xdist workers, one that starts
+    # late runs alone at the end while the other worker idles. A stable sort: the order within
+    # each group is the collection's.
+    items.sort(key=lambda item: "slow" not in _marks(item))
     gpu_items = [item for item in items if "gpu" in _marks(item)]
     if gpu_items and not _has_gpu():
         skip = pytest.mark.skip(reason="needs a CUDA GPU; none visible to jax")
