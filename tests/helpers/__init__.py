@@ -20,22 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-# XLA aborts a CPU collective whose participants do not all arrive within 40 s. Fake devices
-# are threads of one process: on a loaded two-core host (CI runs two test workers) one of them
-# can reach an all-reduce more than 40 s after its peer, and the child dies with "Termination
-# timeout for `all reduce`" though nothing is wrong. The tests' own subprocess timeouts bound
-# a real hang.
-CPU_COLLECTIVE_TIMEOUT = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
-
-
 def xla_flags(devices: int | None) -> str:
     """XLA_FLAGS for a child process with `devices` fake CPU devices (None: no device count),
-    keeping the session's other flags (conftest.py's fast CPU compile); with devices, XLA's
-    CPU collectives wait longer for a late peer (CPU_COLLECTIVE_TIMEOUT)."""
+    keeping the session's other flags (conftest.py's fast CPU compile)."""
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
                    os.environ.get("XLA_FLAGS", "")).split()
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
-        if not any(f.startswith(CPU_COLLECTIVE_TIMEOUT.split("=")[0]) for f in flags):
-            flags.append(CPU_COLLECTIVE_TIMEOUT)
     return " ".join(flags)

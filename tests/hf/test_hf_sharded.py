@@ -1,6 +1,11 @@
 """`import_hf(..., mesh=...)` places each weight split over the mesh as training places it, and
 the sharded model computes the logits of the single-device import. Four fake CPU devices, so a
-fresh process."""
+fresh process.
+
+The sharded forward is jitted, as training and decoding run it. Run eagerly, each op is its own
+four-device program with its own all-reduce, dispatched asynchronously; XLA's CPU client then
+deadlocked about one run in twenty on a loaded host (gdb: two devices waiting in an all-reduce
+for peers whose launches were blocked on the per-device in-flight limit)."""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ leaves = jax.tree.leaves(params)
 assert all(x.sharding.mesh.shape == mesh.shape for x in leaves), "a weight is off the mesh"
 parts = [len({s.index for s in x.addressable_shards}) for x in leaves]
 ids = jnp.asarray(np.load(fixture + "/golden.npz")["input_ids"])
-got = np.asarray(split(ids))
+got = np.asarray(nnx.jit(lambda model, x: model(x))(split, ids))
 want = np.asarray(plain(ids))
 err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
 print("split", sum(p > 1 for p in parts), "of", len(parts), "err", err)
