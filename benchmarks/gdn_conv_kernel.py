@@ -29,7 +29,8 @@ from benchmarks.gdn_kernel_compare import interleaved_samples  # noqa: E402
 from benchmarks.profile_summary import device_ms  # noqa: E402
 
 # The last two give a thread 4 and 8 channels (8- and 16-byte loads) at few registers (sm_90,
-# pip Triton 3.6.0: forward 64 and 100, backward 96 and 250); the others 2 or 4.
+# pip Triton 3.6.0: forward 64 and 100, backward 96 and 250); the others 2 or 4. On an H100 they
+# were 1.3-2.1x slower forward than the default (docs/kernels-gpu.md).
 LAUNCHES = [dict(seg=s, unroll=u, cb=c, warps=n) for s, u, c, n in (
     (128, 8, 64, 1), (128, 4, 64, 1), (128, 16, 64, 1), (64, 8, 64, 1), (256, 8, 64, 1),
     (128, 8, 32, 1), (128, 8, 128, 1), (128, 8, 128, 2), (128, 8, 256, 2), (256, 16, 128, 2),
