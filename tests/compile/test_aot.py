@@ -91,15 +91,16 @@ def test_too_large_for_hbm_is_refused_saying_by_how_much(capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu: pip install '.[tpu]'")
 # The hybrid (Pallas TPU GDN, splash attention, FSDP) at the 370M ladder width, 2 layers deep
-# (GA: both layer kinds), 4 sequences of 512 tokens. The compile time grows with depth and
-# length: all 16 layers took 180-230 s of the suite's CPU time, 4 layers at 2048 tokens about
-# 180 s, 2 at 8 x 1024 about 90 s, 2 at 4 x 512 about 55 s, and the longer ones exercise
-# nothing more; the full-depth v5p numbers are in experiments/LOG.md, and
-# `hybrid-jax compile --config hybrid_370m ...` reproduces them.
+# (GA: both layer kinds), 4 sequences of 256 tokens (two splash blocks, four GDN chunks). The
+# compile time grows with depth and length: all 16 layers took 180-230 s of the suite's CPU
+# time, 4 layers at 2048 tokens about 180 s, 2 at 8 x 1024 about 90 s, 2 at 4 x 512 about 55 s
+# (43 s alone), 2 at 4 x 256 30 s alone, and the longer ones exercise nothing more; the
+# full-depth v5p numbers are in experiments/LOG.md, and `hybrid-jax compile --config hybrid_370m
+# ...` reproduces them.
 @pytest.mark.parametrize("preset", ["hybrid_370m"])
 def test_370m_width_hybrid_compiles_for_v5p(capsys, preset):
     rc, out, err = _run(capsys, "--config", preset, "--topology", "v5p:2x2x1", "mesh.data=1",
-                        "mesh.fsdp=-1", "train.global_batch=4", "train.seq_len=512",
+                        "mesh.fsdp=-1", "train.global_batch=4", "train.seq_len=256",
                         "model.n_layers=2",
                         "model.gdn_implementation=pallas_tpu")  # XLA's chunked GDR: >15 min
     assert rc == 0, err
