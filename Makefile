@@ -4,8 +4,7 @@ PYTHON ?= $(shell .ci/find-python)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# xdist workers; 2 matches the CI machine's cores. The default `load` scheduling: `worksteal`
-# ran the suite 958 s against 873-912 (the slow multi-process tests then run side by side).
+# xdist workers; 2 matches the CI machine's cores.
 WORKERS ?= 2
 # pip extras; CI adds seqio (TensorFlow, about 3 GB) so the tfds/seqio tests run there, and
 # tpu (libtpu, about 700 MB) so the ahead-of-time TPU compile tests run there.
