@@ -47,7 +47,7 @@ def test_two_gpu_match_and_split_scaling(tmp_path):
     assert not (out / "scaling_data2.json").exists()
 
     # the second call measures data2 alone (fsdp2 runs the same code with another --mesh, and
-    # the match above trains on it): a row with one two-GPU mesh missing is filled in later
+    # the match above trains on it); the row then lacks the mesh no call has measured
     log = _two_gpu(out, "--skip", "match", "--scaling-runs", "data2")
     assert f"reusing {out / 'scaling_1gpu.json'}" in log
     summary = json.loads((out / "summary.json").read_text())

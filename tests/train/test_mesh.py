@@ -48,8 +48,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("family", [pytest.param("transformer", marks=pytest.mark.slow),
-                                    pytest.param("hybrid", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["transformer", "hybrid"])
 def test_same_loss_on_every_mesh(store, env, tmp_path, family):
     cases = CASES[family]
     dtypes = sorted({dtype for _, dtype, _ in cases})
