@@ -14,11 +14,12 @@ EXTRAS ?= test
 # --resume-retries, so only the upgraded pip gets it.
 PIP_FLAGS ?= --retries 10 --resume-retries 20 --timeout 60
 
-.PHONY: install test test-gpu demo fit-laws ladder-gpu expressivity expressivity-full clean help
+.PHONY: install test test-extended test-gpu demo fit-laws ladder-gpu expressivity expressivity-full clean help
 
 help:
 	@echo "make install   create $(VENV) with Python>=3.12 and the pinned dependency set"
 	@echo "make test      CPU test suite (what CI runs)"
+	@echo "make test-extended  the extended-marked CPU tests, left out of make test (~1.5 min)"
 	@echo "make test-gpu  GPU-marked tests (on a CUDA machine)"
 	@echo "make demo      the main job: built-in corpus, cpu-demo ladder (transformer + hybrid), fits, figures"
 	@echo "make fit-laws  fit scaling laws: RESULTS=path/to/results.jsonl FIT_OUT=dir"
@@ -45,7 +46,12 @@ install: $(VENV)/.installed
 NO_TPU = $(shell $(PY) -c 'import importlib.util as u; print("" if u.find_spec("libtpu") else " and not tpu")')
 
 test: install
-	$(PY) -m pytest -n $(WORKERS) -m "not gpu$(NO_TPU)" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(WORKERS) -m "not gpu and not extended$(NO_TPU)" $(PYTEST_ARGS)
+
+# Checks at scale, statistical ones and multi-GPU benchmarks' CPU runs, whose code `make test`
+# covers at small sizes: they would take the suite past its 15 minutes on 2 cores.
+test-extended: install
+	$(PY) -m pytest -n $(WORKERS) -m "extended and not gpu$(NO_TPU)" $(PYTEST_ARGS)
 
 test-gpu:
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)

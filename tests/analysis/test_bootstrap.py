@@ -50,6 +50,7 @@ def test_percentile_interval_handles_inf_and_nan():
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_intervals_cover_the_truth_at_about_the_nominal_rate():
     """30 synthetic ladders (per-point and per-run noise); 95% intervals from 40 replicates."""
     truth = {"E": 1.9, "A": 120.0, "B": 300.0, "alpha": 0.3, "beta": 0.28}

@@ -26,6 +26,7 @@ def _two_gpu(out, *args):
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_two_gpu_match_and_split_scaling(tmp_path):
     store = build_tiny_store(tmp_path / "store")
     cfg = tmp_path / "match.yaml"

@@ -92,6 +92,7 @@ def test_too_large_for_hbm_is_refused_saying_by_how_much(capsys):
 
 @pytest.mark.tpu
 @pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu: pip install '.[tpu]'")
 # The hybrid (Pallas TPU GDN, splash attention, FSDP) at the 370M ladder width, 2 layers deep
 # (GA: both layer kinds), 4 sequences of 256 tokens (two splash blocks, four GDN chunks). The
