@@ -44,7 +44,8 @@ def test_bad_config_is_refused(capsys):
 @pytest.mark.parametrize("family", ["hybrid", "transformer"])
 def test_tiny_train_step_compiles_for_v5e(capsys, family):
     # 2 layers (the hybrid's: one of each kind): XLA's chunked delta rule, the TPU default,
-    # compiles for TPU in about 9 s a layer on 2 CPU cores, and more layers test nothing more
+    # compiles for TPU in about 4.5 s a GDN layer on 2 CPU cores, and more layers test nothing
+    # more
     rc, out, err = _run(capsys, "--config", f"{family}_tiny", "--topology", "v5e:2x2",
                         "train.global_batch=8", "train.seq_len=128", "mesh.data=2",
                         "mesh.fsdp=2", "model.n_layers=2")
@@ -95,12 +96,10 @@ def test_too_large_for_hbm_is_refused_saying_by_how_much(capsys):
 @pytest.mark.extended
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu: pip install '.[tpu]'")
 # The hybrid (Pallas TPU GDN, splash attention, FSDP) at the 370M ladder width, 2 layers deep
-# (GA: both layer kinds), 4 sequences of 256 tokens (two splash blocks, four GDN chunks). The
-# compile time grows with depth and length: all 16 layers took 180-230 s of the suite's CPU
-# time, 4 layers at 2048 tokens about 180 s, 2 at 8 x 1024 about 90 s, 2 at 4 x 512 about 55 s
-# (43 s alone), 2 at 4 x 256 30 s alone, and the longer ones exercise nothing more; the
-# full-depth v5p numbers are in experiments/LOG.md, and `hybrid-jax compile --config hybrid_370m
-# ...` reproduces them.
+# (GA: both layer kinds), 4 sequences of 256 tokens (two splash blocks, four GDN chunks): about
+# 30 s alone. The compile time grows with depth and length (all 16 layers: 180-230 s of CPU
+# time), and deeper or longer ones exercise nothing more; the full-depth v5p numbers are in
+# experiments/LOG.md, and `hybrid-jax compile --config hybrid_370m ...` reproduces them.
 @pytest.mark.parametrize("preset", ["hybrid_370m"])
 def test_370m_width_hybrid_compiles_for_v5p(capsys, preset):
     rc, out, err = _run(capsys, "--config", preset, "--topology", "v5p:2x2x1", "mesh.data=1",
