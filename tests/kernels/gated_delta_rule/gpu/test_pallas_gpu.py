@@ -287,6 +287,8 @@ GPU_CASES = {  # with the table's choice at "default"
     "T100-K256-V64-mild-c32": (1, 100, 1, 1, 256, 64, True, "mild", 32, False, 0.2),
     # V padded to 128 for every kernel (the Triton prep backward and dqk: fp32 q, k, v)
     "T200-K128-V96-mild-init": (1, 200, 1, 1, 128, 96, True, "mild", 64, False, None),
+    # the ladder models' head dims (Kp = 64, V padded to 128): two state-pass programs an SM
+    "T200-K48-V96-mild-init-l2": (2, 200, 3, 3, 48, 96, True, "mild", 64, True, None),
 }
 
 
@@ -316,7 +318,7 @@ def test_gpu_matches_float64(case, precision, tol):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["T300-K96-V192-gqa-mild-init-l2", "T257-K128-V128-strong-init",
-                                  "T130-K64-V256-gqa-zero"])
+                                  "T130-K64-V256-gqa-zero", "T200-K48-V96-mild-init-l2"])
 def test_gpu_bf16_inputs_at_default_match_float64(case):
     """bf16 q, k, v at "default" (what training runs): every kernel in Mosaic GPU, the prep
     backward included (fp32 inputs take the Triton one, above). The oracle sees the unrounded
