@@ -49,9 +49,13 @@ def test_bad_executor_arguments_are_refused_in_one_line(tmp_path, store, argv, m
 
 
 def smoke_ladder(path: Path, store: Path, checkpoint_every: int | None = None) -> Path:
-    """The shipped smoke ladder on the tiny test store."""
+    """The shipped smoke ladder on the tiny test store, its model at 2 layers rather than 4:
+    the executors do not care about the model, and a run then compiles in less time and has
+    half the steps (the recipe ties D to N: 41 steps, not 82)."""
     ladder = yaml.safe_load((REPO / "experiments/ladders/smoke.yaml").read_text())
     ladder["run"]["data"]["store"] = str(store)
+    for size in ladder["sizes"].values():
+        size["n_layers"] = 2
     if checkpoint_every is not None:
         ladder["run"]["checkpoint"]["interval_steps"] = checkpoint_every
     path.write_text(yaml.safe_dump(ladder, sort_keys=False))
@@ -77,9 +81,16 @@ def test_local_ray_instance_on_a_gs_root_gives_the_local_executors_rows(
     env = {**sweep_env(cache_dir(tmp_path_factory)),
            **{k: os.environ[k] for k in EMULATOR_ENV}}
     only = ["--only", "transformer"]
-    run_sweep(env, "run", ladder, "--root", tmp_path / "local", *only)
+    # the local executor's run trains while the Ray driver starts its instance
+    local_run = start_sweep(env, tmp_path / "local.log", "run", ladder, "--root",
+                            tmp_path / "local", *only)
     root = gs_prefix(gcs_emulator.bucket, "ray-sweep")
-    out = run_sweep(env, "run", ladder, "--root", root, *only, "--executor", "ray")
+    try:
+        out = run_sweep(env, "run", ladder, "--root", root, *only, "--executor", "ray")
+        finish(local_run, tmp_path / "local.log")
+    finally:
+        if local_run.poll() is None:
+            local_run.kill()
     assert "ray: 1 CPU" in out.stdout
     local, remote = by_key(tmp_path / "local"), by_key(root)
     assert len(local) == 2 and local.keys() == remote.keys()
@@ -117,6 +128,20 @@ def _fake_tpu_cluster(env: dict):
     return cluster
 
 
+def start_sweep(env, log: Path, *args) -> subprocess.Popen:
+    """The sweep command line in a child process that this test does not wait for yet; its
+    output goes to `log`."""
+    with open(log, "w") as out:
+        return subprocess.Popen(sweep_cmd(*args), env=env, cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+    """Wait for a start_sweep process; it must succeed."""
+    proc.wait(timeout=timeout)
+    assert proc.returncode == 0, f"sweep exited {proc.returncode}:\n{log.read_text()[-4000:]}"
+
+
 def _process(run_dir: Path, rank: int) -> int | None:
     """pid of the worker process `rank` of the run in `run_dir`, if it is running."""
     out = subprocess.run(["pgrep", "-f", f"{run_dir}/spec.json.*--process-id {rank}"],
@@ -137,25 +162,28 @@ def _wait(predicate, timeout: float, what: str):
 @pytest.mark.slow
 def test_tpu_slices_run_two_processes_and_survive_a_lost_host_and_driver(
         tmp_path, tmp_path_factory, store):
-    # a checkpoint early in the run, so that a kill after it lands well before the run ends
-    ladder = smoke_ladder(tmp_path / "smoke.yaml", store, checkpoint_every=15)
+    # a checkpoint early in the run (step 5 of 41), so that a kill after it lands well before
+    # the run ends
+    ladder = smoke_ladder(tmp_path / "smoke.yaml", store, checkpoint_every=5)
     # one run (2 processes on a 2-core CI machine already); the transformer compiles in a
     # fraction of the GDN models' time, and the executor does not care which family it runs
     only = ["--only", "transformer"]
     env = sweep_env(cache_dir(tmp_path_factory))
-    # reference: each run as one process of two CPU devices (data parallel 2, like 2 x 1)
-    run_sweep({**env, "XLA_FLAGS": xla_flags(2)}, "run", ladder, "--root", tmp_path / "ref",
-              *only)
+    # reference: each run as one process of two CPU devices (data parallel 2, like 2 x 1),
+    # trained while the cluster starts (which mostly waits) and the driver's run begins
+    reference = start_sweep({**env, "XLA_FLAGS": xla_flags(2)}, tmp_path / "ref.log", "run",
+                            ladder, "--root", tmp_path / "ref", *only)
 
     node_env = {k: env[k] for k in ("JAX_PLATFORMS", "PYTHONPATH", "XLA_FLAGS",
                                     "CUDA_VISIBLE_DEVICES") if k in env}
     node_env.update({k: v for k, v in env.items() if k.startswith("JAX_")},
                     HYBRID_JAX_SWEEP_STOP_GRACE_S="5")
-    cluster = _fake_tpu_cluster(node_env)
     root = tmp_path / "ray"
-    args = sweep_cmd("run", ladder, "--root", root, *only, "--executor", "ray",
-                     "--ray-address", cluster.address, "--tpu", "v4:2x2x2")
+    cluster = driver = None
     try:
+        cluster = _fake_tpu_cluster(node_env)
+        args = sweep_cmd("run", ladder, "--root", root, *only, "--executor", "ray",
+                         "--ray-address", cluster.address, "--tpu", "v4:2x2x2")
         driver = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
         # Kill host 1 of the run once it has a checkpoint to resume from.
@@ -173,10 +201,13 @@ def test_tpu_slices_run_two_processes_and_survive_a_lost_host_and_driver(
                                timeout=600)
         assert again.returncode == 0, first_out[-3000:] + again.stdout[-3000:] + again.stderr[
             -3000:]
+        finish(reference, tmp_path / "ref.log")
     finally:
-        if driver.poll() is None:
-            driver.kill()
-        cluster.shutdown()
+        for proc in (driver, reference):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        if cluster is not None:
+            cluster.shutdown()
 
     ref, got = by_key(tmp_path / "ref"), by_key(root)
     lines = (root / "results.jsonl").read_text().splitlines()
