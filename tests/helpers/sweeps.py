@@ -1,14 +1,18 @@
 """Helpers shared by the sweep tests (no tests here): a tiny byte-level text store, micro
-ladders in tmp_path, and the sweep command line in a child process."""
+ladders in tmp_path, and the sweep command line in a child process (or, where it trains nothing,
+in this one)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -64,6 +68,23 @@ def run_sweep(env, *args, timeout=240, check=True) -> subprocess.CompletedProces
         raise AssertionError(f"sweep {args} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n"
                              f"{proc.stderr[-4000:]}")
     return proc
+
+
+def sweep_here(env, *args, check=True) -> subprocess.CompletedProcess:
+    """`run_sweep` in this process, with `env` as the environment for the call: for commands
+    that train nothing (status, a runner with nothing to do), where a child process would spend
+    about 2 s importing the CLI. A worker that such a command did start would still be a child
+    process, with `env`."""
+    from hybrid_jax.sweep import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, env, clear=True), redirect_stdout(out), \
+            redirect_stderr(err):
+        code = cli.main([str(a) for a in args])
+    if check and code != 0:
+        raise AssertionError(f"sweep {args} exited {code}:\n{out.getvalue()[-4000:]}\n"
+                             f"{err.getvalue()[-4000:]}")
+    return subprocess.CompletedProcess(sweep_cmd(*args), code, out.getvalue(), err.getvalue())
 
 
 def rows(root) -> list[dict]:

@@ -9,7 +9,8 @@ import yaml
 from hybrid_jax.sweep.ladder import LadderError, load_ladder
 from hybrid_jax.sweep.lrcheck import Choice, check_ladder, choose, tuned_ladder_yaml
 
-from tests.helpers.sweeps import build_micro_store, cache_dir, micro_ladder, run_sweep, sweep_env
+from tests.helpers.sweeps import (build_micro_store, cache_dir, micro_ladder, run_sweep,
+                                  sweep_env, sweep_here)
 
 
 def _row(family, size, loss_by_set, tokens=100, lr=0.1):
@@ -83,8 +84,9 @@ def test_lr_check_command_end_to_end_and_rerun_trains_nothing(tmp_path_factory):
     env = sweep_env(cache_dir(tmp_path_factory))
     ladder = micro_ladder(tmp / "micro.yaml", store, ratios=(2, 4))
     root, tuned = tmp / "root", tmp / "tuned.yaml"
+    # --poll 0.2: the runner sees each run end within 0.2 s, not 1 s (the default)
     args = ["lr-check", ladder, "--size", "a", "--multipliers", "0.5", "2", "--ratio", "2",
-            "--root", root, "--write-ladder", tuned]
+            "--root", root, "--write-ladder", tuned, "--poll", "0.2"]
     first = run_sweep(env, *args)
     assert "Learning-rate check at size a" in first.stdout
     report = json.loads((root / "lr_check.json").read_text())
@@ -95,5 +97,5 @@ def test_lr_check_command_end_to_end_and_rerun_trains_nothing(tmp_path_factory):
     want_lr = 0.003 * fam["best_multiplier"]
     assert data["families"]["transformer"]["recipe"]["lr"] == pytest.approx(want_lr)
     assert load_ladder(tuned).expand(tmp / "r")[0][0].hyper.lr == pytest.approx(want_lr)
-    again = run_sweep(env, *args)
+    again = sweep_here(env, *args)  # trains nothing: no child process needed
     assert "2 runs, 0 to do" in again.stdout
