@@ -287,7 +287,7 @@ GPU_CASES = {  # with the table's choice at "default"
     "T100-K256-V64-mild-c32": (1, 100, 1, 1, 256, 64, True, "mild", 32, False, 0.2),
     # V padded to 128 for every kernel (the Triton prep backward and dqk: fp32 q, k, v)
     "T200-K128-V96-mild-init": (1, 200, 1, 1, 128, 96, True, "mild", 64, False, None),
-    # the ladder models' head dims (Kp = 64, V padded to 128): two state-pass programs an SM
+    # the ladder models' head dims (K 48 -> Kp 64, V 96 padded to 128), with an initial state
     "T200-K48-V96-mild-init-l2": (2, 200, 3, 3, 48, 96, True, "mild", 64, True, None),
 }
 
