@@ -1,13 +1,14 @@
-"""The forward state pass at the ladder's head dims, two ways (needs
-`state-forward-v96.patch` applied): V padded to 128 in two 64-wide tiles (main), and V = 96 as
-one tile a head (64-byte swizzle). Both with saves and bf16 o in the caller's layout, as
-training runs them; the 370M layer's dims (B8 T2048, 22 heads, Kp 64).
+"""The state passes (forward and dh) at the ladder's head dims, two ways each (needs
+`state-passes-v96.patch` applied): V padded to 128 in two 64-wide tiles (main), and V = 96 as
+one tile a head (64-byte swizzle). The forward with saves and bf16 o, dh with dO, both in the
+caller's layout, as training runs them; the 370M layer's dims (B8 T2048, 22 heads, Kp 64).
 
-    git apply experiments/patches/state-forward-v96.patch
+    git apply experiments/patches/state-passes-v96.patch
     python experiments/patches/gdn_state_v96_bench.py      # on a GPU
 
-If one tile a head is clearly faster (the pass is bound by bytes there: about 720 MB at
-0.162 ms on an H200), dh and the fused gradients need V = 96 too before the op can use it."""
+If one tile a head is clearly faster (the passes look bound by bytes there: the forward moves
+about 720 MB in 0.162 ms on an H200), the fused gradients need V = 96 too before the op can
+use it."""
 import functools
 import os
 import sys
@@ -18,6 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from kernels.gated_delta_rule.gpu.state_mosaic import state_fwd  # noqa: E402
+from kernels.gated_delta_rule.gpu.state_mosaic_bwd import dh  # noqa: E402
 
 B, H, T, C, Kp = 8, 22, 2048, 64, 64
 BH, N = B * H, T // C
@@ -54,5 +56,15 @@ for _ in range(2):  # two rounds, alternated
     m96, lo96, o96 = timed(f96, (w, u96, kd, gc, qd, aqk, s096))
     diff = float(jnp.max(jnp.abs(o64[0].reshape(B, T, H, 128)[..., :96].astype(jnp.float32)
                                  - o96[0].reshape(B, T, H, 96).astype(jnp.float32))))
-    print(f"V 128 in two tiles: {m64:.4f} ms ({lo64:.4f}); V 96 in one: {m96:.4f} ms "
+    print(f"forward: V 128 in two tiles {m64:.4f} ms ({lo64:.4f}); V 96 in one {m96:.4f} ms "
           f"({lo96:.4f}); ratio {m96 / m64:.3f}; max |o diff| {diff:.3g}")
+    do96 = o96[0]  # any [B, Tp, H * 96] bf16 cotangent
+    do128 = pad(do96.reshape(B * T, H, 96)).reshape(B, T, H * 128)
+    g64 = jax.jit(functools.partial(dh, heads=H))
+    g96 = jax.jit(functools.partial(dh, heads=H, block_v=96))
+    m64, lo64, d64 = timed(g64, (w, kd, gc, qd, aqk, do128, s0128))
+    m96, lo96, d96 = timed(g96, (w, kd, gc, qd, aqk, do96, s096))
+    diff = float(jnp.max(jnp.abs(d64[1][..., :96].astype(jnp.float32)
+                                 - d96[1].astype(jnp.float32))))
+    print(f"dh: V 128 in two tiles {m64:.4f} ms ({lo64:.4f}); V 96 in one {m96:.4f} ms "
+          f"({lo96:.4f}); ratio {m96 / m64:.3f}; max |dd diff| {diff:.3g}")
