@@ -1,14 +1,15 @@
 """The state passes (forward and dh) at the ladder's head dims, two ways each (needs
-`state-passes-v96.patch` applied): V padded to 128 in two 64-wide tiles (main), and V = 96 as
+`gdn-v96-path.patch` applied): V padded to 128 in two 64-wide tiles (main), and V = 96 as
 one tile a head (64-byte swizzle). The forward with saves and bf16 o, dh with dO, both in the
 caller's layout, as training runs them; the 370M layer's dims (B8 T2048, 22 heads, Kp 64).
 
-    git apply experiments/patches/state-passes-v96.patch
+    git apply experiments/patches/gdn-v96-path.patch
     python experiments/patches/gdn_state_v96_bench.py      # on a GPU
 
-If one tile a head is clearly faster (the passes look bound by bytes there: the forward moves
-about 720 MB in 0.162 ms on an H200), the fused gradients need V = 96 too before the op can
-use it."""
+The patch also runs the fused gradients at V = 96 and wires the op to it (bf16 q, k, v);
+the whole op is timed with gdn_kernel_compare.py (the LOG gives the command). This script
+shows the state passes alone: they looked bound by bytes at these dims (the forward moved
+about 720 MB in 0.162 ms on an H200)."""
 import functools
 import os
 import sys
