@@ -106,22 +106,13 @@ out = fn(*args)
 jax.block_until_ready(out)
 print("RAN_OK")
 if TIME:
-    import time
     BH, N = 64, 64
     Tp = N * C
     args = (bf(BH, Tp, Kp), bf(BH, Tp, Kp), bf(BH, Tp, V), f(BH, 2, Tp), jax.nn.sigmoid(f(BH, Tp)),
             bf(BH, Tp, C), bf(BH, N * Kp, V), bf(BH, N * Kp, V), bf(BH, Tp, V), bf(BH, Tp, V),
             bf(BH, Tp, V))
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(30):
-        t0 = time.perf_counter()
-        for _ in range(5):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        ts.append((time.perf_counter() - t0) / 5 * 1e3)
-    ts.sort()
-    print("TIME_MS", ts[len(ts) // 2], ts[0])
+    from benchmarks.gdn_kernel import time_jax
+    print("TIME_MS", *time_jax(fn, args, warmup=1, iters=30, inner=5))
 '''
 
 TIMED = {"base", "split_pairs", "no_daqk_cast", "chain_late"}

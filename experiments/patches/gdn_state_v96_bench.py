@@ -13,12 +13,12 @@ about 720 MB in 0.162 ms on an H200)."""
 import functools
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from benchmarks.gdn_kernel import time_jax  # noqa: E402
 from kernels.gated_delta_rule.gpu.state_mosaic import state_fwd  # noqa: E402
 from kernels.gated_delta_rule.gpu.state_mosaic_bwd import dh  # noqa: E402
 
@@ -35,22 +35,16 @@ pad = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, 32)])  # noqa: E731
 u128, s0128 = pad(u96), pad(s096)
 
 
-def timed(fn, args, reps=30, inner=5):
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        ts.append((time.perf_counter() - t0) / inner * 1e3)
-    ts.sort()
-    return ts[len(ts) // 2], ts[0], out
+def timed(fn, args):
+    """(median ms, min ms, the outputs)."""
+    return (*time_jax(fn, args, warmup=1, iters=30, inner=5), fn(*args))
 
 
 kw = dict(residuals=True, o_dtype=jnp.bfloat16, heads=H)
 f64 = jax.jit(functools.partial(state_fwd, **kw))
 f96 = jax.jit(functools.partial(state_fwd, block_v=96, **kw))
+g64 = jax.jit(functools.partial(dh, heads=H))
+g96 = jax.jit(functools.partial(dh, heads=H, block_v=96))
 print(jax.devices()[0].device_kind)
 for _ in range(2):  # two rounds, alternated
     m64, lo64, o64 = timed(f64, (w, u128, kd, gc, qd, aqk, s0128))
@@ -61,8 +55,6 @@ for _ in range(2):  # two rounds, alternated
           f"({lo96:.4f}); ratio {m96 / m64:.3f}; max |o diff| {diff:.3g}")
     do96 = o96[0]  # any [B, Tp, H * 96] bf16 cotangent
     do128 = pad(do96.reshape(B * T, H, 96)).reshape(B, T, H * 128)
-    g64 = jax.jit(functools.partial(dh, heads=H))
-    g96 = jax.jit(functools.partial(dh, heads=H, block_v=96))
     m64, lo64, d64 = timed(g64, (w, kd, gc, qd, aqk, do128, s0128))
     m96, lo96, d96 = timed(g96, (w, kd, gc, qd, aqk, do96, s096))
     diff = float(jnp.max(jnp.abs(d64[1][..., :96].astype(jnp.float32)
