@@ -1,15 +1,12 @@
-"""The state passes (forward and dh) at the ladder's head dims, two ways each (needs
-`gdn-v96-path.patch` applied): V padded to 128 in two 64-wide tiles (main), and V = 96 as
-one tile a head (64-byte swizzle). The forward with saves and bf16 o, dh with dO, both in the
-caller's layout, as training runs them; the 370M layer's dims (B8 T2048, 22 heads, Kp 64).
+"""The state passes (forward and dh) at the ladder's head dims, two ways each: V padded to 128
+in two 64-wide tiles (the path before the V = 96 one), and V = 96 as one tile a head (64-byte
+swizzle, `block_v=96`, the production path there). The forward with saves and bf16 o, dh with
+dO, both in the caller's layout, as training runs them; the 370M layer's dims (B8 T2048, 22
+heads, Kp 64).
 
-    git apply experiments/patches/gdn-v96-path.patch
     python experiments/patches/gdn_state_v96_bench.py      # on a GPU
 
-The patch also runs the fused gradients at V = 96 and wires the op to it (bf16 q, k, v);
-the whole op is timed with gdn_kernel_compare.py (the LOG gives the command). This script
-shows the state passes alone: they looked bound by bytes at these dims (the forward moved
-about 720 MB in 0.162 ms on an H200)."""
+The whole op is timed with gdn_kernel_compare.py; this script shows the state passes alone."""
 import functools
 import os
 import sys

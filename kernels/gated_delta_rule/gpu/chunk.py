@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.gated_delta_rule import reference
-from kernels.gated_delta_rule.gpu import (chunk_math, grad_mosaic, prep_mosaic,
+from kernels.gated_delta_rule.gpu import (chunk_math, grad_mosaic, mosaic_common, prep_mosaic,
                                           prep_mosaic_bwd, prep_triton, qk_input, state_mosaic,
                                           state_mosaic_bwd, state_triton)
 from kernels.gated_delta_rule.gpu.config import (KernelConfig, Plan, padded_k, plan,
@@ -120,6 +120,11 @@ def _kernel_scale(p: Plan):
     return 1.0 if p.q_scale is None else p.q_scale
 
 
+def _state_block(p: Plan):
+    """The Mosaic state passes' V tile: the whole V = 96 of the ladder's heads, else 64."""
+    return mosaic_common.BV_WHOLE_96 if p.state_v == 96 else mosaic_common.BV
+
+
 def _heads(p: Plan, o: bool = False):
     """The caller's layout's heads for q, k, v (or, with o, for o and dO), else None."""
     return p.heads if (p.o_caller_layout if o else p.caller_layout) else None
@@ -141,8 +146,10 @@ def _forward(q, k, v, g, beta, gc, s0, p: Plan, residuals: bool):
                                     save_inverse=residuals, **_triton_prep(p))
     w, u, kd, qd, aqk = prep[:5]
     if p.state == "mosaic":  # o in the operands' dtype (bf16), as the Triton forward writes it
-        state = state_mosaic.state_fwd(w, u[..., :V], kd, gc, qd, aqk, s0, residuals=residuals,
-                                       o_dtype=w.dtype, heads=_heads(p, o=True),
+        whole96 = _state_block(p) == mosaic_common.BV_WHOLE_96  # reads u's first 96 columns
+        state = state_mosaic.state_fwd(w, u if whole96 else u[..., :V], kd, gc, qd, aqk, s0,
+                                       residuals=residuals, o_dtype=w.dtype,
+                                       heads=_heads(p, o=True), block_v=_state_block(p),
                                        interpret=_mosaic_interpret(p))
     else:
         state = state_triton.state_fwd(w, u[..., :V], kd, gc, qd, aqk, s0, residuals=residuals,
@@ -161,6 +168,7 @@ def _backward(p: Plan, res, cts):
     if p.state == "mosaic":  # bf16 out, the operand dtype at "default"
         dstates, dd, ds0 = state_mosaic_bwd.dh(w, kd, gc, qd, aqk, do, dsf,
                                                heads=_heads(p, o=True),
+                                               block_v=_state_block(p),
                                                interpret=_mosaic_interpret(p))
         dstates, dd = dstates.astype(dt), dd.astype(dt)
     else:

@@ -165,11 +165,18 @@ def plan(precision: str, interpret: bool, config: KernelConfig, *, C: int, Kp: i
     Vp = prep_v(V, config.block_d)
     prep_fwd = "mosaic" if mosaic and prep_mosaic.takes_shape(C, Kp, Vp) else "triton"
     # Behind the Mosaic prep the state passes take its zero-padded Vp (a multiple of 64) where
-    # V alone is not one: the padding columns of u, S, o and dO stay zero.
-    state_v = (Vp if prep_fwd == "mosaic" and state_mosaic.takes_shape(C, Kp, Vp) else V)
-    state = "mosaic" if mosaic and state_mosaic.takes_shape(C, Kp, state_v) else "triton"
+    # V alone is not one: the padding columns of u, S, o and dO stay zero. The ladder models'
+    # heads (K 48, V 96) are the exception: there the state passes and the fused gradients take
+    # V = 96 as one tile a head (`mosaic_common.BV_WHOLE_96`), reading the first 96 columns of
+    # the prep's u and v.
+    whole96 = (mosaic and bf16_qkv and prep_fwd == "mosaic" and (C, Kp, V, Vp) == (64, 64, 96, 128))
+    state_v = 96 if whole96 else (Vp if prep_fwd == "mosaic"
+                                   and state_mosaic.takes_shape(C, Kp, Vp) else V)
+    state = ("mosaic" if whole96 or (mosaic and state_mosaic.takes_shape(C, Kp, state_v))
+             else "triton")
     prep_bwd = "mosaic" if prep_fwd == "mosaic" and bf16_qkv else "triton"
-    if prep_bwd == "mosaic" and state == "mosaic" and grad_mosaic.takes_shape(C, Kp, state_v):
+    if prep_bwd == "mosaic" and state == "mosaic" and grad_mosaic.takes_shape(
+            C, Kp, Vp if whole96 else state_v):
         dqk = prep_bwd = "fused"
     else:
         dqk = "triton"

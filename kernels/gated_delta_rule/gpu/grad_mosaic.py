@@ -45,6 +45,11 @@ the two kernels' time at the K=V=128 shapes on an H200). At V = 192 they would n
 load once phase 1 is done. The lowered kernel asks for 227,384 bytes of dynamic shared memory
 at Kp = 128 and V = 128 or 192 (Hopper: 232,448 a block): one program an SM.
 
+The ladder's heads (Kp 64, V 96). The state passes run V = 96 unpadded there, so the states,
+dstates, delta, dd and dO are 96 wide while v keeps the prep's padded width 128: the kernel
+reads v's first 96 columns and writes dv's (the padding's cotangent is dropped by the pad's
+transpose). Every bf16 operand then takes the 64-byte swizzle (`mosaic_common.bf16_transforms`).
+
 Numerics
     bf16 wgmma operands (S, dS, delta, dO, dd, T, q, k, beta v, bE k, dT, T^T dT, d(k k^T),
     dQK), fp32 accumulation and vector sums; T's and the decays' products as the two kernels it
@@ -61,9 +66,9 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
 from kernels.gated_delta_rule.gpu import prep_grads_mosaic as pg
-from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, C_SUPPORTED, F32_TR,
-                                                        KP_SUPPORTED, expect_shapes,
-                                                        meet, store_tile,
+from kernels.gated_delta_rule.gpu.mosaic_common import (BV, C_SUPPORTED, F32_TR,
+                                                        KP_SUPPORTED, bf16_transforms,
+                                                        expect_shapes, meet, store_tile,
                                                         wgmma_products)
 
 __all__ = ["chunk_grads", "takes_shape"]
@@ -84,7 +89,7 @@ EARLY_V_MAX = 128
 def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
             dq_g, dk_g, dv_g, dg_g, db_g, dgc_g,
             dw_s, dkd_s, dqd_s, du_s, g_s, lf_s, b_s, dgc_s, bar_s, bar_ds, bar2, phase1_done,
-            bv, dt, dqk, done, union, *early_s, C, Kp, V, heads, scale):
+            bv, dt, dqk, done, union, *early_s, C, Kp, V, Vs, heads, scale):
     """Two warpgroups (`prep_grads_mosaic`): CHAIN issues the loads and takes dw, dqd, daqk
     in phase 1 and the [C, C] chain in phase 2; TILES takes dkd and dgc, then the [C, Kp] and
     [C, V] tiles. union: phase 1's S, dS, delta, dO, and phase 2's staging tiles (with q, k,
@@ -99,7 +104,8 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
     (st_s, dst_s, delta_s, do_s), staged = union
     q_s, k_s, v_s, t_s = early_s or staged[4:]
     dqk_s, ck_s, cc_s, x_s = staged[:4]
-    phase2_loads = tuple(zip((chunk(q_g, Kp), chunk(k_g, Kp), chunk(v_g, V), t_g.at[i, rows]),
+    phase2_loads = tuple(zip((chunk(q_g, Kp), chunk(k_g, Kp),
+                              lay.tile(v_g, i, rows, heads, V, 0, Vs), t_g.at[i, rows]),
                              (q_s, k_s, v_s, t_s)))
     tiles = pg.Tiles(q=q_s, k=k_s, v=v_s, t=t_s, dw=dw_s, du=du_s, dkd=dkd_s, dqd=dqd_s,
                      dqk=dqk_s, ck=ck_s, cc=cc_s, x=x_s, g=g_s, lf=lf_s, b=b_s)
@@ -108,7 +114,7 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
     @pl.when(wg == pg.CHAIN)
     def _():
         loads = ((st_g.at[i, srows], st_s, bar_s), (dd_g.at[i, rows], du_s, bar_s),
-                 (chunk(do_g, V), do_s, bar_s), (gs_g.at[i, 0, rows], g_s, bar_s),
+                 (chunk(do_g, Vs), do_s, bar_s), (gs_g.at[i, 0, rows], g_s, bar_s),
                  (gs_g.at[i, 1, rows], lf_s, bar_s), (b_g.at[i, rows], b_s, bar_s),
                  (dst_g.at[i, srows], dst_s, bar_ds), (delta_g.at[i, rows], delta_s, bar_ds))
         for src, dst, bar in loads + tuple((src, dst, bar2) for src, dst in phase2_loads
@@ -135,21 +141,23 @@ def _kernel(q_g, k_g, v_g, gs_g, b_g, t_g, st_g, dst_g, delta_g, dd_g, do_g,
         store_tile(dkd_s, dkd)
         plgpu.barrier_wait(bar_s)
         dgc = jnp.zeros((Kp,), f32)
-        for j in range(V // BV):  # [Kp, BV] tiles: the whole [Kp, V] pair would not fit registers
-            cols = pl.ds(j * BV, BV)
+        step = BV if Vs % BV == 0 else Vs // 3  # V = 96: three tiles of 32
+        for j in range(Vs // step):  # [Kp, step] tiles: the whole [Kp, V] pair would not fit
+            cols = pl.ds(j * step, step)
             S, dS = (plgpu.load(r.at[:, cols], layout=WG).astype(f32) for r in (st_s, dst_s))
             dgc = dgc + jnp.sum(dS * S, axis=1)
         store_tile(dgc_s, dgc, dgc_g.at[i, n])
         meet(phase1_done)
         plgpu.barrier_wait(bar2)
         pg.tiles(tiles, h, scale=scale,
-                 out=(chunk(dq_g, Kp), chunk(dk_g, Kp), chunk(dv_g, V), dg_g.at[i, 0, rows],
+                 out=(chunk(dq_g, Kp), chunk(dk_g, Kp), lay.tile(dv_g, i, rows, heads, V, 0, Vs),
+                      dg_g.at[i, 0, rows],
                       dg_g.at[i, 1, rows], db_g.at[i, rows]))
 
 
-def _phase2_inputs(C, Kp, V):
+def _phase2_inputs(C, Kp, V, tr):
     """SMEM for q, k [C, Kp], v [C, V] and T [C, C] (bf16)."""
-    return [plgpu.SMEM(shape, jnp.bfloat16, transforms=BF16_TR)
+    return [plgpu.SMEM(shape, jnp.bfloat16, transforms=tr)
             for shape in ((C, Kp), (C, Kp), (C, V), (C, C))]
 
 
@@ -168,6 +176,11 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
     GPU interpreter."""
     BH, Tp, Kp, V = lay.dims(q, v, heads)
     N = Tp // C
+    Vs = states.shape[-1]  # the state passes' width: V, or 96 of a V padded to 128
+    if Vs != V and (Vs, V, Kp) != (96, 128, 64):
+        raise ValueError(f"the states' width must be v's, or 96 with v padded to 128 at Kp = "
+                         f"64; got {Vs}, {V}, Kp={Kp}")
+    tr = bf16_transforms(Vs)
     if not takes_shape(C, Kp, V) or Tp % C:
         raise ValueError(f"the Mosaic chunk gradients need C = {C_SUPPORTED}, Kp in "
                          f"{KP_SUPPORTED}, V a multiple of {BV} up to {V_MAX} and Tp a "
@@ -175,7 +188,7 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
     if q.dtype != jnp.bfloat16:
         raise ValueError(f"the Mosaic chunk gradients write dq, dk, dv in bf16, so they take "
                          f"bf16 q, k, v; got {q.dtype}")
-    sv, cv = (BH, N * Kp, V), (BH, Tp, V)
+    sv, cv = (BH, N * Kp, Vs), (BH, Tp, Vs)
     want = dict(gs=(BH, 2, Tp), beta=(BH, Tp), T=(BH, Tp, C), states=sv, dstates=sv,
                 delta=cv, dd=cv, do=cv)
     expect_shapes(want, gs=gs, beta=beta, T=T, states=states, dstates=dstates, delta=delta,
@@ -183,12 +196,12 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
     bf16, f32 = jnp.bfloat16, jnp.float32
     ins = [x.astype(bf16) for x in (q, k, v)] + [gs.astype(f32), beta.astype(f32)]
     ins += [x.astype(bf16) for x in (T, states, dstates, delta, dd, do)]
-    early = V <= EARLY_V_MAX
+    early = Vs <= EARLY_V_MAX
     scratch = [
-        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dw
-        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dkd, then dk
-        plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),  # dqd
-        plgpu.SMEM((C, V), bf16, transforms=BF16_TR),   # du, then dv
+        plgpu.SMEM((C, Kp), bf16, transforms=tr),  # dw
+        plgpu.SMEM((C, Kp), bf16, transforms=tr),  # dkd, then dk
+        plgpu.SMEM((C, Kp), bf16, transforms=tr),  # dqd
+        plgpu.SMEM((C, Vs), bf16, transforms=tr),  # du, then dv
         plgpu.SMEM((C,), f32),                          # G, then dG
         plgpu.SMEM((C,), f32),                          # logF, then dlogF
         plgpu.SMEM((C,), f32),                          # beta, then dbeta
@@ -199,18 +212,18 @@ def chunk_grads(q, k, v, gs, beta, T, states, dstates, delta, dd, do, *, C, scal
         plgpu.Barrier(num_arrivals=2),                  # both warpgroups are done with phase 1
         *pg.Handovers.scratch(),
         plgpu.RefUnion(
-            [plgpu.SMEM(shape, bf16, transforms=BF16_TR)           # S, dS, delta, dO
-             for shape in ((Kp, V), (Kp, V), (C, V), (C, V))],
-            [plgpu.SMEM((C, C), bf16, transforms=BF16_TR),         # daqk's dQK
-             plgpu.SMEM((C, Kp), bf16, transforms=BF16_TR),        # bE k, then dq
-             plgpu.SMEM((C, C), bf16, transforms=BF16_TR),         # dT, T^T dT, d(k k^T)
-             plgpu.SMEM((C, C), f32, transforms=F32_TR)]           # transposes
-            + ([] if early else _phase2_inputs(C, Kp, V))),
-        *(_phase2_inputs(C, Kp, V) if early else ()),
+            [plgpu.SMEM(shape, bf16, transforms=tr)           # S, dS, delta, dO
+             for shape in ((Kp, Vs), (Kp, Vs), (C, Vs), (C, Vs))],
+            [plgpu.SMEM((C, C), bf16, transforms=tr),         # daqk's dQK
+             plgpu.SMEM((C, Kp), bf16, transforms=tr),        # bE k, then dq
+             plgpu.SMEM((C, C), bf16, transforms=tr),         # dT, T^T dT, d(k k^T)
+             plgpu.SMEM((C, C), f32, transforms=F32_TR)]      # transposes
+            + ([] if early else _phase2_inputs(C, Kp, Vs, tr))),
+        *(_phase2_inputs(C, Kp, Vs, tr) if early else ()),
     ]
 
     def gdr_chunk_grads_mgpu(*refs):
-        _kernel(*refs, C=C, Kp=Kp, V=V, heads=heads, scale=float(scale))
+        _kernel(*refs, C=C, Kp=Kp, V=V, Vs=Vs, heads=heads, scale=float(scale))
 
     grad = lambda d: jax.ShapeDtypeStruct(lay.shape(BH, Tp, d, heads), bf16)  # noqa: E731
     return plgpu.kernel(

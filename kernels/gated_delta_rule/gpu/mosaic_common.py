@@ -24,6 +24,17 @@ def takes_shape(C: int, Kp: int, V: int) -> bool:
 # elements and an fp32 row of 32 elements are 128 bytes.
 BF16_TR = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
 F32_TR = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(128))
+# V = 96 as one tile (the ladder models' value heads): a 192-byte row is three 64-byte swizzle
+# tiles of 32 bf16, and a wgmma's operands share one swizzle, so every bf16 operand of a kernel
+# that takes such a tile takes the 64-byte swizzle.
+BF16_TR64 = (plgpu.TilingTransform((8, 32)), plgpu.SwizzleTransform(64))
+BV_WHOLE_96 = 96  # the state passes' V tile for V = 96 at Kp = 64: one tile a head
+
+
+def bf16_transforms(width: int):
+    """The SMEM transforms of a kernel's bf16 operands when its V-side tiles are `width` wide:
+    128-byte swizzle, or 64-byte where the width is not a multiple of 64 elements."""
+    return BF16_TR if width % 64 == 0 else BF16_TR64
 
 
 def expect_shapes(want: dict, **arrays):
@@ -33,18 +44,28 @@ def expect_shapes(want: dict, **arrays):
             raise ValueError(f"{name}: expected shape {want[name]}, got {x.shape}")
 
 
-def check_shapes(w, u, kd, gc, qd, aqk, **state_shaped):
-    """Validates the state-pass layouts (`state_mosaic.state_fwd`); returns
-    (BH, Tp, Kp, V, C, N)."""
+def check_shapes(w, u, kd, gc, qd, aqk, *, block_v=BV, **state_shaped):
+    """Validates the state-pass layouts (`state_mosaic.state_fwd`) for V tiles of block_v: BV,
+    or BV_WHOLE_96 (V = 96 at Kp = 64, one tile; u may then be the prep's 128-wide u, read in
+    its first 96 columns). Returns (BH, Tp, Kp, V, C, N)."""
     BH, Tp, Kp = w.shape
-    V, C, N = u.shape[-1], aqk.shape[-1], gc.shape[-1]
+    C, N = aqk.shape[-1], gc.shape[-1]
     if C != C_SUPPORTED or Tp != N * C:
         raise ValueError(f"need chunk size {C_SUPPORTED} and Tp = N * C, got C={C}, Tp={Tp}, N={N}")
     if Kp not in KP_SUPPORTED:
         raise ValueError(f"Kp must be one of {KP_SUPPORTED}, got {Kp}")
-    if V % BV:
-        raise ValueError(f"V must be a multiple of {BV}, got {V}")
-    shapes = dict(u=(BH, Tp, V), kd=(BH, Tp, Kp), qd=(BH, Tp, Kp), aqk=(BH, Tp, C),
+    if block_v == BV_WHOLE_96:
+        V, u_width = 96, u.shape[-1]
+        if Kp != 64 or u_width not in (96, 128):
+            raise ValueError(f"block_v={BV_WHOLE_96} takes V = 96 at Kp = 64 (u 96 or 128 "
+                             f"wide), got Kp={Kp}, u {u.shape}")
+    elif block_v == BV:
+        V = u_width = u.shape[-1]
+        if V % BV:
+            raise ValueError(f"V must be a multiple of {BV}, got {V}")
+    else:
+        raise ValueError(f"block_v must be {BV} or {BV_WHOLE_96}, got {block_v}")
+    shapes = dict(u=(BH, Tp, u_width), kd=(BH, Tp, Kp), qd=(BH, Tp, Kp), aqk=(BH, Tp, C),
                   gc=(BH, Kp, N), s0=(BH, Kp, V), states=(BH, N * Kp, V), do=(BH, Tp, V),
                   dsf=(BH, Kp, V))
     expect_shapes(shapes, u=u, kd=kd, qd=qd, aqk=aqk, gc=gc, **state_shaped)

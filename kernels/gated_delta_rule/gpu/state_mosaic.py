@@ -14,6 +14,10 @@ the state S [Kp, BV] fp32 in registers (wgmma accumulator layout):
     o_n   = qd_n @ S + aqk_n @ delta
     S     = gc_n * S + kd_n^T @ delta          (gc_n [Kp]: exp(G_C), one decay per state row)
 
+The ladder's heads (Kp 64, V 96): `block_v=96` runs one program a head over the unpadded V,
+reading the first 96 columns of the prep's 128-wide u, with every bf16 operand on the 64-byte
+swizzle (`mosaic_common.BF16_TR64`); `dh` takes the same.
+
 Numerics
     Those of the Triton kernel at precision="default": every matmul operand is bf16 (w, kd,
     qd, u, aqk are cast to bf16 in XLA; S and delta are rounded to bf16 when they are stored
@@ -59,7 +63,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
-from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, F32_TR, check_shapes,
+from kernels.gated_delta_rule.gpu.mosaic_common import (BV, F32_TR, bf16_transforms,
+                                                        check_shapes,
                                                         copy_chunk_operands, load_state,
                                                         store_state, takes_shape)
 
@@ -67,7 +72,7 @@ __all__ = ["state_fwd", "takes_shape"]
 
 
 def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N, save_states,
-            save_delta, heads, V):
+            save_delta, heads, V, BV):
     states_g, refs = (refs[0], refs[1:]) if save_states else (None, refs)
     delta_g, refs = (refs[0], refs[1:]) if save_delta else (None, refs)
     (w_buf, kd_buf, qd_buf, u_buf, aqk_buf, gc_buf, s_smem, d_smem, o_smem, sio_smem,
@@ -143,8 +148,9 @@ def _kernel(w_g, u_g, kd_g, gct_g, qd_g, aqk_g, s0_g, o_g, sf_g, *refs, C, Kp, N
     store_state(s_fin, sio_smem, sf_g.at[i, :, cols])
 
 
+
 def state_fwd(w, u, kd, gc, qd, aqk, s0, *, residuals=False, interpret=None,
-              o_dtype=jnp.float32, heads=None):
+              o_dtype=jnp.float32, heads=None, block_v=BV):
     """The forward state pass: w, kd, qd [BH, Tp, Kp]; u [BH, Tp, V]; aqk [BH, Tp, C]; gc
     [BH, Kp, N] (exp(G_C) repeated over Kp); s0 [BH, Kp, V]. Any float dtypes: w, u, kd, qd,
     aqk are cast to bf16, gc and s0 to fp32. Returns (o [BH, Tp, V] in o_dtype, fp32 or bf16;
@@ -155,7 +161,9 @@ def state_fwd(w, u, kd, gc, qd, aqk, s0, *, residuals=False, interpret=None,
     `interpret`: None to compile for the GPU, or a `plgpu.InterpretGPUParams()` to run in the
     Mosaic GPU interpreter (on CPU)."""
     save_states = save_delta = bool(residuals)
-    BH, Tp, Kp, V, C, N = check_shapes(w, u, kd, gc, qd, aqk, s0=s0)
+    BV = block_v
+    BH, Tp, Kp, V, C, N = check_shapes(w, u, kd, gc, qd, aqk, block_v=BV, s0=s0)
+    tr = bf16_transforms(BV)
     bf16, f32 = jnp.bfloat16, jnp.float32
     o_dtype = jnp.dtype(o_dtype)
     if o_dtype not in (f32, bf16):
@@ -168,15 +176,15 @@ def state_fwd(w, u, kd, gc, qd, aqk, s0, *, residuals=False, interpret=None,
     s0 = s0.astype(f32)
 
     scratch = [
-        plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # w, double-buffered
-        plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # kd
-        plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # qd
-        plgpu.SMEM((2, C, BV), bf16, transforms=BF16_TR),  # u tile
-        plgpu.SMEM((2, C, C), bf16, transforms=BF16_TR),   # aqk
+        plgpu.SMEM((2, C, Kp), bf16, transforms=tr),  # w, double-buffered
+        plgpu.SMEM((2, C, Kp), bf16, transforms=tr),  # kd
+        plgpu.SMEM((2, C, Kp), bf16, transforms=tr),  # qd
+        plgpu.SMEM((2, C, BV), bf16, transforms=tr),  # u tile
+        plgpu.SMEM((2, C, C), bf16, transforms=tr),   # aqk
         plgpu.SMEM((2, Kp), f32),                          # gc
-        plgpu.SMEM((Kp, BV), bf16, transforms=BF16_TR),    # bf16(S): wgmma B operand
-        plgpu.SMEM((C, BV), bf16, transforms=BF16_TR),     # bf16(delta): wgmma B operand
-        plgpu.SMEM((C, BV), o_dtype, transforms=F32_TR if o_dtype == f32 else BF16_TR),  # o
+        plgpu.SMEM((Kp, BV), bf16, transforms=tr),    # bf16(S): wgmma B operand
+        plgpu.SMEM((C, BV), bf16, transforms=tr),     # bf16(delta): wgmma B operand
+        plgpu.SMEM((C, BV), o_dtype, transforms=F32_TR if o_dtype == f32 else tr),  # o
         plgpu.SMEM((Kp, BV), f32, transforms=F32_TR),      # S in/out staging
         plgpu.Barrier(num_arrivals=6, num_barriers=2),     # one per slot, six TMA copies
         plgpu.Barrier(num_arrivals=1),                     # s0 load
@@ -184,7 +192,7 @@ def state_fwd(w, u, kd, gc, qd, aqk, s0, *, residuals=False, interpret=None,
 
     def gdr_state_pass_fwd_mgpu(*refs):
         _kernel(*refs, C=C, Kp=Kp, N=N, save_states=save_states, save_delta=save_delta,
-                heads=heads, V=V)
+                heads=heads, V=V, BV=BV)
 
     kernel = plgpu.kernel(
         gdr_state_pass_fwd_mgpu,

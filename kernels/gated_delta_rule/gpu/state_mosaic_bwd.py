@@ -39,16 +39,16 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from kernels.gated_delta_rule.gpu import layout as lay
-from kernels.gated_delta_rule.gpu.mosaic_common import (BF16_TR, BV, F32_TR, check_shapes,
-                                                        copy_chunk_operands, load_state,
-                                                        store_state, takes_shape)
+from kernels.gated_delta_rule.gpu.mosaic_common import (BV, F32_TR, bf16_transforms,
+                                                        check_shapes, copy_chunk_operands,
+                                                        load_state, store_state, takes_shape)
 
 __all__ = ["dh", "takes_shape"]
 
 
 def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_g,
                w_buf, kd_buf, qd_buf, aqk_buf, gc_buf, do_buf, ds_smem, dd_smem, ndd_smem,
-               sio_smem, bars, sbar, *, C, Kp, N, heads, V):
+               sio_smem, bars, sbar, *, C, Kp, N, heads, V, BV):
     i = lax.axis_index("i")
     j = lax.axis_index("j")
     cols = pl.ds(j * BV, BV)
@@ -107,35 +107,38 @@ def _dh_kernel(w_g, kd_g, gct_g, qd_g, aqk_g, do_g, dsf_g, dstates_g, dd_g, ds0_
     store_state(ds_fin, sio_smem, ds0_g.at[i, :, cols])
 
 
-def dh(w, kd, gc, qd, aqk, do, dsf, *, interpret=None, heads=None):
+def dh(w, kd, gc, qd, aqk, do, dsf, *, interpret=None, heads=None, block_v=BV):
     """(dstates bf16 [BH, N*Kp, V], dd bf16 [BH, Tp, V], ds0 fp32 [BH, Kp, V]) from w, kd, qd
     [BH, Tp, Kp]; gc [BH, Kp, N]; aqk [BH, Tp, C]; do [BH, Tp, V] (with heads, the caller's
     layout [BH / heads, Tp, heads * V]: `layout.py`); dsf = dL/dS_final [BH, Kp, V]. Operands
     are cast to bf16 (gc, dsf to fp32) in XLA. `interpret`: None to compile for the GPU, or a
     `plgpu.InterpretGPUParams()` for the Mosaic GPU interpreter."""
-    # do stands in for u, whose [BH, Tp, V] shape it shares, in the shared shape check
-    BH, Tp, Kp, V, C, N = check_shapes(w, lay.flat(do, heads, w.shape[0]), kd, gc, qd, aqk,
-                                        dsf=dsf)
+    # do stands in for u in the shared shape check, and is checked at exactly V as `do`
+    BV = block_v
+    do_flat = lay.flat(do, heads, w.shape[0])
+    BH, Tp, Kp, V, C, N = check_shapes(w, do_flat, kd, gc, qd, aqk, block_v=BV, dsf=dsf,
+                                        do=do_flat)
+    tr = bf16_transforms(BV)
     bf16, f32 = jnp.bfloat16, jnp.float32
     ins = [x.astype(bf16) for x in (w, kd)] + [jnp.swapaxes(gc.astype(f32), 1, 2)]
     ins += [x.astype(bf16) for x in (qd, aqk, do)] + [dsf.astype(f32)]
     scratch = [
-        plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # w, double-buffered
-        plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # kd
-        plgpu.SMEM((2, C, Kp), bf16, transforms=BF16_TR),  # qd
-        plgpu.SMEM((2, C, C), bf16, transforms=BF16_TR),   # aqk
-        plgpu.SMEM((2, Kp), f32),                          # gc
-        plgpu.SMEM((2, C, BV), bf16, transforms=BF16_TR),  # dO tile
-        plgpu.SMEM((Kp, BV), bf16, transforms=BF16_TR),    # bf16(dS): wgmma B operand
-        plgpu.SMEM((C, BV), bf16, transforms=BF16_TR),     # bf16(dd): its store
-        plgpu.SMEM((C, BV), bf16, transforms=BF16_TR),     # bf16(-dd): wgmma B operand
+        plgpu.SMEM((2, C, Kp), bf16, transforms=tr),  # w, double-buffered
+        plgpu.SMEM((2, C, Kp), bf16, transforms=tr),  # kd
+        plgpu.SMEM((2, C, Kp), bf16, transforms=tr),  # qd
+        plgpu.SMEM((2, C, C), bf16, transforms=tr),   # aqk
+        plgpu.SMEM((2, Kp), f32),                     # gc
+        plgpu.SMEM((2, C, BV), bf16, transforms=tr),  # dO tile
+        plgpu.SMEM((Kp, BV), bf16, transforms=tr),    # bf16(dS): wgmma B operand
+        plgpu.SMEM((C, BV), bf16, transforms=tr),     # bf16(dd): its store
+        plgpu.SMEM((C, BV), bf16, transforms=tr),     # bf16(-dd): wgmma B operand
         plgpu.SMEM((Kp, BV), f32, transforms=F32_TR),      # dS in/out staging
         plgpu.Barrier(num_arrivals=6, num_barriers=2),     # one per slot, six TMA copies
         plgpu.Barrier(num_arrivals=1),                     # dsf load
     ]
 
     def gdr_split_dh_mgpu(*refs):
-        _dh_kernel(*refs, C=C, Kp=Kp, N=N, heads=heads, V=V)
+        _dh_kernel(*refs, C=C, Kp=Kp, N=N, heads=heads, V=V, BV=BV)
 
     kernel = plgpu.kernel(
         gdr_split_dh_mgpu,

@@ -158,3 +158,40 @@ def test_rejects_what_it_does_not_take():
     assert not takes_shape(64, 128, 256) and not takes_shape(64, 128, 96)
     assert not takes_shape(32, 128, 128) and not takes_shape(64, 256, 128)
 
+
+
+@in_child
+def test_interpret_whole_v96_is_the_padded_kernel():
+    """The ladder's heads (Kp 64, V 96 in the prep's 128): the states, dstates, delta, dd and
+    dO 96 wide, v read and dv written as the first 96 of 128 columns, every bf16 operand on the
+    64-byte swizzle. Against the kernel at V = 128 with those operands zero past 96: the same
+    dq, dk, dg and dv's first 96 columns; dbeta and dgc, fp32 row sums over V whose order
+    differs at 96 columns, to fp32 rounding."""
+    args = _operands(64, 128)
+    zero_past_96 = lambda x: x.at[..., 96:].set(0)  # noqa: E731
+    padded = args[:2] + (zero_past_96(args[2]),) + args[3:6] + tuple(
+        zero_past_96(x) for x in args[6:])
+    want = _interpret(padded)
+    got = _interpret(padded[:6] + tuple(x[..., :96] for x in padded[6:]))
+    for name, a, b in zip(NAMES, got, want):
+        a, b = (a[..., :96], b[..., :96]) if name == "dv" else (a, b)
+        assert a.shape == b.shape, name
+        if name in ("dbeta", "dgc"):
+            err = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+            assert err < 1e-6, (name, err)
+        else:
+            assert bool(jnp.all(a == b)), name
+
+
+@pytest.mark.parametrize("heads", [None, BH])
+def test_whole_v96_lowers_for_cuda(heads):
+    S = jax.ShapeDtypeStruct
+    specs = list(_specs(64, 128, heads))
+    for j in (6, 7):  # states, dstates
+        specs[j] = S((BH, N * 64, 96), jnp.bfloat16)
+    for j in (8, 9):  # delta, dd
+        specs[j] = S((BH, TP, 96), jnp.bfloat16)
+    specs[10] = _specs(64, 96, heads)[10]  # dO, as o: 96 wide
+    fn = functools.partial(chunk_grads, C=C, heads=heads)
+    text = jax.jit(fn).trace(*specs).lower(lowering_platforms=("cuda",)).as_text()
+    assert "stablehlo.custom_call @mosaic_gpu" in text

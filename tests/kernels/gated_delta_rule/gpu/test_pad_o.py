@@ -13,10 +13,11 @@ from tests.helpers.interpret_child import in_child
 
 
 def check_pad_o(interpret: bool):
-    """At the 370M head dims (V 96 in the kernels' 128) pad_o returns o 128 wide: its first 96
-    columns are the plain call's, the rest zero; with a cotangent zero past V the gradients
-    are the plain call's, bitwise (the pad of dO that pad_o saves adds exact zeros)."""
-    args = make_inputs(21, 1, 64, 1, 1, 48, 96, decay="mild")[:5]
+    """At K 128, V 96 (V in the kernels' 128) pad_o returns o 128 wide: its first 96 columns
+    are the plain call's, the rest zero; with a cotangent zero past V the gradients are the
+    plain call's, bitwise (the pad of dO that pad_o saves adds exact zeros). (At the ladder's
+    K 48 the kernels take V = 96 unpadded, so there o is 96 wide either way.)"""
+    args = make_inputs(21, 1, 64, 1, 1, 128, 96, decay="mild")[:5]
     args = tuple(jnp.asarray(x, jnp.bfloat16) for x in args[:3]) + args[3:]
     dO = jnp.asarray(np.random.default_rng(1).normal(size=(1, 64, 1, 96)), jnp.bfloat16)
     run = lambda pad: jax.jit(lambda *a: jax.vjp(lambda *a: chunk_gated_delta_rule_pallas_gpu(

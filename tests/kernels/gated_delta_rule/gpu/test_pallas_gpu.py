@@ -264,8 +264,8 @@ def test_interpret_scale_inside_the_kernels_equals_scaling_q_first():
 @pytest.mark.parametrize("case, qkv_dtype", [
     # the 370M model's head dims: the Mosaic prep (V padded to 128; q, k, v in the caller's
     # layout) and the Mosaic state passes at that padded width (with an initial state, padded
-    # too); T padded, HV = 2H, l2norm. bf16 q, k, v as in training: the fused dqk and prep
-    # backward too
+    # too); T padded, HV = 2H, l2norm. bf16 q, k, v as in training: the state passes and the
+    # fused dqk and prep backward at V = 96 unpadded (one tile a head)
     ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.float32),
     ((1, 100, 1, 2, 48, 96, True, "mild", 64, True, None), jnp.bfloat16),
     ((1, 70, 1, 1, 128, 128, False, "strong", 64, False, 0.3), jnp.float32)])  # g to -20
@@ -370,7 +370,8 @@ def test_gpu_api_matches_chunked():
 @pytest.mark.parametrize("K,V", [(96, 192), (48, 96)])
 def test_gpu_api_auto_at_default_precision_matches_chunked(K, V):
     """What "auto" runs at "default": at the 7B layer's head dims every Mosaic kernel in the
-    caller's layout, at the 370M model's the same at V padded to 128. Output,
+    caller's layout, at the 370M model's the same with the prep at V padded to 128 and the
+    rest at V = 96 (bf16 q, k, v only; here fp32: V padded to 128 throughout). Output,
     state and gradients against XLA's chunked at "highest", to bf16-level error."""
     args = make_inputs(13, 1, 300, 2, 4, K, V, decay="mild")
     w32 = tuple(jnp.asarray(w, jnp.float32) for w in _weights(3, 1, 300, 4, K, V))

@@ -27,9 +27,11 @@ def test_plan_runs_mosaic_where_each_kernel_takes_the_shape():
     # V = 256: the fused dqk and prep backward holds all of V in shared memory (<= 192): the
     # Triton dqk (dO in the caller's layout), then the Mosaic prep backward
     assert kernels(_plan(V=256)) == ("mosaic", "mosaic", "triton", "mosaic", True, True, "xla")
-    # the 370M model (K 48 -> 64, V 96 -> 128 for the prep): every kernel at the prep's padded
-    # width, the state passes' too
-    assert kernels(_plan(Kp=64, V=96)) == mosaic and _plan(Kp=64, V=96).state_v == 128
+    # the ladder models (K 48 -> 64, V 96 -> 128 for the prep): every kernel in Mosaic GPU, the
+    # state passes and the fused gradients at V = 96 (one tile a head); with fp32 q, k, v (no
+    # fused gradients) or K 128 they take the prep's padded width
+    assert kernels(_plan(Kp=64, V=96)) == mosaic and _plan(Kp=64, V=96).state_v == 96
+    assert _plan(Kp=64, V=96, bf16_qkv=False).state_v == 128 and _plan(V=96).state_v == 128
     assert _plan().state_v == 128 and _plan(V=192).state_v == 192
     assert _plan(precision="highest", V=96).state_v == 96                # Triton: no padding
     # fp32 q, k, v: the Mosaic prep backward writes bf16 cotangents only

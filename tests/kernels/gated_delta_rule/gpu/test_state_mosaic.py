@@ -169,3 +169,30 @@ def test_residuals_lower_for_cuda(Kp, heads):
     lowered = jax.jit(fwd).trace(*map(spec, state_inputs(Kp, 128))).lower(
         lowering_platforms=("cuda",))
     assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
+
+
+def test_interpret_whole_v96_matches_the_padded_tiles():
+    """The ladder's heads (Kp 64, V 96): one program a head over the unpadded V (block_v=96, the
+    64-byte swizzle), reading the first 96 columns of a 128-wide u, against two 64-wide tiles
+    over V padded with zeros to 128: o, the final state, the saved states and delta agree to
+    one bf16 ulp (the products' order differs)."""
+    w, u, kd, gc, qd, aqk, s0 = state_inputs(64, 128)
+    u = u.at[..., 96:].set(0)
+    ip = plgpu.InterpretGPUParams()
+    kw = dict(residuals=True, o_dtype=jnp.bfloat16, interpret=ip)
+    want = state_fwd(w, u, kd, gc, qd, aqk, s0.at[..., 96:].set(0), **kw)
+    got = state_fwd(w, u, kd, gc, qd, aqk, s0[..., :96], block_v=96, **kw)
+    for name, a, b in zip(("o", "s_final", "states", "delta"), got, want):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)[..., :96]
+        assert a.shape == b.shape and rel_err(a, b) < 2 ** -8, (name, rel_err(a, b))
+
+
+@pytest.mark.parametrize("heads", [None, BH])
+def test_whole_v96_lowers_for_cuda(heads):
+    w, u, kd, gc, qd, aqk, s0 = state_inputs(64, 128)
+    fwd = functools.partial(state_fwd, residuals=True, o_dtype=jnp.bfloat16, heads=heads,
+                            block_v=96)
+    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+    lowered = jax.jit(fwd).trace(*map(spec, (w, u, kd, gc, qd, aqk, s0[..., :96]))).lower(
+        lowering_platforms=("cuda",))
+    assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()

@@ -118,3 +118,29 @@ def test_dh_lowers_for_cuda(heads):
     text = jax.jit(fn).trace(*map(spec, (w, kd, gc, qd, aqk, do, dsf))).lower(
         lowering_platforms=("cuda",)).as_text()
     assert "stablehlo.custom_call @mosaic_gpu" in text
+
+
+def test_interpret_whole_v96_matches_the_padded_tiles():
+    """The ladder's heads (Kp 64, V 96): one program a head over the unpadded V (block_v=96, the
+    64-byte swizzle) against two 64-wide tiles over V padded with zeros to 128: dstates and dd
+    agree to one bf16 ulp, ds0 to fp32 rounding."""
+    w, u, kd, gc, qd, aqk, s0 = state_inputs(64, 128)
+    do, dsf = u.at[..., 96:].set(0), s0.at[..., 96:].set(0)
+    ip = plgpu.InterpretGPUParams()
+    want = state_mosaic_bwd.dh(w, kd, gc, qd, aqk, do, dsf, interpret=ip)
+    got = state_mosaic_bwd.dh(w, kd, gc, qd, aqk, do[..., :96], dsf[..., :96], interpret=ip,
+                              block_v=96)
+    for name, a, b in zip(("dstates", "dd", "ds0"), got, want):
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)[..., :96]
+        assert a.shape == b.shape and rel_err(a, b) < 2 ** -8, (name, rel_err(a, b))
+
+
+@pytest.mark.parametrize("heads", [None, BH])
+def test_whole_v96_dh_lowers_for_cuda(heads):
+    w, u, kd, gc, qd, aqk, s0 = state_inputs(64, 128)
+    do = u[..., :96] if heads is None else callers_layout(u[..., :96])
+    fn = functools.partial(state_mosaic_bwd.dh, heads=heads, block_v=96)
+    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+    lowered = jax.jit(fn).trace(*map(spec, (w, kd, gc, qd, aqk, do, s0[..., :96]))).lower(
+        lowering_platforms=("cuda",))
+    assert "stablehlo.custom_call @mosaic_gpu" in lowered.as_text()
