@@ -122,7 +122,8 @@ def _kernel_scale(p: Plan):
 
 def _state_block(p: Plan):
     """The Mosaic state passes' V tile: the whole V = 96 of the ladder's heads, else 64."""
-    return mosaic_common.BV_WHOLE_96 if p.state_v == 96 else mosaic_common.BV
+    whole = mosaic_common.BV_WHOLE_96
+    return whole if p.state_v == whole else mosaic_common.BV
 
 
 def _heads(p: Plan, o: bool = False):
